@@ -1,0 +1,33 @@
+// Subcommands implemented in their own files.
+#pragma once
+
+#include <string>
+
+#include "core/clock.h"
+
+namespace courier::cli {
+
+struct DemoOptions {
+  int orders = 300;
+  std::string duration = "20s";
+  std::string kill_every = "0.3s..1.5s";
+  std::string workdir;  // empty: a fresh temporary directory, removed afterwards
+  bool keep = false;
+  unsigned seed = 0;  // 0: random
+};
+// Interrupted (cleanly, children killed) when `stop` is requested.
+int RunDemo(const DemoOptions& options, const StopSignal& stop);
+
+struct DemoAppOptions {
+  std::string strategy;  // "outbox" or "naive"
+  std::string db;
+  std::string bootstrap;
+  std::string topic;
+  int orders = 0;
+  int rate = 0;  // transactions per second
+  unsigned seed = 0;
+};
+// The demo's "orders" service, run as a child process so that it can be SIGKILLed.
+int RunDemoApp(const DemoAppOptions& options);
+
+}  // namespace courier::cli

@@ -1,0 +1,462 @@
+// courier: one binary for the relay and its tools. See `courier --help`.
+#include <signal.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "cli/commands.h"
+#include "cli/config.h"
+#include "core/encoding.h"
+#include "core/log.h"
+#include "core/url.h"
+#include "courier/relay.h"
+#include "relay/status_report.h"
+#include "sinks/dev_broker.h"
+#include "sinks/kafka_reader.h"
+#include "sources/source.h"
+
+namespace courier::cli {
+namespace {
+
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
+// Set while a stoppable command runs; the signal handler only touches lock-free atomics.
+std::atomic<Relay*> g_relay{nullptr};
+StopSignal g_stop;
+
+void OnTerminate(int) {
+  g_stop.Request();
+  if (Relay* relay = g_relay.load()) relay->RequestStop();
+}
+
+void InstallSignalHandlers() {
+  struct sigaction sa {};
+  sa.sa_handler = OnTerminate;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+int Fail(const Status& st) {
+  std::fprintf(stderr, "courier: error: %s\n", st.message().c_str());
+  return st.code() == StatusCode::kInvalidArgument || st.code() == StatusCode::kNotFound
+             ? kExitUsage
+             : kExitFailure;
+}
+
+struct CommonFlags {
+  std::string log_level = "info";
+  std::string log_format = "logfmt";
+};
+
+void AddCommonFlags(CLI::App* cmd, CommonFlags* f) {
+  cmd->add_option("--log-level", f->log_level, "debug, info, warn or error")->capture_default_str();
+  cmd->add_option("--log-format", f->log_format, "logfmt or json")->capture_default_str();
+}
+
+Status ApplyCommonFlags(const CommonFlags& f) {
+  log::Level level;
+  if (!log::ParseLevel(f.log_level, &level)) {
+    return InvalidArgumentError("--log-level must be debug, info, warn or error");
+  }
+  log::SetLevel(level);
+  if (f.log_format != "logfmt" && f.log_format != "json") {
+    return InvalidArgumentError("--log-format must be logfmt or json");
+  }
+  log::SetJson(f.log_format == "json");
+  return Status::Ok();
+}
+
+struct RelayFlags {
+  RelayOptions options;
+  std::string batch_size = "1000";
+  std::string poll_interval = "100ms";
+  std::string retention = "7d";
+  std::string cleanup_interval = "1m";
+  std::string delivery_timeout;
+  std::string shutdown_timeout = "10s";
+  std::string config;
+};
+
+Status BuildRelayOptions(RelayFlags& f) {
+  RelayOptions& o = f.options;
+  ASSIGN_OR_RETURN(o.poll_interval, ParseDuration(f.poll_interval));
+  ASSIGN_OR_RETURN(o.retention, ParseDuration(f.retention));
+  ASSIGN_OR_RETURN(o.cleanup_interval, ParseDuration(f.cleanup_interval));
+  ASSIGN_OR_RETURN(o.shutdown_timeout, ParseDuration(f.shutdown_timeout));
+  // --once must end: by default an unacked event fails after 30 s instead of waiting forever.
+  const std::string delivery =
+      f.delivery_timeout.empty() ? (o.once ? "30s" : "0") : f.delivery_timeout;
+  ASSIGN_OR_RETURN(o.delivery_timeout, ParseDuration(delivery));
+  try {
+    const long long n = std::stoll(f.batch_size);
+    if (n < 1 || n > 1000000) throw std::out_of_range("batch");
+    o.batch_size = static_cast<size_t>(n);
+  } catch (...) {
+    return InvalidArgumentError("--batch-size must be a number from 1 to 1000000");
+  }
+  return Status::Ok();
+}
+
+int RunRelay(RelayFlags& flags) {
+  Status st = BuildRelayOptions(flags);
+  if (!st.ok()) return Fail(st);
+  auto relay = Relay::Create(flags.options);
+  if (!relay.ok()) return Fail(relay.status());
+  g_relay.store(relay->get());
+  if (g_stop.requested()) (*relay)->RequestStop();
+  st = (*relay)->Run();
+  g_relay.store(nullptr);
+  if (!st.ok()) return Fail(st);
+  return 0;
+}
+
+int RunMigrate(const std::string& source, const TableNames& tables) {
+  Status st = Migrate(source, tables);
+  if (!st.ok()) return Fail(st);
+  std::printf("migrated %s: tables %s, %s ready\n", RedactUrl(source).c_str(),
+              tables.outbox.c_str(), tables.dead_letter.c_str());
+  return 0;
+}
+
+int RunStatus(const std::string& source, const TableNames& tables, bool json) {
+  auto s = ReadOutboxStatus(source, tables);
+  if (!s.ok()) return Fail(s.status());
+  if (json) {
+    std::printf(
+        "{\"pending\":%lld,\"oldest_pending_age_s\":%.3f,\"published_retained\":%lld,"
+        "\"dead_letters\":%lld,\"relay_active\":%s}\n",
+        static_cast<long long>(s->pending), s->oldest_pending_age_s,
+        static_cast<long long>(s->published_retained), static_cast<long long>(s->dead_letters),
+        s->relay_active ? "true" : "false");
+    return 0;
+  }
+  std::printf("source             %s\n", RedactUrl(source).c_str());
+  std::printf("outbox             %s\n", tables.outbox.c_str());
+  std::printf("pending events     %lld\n", static_cast<long long>(s->pending));
+  std::printf("oldest pending     %.1f s\n", s->oldest_pending_age_s);
+  std::printf("published, kept    %lld\n", static_cast<long long>(s->published_retained));
+  std::printf("dead letters       %lld  (table %s)\n", static_cast<long long>(s->dead_letters),
+              tables.dead_letter.c_str());
+  std::printf("active relay       %s\n", s->relay_active ? "yes" : "no");
+  return 0;
+}
+
+struct TailFlags {
+  std::string url;
+  bool from_beginning = false;
+  bool exit_at_end = false;
+  long long limit = 0;
+};
+
+int TailKafka(const TailFlags& f, const Url& url) {
+  std::vector<std::string> topics;
+  std::stringstream ss(url.path);
+  for (std::string t; std::getline(ss, t, ',');) {
+    if (!t.empty()) topics.push_back(t);
+  }
+  if (topics.empty() || url.path.find('{') != std::string::npos) {
+    return Fail(
+        InvalidArgumentError("tail needs a concrete topic: kafka://host:port/TOPIC[,TOPIC]"));
+  }
+  auto reader = KafkaReader::Open(url.hosts, topics, f.from_beginning || f.exit_at_end, url.query);
+  if (!reader.ok()) return Fail(reader.status());
+  long long printed = 0;
+  auto print = [&](const KafkaRecord& r) {
+    const std::string extra = "{\"topic\":\"" + r.topic +
+                              "\",\"partition\":" + std::to_string(r.partition) +
+                              ",\"offset\":" + std::to_string(r.offset) + "}";
+    std::printf("%s\n", EventToJsonLine(r.event, extra).c_str());
+    std::fflush(stdout);
+    ++printed;
+  };
+  if (f.exit_at_end) {
+    auto records = (*reader)->ReadToEnd(std::chrono::seconds(60));
+    if (!records.ok()) return Fail(records.status());
+    for (const KafkaRecord& r : *records) {
+      if (f.limit > 0 && printed >= f.limit) break;
+      print(r);
+    }
+    return 0;
+  }
+  while (!g_stop.requested() && (f.limit == 0 || printed < f.limit)) {
+    auto r = (*reader)->Poll(Duration(200));
+    if (!r.ok()) {
+      log::Warn("tail", {{"error", r.status().message()}});
+      Clock::Real().SleepFor(Duration(500), g_stop);
+      continue;
+    }
+    if (r->has_value()) print(**r);
+  }
+  return 0;
+}
+
+int TailFile(const TailFlags& f, const Url& url) {
+  const std::string path = "/" + url.path;
+  std::ifstream in(path);
+  if (!in) return Fail(InvalidArgumentError("cannot open " + path));
+  if (!f.from_beginning && !f.exit_at_end) in.seekg(0, std::ios::end);
+  long long printed = 0;
+  std::string line;
+  while (!g_stop.requested() && (f.limit == 0 || printed < f.limit)) {
+    if (std::getline(in, line)) {
+      std::printf("%s\n", line.c_str());
+      std::fflush(stdout);
+      ++printed;
+      continue;
+    }
+    if (f.exit_at_end) break;
+    in.clear();
+    Clock::Real().SleepFor(Duration(100), g_stop);
+  }
+  return 0;
+}
+
+int RunTail(const TailFlags& f) {
+  auto url = ParseUrl(f.url);
+  if (!url.ok()) return Fail(url.status());
+  if (url->scheme == "kafka") return TailKafka(f, *url);
+  if (url->scheme == "file") return TailFile(f, *url);
+  return Fail(InvalidArgumentError("tail cannot read '" + url->scheme +
+                                   "://' URLs; expected kafka://host:port/TOPIC or file:///path"));
+}
+
+int RunDevBroker(int brokers, const std::string& bootstrap_file,
+                 const std::vector<std::string>& topics, int partitions) {
+  auto broker = DevBroker::Start(brokers);
+  if (!broker.ok()) return Fail(broker.status());
+  for (const std::string& t : topics) {
+    Status st = (*broker)->CreateTopic(t, partitions);
+    if (!st.ok()) return Fail(st);
+  }
+  const std::string& bootstrap = (*broker)->bootstrap();
+  if (!bootstrap_file.empty()) {
+    // Written whole, then renamed: a reader never sees half an address.
+    const std::string tmp = bootstrap_file + ".tmp";
+    std::ofstream(tmp) << bootstrap << "\n";
+    if (std::rename(tmp.c_str(), bootstrap_file.c_str()) != 0) {
+      return Fail(InvalidArgumentError("cannot write " + bootstrap_file));
+    }
+  }
+  std::printf("%s\n", bootstrap.c_str());
+  std::fflush(stdout);
+  log::Info("dev broker running; stop it with Ctrl-C or SIGTERM (its data lives in memory)",
+            {{"bootstrap", bootstrap}, {"brokers", std::to_string(brokers)}});
+  while (!g_stop.requested()) Clock::Real().SleepFor(Duration(1000), g_stop);
+  return 0;
+}
+
+// Prepends the config file's settings to the arguments, so that flags given on the command
+// line (parsed later, last one wins) override the file.
+Result<std::vector<std::string>> ExpandConfig(CLI::App& app, std::vector<std::string> args) {
+  if (args.size() < 2) return args;
+  CLI::App* cmd = nullptr;
+  try {
+    cmd = app.get_subcommand(args[1]);
+  } catch (const CLI::OptionNotFound&) {
+    return args;
+  }
+  std::string file;
+  for (size_t i = 2; i < args.size(); ++i) {
+    if (args[i] == "--config" && i + 1 < args.size()) file = args[i + 1];
+    if (args[i].rfind("--config=", 0) == 0) file = args[i].substr(9);
+  }
+  if (file.empty()) return args;
+  std::ifstream in(file);
+  if (!in) return InvalidArgumentError("cannot read config file " + file);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  ASSIGN_OR_RETURN(std::string text, InterpolateEnv(buffer.str(), file));
+  ASSIGN_OR_RETURN(std::vector<std::string> from_file,
+                   ConfigToArgs(text, file, [cmd](const std::string& key) {
+                     return key != "config" && cmd->get_option_no_throw("--" + key) != nullptr;
+                   }));
+  args.insert(args.begin() + 2, from_file.begin(), from_file.end());
+  return args;
+}
+
+}  // namespace
+
+int Main(int argc, char** argv) {
+  CLI::App app{
+      "courier moves events from your database's outbox to brokers, crash-safe.\n"
+      "Write business rows and an event row in one transaction; the relay publishes committed\n"
+      "events, in order per aggregate, and deletes them only after the broker acknowledged.\n\n"
+      "Start with:  courier demo      (SQLite + built-in dev broker, nothing to install)\n"
+      "Then:        courier migrate --source postgres://app@127.0.0.1/app\n"
+      "             courier relay --source postgres://app@127.0.0.1/app \\\n"
+      "                           --sink kafka://127.0.0.1:9092/{aggregate_type}"};
+  app.require_subcommand(1);
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.set_version_flag("--version", std::string("courier ") + "0.1.0");
+
+  CommonFlags common;
+  const std::string kTables = "Tables";
+
+  // relay
+  RelayFlags rf;
+  CLI::App* relay = app.add_subcommand(
+      "relay",
+      "Publish committed outbox events to a sink, forever (or --once).\n"
+      "Sources: postgres://user:pass@host:port/db, sqlite:///path/app.db\n"
+      "Sinks:   kafka://host:port[,host:port]/TOPIC[?librdkafka.property=value...]\n"
+      "           TOPIC may use {aggregate_type} and {event_type}; default {aggregate_type}\n"
+      "         file:///path/events.jsonl (one JSON line per event, fsynced before ack)\n"
+      "Exit codes: 0 done or stopped by SIGTERM/SIGINT; 1 failure; 2 bad input.");
+  relay->add_option("--source", rf.options.source_url, "Database URL holding the outbox")
+      ->required();
+  relay->add_option("--sink", rf.options.sink_url, "Destination URL")->required();
+  relay->add_option("--config", rf.config,
+                    "TOML file whose keys are these flags' names (flags win); ${VAR} reads the "
+                    "environment");
+  relay->add_option("--table", rf.options.outbox_table, "Outbox table (may be schema.table)")
+      ->capture_default_str()
+      ->group(kTables);
+  relay
+      ->add_option("--dead-letter-table", rf.options.dead_letter_table,
+                   "Where events the sink rejects for good are parked")
+      ->capture_default_str()
+      ->group(kTables);
+  relay->add_option("--batch-size", rf.batch_size, "Events fetched and published per batch")
+      ->capture_default_str();
+  relay->add_option("--poll-interval", rf.poll_interval, "Wait between polls when idle")
+      ->capture_default_str();
+  relay->add_flag("--once", rf.options.once,
+                  "Drain what is pending and exit (non-zero with the reason on failure)");
+  relay->add_flag("--retain", rf.options.retain,
+                  "Stamp published_at instead of deleting; rows are deleted after --retention");
+  relay->add_option("--retention", rf.retention, "Retain mode: keep published rows this long")
+      ->capture_default_str();
+  relay->add_option("--cleanup-interval", rf.cleanup_interval, "Retain mode: cleaner period")
+      ->capture_default_str();
+  relay->add_option("--delivery-timeout", rf.delivery_timeout,
+                    "Give up waiting for one event's ack after this long and retry it later; "
+                    "0 waits forever (default 0, or 30s with --once)");
+  relay
+      ->add_option("--shutdown-timeout", rf.shutdown_timeout,
+                   "On SIGTERM, wait this long for in-flight acks")
+      ->capture_default_str();
+  AddCommonFlags(relay, &common);
+
+  // migrate
+  std::string source;
+  TableNames tables;
+  CLI::App* migrate = app.add_subcommand(
+      "migrate", "Create the outbox and dead-letter tables (idempotent, safe to re-run).");
+  migrate->add_option("--source", source, "Database URL")->required();
+  migrate->add_option("--table", tables.outbox, "Outbox table")->capture_default_str();
+  migrate->add_option("--dead-letter-table", tables.dead_letter, "Dead-letter table")
+      ->capture_default_str();
+  std::string unused_config;
+  migrate->add_option("--config", unused_config, "TOML file with these flags");
+  AddCommonFlags(migrate, &common);
+
+  // status
+  bool status_json = false;
+  CLI::App* status = app.add_subcommand(
+      "status", "Show backlog, oldest pending event, dead letters and whether a relay is active.");
+  status->add_option("--source", source, "Database URL")->required();
+  status->add_option("--table", tables.outbox, "Outbox table")->capture_default_str();
+  status->add_option("--dead-letter-table", tables.dead_letter, "Dead-letter table")
+      ->capture_default_str();
+  status->add_flag("--json", status_json, "One JSON object instead of text");
+  status->add_option("--config", unused_config, "TOML file with these flags");
+  AddCommonFlags(status, &common);
+
+  // tail
+  TailFlags tf;
+  CLI::App* tail = app.add_subcommand(
+      "tail",
+      "Print events arriving at a sink, one JSON line each (kafka://host:port/TOPIC, "
+      "file:///path).");
+  tail->add_option("url", tf.url, "Sink URL with a concrete topic")->required();
+  tail->add_flag("--from-beginning", tf.from_beginning, "Start at the oldest event, not new ones");
+  tail->add_flag("--exit-at-end", tf.exit_at_end,
+                 "Print everything there now (from the beginning) and exit");
+  tail->add_option("--limit", tf.limit, "Exit after this many events");
+  AddCommonFlags(tail, &common);
+
+  // dev-broker
+  int brokers = 1;
+  int partitions = 4;
+  std::string bootstrap_file;
+  std::vector<std::string> topics;
+  CLI::App* dev = app.add_subcommand(
+      "dev-broker",
+      "Run the built-in Kafka-protocol broker (librdkafka's mock cluster) for development.\n"
+      "Prints its bootstrap address; any Kafka client can connect. Data lives in memory.");
+  dev->add_option("--brokers", brokers, "Number of brokers")->capture_default_str();
+  dev->add_option("--bootstrap-file", bootstrap_file, "Also write the bootstrap address here");
+  dev->add_option("--topic", topics, "Create this topic up front (repeatable)");
+  dev->add_option("--partitions", partitions, "Partitions of --topic topics")
+      ->capture_default_str();
+  AddCommonFlags(dev, &common);
+
+  // demo
+  DemoOptions demo_options;
+  CLI::App* demo = app.add_subcommand(
+      "demo",
+      "The dual-write problem, live: an orders service commits orders with their events while\n"
+      "the relay is SIGKILLed at random; beside it the naive way (write the DB, publish\n"
+      "directly) under the same crashes. Prints lost, ghost and duplicate events of each.\n"
+      "Exits non-zero if the outbox side loses or ghosts anything.");
+  demo->add_option("--orders", demo_options.orders, "Order transactions per strategy")
+      ->capture_default_str();
+  demo->add_option("--duration", demo_options.duration, "Spread the orders over this long")
+      ->capture_default_str();
+  demo->add_option("--kill-every", demo_options.kill_every,
+                   "SIGKILL interval range for the relay and the apps")
+      ->capture_default_str();
+  demo->add_option("--workdir", demo_options.workdir, "Keep the databases and logs here");
+  demo->add_option("--seed", demo_options.seed, "Random seed (0: random)");
+  AddCommonFlags(demo, &common);
+
+  DemoAppOptions app_options;
+  CLI::App* demo_app = app.add_subcommand("demo-app", "internal: the demo's orders service");
+  demo_app->group("");  // hidden
+  demo_app->add_option("--strategy", app_options.strategy)->required();
+  demo_app->add_option("--db", app_options.db)->required();
+  demo_app->add_option("--bootstrap", app_options.bootstrap);
+  demo_app->add_option("--topic", app_options.topic);
+  demo_app->add_option("--orders", app_options.orders);
+  demo_app->add_option("--rate", app_options.rate);
+  demo_app->add_option("--seed", app_options.seed);
+
+  std::vector<std::string> args(argv, argv + argc);
+  auto expanded = ExpandConfig(app, args);
+  if (!expanded.ok()) return Fail(expanded.status());
+  std::vector<const char*> cargs;
+  for (const std::string& a : *expanded) cargs.push_back(a.c_str());
+  try {
+    app.parse(static_cast<int>(cargs.size()), const_cast<char**>(cargs.data()));
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::fprintf(
+        stderr, "courier: error: %s (see courier %s--help)\n", e.what(),
+        app.get_subcommands().empty() ? "" : (app.get_subcommands()[0]->get_name() + " ").c_str());
+    return kExitUsage;
+  }
+  Status st = ApplyCommonFlags(common);
+  if (!st.ok()) return Fail(st);
+  InstallSignalHandlers();
+
+  if (*relay) return RunRelay(rf);
+  if (*migrate) return RunMigrate(source, tables);
+  if (*status) return RunStatus(source, tables, status_json);
+  if (*tail) return RunTail(tf);
+  if (*dev) return RunDevBroker(brokers, bootstrap_file, topics, partitions);
+  if (*demo) return RunDemo(demo_options, g_stop);
+  if (*demo_app) return RunDemoApp(app_options);
+  return kExitUsage;
+}
+
+}  // namespace courier::cli
+
+int main(int argc, char** argv) { return courier::cli::Main(argc, argv); }

@@ -1,0 +1,126 @@
+#include "core/encoding.h"
+
+#include <nlohmann/json.hpp>
+
+namespace courier {
+
+using nlohmann::json;
+
+std::string Base64Encode(std::string_view bytes) {
+  static constexpr char kTable[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  size_t i = 0;
+  for (; i + 2 < bytes.size(); i += 3) {
+    const uint32_t n =
+        (uint8_t(bytes[i]) << 16) | (uint8_t(bytes[i + 1]) << 8) | uint8_t(bytes[i + 2]);
+    out.push_back(kTable[(n >> 18) & 63]);
+    out.push_back(kTable[(n >> 12) & 63]);
+    out.push_back(kTable[(n >> 6) & 63]);
+    out.push_back(kTable[n & 63]);
+  }
+  if (i < bytes.size()) {
+    uint32_t n = uint8_t(bytes[i]) << 16;
+    if (i + 1 < bytes.size()) n |= uint8_t(bytes[i + 1]) << 8;
+    out.push_back(kTable[(n >> 18) & 63]);
+    out.push_back(kTable[(n >> 12) & 63]);
+    out.push_back(i + 1 < bytes.size() ? kTable[(n >> 6) & 63] : '=');
+    out.push_back('=');
+  }
+  return out;
+}
+
+Result<std::string> Base64Decode(std::string_view text) {
+  auto value = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+  };
+  std::string out;
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char c : text) {
+    if (c == '=') break;
+    const int v = value(c);
+    if (v < 0) return InvalidArgumentError("invalid base64 character");
+    acc = (acc << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((acc >> bits) & 0xFF));
+    }
+  }
+  return out;
+}
+
+Result<Headers> HeadersFromJson(std::string_view text) {
+  Headers headers;
+  if (text.empty()) return headers;
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !(j.is_object() || j.is_null())) {
+    return InvalidArgumentError("headers must be a JSON object, got: " +
+                                std::string(text.substr(0, 80)));
+  }
+  if (j.is_null()) return headers;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    headers.emplace_back(it.key(), it->is_string() ? it->get<std::string>() : it->dump());
+  }
+  return headers;
+}
+
+std::string HeadersToJson(const Headers& headers) {
+  json j = json::object();
+  for (const auto& [k, v] : headers) j[k] = v;
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string EventToJsonLine(const Event& e, std::string_view extra) {
+  json j = json::object();
+  if (!extra.empty()) {
+    json x = json::parse(extra, nullptr, false);
+    if (x.is_object()) j = std::move(x);
+  }
+  j["event_id"] = e.event_id;
+  j["aggregate_type"] = e.aggregate_type;
+  j["aggregate_id"] = e.aggregate_id;
+  j["event_type"] = e.event_type;
+  j["created_at_us"] = e.created_at_us;
+  json h = json::object();
+  for (const auto& [k, v] : e.headers) h[k] = v;
+  j["headers"] = std::move(h);
+  json payload = json::parse(e.payload, nullptr, /*allow_exceptions=*/false);
+  if (!e.payload.empty() && !payload.is_discarded()) {
+    j["payload"] = std::move(payload);
+  } else {
+    j["payload_base64"] = Base64Encode(e.payload);
+  }
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+Result<Event> EventFromJsonLine(std::string_view line) {
+  json j = json::parse(line, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return InvalidArgumentError("not a JSON object");
+  Event e;
+  e.event_id = j.value("event_id", "");
+  e.aggregate_type = j.value("aggregate_type", "");
+  e.aggregate_id = j.value("aggregate_id", "");
+  e.event_type = j.value("event_type", "");
+  e.created_at_us = j.value("created_at_us", int64_t{0});
+  if (j.contains("headers") && j["headers"].is_object()) {
+    for (auto it = j["headers"].begin(); it != j["headers"].end(); ++it) {
+      e.headers.emplace_back(it.key(), it->is_string() ? it->get<std::string>() : it->dump());
+    }
+  }
+  if (j.contains("payload")) {
+    e.payload = j["payload"].dump();
+  } else if (j.contains("payload_base64")) {
+    ASSIGN_OR_RETURN(e.payload, Base64Decode(j.value("payload_base64", "")));
+  }
+  return e;
+}
+
+}  // namespace courier

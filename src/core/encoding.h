@@ -1,0 +1,30 @@
+// JSON forms of an event: the JSONL file sink's lines and `courier tail`'s output, and the
+// user-header object stored in the outbox's headers column.
+//
+// Thread-safety: pure functions.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "courier/event.h"
+#include "courier/status.h"
+
+namespace courier {
+
+// {"event_id":..,"aggregate_type":..,"aggregate_id":..,"event_type":..,"created_at_us":..,
+//  "headers":{..},"payload":<JSON value>} — or "payload_base64" when the payload is not JSON.
+// `extra` (a JSON object text, or empty) is merged in first (e.g. topic/partition/offset).
+std::string EventToJsonLine(const Event& event, std::string_view extra = {});
+
+// Parses a line written by EventToJsonLine.
+Result<Event> EventFromJsonLine(std::string_view line);
+
+// {"k":"v",...} ↔ Headers. Non-string values are kept as their JSON text.
+Result<Headers> HeadersFromJson(std::string_view json);
+std::string HeadersToJson(const Headers& headers);
+
+std::string Base64Encode(std::string_view bytes);
+Result<std::string> Base64Decode(std::string_view text);
+
+}  // namespace courier

@@ -1,0 +1,40 @@
+// Structured logs: one line per record on stderr, logfmt by default or JSON, never secrets
+// (callers pass URLs through RedactUrl before logging them).
+//
+// Thread-safety: all functions may be called from any thread.
+#pragma once
+
+#include <initializer_list>
+#include <string>
+#include <string_view>
+
+namespace courier::log {
+
+enum class Level { kDebug = 0, kInfo, kWarn, kError };
+
+struct Field {
+  std::string_view key;
+  std::string value;
+};
+
+void SetLevel(Level level);
+void SetJson(bool json);
+// Parses "debug|info|warn|error"; false if unknown.
+bool ParseLevel(std::string_view text, Level* level);
+
+void Write(Level level, std::string_view message, std::initializer_list<Field> fields = {});
+
+inline void Debug(std::string_view m, std::initializer_list<Field> f = {}) {
+  Write(Level::kDebug, m, f);
+}
+inline void Info(std::string_view m, std::initializer_list<Field> f = {}) {
+  Write(Level::kInfo, m, f);
+}
+inline void Warn(std::string_view m, std::initializer_list<Field> f = {}) {
+  Write(Level::kWarn, m, f);
+}
+inline void Error(std::string_view m, std::initializer_list<Field> f = {}) {
+  Write(Level::kError, m, f);
+}
+
+}  // namespace courier::log

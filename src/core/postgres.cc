@@ -1,0 +1,105 @@
+#include "core/postgres.h"
+
+#include <cstring>
+
+#include "core/url.h"
+
+namespace courier {
+namespace {
+
+std::string Trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+}  // namespace
+
+Result<PgConn> PgConnect(const std::string& url) {
+  const char* keys[] = {"connect_timeout", "application_name", "dbname", nullptr};
+  const char* values[] = {"10", "courier", url.c_str(), nullptr};
+  PgConn conn(PQconnectdbParams(keys, values, /*expand_dbname=*/1));
+  if (conn == nullptr) return InternalError("libpq could not allocate a connection");
+  if (PQstatus(conn.get()) != CONNECTION_OK) {
+    std::string err = Trim(PQerrorMessage(conn.get()));
+    if (err.find("invalid") != std::string::npos && err.find("URI") != std::string::npos) {
+      return InvalidArgumentError("bad PostgreSQL URL " + RedactUrl(url) + ": " + err);
+    }
+    if (err.find("password authentication failed") != std::string::npos ||
+        (err.find("database \"") != std::string::npos &&
+         err.find("does not exist") != std::string::npos)) {
+      return InvalidArgumentError("cannot connect to " + RedactUrl(url) + ": " + err);
+    }
+    return RetriableError("cannot connect to " + RedactUrl(url) + ": " + err);
+  }
+  return conn;
+}
+
+Status PgError(PGconn* conn, const PGresult* res) {
+  std::string message = Trim(res != nullptr ? PQresultErrorMessage(res) : PQerrorMessage(conn));
+  if (message.empty()) message = Trim(PQerrorMessage(conn));
+  if (PQstatus(conn) == CONNECTION_BAD)
+    return RetriableError("PostgreSQL connection lost: " + message);
+  const char* state = res != nullptr ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr;
+  if (state == nullptr) return RetriableError(message);
+  const std::string_view sqlstate(state);
+  const std::string_view cls = sqlstate.substr(0, 2);
+  if (sqlstate == "42P01") return NotFoundError(message);
+  if (cls == "08" || cls == "40" || cls == "53" || cls == "57" || sqlstate == "55P03" ||
+      sqlstate == "55006") {
+    return RetriableError(message);
+  }
+  if (cls == "42" || cls == "22" || cls == "23") return InvalidArgumentError(message);
+  return InternalError(message + " (SQLSTATE " + std::string(sqlstate) + ")");
+}
+
+Result<PgResult> PgExec(PGconn* conn, const std::string& sql, const PgParams& params) {
+  std::vector<const char*> values;
+  values.reserve(params.size());
+  for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
+  PgResult res(PQexecParams(conn, sql.c_str(), static_cast<int>(values.size()), nullptr,
+                            values.data(), nullptr, nullptr, 0));
+  if (res == nullptr) return PgError(conn, nullptr);
+  const ExecStatusType st = PQresultStatus(res.get());
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return PgError(conn, res.get());
+  return res;
+}
+
+Status PgRun(PGconn* conn, const std::string& sql) {
+  PgResult res(PQexec(conn, sql.c_str()));
+  if (res == nullptr) return PgError(conn, nullptr);
+  const ExecStatusType st = PQresultStatus(res.get());
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return PgError(conn, res.get());
+  return Status::Ok();
+}
+
+std::string QuoteIdent(std::string_view name) {
+  std::string out;
+  size_t start = 0;
+  while (true) {
+    const size_t dot = name.find('.', start);
+    const std::string_view part =
+        name.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start);
+    out.push_back('"');
+    for (char c : part) {
+      if (c == '"') out.push_back('"');
+      out.push_back(c);
+    }
+    out.push_back('"');
+    if (dot == std::string_view::npos) break;
+    out.push_back('.');
+    start = dot + 1;
+  }
+  return out;
+}
+
+std::string QuoteLiteral(std::string_view text) {
+  std::string out = "'";
+  for (char c : text) {
+    if (c == '\'') out.push_back('\'');
+    out.push_back(c);
+  }
+  out.push_back('\'');
+  return out;
+}
+
+}  // namespace courier

@@ -1,0 +1,48 @@
+// libpq behind RAII handles, with errors classed for the caller: lost connections, lock and
+// serialization failures are retriable; a missing table is kNotFound; bad SQL input is
+// kInvalidArgument.
+//
+// Thread-safety: a connection belongs to one thread at a time (libpq's rule).
+#pragma once
+
+#include <libpq-fe.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "courier/status.h"
+
+namespace courier {
+
+struct PgConnDeleter {
+  void operator()(PGconn* c) const { PQfinish(c); }
+};
+struct PgResultDeleter {
+  void operator()(PGresult* r) const { PQclear(r); }
+};
+using PgConn = std::unique_ptr<PGconn, PgConnDeleter>;
+using PgResult = std::unique_ptr<PGresult, PgResultDeleter>;
+
+using PgParams = std::vector<std::optional<std::string>>;
+
+// Connects with a 10 s connect timeout; failure to reach the server is kRetriable.
+Result<PgConn> PgConnect(const std::string& url);
+
+// Runs one statement (text parameters, text results) and classes any error.
+Result<PgResult> PgExec(PGconn* conn, const std::string& sql, const PgParams& params = {});
+
+// Runs a script of several statements (simple protocol, no parameters).
+Status PgRun(PGconn* conn, const std::string& sql);
+
+// Classes the error of a failed result (or of the connection when `res` is null).
+Status PgError(PGconn* conn, const PGresult* res);
+
+// "schema.table" or "table" as a quoted identifier: "schema"."table".
+std::string QuoteIdent(std::string_view name);
+// The text as a single-quoted SQL literal.
+std::string QuoteLiteral(std::string_view text);
+
+}  // namespace courier

@@ -1,0 +1,96 @@
+#include "core/subprocess.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstring>
+
+extern char** environ;
+
+namespace courier {
+
+Result<Subprocess> Subprocess::Spawn(const std::vector<std::string>& argv,
+                                     const std::string& stdout_path,
+                                     const std::string& stderr_path) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  if (!stdout_path.empty()) {
+    posix_spawn_file_actions_addopen(&actions, 1, stdout_path.c_str(),
+                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
+  }
+  if (!stderr_path.empty()) {
+    posix_spawn_file_actions_addopen(&actions, 2, stderr_path.c_str(),
+                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
+  }
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = -1;
+  const int rc = posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) return InternalError("spawn " + argv[0] + ": " + std::strerror(rc));
+  return Subprocess(pid);
+}
+
+Subprocess::Subprocess(Subprocess&& other) noexcept : pid_(other.pid_), exit_(other.exit_) {
+  other.pid_ = -1;
+}
+
+Subprocess& Subprocess::operator=(Subprocess&& other) noexcept {
+  if (this != &other) {
+    if (pid_ > 0 && !exit_) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    pid_ = other.pid_;
+    exit_ = other.exit_;
+    other.pid_ = -1;
+  }
+  return *this;
+}
+
+Subprocess::~Subprocess() {
+  if (pid_ > 0 && !exit_) {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+}
+
+void Subprocess::Signal(int sig) const {
+  if (pid_ > 0 && !exit_) ::kill(pid_, sig);
+}
+
+std::optional<int> Subprocess::Wait(Duration timeout) {
+  if (exit_ || pid_ <= 0) return exit_;
+  const TimePoint deadline = Clock::Real().Now() + timeout;
+  while (true) {
+    int status = 0;
+    const pid_t r = ::waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) {
+      exit_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      return exit_;
+    }
+    if (r < 0 && errno != EINTR) {
+      exit_ = -1;
+      return exit_;
+    }
+    if (Clock::Real().Now() >= deadline) return std::nullopt;
+    ::usleep(5000);
+  }
+}
+
+bool Subprocess::Running() { return !Wait(Duration(0)).has_value(); }
+
+std::string SelfExecutable() {
+  char buf[PATH_MAX];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return "courier";
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+}  // namespace courier

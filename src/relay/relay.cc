@@ -1,0 +1,196 @@
+// The relay pipeline: fetch → publish → (sink ack) → checkpoint.
+#include "courier/relay.h"
+
+#include <mutex>
+#include <unordered_set>
+
+#include "core/backoff.h"
+#include "core/log.h"
+#include "sinks/sink.h"
+#include "sources/source.h"
+
+namespace courier {
+namespace {
+
+class RelayImpl final : public Relay {
+ public:
+  RelayImpl(RelayOptions options, std::unique_ptr<Source> source, std::unique_ptr<Sink> sink)
+      : options_(std::move(options)),
+        source_(std::move(source)),
+        sink_(std::move(sink)),
+        backoff_(options_.backoff_initial, options_.backoff_max) {}
+
+  Status Run() override {
+    log::Info("relay starting", {{"source", source_->Describe()},
+                                 {"sink", sink_->Describe()},
+                                 {"mode", options_.retain ? "retain" : "delete"},
+                                 {"once", options_.once ? "true" : "false"}});
+    RETURN_IF_ERROR(sink_->Open());
+    Status st = Loop();
+    source_->Close();
+    const RelayStats s = stats();
+    log::Info("relay stopped", {{"published", std::to_string(s.published)},
+                                {"dead_lettered", std::to_string(s.dead_lettered)},
+                                {"result", st.ok() ? "ok" : st.ToString()}});
+    return st;
+  }
+
+  void RequestStop() override { stop_.Request(); }
+
+  RelayStats stats() const override {
+    std::lock_guard<std::mutex> lock(stats_mutex_);
+    return stats_;
+  }
+
+ private:
+  // A retriable failure: log it, close the source if asked, and sleep with backoff. In once
+  // mode the failure ends the run instead.
+  Status Retry(const Status& st, bool reconnect) {
+    if (reconnect) {
+      source_->Close();
+      connected_ = false;
+    }
+    {
+      std::lock_guard<std::mutex> lock(stats_mutex_);
+      ++stats_.retries;
+    }
+    if (options_.once) return st;
+    const Duration delay = backoff_.Next();
+    log::Warn("retrying", {{"error", st.ToString()}, {"in_ms", std::to_string(delay.count())}});
+    Clock::Real().SleepFor(delay, stop_);
+    return Status::Ok();
+  }
+
+  Status Connect() {
+    Status st = source_->Open();
+    if (st.ok()) st = source_->AcquireLeadership(stop_);
+    if (st.code() == StatusCode::kCancelled) return Status::Ok();
+    if (!st.ok()) {
+      if (st.code() != StatusCode::kRetriable) return st;  // fix the input: retrying won't help
+      return Retry(st, /*reconnect=*/true);
+    }
+    connected_ = true;
+    log::Info("connected to source", {{"source", source_->Describe()}});
+    return Status::Ok();
+  }
+
+  Status Loop() {
+    TimePoint next_cleanup = Clock::Real().Now();
+    while (!stop_.requested()) {
+      if (!connected_) {
+        RETURN_IF_ERROR(Connect());
+        continue;
+      }
+      if (options_.retain && Clock::Real().Now() >= next_cleanup) {
+        auto removed = source_->DeletePublishedBefore(options_.retention);
+        if (removed.ok() && *removed > 0) {
+          log::Info("deleted published rows past retention", {{"rows", std::to_string(*removed)}});
+        }
+        next_cleanup = Clock::Real().Now() + options_.cleanup_interval;
+      }
+      auto batch = source_->Fetch(options_.batch_size);
+      if (!batch.ok()) {
+        if (batch.status().code() != StatusCode::kRetriable) return batch.status();
+        RETURN_IF_ERROR(Retry(batch.status(), /*reconnect=*/true));
+        continue;
+      }
+      if (batch->empty()) {
+        if (options_.once) return Status::Ok();
+        source_->Wait(stop_);
+        continue;
+      }
+      Status st = PublishAndCheckpoint(*batch);
+      if (!st.ok()) {
+        RETURN_IF_ERROR(Retry(st, /*reconnect=*/false));
+        continue;
+      }
+      backoff_.Reset();
+      if (batch->size() < options_.batch_size) source_->Wait(stop_);
+    }
+    return Status::Ok();
+  }
+
+  // Publishes one batch and checkpoints what the sink acked. Returns a retriable error when
+  // some events were not acked (they stay pending and go out again).
+  Status PublishAndCheckpoint(const std::vector<Event>& batch) {
+    const std::vector<Status> results = sink_->Publish(batch, stop_);
+    std::vector<int64_t> acked;
+    std::vector<Rejected> rejected;
+    acked.reserve(batch.size());
+    // Once an event of an aggregate is not acked, its later events in this batch are not
+    // checkpointed either, even if acked: they go out again after it, so the last copy a
+    // consumer sees of that aggregate is in order.
+    std::unordered_set<std::string> blocked;
+    Status first_failure;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const Event& e = batch[i];
+      const Status& r = results[i];
+      if (blocked.count(e.aggregate_id) > 0) continue;
+      if (r.ok()) {
+        acked.push_back(e.id);
+      } else if (r.code() == StatusCode::kRejected) {
+        log::Error(
+            "sink rejected event for good; parked in the dead-letter table",
+            {{"event_id", e.event_id}, {"aggregate_id", e.aggregate_id}, {"error", r.message()}});
+        rejected.push_back({e.id, r.message()});
+      } else {
+        blocked.insert(e.aggregate_id);
+        if (first_failure.ok()) first_failure = r;
+      }
+    }
+    // Acknowledge only what is durable: the sink has acked every id in `acked` above, and
+    // only now are those rows deleted (or stamped). A crash before this line republishes
+    // them (duplicates); it never loses them.
+    Status st = source_->Checkpoint(acked, rejected, sink_->Describe());
+    if (!st.ok()) {
+      // The source connection is suspect; the events go out again after reconnecting.
+      source_->Close();
+      connected_ = false;
+      return st.WithContext("checkpoint");
+    }
+    {
+      std::lock_guard<std::mutex> lock(stats_mutex_);
+      stats_.published += static_cast<int64_t>(acked.size());
+      stats_.dead_lettered += static_cast<int64_t>(rejected.size());
+    }
+    if (!first_failure.ok()) {
+      const size_t failed = batch.size() - acked.size() - rejected.size();
+      return Status(first_failure.code() == StatusCode::kCancelled ? StatusCode::kCancelled
+                                                                   : StatusCode::kRetriable,
+                    std::to_string(failed) + " of " + std::to_string(batch.size()) +
+                        " events not acked by " + sink_->Describe() + ": " +
+                        first_failure.message());
+    }
+    return Status::Ok();
+  }
+
+  RelayOptions options_;
+  std::unique_ptr<Source> source_;
+  std::unique_ptr<Sink> sink_;
+  StopSignal stop_;
+  Backoff backoff_;
+  bool connected_ = false;
+  mutable std::mutex stats_mutex_;
+  RelayStats stats_;  // guarded by stats_mutex_
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Relay>> Relay::Create(const RelayOptions& options) {
+  if (options.batch_size == 0) return InvalidArgumentError("batch size must be at least 1");
+  SourceOptions source_options;
+  source_options.url = options.source_url;
+  source_options.tables = {options.outbox_table, options.dead_letter_table};
+  source_options.mode = options.retain ? CheckpointMode::kRetain : CheckpointMode::kDelete;
+  source_options.poll_interval = options.poll_interval;
+  ASSIGN_OR_RETURN(std::unique_ptr<Source> source, MakeSource(source_options));
+  SinkOptions sink_options;
+  sink_options.url = options.sink_url;
+  sink_options.delivery_timeout = options.delivery_timeout;
+  sink_options.shutdown_timeout = options.shutdown_timeout;
+  ASSIGN_OR_RETURN(std::unique_ptr<Sink> sink, MakeSink(sink_options));
+  return std::unique_ptr<Relay>(
+      std::make_unique<RelayImpl>(options, std::move(source), std::move(sink)));
+}
+
+}  // namespace courier

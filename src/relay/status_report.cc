@@ -1,0 +1,89 @@
+#include "relay/status_report.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "core/postgres.h"
+#include "core/sqlite.h"
+
+namespace courier {
+namespace {
+
+Result<OutboxStatus> PostgresStatus(const std::string& conninfo, const TableNames& t) {
+  ASSIGN_OR_RETURN(PgConn conn, PgConnect(conninfo));
+  const std::string outbox = QuoteIdent(t.outbox);
+  auto res = PgExec(
+      conn.get(),
+      "SELECT count(*) FILTER (WHERE published_at IS NULL),"
+      " coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE published_at IS NULL)),"
+      " 0)::float8, count(*) FILTER (WHERE published_at IS NOT NULL),"
+      " (SELECT count(*) FROM " +
+          QuoteIdent(t.dead_letter) +
+          "),"
+          " EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND"
+          "  objid = (hashtext($1)::bigint & 4294967295)::oid)"
+          " FROM " +
+          outbox,
+      {"courier relay " + t.outbox});
+  if (!res.ok()) {
+    if (res.status().code() == StatusCode::kNotFound) {
+      return NotFoundError("outbox tables missing; create them with: courier migrate --source URL");
+    }
+    return res.status();
+  }
+  PGresult* r = res->get();
+  OutboxStatus s;
+  s.pending = std::stoll(PQgetvalue(r, 0, 0));
+  s.oldest_pending_age_s = std::stod(PQgetvalue(r, 0, 1));
+  s.published_retained = std::stoll(PQgetvalue(r, 0, 2));
+  s.dead_letters = std::stoll(PQgetvalue(r, 0, 3));
+  s.relay_active = std::string(PQgetvalue(r, 0, 4)) == "t";
+  return s;
+}
+
+Result<OutboxStatus> SqliteStatus(const std::string& path, const TableNames& t) {
+  ASSIGN_OR_RETURN(SqliteDb db, SqliteOpen(path, /*create=*/false));
+  auto stmt = SqlitePrepare(
+      db.get(), "SELECT (SELECT count(*) FROM " + QuoteIdent(t.outbox) +
+                    " WHERE published_at IS NULL),"
+                    " coalesce((julianday('now') - (SELECT min(julianday(created_at)) FROM " +
+                    QuoteIdent(t.outbox) +
+                    " WHERE published_at IS NULL)) * 86400.0, 0),"
+                    " (SELECT count(*) FROM " +
+                    QuoteIdent(t.outbox) +
+                    " WHERE published_at IS NOT NULL),"
+                    " (SELECT count(*) FROM " +
+                    QuoteIdent(t.dead_letter) + ")");
+  if (!stmt.ok()) {
+    if (stmt.status().code() == StatusCode::kNotFound) {
+      return NotFoundError("outbox tables missing; create them with: courier migrate --source URL");
+    }
+    return stmt.status();
+  }
+  OutboxStatus s;
+  const int rc = sqlite3_step(stmt->get());
+  if (rc != SQLITE_ROW) return SqliteError(db.get(), rc, "status");
+  s.pending = sqlite3_column_int64(stmt->get(), 0);
+  s.oldest_pending_age_s = sqlite3_column_double(stmt->get(), 1);
+  s.published_retained = sqlite3_column_int64(stmt->get(), 2);
+  s.dead_letters = sqlite3_column_int64(stmt->get(), 3);
+  // The relay holds an flock on the lock file while active (sources/sqlite_poll.cc).
+  const std::string lock_path = path + ".courier-relay.lock";
+  const int fd = ::open(lock_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    if (::flock(fd, LOCK_SH | LOCK_NB) != 0) s.relay_active = true;
+    ::close(fd);
+  }
+  return s;
+}
+
+}  // namespace
+
+Result<OutboxStatus> ReadOutboxStatus(const std::string& source_url, const TableNames& tables) {
+  ASSIGN_OR_RETURN(SourceLocation loc, ParseSourceUrl(source_url));
+  if (loc.kind == SourceLocation::Kind::kPostgres) return PostgresStatus(loc.target, tables);
+  return SqliteStatus(loc.target, tables);
+}
+
+}  // namespace courier

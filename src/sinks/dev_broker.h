@@ -1,0 +1,38 @@
+// The built-in Kafka-protocol dev broker: librdkafka's mock cluster, reachable on loopback
+// by any Kafka client. Data lives in this process's memory. For development, the demo and
+// tests; not a production broker.
+//
+// Thread-safety: methods may be called from any thread.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "courier/status.h"
+#include "sinks/kafka_common.h"
+
+typedef struct rd_kafka_mock_cluster_s rd_kafka_mock_cluster_t;
+
+namespace courier {
+
+class DevBroker {
+ public:
+  static Result<std::unique_ptr<DevBroker>> Start(int brokers = 1);
+  ~DevBroker();
+
+  // "127.0.0.1:port[,127.0.0.1:port...]"
+  const std::string& bootstrap() const { return bootstrap_; }
+  // Simulates an outage of every broker (connections refused/dropped), keeping the data.
+  void SetDown(bool down);
+  // Creates `topic` with `partitions` partitions (otherwise topics are auto-created).
+  Status CreateTopic(const std::string& topic, int partitions);
+
+ private:
+  DevBroker() = default;
+  KafkaHandle handle_;
+  rd_kafka_mock_cluster_t* cluster_ = nullptr;
+  int brokers_ = 1;
+  std::string bootstrap_;
+};
+
+}  // namespace courier

@@ -1,0 +1,211 @@
+// Kafka sink: an idempotent librdkafka producer (acks=all), key = aggregate_id, headers
+// event_id / event_type / aggregate_type plus the event's own headers.
+//
+// Order: the idempotent producer keeps per-partition order across its internal retries, and
+// every event of one aggregate has the same key, hence the same partition.
+#include <atomic>
+#include <cstring>
+#include <optional>
+
+#include "core/log.h"
+#include "core/url.h"
+#include "sinks/kafka_common.h"
+#include "sinks/sink.h"
+
+namespace courier {
+
+Result<KafkaConf> MakeKafkaConf(const std::vector<std::pair<std::string, std::string>>& props) {
+  KafkaConf conf(rd_kafka_conf_new());
+  char err[512];
+  for (const auto& [key, value] : props) {
+    if (rd_kafka_conf_set(conf.get(), key.c_str(), value.c_str(), err, sizeof err) !=
+        RD_KAFKA_CONF_OK) {
+      return InvalidArgumentError("Kafka property '" + key + "': " + err);
+    }
+  }
+  return conf;
+}
+
+bool IsPermanentKafkaError(rd_kafka_resp_err_t err) {
+  switch (err) {
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE:
+    case RD_KAFKA_RESP_ERR_INVALID_MSG:
+    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+    case RD_KAFKA_RESP_ERR__BAD_MSG:
+      return true;
+    default:
+      return false;
+  }
+}
+
+namespace {
+
+class KafkaSink final : public Sink {
+ public:
+  explicit KafkaSink(SinkOptions options) : options_(std::move(options)) {}
+
+  Status Open() override {
+    ASSIGN_OR_RETURN(Url url, ParseUrl(options_.url));
+    if (url.hosts.empty()) {
+      return InvalidArgumentError("Kafka sink URL " + RedactUrl(options_.url) +
+                                  " has no broker; write kafka://host:port/topic");
+    }
+    topic_template_ = url.path.empty() ? "{aggregate_type}" : url.path;
+    std::vector<std::pair<std::string, std::string>> props = {
+        {"bootstrap.servers", url.hosts},
+        {"enable.idempotence", "true"},
+        {"acks", "all"},
+        {"linger.ms", "5"},
+        {"batch.num.messages", "10000"},
+        {"queue.buffering.max.messages", "1000000"},
+        {"message.timeout.ms", std::to_string(options_.delivery_timeout.count())},
+        {"reconnect.backoff.max.ms", "5000"},
+    };
+    // The URL's query sets any other librdkafka property (security.protocol, sasl.*, ...).
+    for (const auto& kv : url.query) props.push_back(kv);
+    ASSIGN_OR_RETURN(KafkaConf conf, MakeKafkaConf(props));
+    rd_kafka_conf_set_opaque(conf.get(), this);
+    rd_kafka_conf_set_dr_msg_cb(conf.get(), &KafkaSink::OnDelivery);
+    rd_kafka_conf_set_error_cb(conf.get(), &KafkaSink::OnError);
+    char err[512];
+    rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf.get(), err, sizeof err);
+    if (rk == nullptr) return InvalidArgumentError(std::string("Kafka producer: ") + err);
+    conf.release();  // owned by rk now
+    producer_.reset(rk);
+    return Status::Ok();
+  }
+
+  std::vector<Status> Publish(std::span<const Event> batch, const StopSignal& stop) override {
+    std::vector<Status> results(batch.size(), RetriableError("no delivery report"));
+    if (producer_ == nullptr) {
+      Status st = Open();
+      if (!st.ok()) return std::vector<Status>(batch.size(), st);
+    }
+    rd_kafka_t* rk = producer_.get();
+    pending_ = 0;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const Event& e = batch[i];
+      const std::string topic = ExpandTemplate(topic_template_, e);
+      KafkaHeaders headers(rd_kafka_headers_new(3 + e.headers.size()));
+      rd_kafka_header_add(headers.get(), "event_id", -1, e.event_id.data(),
+                          static_cast<ssize_t>(e.event_id.size()));
+      rd_kafka_header_add(headers.get(), "event_type", -1, e.event_type.data(),
+                          static_cast<ssize_t>(e.event_type.size()));
+      rd_kafka_header_add(headers.get(), "aggregate_type", -1, e.aggregate_type.data(),
+                          static_cast<ssize_t>(e.aggregate_type.size()));
+      for (const auto& [k, v] : e.headers) {
+        rd_kafka_header_add(headers.get(), k.data(), static_cast<ssize_t>(k.size()), v.data(),
+                            static_cast<ssize_t>(v.size()));
+      }
+      rd_kafka_resp_err_t err;
+      while (true) {
+        err = rd_kafka_producev(
+            rk, RD_KAFKA_V_TOPIC(topic.c_str()),
+            RD_KAFKA_V_KEY(e.aggregate_id.data(), e.aggregate_id.size()),
+            RD_KAFKA_V_VALUE(const_cast<char*>(e.payload.data()), e.payload.size()),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(headers.get()),
+            RD_KAFKA_V_OPAQUE(&results[i]), RD_KAFKA_V_END);
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) break;
+        rd_kafka_poll(rk, 10);
+      }
+      if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        headers.release();  // owned by the message now
+        ++pending_;
+      } else {
+        results[i] = Classify(err, topic);
+      }
+    }
+    WaitForReports(stop);
+    if (pending_ > 0) {
+      // Given up (shutdown or fatal producer error): drop what is queued. The events stay in
+      // the outbox and go out again later; their reports arrive as purge errors.
+      rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+      for (int i = 0; i < 100 && pending_ > 0; ++i) rd_kafka_poll(rk, 10);
+    }
+    char fatal[256];
+    if (rd_kafka_fatal_error(rk, fatal, sizeof fatal) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      log::Error("Kafka producer hit a fatal error; recreating it", {{"error", fatal}});
+      producer_.reset();
+    }
+    return results;
+  }
+
+  std::string Describe() const override { return RedactUrl(options_.url); }
+
+ private:
+  void WaitForReports(const StopSignal& stop) {
+    rd_kafka_t* rk = producer_.get();
+    const TimePoint started = Clock::Real().Now();
+    TimePoint next_warning = started + std::chrono::seconds(10);
+    std::optional<TimePoint> stop_deadline;
+    while (pending_ > 0) {
+      rd_kafka_poll(rk, 50);
+      const TimePoint now = Clock::Real().Now();
+      if (stop.requested() && !stop_deadline) stop_deadline = now + options_.shutdown_timeout;
+      if (stop_deadline && now >= *stop_deadline) {
+        log::Warn("shutdown: giving up waiting for broker acks; the events stay in the outbox",
+                  {{"pending", std::to_string(pending_)}});
+        return;
+      }
+      char fatal[256];
+      if (rd_kafka_fatal_error(rk, fatal, sizeof fatal) != RD_KAFKA_RESP_ERR_NO_ERROR) return;
+      if (now >= next_warning) {
+        const auto waited = std::chrono::duration_cast<std::chrono::seconds>(now - started);
+        log::Warn("waiting for Kafka acks; is the broker reachable?",
+                  {{"pending", std::to_string(pending_)},
+                   {"waited_s", std::to_string(waited.count())},
+                   {"sink", Describe()},
+                   {"last_error", last_error_}});
+        next_warning = now + std::chrono::seconds(30);
+      }
+    }
+  }
+
+  static Status Classify(rd_kafka_resp_err_t err, const std::string& topic) {
+    std::string message = std::string("Kafka: ") + rd_kafka_err2str(err) + " (topic " + topic + ")";
+    if (IsPermanentKafkaError(err)) return RejectedError(std::move(message));
+    return RetriableError(std::move(message));
+  }
+
+  static void OnDelivery(rd_kafka_t*, const rd_kafka_message_t* msg, void* opaque) {
+    auto* self = static_cast<KafkaSink*>(opaque);
+    auto* result = static_cast<Status*>(msg->_private);
+    if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      *result = Status::Ok();
+    } else {
+      *result = Classify(msg->err, rd_kafka_topic_name(msg->rkt));
+    }
+    --self->pending_;
+  }
+
+  static void OnError(rd_kafka_t*, int err, const char* reason, void* opaque) {
+    auto* self = static_cast<KafkaSink*>(opaque);
+    self->last_error_ = reason;  // read on the same thread: callbacks run inside poll
+    const auto code = static_cast<rd_kafka_resp_err_t>(err);
+    const TimePoint now = Clock::Real().Now();
+    if (code == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || now >= self->next_error_log_) {
+      log::Warn("Kafka client error; retrying with backoff",
+                {{"error", reason}, {"sink", self->Describe()}});
+      self->next_error_log_ = now + std::chrono::seconds(10);
+    }
+  }
+
+  SinkOptions options_;
+  std::string topic_template_;
+  KafkaHandle producer_;
+  int64_t pending_ = 0;
+  std::string last_error_;
+  TimePoint next_error_log_{};
+};
+
+}  // namespace
+
+std::unique_ptr<Sink> MakeKafkaSink(const SinkOptions& options) {
+  return std::make_unique<KafkaSink>(options);
+}
+
+}  // namespace courier

@@ -1,0 +1,38 @@
+// librdkafka handles and settings shared by the Kafka sink, the Kafka reader and the dev
+// broker.
+//
+// Thread-safety: librdkafka handles are thread-safe; the helpers are pure.
+#pragma once
+
+#include <librdkafka/rdkafka.h>
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "courier/status.h"
+
+namespace courier {
+
+struct KafkaDeleter {
+  void operator()(rd_kafka_t* rk) const { rd_kafka_destroy(rk); }
+};
+struct KafkaConfDeleter {
+  void operator()(rd_kafka_conf_t* c) const { rd_kafka_conf_destroy(c); }
+};
+struct KafkaHeadersDeleter {
+  void operator()(rd_kafka_headers_t* h) const { rd_kafka_headers_destroy(h); }
+};
+using KafkaHandle = std::unique_ptr<rd_kafka_t, KafkaDeleter>;
+using KafkaConf = std::unique_ptr<rd_kafka_conf_t, KafkaConfDeleter>;
+using KafkaHeaders = std::unique_ptr<rd_kafka_headers_t, KafkaHeadersDeleter>;
+
+// A configuration with each property set; an unknown property or bad value is
+// kInvalidArgument naming it (secret values are not repeated).
+Result<KafkaConf> MakeKafkaConf(const std::vector<std::pair<std::string, std::string>>& props);
+
+// Errors the broker or client will give again for the same message, whatever the retries.
+bool IsPermanentKafkaError(rd_kafka_resp_err_t err);
+
+}  // namespace courier

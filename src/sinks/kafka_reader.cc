@@ -1,0 +1,149 @@
+#include "sinks/kafka_reader.h"
+
+#include <cstring>
+
+#include "core/uuid.h"
+
+namespace courier {
+
+Event EventFromKafkaMessage(const rd_kafka_message_t* msg) {
+  Event e;
+  if (msg->key != nullptr) e.aggregate_id.assign(static_cast<const char*>(msg->key), msg->key_len);
+  if (msg->payload != nullptr) {
+    e.payload.assign(static_cast<const char*>(msg->payload), msg->len);
+  }
+  rd_kafka_headers_t* headers = nullptr;
+  if (rd_kafka_message_headers(msg, &headers) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    const char* name;
+    const void* value;
+    size_t size;
+    for (size_t i = 0;
+         rd_kafka_header_get_all(headers, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR;
+         ++i) {
+      std::string v = value != nullptr ? std::string(static_cast<const char*>(value), size) : "";
+      if (std::strcmp(name, "event_id") == 0) {
+        e.event_id = std::move(v);
+      } else if (std::strcmp(name, "event_type") == 0) {
+        e.event_type = std::move(v);
+      } else if (std::strcmp(name, "aggregate_type") == 0) {
+        e.aggregate_type = std::move(v);
+      } else {
+        e.headers.emplace_back(name, std::move(v));
+      }
+    }
+  }
+  rd_kafka_timestamp_type_t ts_type;
+  const int64_t ts = rd_kafka_message_timestamp(msg, &ts_type);
+  if (ts > 0) e.created_at_us = ts * 1000;
+  return e;
+}
+
+Result<std::unique_ptr<KafkaReader>> KafkaReader::Open(
+    const std::string& brokers, std::vector<std::string> topics, bool from_beginning,
+    const std::vector<std::pair<std::string, std::string>>& props) {
+  std::vector<std::pair<std::string, std::string>> all = {
+      {"bootstrap.servers", brokers},
+      {"group.id", "courier-reader-" + NewUuidV7()},
+      {"enable.auto.commit", "false"},
+      {"enable.partition.eof", "true"},
+      {"auto.offset.reset", from_beginning ? "earliest" : "latest"},
+  };
+  all.insert(all.end(), props.begin(), props.end());
+  ASSIGN_OR_RETURN(KafkaConf conf, MakeKafkaConf(all));
+  char err[512];
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf.get(), err, sizeof err);
+  if (rk == nullptr) return InvalidArgumentError(std::string("Kafka consumer: ") + err);
+  conf.release();
+  std::unique_ptr<KafkaReader> reader(new KafkaReader());
+  reader->consumer_.reset(rk);
+  rd_kafka_poll_set_consumer(rk);
+  reader->topics_ = std::move(topics);
+  reader->from_beginning_ = from_beginning;
+  return reader;
+}
+
+Status KafkaReader::AssignNewPartitions() {
+  const TimePoint now = Clock::Real().Now();
+  if (now < next_metadata_) return Status::Ok();
+  next_metadata_ = now + std::chrono::milliseconds(500);
+  bool added = false;
+  for (const std::string& topic : topics_) {
+    rd_kafka_topic_t* rkt = rd_kafka_topic_new(consumer_.get(), topic.c_str(), nullptr);
+    const rd_kafka_metadata_t* md = nullptr;
+    const rd_kafka_resp_err_t err = rd_kafka_metadata(consumer_.get(), 0, rkt, &md, 5000);
+    rd_kafka_topic_destroy(rkt);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      return RetriableError(std::string("Kafka metadata for ") + topic + ": " +
+                            rd_kafka_err2str(err));
+    }
+    for (int t = 0; t < md->topic_cnt; ++t) {
+      if (md->topics[t].err != RD_KAFKA_RESP_ERR_NO_ERROR) continue;
+      for (int p = 0; p < md->topics[t].partition_cnt; ++p) {
+        if (assigned_.emplace(topic, md->topics[t].partitions[p].id).second) added = true;
+      }
+    }
+    rd_kafka_metadata_destroy(md);
+  }
+  if (!added) return Status::Ok();
+  rd_kafka_topic_partition_list_t* list =
+      rd_kafka_topic_partition_list_new(static_cast<int>(assigned_.size()));
+  for (const auto& [topic, partition] : assigned_) {
+    rd_kafka_topic_partition_list_add(list, topic.c_str(), partition)->offset =
+        from_beginning_ ? RD_KAFKA_OFFSET_BEGINNING : RD_KAFKA_OFFSET_END;
+  }
+  // Partitions seen for the first time after start are read from their beginning: the events
+  // in them are new to this reader.
+  from_beginning_ = true;
+  const rd_kafka_resp_err_t err = rd_kafka_assign(consumer_.get(), list);
+  rd_kafka_topic_partition_list_destroy(list);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return RetriableError(std::string("Kafka assign: ") + rd_kafka_err2str(err));
+  }
+  return Status::Ok();
+}
+
+Result<std::optional<KafkaRecord>> KafkaReader::Poll(Duration timeout) {
+  RETURN_IF_ERROR(AssignNewPartitions());
+  rd_kafka_message_t* msg =
+      rd_kafka_consumer_poll(consumer_.get(), static_cast<int>(timeout.count()));
+  if (msg == nullptr) return std::optional<KafkaRecord>();
+  std::unique_ptr<rd_kafka_message_t, void (*)(rd_kafka_message_t*)> guard(
+      msg, rd_kafka_message_destroy);
+  const std::string topic = msg->rkt != nullptr ? rd_kafka_topic_name(msg->rkt) : "";
+  if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+    at_end_.emplace(topic, msg->partition);
+    return std::optional<KafkaRecord>();
+  }
+  if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return RetriableError(std::string("Kafka consume: ") + rd_kafka_message_errstr(msg));
+  }
+  at_end_.erase({topic, msg->partition});
+  KafkaRecord record;
+  record.topic = topic;
+  record.partition = msg->partition;
+  record.offset = msg->offset;
+  record.event = EventFromKafkaMessage(msg);
+  return std::optional<KafkaRecord>(std::move(record));
+}
+
+Result<std::vector<KafkaRecord>> KafkaReader::ReadToEnd(Duration timeout) {
+  std::vector<KafkaRecord> records;
+  const TimePoint deadline = Clock::Real().Now() + timeout;
+  next_metadata_ = {};
+  RETURN_IF_ERROR(AssignNewPartitions());
+  if (assigned_.empty()) return records;  // no such topic: nothing was ever published
+  while (at_end_.size() < assigned_.size()) {
+    if (Clock::Real().Now() >= deadline) {
+      return RetriableError("timed out reading Kafka topics to their end");
+    }
+    auto r = Poll(Duration(100));
+    if (!r.ok()) {
+      if (r.status().code() == StatusCode::kRetriable) continue;
+      return r.status();
+    }
+    if (r->has_value()) records.push_back(std::move(**r));
+  }
+  return records;
+}
+
+}  // namespace courier

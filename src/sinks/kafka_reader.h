@@ -1,0 +1,56 @@
+// Reads courier events back from Kafka topics: `courier tail`, the demo's verdict and the
+// tests' checks. Assigns every partition of the topics directly (no consumer group).
+//
+// Thread-safety: one thread at a time.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/clock.h"
+#include "courier/event.h"
+#include "courier/status.h"
+#include "sinks/kafka_common.h"
+
+namespace courier {
+
+struct KafkaRecord {
+  std::string topic;
+  int32_t partition = 0;
+  int64_t offset = 0;
+  Event event;  // aggregate_id from the key, payload from the value, ids from headers
+};
+
+class KafkaReader {
+ public:
+  // `brokers` is a bootstrap list ("host:port,..."); `props` are extra librdkafka settings.
+  static Result<std::unique_ptr<KafkaReader>> Open(
+      const std::string& brokers, std::vector<std::string> topics, bool from_beginning,
+      const std::vector<std::pair<std::string, std::string>>& props = {});
+
+  // The next record, or nullopt when none arrived within `timeout`. Topics that do not exist
+  // yet are looked up again from time to time.
+  Result<std::optional<KafkaRecord>> Poll(Duration timeout);
+  // Every record up to the current end of every partition. kRetriable after `timeout`.
+  Result<std::vector<KafkaRecord>> ReadToEnd(Duration timeout);
+
+ private:
+  KafkaReader() = default;
+  Status AssignNewPartitions();
+
+  KafkaHandle consumer_;
+  std::vector<std::string> topics_;
+  bool from_beginning_ = true;
+  std::set<std::pair<std::string, int32_t>> assigned_;
+  std::set<std::pair<std::string, int32_t>> at_end_;
+  TimePoint next_metadata_{};
+};
+
+// Rebuilds an Event from a consumed message (see the wire format in DESIGN §2).
+Event EventFromKafkaMessage(const rd_kafka_message_t* msg);
+
+}  // namespace courier

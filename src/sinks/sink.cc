@@ -1,0 +1,33 @@
+#include "sinks/sink.h"
+
+#include "core/url.h"
+
+namespace courier {
+
+std::string ExpandTemplate(std::string_view tmpl, const Event& event) {
+  std::string out;
+  out.reserve(tmpl.size() + 16);
+  for (size_t i = 0; i < tmpl.size();) {
+    if (tmpl.compare(i, 16, "{aggregate_type}") == 0) {
+      out += event.aggregate_type;
+      i += 16;
+    } else if (tmpl.compare(i, 12, "{event_type}") == 0) {
+      out += event.event_type;
+      i += 12;
+    } else {
+      out.push_back(tmpl[i++]);
+    }
+  }
+  return out;
+}
+
+Result<std::unique_ptr<Sink>> MakeSink(const SinkOptions& options) {
+  ASSIGN_OR_RETURN(Url url, ParseUrl(options.url));
+  if (url.scheme == "kafka") return MakeKafkaSink(options);
+  if (url.scheme == "file") return MakeFileSink(options);
+  return InvalidArgumentError("unknown sink scheme '" + url.scheme + "' in " +
+                              RedactUrl(options.url) +
+                              "; expected kafka://host:port/topic or file:///path/events.jsonl");
+}
+
+}  // namespace courier

@@ -1,0 +1,50 @@
+// A Sink publishes a batch of events and reports, per event, whether the destination
+// durably accepted it. The relay checkpoints only what a sink reported as acked.
+//
+// Thread-safety: a Sink is used by one relay thread.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/clock.h"
+#include "courier/event.h"
+#include "courier/status.h"
+
+namespace courier {
+
+struct SinkOptions {
+  std::string url;
+  // How long one event may wait for its ack before it counts as failed (and is retried by the
+  // relay later). Zero: wait until acked, however long the destination is away.
+  Duration delivery_timeout{0};
+  // After a stop request, how long to keep waiting for in-flight acks.
+  Duration shutdown_timeout{10000};
+};
+
+class Sink {
+ public:
+  virtual ~Sink() = default;
+  // Validates settings and creates clients; kInvalidArgument for a bad URL or property.
+  virtual Status Open() = 0;
+  // Publishes `batch` keeping per-aggregate order and returns one Status per event: ok means
+  // durably acked; kRejected means refused for good (the relay parks it as a dead letter);
+  // anything else means not acked (the relay will send it again later).
+  virtual std::vector<Status> Publish(std::span<const Event> batch, const StopSignal& stop) = 0;
+  // The URL without secrets, for logs and dead-letter rows.
+  virtual std::string Describe() const = 0;
+};
+
+// kafka://host:port[,host:port]/topic-template[?librdkafka.property=value&...]
+// file:///path/events.jsonl
+Result<std::unique_ptr<Sink>> MakeSink(const SinkOptions& options);
+
+// Replaces {aggregate_type} and {event_type} in `tmpl`.
+std::string ExpandTemplate(std::string_view tmpl, const Event& event);
+
+std::unique_ptr<Sink> MakeKafkaSink(const SinkOptions& options);
+std::unique_ptr<Sink> MakeFileSink(const SinkOptions& options);
+
+}  // namespace courier

@@ -1,0 +1,169 @@
+// `courier migrate`: the table contracts of DESIGN §3, created idempotently.
+#include "core/postgres.h"
+#include "core/sqlite.h"
+#include "sources/source.h"
+
+namespace courier {
+namespace {
+
+// The last component of a possibly schema-qualified name, for naming indexes.
+std::string BaseName(const std::string& name) {
+  const size_t dot = name.rfind('.');
+  return dot == std::string::npos ? name : name.substr(dot + 1);
+}
+
+// "schema." of a qualified name, quoted, or "" (functions go beside the table).
+std::string SchemaPrefix(const std::string& name) {
+  const size_t dot = name.rfind('.');
+  return dot == std::string::npos ? "" : QuoteIdent(name.substr(0, dot)) + ".";
+}
+
+Status MigratePostgres(PGconn* conn, const TableNames& t) {
+  const std::string outbox = QuoteIdent(t.outbox);
+  const std::string dead = QuoteIdent(t.dead_letter);
+  const std::string uuid_fn = SchemaPrefix(t.outbox) + "courier_uuid_v7";
+  const std::string sql =
+      // Concurrent migrations serialise on one lock instead of failing on each other.
+      "SELECT pg_advisory_xact_lock(hashtext('courier migrate'));"
+      // UUIDv7: 48-bit Unix milliseconds, then random bits, version and variant set.
+      "CREATE OR REPLACE FUNCTION " +
+      uuid_fn +
+      "() RETURNS uuid LANGUAGE sql VOLATILE AS $f$"
+      " SELECT encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid()) PLACING"
+      " substring(int8send((extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3)"
+      " FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid $f$;"
+      "CREATE TABLE IF NOT EXISTS " +
+      outbox +
+      " ("
+      " id bigserial PRIMARY KEY,"
+      " event_id uuid NOT NULL DEFAULT " +
+      uuid_fn +
+      "(),"
+      " aggregate_type text NOT NULL,"
+      " aggregate_id text NOT NULL,"
+      " event_type text NOT NULL,"
+      " payload json,"
+      " headers jsonb,"
+      " created_at timestamptz NOT NULL DEFAULT now(),"
+      " published_at timestamptz);"
+      "CREATE INDEX IF NOT EXISTS " +
+      QuoteIdent(BaseName(t.outbox) + "_pending") + " ON " + outbox +
+      " (id) WHERE published_at IS NULL;"
+      "CREATE INDEX IF NOT EXISTS " +
+      QuoteIdent(BaseName(t.outbox) + "_published") + " ON " + outbox +
+      " (published_at) WHERE published_at IS NOT NULL;";
+  RETURN_IF_ERROR(PgRun(conn, "BEGIN"));
+  Status st = PgRun(conn, sql);
+  if (st.ok()) {
+    // The dead-letter table copies the outbox's payload and headers types, so a row moves
+    // between them unchanged even when the application created the outbox with bytea.
+    auto types = PgExec(conn,
+                        "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+                        "WHERE a.attrelid = $1::regclass AND a.attname IN ('payload','headers') "
+                        "ORDER BY a.attname DESC",
+                        {outbox});
+    st = types.status();
+    if (st.ok() && PQntuples(types->get()) == 2) {
+      const std::string payload_type = PQgetvalue(types->get(), 0, 0);
+      const std::string headers_type = PQgetvalue(types->get(), 1, 0);
+      st = PgExec(conn, "CREATE TABLE IF NOT EXISTS " + dead +
+                            " ("
+                            " id bigserial PRIMARY KEY,"
+                            " outbox_id bigint NOT NULL,"
+                            " event_id uuid NOT NULL,"
+                            " aggregate_type text NOT NULL,"
+                            " aggregate_id text NOT NULL,"
+                            " event_type text NOT NULL,"
+                            " payload " +
+                            payload_type +
+                            ","
+                            " headers " +
+                            headers_type +
+                            ","
+                            " created_at timestamptz NOT NULL,"
+                            " error text NOT NULL,"
+                            " sink text NOT NULL,"
+                            " failed_at timestamptz NOT NULL DEFAULT now())")
+               .status();
+    } else if (st.ok()) {
+      st = InvalidArgumentError("table " + outbox + " exists but lacks payload/headers columns");
+    }
+  }
+  if (!st.ok()) {
+    (void)PgRun(conn, "ROLLBACK");
+    return st.WithContext("migrate " + outbox);
+  }
+  return PgRun(conn, "COMMIT");
+}
+
+Status MigrateSqlite(sqlite3* db, const TableNames& t) {
+  const std::string outbox = QuoteIdent(t.outbox);
+  const std::string dead = QuoteIdent(t.dead_letter);
+  // A version-4 UUID from SQLite's own randomness, for rows inserted by plain SQL.
+  const std::string uuid_v4 =
+      "(lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4' ||"
+      " substr(lower(hex(randomblob(2))), 2) || '-' ||"
+      " substr('89ab', 1 + (abs(random()) % 4), 1) || substr(lower(hex(randomblob(2))), 2) ||"
+      " '-' || lower(hex(randomblob(6))))";
+  const std::string now_text = "(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))";
+  const std::string sql =
+      "BEGIN IMMEDIATE;"
+      // AUTOINCREMENT: ids are never reused, so a dead letter's outbox_id stays unambiguous.
+      "CREATE TABLE IF NOT EXISTS " +
+      outbox +
+      " ("
+      " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+      " event_id TEXT NOT NULL DEFAULT " +
+      uuid_v4 +
+      ","
+      " aggregate_type TEXT NOT NULL,"
+      " aggregate_id TEXT NOT NULL,"
+      " event_type TEXT NOT NULL,"
+      " payload BLOB,"
+      " headers TEXT,"
+      " created_at TEXT NOT NULL DEFAULT " +
+      now_text +
+      ","
+      " published_at TEXT);"
+      "CREATE INDEX IF NOT EXISTS " +
+      QuoteIdent(BaseName(t.outbox) + "_pending") + " ON " + QuoteIdent(BaseName(t.outbox)) +
+      " (id) WHERE published_at IS NULL;"
+      "CREATE TABLE IF NOT EXISTS " +
+      dead +
+      " ("
+      " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+      " outbox_id INTEGER NOT NULL,"
+      " event_id TEXT NOT NULL,"
+      " aggregate_type TEXT NOT NULL,"
+      " aggregate_id TEXT NOT NULL,"
+      " event_type TEXT NOT NULL,"
+      " payload BLOB,"
+      " headers TEXT,"
+      " created_at TEXT NOT NULL,"
+      " error TEXT NOT NULL,"
+      " sink TEXT NOT NULL,"
+      " failed_at TEXT NOT NULL DEFAULT " +
+      now_text +
+      ");"
+      "COMMIT;";
+  Status st = SqliteExec(db, sql);
+  if (!st.ok()) {
+    (void)SqliteExec(db, "ROLLBACK");
+    return st.WithContext("migrate " + outbox);
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status Migrate(const std::string& source_url, const TableNames& tables) {
+  ASSIGN_OR_RETURN(SourceLocation loc, ParseSourceUrl(source_url));
+  if (loc.kind == SourceLocation::Kind::kPostgres) {
+    ASSIGN_OR_RETURN(PgConn conn, PgConnect(loc.target));
+    return MigratePostgres(conn.get(), tables);
+  }
+  ASSIGN_OR_RETURN(SqliteDb db, SqliteOpen(loc.target, /*create=*/true));
+  return MigrateSqlite(db.get(), tables);
+}
+
+}  // namespace courier

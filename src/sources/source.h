@@ -1,0 +1,81 @@
+// A Source hands the relay committed outbox events in order and, once the sink has acked
+// them, checkpoints them (delete, or stamp published_at in retain mode) and parks rejected
+// ones in the dead-letter table, in one local transaction.
+//
+// Thread-safety: a Source is used by one relay thread.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/clock.h"
+#include "courier/event.h"
+#include "courier/status.h"
+
+namespace courier {
+
+struct TableNames {
+  std::string outbox = "courier_outbox";
+  std::string dead_letter = "courier_dead_letter";
+};
+
+struct SourceLocation {
+  enum class Kind { kPostgres, kSqlite };
+  Kind kind = Kind::kPostgres;
+  std::string target;  // libpq URL, or the SQLite file path
+};
+
+// postgres://... | postgresql://... | sqlite:///abs/path.db | sqlite://relative.db
+Result<SourceLocation> ParseSourceUrl(const std::string& url);
+
+// Creates the outbox and dead-letter tables if missing. Idempotent; safe to run concurrently.
+Status Migrate(const std::string& source_url, const TableNames& tables);
+
+enum class CheckpointMode { kDelete, kRetain };
+
+struct SourceOptions {
+  std::string url;
+  TableNames tables;
+  CheckpointMode mode = CheckpointMode::kDelete;
+  Duration poll_interval{100};  // how long Wait() waits for new rows before polling again
+};
+
+struct Rejected {
+  int64_t id;
+  std::string error;
+};
+
+class Source {
+ public:
+  virtual ~Source() = default;
+
+  // Connects and checks the tables exist (kNotFound says to run courier migrate).
+  virtual Status Open() = 0;
+  // Blocks until this process is the only relay on the outbox (or `stop`): kCancelled then.
+  virtual Status AcquireLeadership(const StopSignal& stop) = 0;
+  // Up to `max` pending events, in id order. Rows of transactions still open are not visible
+  // and so are picked up by a later call, whatever their id.
+  virtual Result<std::vector<Event>> Fetch(size_t max) = 0;
+  // Sleeps until new rows may exist, at most the poll interval.
+  virtual void Wait(const StopSignal& stop) = 0;
+  // One transaction: marks `acked` done and moves `rejected` to the dead-letter table.
+  // Called only after the sink acknowledged every id in `acked`.
+  virtual Status Checkpoint(std::span<const int64_t> acked, std::span<const Rejected> rejected,
+                            const std::string& sink_name) = 0;
+  // Retain mode: deletes published rows older than `retention`, in bounded batches.
+  virtual Result<int64_t> DeletePublishedBefore(Duration retention) = 0;
+  // Drops the connection; the next Open() reconnects.
+  virtual void Close() = 0;
+  // For logs: the URL without secrets.
+  virtual std::string Describe() const = 0;
+};
+
+Result<std::unique_ptr<Source>> MakeSource(const SourceOptions& options);
+
+// Factories of the concrete sources (one file each).
+std::unique_ptr<Source> MakePostgresPollSource(const SourceOptions& options, std::string conninfo);
+std::unique_ptr<Source> MakeSqlitePollSource(const SourceOptions& options, std::string path);
+
+}  // namespace courier

@@ -1,0 +1,229 @@
+// SQLite polling source. SQLite has one writer at a time and assigns ids inside the writing
+// transaction, so ids commit in order; the source still reads every pending row rather than
+// keeping a watermark, like the PostgreSQL source. New commits by other connections are
+// noticed cheaply through PRAGMA data_version.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "core/encoding.h"
+#include "core/log.h"
+#include "core/postgres.h"  // QuoteIdent: the same double-quote rules apply
+#include "core/sqlite.h"
+#include "sources/source.h"
+
+namespace courier {
+namespace {
+
+class SqlitePollSource final : public Source {
+ public:
+  SqlitePollSource(SourceOptions options, std::string path)
+      : options_(std::move(options)), path_(std::move(path)) {}
+
+  ~SqlitePollSource() override {
+    if (lock_fd_ >= 0) ::close(lock_fd_);
+  }
+
+  Status Open() override {
+    Close();
+    ASSIGN_OR_RETURN(db_, SqliteOpen(path_, /*create=*/false));
+    const std::string outbox = QuoteIdent(options_.tables.outbox);
+    const std::string dead = QuoteIdent(options_.tables.dead_letter);
+    for (const std::string* table : {&options_.tables.outbox, &options_.tables.dead_letter}) {
+      ASSIGN_OR_RETURN(
+          SqliteStmt check,
+          SqlitePrepare(db_.get(), "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?1"));
+      sqlite3_bind_text(check.get(), 1, table->c_str(), -1, SQLITE_TRANSIENT);
+      if (sqlite3_step(check.get()) != SQLITE_ROW) {
+        Close();
+        return NotFoundError("table " + QuoteIdent(*table) + " does not exist in " + Describe() +
+                             "; create it with: courier migrate --source " + Describe());
+      }
+    }
+    ASSIGN_OR_RETURN(
+        fetch_, SqlitePrepare(db_.get(),
+                              "SELECT id, event_id, aggregate_type, aggregate_id, event_type,"
+                              " payload, headers, CAST(round((julianday(created_at) -"
+                              " 2440587.5) * 86400000.0) AS INTEGER) * 1000 FROM " +
+                                  outbox + " WHERE published_at IS NULL ORDER BY id LIMIT ?1"));
+    ASSIGN_OR_RETURN(checkpoint_,
+                     SqlitePrepare(db_.get(), options_.mode == CheckpointMode::kDelete
+                                                  ? "DELETE FROM " + outbox + " WHERE id = ?1"
+                                                  : "UPDATE " + outbox +
+                                                        " SET published_at = strftime('%Y-%m-%dT"
+                                                        "%H:%M:%fZ', 'now') WHERE id = ?1"));
+    ASSIGN_OR_RETURN(
+        dead_letter_,
+        SqlitePrepare(db_.get(), "INSERT INTO " + dead +
+                                     " (outbox_id, event_id, aggregate_type, aggregate_id,"
+                                     " event_type, payload, headers, created_at, error, sink)"
+                                     " SELECT id, event_id, aggregate_type, aggregate_id,"
+                                     " event_type, payload, headers, created_at, ?2, ?3 FROM " +
+                                     outbox + " WHERE id = ?1"));
+    ASSIGN_OR_RETURN(delete_, SqlitePrepare(db_.get(), "DELETE FROM " + outbox + " WHERE id = ?1"));
+    ASSIGN_OR_RETURN(cleanup_,
+                     SqlitePrepare(db_.get(), "DELETE FROM " + outbox +
+                                                  " WHERE id IN (SELECT id"
+                                                  " FROM " +
+                                                  outbox +
+                                                  " WHERE published_at IS NOT NULL AND"
+                                                  " julianday(published_at) < julianday('now') -"
+                                                  " ?1 / 86400000.0 LIMIT 10000)"));
+    ASSIGN_OR_RETURN(data_version_, SqlitePrepare(db_.get(), "PRAGMA data_version"));
+    return Status::Ok();
+  }
+
+  Status AcquireLeadership(const StopSignal& stop) override {
+    if (lock_fd_ >= 0) return Status::Ok();
+    // A lock file beside the database: flock is released by the kernel when the holder dies,
+    // so a restarted or standby relay takes over at once.
+    const std::string lock_path = path_ + ".courier-relay.lock";
+    int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      return InvalidArgumentError("cannot open lock file " + lock_path + ": " +
+                                  std::strerror(errno));
+    }
+    bool logged = false;
+    while (!stop.requested()) {
+      if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+        lock_fd_ = fd;
+        if (logged) log::Info("took over the outbox", {{"database", path_}});
+        return Status::Ok();
+      }
+      if (!logged) {
+        log::Info("another relay is active on this outbox; standing by", {{"database", path_}});
+        logged = true;
+      }
+      Clock::Real().SleepFor(Duration(200), stop);
+    }
+    ::close(fd);
+    return CancelledError("stopped while standing by");
+  }
+
+  Result<std::vector<Event>> Fetch(size_t max) override {
+    sqlite3_stmt* s = fetch_.get();
+    sqlite3_reset(s);
+    sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(max));
+    std::vector<Event> events;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+      Event e;
+      e.id = sqlite3_column_int64(s, 0);
+      e.event_id = ColumnText(s, 1);
+      e.aggregate_type = ColumnText(s, 2);
+      e.aggregate_id = ColumnText(s, 3);
+      e.event_type = ColumnText(s, 4);
+      e.payload = ColumnText(s, 5);
+      if (sqlite3_column_type(s, 6) != SQLITE_NULL) {
+        auto headers = HeadersFromJson(ColumnText(s, 6));
+        if (headers.ok()) e.headers = std::move(headers).value();
+      }
+      e.created_at_us = sqlite3_column_int64(s, 7);
+      events.push_back(std::move(e));
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) return SqliteError(db_.get(), rc, "fetch outbox rows");
+    return events;
+  }
+
+  void Wait(const StopSignal& stop) override {
+    // data_version changes when another connection commits; checking it is a few
+    // instructions, so poll it often and go back to Fetch only when something changed.
+    const int64_t start = DataVersion();
+    const TimePoint deadline = Clock::Real().Now() + options_.poll_interval;
+    while (!stop.requested() && Clock::Real().Now() < deadline) {
+      if (DataVersion() != start) return;
+      Clock::Real().SleepFor(Duration(2), stop);
+    }
+  }
+
+  Status Checkpoint(std::span<const int64_t> acked, std::span<const Rejected> rejected,
+                    const std::string& sink_name) override {
+    if (acked.empty() && rejected.empty()) return Status::Ok();
+    RETURN_IF_ERROR(SqliteExec(db_.get(), "BEGIN IMMEDIATE"));
+    Status st = Status::Ok();
+    for (int64_t id : acked) {
+      st = StepWithId(checkpoint_.get(), id, "checkpoint");
+      if (!st.ok()) break;
+    }
+    for (size_t i = 0; st.ok() && i < rejected.size(); ++i) {
+      sqlite3_stmt* s = dead_letter_.get();
+      sqlite3_reset(s);
+      sqlite3_bind_text(s, 2, rejected[i].error.c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_text(s, 3, sink_name.c_str(), -1, SQLITE_TRANSIENT);
+      st = StepWithId(s, rejected[i].id, "dead letter");
+      if (st.ok()) st = StepWithId(delete_.get(), rejected[i].id, "dead letter");
+    }
+    if (st.ok()) st = SqliteExec(db_.get(), "COMMIT");
+    if (!st.ok()) (void)SqliteExec(db_.get(), "ROLLBACK");
+    return st;
+  }
+
+  Result<int64_t> DeletePublishedBefore(Duration retention) override {
+    int64_t total = 0;
+    while (true) {
+      sqlite3_stmt* s = cleanup_.get();
+      sqlite3_reset(s);
+      sqlite3_bind_int64(s, 1, retention.count());
+      const int rc = sqlite3_step(s);
+      sqlite3_reset(s);
+      if (rc != SQLITE_DONE) return SqliteError(db_.get(), rc, "delete published rows");
+      const int n = sqlite3_changes(db_.get());
+      total += n;
+      if (n < 10000) return total;
+    }
+  }
+
+  void Close() override {
+    fetch_.reset();
+    checkpoint_.reset();
+    dead_letter_.reset();
+    delete_.reset();
+    cleanup_.reset();
+    data_version_.reset();
+    db_.reset();
+  }
+
+  std::string Describe() const override { return options_.url; }
+
+ private:
+  static std::string ColumnText(sqlite3_stmt* s, int col) {
+    const void* data = sqlite3_column_blob(s, col);
+    const int len = sqlite3_column_bytes(s, col);
+    return data == nullptr ? std::string() : std::string(static_cast<const char*>(data), len);
+  }
+
+  Status StepWithId(sqlite3_stmt* s, int64_t id, std::string_view what) {
+    sqlite3_bind_int64(s, 1, id);
+    const int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) return SqliteError(db_.get(), rc, what);
+    return Status::Ok();
+  }
+
+  int64_t DataVersion() {
+    sqlite3_stmt* s = data_version_.get();
+    sqlite3_reset(s);
+    int64_t v = -1;
+    if (sqlite3_step(s) == SQLITE_ROW) v = sqlite3_column_int64(s, 0);
+    sqlite3_reset(s);
+    return v;
+  }
+
+  SourceOptions options_;
+  std::string path_;
+  int lock_fd_ = -1;
+  SqliteDb db_;
+  SqliteStmt fetch_, checkpoint_, dead_letter_, delete_, cleanup_, data_version_;
+};
+
+}  // namespace
+
+std::unique_ptr<Source> MakeSqlitePollSource(const SourceOptions& options, std::string path) {
+  return std::make_unique<SqlitePollSource>(options, std::move(path));
+}
+
+}  // namespace courier
