@@ -186,8 +186,14 @@ int TailKafka(const TailFlags& f, const Url& url) {
     }
     return 0;
   }
+  bool following = false;
   while (!g_stop.requested() && (f.limit == 0 || printed < f.limit)) {
     auto r = (*reader)->Poll(Duration(200));
+    if (!following && (*reader)->assigned_partitions() > 0) {
+      log::Info("following", {{"topics", url.path},
+                              {"partitions", std::to_string((*reader)->assigned_partitions())}});
+      following = true;
+    }
     if (!r.ok()) {
       log::Warn("tail", {{"error", r.status().message()}});
       Clock::Real().SleepFor(Duration(500), g_stop);

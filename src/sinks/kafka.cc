@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstring>
 #include <optional>
+#include <set>
 
 #include "core/log.h"
 #include "core/url.h"
@@ -14,8 +15,20 @@
 
 namespace courier {
 
+namespace {
+
+// librdkafka's own log lines go through our structured log at debug level: what an operator
+// must see arrives through the error callback (and is logged there, rate-limited).
+void OnKafkaLog(const rd_kafka_t*, int level, const char* facility, const char* message) {
+  (void)level;
+  log::Write(log::Level::kDebug, "librdkafka", {{"facility", facility}, {"detail", message}});
+}
+
+}  // namespace
+
 Result<KafkaConf> MakeKafkaConf(const std::vector<std::pair<std::string, std::string>>& props) {
   KafkaConf conf(rd_kafka_conf_new());
+  rd_kafka_conf_set_log_cb(conf.get(), &OnKafkaLog);
   char err[512];
   for (const auto& [key, value] : props) {
     if (rd_kafka_conf_set(conf.get(), key.c_str(), value.c_str(), err, sizeof err) !=
@@ -76,6 +89,7 @@ class KafkaSink final : public Sink {
     if (rk == nullptr) return InvalidArgumentError(std::string("Kafka producer: ") + err);
     conf.release();  // owned by rk now
     producer_.reset(rk);
+    known_topics_.clear();
     return Status::Ok();
   }
 
@@ -90,6 +104,7 @@ class KafkaSink final : public Sink {
     for (size_t i = 0; i < batch.size(); ++i) {
       const Event& e = batch[i];
       const std::string topic = ExpandTemplate(topic_template_, e);
+      WarmUpTopic(topic);
       KafkaHeaders headers(rd_kafka_headers_new(3 + e.headers.size()));
       rd_kafka_header_add(headers.get(), "event_id", -1, e.event_id.data(),
                           static_cast<ssize_t>(e.event_id.size()));
@@ -165,6 +180,20 @@ class KafkaSink final : public Sink {
     }
   }
 
+  // librdkafka parks the first messages for a topic it has no metadata for until a broker
+  // thread wakes up (up to a second). Asking for the topic's metadata once, synchronously,
+  // makes the first batch to each topic go out at once.
+  void WarmUpTopic(const std::string& topic) {
+    if (!known_topics_.insert(topic).second) return;
+    rd_kafka_topic_t* rkt = rd_kafka_topic_new(producer_.get(), topic.c_str(), nullptr);
+    if (rkt == nullptr) return;
+    const rd_kafka_metadata_t* md = nullptr;
+    if (rd_kafka_metadata(producer_.get(), 0, rkt, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      rd_kafka_metadata_destroy(md);
+    }
+    rd_kafka_topic_destroy(rkt);
+  }
+
   static Status Classify(rd_kafka_resp_err_t err, const std::string& topic) {
     std::string message = std::string("Kafka: ") + rd_kafka_err2str(err) + " (topic " + topic + ")";
     if (IsPermanentKafkaError(err)) return RejectedError(std::move(message));
@@ -197,6 +226,7 @@ class KafkaSink final : public Sink {
   SinkOptions options_;
   std::string topic_template_;
   KafkaHandle producer_;
+  std::set<std::string> known_topics_;  // topics whose metadata this producer has fetched
   int64_t pending_ = 0;
   std::string last_error_;
   TimePoint next_error_log_{};

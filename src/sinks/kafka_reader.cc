@@ -88,8 +88,21 @@ Status KafkaReader::AssignNewPartitions() {
   rd_kafka_topic_partition_list_t* list =
       rd_kafka_topic_partition_list_new(static_cast<int>(assigned_.size()));
   for (const auto& [topic, partition] : assigned_) {
-    rd_kafka_topic_partition_list_add(list, topic.c_str(), partition)->offset =
-        from_beginning_ ? RD_KAFKA_OFFSET_BEGINNING : RD_KAFKA_OFFSET_END;
+    int64_t offset = RD_KAFKA_OFFSET_BEGINNING;
+    if (!from_beginning_) {
+      // A concrete end offset, resolved now: every event produced after this call is read.
+      int64_t low = 0, high = 0;
+      const rd_kafka_resp_err_t werr = rd_kafka_query_watermark_offsets(
+          consumer_.get(), topic.c_str(), partition, &low, &high, 5000);
+      if (werr != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        assigned_.clear();
+        rd_kafka_topic_partition_list_destroy(list);
+        return RetriableError(std::string("Kafka offsets for ") + topic + ": " +
+                              rd_kafka_err2str(werr));
+      }
+      offset = high;
+    }
+    rd_kafka_topic_partition_list_add(list, topic.c_str(), partition)->offset = offset;
   }
   // Partitions seen for the first time after start are read from their beginning: the events
   // in them are new to this reader.

@@ -37,6 +37,8 @@ class KafkaReader {
   Result<std::optional<KafkaRecord>> Poll(Duration timeout);
   // Every record up to the current end of every partition. kRetriable after `timeout`.
   Result<std::vector<KafkaRecord>> ReadToEnd(Duration timeout);
+  // Partitions currently read.
+  size_t assigned_partitions() const { return assigned_.size(); }
 
  private:
   KafkaReader() = default;

@@ -1,0 +1,224 @@
+// The courier binary: bad input gets one clear line and a non-zero exit; SIGTERM drains;
+// dev-broker, tail, migrate and status work end to end.
+#include <signal.h>
+
+#include <fstream>
+
+#include "core/uuid.h"
+#include "support/fixtures.h"
+
+namespace courier::test {
+namespace {
+
+std::string FirstLine(const std::string& text) { return text.substr(0, text.find('\n')); }
+
+TEST(Cli, HelpTeaches) {
+  CommandResult r = RunCourier({"--help"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.out.find("courier demo"), std::string::npos);
+  CommandResult relay = RunCourier({"relay", "--help"});
+  EXPECT_EQ(relay.exit_code, 0);
+  EXPECT_NE(relay.out.find("{aggregate_type}"), std::string::npos);
+}
+
+TEST(Cli, UnknownSinkSchemeIsOneLineAndExit2) {
+  TempDir dir;
+  CommandResult r = RunCourier({"relay", "--source", "sqlite://" + dir.File("a.db"), "--sink",
+                                "rabbit://localhost/x", "--once"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(FirstLine(r.err),
+            "courier: error: unknown sink scheme 'rabbit' in rabbit://localhost/x; expected "
+            "kafka://host:port/topic or file:///path/events.jsonl");
+}
+
+TEST(Cli, UnknownSourceSchemeIsExit2) {
+  CommandResult r =
+      RunCourier({"relay", "--source", "mysql://h/db", "--sink", "file:///tmp/x", "--once"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("unknown source 'mysql://h/db'"), std::string::npos) << r.err;
+}
+
+TEST(Cli, MissingOutboxTableSaysToMigrate) {
+  auto url = SharedPostgres().NewDatabase();
+  ASSERT_OK(url);
+  CommandResult r = RunCourier({"relay", "--source", *url, "--sink", "file:///dev/null", "--once"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("table \"courier_outbox\" does not exist"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("courier migrate --source"), std::string::npos) << r.err;
+}
+
+TEST(Cli, UnreachableDatabaseOnceFailsWithTheReasonAndNoSecret) {
+  const std::string url =
+      "postgres://postgres:hunter2@127.0.0.1:" + std::to_string(FreePort()) + "/nope";
+  CommandResult r = RunCourier({"relay", "--source", url, "--sink", "file:///dev/null", "--once"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("courier: error: cannot connect to postgres://postgres:***@127.0.0.1"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.err.find("hunter2"), std::string::npos) << "secrets must never be logged";
+}
+
+TEST(Cli, UnreachableDatabaseDaemonRetriesWithBackoffUntilSigterm) {
+  TempDir dir;
+  const std::string url = "postgres://postgres@127.0.0.1:" + std::to_string(FreePort()) + "/x";
+  auto relay =
+      SpawnCourier({"relay", "--source", url, "--sink", "file:///dev/null"}, dir.File("log"));
+  ASSERT_OK(relay);
+  auto retries = [&] {
+    const std::string log = ReadFile(dir.File("log"));
+    size_t n = 0;
+    for (size_t pos = 0; (pos = log.find("msg=retrying", pos)) != std::string::npos; ++pos) ++n;
+    if (n == 0) {
+      for (size_t pos = 0; (pos = log.find(" retrying ", pos)) != std::string::npos; ++pos) ++n;
+    }
+    return n;
+  };
+  ASSERT_TRUE(WaitUntil([&] { return retries() >= 3; }, Duration(30000)))
+      << ReadFile(dir.File("log"));
+  EXPECT_NE(ReadFile(dir.File("log")).find("cannot connect to"), std::string::npos);
+  relay->Signal(SIGTERM);
+  auto code = relay->Wait(Duration(20000));
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 0);
+}
+
+TEST(Cli, UnreachableBrokerOnceFailsAndKeepsTheEvents) {
+  TestDb db = TestDb::Make(false);
+  ASSERT_OK(
+      db.Transaction({InsertEventSql(NewUuidV7(), "a", 1), InsertEventSql(NewUuidV7(), "a", 2)}));
+  CommandResult r = RunCourier({"relay", "--source", db.url, "--sink",
+                                "kafka://127.0.0.1:" + std::to_string(FreePort()) + "/t", "--once",
+                                "--delivery-timeout", "2s"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("courier: error: 2 of 2 events not acked by kafka://"), std::string::npos)
+      << r.err;
+  EXPECT_EQ(db.Count("courier_outbox"), 2) << "unacked events stay in the outbox";
+}
+
+TEST(Cli, MalformedConfigNamesFileAndLine) {
+  TempDir dir;
+  std::ofstream(dir.File("relay.toml")) << "source = \"sqlite:///x.db\"\nsink = \"file:///tmp/x\"\n"
+                                        << "batch_sise = 10\n";
+  CommandResult r = RunCourier({"relay", "--config", dir.File("relay.toml")});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("relay.toml:3: unknown key 'batch_sise'"), std::string::npos) << r.err;
+}
+
+TEST(Cli, ConfigFileWithEnvironmentSecretDrivesTheRelay) {
+  TestDb db = TestDb::Make(false);
+  ASSERT_OK(db.Transaction({InsertEventSql(NewUuidV7(), "a", 1)}));
+  TempDir dir;
+  std::ofstream(dir.File("relay.toml")) << "source = \"${COURIER_TEST_SOURCE}\"\n"
+                                        << "sink = \"file://" << dir.File("out.jsonl") << "\"\n"
+                                        << "batch-size = 10\nonce = true\n";
+  setenv("COURIER_TEST_SOURCE", db.url.c_str(), 1);
+  CommandResult r = RunCourier({"relay", "--config", dir.File("relay.toml")});
+  unsetenv("COURIER_TEST_SOURCE");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(db.Count("courier_outbox"), 0);
+  EXPECT_NE(ReadFile(dir.File("out.jsonl")).find("\"aggregate_id\":\"a\""), std::string::npos);
+}
+
+TEST(Cli, SigtermStopsClaimingWaitsForAcksAndExitsZero) {
+  auto broker = DevBroker::Start(1);
+  ASSERT_OK(broker);
+  TestDb db = TestDb::Make(true);
+  // 20k events, inserted server-side.
+  ASSERT_OK(PgQuery(db.url,
+                    "INSERT INTO courier_outbox (aggregate_type, aggregate_id, event_type, payload)"
+                    " SELECT 'order', 'agg-' || (g % 10), 'Happened', json_build_object('seq', g)"
+                    " FROM generate_series(1, 20000) g"));
+  auto all = PgQuery(db.url, "SELECT event_id::text FROM courier_outbox");
+  ASSERT_OK(all);
+  const std::set<std::string> ids(all->begin(), all->end());
+  TempDir dir;
+  auto relay = SpawnCourier({"relay", "--source", db.url, "--sink",
+                             "kafka://" + (*broker)->bootstrap() + "/order", "--batch-size", "200"},
+                            dir.File("log"));
+  ASSERT_OK(relay);
+  ASSERT_TRUE(WaitUntil([&] { return db.Count("courier_outbox") < 20000; }));
+  relay->Signal(SIGTERM);
+  auto code = relay->Wait(Duration(30000));
+  ASSERT_TRUE(code.has_value()) << "relay did not exit after SIGTERM";
+  EXPECT_EQ(*code, 0) << ReadFile(dir.File("log"));
+  EXPECT_NE(ReadFile(dir.File("log")).find("relay stopped"), std::string::npos);
+  // Whatever was not published is still in the outbox: a second run delivers it.
+  CommandResult rest = RunCourier({"relay", "--source", db.url, "--sink",
+                                   "kafka://" + (*broker)->bootstrap() + "/order", "--once"});
+  EXPECT_EQ(rest.exit_code, 0) << rest.err;
+  EXPECT_EQ(db.Count("courier_outbox"), 0);
+  const std::vector<KafkaRecord> records = ReadTopic(**broker, "order");
+  std::set<std::string> seen;
+  for (const KafkaRecord& r : records) seen.insert(r.event.event_id);
+  EXPECT_EQ(seen, ids) << "nothing lost across SIGTERM";
+}
+
+TEST(Cli, MigrateStatusDevBrokerAndTailEndToEnd) {
+  TempDir dir;
+  const std::string source = "sqlite://" + dir.File("app.db");
+  CommandResult m1 = RunCourier({"migrate", "--source", source});
+  CommandResult m2 = RunCourier({"migrate", "--source", source});
+  EXPECT_EQ(m1.exit_code, 0) << m1.err;
+  EXPECT_EQ(m2.exit_code, 0) << m2.err;
+
+  TestDb db;
+  db.postgres = false;
+  db.url = source;
+  ASSERT_OK(
+      db.Transaction({InsertEventSql(NewUuidV7(), "o-1", 1), InsertEventSql(NewUuidV7(), "o-1", 2),
+                      InsertEventSql(NewUuidV7(), "o-2", 3)}));
+  CommandResult st = RunCourier({"status", "--source", source, "--json"});
+  EXPECT_EQ(st.exit_code, 0) << st.err;
+  EXPECT_NE(st.out.find("\"pending\":3"), std::string::npos) << st.out;
+  EXPECT_NE(st.out.find("\"relay_active\":false"), std::string::npos) << st.out;
+
+  auto broker = SpawnCourier({"dev-broker", "--bootstrap-file", dir.File("bootstrap")},
+                             dir.File("broker.log"));
+  ASSERT_OK(broker);
+  ASSERT_TRUE(WaitUntil([&] { return !ReadFile(dir.File("bootstrap")).empty(); }));
+  std::string bootstrap = ReadFile(dir.File("bootstrap"));
+  bootstrap.pop_back();  // newline
+  CommandResult relay = RunCourier(
+      {"relay", "--source", source, "--sink", "kafka://" + bootstrap + "/orders", "--once"});
+  EXPECT_EQ(relay.exit_code, 0) << relay.err;
+  CommandResult tail = RunCourier({"tail", "kafka://" + bootstrap + "/orders", "--exit-at-end"});
+  EXPECT_EQ(tail.exit_code, 0) << tail.err;
+  size_t lines = 0;
+  for (char c : tail.out) lines += c == '\n';
+  EXPECT_EQ(lines, 3u) << tail.out;
+  EXPECT_NE(tail.out.find("\"aggregate_id\":\"o-2\""), std::string::npos) << tail.out;
+  EXPECT_NE(tail.out.find("\"payload\":{\"seq\":3}"), std::string::npos) << tail.out;
+
+  broker->Signal(SIGTERM);
+  auto code = broker->Wait(Duration(20000));
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 0);
+}
+
+TEST(Cli, TailFollowsNewEventsLive) {
+  auto broker = DevBroker::Start(1);
+  ASSERT_OK(broker);
+  ASSERT_OK((*broker)->CreateTopic("live", 2));
+  TempDir dir;
+  auto tail = Subprocess::Spawn(
+      {COURIER_BINARY, "tail", "kafka://" + (*broker)->bootstrap() + "/live", "--limit", "2"},
+      dir.File("out"), dir.File("err"));
+  ASSERT_OK(tail);
+  TestDb db = TestDb::Make(false);
+  // The tail starts at the end: it must see the events relayed after it says it follows.
+  ASSERT_TRUE(WaitUntil([&] {
+    return ReadFile(dir.File("err")).find("following") != std::string::npos;
+  })) << ReadFile(dir.File("err"));
+  ASSERT_OK(
+      db.Transaction({InsertEventSql(NewUuidV7(), "k", 1), InsertEventSql(NewUuidV7(), "k", 2)}));
+  CommandResult relay = RunCourier({"relay", "--source", db.url, "--sink",
+                                    "kafka://" + (*broker)->bootstrap() + "/live", "--once"});
+  ASSERT_EQ(relay.exit_code, 0) << relay.err;
+  auto code = tail->Wait(Duration(30000));
+  ASSERT_TRUE(code.has_value()) << "tail did not print 2 events";
+  EXPECT_EQ(*code, 0);
+  EXPECT_NE(ReadFile(dir.File("out")).find("\"seq\":2"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace courier::test

@@ -1,0 +1,291 @@
+// The polling relay against real PostgreSQL / SQLite and the dev broker, in-process.
+#include "courier/relay.h"
+
+#include <thread>
+
+#include "core/encoding.h"
+#include "core/uuid.h"
+#include "support/fixtures.h"
+
+namespace courier::test {
+namespace {
+
+class RelayTest : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override {
+    auto broker = DevBroker::Start(1);
+    ASSERT_OK(broker);
+    broker_ = std::move(broker).value();
+    db_ = std::make_unique<TestDb>(TestDb::Make(GetParam()));
+  }
+
+  RelayOptions Options(const std::string& topic = "{aggregate_type}") const {
+    RelayOptions o;
+    o.source_url = db_->url;
+    o.sink_url = "kafka://" + broker_->bootstrap() + "/" + topic;
+    o.poll_interval = Duration(20);
+    o.backoff_initial = Duration(50);
+    o.backoff_max = Duration(500);
+    return o;
+  }
+
+  // Commits `n` events spread over `aggregates` aggregates; returns their ids.
+  std::set<std::string> Commit(int n, int aggregates, const std::string& type = "order") {
+    std::set<std::string> ids;
+    std::vector<std::string> statements;
+    for (int i = 0; i < n; ++i) {
+      const std::string id = NewUuidV7();
+      ids.insert(id);
+      statements.push_back(
+          InsertEventSql(id, "agg-" + std::to_string(i % aggregates), next_seq_++, type));
+      if (statements.size() == 50 || i == n - 1) {
+        EXPECT_OK(db_->Transaction(statements));
+        statements.clear();
+      }
+    }
+    return ids;
+  }
+
+  Status RunOnce(RelayOptions o) {
+    o.once = true;
+    auto relay = Relay::Create(o);
+    if (!relay.ok()) return relay.status();
+    return (*relay)->Run();
+  }
+
+  std::unique_ptr<DevBroker> broker_;
+  std::unique_ptr<TestDb> db_;
+  int64_t next_seq_ = 1;
+};
+
+// A relay running in a thread, stopped (and joined) at scope exit.
+class BackgroundRelay {
+ public:
+  explicit BackgroundRelay(const RelayOptions& o) {
+    auto relay = Relay::Create(o);
+    EXPECT_OK(relay);
+    relay_ = std::move(relay).value();
+    thread_ = std::thread([this] { result_ = relay_->Run(); });
+  }
+  ~BackgroundRelay() { (void)Stop(); }
+  Status Stop() {
+    if (thread_.joinable()) {
+      relay_->RequestStop();
+      thread_.join();
+    }
+    return result_;
+  }
+  RelayStats stats() const { return relay_->stats(); }
+
+ private:
+  std::unique_ptr<Relay> relay_;
+  std::thread thread_;
+  Status result_;
+};
+
+TEST_P(RelayTest, DeliversEveryCommittedEventWithKeyHeadersAndOrder) {
+  const std::set<std::string> ids = Commit(600, 12);
+  ASSERT_OK(
+      db_->Transaction({"INSERT INTO courier_outbox (aggregate_type, aggregate_id, "
+                        "event_type, payload, headers) VALUES ('order', 'agg-0', "
+                        "'Tagged', '{\"seq\":100000}', '{\"trace_id\":\"abc\"}')"}));
+  RelayOptions o = Options();
+  o.batch_size = 64;  // several batches
+  ASSERT_OK(RunOnce(o));
+  EXPECT_EQ(db_->Count("courier_outbox"), 0) << "published rows are deleted";
+  const std::vector<KafkaRecord> records = ReadTopic(*broker_, "order");
+  ASSERT_EQ(records.size(), 601u);
+  for (const KafkaRecord& r : records) {
+    EXPECT_TRUE(IsUuid(r.event.event_id));
+    EXPECT_EQ(r.event.aggregate_type, "order");
+    EXPECT_EQ(r.event.aggregate_id.rfind("agg-", 0), 0u) << "key is the aggregate id";
+    if (r.event.event_type == "Tagged") {
+      EXPECT_EQ(r.event.headers, (Headers{{"trace_id", "abc"}}));
+    } else {
+      EXPECT_EQ(r.event.event_type, "Happened");
+    }
+  }
+  std::set<std::string> expected = ids;
+  for (const KafkaRecord& r : records) {
+    if (r.event.event_type == "Tagged") expected.insert(r.event.event_id);
+  }
+  EXPECT_EQ(ExpectDelivered(records, expected), 0);
+}
+
+TEST_P(RelayTest, RolledBackTransactionsAreNeverPublished) {
+  std::set<std::string> committed;
+  for (int tx = 0; tx < 40; ++tx) {
+    const bool commit = tx % 3 != 0;
+    std::vector<std::string> statements;
+    std::vector<std::string> ids;
+    for (int i = 0; i < 3; ++i) {
+      ids.push_back(NewUuidV7());
+      statements.push_back(
+          InsertEventSql(ids.back(), "agg-" + std::to_string(tx % 5), next_seq_++));
+    }
+    ASSERT_OK(db_->Transaction(statements, commit));
+    if (commit) committed.insert(ids.begin(), ids.end());
+  }
+  ASSERT_OK(RunOnce(Options()));
+  const std::vector<KafkaRecord> records = ReadTopic(*broker_, "order");
+  EXPECT_EQ(records.size(), committed.size());
+  ExpectDelivered(records, committed);
+}
+
+TEST_P(RelayTest, AppKeepsCommittingWhileBrokerIsDownAndBacklogDrains) {
+  std::set<std::string> ids = Commit(100, 5);
+  BackgroundRelay relay(Options());
+  ASSERT_TRUE(WaitUntil([&] { return db_->Count("courier_outbox") == 0; }));
+
+  broker_->SetDown(true);
+  const std::set<std::string> during = Commit(300, 5);  // commits succeed: no broker involved
+  ids.insert(during.begin(), during.end());
+  // Nothing may be deleted without an ack: the backlog stays whole while the broker is down.
+  const TimePoint until = Clock::Real().Now() + std::chrono::seconds(2);
+  while (Clock::Real().Now() < until) {
+    ASSERT_EQ(db_->Count("courier_outbox"), 300);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  broker_->SetDown(false);
+  ASSERT_TRUE(WaitUntil([&] { return db_->Count("courier_outbox") == 0; }, Duration(60000)));
+  ASSERT_OK(relay.Stop());
+  ExpectDelivered(ReadTopic(*broker_, "order"), ids);
+}
+
+TEST_P(RelayTest, RetainModeStampsThenCleansAfterRetention) {
+  const std::set<std::string> ids = Commit(50, 3);
+  RelayOptions o = Options();
+  o.retain = true;
+  o.retention = Duration(1500);
+  o.cleanup_interval = Duration(100);
+  BackgroundRelay relay(o);
+  ASSERT_TRUE(WaitUntil([&] { return relay.stats().published == 50; }));
+  EXPECT_EQ(db_->Count("courier_outbox WHERE published_at IS NOT NULL"), 50)
+      << "retain mode keeps published rows, stamped";
+  ASSERT_TRUE(WaitUntil([&] { return db_->Count("courier_outbox") == 0; }, Duration(30000)))
+      << "the cleaner deletes them after the retention";
+  ASSERT_OK(relay.Stop());
+  const std::vector<KafkaRecord> records = ReadTopic(*broker_, "order");
+  EXPECT_EQ(ExpectDelivered(records, ids), 0) << "retained rows are not published twice";
+}
+
+TEST_P(RelayTest, OversizedPayloadIsDeadLetteredAndTheRestFlows) {
+  std::set<std::string> ids = Commit(10, 2);
+  const std::string big_id = NewUuidV7();
+  const std::string big = "{\"seq\":1000,\"blob\":\"" + std::string(50000, 'x') + "\"}";
+  ASSERT_OK(
+      db_->Transaction({"INSERT INTO courier_outbox (event_id, aggregate_type, aggregate_id,"
+                        " event_type, payload) VALUES ('" +
+                        big_id +
+                        "', 'order', 'agg-9', "
+                        "'Huge', '" +
+                        big + "')"}));
+  const std::set<std::string> after = Commit(10, 2);
+  ids.insert(after.begin(), after.end());
+  RelayOptions o = Options();
+  o.sink_url += "?message.max.bytes=20000";
+  ASSERT_OK(RunOnce(o));
+  EXPECT_EQ(db_->Count("courier_outbox"), 0);
+  EXPECT_EQ(db_->Count("courier_dead_letter WHERE event_id = '" + big_id +
+                       "' AND error LIKE '%too large%' AND sink LIKE 'kafka://%'"),
+            1);
+  EXPECT_EQ(db_->Count("courier_dead_letter WHERE length(CAST(payload AS TEXT)) > 50000"), 1)
+      << "the parked event keeps its payload";
+  ExpectDelivered(ReadTopic(*broker_, "order"), ids);
+}
+
+TEST_P(RelayTest, TopicTemplateRoutesByAggregateAndEventType) {
+  ASSERT_OK(db_->Transaction({InsertEventSql(NewUuidV7(), "a", 1, "order"),
+                              InsertEventSql(NewUuidV7(), "b", 2, "invoice")}));
+  ASSERT_OK(RunOnce(Options("app.{aggregate_type}.{event_type}")));
+  EXPECT_EQ(ReadTopic(*broker_, "app.order.Happened").size(), 1u);
+  EXPECT_EQ(ReadTopic(*broker_, "app.invoice.Happened").size(), 1u);
+}
+
+TEST_P(RelayTest, JsonlFileSinkWritesOneLinePerEvent) {
+  const std::set<std::string> ids = Commit(30, 3);
+  RelayOptions o = Options();
+  o.sink_url = "file://" + db_->dir.File("events.jsonl");
+  ASSERT_OK(RunOnce(o));
+  std::set<std::string> seen;
+  std::stringstream lines(ReadFile(db_->dir.File("events.jsonl")));
+  for (std::string line; std::getline(lines, line);) {
+    auto e = EventFromJsonLine(line);
+    ASSERT_OK(e);
+    EXPECT_EQ(SeqOf(*e) > 0, true) << line;
+    seen.insert(e->event_id);
+  }
+  EXPECT_EQ(seen, ids);
+  EXPECT_EQ(db_->Count("courier_outbox"), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Sources, RelayTest, ::testing::Values(true, false),
+                         [](const auto& info) { return info.param ? "Postgres" : "Sqlite"; });
+
+// PostgreSQL assigns ids at insert time but transactions commit in any order. A relay must
+// not skip a row whose transaction commits after higher ids were already published.
+TEST(PostgresRelay, LateCommitOfALowerIdIsNotSkipped) {
+  auto broker = DevBroker::Start(1);
+  ASSERT_OK(broker);
+  TestDb db = TestDb::Make(true);
+  auto holder = PgConnect(db.url);
+  ASSERT_OK(holder);
+  const std::string late_id = NewUuidV7();
+  ASSERT_OK(PgRun(holder->get(), "BEGIN; " + InsertEventSql(late_id, "a", 1)));
+  std::set<std::string> ids = {late_id};
+  for (int i = 0; i < 5; ++i) {
+    ids.insert(NewUuidV7());
+  }
+  int seq = 2;
+  for (const std::string& id : ids) {
+    if (id != late_id) ASSERT_OK(db.Transaction({InsertEventSql(id, "b", seq++)}));
+  }
+
+  RelayOptions o;
+  o.source_url = db.url;
+  o.sink_url = "kafka://" + (*broker)->bootstrap() + "/order";
+  o.poll_interval = Duration(20);
+  BackgroundRelay relay(o);
+  ASSERT_TRUE(WaitUntil([&] { return relay.stats().published == 5; }));
+  ASSERT_OK(PgRun(holder->get(), "COMMIT"));  // id 1 commits after ids 2..6 were published
+  ASSERT_TRUE(WaitUntil([&] { return relay.stats().published == 6; }));
+  ASSERT_OK(relay.Stop());
+  const std::vector<KafkaRecord> records = ReadTopic(**broker, "order");
+  ExpectDelivered(records, ids);
+  EXPECT_EQ(db.Count("courier_outbox"), 0);
+}
+
+TEST(PostgresRelay, ReconnectsAfterTheDatabaseRestarts) {
+  auto broker = DevBroker::Start(1);
+  ASSERT_OK(broker);
+  TestDb db = TestDb::Make(true);
+  std::set<std::string> ids;
+  std::vector<std::string> first, second;
+  for (int i = 0; i < 20; ++i) {
+    const std::string id = NewUuidV7();
+    ids.insert(id);
+    first.push_back(InsertEventSql(id, "a", i + 1));
+  }
+  ASSERT_OK(db.Transaction(first));
+  RelayOptions o;
+  o.source_url = db.url;
+  o.sink_url = "kafka://" + (*broker)->bootstrap() + "/order";
+  o.poll_interval = Duration(20);
+  o.backoff_initial = Duration(50);
+  o.backoff_max = Duration(500);
+  BackgroundRelay relay(o);
+  ASSERT_TRUE(WaitUntil([&] { return relay.stats().published == 20; }));
+  ASSERT_OK(SharedPostgres().Restart(/*immediate=*/true));
+  for (int i = 0; i < 20; ++i) {
+    const std::string id = NewUuidV7();
+    ids.insert(id);
+    second.push_back(InsertEventSql(id, "a", 100 + i));
+  }
+  ASSERT_OK(db.Transaction(second));
+  ASSERT_TRUE(WaitUntil([&] { return db.Count("courier_outbox") == 0; }, Duration(60000)));
+  ASSERT_OK(relay.Stop());
+  ExpectDelivered(ReadTopic(**broker, "order"), ids);
+}
+
+}  // namespace
+}  // namespace courier::test

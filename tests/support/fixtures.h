@@ -1,0 +1,123 @@
+// Shared helpers for integration and chaos tests: a dev broker, a fresh database per test,
+// event insertion through the plain-SQL contract, reading topics back.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/postgres.h"
+#include "core/sqlite.h"
+#include "sinks/dev_broker.h"
+#include "sinks/kafka_reader.h"
+#include "sources/source.h"
+#include "support/harness.h"
+#include "support/matchers.h"
+
+namespace courier::test {
+
+// One fresh database (PostgreSQL or SQLite) with the courier tables.
+struct TestDb {
+  bool postgres = true;
+  std::string url;
+  TempDir dir;
+
+  static TestDb Make(bool postgres) {
+    TestDb db;
+    db.postgres = postgres;
+    if (postgres) {
+      auto url = SharedPostgres().NewDatabase();
+      EXPECT_OK(url);
+      db.url = url.ok() ? *url : "";
+    } else {
+      db.url = "sqlite://" + db.dir.File("app.db");
+    }
+    EXPECT_OK(Migrate(db.url, TableNames{}));
+    return db;
+  }
+
+  // Runs statements in one transaction (COMMIT, or ROLLBACK when `commit` is false).
+  Status Transaction(const std::vector<std::string>& statements, bool commit = true) const {
+    std::string sql = postgres ? "BEGIN;" : "BEGIN IMMEDIATE;";
+    for (const std::string& s : statements) sql += s + ";";
+    sql += commit ? "COMMIT;" : "ROLLBACK;";
+    if (postgres) {
+      ASSIGN_OR_RETURN(PgConn conn, PgConnect(url));
+      return PgRun(conn.get(), sql);
+    }
+    ASSIGN_OR_RETURN(SqliteDb db, SqliteOpen(url.substr(9), false));
+    return SqliteExec(db.get(), sql);
+  }
+
+  int64_t Count(const std::string& table_and_where) const {
+    const std::string sql = "SELECT count(*) FROM " + table_and_where;
+    if (postgres) {
+      auto rows = PgQuery(url, sql);
+      return rows.ok() && !rows->empty() ? std::stoll((*rows)[0]) : -1;
+    }
+    auto db = SqliteOpen(url.substr(9), false);
+    if (!db.ok()) return -1;
+    auto stmt = SqlitePrepare(db->get(), sql);
+    if (!stmt.ok() || sqlite3_step(stmt->get()) != SQLITE_ROW) return -1;
+    return sqlite3_column_int64(stmt->get(), 0);
+  }
+};
+
+// INSERT through the plain-SQL contract; payload {"seq":N}; event_id chosen by the test.
+inline std::string InsertEventSql(const std::string& event_id, const std::string& aggregate_id,
+                                  int64_t seq, const std::string& aggregate_type = "order",
+                                  const std::string& table = "courier_outbox") {
+  return "INSERT INTO " + QuoteIdent(table) +
+         " (event_id, aggregate_type, aggregate_id, event_type, payload) VALUES ('" + event_id +
+         "', '" + aggregate_type + "', '" + aggregate_id +
+         "', 'Happened', '{\"seq\":" + std::to_string(seq) + "}')";
+}
+
+inline int64_t SeqOf(const Event& e) {
+  size_t pos = e.payload.find("\"seq\"");
+  if (pos == std::string::npos) return -1;
+  pos += 5;
+  while (pos < e.payload.size() && (e.payload[pos] == ' ' || e.payload[pos] == ':')) ++pos;
+  return std::atoll(e.payload.c_str() + pos);
+}
+
+inline std::vector<KafkaRecord> ReadTopic(const DevBroker& broker, const std::string& topic) {
+  auto reader = KafkaReader::Open(broker.bootstrap(), {topic}, true);
+  EXPECT_OK(reader);
+  if (!reader.ok()) return {};
+  auto records = (*reader)->ReadToEnd(std::chrono::seconds(60));
+  EXPECT_OK(records);
+  return records.ok() ? std::move(records).value() : std::vector<KafkaRecord>{};
+}
+
+// Checks the delivery guarantees: every expected event delivered (G1), nothing else (G2),
+// and per aggregate, events first seen in increasing seq order (G3). Returns duplicates.
+inline int64_t ExpectDelivered(const std::vector<KafkaRecord>& records,
+                               const std::set<std::string>& expected) {
+  std::set<std::string> seen;
+  std::map<std::string, int64_t> last_seq;
+  int64_t duplicates = 0;
+  for (const KafkaRecord& r : records) {
+    const Event& e = r.event;
+    if (!seen.insert(e.event_id).second) {
+      ++duplicates;
+      continue;
+    }
+    EXPECT_EQ(expected.count(e.event_id), 1u) << "ghost or unknown event " << e.event_id;
+    const int64_t seq = SeqOf(e);
+    auto [it, inserted] = last_seq.emplace(e.aggregate_id, seq);
+    if (!inserted) {
+      EXPECT_GT(seq, it->second) << "order broken for aggregate " << e.aggregate_id;
+      it->second = seq;
+    }
+  }
+  int64_t lost = 0;
+  for (const std::string& id : expected) lost += seen.count(id) == 0;
+  EXPECT_EQ(lost, 0) << "committed events never delivered";
+  return duplicates;
+}
+
+}  // namespace courier::test

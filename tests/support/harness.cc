@@ -1,0 +1,197 @@
+#include "support/harness.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "core/postgres.h"
+
+namespace courier::test {
+namespace {
+
+bool IsRoot() { return ::geteuid() == 0; }
+
+// Runs argv (as the postgres user when we are root) and waits.
+Status RunAsPostgres(std::vector<std::string> argv, const std::string& log) {
+  if (IsRoot()) argv.insert(argv.begin(), {"/usr/sbin/runuser", "-u", "postgres", "--"});
+  ASSIGN_OR_RETURN(Subprocess p, Subprocess::Spawn(argv, log, log));
+  auto code = p.Wait(Duration(120000));
+  if (!code || *code != 0) {
+    return InternalError("command failed: " + argv[IsRoot() ? 4 : 0] + " (see " + log + ")");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+int FreePort() {
+  static std::mt19937 rng{std::random_device{}()};
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    const int port = std::uniform_int_distribution<int>(20000, 32000)(rng);
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const bool free = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    ::close(fd);
+    if (free) return port;
+  }
+  return 0;
+}
+
+TempDir::TempDir() {
+  char tmpl[] = "/tmp/courier-test-XXXXXX";
+  path_ = mkdtemp(tmpl);
+}
+
+TempDir::~TempDir() {
+  if (path_.empty()) return;
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+bool WaitUntil(const std::function<bool()>& condition, Duration timeout) {
+  const TimePoint deadline = Clock::Real().Now() + timeout;
+  while (Clock::Real().Now() < deadline) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return condition();
+}
+
+Result<std::unique_ptr<PostgresServer>> PostgresServer::Start() {
+  std::unique_ptr<PostgresServer> s(new PostgresServer());
+  s->bin_ = "/usr/lib/postgresql/15/bin";
+  if (!std::filesystem::exists(s->bin_ + "/initdb")) {
+    return FailedPreconditionError(
+        "PostgreSQL 15 is not installed (apt-get install postgresql-15)");
+  }
+  char tmpl[] = "/tmp/courier-pg-XXXXXX";
+  s->dir_ = mkdtemp(tmpl);
+  if (IsRoot()) {
+    const passwd* pw = getpwnam("postgres");
+    if (pw == nullptr) return FailedPreconditionError("no postgres user");
+    if (::chown(s->dir_.c_str(), pw->pw_uid, pw->pw_gid) != 0) return InternalError("chown");
+  }
+  RETURN_IF_ERROR(RunAsPostgres({s->bin_ + "/initdb", "-D", s->dir_ + "/data", "-A", "trust", "-U",
+                                 "postgres", "--no-sync", "-E", "UTF8"},
+                                s->dir_ + "/initdb.log"));
+  s->port_ = FreePort();
+  {
+    std::ofstream conf(s->dir_ + "/data/postgresql.conf", std::ios::app);
+    conf << "listen_addresses = '127.0.0.1'\n"
+         << "port = " << s->port_ << "\n"
+         << "unix_socket_directories = '" << s->dir_ << "'\n"
+         << "wal_level = logical\nmax_replication_slots = 20\nmax_wal_senders = 20\n"
+         << "max_connections = 200\n"
+         // Test speed: data survives a server crash (the OS keeps it), not a host crash.
+         << "fsync = off\n";
+    std::ofstream hba(s->dir_ + "/data/pg_hba.conf", std::ios::app);
+    hba << "host all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n";
+  }
+  RETURN_IF_ERROR(s->StartAgain());
+  return s;
+}
+
+Status PostgresServer::PgCtl(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {bin_ + "/pg_ctl", "-D", dir_ + "/data", "-l",
+                                   dir_ + "/server.log"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunAsPostgres(argv, dir_ + "/pg_ctl.log");
+}
+
+Status PostgresServer::StartAgain() {
+  RETURN_IF_ERROR(PgCtl({"-w", "-t", "60", "start"}));
+  running_ = true;
+  return Status::Ok();
+}
+
+Status PostgresServer::Stop(bool immediate) {
+  RETURN_IF_ERROR(PgCtl({"-w", "-t", "60", "-m", immediate ? "immediate" : "fast", "stop"}));
+  running_ = false;
+  return Status::Ok();
+}
+
+Status PostgresServer::Restart(bool immediate) {
+  RETURN_IF_ERROR(Stop(immediate));
+  return StartAgain();
+}
+
+PostgresServer::~PostgresServer() {
+  if (running_) (void)Stop(true);
+  std::error_code ec;
+  std::filesystem::remove_all(dir_, ec);
+}
+
+std::string PostgresServer::Url(const std::string& db) const {
+  return "postgres://postgres@127.0.0.1:" + std::to_string(port_) + "/" + db;
+}
+
+Result<std::string> PostgresServer::NewDatabase(const std::string& prefix) {
+  const std::string name =
+      prefix + "_" + std::to_string(::getpid()) + "_" + std::to_string(next_db_++);
+  ASSIGN_OR_RETURN(PgConn conn, PgConnect(Url("postgres")));
+  RETURN_IF_ERROR(PgRun(conn.get(), "CREATE DATABASE " + name));
+  return Url(name);
+}
+
+PostgresServer& SharedPostgres() {
+  static std::unique_ptr<PostgresServer> server = [] {
+    auto s = PostgresServer::Start();
+    if (!s.ok()) {
+      std::fprintf(stderr, "cannot start PostgreSQL for tests: %s\n", s.status().message().c_str());
+      std::abort();
+    }
+    return std::move(s).value();
+  }();
+  return *server;
+}
+
+CommandResult RunCourier(const std::vector<std::string>& args, Duration timeout) {
+  TempDir dir;
+  std::vector<std::string> argv = {COURIER_BINARY};
+  argv.insert(argv.end(), args.begin(), args.end());
+  CommandResult result;
+  auto p = Subprocess::Spawn(argv, dir.File("out"), dir.File("err"));
+  if (!p.ok()) return result;
+  auto code = p->Wait(timeout);
+  result.exit_code = code ? *code : -1;
+  result.out = ReadFile(dir.File("out"));
+  result.err = ReadFile(dir.File("err"));
+  return result;
+}
+
+Result<Subprocess> SpawnCourier(const std::vector<std::string>& args, const std::string& log_path) {
+  std::vector<std::string> argv = {COURIER_BINARY};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return Subprocess::Spawn(argv, log_path.empty() ? "/dev/null" : log_path,
+                           log_path.empty() ? "/dev/null" : log_path);
+}
+
+Result<std::vector<std::string>> PgQuery(const std::string& url, const std::string& sql) {
+  ASSIGN_OR_RETURN(PgConn conn, PgConnect(url));
+  ASSIGN_OR_RETURN(PgResult res, PgExec(conn.get(), sql));
+  std::vector<std::string> rows;
+  for (int i = 0; i < PQntuples(res.get()); ++i) {
+    rows.emplace_back(PQgetisnull(res.get(), i, 0) ? "" : PQgetvalue(res.get(), i, 0));
+  }
+  return rows;
+}
+
+}  // namespace courier::test

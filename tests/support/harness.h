@@ -1,0 +1,85 @@
+// The one test harness: real servers on loopback, on free ports, in temp dirs.
+//  - PostgresServer: a PostgreSQL 15 cluster (initdb as the postgres user when run as root),
+//    wal_level=logical, stopped and removed at the end.
+//  - DevBroker (src/sinks/dev_broker.h): librdkafka's mock cluster, in the test process.
+//  - RunCourier / SpawnCourier: the real `courier` binary.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/clock.h"
+#include "core/subprocess.h"
+#include "courier/status.h"
+
+namespace courier::test {
+
+class PostgresServer {
+ public:
+  static Result<std::unique_ptr<PostgresServer>> Start();
+  ~PostgresServer();
+
+  // postgres://postgres@127.0.0.1:PORT/DB
+  std::string Url(const std::string& db) const;
+  // A fresh, empty database; returns its URL.
+  Result<std::string> NewDatabase(const std::string& prefix = "t");
+  // Restarts the server; `immediate` is a crash (no shutdown checkpoint).
+  Status Restart(bool immediate);
+  Status Stop(bool immediate);
+  Status StartAgain();
+  int port() const { return port_; }
+
+ private:
+  PostgresServer() = default;
+  Status PgCtl(const std::vector<std::string>& args);
+  std::string dir_;
+  std::string bin_;
+  int port_ = 0;
+  int next_db_ = 0;
+  bool running_ = false;
+};
+
+// The server shared by all tests of one binary (started on first use).
+PostgresServer& SharedPostgres();
+
+// A new temp dir, removed by the caller's TempDir destructor.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(TempDir&& other) noexcept : path_(std::move(other.path_)) { other.path_.clear(); }
+  TempDir& operator=(TempDir&&) = delete;
+  TempDir(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+// Runs `courier args...` to completion (killed after `timeout`).
+CommandResult RunCourier(const std::vector<std::string>& args, Duration timeout = Duration(60000));
+// Starts `courier args...`; its stderr goes to `log_path` when given.
+Result<Subprocess> SpawnCourier(const std::vector<std::string>& args,
+                                const std::string& log_path = "");
+
+// Polls `condition` until it holds or `timeout` passes.
+bool WaitUntil(const std::function<bool()>& condition, Duration timeout = Duration(30000));
+
+// A free TCP port on 127.0.0.1 below the ephemeral range.
+int FreePort();
+
+std::string ReadFile(const std::string& path);
+
+// Runs SQL on PostgreSQL, returning the first column of every row.
+Result<std::vector<std::string>> PgQuery(const std::string& url, const std::string& sql);
+
+}  // namespace courier::test

@@ -1,0 +1,67 @@
+#include "cli/config.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "support/matchers.h"
+
+namespace courier {
+namespace {
+
+bool Known(const std::string& k) {
+  return k == "source" || k == "sink" || k == "batch-size" || k == "retain";
+}
+
+TEST(Config, KeysBecomeFlags) {
+  auto args = ConfigToArgs("source = \"sqlite:///a.db\"\nbatch-size = 500\nretain = true\n",
+                           "relay.toml", Known);
+  ASSERT_OK(args);
+  std::vector<std::string> sorted = *args;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(sorted,
+            (std::vector<std::string>{"--batch-size=500", "--retain", "--source=sqlite:///a.db"}));
+}
+
+TEST(Config, UnknownKeyNamesTheLine) {
+  auto args = ConfigToArgs("source = \"x\"\n\nbatch_sise = 5\n", "relay.toml", Known);
+  EXPECT_STATUS(args, StatusCode::kInvalidArgument);
+  EXPECT_NE(args.status().message().find("relay.toml:3: unknown key 'batch_sise'"),
+            std::string::npos)
+      << args.status().message();
+}
+
+TEST(Config, SyntaxErrorNamesTheLine) {
+  auto args = ConfigToArgs("source = \"x\"\nsink = \n", "relay.toml", Known);
+  EXPECT_STATUS(args, StatusCode::kInvalidArgument);
+  EXPECT_EQ(args.status().message().rfind("relay.toml:2:", 0), 0u) << args.status().message();
+}
+
+TEST(Config, EnvironmentInterpolation) {
+  setenv("COURIER_TEST_SECRET", "s3cret", 1);
+  auto text = InterpolateEnv(
+      "sink = \"kafka://h/t?sasl.password=${COURIER_TEST_SECRET}\"\n"
+      "x = \"$${literal}\"",
+      "f.toml");
+  ASSERT_OK(text);
+  EXPECT_EQ(*text, "sink = \"kafka://h/t?sasl.password=s3cret\"\nx = \"${literal}\"");
+  unsetenv("COURIER_TEST_MISSING");
+  auto missing = InterpolateEnv("a = 1\nb = \"${COURIER_TEST_MISSING}\"", "f.toml");
+  EXPECT_STATUS(missing, StatusCode::kInvalidArgument);
+  EXPECT_EQ(missing.status().message(),
+            "f.toml:2: environment variable COURIER_TEST_MISSING is not set");
+}
+
+TEST(Config, Durations) {
+  EXPECT_EQ(ParseDuration("250ms")->count(), 250);
+  EXPECT_EQ(ParseDuration("1.5s")->count(), 1500);
+  EXPECT_EQ(ParseDuration("2m")->count(), 120000);
+  EXPECT_EQ(ParseDuration("7d")->count(), 7 * 86400000LL);
+  EXPECT_EQ(ParseDuration("40")->count(), 40);
+  EXPECT_STATUS(ParseDuration("soon"), StatusCode::kInvalidArgument);
+  EXPECT_STATUS(ParseDuration("5 parsecs"), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace courier

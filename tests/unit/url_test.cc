@@ -1,0 +1,74 @@
+#include "core/url.h"
+
+#include <gtest/gtest.h>
+
+#include "sinks/sink.h"
+#include "sources/source.h"
+#include "support/matchers.h"
+
+namespace courier {
+namespace {
+
+TEST(Url, ParsesKafkaWithHostsPathAndQuery) {
+  auto url = ParseUrl("kafka://h1:9092,h2:9093/{aggregate_type}?security.protocol=SASL_SSL");
+  ASSERT_OK(url);
+  EXPECT_EQ(url->scheme, "kafka");
+  EXPECT_EQ(url->hosts, "h1:9092,h2:9093");
+  EXPECT_EQ(url->path, "{aggregate_type}");
+  ASSERT_EQ(url->query.size(), 1u);
+  EXPECT_EQ(url->query[0].first, "security.protocol");
+  EXPECT_EQ(url->query[0].second, "SASL_SSL");
+}
+
+TEST(Url, ParsesUserAndPercentEncodedPassword) {
+  auto url = ParseUrl("amqp://guest:p%40ss@localhost/vhost");
+  ASSERT_OK(url);
+  EXPECT_EQ(url->user, "guest");
+  EXPECT_EQ(url->password, "p@ss");
+  EXPECT_EQ(url->path, "vhost");
+}
+
+TEST(Url, RejectsTextWithoutScheme) {
+  EXPECT_STATUS(ParseUrl("localhost:9092"), StatusCode::kInvalidArgument);
+  EXPECT_STATUS(ParseUrl("kafka://h/t?novalue"), StatusCode::kInvalidArgument);
+}
+
+TEST(Url, RedactsPasswordsAndSecretParameters) {
+  EXPECT_EQ(RedactUrl("postgres://app:hunter2@db:5432/app"), "postgres://app:***@db:5432/app");
+  EXPECT_EQ(RedactUrl("kafka://h:9092/t?sasl.password=hunter2&acks=all"),
+            "kafka://h:9092/t?sasl.password=***&acks=all");
+  EXPECT_EQ(RedactUrl("host=db password=hunter2 dbname=app"), "host=db password=*** dbname=app");
+  EXPECT_EQ(RedactUrl("kafka://h:9092/orders"), "kafka://h:9092/orders");
+}
+
+TEST(SourceUrl, KnowsPostgresAndSqlite) {
+  auto pg = ParseSourceUrl("postgresql://u@h/db");
+  ASSERT_OK(pg);
+  EXPECT_EQ(pg->kind, SourceLocation::Kind::kPostgres);
+  auto lite = ParseSourceUrl("sqlite:///var/app.db");
+  ASSERT_OK(lite);
+  EXPECT_EQ(lite->kind, SourceLocation::Kind::kSqlite);
+  EXPECT_EQ(lite->target, "/var/app.db");
+  auto bad = ParseSourceUrl("mysql://h/db");
+  EXPECT_STATUS(bad, StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("expected postgres://"), std::string::npos);
+}
+
+TEST(SinkUrl, UnknownSchemeIsInvalidArgument) {
+  auto sink = MakeSink(SinkOptions{.url = "carrier-pigeon://loft/1"});
+  EXPECT_STATUS(sink, StatusCode::kInvalidArgument);
+  EXPECT_NE(sink.status().message().find("unknown sink scheme 'carrier-pigeon'"),
+            std::string::npos);
+}
+
+TEST(SinkUrl, TemplatesExpandAggregateAndEventType) {
+  Event e;
+  e.aggregate_type = "order";
+  e.event_type = "OrderCreated";
+  EXPECT_EQ(ExpandTemplate("{aggregate_type}", e), "order");
+  EXPECT_EQ(ExpandTemplate("app.{aggregate_type}.{event_type}.v1", e), "app.order.OrderCreated.v1");
+  EXPECT_EQ(ExpandTemplate("{unknown}", e), "{unknown}");
+}
+
+}  // namespace
+}  // namespace courier
