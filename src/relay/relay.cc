@@ -12,6 +12,10 @@
 namespace courier {
 namespace {
 
+int64_t Micros(std::chrono::steady_clock::duration d) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(d).count();
+}
+
 class RelayImpl final : public Relay {
  public:
   RelayImpl(RelayOptions options, std::unique_ptr<Source> source, std::unique_ptr<Sink> sink)
@@ -63,7 +67,7 @@ class RelayImpl final : public Relay {
 
   Status Connect() {
     Status st = source_->Open();
-    if (st.ok()) st = source_->AcquireLeadership(stop_);
+    if (st.ok()) st = source_->AcquireLeadership(stop_, /*wait=*/!options_.once);
     if (st.code() == StatusCode::kCancelled) return Status::Ok();
     if (!st.ok()) {
       if (st.code() != StatusCode::kRetriable) return st;  // fix the input: retrying won't help
@@ -113,7 +117,9 @@ class RelayImpl final : public Relay {
   // Publishes one batch and checkpoints what the sink acked. Returns a retriable error when
   // some events were not acked (they stay pending and go out again).
   Status PublishAndCheckpoint(const std::vector<Event>& batch) {
+    const TimePoint publish_start = Clock::Real().Now();
     const std::vector<Status> results = sink_->Publish(batch, stop_);
+    const TimePoint publish_end = Clock::Real().Now();
     std::vector<int64_t> acked;
     std::vector<Rejected> rejected;
     acked.reserve(batch.size());
@@ -148,6 +154,10 @@ class RelayImpl final : public Relay {
       connected_ = false;
       return st.WithContext("checkpoint");
     }
+    log::Debug("batch",
+               {{"events", std::to_string(batch.size())},
+                {"publish_us", std::to_string(Micros(publish_end - publish_start))},
+                {"checkpoint_us", std::to_string(Micros(Clock::Real().Now() - publish_end))}});
     {
       std::lock_guard<std::mutex> lock(stats_mutex_);
       stats_.published += static_cast<int64_t>(acked.size());

@@ -5,8 +5,10 @@
 // Thread-safety: methods may be called from any thread.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "courier/status.h"
 #include "sinks/kafka_common.h"
@@ -29,7 +31,11 @@ class DevBroker {
 
  private:
   DevBroker() = default;
+  void DisableNagleLoop();
+
   KafkaHandle handle_;
+  std::atomic<bool> stopping_{false};
+  std::thread nagle_thread_;
   rd_kafka_mock_cluster_t* cluster_ = nullptr;
   int brokers_ = 1;
   std::string bootstrap_;

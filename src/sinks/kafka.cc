@@ -4,6 +4,7 @@
 // Order: the idempotent producer keeps per-partition order across its internal retries, and
 // every event of one aggregate has the same key, hence the same partition.
 #include <atomic>
+#include <cstdint>
 #include <cstring>
 #include <optional>
 #include <set>
@@ -94,12 +95,16 @@ class KafkaSink final : public Sink {
   }
 
   std::vector<Status> Publish(std::span<const Event> batch, const StopSignal& stop) override {
-    std::vector<Status> results(batch.size(), RetriableError("no delivery report"));
     if (producer_ == nullptr) {
       Status st = Open();
       if (!st.ok()) return std::vector<Status>(batch.size(), st);
     }
     rd_kafka_t* rk = producer_.get();
+    // Reports are matched to this batch by generation: one that arrives for an earlier,
+    // abandoned batch (after a purge) is ignored instead of touching freed memory.
+    ++generation_;
+    results_.assign(batch.size(), RetriableError("no delivery report"));
+    std::vector<Status>& results = results_;
     pending_ = 0;
     for (size_t i = 0; i < batch.size(); ++i) {
       const Event& e = batch[i];
@@ -123,7 +128,7 @@ class KafkaSink final : public Sink {
             RD_KAFKA_V_KEY(e.aggregate_id.data(), e.aggregate_id.size()),
             RD_KAFKA_V_VALUE(const_cast<char*>(e.payload.data()), e.payload.size()),
             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(headers.get()),
-            RD_KAFKA_V_OPAQUE(&results[i]), RD_KAFKA_V_END);
+            RD_KAFKA_V_OPAQUE(EncodeSlot(i)), RD_KAFKA_V_END);
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) break;
         rd_kafka_poll(rk, 10);
       }
@@ -146,7 +151,7 @@ class KafkaSink final : public Sink {
       log::Error("Kafka producer hit a fatal error; recreating it", {{"error", fatal}});
       producer_.reset();
     }
-    return results;
+    return std::move(results_);
   }
 
   std::string Describe() const override { return RedactUrl(options_.url); }
@@ -200,13 +205,21 @@ class KafkaSink final : public Sink {
     return RetriableError(std::move(message));
   }
 
+  // A message's opaque: the batch generation (high 32 bits) and its index in the batch.
+  void* EncodeSlot(size_t index) const {
+    return reinterpret_cast<void*>((static_cast<uintptr_t>(generation_) << 32) | index);
+  }
+
   static void OnDelivery(rd_kafka_t*, const rd_kafka_message_t* msg, void* opaque) {
     auto* self = static_cast<KafkaSink*>(opaque);
-    auto* result = static_cast<Status*>(msg->_private);
+    const auto slot = reinterpret_cast<uintptr_t>(msg->_private);
+    if ((slot >> 32) != self->generation_) return;  // from an abandoned batch
+    const size_t index = slot & 0xFFFFFFFFu;
+    if (index >= self->results_.size()) return;
     if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-      *result = Status::Ok();
+      self->results_[index] = Status::Ok();
     } else {
-      *result = Classify(msg->err, rd_kafka_topic_name(msg->rkt));
+      self->results_[index] = Classify(msg->err, rd_kafka_topic_name(msg->rkt));
     }
     --self->pending_;
   }
@@ -227,6 +240,10 @@ class KafkaSink final : public Sink {
   std::string topic_template_;
   KafkaHandle producer_;
   std::set<std::string> known_topics_;  // topics whose metadata this producer has fetched
+  // The batch being published; written by OnDelivery, which librdkafka runs inside
+  // rd_kafka_poll on the publishing thread, so no lock is needed.
+  std::vector<Status> results_;
+  uint32_t generation_ = 0;
   int64_t pending_ = 0;
   std::string last_error_;
   TimePoint next_error_log_{};

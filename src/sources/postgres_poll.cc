@@ -91,7 +91,7 @@ class PostgresPollSource final : public Source {
     return Status::Ok();
   }
 
-  Status AcquireLeadership(const StopSignal& stop) override {
+  Status AcquireLeadership(const StopSignal& stop, bool wait) override {
     bool logged = false;
     while (!stop.requested()) {
       ASSIGN_OR_RETURN(PgResult res,
@@ -100,6 +100,10 @@ class PostgresPollSource final : public Source {
       if (std::string(PQgetvalue(res.get(), 0, 0)) == "t") {
         if (logged) log::Info("took over the outbox", {{"table", options_.tables.outbox}});
         return Status::Ok();
+      }
+      if (!wait) {
+        return FailedPreconditionError("another relay is active on this outbox (" + Describe() +
+                                       "); stop it first, or run without --once to stand by");
       }
       if (!logged) {
         log::Info("another relay is active on this outbox; standing by",

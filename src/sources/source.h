@@ -53,8 +53,9 @@ class Source {
 
   // Connects and checks the tables exist (kNotFound says to run courier migrate).
   virtual Status Open() = 0;
-  // Blocks until this process is the only relay on the outbox (or `stop`): kCancelled then.
-  virtual Status AcquireLeadership(const StopSignal& stop) = 0;
+  // Blocks until this process is the only relay on the outbox (or `stop`: kCancelled then).
+  // With `wait` false, kFailedPrecondition at once when another relay is active.
+  virtual Status AcquireLeadership(const StopSignal& stop, bool wait) = 0;
   // Up to `max` pending events, in id order. Rows of transactions still open are not visible
   // and so are picked up by a later call, whatever their id.
   virtual Result<std::vector<Event>> Fetch(size_t max) = 0;

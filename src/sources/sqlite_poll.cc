@@ -76,7 +76,7 @@ class SqlitePollSource final : public Source {
     return Status::Ok();
   }
 
-  Status AcquireLeadership(const StopSignal& stop) override {
+  Status AcquireLeadership(const StopSignal& stop, bool wait) override {
     if (lock_fd_ >= 0) return Status::Ok();
     // A lock file beside the database: flock is released by the kernel when the holder dies,
     // so a restarted or standby relay takes over at once.
@@ -92,6 +92,11 @@ class SqlitePollSource final : public Source {
         lock_fd_ = fd;
         if (logged) log::Info("took over the outbox", {{"database", path_}});
         return Status::Ok();
+      }
+      if (!wait) {
+        ::close(fd);
+        return FailedPreconditionError("another relay is active on this outbox (" + Describe() +
+                                       "); stop it first, or run without --once to stand by");
       }
       if (!logged) {
         log::Info("another relay is active on this outbox; standing by", {{"database", path_}});

@@ -222,3 +222,91 @@ TEST(Cli, TailFollowsNewEventsLive) {
 
 }  // namespace
 }  // namespace courier::test
+
+namespace courier::test {
+namespace {
+
+TEST(Cli, SecondRelayStandsByAndTakesOverWhenTheFirstIsKilled) {
+  for (bool postgres : {true, false}) {
+    SCOPED_TRACE(postgres ? "postgres" : "sqlite");
+    auto broker = DevBroker::Start(1);
+    ASSERT_OK(broker);
+    TestDb db = TestDb::Make(postgres);
+    const std::vector<std::string> args = {"relay",
+                                           "--source",
+                                           db.url,
+                                           "--sink",
+                                           "kafka://" + (*broker)->bootstrap() + "/order",
+                                           "--poll-interval",
+                                           "20ms"};
+    auto first = SpawnCourier(args, db.dir.File("first.log"));
+    ASSERT_OK(first);
+    ASSERT_TRUE(WaitUntil([&] {
+      return ReadFile(db.dir.File("first.log")).find("connected to source") != std::string::npos;
+    }));
+    auto second = SpawnCourier(args, db.dir.File("second.log"));
+    ASSERT_OK(second);
+    ASSERT_TRUE(WaitUntil([&] {
+      return ReadFile(db.dir.File("second.log")).find("standing by") != std::string::npos;
+    })) << ReadFile(db.dir.File("second.log"));
+
+    // --once does not wait behind an active relay.
+    CommandResult once =
+        RunCourier({"relay", "--source", db.url, "--sink", "file:///dev/null", "--once"});
+    EXPECT_EQ(once.exit_code, 1);
+    EXPECT_NE(once.err.find("another relay is active on this outbox"), std::string::npos)
+        << once.err;
+    CommandResult status = RunCourier({"status", "--source", db.url, "--json"});
+    EXPECT_NE(status.out.find("\"relay_active\":true"), std::string::npos) << status.out;
+
+    first->Signal(SIGKILL);
+    first->Wait(Duration(10000));
+    ASSERT_TRUE(WaitUntil([&] {
+      return ReadFile(db.dir.File("second.log")).find("took over") != std::string::npos;
+    })) << ReadFile(db.dir.File("second.log"));
+    const std::string id = NewUuidV7();
+    ASSERT_OK(db.Transaction({InsertEventSql(id, "a", 1)}));
+    ASSERT_TRUE(WaitUntil([&] { return db.Count("courier_outbox") == 0; }));
+    second->Signal(SIGTERM);
+    EXPECT_EQ(second->Wait(Duration(20000)).value_or(-1), 0);
+    ExpectDelivered(ReadTopic(**broker, "order"), {id});
+  }
+}
+
+}  // namespace
+}  // namespace courier::test
+
+namespace courier::test {
+namespace {
+
+TEST(Cli, UnreachableBrokerDaemonLogsAndKeepsEventsUntilSigterm) {
+  TestDb db = TestDb::Make(true);
+  ASSERT_OK(db.Transaction({InsertEventSql(NewUuidV7(), "a", 1)}));
+  auto relay = SpawnCourier(
+      {"relay", "--source", db.url, "--sink",
+       "kafka://127.0.0.1:" + std::to_string(FreePort()) + "/t", "--shutdown-timeout", "1s"},
+      db.dir.File("log"));
+  ASSERT_OK(relay);
+  ASSERT_TRUE(WaitUntil([&] {
+    return ReadFile(db.dir.File("log")).find("Kafka client error; retrying with backoff") !=
+           std::string::npos;
+  })) << ReadFile(db.dir.File("log"));
+  relay->Signal(SIGTERM);
+  EXPECT_EQ(relay->Wait(Duration(30000)).value_or(-1), 0) << ReadFile(db.dir.File("log"));
+  EXPECT_EQ(db.Count("courier_outbox"), 1) << "an unacked event stays in the outbox";
+}
+
+TEST(Cli, TailReadsTheJsonlFileSink) {
+  TestDb db = TestDb::Make(false);
+  ASSERT_OK(
+      db.Transaction({InsertEventSql(NewUuidV7(), "a", 1), InsertEventSql(NewUuidV7(), "b", 2)}));
+  const std::string sink = "file://" + db.dir.File("events.jsonl");
+  ASSERT_EQ(RunCourier({"relay", "--source", db.url, "--sink", sink, "--once"}).exit_code, 0);
+  CommandResult tail = RunCourier({"tail", sink, "--exit-at-end"});
+  EXPECT_EQ(tail.exit_code, 0) << tail.err;
+  EXPECT_NE(tail.out.find("\"aggregate_id\":\"a\""), std::string::npos) << tail.out;
+  EXPECT_NE(tail.out.find("\"payload\":{\"seq\":2}"), std::string::npos) << tail.out;
+}
+
+}  // namespace
+}  // namespace courier::test

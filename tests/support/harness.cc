@@ -75,7 +75,7 @@ bool WaitUntil(const std::function<bool()>& condition, Duration timeout) {
   return condition();
 }
 
-Result<std::unique_ptr<PostgresServer>> PostgresServer::Start() {
+Result<std::unique_ptr<PostgresServer>> PostgresServer::Start(bool durable) {
   std::unique_ptr<PostgresServer> s(new PostgresServer());
   s->bin_ = "/usr/lib/postgresql/15/bin";
   if (!std::filesystem::exists(s->bin_ + "/initdb")) {
@@ -101,7 +101,7 @@ Result<std::unique_ptr<PostgresServer>> PostgresServer::Start() {
          << "wal_level = logical\nmax_replication_slots = 20\nmax_wal_senders = 20\n"
          << "max_connections = 200\n"
          // Test speed: data survives a server crash (the OS keeps it), not a host crash.
-         << "fsync = off\n";
+         << (durable ? "" : "fsync = off\n");
     std::ofstream hba(s->dir_ + "/data/pg_hba.conf", std::ios::app);
     hba << "host all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n";
   }

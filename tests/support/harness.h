@@ -18,7 +18,8 @@ namespace courier::test {
 
 class PostgresServer {
  public:
-  static Result<std::unique_ptr<PostgresServer>> Start();
+  // `durable`: fsync on, as in production (benchmarks); tests run with fsync off for speed.
+  static Result<std::unique_ptr<PostgresServer>> Start(bool durable = false);
   ~PostgresServer();
 
   // postgres://postgres@127.0.0.1:PORT/DB

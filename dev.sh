@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# courier's one entry point for building, running and testing on Debian 12.
+#
+#   ./dev.sh demo       install build dependencies, build, run `courier demo`
+#   ./dev.sh test       install build + test dependencies, build, run every test
+#   ./dev.sh sanitize   the test suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   ./dev.sh lint       clang-format check
+#   ./dev.sh bench      the benchmarks (results: docs/benchmarks.md)
+#   ./dev.sh build      just build (build/courier)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+BUILD_DEPS=(cmake g++ make pkg-config libpq-dev libsqlite3-dev librdkafka-dev
+            nlohmann-json3-dev libtomlplusplus-dev libcli11-dev)
+TEST_DEPS=(googletest libgtest-dev postgresql-15 clang-format)
+JOBS=${JOBS:-$(nproc)}
+
+install() {
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  echo "installing: ${missing[*]}"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+build() {  # build DIR [cmake args...]
+  local dir=$1; shift
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+  cmake --build "$dir" -j "$JOBS"
+}
+
+run_tests() {  # run_tests DIR
+  # One test binary at a time: each starts its own PostgreSQL, and the chaos tests want the
+  # machine's two cores. The chaos run is verbose so that its counters (lost, ghosts,
+  # duplicates, kills) are in the log.
+  (cd "$1" && ctest --output-on-failure -L 'unit|integration' && ctest --output-on-failure -V -L chaos)
+}
+
+case "${1:-}" in
+  build)
+    install "${BUILD_DEPS[@]}"
+    build build ;;
+  demo)
+    install "${BUILD_DEPS[@]}"
+    build build -DCOURIER_TESTS=OFF
+    shift
+    exec build/courier demo "$@" ;;
+  test)
+    install "${BUILD_DEPS[@]}" "${TEST_DEPS[@]}"
+    build build
+    run_tests build ;;
+  sanitize)
+    install "${BUILD_DEPS[@]}" "${TEST_DEPS[@]}"
+    build build-asan -DCOURIER_SANITIZE=ON
+    ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 run_tests build-asan ;;
+  lint)
+    install clang-format
+    git ls-files '*.cc' '*.h' | xargs clang-format --dry-run --Werror ;;
+  bench)
+    install "${BUILD_DEPS[@]}" "${TEST_DEPS[@]}"
+    build build
+    shift
+    exec build/bench/courier_bench "$@" ;;
+  *)
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2 ;;
+esac
