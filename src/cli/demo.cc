@@ -333,13 +333,7 @@ class NaivePublisher {
   }
   // Fire and forget, as `producer.send(event)` in application code usually is.
   void Send(const std::string& topic, const Event& e) {
-    KafkaHeaders headers(rd_kafka_headers_new(3));
-    rd_kafka_header_add(headers.get(), "event_id", -1, e.event_id.data(),
-                        static_cast<ssize_t>(e.event_id.size()));
-    rd_kafka_header_add(headers.get(), "event_type", -1, e.event_type.data(),
-                        static_cast<ssize_t>(e.event_type.size()));
-    rd_kafka_header_add(headers.get(), "aggregate_type", -1, e.aggregate_type.data(),
-                        static_cast<ssize_t>(e.aggregate_type.size()));
+    KafkaHeaders headers = MakeEventHeaders(e);
     if (rd_kafka_producev(producer_.get(), RD_KAFKA_V_TOPIC(topic.c_str()),
                           RD_KAFKA_V_KEY(e.aggregate_id.data(), e.aggregate_id.size()),
                           RD_KAFKA_V_VALUE(const_cast<char*>(e.payload.data()), e.payload.size()),

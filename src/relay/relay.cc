@@ -1,6 +1,7 @@
 // The relay pipeline: fetch → publish → (sink ack) → checkpoint.
 #include "courier/relay.h"
 
+#include <cstdio>
 #include <mutex>
 #include <unordered_set>
 
@@ -78,9 +79,33 @@ class RelayImpl final : public Relay {
     return Status::Ok();
   }
 
+  // Every 30 s, when something moved: how much was published and how fast.
+  void MaybeLogProgress() {
+    const TimePoint now = Clock::Real().Now();
+    if (now < next_progress_) return;
+    const RelayStats s = stats();
+    if (s.published != progress_published_ || s.dead_lettered != progress_dead_) {
+      const double secs = std::chrono::duration<double>(now - progress_since_).count();
+      char rate[32];
+      std::snprintf(rate, sizeof rate, "%.0f",
+                    static_cast<double>(s.published - progress_published_) / secs);
+      log::Info("progress", {{"published", std::to_string(s.published)},
+                             {"per_second", rate},
+                             {"dead_lettered", std::to_string(s.dead_lettered)},
+                             {"retries", std::to_string(s.retries)}});
+    }
+    progress_published_ = s.published;
+    progress_dead_ = s.dead_lettered;
+    progress_since_ = now;
+    next_progress_ = now + kProgressEvery;
+  }
+
   Status Loop() {
     TimePoint next_cleanup = Clock::Real().Now();
+    progress_since_ = Clock::Real().Now();
+    next_progress_ = progress_since_ + kProgressEvery;
     while (!stop_.requested()) {
+      MaybeLogProgress();
       if (!connected_) {
         RETURN_IF_ERROR(Connect());
         continue;
@@ -180,6 +205,11 @@ class RelayImpl final : public Relay {
   StopSignal stop_;
   Backoff backoff_;
   bool connected_ = false;
+  static constexpr Duration kProgressEvery{30000};
+  TimePoint next_progress_{};
+  TimePoint progress_since_{};
+  int64_t progress_published_ = 0;
+  int64_t progress_dead_ = 0;
   mutable std::mutex stats_mutex_;
   RelayStats stats_;  // guarded by stats_mutex_
 };

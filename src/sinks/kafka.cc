@@ -40,6 +40,19 @@ Result<KafkaConf> MakeKafkaConf(const std::vector<std::pair<std::string, std::st
   return conf;
 }
 
+KafkaHeaders MakeEventHeaders(const Event& e) {
+  KafkaHeaders headers(rd_kafka_headers_new(3 + e.headers.size()));
+  auto add = [&](std::string_view name, std::string_view value) {
+    rd_kafka_header_add(headers.get(), name.data(), static_cast<ssize_t>(name.size()), value.data(),
+                        static_cast<ssize_t>(value.size()));
+  };
+  add("event_id", e.event_id);
+  add("event_type", e.event_type);
+  add("aggregate_type", e.aggregate_type);
+  for (const auto& [k, v] : e.headers) add(k, v);
+  return headers;
+}
+
 bool IsPermanentKafkaError(rd_kafka_resp_err_t err) {
   switch (err) {
     case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
@@ -110,17 +123,7 @@ class KafkaSink final : public Sink {
       const Event& e = batch[i];
       const std::string topic = ExpandTemplate(topic_template_, e);
       WarmUpTopic(topic);
-      KafkaHeaders headers(rd_kafka_headers_new(3 + e.headers.size()));
-      rd_kafka_header_add(headers.get(), "event_id", -1, e.event_id.data(),
-                          static_cast<ssize_t>(e.event_id.size()));
-      rd_kafka_header_add(headers.get(), "event_type", -1, e.event_type.data(),
-                          static_cast<ssize_t>(e.event_type.size()));
-      rd_kafka_header_add(headers.get(), "aggregate_type", -1, e.aggregate_type.data(),
-                          static_cast<ssize_t>(e.aggregate_type.size()));
-      for (const auto& [k, v] : e.headers) {
-        rd_kafka_header_add(headers.get(), k.data(), static_cast<ssize_t>(k.size()), v.data(),
-                            static_cast<ssize_t>(v.size()));
-      }
+      KafkaHeaders headers = MakeEventHeaders(e);
       rd_kafka_resp_err_t err;
       while (true) {
         err = rd_kafka_producev(

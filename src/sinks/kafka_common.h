@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "courier/event.h"
 #include "courier/status.h"
 
 namespace courier {
@@ -31,6 +32,10 @@ using KafkaHeaders = std::unique_ptr<rd_kafka_headers_t, KafkaHeadersDeleter>;
 // A configuration with each property set; an unknown property or bad value is
 // kInvalidArgument naming it (secret values are not repeated).
 Result<KafkaConf> MakeKafkaConf(const std::vector<std::pair<std::string, std::string>>& props);
+
+// The wire headers of DESIGN §2: event_id, event_type, aggregate_type, then the event's own.
+// (EventFromKafkaMessage in kafka_reader.h reads them back.)
+KafkaHeaders MakeEventHeaders(const Event& event);
 
 // Errors the broker or client will give again for the same message, whatever the retries.
 bool IsPermanentKafkaError(rd_kafka_resp_err_t err);
