@@ -57,8 +57,12 @@ struct CommonFlags {
 };
 
 void AddCommonFlags(CLI::App* cmd, CommonFlags* f) {
-  cmd->add_option("--log-level", f->log_level, "debug, info, warn or error")->capture_default_str();
-  cmd->add_option("--log-format", f->log_format, "logfmt or json")->capture_default_str();
+  cmd->add_option("--log-level", f->log_level, "debug, info, warn or error")
+      ->type_name("LEVEL")
+      ->capture_default_str();
+  cmd->add_option("--log-format", f->log_format, "logfmt or json")
+      ->type_name("FORMAT")
+      ->capture_default_str();
 }
 
 Status ApplyCommonFlags(const CommonFlags& f) {
@@ -317,37 +321,49 @@ int Main(int argc, char** argv) {
       "         file:///path/events.jsonl (one JSON line per event, fsynced before ack)\n"
       "Exit codes: 0 done or stopped by SIGTERM/SIGINT; 1 failure; 2 bad input.");
   relay->add_option("--source", rf.options.source_url, "Database URL holding the outbox")
+      ->type_name("URL")
       ->required();
-  relay->add_option("--sink", rf.options.sink_url, "Destination URL")->required();
-  relay->add_option("--config", rf.config,
-                    "TOML file whose keys are these flags' names (flags win); ${VAR} reads the "
-                    "environment");
+  relay->add_option("--sink", rf.options.sink_url, "Destination URL")->type_name("URL")->required();
+  relay
+      ->add_option("--config", rf.config,
+                   "TOML file whose keys are these flags' names (flags win); ${VAR} reads the "
+                   "environment")
+      ->type_name("FILE");
   relay->add_option("--table", rf.options.outbox_table, "Outbox table (may be schema.table)")
+      ->type_name("NAME")
       ->capture_default_str()
       ->group(kTables);
   relay
       ->add_option("--dead-letter-table", rf.options.dead_letter_table,
                    "Where events the sink rejects for good are parked")
+      ->type_name("NAME")
       ->capture_default_str()
       ->group(kTables);
   relay->add_option("--batch-size", rf.batch_size, "Events fetched and published per batch")
+      ->type_name("N")
       ->capture_default_str();
   relay->add_option("--poll-interval", rf.poll_interval, "Wait between polls when idle")
+      ->type_name("DURATION")
       ->capture_default_str();
   relay->add_flag("--once", rf.options.once,
                   "Drain what is pending and exit (non-zero with the reason on failure)");
   relay->add_flag("--retain", rf.options.retain,
                   "Stamp published_at instead of deleting; rows are deleted after --retention");
   relay->add_option("--retention", rf.retention, "Retain mode: keep published rows this long")
+      ->type_name("DURATION")
       ->capture_default_str();
   relay->add_option("--cleanup-interval", rf.cleanup_interval, "Retain mode: cleaner period")
+      ->type_name("DURATION")
       ->capture_default_str();
-  relay->add_option("--delivery-timeout", rf.delivery_timeout,
-                    "Give up waiting for one event's ack after this long and retry it later; "
-                    "0 waits forever (default 0, or 30s with --once)");
+  relay
+      ->add_option("--delivery-timeout", rf.delivery_timeout,
+                   "Give up waiting for one event's ack after this long and retry it later; "
+                   "0 waits forever (default 0, or 30s with --once)")
+      ->type_name("DURATION");
   relay
       ->add_option("--shutdown-timeout", rf.shutdown_timeout,
                    "On SIGTERM, wait this long for in-flight acks")
+      ->type_name("DURATION")
       ->capture_default_str();
   AddCommonFlags(relay, &common);
 
@@ -356,24 +372,30 @@ int Main(int argc, char** argv) {
   TableNames tables;
   CLI::App* migrate = app.add_subcommand(
       "migrate", "Create the outbox and dead-letter tables (idempotent, safe to re-run).");
-  migrate->add_option("--source", source, "Database URL")->required();
-  migrate->add_option("--table", tables.outbox, "Outbox table")->capture_default_str();
+  migrate->add_option("--source", source, "Database URL")->type_name("URL")->required();
+  migrate->add_option("--table", tables.outbox, "Outbox table")
+      ->type_name("NAME")
+      ->capture_default_str();
   migrate->add_option("--dead-letter-table", tables.dead_letter, "Dead-letter table")
+      ->type_name("NAME")
       ->capture_default_str();
   std::string unused_config;
-  migrate->add_option("--config", unused_config, "TOML file with these flags");
+  migrate->add_option("--config", unused_config, "TOML file with these flags")->type_name("FILE");
   AddCommonFlags(migrate, &common);
 
   // status
   bool status_json = false;
   CLI::App* status = app.add_subcommand(
       "status", "Show backlog, oldest pending event, dead letters and whether a relay is active.");
-  status->add_option("--source", source, "Database URL")->required();
-  status->add_option("--table", tables.outbox, "Outbox table")->capture_default_str();
+  status->add_option("--source", source, "Database URL")->type_name("URL")->required();
+  status->add_option("--table", tables.outbox, "Outbox table")
+      ->type_name("NAME")
+      ->capture_default_str();
   status->add_option("--dead-letter-table", tables.dead_letter, "Dead-letter table")
+      ->type_name("NAME")
       ->capture_default_str();
   status->add_flag("--json", status_json, "One JSON object instead of text");
-  status->add_option("--config", unused_config, "TOML file with these flags");
+  status->add_option("--config", unused_config, "TOML file with these flags")->type_name("FILE");
   AddCommonFlags(status, &common);
 
   // tail
@@ -382,11 +404,11 @@ int Main(int argc, char** argv) {
       "tail",
       "Print events arriving at a sink, one JSON line each (kafka://host:port/TOPIC, "
       "file:///path).");
-  tail->add_option("url", tf.url, "Sink URL with a concrete topic")->required();
+  tail->add_option("url", tf.url, "Sink URL with a concrete topic")->type_name("URL")->required();
   tail->add_flag("--from-beginning", tf.from_beginning, "Start at the oldest event, not new ones");
   tail->add_flag("--exit-at-end", tf.exit_at_end,
                  "Print everything there now (from the beginning) and exit");
-  tail->add_option("--limit", tf.limit, "Exit after this many events");
+  tail->add_option("--limit", tf.limit, "Exit after this many events")->type_name("N");
   AddCommonFlags(tail, &common);
 
   // dev-broker
@@ -398,10 +420,12 @@ int Main(int argc, char** argv) {
       "dev-broker",
       "Run the built-in Kafka-protocol broker (librdkafka's mock cluster) for development.\n"
       "Prints its bootstrap address; any Kafka client can connect. Data lives in memory.");
-  dev->add_option("--brokers", brokers, "Number of brokers")->capture_default_str();
-  dev->add_option("--bootstrap-file", bootstrap_file, "Also write the bootstrap address here");
-  dev->add_option("--topic", topics, "Create this topic up front (repeatable)");
+  dev->add_option("--brokers", brokers, "Number of brokers")->type_name("N")->capture_default_str();
+  dev->add_option("--bootstrap-file", bootstrap_file, "Also write the bootstrap address here")
+      ->type_name("FILE");
+  dev->add_option("--topic", topics, "Create this topic up front (repeatable)")->type_name("TOPIC");
   dev->add_option("--partitions", partitions, "Partitions of --topic topics")
+      ->type_name("N")
       ->capture_default_str();
   AddCommonFlags(dev, &common);
 
@@ -414,14 +438,18 @@ int Main(int argc, char** argv) {
       "directly) under the same crashes. Prints lost, ghost and duplicate events of each.\n"
       "Exits non-zero if the outbox side loses or ghosts anything.");
   demo->add_option("--orders", demo_options.orders, "Order transactions per strategy")
+      ->type_name("N")
       ->capture_default_str();
   demo->add_option("--duration", demo_options.duration, "Spread the orders over this long")
+      ->type_name("DURATION")
       ->capture_default_str();
   demo->add_option("--kill-every", demo_options.kill_every,
                    "SIGKILL interval range for the relay and the apps")
+      ->type_name("LOW..HIGH")
       ->capture_default_str();
-  demo->add_option("--workdir", demo_options.workdir, "Keep the databases and logs here");
-  demo->add_option("--seed", demo_options.seed, "Random seed (0: random)");
+  demo->add_option("--workdir", demo_options.workdir, "Keep the databases and logs here")
+      ->type_name("DIR");
+  demo->add_option("--seed", demo_options.seed, "Random seed (0: random)")->type_name("N");
   AddCommonFlags(demo, &common);
 
   DemoAppOptions app_options;
@@ -430,10 +458,10 @@ int Main(int argc, char** argv) {
   demo_app->add_option("--strategy", app_options.strategy)->required();
   demo_app->add_option("--db", app_options.db)->required();
   demo_app->add_option("--bootstrap", app_options.bootstrap);
-  demo_app->add_option("--topic", app_options.topic);
-  demo_app->add_option("--orders", app_options.orders);
+  demo_app->add_option("--topic", app_options.topic)->type_name("TOPIC");
+  demo_app->add_option("--orders", app_options.orders)->type_name("N");
   demo_app->add_option("--rate", app_options.rate);
-  demo_app->add_option("--seed", app_options.seed);
+  demo_app->add_option("--seed", app_options.seed)->type_name("N");
 
   std::vector<std::string> args(argv, argv + argc);
   auto expanded = ExpandConfig(app, args);

@@ -112,7 +112,11 @@ class RelayImpl final : public Relay {
       }
       if (options_.retain && Clock::Real().Now() >= next_cleanup) {
         auto removed = source_->DeletePublishedBefore(options_.retention);
-        if (removed.ok() && *removed > 0) {
+        if (!removed.ok()) {
+          // Not fatal: the rows are published; the cleaner tries again next interval.
+          log::Warn("cleaning published rows failed; will retry",
+                    {{"error", removed.status().ToString()}});
+        } else if (*removed > 0) {
           log::Info("deleted published rows past retention", {{"rows", std::to_string(*removed)}});
         }
         next_cleanup = Clock::Real().Now() + options_.cleanup_interval;
@@ -141,12 +145,17 @@ class RelayImpl final : public Relay {
 
   // Publishes one batch and checkpoints what the sink acked. Returns a retriable error when
   // some events were not acked (they stay pending and go out again).
-  Status PublishAndCheckpoint(const std::vector<Event>& batch) {
+  Status PublishAndCheckpoint(const FetchedBatch& fetched) {
+    const std::vector<Event>& batch = fetched.events;
     const TimePoint publish_start = Clock::Real().Now();
     const std::vector<Status> results = sink_->Publish(batch, stop_);
     const TimePoint publish_end = Clock::Real().Now();
     std::vector<int64_t> acked;
-    std::vector<Rejected> rejected;
+    std::vector<Rejected> rejected = fetched.malformed;
+    for (const Rejected& r : fetched.malformed) {
+      log::Error("malformed outbox row; parked in the dead-letter table",
+                 {{"id", std::to_string(r.id)}, {"error", r.error}});
+    }
     acked.reserve(batch.size());
     // Once an event of an aggregate is not acked, its later events in this batch are not
     // checkpointed either, even if acked: they go out again after it, so the last copy a
@@ -189,10 +198,10 @@ class RelayImpl final : public Relay {
       stats_.dead_lettered += static_cast<int64_t>(rejected.size());
     }
     if (!first_failure.ok()) {
-      const size_t failed = batch.size() - acked.size() - rejected.size();
+      const size_t failed = fetched.size() - acked.size() - rejected.size();
       return Status(first_failure.code() == StatusCode::kCancelled ? StatusCode::kCancelled
                                                                    : StatusCode::kRetriable,
-                    std::to_string(failed) + " of " + std::to_string(batch.size()) +
+                    std::to_string(failed) + " of " + std::to_string(fetched.size()) +
                         " events not acked by " + sink_->Describe() + ": " +
                         first_failure.message());
     }

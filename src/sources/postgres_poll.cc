@@ -115,12 +115,12 @@ class PostgresPollSource final : public Source {
     return CancelledError("stopped while standing by");
   }
 
-  Result<std::vector<Event>> Fetch(size_t max) override {
+  Result<FetchedBatch> Fetch(size_t max) override {
     ASSIGN_OR_RETURN(PgResult res, PgExec(conn_.get(), fetch_sql_, {std::to_string(max)}));
     PGresult* r = res.get();
     const int rows = PQntuples(r);
-    std::vector<Event> events;
-    events.reserve(static_cast<size_t>(rows));
+    FetchedBatch batch;
+    batch.events.reserve(static_cast<size_t>(rows));
     for (int i = 0; i < rows; ++i) {
       Event e;
       e.id = std::stoll(PQgetvalue(r, i, 0));
@@ -141,12 +141,16 @@ class PostgresPollSource final : public Source {
       }
       if (!PQgetisnull(r, i, 6)) {
         auto headers = HeadersFromJson(std::string_view(PQgetvalue(r, i, 6), PQgetlength(r, i, 6)));
-        if (headers.ok()) e.headers = std::move(headers).value();
+        if (!headers.ok()) {
+          batch.malformed.push_back({e.id, headers.status().message()});
+          continue;
+        }
+        e.headers = std::move(headers).value();
       }
       e.created_at_us = std::stoll(PQgetvalue(r, i, 7));
-      events.push_back(std::move(e));
+      batch.events.push_back(std::move(e));
     }
-    return events;
+    return batch;
   }
 
   void Wait(const StopSignal& stop) override {

@@ -47,6 +47,13 @@ struct Rejected {
   std::string error;
 };
 
+struct FetchedBatch {
+  std::vector<Event> events;        // in id order
+  std::vector<Rejected> malformed;  // rows that cannot be published as they are
+  bool empty() const { return events.empty() && malformed.empty(); }
+  size_t size() const { return events.size() + malformed.size(); }
+};
+
 class Source {
  public:
   virtual ~Source() = default;
@@ -56,9 +63,10 @@ class Source {
   // Blocks until this process is the only relay on the outbox (or `stop`: kCancelled then).
   // With `wait` false, kFailedPrecondition at once when another relay is active.
   virtual Status AcquireLeadership(const StopSignal& stop, bool wait) = 0;
-  // Up to `max` pending events, in id order. Rows of transactions still open are not visible
-  // and so are picked up by a later call, whatever their id.
-  virtual Result<std::vector<Event>> Fetch(size_t max) = 0;
+  // Up to `max` pending rows, in id order. Rows of transactions still open are not visible
+  // and so are picked up by a later call, whatever their id. A row that cannot become an
+  // event (headers that are not a JSON object) comes back in `malformed`, to be parked.
+  virtual Result<FetchedBatch> Fetch(size_t max) = 0;
   // Sleeps until new rows may exist, at most the poll interval.
   virtual void Wait(const StopSignal& stop) = 0;
   // One transaction: marks `acked` done and moves `rejected` to the dead-letter table.

@@ -108,11 +108,11 @@ class SqlitePollSource final : public Source {
     return CancelledError("stopped while standing by");
   }
 
-  Result<std::vector<Event>> Fetch(size_t max) override {
+  Result<FetchedBatch> Fetch(size_t max) override {
     sqlite3_stmt* s = fetch_.get();
     sqlite3_reset(s);
     sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(max));
-    std::vector<Event> events;
+    FetchedBatch batch;
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
       Event e;
@@ -124,14 +124,18 @@ class SqlitePollSource final : public Source {
       e.payload = ColumnText(s, 5);
       if (sqlite3_column_type(s, 6) != SQLITE_NULL) {
         auto headers = HeadersFromJson(ColumnText(s, 6));
-        if (headers.ok()) e.headers = std::move(headers).value();
+        if (!headers.ok()) {
+          batch.malformed.push_back({e.id, headers.status().message()});
+          continue;
+        }
+        e.headers = std::move(headers).value();
       }
       e.created_at_us = sqlite3_column_int64(s, 7);
-      events.push_back(std::move(e));
+      batch.events.push_back(std::move(e));
     }
     sqlite3_reset(s);
     if (rc != SQLITE_DONE) return SqliteError(db_.get(), rc, "fetch outbox rows");
-    return events;
+    return batch;
   }
 
   void Wait(const StopSignal& stop) override {

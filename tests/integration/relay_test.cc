@@ -194,6 +194,25 @@ TEST_P(RelayTest, OversizedPayloadIsDeadLetteredAndTheRestFlows) {
   ExpectDelivered(ReadTopic(*broker_, "order"), ids);
 }
 
+TEST_P(RelayTest, MalformedHeadersAreDeadLetteredNotDropped) {
+  std::set<std::string> ids = Commit(5, 2);
+  const std::string bad_id = NewUuidV7();
+  ASSERT_OK(
+      db_->Transaction({"INSERT INTO courier_outbox (event_id, aggregate_type, aggregate_id,"
+                        " event_type, payload, headers) VALUES ('" +
+                        bad_id +
+                        "', 'order', "
+                        "'agg-0', 'Odd', '{\"seq\":99}', '[1,2]')"}));
+  const std::set<std::string> after = Commit(5, 2);
+  ids.insert(after.begin(), after.end());
+  ASSERT_OK(RunOnce(Options()));
+  EXPECT_EQ(db_->Count("courier_outbox"), 0);
+  EXPECT_EQ(db_->Count("courier_dead_letter WHERE event_id = '" + bad_id +
+                       "' AND error LIKE 'headers must be a JSON object%'"),
+            1);
+  ExpectDelivered(ReadTopic(*broker_, "order"), ids);
+}
+
 TEST_P(RelayTest, TopicTemplateRoutesByAggregateAndEventType) {
   ASSERT_OK(db_->Transaction({InsertEventSql(NewUuidV7(), "a", 1, "order"),
                               InsertEventSql(NewUuidV7(), "b", 2, "invoice")}));
