@@ -1,6 +1,8 @@
 // The relay pipeline: fetch → publish → (sink ack) → checkpoint.
 #include "courier/relay.h"
 
+#include "relay/relay_internal.h"
+
 #include <cstdio>
 #include <mutex>
 #include <unordered_set>
@@ -238,8 +240,12 @@ Result<std::unique_ptr<Relay>> Relay::Create(const RelayOptions& options) {
   sink_options.delivery_timeout = options.delivery_timeout;
   sink_options.shutdown_timeout = options.shutdown_timeout;
   ASSIGN_OR_RETURN(std::unique_ptr<Sink> sink, MakeSink(sink_options));
-  return std::unique_ptr<Relay>(
-      std::make_unique<RelayImpl>(options, std::move(source), std::move(sink)));
+  return MakeRelay(options, std::move(source), std::move(sink));
+}
+
+std::unique_ptr<Relay> MakeRelay(const RelayOptions& options, std::unique_ptr<Source> source,
+                                 std::unique_ptr<Sink> sink) {
+  return std::make_unique<RelayImpl>(options, std::move(source), std::move(sink));
 }
 
 }  // namespace courier
