@@ -52,11 +52,16 @@ int Fail(const Status& st) {
 }
 
 struct CommonFlags {
+  std::string config;  // read by ExpandConfig before parsing; declared so every command takes it
   std::string log_level = "info";
   std::string log_format = "logfmt";
 };
 
 void AddCommonFlags(CLI::App* cmd, CommonFlags* f) {
+  cmd->add_option("--config", f->config,
+                  "TOML file whose keys are this command's flag names (flags win); ${VAR} "
+                  "reads the environment")
+      ->type_name("FILE");
   cmd->add_option("--log-level", f->log_level, "debug, info, warn or error")
       ->type_name("LEVEL")
       ->capture_default_str();
@@ -86,7 +91,6 @@ struct RelayFlags {
   std::string cleanup_interval = "1m";
   std::string delivery_timeout;
   std::string shutdown_timeout = "10s";
-  std::string config;
 };
 
 Status BuildRelayOptions(RelayFlags& f) {
@@ -324,11 +328,6 @@ int Main(int argc, char** argv) {
       ->type_name("URL")
       ->required();
   relay->add_option("--sink", rf.options.sink_url, "Destination URL")->type_name("URL")->required();
-  relay
-      ->add_option("--config", rf.config,
-                   "TOML file whose keys are these flags' names (flags win); ${VAR} reads the "
-                   "environment")
-      ->type_name("FILE");
   relay->add_option("--table", rf.options.outbox_table, "Outbox table (may be schema.table)")
       ->type_name("NAME")
       ->capture_default_str()
@@ -379,8 +378,6 @@ int Main(int argc, char** argv) {
   migrate->add_option("--dead-letter-table", tables.dead_letter, "Dead-letter table")
       ->type_name("NAME")
       ->capture_default_str();
-  std::string unused_config;
-  migrate->add_option("--config", unused_config, "TOML file with these flags")->type_name("FILE");
   AddCommonFlags(migrate, &common);
 
   // status
@@ -395,7 +392,6 @@ int Main(int argc, char** argv) {
       ->type_name("NAME")
       ->capture_default_str();
   status->add_flag("--json", status_json, "One JSON object instead of text");
-  status->add_option("--config", unused_config, "TOML file with these flags")->type_name("FILE");
   AddCommonFlags(status, &common);
 
   // tail

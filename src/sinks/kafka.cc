@@ -20,8 +20,7 @@ namespace {
 
 // librdkafka's own log lines go through our structured log at debug level: what an operator
 // must see arrives through the error callback (and is logged there, rate-limited).
-void OnKafkaLog(const rd_kafka_t*, int level, const char* facility, const char* message) {
-  (void)level;
+void OnKafkaLog(const rd_kafka_t*, int /*level*/, const char* facility, const char* message) {
   log::Write(log::Level::kDebug, "librdkafka", {{"facility", facility}, {"detail", message}});
 }
 
