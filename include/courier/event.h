@@ -13,7 +13,8 @@ namespace courier {
 using Headers = std::vector<std::pair<std::string, std::string>>;
 
 struct Event {
-  // Position in the source: the outbox row id. Not part of the envelope on the wire.
+  // Position in the source: the outbox row id when polling, a sequence number of the stream
+  // in CDC mode. Not part of the envelope on the wire.
   int64_t id = 0;
   std::string event_id;        // UUID; the dedup key everywhere
   std::string aggregate_type;  // routes to a topic

@@ -28,6 +28,12 @@ struct RelayOptions {
   std::string sink_url;    // kafka://host:port/topic-template or file:///path.jsonl
   std::string outbox_table = "courier_outbox";
   std::string dead_letter_table = "courier_dead_letter";
+  // kCdc reads committed inserts from PostgreSQL's write-ahead log through a logical
+  // replication slot (created if missing) instead of polling the table.
+  enum class Mode { kPoll, kCdc };
+  Mode mode = Mode::kPoll;
+  std::string slot;         // CDC: empty means courier_<database>_<table>
+  std::string publication;  // CDC: empty means the outbox table's name
   size_t batch_size = 1000;
   std::chrono::milliseconds poll_interval{100};
   // Retain mode: stamp published_at instead of deleting; delete after `retention`.

@@ -85,6 +85,7 @@ Status ApplyCommonFlags(const CommonFlags& f) {
 
 struct RelayFlags {
   RelayOptions options;
+  std::string mode = "poll";
   std::string batch_size = "1000";
   std::string poll_interval = "100ms";
   std::string retention = "7d";
@@ -93,8 +94,16 @@ struct RelayFlags {
   std::string shutdown_timeout = "10s";
 };
 
+Result<bool> ParseMode(const std::string& mode) {
+  if (mode == "poll") return false;
+  if (mode == "cdc") return true;
+  return InvalidArgumentError("--mode must be poll or cdc, not '" + mode + "'");
+}
+
 Status BuildRelayOptions(RelayFlags& f) {
   RelayOptions& o = f.options;
+  ASSIGN_OR_RETURN(const bool cdc, ParseMode(f.mode));
+  o.mode = cdc ? RelayOptions::Mode::kCdc : RelayOptions::Mode::kPoll;
   ASSIGN_OR_RETURN(o.poll_interval, ParseDuration(f.poll_interval));
   ASSIGN_OR_RETURN(o.retention, ParseDuration(f.retention));
   ASSIGN_OR_RETURN(o.cleanup_interval, ParseDuration(f.cleanup_interval));
@@ -126,11 +135,16 @@ int RunRelay(RelayFlags& flags) {
   return 0;
 }
 
-int RunMigrate(const std::string& source, const TableNames& tables) {
-  Status st = Migrate(source, tables);
+int RunMigrate(const std::string& source, const TableNames& tables, const std::string& mode,
+               CdcOptions cdc) {
+  auto is_cdc = ParseMode(mode);
+  if (!is_cdc.ok()) return Fail(is_cdc.status());
+  cdc.enabled = *is_cdc;
+  Status st = Migrate(source, tables, cdc);
   if (!st.ok()) return Fail(st);
-  std::printf("migrated %s: tables %s, %s ready\n", RedactUrl(source).c_str(),
-              tables.outbox.c_str(), tables.dead_letter.c_str());
+  std::printf("migrated %s: tables %s, %s ready%s\n", RedactUrl(source).c_str(),
+              tables.outbox.c_str(), tables.dead_letter.c_str(),
+              cdc.enabled ? "; publication and replication slot ready" : "");
   return 0;
 }
 
@@ -338,6 +352,23 @@ int Main(int argc, char** argv) {
       ->type_name("NAME")
       ->capture_default_str()
       ->group(kTables);
+  relay
+      ->add_option("--mode", rf.mode,
+                   "poll: query the outbox table; cdc: stream committed inserts from "
+                   "PostgreSQL's write-ahead log (logical replication, wal_level=logical)")
+      ->type_name("poll|cdc")
+      ->capture_default_str();
+  const std::string kCdc = "Change data capture (--mode cdc)";
+  relay
+      ->add_option("--slot", rf.options.slot,
+                   "Replication slot, created if missing (default courier_<db>_<table>)")
+      ->type_name("NAME")
+      ->group(kCdc);
+  relay
+      ->add_option("--publication", rf.options.publication,
+                   "Publication of the outbox, created if missing (default: the table's name)")
+      ->type_name("NAME")
+      ->group(kCdc);
   relay->add_option("--batch-size", rf.batch_size, "Events fetched and published per batch")
       ->type_name("N")
       ->capture_default_str();
@@ -369,9 +400,24 @@ int Main(int argc, char** argv) {
   // migrate
   std::string source;
   TableNames tables;
+  std::string migrate_mode = "poll";
+  CdcOptions migrate_cdc;
   CLI::App* migrate = app.add_subcommand(
-      "migrate", "Create the outbox and dead-letter tables (idempotent, safe to re-run).");
+      "migrate",
+      "Create the outbox and dead-letter tables (idempotent, safe to re-run). With --mode cdc\n"
+      "also the publication and the replication slot (run it as the table's owner).");
   migrate->add_option("--source", source, "Database URL")->type_name("URL")->required();
+  migrate->add_option("--mode", migrate_mode, "poll, or cdc to prepare change data capture")
+      ->type_name("poll|cdc")
+      ->capture_default_str();
+  migrate
+      ->add_option("--slot", migrate_cdc.slot,
+                   "CDC: replication slot (default courier_<db>_<table>)")
+      ->type_name("NAME");
+  migrate
+      ->add_option("--publication", migrate_cdc.publication,
+                   "CDC: publication (default: the table's name)")
+      ->type_name("NAME");
   migrate->add_option("--table", tables.outbox, "Outbox table")
       ->type_name("NAME")
       ->capture_default_str();
@@ -478,7 +524,7 @@ int Main(int argc, char** argv) {
   InstallSignalHandlers();
 
   if (*relay) return RunRelay(rf);
-  if (*migrate) return RunMigrate(source, tables);
+  if (*migrate) return RunMigrate(source, tables, migrate_mode, migrate_cdc);
   if (*status) return RunStatus(source, tables, status_json);
   if (*tail) return RunTail(tf);
   if (*dev) return RunDevBroker(brokers, bootstrap_file, topics, partitions);

@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "core/log.h"
 #include "core/url.h"
 
 namespace courier {
@@ -14,15 +15,33 @@ std::string Trim(std::string s) {
 
 }  // namespace
 
-Result<PgConn> PgConnect(const std::string& url) {
-  const char* keys[] = {"connect_timeout", "application_name", "dbname", nullptr};
-  const char* values[] = {"10", "courier", url.c_str(), nullptr};
+Result<PgConn> PgConnect(const std::string& url, bool replication) {
+  // Later keywords override what the URL (expanded from dbname) sets.
+  const char* keys[] = {"connect_timeout", "application_name", "dbname",
+                        replication ? "replication" : nullptr, nullptr};
+  const char* values[] = {"10", "courier", url.c_str(), "database", nullptr};
   PgConn conn(PQconnectdbParams(keys, values, /*expand_dbname=*/1));
   if (conn == nullptr) return InternalError("libpq could not allocate a connection");
+  // Server notices ("already exists, skipping") are for debugging, not for stderr.
+  PQsetNoticeProcessor(
+      conn.get(),
+      [](void*, const char* message) {
+        std::string m = message;
+        while (!m.empty() && m.back() == '\n') m.pop_back();
+        log::Debug("postgres notice", {{"message", m}});
+      },
+      nullptr);
   if (PQstatus(conn.get()) != CONNECTION_OK) {
     std::string err = Trim(PQerrorMessage(conn.get()));
     if (err.find("invalid") != std::string::npos && err.find("URI") != std::string::npos) {
       return InvalidArgumentError("bad PostgreSQL URL " + RedactUrl(url) + ": " + err);
+    }
+    if (replication && (err.find("no pg_hba.conf entry for replication") != std::string::npos ||
+                        err.find("replication role") != std::string::npos)) {
+      return InvalidArgumentError("cannot open a replication connection to " + RedactUrl(url) +
+                                  ": " + err +
+                                  "; add a 'host replication USER ADDRESS METHOD' line to "
+                                  "pg_hba.conf and grant the user REPLICATION");
     }
     if (err.find("password authentication failed") != std::string::npos ||
         (err.find("database \"") != std::string::npos &&
@@ -64,13 +83,15 @@ Result<PgResult> PgExec(PGconn* conn, const std::string& sql, const PgParams& pa
   return res;
 }
 
-Status PgRun(PGconn* conn, const std::string& sql) {
+Result<PgResult> PgSimple(PGconn* conn, const std::string& sql) {
   PgResult res(PQexec(conn, sql.c_str()));
   if (res == nullptr) return PgError(conn, nullptr);
   const ExecStatusType st = PQresultStatus(res.get());
   if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return PgError(conn, res.get());
-  return Status::Ok();
+  return res;
 }
+
+Status PgRun(PGconn* conn, const std::string& sql) { return PgSimple(conn, sql).status(); }
 
 std::string QuoteIdent(std::string_view name) {
   std::string out;

@@ -28,14 +28,19 @@ using PgResult = std::unique_ptr<PGresult, PgResultDeleter>;
 
 using PgParams = std::vector<std::optional<std::string>>;
 
-// Connects with a 10 s connect timeout; failure to reach the server is kRetriable.
-Result<PgConn> PgConnect(const std::string& url);
+// Connects with a 10 s connect timeout; failure to reach the server is kRetriable. With
+// `replication`, a logical replication connection (replication=database) to the same database.
+Result<PgConn> PgConnect(const std::string& url, bool replication = false);
 
 // Runs one statement (text parameters, text results) and classes any error.
 Result<PgResult> PgExec(PGconn* conn, const std::string& sql, const PgParams& params = {});
 
 // Runs a script of several statements (simple protocol, no parameters).
 Status PgRun(PGconn* conn, const std::string& sql);
+
+// Runs one command with the simple protocol and returns its result: what replication
+// connections accept (IDENTIFY_SYSTEM, CREATE_REPLICATION_SLOT, ...).
+Result<PgResult> PgSimple(PGconn* conn, const std::string& sql);
 
 // Classes the error of a failed result (or of the connection when `res` is null).
 Status PgError(PGconn* conn, const PGresult* res);

@@ -28,10 +28,12 @@ class RelayImpl final : public Relay {
         backoff_(options_.backoff_initial, options_.backoff_max) {}
 
   Status Run() override {
-    log::Info("relay starting", {{"source", source_->Describe()},
-                                 {"sink", sink_->Describe()},
-                                 {"mode", options_.retain ? "retain" : "delete"},
-                                 {"once", options_.once ? "true" : "false"}});
+    log::Info("relay starting",
+              {{"source", source_->Describe()},
+               {"sink", sink_->Describe()},
+               {"mode", options_.mode == RelayOptions::Mode::kCdc ? "cdc" : "poll"},
+               {"checkpoint", options_.retain ? "retain" : "delete"},
+               {"once", options_.once ? "true" : "false"}});
     RETURN_IF_ERROR(sink_->Open());
     Status st = Loop();
     source_->Close();
@@ -234,6 +236,9 @@ Result<std::unique_ptr<Relay>> Relay::Create(const RelayOptions& options) {
   source_options.tables = {options.outbox_table, options.dead_letter_table};
   source_options.mode = options.retain ? CheckpointMode::kRetain : CheckpointMode::kDelete;
   source_options.poll_interval = options.poll_interval;
+  source_options.cdc.enabled = options.mode == RelayOptions::Mode::kCdc;
+  source_options.cdc.slot = options.slot;
+  source_options.cdc.publication = options.publication;
   ASSIGN_OR_RETURN(std::unique_ptr<Source> source, MakeSource(source_options));
   SinkOptions sink_options;
   sink_options.url = options.sink_url;

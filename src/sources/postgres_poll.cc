@@ -9,10 +9,10 @@
 #include "core/log.h"
 #include "core/postgres.h"
 #include "core/url.h"
+#include "sources/postgres_common.h"
 #include "sources/source.h"
 
 namespace courier {
-namespace {
 
 std::string IdArray(std::span<const int64_t> ids) {
   std::string out = "{";
@@ -23,6 +23,39 @@ std::string IdArray(std::span<const int64_t> ids) {
   out.push_back('}');
   return out;
 }
+
+Status AcquireRelayLock(PGconn* conn, const std::string& outbox, const std::string& describe,
+                        const StopSignal& stop, bool wait) {
+  bool logged = false;
+  while (!stop.requested()) {
+    ASSIGN_OR_RETURN(PgResult res, PgExec(conn, "SELECT pg_try_advisory_lock(hashtext($1))",
+                                          {"courier relay " + outbox}));
+    if (std::string(PQgetvalue(res.get(), 0, 0)) == "t") {
+      if (logged) log::Info("took over the outbox", {{"table", outbox}});
+      return Status::Ok();
+    }
+    if (!wait) {
+      return FailedPreconditionError("another relay is active on this outbox (" + describe +
+                                     "); stop it first, or run without --once to stand by");
+    }
+    if (!logged) {
+      log::Info("another relay is active on this outbox; standing by", {{"table", outbox}});
+      logged = true;
+    }
+    Clock::Real().SleepFor(Duration(500), stop);
+  }
+  return CancelledError("stopped while standing by");
+}
+
+Result<bool> PayloadIsBytea(PGconn* conn, const std::string& quoted_outbox) {
+  ASSIGN_OR_RETURN(PgResult res, PgExec(conn,
+                                        "SELECT format_type(atttypid, NULL) FROM pg_attribute WHERE"
+                                        " attrelid = to_regclass($1) AND attname = 'payload'",
+                                        {quoted_outbox}));
+  return PQntuples(res.get()) == 1 && std::string(PQgetvalue(res.get(), 0, 0)) == "bytea";
+}
+
+namespace {
 
 // A text[] literal: every element double-quoted with \ and " escaped.
 std::string TextArray(const std::vector<std::string>& items) {
@@ -50,12 +83,10 @@ class PostgresPollSource final : public Source {
     ASSIGN_OR_RETURN(conn_, PgConnect(conninfo_));
     const std::string outbox = QuoteIdent(options_.tables.outbox);
     const std::string dead = QuoteIdent(options_.tables.dead_letter);
-    ASSIGN_OR_RETURN(PgResult res,
-                     PgExec(conn_.get(),
-                            "SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL,"
-                            " (SELECT format_type(atttypid, NULL) FROM pg_attribute WHERE"
-                            "  attrelid = to_regclass($1) AND attname = 'payload')",
-                            {outbox, dead}));
+    ASSIGN_OR_RETURN(
+        PgResult res,
+        PgExec(conn_.get(), "SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL",
+               {outbox, dead}));
     if (std::string(PQgetvalue(res.get(), 0, 0)) != "t" ||
         std::string(PQgetvalue(res.get(), 0, 1)) != "t") {
       const std::string& missing = std::string(PQgetvalue(res.get(), 0, 0)) != "t" ? outbox : dead;
@@ -63,11 +94,13 @@ class PostgresPollSource final : public Source {
       return NotFoundError("table " + missing + " does not exist in " + Describe() +
                            "; create it with: courier migrate --source " + Describe());
     }
-    payload_is_bytea_ = std::string(PQgetvalue(res.get(), 0, 2)) == "bytea";
+    ASSIGN_OR_RETURN(payload_is_bytea_, PayloadIsBytea(conn_.get(), outbox));
     fetch_sql_ = "SELECT id, event_id::text, aggregate_type, aggregate_id, event_type, payload" +
                  std::string(payload_is_bytea_ ? "" : "::text") +
                  ", headers::text, (extract(epoch FROM created_at) * 1000000)::int8 FROM " +
-                 outbox + " WHERE published_at IS NULL ORDER BY id LIMIT $1";
+                 outbox + " o WHERE published_at IS NULL" +
+                 (options_.filter.empty() ? "" : " AND (" + options_.filter + ")") +
+                 " ORDER BY id LIMIT $1";
     checkpoint_sql_ =
         options_.mode == CheckpointMode::kDelete
             ? "DELETE FROM " + outbox + " WHERE id = ANY($1::int8[])"
@@ -92,31 +125,13 @@ class PostgresPollSource final : public Source {
   }
 
   Status AcquireLeadership(const StopSignal& stop, bool wait) override {
-    bool logged = false;
-    while (!stop.requested()) {
-      ASSIGN_OR_RETURN(PgResult res,
-                       PgExec(conn_.get(), "SELECT pg_try_advisory_lock(hashtext($1))",
-                              {"courier relay " + options_.tables.outbox}));
-      if (std::string(PQgetvalue(res.get(), 0, 0)) == "t") {
-        if (logged) log::Info("took over the outbox", {{"table", options_.tables.outbox}});
-        return Status::Ok();
-      }
-      if (!wait) {
-        return FailedPreconditionError("another relay is active on this outbox (" + Describe() +
-                                       "); stop it first, or run without --once to stand by");
-      }
-      if (!logged) {
-        log::Info("another relay is active on this outbox; standing by",
-                  {{"table", options_.tables.outbox}});
-        logged = true;
-      }
-      Clock::Real().SleepFor(Duration(500), stop);
-    }
-    return CancelledError("stopped while standing by");
+    return AcquireRelayLock(conn_.get(), options_.tables.outbox, Describe(), stop, wait);
   }
 
   Result<FetchedBatch> Fetch(size_t max) override {
-    ASSIGN_OR_RETURN(PgResult res, PgExec(conn_.get(), fetch_sql_, {std::to_string(max)}));
+    PgParams params = {std::to_string(max)};
+    if (!options_.filter.empty()) params.push_back(options_.filter_arg);
+    ASSIGN_OR_RETURN(PgResult res, PgExec(conn_.get(), fetch_sql_, params));
     PGresult* r = res.get();
     const int rows = PQntuples(r);
     FetchedBatch batch;

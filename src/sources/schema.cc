@@ -51,7 +51,22 @@ Status MigratePostgres(PGconn* conn, const TableNames& t) {
       " (id) WHERE published_at IS NULL;"
       "CREATE INDEX IF NOT EXISTS " +
       QuoteIdent(BaseName(t.outbox) + "_published") + " ON " + outbox +
-      " (published_at) WHERE published_at IS NOT NULL;";
+      " (published_at) WHERE published_at IS NOT NULL;"
+      // CDC bookkeeping (sources/postgres_cdc.cc): the slots created for this outbox, and
+      // the rows that were in it when a slot was created, published before the stream.
+      "CREATE TABLE IF NOT EXISTS " +
+      QuoteIdent(t.CdcSlots()) +
+      " ("
+      " slot_name text PRIMARY KEY,"
+      " publication text NOT NULL,"
+      " consistent_lsn pg_lsn NOT NULL,"
+      " created_at timestamptz NOT NULL DEFAULT now());"
+      "CREATE TABLE IF NOT EXISTS " +
+      QuoteIdent(t.CdcBackfill()) +
+      " ("
+      " slot_name text NOT NULL,"
+      " outbox_id bigint NOT NULL,"
+      " PRIMARY KEY (slot_name, outbox_id));";
   RETURN_IF_ERROR(PgRun(conn, "BEGIN"));
   Status st = PgRun(conn, sql);
   if (st.ok()) {
@@ -69,7 +84,7 @@ Status MigratePostgres(PGconn* conn, const TableNames& t) {
       st = PgExec(conn, "CREATE TABLE IF NOT EXISTS " + dead +
                             " ("
                             " id bigserial PRIMARY KEY,"
-                            " outbox_id bigint NOT NULL,"
+                            " outbox_id bigint,"
                             " event_id uuid NOT NULL,"
                             " aggregate_type text NOT NULL,"
                             " aggregate_id text NOT NULL,"
@@ -85,6 +100,11 @@ Status MigratePostgres(PGconn* conn, const TableNames& t) {
                             " sink text NOT NULL,"
                             " failed_at timestamptz NOT NULL DEFAULT now())")
                .status();
+      // Table-less events (CDC logical messages) have no outbox row; tables made by
+      // earlier versions required one.
+      if (st.ok()) {
+        st = PgRun(conn, "ALTER TABLE " + dead + " ALTER COLUMN outbox_id DROP NOT NULL");
+      }
     } else if (st.ok()) {
       st = InvalidArgumentError("table " + outbox + " exists but lacks payload/headers columns");
     }
@@ -156,11 +176,16 @@ Status MigrateSqlite(sqlite3* db, const TableNames& t) {
 
 }  // namespace
 
-Status Migrate(const std::string& source_url, const TableNames& tables) {
+Status Migrate(const std::string& source_url, const TableNames& tables, const CdcOptions& cdc) {
   ASSIGN_OR_RETURN(SourceLocation loc, ParseSourceUrl(source_url));
   if (loc.kind == SourceLocation::Kind::kPostgres) {
     ASSIGN_OR_RETURN(PgConn conn, PgConnect(loc.target));
-    return MigratePostgres(conn.get(), tables);
+    RETURN_IF_ERROR(MigratePostgres(conn.get(), tables));
+    if (cdc.enabled) return PrepareCdc(conn.get(), loc.target, tables, cdc);
+    return Status::Ok();
+  }
+  if (cdc.enabled) {
+    return InvalidArgumentError("--mode cdc needs PostgreSQL; a SQLite outbox is polled");
   }
   ASSIGN_OR_RETURN(SqliteDb db, SqliteOpen(loc.target, /*create=*/true));
   return MigrateSqlite(db.get(), tables);

@@ -24,7 +24,12 @@ Result<SourceLocation> ParseSourceUrl(const std::string& url) {
 Result<std::unique_ptr<Source>> MakeSource(const SourceOptions& options) {
   ASSIGN_OR_RETURN(SourceLocation loc, ParseSourceUrl(options.url));
   if (loc.kind == SourceLocation::Kind::kPostgres) {
+    if (options.cdc.enabled) return MakePostgresCdcSource(options, loc.target);
     return MakePostgresPollSource(options, loc.target);
+  }
+  if (options.cdc.enabled) {
+    return InvalidArgumentError(
+        "--mode cdc reads PostgreSQL's write-ahead log; a SQLite outbox is polled (--mode poll)");
   }
   return MakeSqlitePollSource(options, loc.target);
 }

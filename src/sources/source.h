@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/clock.h"
+#include "core/postgres.h"
 #include "courier/event.h"
 #include "courier/status.h"
 
@@ -19,6 +20,22 @@ namespace courier {
 struct TableNames {
   std::string outbox = "courier_outbox";
   std::string dead_letter = "courier_dead_letter";
+  // CDC bookkeeping, beside the outbox: the slots courier created for it, and the rows that
+  // were already in the outbox when a slot was created (drained before the stream).
+  std::string CdcSlots() const { return outbox + "_cdc_slot"; }
+  std::string CdcBackfill() const { return outbox + "_cdc_backfill"; }
+};
+
+// Change data capture from PostgreSQL's write-ahead log (sources/postgres_cdc.cc).
+struct CdcOptions {
+  bool enabled = false;
+  // Empty: derived, courier_<database>_<table> for the slot (slot names are cluster-wide)
+  // and the table's name for the publication.
+  std::string slot;
+  std::string publication;
+  // How often the confirmed position is reported to the server even when nothing moved, so
+  // the server never times out the stream while a sink is slow.
+  Duration status_interval{10000};
 };
 
 struct SourceLocation {
@@ -31,7 +48,10 @@ struct SourceLocation {
 Result<SourceLocation> ParseSourceUrl(const std::string& url);
 
 // Creates the outbox and dead-letter tables if missing. Idempotent; safe to run concurrently.
-Status Migrate(const std::string& source_url, const TableNames& tables);
+// With `cdc.enabled` (PostgreSQL only) also the publication, the CDC bookkeeping tables and
+// the replication slot, recording the rows already in the outbox to be published first.
+Status Migrate(const std::string& source_url, const TableNames& tables,
+               const CdcOptions& cdc = CdcOptions{});
 
 enum class CheckpointMode { kDelete, kRetain };
 
@@ -40,6 +60,11 @@ struct SourceOptions {
   TableNames tables;
   CheckpointMode mode = CheckpointMode::kDelete;
   Duration poll_interval{100};  // how long Wait() waits for new rows before polling again
+  CdcOptions cdc;               // enabled: read the write-ahead log instead of polling
+  // Polling only: an extra SQL condition on the outbox rows (alias o) with $2 bound to
+  // `filter_arg`. The CDC source drains its backfill through it.
+  std::string filter;
+  std::string filter_arg;
 };
 
 struct Rejected {
@@ -63,9 +88,11 @@ class Source {
   // Blocks until this process is the only relay on the outbox (or `stop`: kCancelled then).
   // With `wait` false, kFailedPrecondition at once when another relay is active.
   virtual Status AcquireLeadership(const StopSignal& stop, bool wait) = 0;
-  // Up to `max` pending rows, in id order. Rows of transactions still open are not visible
-  // and so are picked up by a later call, whatever their id. A row that cannot become an
-  // event (headers that are not a JSON object) comes back in `malformed`, to be parked.
+  // Up to `max` pending events. Polling: rows in id order; rows of transactions still open
+  // are not visible and so are picked up by a later call, whatever their id. CDC: commit
+  // order; events handed out but neither acked nor rejected by the following Checkpoint()
+  // come first in the next call. A row that cannot become an event (headers that are not a
+  // JSON object) comes back in `malformed`, to be parked.
   virtual Result<FetchedBatch> Fetch(size_t max) = 0;
   // Sleeps until new rows may exist, at most the poll interval.
   virtual void Wait(const StopSignal& stop) = 0;
@@ -86,5 +113,12 @@ Result<std::unique_ptr<Source>> MakeSource(const SourceOptions& options);
 // Factories of the concrete sources (one file each).
 std::unique_ptr<Source> MakePostgresPollSource(const SourceOptions& options, std::string conninfo);
 std::unique_ptr<Source> MakeSqlitePollSource(const SourceOptions& options, std::string path);
+std::unique_ptr<Source> MakePostgresCdcSource(const SourceOptions& options, std::string conninfo);
+
+// CDC set-up shared by the source and `courier migrate`: the publication, then the slot. A
+// missing (or invalidated) slot is created with an exported snapshot, and the outbox rows
+// visible in that snapshot are recorded in the backfill table in the same step.
+Status PrepareCdc(PGconn* conn, const std::string& conninfo, const TableNames& tables,
+                  const CdcOptions& cdc);
 
 }  // namespace courier

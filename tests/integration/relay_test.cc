@@ -10,17 +10,22 @@
 namespace courier::test {
 namespace {
 
-class RelayTest : public ::testing::TestWithParam<bool> {
+// Every relay behaviour holds for each source: PostgreSQL polled, PostgreSQL through CDC,
+// SQLite polled.
+enum class SourceKind { kPostgresPoll, kPostgresCdc, kSqlite };
+
+class RelayTest : public ::testing::TestWithParam<SourceKind> {
  protected:
   void SetUp() override {
     auto broker = DevBroker::Start(1);
     ASSERT_OK(broker);
     broker_ = std::move(broker).value();
-    db_ = std::make_unique<TestDb>(TestDb::Make(GetParam()));
+    db_ = std::make_unique<TestDb>(TestDb::Make(GetParam() != SourceKind::kSqlite));
   }
 
   RelayOptions Options(const std::string& topic = "{aggregate_type}") const {
     RelayOptions o;
+    if (GetParam() == SourceKind::kPostgresCdc) o.mode = RelayOptions::Mode::kCdc;
     o.source_url = db_->url;
     o.sink_url = "kafka://" + broker_->bootstrap() + "/" + topic;
     o.poll_interval = Duration(20);
@@ -56,31 +61,6 @@ class RelayTest : public ::testing::TestWithParam<bool> {
   std::unique_ptr<DevBroker> broker_;
   std::unique_ptr<TestDb> db_;
   int64_t next_seq_ = 1;
-};
-
-// A relay running in a thread, stopped (and joined) at scope exit.
-class BackgroundRelay {
- public:
-  explicit BackgroundRelay(const RelayOptions& o) {
-    auto relay = Relay::Create(o);
-    EXPECT_OK(relay);
-    relay_ = std::move(relay).value();
-    thread_ = std::thread([this] { result_ = relay_->Run(); });
-  }
-  ~BackgroundRelay() { (void)Stop(); }
-  Status Stop() {
-    if (thread_.joinable()) {
-      relay_->RequestStop();
-      thread_.join();
-    }
-    return result_;
-  }
-  RelayStats stats() const { return relay_->stats(); }
-
- private:
-  std::unique_ptr<Relay> relay_;
-  std::thread thread_;
-  Status result_;
 };
 
 TEST_P(RelayTest, DeliversEveryCommittedEventWithKeyHeadersAndOrder) {
@@ -238,8 +218,20 @@ TEST_P(RelayTest, JsonlFileSinkWritesOneLinePerEvent) {
   EXPECT_EQ(db_->Count("courier_outbox"), 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Sources, RelayTest, ::testing::Values(true, false),
-                         [](const auto& info) { return info.param ? "Postgres" : "Sqlite"; });
+INSTANTIATE_TEST_SUITE_P(Sources, RelayTest,
+                         ::testing::Values(SourceKind::kPostgresPoll, SourceKind::kPostgresCdc,
+                                           SourceKind::kSqlite),
+                         [](const auto& info) {
+                           switch (info.param) {
+                             case SourceKind::kPostgresPoll:
+                               return "Postgres";
+                             case SourceKind::kPostgresCdc:
+                               return "PostgresCdc";
+                             case SourceKind::kSqlite:
+                               return "Sqlite";
+                           }
+                           return "";
+                         });
 
 // PostgreSQL assigns ids at insert time but transactions commit in any order. A relay must
 // not skip a row whose transaction commits after higher ids were already published.

@@ -28,8 +28,10 @@ TEST(Migrate, IsIdempotentAndQuotesConfiguredNames) {
                         "WHERE table_schema IN ('app', 'public') ORDER BY 1");
   ASSERT_OK(tables);
   EXPECT_EQ(*tables,
-            (std::vector<std::string>{"app.Order Events", "app.Parked \"Events\"",
-                                      "public.courier_dead_letter", "public.courier_outbox"}));
+            (std::vector<std::string>{
+                "app.Order Events", "app.Order Events_cdc_backfill", "app.Order Events_cdc_slot",
+                "app.Parked \"Events\"", "public.courier_dead_letter", "public.courier_outbox",
+                "public.courier_outbox_cdc_backfill", "public.courier_outbox_cdc_slot"}));
 }
 
 TEST(Migrate, SqliteIsIdempotent) {

@@ -7,10 +7,12 @@
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/postgres.h"
 #include "core/sqlite.h"
+#include "courier/relay.h"
 #include "sinks/dev_broker.h"
 #include "sinks/kafka_reader.h"
 #include "sources/source.h"
@@ -24,6 +26,15 @@ struct TestDb {
   bool postgres = true;
   std::string url;
   TempDir dir;
+
+  TestDb() = default;
+  TestDb(TestDb&&) = default;
+  TestDb& operator=(TestDb&&) = default;
+  // Drops the database's replication slots, which would otherwise keep WAL on the shared
+  // server for the rest of the run.
+  ~TestDb() {
+    if (postgres && !url.empty()) DropReplicationSlots(url);
+  }
 
   static TestDb Make(bool postgres) {
     TestDb db;
@@ -119,5 +130,30 @@ inline int64_t ExpectDelivered(const std::vector<KafkaRecord>& records,
   EXPECT_EQ(lost, 0) << "committed events never delivered";
   return duplicates;
 }
+
+// A relay running in a thread, stopped (and joined) at scope exit.
+class BackgroundRelay {
+ public:
+  explicit BackgroundRelay(const RelayOptions& o) {
+    auto relay = Relay::Create(o);
+    EXPECT_OK(relay);
+    relay_ = std::move(relay).value();
+    thread_ = std::thread([this] { result_ = relay_->Run(); });
+  }
+  ~BackgroundRelay() { (void)Stop(); }
+  Status Stop() {
+    if (thread_.joinable()) {
+      relay_->RequestStop();
+      thread_.join();
+    }
+    return result_;
+  }
+  RelayStats stats() const { return relay_->stats(); }
+
+ private:
+  std::unique_ptr<Relay> relay_;
+  std::thread thread_;
+  Status result_;
+};
 
 }  // namespace courier::test

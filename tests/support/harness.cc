@@ -98,7 +98,7 @@ Result<std::unique_ptr<PostgresServer>> PostgresServer::Start(bool durable) {
     conf << "listen_addresses = '127.0.0.1'\n"
          << "port = " << s->port_ << "\n"
          << "unix_socket_directories = '" << s->dir_ << "'\n"
-         << "wal_level = logical\nmax_replication_slots = 20\nmax_wal_senders = 20\n"
+         << "wal_level = logical\nmax_replication_slots = 100\nmax_wal_senders = 50\n"
          << "max_connections = 200\n"
          // Test speed: data survives a server crash (the OS keeps it), not a host crash.
          << (durable ? "" : "fsync = off\n");
@@ -192,6 +192,21 @@ Result<std::vector<std::string>> PgQuery(const std::string& url, const std::stri
     rows.emplace_back(PQgetisnull(res.get(), i, 0) ? "" : PQgetvalue(res.get(), i, 0));
   }
   return rows;
+}
+
+void DropReplicationSlots(const std::string& url) {
+  WaitUntil(
+      [&] {
+        auto left = PgQuery(url,
+                            "SELECT count(pg_drop_replication_slot(slot_name)) FROM"
+                            " pg_replication_slots WHERE database = current_database() AND NOT"
+                            " active");
+        auto remaining = PgQuery(url,
+                                 "SELECT count(*) FROM pg_replication_slots WHERE database ="
+                                 " current_database()");
+        return left.ok() && remaining.ok() && !remaining->empty() && (*remaining)[0] == "0";
+      },
+      Duration(10000));
 }
 
 }  // namespace courier::test

@@ -83,4 +83,8 @@ std::string ReadFile(const std::string& path);
 // Runs SQL on PostgreSQL, returning the first column of every row.
 Result<std::vector<std::string>> PgQuery(const std::string& url, const std::string& sql);
 
+// Drops every replication slot of the URL's database, waiting (up to 10 s) for walsenders
+// of stopped relays to let go of them.
+void DropReplicationSlots(const std::string& url);
+
 }  // namespace courier::test

@@ -1,0 +1,244 @@
+#include "sources/pgoutput.h"
+
+#include <cstdio>
+#include <ctime>
+
+namespace courier::pgoutput {
+namespace {
+
+// Reads big-endian integers and NUL-terminated strings, failing on truncation.
+class Reader {
+ public:
+  explicit Reader(std::string_view buf) : buf_(buf) {}
+
+  bool Byte(uint8_t* out) {
+    if (pos_ + 1 > buf_.size()) return Fail();
+    *out = static_cast<uint8_t>(buf_[pos_++]);
+    return true;
+  }
+  template <typename T>
+  bool Int(T* out) {
+    if (pos_ + sizeof(T) > buf_.size()) return Fail();
+    uint64_t v = 0;
+    for (size_t i = 0; i < sizeof(T); ++i) v = (v << 8) | static_cast<uint8_t>(buf_[pos_ + i]);
+    pos_ += sizeof(T);
+    *out = static_cast<T>(v);
+    return true;
+  }
+  bool String(std::string* out) {
+    const size_t end = buf_.find('\0', pos_);
+    if (end == std::string_view::npos) return Fail();
+    out->assign(buf_.substr(pos_, end - pos_));
+    pos_ = end + 1;
+    return true;
+  }
+  bool Bytes(size_t n, std::string_view* out) {
+    if (pos_ + n > buf_.size()) return Fail();
+    *out = buf_.substr(pos_, n);
+    pos_ += n;
+    return true;
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  bool Fail() {
+    ok_ = false;
+    return false;
+  }
+  std::string_view buf_;
+  size_t pos_ = 0;
+  bool ok_ = true;
+};
+
+Status Truncated(char kind) {
+  return InternalError(std::string("truncated pgoutput message '") + kind + "'");
+}
+
+bool ReadTuple(Reader& r, std::vector<Value>* values) {
+  int16_t n = 0;
+  if (!r.Int(&n) || n < 0) return false;
+  values->resize(static_cast<size_t>(n));
+  for (Value& v : *values) {
+    uint8_t kind = 0;
+    if (!r.Byte(&kind)) return false;
+    switch (kind) {
+      case 'n':
+        v.kind = Value::Kind::kNull;
+        break;
+      case 'u':
+        v.kind = Value::Kind::kUnchangedToast;
+        break;
+      case 't':
+      case 'b': {
+        int32_t len = 0;
+        if (!r.Int(&len) || len < 0 || !r.Bytes(static_cast<size_t>(len), &v.text)) return false;
+        v.kind = Value::Kind::kText;
+        break;
+      }
+      default:
+        return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string FormatLsn(Lsn lsn) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%X/%X", static_cast<unsigned>(lsn >> 32),
+                static_cast<unsigned>(lsn & 0xffffffffu));
+  return buf;
+}
+
+Result<Lsn> ParseLsn(std::string_view text) {
+  unsigned hi = 0, lo = 0;
+  const std::string s(text);
+  if (std::sscanf(s.c_str(), "%X/%X", &hi, &lo) != 2) {
+    return InvalidArgumentError("not an LSN: '" + s + "'");
+  }
+  return (static_cast<Lsn>(hi) << 32) | lo;
+}
+
+Result<CopyMessage> ParseCopyMessage(std::string_view buf) {
+  CopyMessage m;
+  if (buf.empty()) return InternalError("empty replication message");
+  Reader r(buf.substr(1));
+  int64_t send_time = 0;
+  if (buf[0] == 'w') {
+    m.kind = CopyMessage::Kind::kXLogData;
+    if (!r.Int(&m.data.start) || !r.Int(&m.data.wal_end) || !r.Int(&send_time)) {
+      return Truncated('w');
+    }
+    m.data.payload = buf.substr(1 + 24);
+  } else if (buf[0] == 'k') {
+    m.kind = CopyMessage::Kind::kKeepalive;
+    uint8_t reply = 0;
+    if (!r.Int(&m.keepalive.wal_end) || !r.Int(&send_time) || !r.Byte(&reply)) {
+      return Truncated('k');
+    }
+    m.keepalive.reply_requested = reply != 0;
+  }
+  return m;
+}
+
+std::string StandbyStatusUpdate(Lsn received, Lsn flush, int64_t now_unix_us, bool reply) {
+  std::string out(1 + 8 * 4 + 1, '\0');
+  out[0] = 'r';
+  auto put = [&out](size_t at, uint64_t v) {
+    for (int i = 7; i >= 0; --i) {
+      out[at + static_cast<size_t>(7 - i)] = static_cast<char>((v >> (8 * i)) & 0xff);
+    }
+  };
+  put(1, received);
+  put(9, flush);
+  put(17, flush);  // applied
+  put(25, static_cast<uint64_t>(now_unix_us - kPgEpochOffsetUs));
+  out[33] = reply ? 1 : 0;
+  return out;
+}
+
+Result<Message> ParseMessage(std::string_view payload) {
+  Message m;
+  if (payload.empty()) return InternalError("empty pgoutput message");
+  const char kind = payload[0];
+  Reader r(payload.substr(1));
+  switch (kind) {
+    case 'B': {
+      int64_t ts = 0;
+      m.kind = Message::Kind::kBegin;
+      if (!r.Int(&m.final_lsn) || !r.Int(&ts) || !r.Int(&m.xid)) return Truncated(kind);
+      m.commit_time_us = ts + kPgEpochOffsetUs;
+      return m;
+    }
+    case 'C': {
+      uint8_t flags = 0;
+      int64_t ts = 0;
+      m.kind = Message::Kind::kCommit;
+      if (!r.Byte(&flags) || !r.Int(&m.commit_lsn) || !r.Int(&m.end_lsn) || !r.Int(&ts)) {
+        return Truncated(kind);
+      }
+      m.commit_time_us = ts + kPgEpochOffsetUs;
+      return m;
+    }
+    case 'R': {
+      m.kind = Message::Kind::kRelation;
+      uint8_t identity = 0;
+      int16_t ncols = 0;
+      if (!r.Int(&m.relation.id) || !r.String(&m.relation.schema) || !r.String(&m.relation.name) ||
+          !r.Byte(&identity) || !r.Int(&ncols) || ncols < 0) {
+        return Truncated(kind);
+      }
+      m.relation.columns.resize(static_cast<size_t>(ncols));
+      for (Column& c : m.relation.columns) {
+        uint8_t flags = 0;
+        int32_t typmod = 0;
+        if (!r.Byte(&flags) || !r.String(&c.name) || !r.Int(&c.type_oid) || !r.Int(&typmod)) {
+          return Truncated(kind);
+        }
+      }
+      return m;
+    }
+    case 'I': {
+      m.kind = Message::Kind::kInsert;
+      uint8_t marker = 0;
+      if (!r.Int(&m.relation_id) || !r.Byte(&marker) || marker != 'N' || !ReadTuple(r, &m.values)) {
+        return Truncated(kind);
+      }
+      return m;
+    }
+    case 'M': {
+      m.kind = Message::Kind::kLogicalMessage;
+      uint8_t flags = 0;
+      int32_t len = 0;
+      if (!r.Byte(&flags) || !r.Int(&m.message_lsn) || !r.String(&m.prefix) || !r.Int(&len) ||
+          len < 0 || !r.Bytes(static_cast<size_t>(len), &m.content)) {
+        return Truncated(kind);
+      }
+      m.transactional = (flags & 1) != 0;
+      return m;
+    }
+    default:
+      m.kind = Message::Kind::kOther;
+      return m;
+  }
+}
+
+std::optional<int64_t> ParseTimestamp(std::string_view text) {
+  const std::string s(text);
+  int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0, consumed = 0;
+  if (std::sscanf(s.c_str(), "%4d-%2d-%2d %2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &consumed) !=
+      6) {
+    return std::nullopt;
+  }
+  size_t pos = static_cast<size_t>(consumed);
+  int64_t micros = 0;
+  if (pos < s.size() && s[pos] == '.') {
+    int64_t scale = 100000;
+    for (++pos; pos < s.size() && s[pos] >= '0' && s[pos] <= '9'; ++pos) {
+      micros += (s[pos] - '0') * scale;
+      scale /= 10;
+    }
+  }
+  int64_t offset_s = 0;
+  if (pos < s.size() && (s[pos] == '+' || s[pos] == '-')) {
+    const int sign = s[pos] == '-' ? -1 : 1;
+    int oh = 0, om = 0, os = 0;
+    const int n = std::sscanf(s.c_str() + pos + 1, "%2d:%2d:%2d", &oh, &om, &os);
+    if (n < 1) return std::nullopt;
+    offset_s = sign * (oh * 3600 + om * 60 + os);
+  } else if (pos != s.size()) {
+    return std::nullopt;
+  }
+  std::tm tm{};
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  tm.tm_sec = sec;
+  const int64_t epoch_s = static_cast<int64_t>(timegm(&tm)) - offset_s;
+  return epoch_s * 1000000 + micros;
+}
+
+}  // namespace courier::pgoutput

@@ -1,0 +1,916 @@
+// PostgreSQL change data capture source: the outbox's inserts (and `courier` logical
+// messages) read from the write-ahead log through a logical replication slot and the
+// built-in pgoutput plugin.
+//
+// The slot's confirmed position only moves past a transaction once every event of it has
+// been acked by the sink (or parked as a dead letter) and its rows were deleted (or stamped)
+// in the outbox; a restart resumes there, so a crash duplicates and never loses. Rows stay in
+// the outbox until acked, which is what lets a lost slot be recreated without loss: the new
+// slot is created with an exported snapshot, the rows visible in it are recorded in the
+// backfill table, and those are published (by the polling source, filtered to them) before
+// the stream of everything committed after the snapshot.
+//
+// Threads: the relay thread drives the source; a keepalive thread reports the confirmed
+// position every status interval, so the server neither times out the stream nor keeps WAL
+// while a sink holds the relay thread in a long wait. `repl_mu_` serialises libpq calls on
+// the replication connection.
+#include <sys/select.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+#include <unordered_map>
+
+#include "core/encoding.h"
+#include "core/log.h"
+#include "core/postgres.h"
+#include "core/url.h"
+#include "core/uuid.h"
+#include "sources/pgoutput.h"
+#include "sources/postgres_common.h"
+#include "sources/source.h"
+
+namespace courier {
+namespace {
+
+using pgoutput::Lsn;
+
+constexpr uint32_t kByteaOid = 17;
+constexpr const char* kMessagePrefix = "courier";
+
+int64_t NowUnixMicros() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string BaseName(const std::string& name) {
+  const size_t dot = name.rfind('.');
+  return dot == std::string::npos ? name : name.substr(dot + 1);
+}
+
+// Slot names may hold lower-case letters, digits and underscores, at most 63 of them.
+std::string SlotSafe(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    out.push_back((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ? c : '_');
+  }
+  return out.substr(0, 63);
+}
+
+struct CdcNames {
+  std::string slot;
+  std::string publication;
+};
+
+Result<CdcNames> ResolveNames(PGconn* conn, const TableNames& t, const CdcOptions& cdc) {
+  CdcNames names{cdc.slot, cdc.publication};
+  if (names.slot.empty()) {
+    ASSIGN_OR_RETURN(PgResult res, PgExec(conn, "SELECT current_database()"));
+    std::string table = BaseName(t.outbox);
+    if (table.rfind("courier_", 0) == 0) table = table.substr(8);
+    names.slot = SlotSafe("courier_" + std::string(PQgetvalue(res.get(), 0, 0)) + "_" + table);
+  } else if (SlotSafe(names.slot) != names.slot) {
+    return InvalidArgumentError("slot name '" + names.slot +
+                                "' is invalid; use at most 63 lower-case letters, digits and _");
+  }
+  if (names.publication.empty()) names.publication = BaseName(t.outbox);
+  return names;
+}
+
+Status CheckCdcTables(PGconn* conn, const TableNames& t) {
+  ASSIGN_OR_RETURN(PgResult res,
+                   PgExec(conn,
+                          "SELECT current_setting('wal_level'), to_regclass($1) IS NOT NULL,"
+                          " to_regclass($2) IS NOT NULL, to_regclass($3) IS NOT NULL,"
+                          " to_regclass($4) IS NOT NULL",
+                          {QuoteIdent(t.outbox), QuoteIdent(t.dead_letter),
+                           QuoteIdent(t.CdcSlots()), QuoteIdent(t.CdcBackfill())}));
+  if (std::string(PQgetvalue(res.get(), 0, 0)) != "logical") {
+    return FailedPreconditionError(
+        "PostgreSQL runs with wal_level = " + std::string(PQgetvalue(res.get(), 0, 0)) +
+        "; CDC needs wal_level = logical (set it in postgresql.conf and restart the server), "
+        "or use --mode poll");
+  }
+  const std::string names[] = {t.outbox, t.dead_letter, t.CdcSlots(), t.CdcBackfill()};
+  for (int i = 0; i < 4; ++i) {
+    if (std::string(PQgetvalue(res.get(), 0, i + 1)) != "t") {
+      return NotFoundError("table " + QuoteIdent(names[i]) +
+                           " does not exist; create the tables with: courier migrate --mode cdc "
+                           "--source URL");
+    }
+  }
+  return Status::Ok();
+}
+
+Status EnsurePublication(PGconn* conn, const TableNames& t, const std::string& publication) {
+  const std::string outbox = QuoteIdent(t.outbox);
+  ASSIGN_OR_RETURN(PgResult res, PgExec(conn,
+                                        "SELECT p.pubinsert, p.puballtables OR EXISTS (SELECT 1"
+                                        " FROM pg_publication_rel r WHERE r.prpubid = p.oid AND"
+                                        " r.prrelid = $2::regclass)"
+                                        " FROM pg_publication p WHERE p.pubname = $1",
+                                        {publication, outbox}));
+  if (PQntuples(res.get()) == 0) {
+    Status st = PgRun(conn, "CREATE PUBLICATION " + QuoteIdent(publication) + " FOR TABLE " +
+                                outbox + " WITH (publish = 'insert')");
+    if (!st.ok() && st.message().find("already exists") == std::string::npos) {
+      return Status(st.code(), "cannot create publication " + QuoteIdent(publication) + ": " +
+                                   st.message() +
+                                   "; create it as the table's owner with: courier migrate "
+                                   "--mode cdc --source URL");
+    }
+    log::Info("created publication", {{"publication", publication}, {"table", t.outbox}});
+    return Status::Ok();
+  }
+  if (std::string(PQgetvalue(res.get(), 0, 0)) != "t" ||
+      std::string(PQgetvalue(res.get(), 0, 1)) != "t") {
+    return FailedPreconditionError("publication " + QuoteIdent(publication) +
+                                   " exists but does not publish inserts into " + outbox +
+                                   "; run ALTER PUBLICATION " + QuoteIdent(publication) +
+                                   " ADD TABLE " + outbox + ", or choose another --publication");
+  }
+  return Status::Ok();
+}
+
+// Creates the slot with an exported snapshot and, inside that snapshot, records which outbox
+// rows predate it. Both or neither: a slot without its registry row is dropped next time.
+Status CreateSlot(PGconn* conn, const std::string& conninfo, const TableNames& t,
+                  const CdcNames& names) {
+  ASSIGN_OR_RETURN(PgConn repl, PgConnect(conninfo, /*replication=*/true));
+  ASSIGN_OR_RETURN(PgResult created,
+                   PgSimple(repl.get(), "CREATE_REPLICATION_SLOT " + QuoteIdent(names.slot) +
+                                            " LOGICAL pgoutput (SNAPSHOT 'export')"));
+  const std::string consistent = PQgetvalue(created.get(), 0, 1);
+  const std::string snapshot = PQgetvalue(created.get(), 0, 2);
+  // The exported snapshot lives until the replication connection's next command.
+  Status st = PgRun(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ; SET TRANSACTION SNAPSHOT " +
+                              QuoteLiteral(snapshot));
+  int64_t backfill = 0;
+  if (st.ok()) {
+    st = PgExec(conn, "DELETE FROM " + QuoteIdent(t.CdcBackfill()) + " WHERE slot_name = $1",
+                {names.slot})
+             .status();
+  }
+  if (st.ok()) {
+    auto res = PgExec(conn,
+                      "INSERT INTO " + QuoteIdent(t.CdcBackfill()) +
+                          " (slot_name, outbox_id) SELECT $1, id FROM " + QuoteIdent(t.outbox) +
+                          " WHERE published_at IS NULL",
+                      {names.slot});
+    st = res.status();
+    if (st.ok()) backfill = std::stoll(PQcmdTuples(res->get()));
+  }
+  if (st.ok()) {
+    st = PgExec(conn,
+                "INSERT INTO " + QuoteIdent(t.CdcSlots()) +
+                    " (slot_name, publication, consistent_lsn) VALUES ($1, $2, $3::pg_lsn)"
+                    " ON CONFLICT (slot_name) DO UPDATE SET publication = excluded.publication,"
+                    " consistent_lsn = excluded.consistent_lsn, created_at = now()",
+                {names.slot, names.publication, consistent})
+             .status();
+  }
+  if (st.ok()) st = PgRun(conn, "COMMIT");
+  if (!st.ok()) {
+    (void)PgRun(conn, "ROLLBACK");
+    repl.reset();
+    (void)PgExec(conn, "SELECT pg_drop_replication_slot($1)", {names.slot});
+    return st.WithContext("recording the rows that predate slot " + names.slot);
+  }
+  log::Info("created replication slot", {{"slot", names.slot},
+                                         {"consistent_lsn", consistent},
+                                         {"rows_to_backfill", std::to_string(backfill)}});
+  return Status::Ok();
+}
+
+Status EnsureSlot(PGconn* conn, const std::string& conninfo, const TableNames& t,
+                  const CdcNames& names) {
+  ASSIGN_OR_RETURN(
+      PgResult slot,
+      PgExec(conn,
+             "SELECT s.slot_type = 'logical' AND s.plugin = 'pgoutput' AND"
+             " s.database = current_database(), coalesce(s.wal_status, '') = 'lost',"
+             " EXISTS (SELECT 1 FROM " +
+                 QuoteIdent(t.CdcSlots()) +
+                 " WHERE slot_name = $1)"
+                 " FROM (SELECT 1) one LEFT JOIN pg_replication_slots s ON s.slot_name = $1",
+             {names.slot}));
+  const bool exists = !PQgetisnull(slot.get(), 0, 0);
+  const bool ours = exists && std::string(PQgetvalue(slot.get(), 0, 0)) == "t";
+  const bool lost = exists && std::string(PQgetvalue(slot.get(), 0, 1)) == "t";
+  const bool registered = std::string(PQgetvalue(slot.get(), 0, 2)) == "t";
+  if (exists && !ours) {
+    return InvalidArgumentError("replication slot " + names.slot +
+                                " exists but is not a pgoutput slot of this database; choose "
+                                "another --slot");
+  }
+  if (exists && registered && !lost) return Status::Ok();
+  if (exists) {
+    log::Warn(lost ? "replication slot was invalidated (the WAL it needed is gone); recreating "
+                     "it and re-reading un-acked events from the outbox table"
+                   : "replication slot was not created by courier, or its creation was "
+                     "interrupted; recreating it so rows already in the outbox are not missed",
+              {{"slot", names.slot}});
+    RETURN_IF_ERROR(PgExec(conn, "SELECT pg_drop_replication_slot($1)", {names.slot}).status());
+  } else if (registered) {
+    log::Warn(
+        "replication slot is gone; recreating it and re-reading un-acked events from the outbox "
+        "table (events that were never kept in the table cannot be recovered)",
+        {{"slot", names.slot}});
+  }
+  return CreateSlot(conn, conninfo, t, names);
+}
+
+// A deterministic event id for a logical message without one: its LSN and the cluster's
+// system identifier in a version-8 UUID, so a redelivered message keeps its id.
+std::string MessageEventId(Lsn lsn, uint64_t system_id) {
+  uint8_t b[16];
+  for (int i = 0; i < 6; ++i) b[i] = static_cast<uint8_t>(lsn >> (56 - 8 * i));
+  b[6] = static_cast<uint8_t>(0x80 | ((system_id >> 60) & 0x0f));
+  b[7] = static_cast<uint8_t>(lsn >> 8);
+  b[8] = static_cast<uint8_t>(0x80 | ((system_id >> 54) & 0x3f));
+  b[9] = static_cast<uint8_t>(lsn);
+  for (int i = 10; i < 16; ++i) b[i] = static_cast<uint8_t>(system_id >> (8 * (15 - i)));
+  static const char* kHex = "0123456789abcdef";
+  std::string out;
+  for (int i = 0; i < 16; ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) out.push_back('-');
+    out.push_back(kHex[b[i] >> 4]);
+    out.push_back(kHex[b[i] & 0x0f]);
+  }
+  return out;
+}
+
+std::string Hex(std::string_view bytes) {
+  static const char* kHex = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (unsigned char ch : bytes) {
+    out.push_back(kHex[ch >> 4]);
+    out.push_back(kHex[ch & 0x0f]);
+  }
+  return out;
+}
+
+// The outbox columns the source reads, by position in the relation as the stream sends it.
+struct OutboxColumns {
+  int id = -1, event_id = -1, aggregate_type = -1, aggregate_id = -1, event_type = -1, payload = -1,
+      headers = -1, created_at = -1;
+  bool payload_bytea = false;
+};
+
+class PostgresCdcSource final : public Source {
+ public:
+  PostgresCdcSource(SourceOptions options, std::string conninfo)
+      : options_(std::move(options)), conninfo_(std::move(conninfo)) {}
+  ~PostgresCdcSource() override { Close(); }
+
+  Status Open() override {
+    Close();
+    ASSIGN_OR_RETURN(conn_, PgConnect(conninfo_));
+    RETURN_IF_ERROR(CheckCdcTables(conn_.get(), options_.tables));
+    ASSIGN_OR_RETURN(names_, ResolveNames(conn_.get(), options_.tables, options_.cdc));
+    ASSIGN_OR_RETURN(
+        PgResult res,
+        PgExec(conn_.get(),
+               "SELECT n.nspname, c.relname,"
+               " (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE"
+               "  attrelid = $2::regclass AND attname = 'payload'),"
+               " (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE"
+               "  attrelid = $2::regclass AND attname = 'headers')"
+               " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+               " WHERE c.oid = $1::regclass",
+               {QuoteIdent(options_.tables.outbox), QuoteIdent(options_.tables.dead_letter)}));
+    outbox_schema_ = PQgetvalue(res.get(), 0, 0);
+    outbox_name_ = PQgetvalue(res.get(), 0, 1);
+    const std::string dead_payload = PQgetvalue(res.get(), 0, 2);
+    dead_payload_bytea_ = dead_payload == "bytea";
+    const std::string outbox = QuoteIdent(options_.tables.outbox);
+    checkpoint_sql_ =
+        options_.mode == CheckpointMode::kDelete
+            ? "DELETE FROM " + outbox + " WHERE id = ANY($1::int8[])"
+            : "UPDATE " + outbox + " SET published_at = now() WHERE id = ANY($1::int8[])";
+    dead_letter_sql_ =
+        "INSERT INTO " + QuoteIdent(options_.tables.dead_letter) +
+        " (outbox_id, event_id, aggregate_type, aggregate_id, event_type, payload,"
+        " headers, created_at, error, sink) VALUES ($1::int8, $2::uuid, $3, $4, $5, " +
+        (dead_payload == "bytea" ? "decode($6, 'hex')" : "$6::" + dead_payload) +
+        ", $7::" + std::string(PQgetvalue(res.get(), 0, 3)) +
+        ", to_timestamp($8::float8 / 1000000), $9, $10)";
+    cleanup_sql_ = "DELETE FROM " + outbox + " WHERE id IN (SELECT id FROM " + outbox +
+                   " WHERE published_at < now() - make_interval(secs => $1::float8 / 1000)"
+                   " LIMIT 10000)";
+    state_ = State::kSetUp;
+    return Status::Ok();
+  }
+
+  Status AcquireLeadership(const StopSignal& stop, bool wait) override {
+    return AcquireRelayLock(conn_.get(), options_.tables.outbox, Describe(), stop, wait);
+  }
+
+  Result<FetchedBatch> Fetch(size_t max) override {
+    if (state_ == State::kSetUp) {
+      RETURN_IF_ERROR(PrepareCdc(conn_.get(), conninfo_, options_.tables, options_.cdc));
+      RETURN_IF_ERROR(OpenBackfill());
+      state_ = State::kBackfill;
+    }
+    if (state_ == State::kBackfill) {
+      ASSIGN_OR_RETURN(FetchedBatch batch, backfill_->Fetch(max));
+      if (!batch.empty()) return batch;
+      // Drained: every row that predates the slot is published; the stream has the rest.
+      RETURN_IF_ERROR(PgExec(conn_.get(),
+                             "DELETE FROM " + QuoteIdent(options_.tables.CdcBackfill()) +
+                                 " WHERE slot_name = $1",
+                             {names_.slot})
+                          .status());
+      backfill_.reset();
+      RETURN_IF_ERROR(StartStreaming());
+      state_ = State::kStreaming;
+    }
+    return ReadStream(max);
+  }
+
+  void Wait(const StopSignal& stop) override {
+    if (state_ != State::kStreaming) return;
+    if (!redeliver_.empty() || !stash_.empty()) return;
+    const TimePoint deadline = Clock::Real().Now() + options_.poll_interval;
+    while (!stop.requested() && Clock::Real().Now() < deadline) {
+      {
+        std::lock_guard<std::mutex> lock(repl_mu_);
+        if (!repl_ || PQconsumeInput(repl_.get()) == 0) return;  // Fetch reports the error
+        char* buf = nullptr;
+        const int n = PQgetCopyData(repl_.get(), &buf, /*async=*/1);
+        if (n > 0) {
+          stash_.assign(buf, static_cast<size_t>(n));
+          PQfreemem(buf);
+          return;
+        }
+        if (n < 0) return;
+      }
+      WaitReadable(Duration(20));  // re-check `stop` every 20 ms
+    }
+  }
+
+  Status Checkpoint(std::span<const int64_t> acked, std::span<const Rejected> rejected,
+                    const std::string& sink_name) override {
+    if (state_ == State::kBackfill) return backfill_->Checkpoint(acked, rejected, sink_name);
+    std::vector<int64_t> rows;
+    for (int64_t pos : acked) {
+      auto it = inflight_.find(pos);
+      if (it != inflight_.end() && it->second.row_id > 0) rows.push_back(it->second.row_id);
+    }
+    if (!rows.empty() || !rejected.empty()) {
+      RETURN_IF_ERROR(PgRun(conn_.get(), "BEGIN"));
+      Status st = rows.empty() ? Status::Ok()
+                               : PgExec(conn_.get(), checkpoint_sql_, {IdArray(rows)}).status();
+      for (size_t i = 0; st.ok() && i < rejected.size(); ++i) {
+        st = DeadLetter(rejected[i], sink_name);
+      }
+      if (st.ok()) st = PgRun(conn_.get(), "COMMIT");
+      if (!st.ok()) {
+        (void)PgRun(conn_.get(), "ROLLBACK");
+        return st;
+      }
+    }
+    // The rows are gone (or stamped): the events count as done, and the slot may move past
+    // every transaction whose events are all done.
+    for (int64_t pos : acked) Done(pos);
+    for (const Rejected& r : rejected) Done(r.id);
+    for (int64_t pos : handed_) {
+      if (inflight_.count(pos) > 0) redeliver_.push_back(pos);
+    }
+    handed_.clear();
+    AdvanceConfirmed();
+    SendStatus(/*force=*/false);
+    return Status::Ok();
+  }
+
+  Result<int64_t> DeletePublishedBefore(Duration retention) override {
+    int64_t total = 0;
+    while (true) {
+      ASSIGN_OR_RETURN(PgResult res,
+                       PgExec(conn_.get(), cleanup_sql_, {std::to_string(retention.count())}));
+      const int64_t n = std::stoll(PQcmdTuples(res.get()));
+      total += n;
+      if (n < 10000) return total;
+    }
+  }
+
+  void Close() override {
+    StopKeepalive();
+    {
+      std::lock_guard<std::mutex> lock(repl_mu_);
+      if (repl_ && state_ == State::kStreaming && PQstatus(repl_.get()) == CONNECTION_OK) {
+        // Report the final position so a restart repeats as little as possible.
+        SendStatusLocked(/*reply=*/false);
+        (void)PQputCopyEnd(repl_.get(), nullptr);
+        (void)PQflush(repl_.get());
+      }
+      repl_.reset();
+    }
+    backfill_.reset();
+    conn_.reset();
+    inflight_.clear();
+    redeliver_.clear();
+    handed_.clear();
+    txs_.clear();
+    columns_.clear();
+    stash_.clear();
+    in_tx_ = false;
+    state_ = State::kClosed;
+  }
+
+  std::string Describe() const override { return RedactUrl(options_.url); }
+
+ private:
+  enum class State { kClosed, kSetUp, kBackfill, kStreaming };
+
+  // A transaction of the stream whose events are not all done yet.
+  struct Tx {
+    uint64_t seq = 0;
+    Lsn end_lsn = 0;
+    bool committed = false;
+    int64_t open = 0;  // events handed out and not yet done
+    int64_t commit_time_us = 0;
+  };
+  struct Inflight {
+    int64_t row_id = 0;  // 0 for logical messages
+    uint64_t tx = 0;     // Tx::seq
+    Event event;
+  };
+
+  Status OpenBackfill() {
+    SourceOptions o = options_;
+    o.cdc = CdcOptions{};
+    o.filter = "o.id IN (SELECT outbox_id FROM " + QuoteIdent(options_.tables.CdcBackfill()) +
+               " WHERE slot_name = $2)";
+    o.filter_arg = names_.slot;
+    backfill_ = MakePostgresPollSource(o, conninfo_);
+    return backfill_->Open();
+  }
+
+  Status StartStreaming() {
+    ASSIGN_OR_RETURN(PgConn repl, PgConnect(conninfo_, /*replication=*/true));
+    ASSIGN_OR_RETURN(PgResult id, PgSimple(repl.get(), "IDENTIFY_SYSTEM"));
+    system_id_ = std::stoull(PQgetvalue(id.get(), 0, 0));
+    ASSIGN_OR_RETURN(PgResult slot, PgExec(conn_.get(),
+                                           "SELECT confirmed_flush_lsn::text FROM"
+                                           " pg_replication_slots WHERE slot_name = $1",
+                                           {names_.slot}));
+    if (PQntuples(slot.get()) != 1) {
+      return RetriableError("replication slot " + names_.slot + " disappeared");
+    }
+    ASSIGN_OR_RETURN(const Lsn start, pgoutput::ParseLsn(PQgetvalue(slot.get(), 0, 0)));
+    ASSIGN_OR_RETURN(PgResult end, PgExec(conn_.get(), "SELECT pg_current_wal_insert_lsn()::text"));
+    ASSIGN_OR_RETURN(catch_up_lsn_, pgoutput::ParseLsn(PQgetvalue(end.get(), 0, 0)));
+    catch_up_deadline_ = Clock::Real().Now() + kCatchUpWait;
+    const std::string cmd = "START_REPLICATION SLOT " + QuoteIdent(names_.slot) +
+                            " LOGICAL 0/0 (proto_version '1', publication_names " +
+                            QuoteLiteral(QuoteIdent(names_.publication)) + ", messages 'true')";
+    PgResult res(PQexec(repl.get(), cmd.c_str()));
+    if (PQresultStatus(res.get()) != PGRES_COPY_BOTH) {
+      return PgError(repl.get(), res.get()).WithContext("start streaming from slot " + names_.slot);
+    }
+    {
+      std::lock_guard<std::mutex> lock(repl_mu_);
+      repl_ = std::move(repl);
+      confirmed_ = start;
+      received_ = start;
+      last_status_ = Clock::Real().Now();
+    }
+    log::Info("streaming from replication slot", {{"slot", names_.slot},
+                                                  {"publication", names_.publication},
+                                                  {"from_lsn", pgoutput::FormatLsn(start)}});
+    StartKeepalive();
+    return Status::Ok();
+  }
+
+  // The next CopyData message, without blocking; false when none is buffered.
+  Result<bool> NextCopyData(std::string* out) {
+    if (!stash_.empty()) {
+      out->swap(stash_);
+      stash_.clear();
+      return true;
+    }
+    std::lock_guard<std::mutex> lock(repl_mu_);
+    char* buf = nullptr;
+    int n = PQgetCopyData(repl_.get(), &buf, /*async=*/1);
+    if (n == 0) {
+      if (PQconsumeInput(repl_.get()) == 0) return PgError(repl_.get(), nullptr);
+      n = PQgetCopyData(repl_.get(), &buf, /*async=*/1);
+    }
+    if (n > 0) {
+      out->assign(buf, static_cast<size_t>(n));
+      PQfreemem(buf);
+      return true;
+    }
+    if (n == 0) return false;
+    // The stream ended: the server says why in the result that follows.
+    PgResult res(PQgetResult(repl_.get()));
+    Status st = res != nullptr && PQresultStatus(res.get()) == PGRES_FATAL_ERROR
+                    ? PgError(repl_.get(), res.get())
+                    : RetriableError("replication stream ended");
+    // Whatever the class, the stream restarts from the slot after reconnecting (a dropped
+    // slot is recreated then).
+    return RetriableError(st.message()).WithContext("replication stream of slot " + names_.slot);
+  }
+
+  Result<FetchedBatch> ReadStream(size_t max) {
+    FetchedBatch batch;
+    handed_.clear();
+    while (!redeliver_.empty() && batch.size() < max) {
+      const int64_t pos = redeliver_.front();
+      redeliver_.pop_front();
+      batch.events.push_back(inflight_.at(pos).event);
+      handed_.push_back(pos);
+    }
+    std::string buf;
+    while (batch.size() < max) {
+      ASSIGN_OR_RETURN(bool got, NextCopyData(&buf));
+      if (!got && batch.empty() && received_ < catch_up_lsn_ &&
+          Clock::Real().Now() < catch_up_deadline_) {
+        // Just started: an empty answer must mean "nothing committed is left" (what --once
+        // relies on), so wait for the stream to reach the WAL position seen at the start.
+        WaitReadable(Duration(50));
+        continue;
+      }
+      if (!got) break;
+      ASSIGN_OR_RETURN(pgoutput::CopyMessage copy, pgoutput::ParseCopyMessage(buf));
+      if (copy.kind == pgoutput::CopyMessage::Kind::kKeepalive) {
+        OnKeepalive(copy.keepalive);
+        continue;
+      }
+      if (copy.kind != pgoutput::CopyMessage::Kind::kXLogData) continue;
+      received_ = std::max<Lsn>(received_, copy.data.start);
+      ASSIGN_OR_RETURN(pgoutput::Message m, pgoutput::ParseMessage(copy.data.payload));
+      RETURN_IF_ERROR(OnMessage(m, &batch));
+    }
+    SendStatus(/*force=*/false);
+    return batch;
+  }
+
+  void WaitReadable(Duration timeout) {
+    int fd;
+    {
+      std::lock_guard<std::mutex> lock(repl_mu_);
+      fd = PQsocket(repl_.get());
+    }
+    fd_set set;
+    FD_ZERO(&set);
+    FD_SET(fd, &set);
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(timeout).count();
+    timeval tv{static_cast<time_t>(us / 1000000), static_cast<suseconds_t>(us % 1000000)};
+    (void)select(fd + 1, &set, nullptr, nullptr, &tv);
+  }
+
+  void OnKeepalive(const pgoutput::Keepalive& k) {
+    received_ = std::max<Lsn>(received_, k.wal_end);
+    // Nothing of ours is in flight: everything up to the server's position is done, even if
+    // it was other tables' traffic. This is what keeps an idle outbox from pinning WAL.
+    if (!in_tx_ && txs_.empty() && inflight_.empty()) {
+      confirmed_ = std::max<Lsn>(confirmed_, k.wal_end);
+    }
+    SendStatus(/*force=*/k.reply_requested);
+  }
+
+  Status OnMessage(const pgoutput::Message& m, FetchedBatch* batch) {
+    using Kind = pgoutput::Message::Kind;
+    switch (m.kind) {
+      case Kind::kBegin:
+        txs_.push_back(Tx{next_tx_++, 0, false, 0, m.commit_time_us});
+        in_tx_ = true;
+        return Status::Ok();
+      case Kind::kCommit:
+        if (!txs_.empty()) {
+          txs_.back().end_lsn = m.end_lsn;
+          txs_.back().committed = true;
+        }
+        in_tx_ = false;
+        AdvanceConfirmed();
+        return Status::Ok();
+      case Kind::kRelation:
+        OnRelation(m.relation);
+        return Status::Ok();
+      case Kind::kInsert: {
+        auto rel = columns_.find(m.relation_id);
+        if (rel == columns_.end()) return Status::Ok();  // another table of the publication
+        Hand(InsertToEvent(rel->second, m.values), batch);
+        return Status::Ok();
+      }
+      case Kind::kLogicalMessage:
+        if (m.prefix != kMessagePrefix) return Status::Ok();
+        if (!m.transactional) {
+          // Written even if its transaction rolled back: publishing it could be a ghost.
+          txs_.push_back(Tx{next_tx_++, m.message_lsn, true, 0, NowUnixMicros()});
+          Decoded d = MessageToEvent(m);
+          d.error =
+              "non-transactional logical message: it is written even when its transaction "
+              "rolls back; emit it with pg_logical_emit_message(true, 'courier', ...)";
+          Hand(std::move(d), batch);
+          return Status::Ok();
+        }
+        Hand(MessageToEvent(m), batch);
+        return Status::Ok();
+      case Kind::kOther:
+        return Status::Ok();
+    }
+    return Status::Ok();
+  }
+
+  void OnRelation(const pgoutput::Relation& r) {
+    if (r.schema != outbox_schema_ || r.name != outbox_name_) {
+      columns_.erase(r.id);
+      return;
+    }
+    OutboxColumns c;
+    for (size_t i = 0; i < r.columns.size(); ++i) {
+      const std::string& n = r.columns[i].name;
+      const int idx = static_cast<int>(i);
+      if (n == "id") c.id = idx;
+      if (n == "event_id") c.event_id = idx;
+      if (n == "aggregate_type") c.aggregate_type = idx;
+      if (n == "aggregate_id") c.aggregate_id = idx;
+      if (n == "event_type") c.event_type = idx;
+      if (n == "headers") c.headers = idx;
+      if (n == "created_at") c.created_at = idx;
+      if (n == "payload") {
+        c.payload = idx;
+        c.payload_bytea = r.columns[i].type_oid == kByteaOid;
+      }
+    }
+    columns_[r.id] = c;
+  }
+
+  struct Decoded {
+    int64_t row_id = 0;
+    Event event;
+    std::string error;  // non-empty: malformed, to be parked
+  };
+
+  Decoded InsertToEvent(const OutboxColumns& c, const std::vector<pgoutput::Value>& values) {
+    Decoded d;
+    auto text = [&values](int idx) -> const pgoutput::Value* {
+      if (idx < 0 || static_cast<size_t>(idx) >= values.size()) return nullptr;
+      const pgoutput::Value& v = values[static_cast<size_t>(idx)];
+      return v.kind == pgoutput::Value::Kind::kText ? &v : nullptr;
+    };
+    auto assign = [&](int idx, const char* name, std::string* out) {
+      const pgoutput::Value* v = text(idx);
+      if (v == nullptr) {
+        if (d.error.empty()) d.error = std::string("column ") + name + " is missing or null";
+        return;
+      }
+      out->assign(v->text);
+    };
+    std::string id_text;
+    assign(c.id, "id", &id_text);
+    d.row_id = id_text.empty() ? 0 : std::stoll(id_text);
+    assign(c.event_id, "event_id", &d.event.event_id);
+    assign(c.aggregate_type, "aggregate_type", &d.event.aggregate_type);
+    assign(c.aggregate_id, "aggregate_id", &d.event.aggregate_id);
+    assign(c.event_type, "event_type", &d.event.event_type);
+    if (const pgoutput::Value* v = text(c.payload)) {
+      if (c.payload_bytea) {
+        const std::string escaped(v->text);
+        size_t len = 0;
+        unsigned char* raw =
+            PQunescapeBytea(reinterpret_cast<const unsigned char*>(escaped.c_str()), &len);
+        if (raw != nullptr) {
+          d.event.payload.assign(reinterpret_cast<char*>(raw), len);
+          PQfreemem(raw);
+        }
+      } else {
+        d.event.payload.assign(v->text);
+      }
+    }
+    if (const pgoutput::Value* v = text(c.headers)) {
+      auto headers = HeadersFromJson(v->text);
+      if (headers.ok()) {
+        d.event.headers = std::move(headers).value();
+      } else if (d.error.empty()) {
+        d.error = headers.status().message();
+      }
+    }
+    std::optional<int64_t> created;
+    if (const pgoutput::Value* v = text(c.created_at)) created = pgoutput::ParseTimestamp(v->text);
+    d.event.created_at_us = created ? *created : CurrentCommitTime();
+    return d;
+  }
+
+  // The documented message format: a JSON object with aggregate_type, aggregate_id,
+  // event_type, payload (any JSON value) and optional event_id and headers.
+  Decoded MessageToEvent(const pgoutput::Message& m) {
+    Decoded d;
+    d.event.event_id = MessageEventId(m.message_lsn, system_id_);
+    d.event.created_at_us = CurrentCommitTime();
+    const nlohmann::json j = nlohmann::json::parse(m.content, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_object()) {
+      d.error = "logical message is not a JSON object: " + std::string(m.content.substr(0, 200));
+      return d;
+    }
+    auto field = [&](const char* name, std::string* out) {
+      auto it = j.find(name);
+      if (it != j.end() && it->is_string()) {
+        *out = it->get<std::string>();
+      } else if (d.error.empty()) {
+        d.error = std::string("logical message lacks the string field \"") + name + "\"";
+      }
+    };
+    field("aggregate_type", &d.event.aggregate_type);
+    field("aggregate_id", &d.event.aggregate_id);
+    field("event_type", &d.event.event_type);
+    if (auto it = j.find("event_id"); it != j.end()) {
+      if (it->is_string() && IsUuid(it->get<std::string>())) {
+        d.event.event_id = it->get<std::string>();
+      } else if (d.error.empty()) {
+        d.error = "logical message has an event_id that is not a UUID";
+      }
+    }
+    if (auto it = j.find("payload"); it != j.end()) d.event.payload = it->dump();
+    if (auto it = j.find("headers"); it != j.end() && !it->is_null()) {
+      auto headers = HeadersFromJson(it->dump());
+      if (headers.ok()) {
+        d.event.headers = std::move(headers).value();
+      } else if (d.error.empty()) {
+        d.error = headers.status().message();
+      }
+    }
+    return d;
+  }
+
+  int64_t CurrentCommitTime() const {
+    return txs_.empty() ? NowUnixMicros() : txs_.back().commit_time_us;
+  }
+
+  // Hands a decoded event to the relay, accounting it to the current transaction.
+  void Hand(Decoded d, FetchedBatch* batch) {
+    const int64_t pos = next_pos_++;
+    d.event.id = pos;
+    if (txs_.empty()) txs_.push_back(Tx{next_tx_++, 0, false, 0, NowUnixMicros()});
+    ++txs_.back().open;
+    if (d.error.empty()) {
+      batch->events.push_back(d.event);
+    } else {
+      batch->malformed.push_back({pos, d.error});
+    }
+    handed_.push_back(pos);
+    inflight_.emplace(pos, Inflight{d.row_id, txs_.back().seq, std::move(d.event)});
+  }
+
+  void Done(int64_t pos) {
+    auto it = inflight_.find(pos);
+    if (it == inflight_.end()) return;
+    const uint64_t seq = it->second.tx;
+    inflight_.erase(it);
+    if (!txs_.empty() && seq >= txs_.front().seq) {
+      Tx& tx = txs_[static_cast<size_t>(seq - txs_.front().seq)];
+      --tx.open;
+    }
+  }
+
+  void AdvanceConfirmed() {
+    while (!txs_.empty() && txs_.front().committed && txs_.front().open == 0) {
+      confirmed_ = std::max<Lsn>(confirmed_, txs_.front().end_lsn);
+      txs_.pop_front();
+    }
+  }
+
+  Status DeadLetter(const Rejected& r, const std::string& sink_name) {
+    auto it = inflight_.find(r.id);
+    if (it == inflight_.end()) return Status::Ok();
+    const Inflight& f = it->second;
+    const Event& e = f.event;
+    std::optional<std::string> payload;
+    if (!e.payload.empty()) payload = dead_payload_bytea_ ? Hex(e.payload) : e.payload;
+    const bool valid_id = IsUuid(e.event_id);
+    PgParams params = {
+        f.row_id > 0 ? std::optional<std::string>(std::to_string(f.row_id)) : std::nullopt,
+        valid_id ? e.event_id : MessageEventId(0, 0),
+        e.aggregate_type,
+        e.aggregate_id,
+        e.event_type,
+        payload,
+        e.headers.empty() ? std::nullopt : std::optional<std::string>(HeadersToJson(e.headers)),
+        std::to_string(e.created_at_us),
+        r.error,
+        sink_name};
+    RETURN_IF_ERROR(PgExec(conn_.get(), dead_letter_sql_, params).status());
+    if (f.row_id > 0) {
+      RETURN_IF_ERROR(PgExec(conn_.get(),
+                             "DELETE FROM " + QuoteIdent(options_.tables.outbox) + " WHERE id = $1",
+                             {std::to_string(f.row_id)})
+                          .status());
+    }
+    return Status::Ok();
+  }
+
+  // Reports the confirmed position: when it moved (at most every 100 ms), every status
+  // interval, or at once when the server asks.
+  void SendStatus(bool force) {
+    std::lock_guard<std::mutex> lock(repl_mu_);
+    const TimePoint now = Clock::Real().Now();
+    const bool moved = confirmed_.load() != sent_confirmed_;
+    if (!force && !(moved && now - last_status_ >= Duration(100)) &&
+        now - last_status_ < options_.cdc.status_interval) {
+      return;
+    }
+    SendStatusLocked(false);
+  }
+
+  void SendStatusLocked(bool reply) {
+    if (!repl_) return;
+    const Lsn confirmed = confirmed_.load();
+    const std::string msg =
+        pgoutput::StandbyStatusUpdate(received_.load(), confirmed, NowUnixMicros(), reply);
+    if (PQputCopyData(repl_.get(), msg.data(), static_cast<int>(msg.size())) == 1) {
+      (void)PQflush(repl_.get());
+      sent_confirmed_ = confirmed;
+      last_status_ = Clock::Real().Now();
+    }
+  }
+
+  void StartKeepalive() {
+    StopKeepalive();
+    keepalive_stop_ = false;
+    keepalive_ = std::thread([this] {
+      std::unique_lock<std::mutex> lock(keepalive_mu_);
+      while (!keepalive_cv_.wait_for(lock, options_.cdc.status_interval,
+                                     [this] { return keepalive_stop_; })) {
+        std::lock_guard<std::mutex> repl_lock(repl_mu_);
+        SendStatusLocked(false);
+      }
+    });
+  }
+
+  void StopKeepalive() {
+    if (!keepalive_.joinable()) return;
+    {
+      std::lock_guard<std::mutex> lock(keepalive_mu_);
+      keepalive_stop_ = true;
+    }
+    keepalive_cv_.notify_all();
+    keepalive_.join();
+  }
+
+  SourceOptions options_;
+  std::string conninfo_;
+  CdcNames names_;
+  PgConn conn_;  // bookkeeping, checkpoints, leadership
+  State state_ = State::kClosed;
+  std::unique_ptr<Source> backfill_;
+  std::string outbox_schema_;
+  std::string outbox_name_;
+  std::string checkpoint_sql_;
+  std::string dead_letter_sql_;
+  std::string cleanup_sql_;
+  uint64_t system_id_ = 0;
+  static constexpr Duration kCatchUpWait{10000};
+  Lsn catch_up_lsn_ = 0;
+  TimePoint catch_up_deadline_{};
+  bool dead_payload_bytea_ = false;
+
+  // Stream state (relay thread).
+  std::unordered_map<uint32_t, OutboxColumns> columns_;  // relation id -> outbox columns
+  std::map<int64_t, Inflight> inflight_;                 // by position
+  std::deque<int64_t> redeliver_;  // handed out, not done: offered again first
+  std::vector<int64_t> handed_;    // positions of the last batch
+  std::deque<Tx> txs_;
+  std::string stash_;  // a message read by Wait(), not yet handled
+  bool in_tx_ = false;
+  int64_t next_pos_ = 1;
+  uint64_t next_tx_ = 1;
+
+  // Shared with the keepalive thread.
+  std::mutex repl_mu_;
+  PgConn repl_;  // guarded by repl_mu_
+  std::atomic<Lsn> confirmed_{0};
+  std::atomic<Lsn> received_{0};
+  Lsn sent_confirmed_ = 0;   // guarded by repl_mu_
+  TimePoint last_status_{};  // guarded by repl_mu_
+  std::thread keepalive_;
+  std::mutex keepalive_mu_;
+  std::condition_variable keepalive_cv_;
+  bool keepalive_stop_ = false;  // guarded by keepalive_mu_
+};
+
+}  // namespace
+
+Status PrepareCdc(PGconn* conn, const std::string& conninfo, const TableNames& tables,
+                  const CdcOptions& cdc) {
+  RETURN_IF_ERROR(CheckCdcTables(conn, tables));
+  ASSIGN_OR_RETURN(CdcNames names, ResolveNames(conn, tables, cdc));
+  RETURN_IF_ERROR(EnsurePublication(conn, tables, names.publication));
+  return EnsureSlot(conn, conninfo, tables, names);
+}
+
+std::unique_ptr<Source> MakePostgresCdcSource(const SourceOptions& options, std::string conninfo) {
+  return std::make_unique<PostgresCdcSource>(options, std::move(conninfo));
+}
+
+}  // namespace courier

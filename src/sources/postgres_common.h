@@ -1,0 +1,26 @@
+// Pieces shared by the PostgreSQL polling and CDC sources.
+//
+// Thread-safety: functions over caller-owned connections.
+#pragma once
+
+#include <span>
+#include <string>
+
+#include "core/clock.h"
+#include "core/postgres.h"
+#include "sources/source.h"
+
+namespace courier {
+
+// "{1,2,3}": an int8[] literal.
+std::string IdArray(std::span<const int64_t> ids);
+
+// Takes the session advisory lock that makes this process the one relay of `outbox`, waiting
+// as a standby while another holds it (or failing at once when `wait` is false).
+Status AcquireRelayLock(PGconn* conn, const std::string& outbox, const std::string& describe,
+                        const StopSignal& stop, bool wait);
+
+// Whether the outbox's payload column is bytea (else it is read as text).
+Result<bool> PayloadIsBytea(PGconn* conn, const std::string& quoted_outbox);
+
+}  // namespace courier

@@ -1,0 +1,340 @@
+// The CDC source against real PostgreSQL (wal_level=logical) and the dev broker: what only
+// the write-ahead log can do, and what it must never do (pin WAL, lose rows when its slot
+// goes away, buffer a whole transaction).
+#include <signal.h>
+
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "core/encoding.h"
+#include "core/uuid.h"
+#include "support/fixtures.h"
+
+namespace courier::test {
+namespace {
+
+class CdcTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto broker = DevBroker::Start(1);
+    ASSERT_OK(broker);
+    broker_ = std::move(broker).value();
+    db_ = std::make_unique<TestDb>(TestDb::Make(true));
+  }
+
+  RelayOptions Options(const std::string& topic = "{aggregate_type}") const {
+    RelayOptions o;
+    o.mode = RelayOptions::Mode::kCdc;
+    o.source_url = db_->url;
+    o.sink_url = "kafka://" + broker_->bootstrap() + "/" + topic;
+    o.poll_interval = Duration(20);
+    o.backoff_initial = Duration(50);
+    o.backoff_max = Duration(500);
+    return o;
+  }
+
+  std::string Query1(const std::string& sql) const {
+    auto rows = PgQuery(db_->url, sql);
+    EXPECT_OK(rows);
+    return rows.ok() && !rows->empty() ? (*rows)[0] : "";
+  }
+
+  // True once the relay streams from its slot (the slot is active).
+  bool WaitStreaming() const {
+    return WaitUntil([&] {
+      return Query1(
+                 "SELECT count(*) FROM pg_replication_slots WHERE database ="
+                 " current_database() AND active") == "1";
+    });
+  }
+
+  std::set<std::string> Commit(int n, int aggregates) {
+    std::set<std::string> ids;
+    std::vector<std::string> statements;
+    for (int i = 0; i < n; ++i) {
+      const std::string id = NewUuidV7();
+      ids.insert(id);
+      statements.push_back(InsertEventSql(id, "agg-" + std::to_string(i % aggregates), seq_++));
+      if (statements.size() == 50 || i == n - 1) {
+        EXPECT_OK(db_->Transaction(statements));
+        statements.clear();
+      }
+    }
+    return ids;
+  }
+
+  std::unique_ptr<DevBroker> broker_;
+  std::unique_ptr<TestDb> db_;
+  int64_t seq_ = 1;
+};
+
+// Transactions reach the log in commit order, whatever ids they took; a rolled-back one
+// never does.
+TEST_F(CdcTest, PublishesInCommitOrderNotIdOrder) {
+  BackgroundRelay relay(Options());
+  ASSERT_TRUE(WaitStreaming());
+  auto early = PgConnect(db_->url);
+  ASSERT_OK(early);
+  const std::string first_id = NewUuidV7();   // takes the lower id, commits last
+  const std::string second_id = NewUuidV7();  // takes the higher id, commits first
+  const std::string ghost_id = NewUuidV7();
+  ASSERT_OK(PgRun(early->get(), "BEGIN; " + InsertEventSql(first_id, "a", 2)));
+  ASSERT_OK(db_->Transaction({InsertEventSql(second_id, "a", 1)}));
+  ASSERT_OK(db_->Transaction({InsertEventSql(ghost_id, "a", 3)}, /*commit=*/false));
+  ASSERT_TRUE(WaitUntil([&] { return relay.stats().published == 1; }));
+  ASSERT_OK(PgRun(early->get(), "COMMIT"));
+  ASSERT_TRUE(WaitUntil([&] { return relay.stats().published == 2; }));
+  ASSERT_OK(relay.Stop());
+  const std::vector<KafkaRecord> records = ReadTopic(*broker_, "order");
+  ASSERT_EQ(records.size(), 2u);
+  EXPECT_EQ(records[0].event.event_id, second_id) << "first committed, first published";
+  EXPECT_EQ(records[1].event.event_id, first_id);
+  EXPECT_EQ(db_->Count("courier_outbox"), 0) << "acked rows are deleted";
+}
+
+// The table stays empty; the log still carries the event.
+TEST_F(CdcTest, InsertThenDeleteInOneTransactionIsPublished) {
+  BackgroundRelay relay(Options());
+  ASSERT_TRUE(WaitStreaming());
+  const std::string id = NewUuidV7();
+  ASSERT_OK(db_->Transaction(
+      {InsertEventSql(id, "a", 1), "DELETE FROM courier_outbox WHERE event_id = '" + id + "'"}));
+  EXPECT_EQ(db_->Count("courier_outbox"), 0);
+  ASSERT_TRUE(WaitUntil([&] { return relay.stats().published == 1; }));
+  ASSERT_OK(relay.Stop());
+  const std::vector<KafkaRecord> records = ReadTopic(*broker_, "order");
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_EQ(records[0].event.event_id, id);
+  EXPECT_EQ(SeqOf(records[0].event), 1);
+}
+
+// pg_logical_emit_message(true, 'courier', json): events without any table.
+TEST_F(CdcTest, LogicalMessagesArePublishedWithoutATable) {
+  BackgroundRelay relay(Options());
+  ASSERT_TRUE(WaitStreaming());
+  const std::string explicit_id = NewUuidV7();
+  auto emit = [](bool transactional, const std::string& prefix, const std::string& content) {
+    return "SELECT pg_logical_emit_message(" + std::string(transactional ? "true" : "false") +
+           ", '" + prefix + "', '" + content + "')";
+  };
+  ASSERT_OK(db_->Transaction({emit(true, "courier",
+                                   R"({"aggregate_type":"order","aggregate_id":"m1",)"
+                                   R"("event_type":"Shipped","payload":{"seq":1},)"
+                                   R"("headers":{"trace":"t1"}})")}));
+  ASSERT_OK(db_->Transaction({emit(true, "courier",
+                                   R"({"aggregate_type":"order","aggregate_id":"m1",)"
+                                   R"("event_type":"Rolled","payload":{"seq":99}})")},
+                             /*commit=*/false));
+  ASSERT_OK(db_->Transaction({emit(true, "other-app", R"({"ignored":true})"),
+                              emit(true, "courier",
+                                   R"({"event_id":")" + explicit_id +
+                                       R"(","aggregate_type":"order","aggregate_id":"m1",)"
+                                       R"("event_type":"Delivered","payload":{"seq":2}})")}));
+  // Parked, not published: one could be a ghost, one cannot be read.
+  ASSERT_OK(db_->Transaction({emit(false, "courier",
+                                   R"({"aggregate_type":"order","aggregate_id":"m2",)"
+                                   R"("event_type":"Loose","payload":{}})")}));
+  ASSERT_OK(db_->Transaction({emit(true, "courier", "not json")}));
+  ASSERT_TRUE(
+      WaitUntil([&] { return relay.stats().published == 2 && relay.stats().dead_lettered == 2; }));
+  ASSERT_OK(relay.Stop());
+  const std::vector<KafkaRecord> records = ReadTopic(*broker_, "order");
+  ASSERT_EQ(records.size(), 2u);
+  EXPECT_EQ(records[0].event.event_type, "Shipped");
+  EXPECT_TRUE(IsUuid(records[0].event.event_id)) << records[0].event.event_id;
+  EXPECT_EQ(records[0].event.aggregate_id, "m1");
+  EXPECT_EQ(SeqOf(records[0].event), 1);
+  EXPECT_EQ(records[0].event.headers, (Headers{{"trace", "t1"}}));
+  EXPECT_EQ(records[1].event.event_id, explicit_id);
+  EXPECT_EQ(db_->Count("courier_dead_letter WHERE outbox_id IS NULL AND error LIKE "
+                       "'non-transactional%'"),
+            1);
+  EXPECT_EQ(db_->Count("courier_dead_letter WHERE error LIKE '%not a JSON object%'"), 1);
+}
+
+// Rows committed before the slot existed go out first; rows committed while the slot is
+// being created are neither lost nor doubled.
+TEST_F(CdcTest, RowsFromBeforeTheSlotArePublishedThenTheStream) {
+  std::set<std::string> ids = Commit(300, 6);
+  std::atomic<bool> writing{true};
+  std::set<std::string> during;
+  std::thread writer([&] {
+    while (writing.load()) {
+      const std::set<std::string> more = Commit(10, 6);
+      during.insert(more.begin(), more.end());
+    }
+  });
+  {
+    BackgroundRelay relay(Options());
+    ASSERT_TRUE(WaitStreaming());
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // keep writing across it
+    writing = false;
+    writer.join();
+    ids.insert(during.begin(), during.end());
+    ASSERT_TRUE(WaitUntil([&] { return db_->Count("courier_outbox") == 0; }, Duration(60000)));
+    ASSERT_OK(relay.Stop());
+  }
+  EXPECT_EQ(ExpectDelivered(ReadTopic(*broker_, "order"), ids), 0)
+      << "each row either predates the slot or follows it, never both";
+  EXPECT_EQ(db_->Count("courier_outbox_cdc_backfill"), 0) << "the backfill is done";
+}
+
+// `courier migrate --mode cdc` creates the slot ahead of the relay: rows from before the
+// migration are still published, once.
+TEST_F(CdcTest, SlotCreatedByMigrateStillPublishesOlderRows) {
+  std::set<std::string> ids = Commit(40, 4);
+  CdcOptions cdc;
+  cdc.enabled = true;
+  ASSERT_OK(Migrate(db_->url, TableNames{}, cdc));
+  ASSERT_OK(Migrate(db_->url, TableNames{}, cdc));  // idempotent
+  const std::set<std::string> after = Commit(40, 4);
+  ids.insert(after.begin(), after.end());
+  BackgroundRelay relay(Options());
+  ASSERT_TRUE(WaitUntil([&] { return relay.stats().published == 80; }));
+  ASSERT_OK(relay.Stop());
+  EXPECT_EQ(ExpectDelivered(ReadTopic(*broker_, "order"), ids), 0);
+}
+
+// The slot is dropped while events wait for a broker that is down: the relay recreates the
+// slot and re-reads the un-acked rows from the table.
+TEST_F(CdcTest, DroppedSlotIsRecreatedWithoutLosingUnackedRows) {
+  std::set<std::string> ids = Commit(20, 4);
+  RelayOptions o = Options();
+  o.delivery_timeout = Duration(300);
+  BackgroundRelay relay(o);
+  ASSERT_TRUE(WaitUntil([&] { return relay.stats().published == 20; }));
+  const std::string created = Query1("SELECT consistent_lsn::text FROM courier_outbox_cdc_slot");
+  broker_->SetDown(true);
+  const std::set<std::string> pending = Commit(60, 4);
+  ids.insert(pending.begin(), pending.end());
+  ASSERT_TRUE(WaitUntil([&] { return relay.stats().retries > 0; }));
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        (void)PgQuery(db_->url,
+                      "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
+                      " WHERE database = current_database() AND active");
+        (void)PgQuery(db_->url,
+                      "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+                      " WHERE database = current_database() AND NOT active");
+        return Query1("SELECT consistent_lsn::text FROM courier_outbox_cdc_slot") != created;
+      },
+      Duration(30000)))
+      << "the relay recreates its slot";
+  const std::set<std::string> later = Commit(20, 4);
+  ids.insert(later.begin(), later.end());
+  broker_->SetDown(false);
+  ASSERT_TRUE(WaitUntil([&] { return db_->Count("courier_outbox") == 0; }, Duration(60000)));
+  ASSERT_TRUE(WaitStreaming());
+  ASSERT_OK(relay.Stop());
+  ExpectDelivered(ReadTopic(*broker_, "order"), ids);
+}
+
+// Other tables write hundreds of MB of WAL while the outbox is idle: the relay keeps
+// confirming the server's position, so the slot holds back only a bounded amount of WAL.
+TEST_F(CdcTest, IdleOutboxDoesNotPinWal) {
+  BackgroundRelay relay(Options());
+  ASSERT_TRUE(WaitStreaming());
+  ASSERT_OK(db_->Transaction({"CREATE TABLE noise (id bigserial PRIMARY KEY, pad text)"}));
+  const std::string start = Query1("SELECT pg_current_wal_lsn()::text");
+  for (int i = 0; i < 12; ++i) {
+    ASSERT_OK(
+        db_->Transaction({"INSERT INTO noise (pad) SELECT repeat(md5(g::text), 32) FROM"
+                          " generate_series(1, 20000) g"}));
+  }
+  const int64_t written =
+      std::stoll(Query1("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '" + start + "')::bigint"));
+  ASSERT_GE(written, 200LL << 20) << "the test writes at least 200 MB of WAL";
+  // restart_lsn moves when the server logs running transactions (every checkpoint).
+  constexpr int64_t kBound = 64LL << 20;
+  int64_t retained = -1;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        (void)PgQuery(db_->url, "CHECKPOINT");
+        retained = std::stoll(
+            Query1("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint FROM"
+                   " pg_replication_slots WHERE database = current_database()"));
+        return retained < kBound;
+      },
+      Duration(60000)))
+      << "slot retains " << retained << " bytes of WAL after " << written << " written";
+  EXPECT_EQ(relay.stats().published, 0);
+}
+
+// One transaction of 100k events, streamed through a relay process whose peak memory stays
+// far below the transaction's size.
+TEST_F(CdcTest, HugeTransactionIsStreamedInBoundedMemory) {
+  constexpr int kEvents = 100000;
+  const std::string out = db_->dir.File("events.jsonl");
+  auto relay = SpawnCourier({"relay", "--mode", "cdc", "--source", db_->url, "--sink",
+                             "file://" + out, "--poll-interval", "20ms"},
+                            db_->dir.File("relay.log"));
+  ASSERT_OK(relay);
+  ASSERT_TRUE(WaitStreaming());
+  // ~1 KB payload each: 100 MB if the relay held the transaction.
+  ASSERT_OK(db_->Transaction(
+      {"INSERT INTO courier_outbox (aggregate_type, aggregate_id, event_type, payload) SELECT"
+       " 'order', 'agg-' || (g % 100), 'Bulk', json_build_object('seq', g, 'pad',"
+       " repeat(md5(g::text), 30)) FROM generate_series(1, " +
+       std::to_string(kEvents) + ") g"}));
+  auto lines = [&] {
+    std::ifstream in(out);
+    return std::count(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>(), '\n');
+  };
+  ASSERT_TRUE(WaitUntil([&] { return lines() >= kEvents; }, Duration(300000)))
+      << ReadFile(db_->dir.File("relay.log"));
+  std::ifstream status("/proc/" + std::to_string(relay->pid()) + "/status");
+  int64_t peak_kb = -1;
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmHWM:", 0) == 0) peak_kb = std::stoll(line.substr(6));
+  }
+  ::kill(relay->pid(), SIGTERM);
+  ASSERT_EQ(relay->Wait(Duration(30000)), 0);
+  EXPECT_GT(peak_kb, 0);
+  EXPECT_LT(peak_kb, 96 * 1024) << "peak RSS of the relay, in kB";
+  EXPECT_EQ(lines(), kEvents);
+  EXPECT_EQ(db_->Count("courier_outbox"), 0);
+}
+
+// An outbox made by hand: columns in another order, bytea payload, jsonb headers. A payload
+// large enough to be TOASTed out of line arrives byte for byte.
+TEST_F(CdcTest, ToastedByteaPayloadInAnyColumnOrder) {
+  ASSERT_OK(db_->Transaction(
+      {"CREATE TABLE app_outbox (payload bytea, headers jsonb, created_at timestamptz NOT NULL"
+       " DEFAULT now(), aggregate_id text NOT NULL, id bigserial PRIMARY KEY, event_type text"
+       " NOT NULL, event_id uuid NOT NULL DEFAULT gen_random_uuid(), aggregate_type text NOT"
+       " NULL, published_at timestamptz)"}));
+  TableNames tables{"app_outbox", "app_dead_letter"};
+  ASSERT_OK(Migrate(db_->url, tables));
+  RelayOptions o = Options();
+  o.outbox_table = tables.outbox;
+  o.dead_letter_table = tables.dead_letter;
+  o.sink_url = "file://" + db_->dir.File("events.jsonl");
+  BackgroundRelay relay(o);
+  ASSERT_TRUE(WaitStreaming());
+  std::mt19937 rng(7);
+  std::string payload(700 * 1024, '\0');
+  for (char& c : payload) c = static_cast<char>(rng());
+  static const char* kHex = "0123456789abcdef";
+  std::string hex;
+  for (unsigned char c : payload) {
+    hex.push_back(kHex[c >> 4]);
+    hex.push_back(kHex[c & 15]);
+  }
+  ASSERT_OK(db_->Transaction(
+      {"INSERT INTO app_outbox (aggregate_type, aggregate_id, event_type, payload, headers)"
+       " VALUES ('file', 'f1', 'Uploaded', '\\x" +
+       hex + "', '{\"k\": \"v\"}')"}));
+  ASSERT_TRUE(WaitUntil([&] { return relay.stats().published == 1; }));
+  ASSERT_OK(relay.Stop());
+  auto e = EventFromJsonLine(ReadFile(db_->dir.File("events.jsonl")));
+  ASSERT_OK(e);
+  EXPECT_EQ(e->aggregate_id, "f1");
+  EXPECT_EQ(e->event_type, "Uploaded");
+  EXPECT_EQ(e->headers, (Headers{{"k", "v"}}));
+  EXPECT_TRUE(e->payload == payload) << "payload of " << e->payload.size() << " bytes differs";
+  EXPECT_EQ(db_->Count("app_outbox"), 0);
+}
+
+}  // namespace
+}  // namespace courier::test
