@@ -92,6 +92,8 @@ struct RelayFlags {
   std::string cleanup_interval = "1m";
   std::string delivery_timeout;
   std::string shutdown_timeout = "10s";
+  std::string backoff_initial = "200ms";
+  std::string backoff_max = "30s";
 };
 
 Result<bool> ParseMode(const std::string& mode) {
@@ -108,6 +110,8 @@ Status BuildRelayOptions(RelayFlags& f) {
   ASSIGN_OR_RETURN(o.retention, ParseDuration(f.retention));
   ASSIGN_OR_RETURN(o.cleanup_interval, ParseDuration(f.cleanup_interval));
   ASSIGN_OR_RETURN(o.shutdown_timeout, ParseDuration(f.shutdown_timeout));
+  ASSIGN_OR_RETURN(o.backoff_initial, ParseDuration(f.backoff_initial));
+  ASSIGN_OR_RETURN(o.backoff_max, ParseDuration(f.backoff_max));
   // --once must end: by default an unacked event fails after 30 s instead of waiting forever.
   const std::string delivery =
       f.delivery_timeout.empty() ? (o.once ? "30s" : "0") : f.delivery_timeout;
@@ -140,7 +144,7 @@ int RunMigrate(const std::string& source, const TableNames& tables, const std::s
   auto is_cdc = ParseMode(mode);
   if (!is_cdc.ok()) return Fail(is_cdc.status());
   cdc.enabled = *is_cdc;
-  Status st = Migrate(source, tables, cdc);
+  Status st = Migrate(source, tables, cdc, &g_stop);
   if (!st.ok()) return Fail(st);
   std::printf("migrated %s: tables %s, %s ready%s\n", RedactUrl(source).c_str(),
               tables.outbox.c_str(), tables.dead_letter.c_str(),
@@ -148,16 +152,42 @@ int RunMigrate(const std::string& source, const TableNames& tables, const std::s
   return 0;
 }
 
+std::string Bytes(int64_t n) {
+  char buf[32];
+  if (n < 1024) {
+    std::snprintf(buf, sizeof buf, "%lld B", static_cast<long long>(n));
+  } else if (n < (1LL << 20)) {
+    std::snprintf(buf, sizeof buf, "%.1f kB", static_cast<double>(n) / 1024);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.1f MB", static_cast<double>(n) / (1 << 20));
+  }
+  return buf;
+}
+
 int RunStatus(const std::string& source, const TableNames& tables, bool json) {
   auto s = ReadOutboxStatus(source, tables);
   if (!s.ok()) return Fail(s.status());
   if (json) {
+    std::string slots = "[";
+    for (const SlotStatus& slot : s->slots) {
+      if (slots.size() > 1) slots += ",";
+      char buf[512];
+      std::snprintf(buf, sizeof buf,
+                    "{\"name\":\"%s\",\"exists\":%s,\"active\":%s,\"confirmed_lsn\":\"%s\","
+                    "\"lag_bytes\":%lld,\"retained_bytes\":%lld,\"wal_status\":\"%s\"}",
+                    slot.name.c_str(), slot.exists ? "true" : "false",
+                    slot.active ? "true" : "false", slot.confirmed_lsn.c_str(),
+                    static_cast<long long>(slot.lag_bytes),
+                    static_cast<long long>(slot.retained_bytes), slot.wal_status.c_str());
+      slots += buf;
+    }
+    slots += "]";
     std::printf(
         "{\"pending\":%lld,\"oldest_pending_age_s\":%.3f,\"published_retained\":%lld,"
-        "\"dead_letters\":%lld,\"relay_active\":%s}\n",
+        "\"dead_letters\":%lld,\"relay_active\":%s,\"slots\":%s}\n",
         static_cast<long long>(s->pending), s->oldest_pending_age_s,
         static_cast<long long>(s->published_retained), static_cast<long long>(s->dead_letters),
-        s->relay_active ? "true" : "false");
+        s->relay_active ? "true" : "false", slots.c_str());
     return 0;
   }
   std::printf("source             %s\n", RedactUrl(source).c_str());
@@ -168,6 +198,31 @@ int RunStatus(const std::string& source, const TableNames& tables, bool json) {
   std::printf("dead letters       %lld  (table %s)\n", static_cast<long long>(s->dead_letters),
               tables.dead_letter.c_str());
   std::printf("active relay       %s\n", s->relay_active ? "yes" : "no");
+  std::vector<std::string> warnings;
+  for (const SlotStatus& slot : s->slots) {
+    if (!slot.exists) {
+      std::printf("cdc slot           %s  missing\n", slot.name.c_str());
+      warnings.push_back("slot " + slot.name +
+                         " is gone; the next CDC relay recreates it and re-reads the un-acked "
+                         "rows from the outbox");
+      continue;
+    }
+    std::printf("cdc slot           %s  %s  confirmed %s  lag %s  retains %s of WAL\n",
+                slot.name.c_str(), slot.active ? "active" : "inactive", slot.confirmed_lsn.c_str(),
+                Bytes(slot.lag_bytes).c_str(), Bytes(slot.retained_bytes).c_str());
+    if (slot.wal_status == "lost") {
+      warnings.push_back("slot " + slot.name +
+                         " was invalidated (the WAL it needed is gone); the next CDC relay "
+                         "recreates it");
+    } else if (!slot.active) {
+      warnings.push_back("slot " + slot.name + " is inactive and retains " +
+                         Bytes(slot.retained_bytes) +
+                         " of WAL, growing with every write; start the relay (courier relay "
+                         "--mode cdc) or drop the slot: SELECT pg_drop_replication_slot('" +
+                         slot.name + "')");
+    }
+  }
+  for (const std::string& w : warnings) std::printf("warning: %s\n", w.c_str());
   return 0;
 }
 
@@ -393,6 +448,14 @@ int Main(int argc, char** argv) {
   relay
       ->add_option("--shutdown-timeout", rf.shutdown_timeout,
                    "On SIGTERM, wait this long for in-flight acks")
+      ->type_name("DURATION")
+      ->capture_default_str();
+  relay
+      ->add_option("--backoff-initial", rf.backoff_initial,
+                   "First wait after a failure; doubles (with jitter) up to --backoff-max")
+      ->type_name("DURATION")
+      ->capture_default_str();
+  relay->add_option("--backoff-max", rf.backoff_max, "Longest wait between retries")
       ->type_name("DURATION")
       ->capture_default_str();
   AddCommonFlags(relay, &common);

@@ -39,6 +39,30 @@ Result<OutboxStatus> PostgresStatus(const std::string& conninfo, const TableName
   s.published_retained = std::stoll(PQgetvalue(r, 0, 2));
   s.dead_letters = std::stoll(PQgetvalue(r, 0, 3));
   s.relay_active = std::string(PQgetvalue(r, 0, 4)) == "t";
+  auto slots =
+      PgExec(conn.get(),
+             "SELECT r.slot_name, s.slot_name IS NOT NULL, coalesce(s.active, false),"
+             " coalesce(s.confirmed_flush_lsn::text, ''),"
+             " coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn), 0)::int8,"
+             " coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn), 0)::int8,"
+             " coalesce(s.wal_status, '')"
+             " FROM " +
+                 QuoteIdent(t.CdcSlots()) +
+                 " r LEFT JOIN pg_replication_slots s ON s.slot_name = r.slot_name ORDER BY 1");
+  // Outboxes migrated before CDC existed have no slot table: no slots then.
+  if (!slots.ok() && slots.status().code() != StatusCode::kNotFound) return slots.status();
+  for (int i = 0; slots.ok() && i < PQntuples(slots->get()); ++i) {
+    PGresult* q = slots->get();
+    SlotStatus slot;
+    slot.name = PQgetvalue(q, i, 0);
+    slot.exists = std::string(PQgetvalue(q, i, 1)) == "t";
+    slot.active = std::string(PQgetvalue(q, i, 2)) == "t";
+    slot.confirmed_lsn = PQgetvalue(q, i, 3);
+    slot.lag_bytes = std::stoll(PQgetvalue(q, i, 4));
+    slot.retained_bytes = std::stoll(PQgetvalue(q, i, 5));
+    slot.wal_status = PQgetvalue(q, i, 6);
+    s.slots.push_back(std::move(slot));
+  }
   return s;
 }
 

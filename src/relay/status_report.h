@@ -6,11 +6,23 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "courier/status.h"
 #include "sources/source.h"
 
 namespace courier {
+
+// A CDC replication slot courier created for the outbox.
+struct SlotStatus {
+  std::string name;
+  bool exists = false;         // false: dropped; the next relay start recreates it
+  bool active = false;         // a relay streams from it now
+  std::string confirmed_lsn;   // everything before it is published
+  int64_t lag_bytes = 0;       // WAL written since the confirmed position
+  int64_t retained_bytes = 0;  // WAL the server keeps for the slot
+  std::string wal_status;      // reserved, extended, unreserved or lost
+};
 
 struct OutboxStatus {
   int64_t pending = 0;
@@ -18,6 +30,7 @@ struct OutboxStatus {
   int64_t published_retained = 0;   // retain mode: published rows not yet cleaned
   int64_t dead_letters = 0;
   bool relay_active = false;
+  std::vector<SlotStatus> slots;  // PostgreSQL, CDC
 };
 
 Result<OutboxStatus> ReadOutboxStatus(const std::string& source_url, const TableNames& tables);

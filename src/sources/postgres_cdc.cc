@@ -141,12 +141,59 @@ Status EnsurePublication(PGconn* conn, const TableNames& t, const std::string& p
 
 // Creates the slot with an exported snapshot and, inside that snapshot, records which outbox
 // rows predate it. Both or neither: a slot without its registry row is dropped next time.
+// CREATE_REPLICATION_SLOT waits until every transaction open when it started has ended (the
+// slot needs a consistent starting point). Waits cancellably, saying who it waits for.
+Result<PgResult> CreateSlotCommand(PGconn* conn, PGconn* repl, const std::string& slot,
+                                   const StopSignal& stop) {
+  const std::string cmd =
+      "CREATE_REPLICATION_SLOT " + QuoteIdent(slot) + " LOGICAL pgoutput (SNAPSHOT 'export')";
+  if (PQsendQuery(repl, cmd.c_str()) != 1) return PgError(repl, nullptr);
+  const TimePoint start = Clock::Real().Now();
+  TimePoint next_log = start + Duration(5000);
+  while (true) {
+    if (PQconsumeInput(repl) != 1) return PgError(repl, nullptr);
+    if (PQisBusy(repl) == 0) break;
+    if (stop.requested()) {
+      if (PGcancel* cancel = PQgetCancel(repl)) {
+        char err[256];
+        (void)PQcancel(cancel, err, sizeof err);
+        PQfreeCancel(cancel);
+      }
+      return CancelledError("stopped while creating replication slot " + slot);
+    }
+    if (Clock::Real().Now() >= next_log) {
+      auto oldest = PgExec(conn,
+                           "SELECT pid::text, extract(epoch FROM now() - xact_start)::int8::text"
+                           " FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <>"
+                           " pg_backend_pid() ORDER BY xact_start LIMIT 1");
+      const bool known = oldest.ok() && PQntuples(oldest->get()) == 1;
+      log::Warn(
+          "creating the replication slot waits for the transactions open when it began to end",
+          {{"slot", slot},
+           {"oldest_pid", known ? PQgetvalue(oldest->get(), 0, 0) : "?"},
+           {"open_for_s", known ? PQgetvalue(oldest->get(), 0, 1) : "?"}});
+      next_log = Clock::Real().Now() + Duration(30000);
+    }
+    const int fd = PQsocket(repl);
+    fd_set set;
+    FD_ZERO(&set);
+    FD_SET(fd, &set);
+    timeval tv{0, 100000};
+    (void)select(fd + 1, &set, nullptr, nullptr, &tv);
+  }
+  PgResult res(PQgetResult(repl));
+  while (PgResult extra{PQgetResult(repl)}) {
+  }
+  if (res == nullptr || PQresultStatus(res.get()) != PGRES_TUPLES_OK) {
+    return PgError(repl, res.get());
+  }
+  return res;
+}
+
 Status CreateSlot(PGconn* conn, const std::string& conninfo, const TableNames& t,
-                  const CdcNames& names) {
+                  const CdcNames& names, const StopSignal& stop) {
   ASSIGN_OR_RETURN(PgConn repl, PgConnect(conninfo, /*replication=*/true));
-  ASSIGN_OR_RETURN(PgResult created,
-                   PgSimple(repl.get(), "CREATE_REPLICATION_SLOT " + QuoteIdent(names.slot) +
-                                            " LOGICAL pgoutput (SNAPSHOT 'export')"));
+  ASSIGN_OR_RETURN(PgResult created, CreateSlotCommand(conn, repl.get(), names.slot, stop));
   const std::string consistent = PQgetvalue(created.get(), 0, 1);
   const std::string snapshot = PQgetvalue(created.get(), 0, 2);
   // The exported snapshot lives until the replication connection's next command.
@@ -190,7 +237,7 @@ Status CreateSlot(PGconn* conn, const std::string& conninfo, const TableNames& t
 }
 
 Status EnsureSlot(PGconn* conn, const std::string& conninfo, const TableNames& t,
-                  const CdcNames& names) {
+                  const CdcNames& names, const StopSignal& stop) {
   ASSIGN_OR_RETURN(
       PgResult slot,
       PgExec(conn,
@@ -224,7 +271,7 @@ Status EnsureSlot(PGconn* conn, const std::string& conninfo, const TableNames& t
         "table (events that were never kept in the table cannot be recovered)",
         {{"slot", names.slot}});
   }
-  return CreateSlot(conn, conninfo, t, names);
+  return CreateSlot(conn, conninfo, t, names, stop);
 }
 
 // A deterministic event id for a logical message without one: its LSN and the cluster's
@@ -310,15 +357,18 @@ class PostgresCdcSource final : public Source {
     return Status::Ok();
   }
 
+  // Once the one relay of the outbox, sets up the publication and slot (they are ours now).
   Status AcquireLeadership(const StopSignal& stop, bool wait) override {
-    return AcquireRelayLock(conn_.get(), options_.tables.outbox, Describe(), stop, wait);
+    RETURN_IF_ERROR(AcquireRelayLock(conn_.get(), options_.tables.outbox, Describe(), stop, wait));
+    RETURN_IF_ERROR(PrepareCdc(conn_.get(), conninfo_, options_.tables, options_.cdc, stop));
+    RETURN_IF_ERROR(OpenBackfill());
+    state_ = State::kBackfill;
+    return Status::Ok();
   }
 
   Result<FetchedBatch> Fetch(size_t max) override {
     if (state_ == State::kSetUp) {
-      RETURN_IF_ERROR(PrepareCdc(conn_.get(), conninfo_, options_.tables, options_.cdc));
-      RETURN_IF_ERROR(OpenBackfill());
-      state_ = State::kBackfill;
+      return FailedPreconditionError("CDC source fetched from before AcquireLeadership");
     }
     if (state_ == State::kBackfill) {
       ASSIGN_OR_RETURN(FetchedBatch batch, backfill_->Fetch(max));
@@ -902,11 +952,11 @@ class PostgresCdcSource final : public Source {
 }  // namespace
 
 Status PrepareCdc(PGconn* conn, const std::string& conninfo, const TableNames& tables,
-                  const CdcOptions& cdc) {
+                  const CdcOptions& cdc, const StopSignal& stop) {
   RETURN_IF_ERROR(CheckCdcTables(conn, tables));
   ASSIGN_OR_RETURN(CdcNames names, ResolveNames(conn, tables, cdc));
   RETURN_IF_ERROR(EnsurePublication(conn, tables, names.publication));
-  return EnsureSlot(conn, conninfo, tables, names);
+  return EnsureSlot(conn, conninfo, tables, names, stop);
 }
 
 std::unique_ptr<Source> MakePostgresCdcSource(const SourceOptions& options, std::string conninfo) {

@@ -176,12 +176,14 @@ Status MigrateSqlite(sqlite3* db, const TableNames& t) {
 
 }  // namespace
 
-Status Migrate(const std::string& source_url, const TableNames& tables, const CdcOptions& cdc) {
+Status Migrate(const std::string& source_url, const TableNames& tables, const CdcOptions& cdc,
+               const StopSignal* stop) {
   ASSIGN_OR_RETURN(SourceLocation loc, ParseSourceUrl(source_url));
   if (loc.kind == SourceLocation::Kind::kPostgres) {
     ASSIGN_OR_RETURN(PgConn conn, PgConnect(loc.target));
     RETURN_IF_ERROR(MigratePostgres(conn.get(), tables));
-    if (cdc.enabled) return PrepareCdc(conn.get(), loc.target, tables, cdc);
+    const StopSignal never;
+    if (cdc.enabled) return PrepareCdc(conn.get(), loc.target, tables, cdc, stop ? *stop : never);
     return Status::Ok();
   }
   if (cdc.enabled) {

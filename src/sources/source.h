@@ -51,7 +51,7 @@ Result<SourceLocation> ParseSourceUrl(const std::string& url);
 // With `cdc.enabled` (PostgreSQL only) also the publication, the CDC bookkeeping tables and
 // the replication slot, recording the rows already in the outbox to be published first.
 Status Migrate(const std::string& source_url, const TableNames& tables,
-               const CdcOptions& cdc = CdcOptions{});
+               const CdcOptions& cdc = CdcOptions{}, const StopSignal* stop = nullptr);
 
 enum class CheckpointMode { kDelete, kRetain };
 
@@ -85,8 +85,9 @@ class Source {
 
   // Connects and checks the tables exist (kNotFound says to run courier migrate).
   virtual Status Open() = 0;
-  // Blocks until this process is the only relay on the outbox (or `stop`: kCancelled then).
-  // With `wait` false, kFailedPrecondition at once when another relay is active.
+  // Blocks until this process is the only relay on the outbox (or `stop`: kCancelled then),
+  // then prepares what only the active relay may touch (the CDC slot). With `wait` false,
+  // kFailedPrecondition at once when another relay is active.
   virtual Status AcquireLeadership(const StopSignal& stop, bool wait) = 0;
   // Up to `max` pending events. Polling: rows in id order; rows of transactions still open
   // are not visible and so are picked up by a later call, whatever their id. CDC: commit
@@ -118,7 +119,8 @@ std::unique_ptr<Source> MakePostgresCdcSource(const SourceOptions& options, std:
 // CDC set-up shared by the source and `courier migrate`: the publication, then the slot. A
 // missing (or invalidated) slot is created with an exported snapshot, and the outbox rows
 // visible in that snapshot are recorded in the backfill table in the same step.
+// Creating a slot waits for transactions open at that moment to end; `stop` cancels it.
 Status PrepareCdc(PGconn* conn, const std::string& conninfo, const TableNames& tables,
-                  const CdcOptions& cdc);
+                  const CdcOptions& cdc, const StopSignal& stop);
 
 }  // namespace courier

@@ -86,14 +86,19 @@ void WriteLoop(const TestDb& db, int writer_id, std::atomic<bool>& stop, Writer&
   }
 }
 
-class KillTest : public ::testing::TestWithParam<bool> {};
+enum class SourceKind { kPostgresPoll, kPostgresCdc, kSqlite };
+
+class KillTest : public ::testing::TestWithParam<SourceKind> {};
 
 TEST_P(KillTest, SigkillMidBatchLosesNothingAndKeepsOrder) {
   auto broker = DevBroker::Start(1);
   ASSERT_OK(broker);
   ASSERT_OK((*broker)->CreateTopic("order", 4));
-  TestDb db = TestDb::Make(GetParam());
+  TestDb db = TestDb::Make(GetParam() != SourceKind::kSqlite);
+  const std::string mode = GetParam() == SourceKind::kPostgresCdc ? "cdc" : "poll";
   const std::vector<std::string> relay_args = {"relay",
+                                               "--mode",
+                                               mode,
                                                "--source",
                                                db.url,
                                                "--sink",
@@ -101,7 +106,9 @@ TEST_P(KillTest, SigkillMidBatchLosesNothingAndKeepsOrder) {
                                                "--batch-size",
                                                "50",
                                                "--poll-interval",
-                                               "10ms"};
+                                               "10ms",
+                                               "--backoff-initial",
+                                               "20ms"};
 
   std::atomic<bool> stop{false};
   const int writers = db.postgres ? 3 : 1;
@@ -130,7 +137,7 @@ TEST_P(KillTest, SigkillMidBatchLosesNothingAndKeepsOrder) {
   const size_t published_by_killed_relays = ReadTopic(**broker, "order").size();
 
   // A last relay drains what is left.
-  CommandResult last = RunCourier({"relay", "--source", db.url, "--sink",
+  CommandResult last = RunCourier({"relay", "--mode", mode, "--source", db.url, "--sink",
                                    "kafka://" + (*broker)->bootstrap() + "/order", "--once"},
                                   Duration(120000));
   ASSERT_EQ(last.exit_code, 0) << last.err;
@@ -145,9 +152,9 @@ TEST_P(KillTest, SigkillMidBatchLosesNothingAndKeepsOrder) {
   const std::vector<KafkaRecord> records = ReadTopic(**broker, "order");
   const int64_t duplicates = ExpectDelivered(records, committed);
   std::printf(
-      "[chaos] source=%s kills=%d committed=%zu rolled_back_tx=%lld delivered=%zu "
+      "[chaos] source=%s mode=%s kills=%d committed=%zu rolled_back_tx=%lld delivered=%zu "
       "duplicates=%lld lost=0 ghosts=0\n",
-      db.postgres ? "postgres" : "sqlite", kills, committed.size(),
+      db.postgres ? "postgres" : "sqlite", mode.c_str(), kills, committed.size(),
       static_cast<long long>(rolled_back), records.size(), static_cast<long long>(duplicates));
   std::printf("[chaos] published before the final drain=%zu, relay start-ups that stood by=%zu\n",
               published_by_killed_relays, standbys);
@@ -158,8 +165,20 @@ TEST_P(KillTest, SigkillMidBatchLosesNothingAndKeepsOrder) {
   EXPECT_GT(rolled_back, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Sources, KillTest, ::testing::Values(true, false),
-                         [](const auto& info) { return info.param ? "Postgres" : "Sqlite"; });
+INSTANTIATE_TEST_SUITE_P(Sources, KillTest,
+                         ::testing::Values(SourceKind::kPostgresPoll, SourceKind::kPostgresCdc,
+                                           SourceKind::kSqlite),
+                         [](const auto& info) {
+                           switch (info.param) {
+                             case SourceKind::kPostgresPoll:
+                               return "Postgres";
+                             case SourceKind::kPostgresCdc:
+                               return "PostgresCdc";
+                             case SourceKind::kSqlite:
+                               return "Sqlite";
+                           }
+                           return "";
+                         });
 
 TEST(Demo, OutboxSideLosesNothingUnderCrashes) {
   CommandResult r =

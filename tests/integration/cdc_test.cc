@@ -196,6 +196,33 @@ TEST_F(CdcTest, SlotCreatedByMigrateStillPublishesOlderRows) {
   EXPECT_EQ(ExpectDelivered(ReadTopic(*broker_, "order"), ids), 0);
 }
 
+// A slot needs the transactions open at its creation to end first. The relay says so, stops
+// promptly when asked meanwhile, and the waiting row is published once it commits.
+TEST_F(CdcTest, SlotCreationWaitsForOpenTransactionsAndStopsOnRequest) {
+  auto holder = PgConnect(db_->url);
+  ASSERT_OK(holder);
+  const std::string id = NewUuidV7();
+  ASSERT_OK(PgRun(holder->get(), "BEGIN; " + InsertEventSql(id, "a", 1)));
+  {
+    BackgroundRelay relay(Options());
+    ASSERT_TRUE(WaitUntil([&] {
+      return Query1(
+                 "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'"
+                 " AND datname = current_database()") == "1";
+    }));
+    const TimePoint asked = Clock::Real().Now();
+    ASSERT_OK(relay.Stop());
+    EXPECT_LT(Clock::Real().Now() - asked, std::chrono::seconds(5));
+  }
+  ASSERT_OK(PgRun(holder->get(), "COMMIT"));
+  BackgroundRelay relay(Options());
+  ASSERT_TRUE(WaitUntil([&] { return relay.stats().published == 1; }));
+  ASSERT_OK(relay.Stop());
+  const std::vector<KafkaRecord> records = ReadTopic(*broker_, "order");
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_EQ(records[0].event.event_id, id);
+}
+
 // The slot is dropped while events wait for a broker that is down: the relay recreates the
 // slot and re-reads the un-acked rows from the table.
 TEST_F(CdcTest, DroppedSlotIsRecreatedWithoutLosingUnackedRows) {

@@ -195,6 +195,62 @@ TEST(Cli, MigrateStatusDevBrokerAndTailEndToEnd) {
   EXPECT_EQ(*code, 0);
 }
 
+TEST(Cli, CdcOnSqliteIsExit2WithTheReason) {
+  TempDir dir;
+  const std::string source = "sqlite://" + dir.File("a.db");
+  CommandResult m = RunCourier({"migrate", "--source", source, "--mode", "cdc"});
+  EXPECT_EQ(m.exit_code, 2);
+  EXPECT_NE(m.err.find("--mode cdc needs PostgreSQL"), std::string::npos) << m.err;
+  CommandResult r = RunCourier(
+      {"relay", "--mode", "cdc", "--source", source, "--sink", "file:///dev/null", "--once"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("a SQLite outbox is polled"), std::string::npos) << r.err;
+  CommandResult bad = RunCourier(
+      {"relay", "--mode", "wal", "--source", source, "--sink", "file:///dev/null", "--once"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("--mode must be poll or cdc"), std::string::npos) << bad.err;
+}
+
+// migrate --mode cdc prepares the slot; status shows its lag and warns while no relay
+// streams from it (it pins WAL); a CDC relay drains and the warning goes.
+TEST(Cli, CdcMigrateRelayAndStatusShowTheSlot) {
+  TestDb db = TestDb::Make(true);
+  CommandResult m =
+      RunCourier({"migrate", "--source", db.url, "--mode", "cdc", "--slot", "courier_cli_slot"});
+  ASSERT_EQ(m.exit_code, 0) << m.err;
+  EXPECT_NE(m.out.find("replication slot ready"), std::string::npos) << m.out;
+  ASSERT_OK(
+      db.Transaction({InsertEventSql(NewUuidV7(), "a", 1), InsertEventSql(NewUuidV7(), "a", 2)}));
+  CommandResult st = RunCourier({"status", "--source", db.url});
+  EXPECT_EQ(st.exit_code, 0) << st.err;
+  EXPECT_NE(st.out.find("cdc slot           courier_cli_slot  inactive  confirmed "),
+            std::string::npos)
+      << st.out;
+  EXPECT_NE(st.out.find("warning: slot courier_cli_slot is inactive and retains"),
+            std::string::npos)
+      << st.out;
+  TempDir dir;
+  auto relay = SpawnCourier({"relay", "--mode", "cdc", "--slot", "courier_cli_slot", "--source",
+                             db.url, "--sink", "file://" + dir.File("events.jsonl")},
+                            dir.File("relay.log"));
+  ASSERT_OK(relay);
+  ASSERT_TRUE(WaitUntil([&] { return db.Count("courier_outbox") == 0; }));
+  ASSERT_TRUE(WaitUntil([&] {
+    CommandResult j = RunCourier({"status", "--source", db.url, "--json"});
+    return j.out.find("\"name\":\"courier_cli_slot\",\"exists\":true,\"active\":true") !=
+               std::string::npos &&
+           j.out.find("\"pending\":0") != std::string::npos;
+  }));
+  CommandResult active = RunCourier({"status", "--source", db.url});
+  EXPECT_EQ(active.out.find("warning:"), std::string::npos) << active.out;
+  relay->Signal(SIGTERM);
+  EXPECT_EQ(relay->Wait(Duration(20000)), 0) << ReadFile(dir.File("relay.log"));
+  std::ifstream in(dir.File("events.jsonl"));
+  size_t lines = 0;
+  for (std::string line; std::getline(in, line);) ++lines;
+  EXPECT_EQ(lines, 2u);
+}
+
 TEST(Cli, TailFollowsNewEventsLive) {
   auto broker = DevBroker::Start(1);
   ASSERT_OK(broker);

@@ -233,12 +233,20 @@ INSTANTIATE_TEST_SUITE_P(Sources, RelayTest,
                            return "";
                          });
 
+class PostgresRelay : public ::testing::TestWithParam<RelayOptions::Mode> {};
+
 // PostgreSQL assigns ids at insert time but transactions commit in any order. A relay must
 // not skip a row whose transaction commits after higher ids were already published.
-TEST(PostgresRelay, LateCommitOfALowerIdIsNotSkipped) {
+TEST_P(PostgresRelay, LateCommitOfALowerIdIsNotSkipped) {
   auto broker = DevBroker::Start(1);
   ASSERT_OK(broker);
   TestDb db = TestDb::Make(true);
+  if (GetParam() == RelayOptions::Mode::kCdc) {
+    // A slot can only be created once the transactions open at that time have ended.
+    CdcOptions cdc;
+    cdc.enabled = true;
+    ASSERT_OK(Migrate(db.url, TableNames{}, cdc));
+  }
   auto holder = PgConnect(db.url);
   ASSERT_OK(holder);
   const std::string late_id = NewUuidV7();
@@ -253,6 +261,7 @@ TEST(PostgresRelay, LateCommitOfALowerIdIsNotSkipped) {
   }
 
   RelayOptions o;
+  o.mode = GetParam();
   o.source_url = db.url;
   o.sink_url = "kafka://" + (*broker)->bootstrap() + "/order";
   o.poll_interval = Duration(20);
@@ -266,7 +275,8 @@ TEST(PostgresRelay, LateCommitOfALowerIdIsNotSkipped) {
   EXPECT_EQ(db.Count("courier_outbox"), 0);
 }
 
-TEST(PostgresRelay, ReconnectsAfterTheDatabaseRestarts) {
+// `pg_ctl restart -m immediate` (a server crash) while the relay streams or polls.
+TEST_P(PostgresRelay, ReconnectsAfterTheDatabaseRestarts) {
   auto broker = DevBroker::Start(1);
   ASSERT_OK(broker);
   TestDb db = TestDb::Make(true);
@@ -279,6 +289,7 @@ TEST(PostgresRelay, ReconnectsAfterTheDatabaseRestarts) {
   }
   ASSERT_OK(db.Transaction(first));
   RelayOptions o;
+  o.mode = GetParam();
   o.source_url = db.url;
   o.sink_url = "kafka://" + (*broker)->bootstrap() + "/order";
   o.poll_interval = Duration(20);
@@ -297,6 +308,12 @@ TEST(PostgresRelay, ReconnectsAfterTheDatabaseRestarts) {
   ASSERT_OK(relay.Stop());
   ExpectDelivered(ReadTopic(**broker, "order"), ids);
 }
+
+INSTANTIATE_TEST_SUITE_P(Modes, PostgresRelay,
+                         ::testing::Values(RelayOptions::Mode::kPoll, RelayOptions::Mode::kCdc),
+                         [](const auto& info) {
+                           return info.param == RelayOptions::Mode::kCdc ? "Cdc" : "Poll";
+                         });
 
 }  // namespace
 }  // namespace courier::test
