@@ -5,7 +5,7 @@
 #   ./dev.sh test       install build + test dependencies, build, run every test
 #   ./dev.sh sanitize   the test suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   ./dev.sh lint       clang-format check
-#   ./dev.sh bench      the benchmarks (results: docs/benchmarks.md)
+#   ./dev.sh bench [poll|cdc]  the benchmarks, both by default (results: docs/benchmarks.md)
 #   ./dev.sh build      just build (build/courier)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -62,8 +62,11 @@ case "${1:-}" in
   bench)
     install "${BUILD_DEPS[@]}" "${TEST_DEPS[@]}"
     build build
-    shift
-    exec build/bench/courier_bench "$@" ;;
+    case "${2:-all}" in
+      poll) exec build/bench/courier_bench ;;
+      cdc) exec build/bench/courier_bench_cdc ;;
+      *) build/bench/courier_bench && build/bench/courier_bench_cdc ;;
+    esac ;;
   *)
     sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
     exit 2 ;;

@@ -517,7 +517,8 @@ class PostgresCdcSource final : public Source {
       return RetriableError("replication slot " + names_.slot + " disappeared");
     }
     ASSIGN_OR_RETURN(const Lsn start, pgoutput::ParseLsn(PQgetvalue(slot.get(), 0, 0)));
-    ASSIGN_OR_RETURN(PgResult end, PgExec(conn_.get(), "SELECT pg_current_wal_insert_lsn()::text"));
+    // The server streams up to its flushed WAL, which holds every (synchronous) commit.
+    ASSIGN_OR_RETURN(PgResult end, PgExec(conn_.get(), "SELECT pg_current_wal_flush_lsn()::text"));
     ASSIGN_OR_RETURN(catch_up_lsn_, pgoutput::ParseLsn(PQgetvalue(end.get(), 0, 0)));
     catch_up_deadline_ = Clock::Real().Now() + kCatchUpWait;
     const std::string cmd = "START_REPLICATION SLOT " + QuoteIdent(names_.slot) +
@@ -586,11 +587,13 @@ class PostgresCdcSource final : public Source {
       if (!got && batch.empty() && received_ < catch_up_lsn_ &&
           Clock::Real().Now() < catch_up_deadline_) {
         // Just started: an empty answer must mean "nothing committed is left" (what --once
-        // relies on), so wait for the stream to reach the WAL position seen at the start.
+        // relies on), so wait for the stream to reach the WAL position seen at the start,
+        // unless it stalls for kCatchUpWait.
         WaitReadable(Duration(50));
         continue;
       }
       if (!got) break;
+      catch_up_deadline_ = Clock::Real().Now() + kCatchUpWait;
       ASSIGN_OR_RETURN(pgoutput::CopyMessage copy, pgoutput::ParseCopyMessage(buf));
       if (copy.kind == pgoutput::CopyMessage::Kind::kKeepalive) {
         OnKeepalive(copy.keepalive);

@@ -1,0 +1,258 @@
+// CDC throughput and latency, side by side in one run, same PostgreSQL server (fsync on):
+//   (a) pg_recvlogical streaming the outbox's inserts (pgoutput) to /dev/null: the ceiling
+//   (b) courier relay --mode cdc → JSONL file sink (fsync per batch)
+//   (c) courier relay --mode cdc → dev broker
+//   (d) courier relay (polling) → dev broker
+// Each reads the same N outbox rows (100 per transaction) from its own database; for the
+// streaming ones the slot exists before the rows are written, so they come from the WAL.
+// Then commit→ack latency at a steady offered load (default 5,000 events/s, transactions of
+// 10 events), CDC and polling, into the JSONL file sink, read back as it grows.
+// Prints Markdown for docs/benchmarks.md. Usage: courier_bench_cdc [--events N] [--rate R]
+//   [--seconds S]
+#include <signal.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <thread>
+
+#include "bench/bench_common.h"
+#include "core/encoding.h"
+#include "sources/pgoutput.h"
+#include "sources/source.h"
+#include "support/harness.h"
+
+using namespace courier;
+using namespace courier::bench;
+
+namespace {
+
+Result<std::string> Query1(const std::string& url, const std::string& sql) {
+  ASSIGN_OR_RETURN(std::vector<std::string> rows, test::PgQuery(url, sql));
+  if (rows.empty()) return InternalError("no rows: " + sql);
+  return rows[0];
+}
+
+Result<std::string> NewOutbox(test::PostgresServer& pg, const std::string& name, bool cdc) {
+  ASSIGN_OR_RETURN(std::string url, pg.NewDatabase(name));
+  CdcOptions options;
+  options.enabled = cdc;
+  RETURN_IF_ERROR(Migrate(url, TableNames{}, options));
+  return url;
+}
+
+Result<std::string> StartBroker(const test::TempDir& dir, const std::string& name) {
+  const std::string file = dir.File(name);
+  ASSIGN_OR_RETURN(Subprocess broker, test::SpawnCourier({"dev-broker", "--bootstrap-file", file}));
+  if (!test::WaitUntil([&] { return !test::ReadFile(file).empty(); })) {
+    return InternalError("cannot start courier dev-broker");
+  }
+  static std::vector<Subprocess> brokers;  // live until the benchmark exits
+  brokers.push_back(std::move(broker));
+  std::string bootstrap = test::ReadFile(file);
+  bootstrap.pop_back();
+  return bootstrap;
+}
+
+Result<double> TimeCourier(const std::vector<std::string>& args) {
+  const TimePoint start = Clock::Real().Now();
+  test::CommandResult r = test::RunCourier(args, Duration(1200000));
+  if (r.exit_code != 0) return InternalError("courier relay failed: " + r.err);
+  return Seconds(start, Clock::Real().Now());
+}
+
+// (a): the server's own logical decoding, streamed by PostgreSQL's client to /dev/null.
+Result<double> TimeRecvlogical(test::PostgresServer& pg, int events) {
+  ASSIGN_OR_RETURN(std::string url, NewOutbox(pg, "bench_recv", false));
+  RETURN_IF_ERROR(test::PgQuery(url,
+                                "CREATE PUBLICATION bench FOR TABLE courier_outbox WITH"
+                                " (publish = 'insert')")
+                      .status());
+  RETURN_IF_ERROR(
+      test::PgQuery(url, "SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput')")
+          .status());
+  RETURN_IF_ERROR(Fill(url, events));
+  ASSIGN_OR_RETURN(std::string end, Query1(url, "SELECT pg_current_wal_flush_lsn()::text"));
+  const TimePoint start = Clock::Real().Now();
+  ASSIGN_OR_RETURN(
+      Subprocess p,
+      Subprocess::Spawn({"/usr/lib/postgresql/15/bin/pg_recvlogical", "-d", url, "--slot",
+                         "bench_recv", "--start", "--no-loop", "-o", "proto_version=1", "-o",
+                         "publication_names=bench", "-E", end, "-f", "/dev/null"}));
+  auto code = p.Wait(Duration(1200000));
+  if (!code || *code != 0) return InternalError("pg_recvlogical failed");
+  const double secs = Seconds(start, Clock::Real().Now());
+  (void)test::PgQuery(url, "SELECT pg_drop_replication_slot('bench_recv')");
+  return secs;
+}
+
+// Commit→ack latency: a writer commits `rate` events/s (10 per transaction) stamped with
+// clock_timestamp() at INSERT; a reader follows the relay's JSONL file and notes when each
+// line appears. Returns the latencies in milliseconds.
+Result<std::vector<double>> Latency(const std::string& url, const std::string& mode,
+                                    const test::TempDir& dir, int rate, int seconds) {
+  const std::string out = dir.File("latency-" + mode + ".jsonl");
+  ASSIGN_OR_RETURN(Subprocess relay,
+                   test::SpawnCourier({"relay", "--mode", mode, "--source", url, "--sink",
+                                       "file://" + out, "--log-level", "warn"}));
+  // The relay is ready once its sink file exists (opened at start) and, for CDC, its slot
+  // streams.
+  test::WaitUntil([&] {
+    auto active = test::PgQuery(url, "SELECT count(*) FROM pg_replication_slots WHERE active");
+    return std::ifstream(out).good() &&
+           (mode != "cdc" || (active.ok() && !active->empty() && (*active)[0] == "1"));
+  });
+  const int total = rate * seconds;
+  std::vector<double> latencies;
+  std::atomic<bool> failed{false};
+  std::thread writer([&] {
+    auto conn = PgConnect(url);
+    if (!conn.ok()) {
+      failed = true;
+      return;
+    }
+    const auto period = std::chrono::microseconds(10 * 1000000 / rate);
+    auto next = std::chrono::steady_clock::now();
+    for (int sent = 0; sent < total; sent += 10) {
+      std::this_thread::sleep_until(next);
+      next += period;
+      Status st = PgExec(conn->get(),
+                         "INSERT INTO courier_outbox (aggregate_type, aggregate_id, event_type,"
+                         " payload) SELECT 'order', 'order-' || (g % 64), 'OrderCreated',"
+                         " json_build_object('id', g, 't', (extract(epoch FROM"
+                         " clock_timestamp()) * 1000000)::int8) FROM generate_series($1::int,"
+                         " $1::int + 9) g",
+                         {std::to_string(sent)})
+                      .status();
+      if (!st.ok()) {
+        failed = true;
+        return;
+      }
+    }
+  });
+  std::ifstream in;
+  std::string partial;
+  const TimePoint deadline = Clock::Real().Now() + std::chrono::seconds(seconds + 120);
+  while (static_cast<int>(latencies.size()) < total && Clock::Real().Now() < deadline) {
+    if (!in.is_open()) in.open(out);
+    std::string line;
+    if (in.is_open() && std::getline(in, line)) {
+      if (in.eof()) {  // a line still being written
+        partial += line;
+        in.clear();
+        continue;
+      }
+      line = partial + line;
+      partial.clear();
+      const int64_t now = std::chrono::duration_cast<std::chrono::microseconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count();
+      auto e = EventFromJsonLine(line);
+      if (!e.ok()) continue;
+      const size_t t = e->payload.find("\"t\":");
+      if (t == std::string::npos) continue;
+      latencies.push_back(static_cast<double>(now - std::atoll(e->payload.c_str() + t + 4)) /
+                          1000.0);
+      continue;
+    }
+    in.clear();
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  writer.join();
+  relay.Signal(SIGTERM);
+  relay.Wait(Duration(30000));
+  if (failed || static_cast<int>(latencies.size()) < total) {
+    return InternalError("latency run for " + mode + " saw " + std::to_string(latencies.size()) +
+                         " of " + std::to_string(total) + " events");
+  }
+  return latencies;
+}
+
+double Percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
+}
+
+int Fail(const Status& st) {
+  std::fprintf(stderr, "benchmark failed: %s\n", st.message().c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int events = 500000;
+  int rate = 5000;
+  int seconds = 10;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (std::strcmp(argv[i], "--events") == 0) events = std::atoi(argv[i + 1]);
+    if (std::strcmp(argv[i], "--rate") == 0) rate = std::atoi(argv[i + 1]);
+    if (std::strcmp(argv[i], "--seconds") == 0) seconds = std::atoi(argv[i + 1]);
+  }
+  auto pg = test::PostgresServer::Start(/*durable=*/true);
+  if (!pg.ok()) return Fail(pg.status());
+  test::TempDir dir;
+
+  auto a = TimeRecvlogical(**pg, events);
+  if (!a.ok()) return Fail(a.status());
+  std::fprintf(stderr, "(a) pg_recvlogical: %.0f events/s\n", events / *a);
+
+  auto cdc_run = [&](const std::string& name, const std::string& sink) -> Result<double> {
+    ASSIGN_OR_RETURN(std::string url, NewOutbox(**pg, name, true));
+    RETURN_IF_ERROR(Fill(url, events));
+    return TimeCourier({"relay", "--mode", "cdc", "--source", url, "--sink", sink, "--once",
+                        "--log-level", "warn"});
+  };
+  auto b = cdc_run("bench_cdc_file", "file://" + dir.File("cdc.jsonl"));
+  if (!b.ok()) return Fail(b.status());
+  std::fprintf(stderr, "(b) courier cdc → file: %.0f events/s\n", events / *b);
+
+  auto broker_c = StartBroker(dir, "bootstrap-c");
+  if (!broker_c.ok()) return Fail(broker_c.status());
+  auto c = cdc_run("bench_cdc_kafka", "kafka://" + *broker_c + "/bench");
+  if (!c.ok()) return Fail(c.status());
+  std::fprintf(stderr, "(c) courier cdc → dev broker: %.0f events/s\n", events / *c);
+
+  auto broker_d = StartBroker(dir, "bootstrap-d");
+  if (!broker_d.ok()) return Fail(broker_d.status());
+  auto poll_url = NewOutbox(**pg, "bench_poll", false);
+  if (!poll_url.ok()) return Fail(poll_url.status());
+  if (Status st = Fill(*poll_url, events); !st.ok()) return Fail(st);
+  auto d = TimeCourier({"relay", "--source", *poll_url, "--sink", "kafka://" + *broker_d + "/bench",
+                        "--once", "--log-level", "warn"});
+  if (!d.ok()) return Fail(d.status());
+  std::fprintf(stderr, "(d) courier poll → dev broker: %.0f events/s\n", events / *d);
+
+  std::vector<std::pair<std::string, std::vector<double>>> latency;
+  for (const std::string mode : {"cdc", "poll"}) {
+    auto url = NewOutbox(**pg, "bench_latency_" + mode, mode == "cdc");
+    if (!url.ok()) return Fail(url.status());
+    auto l = Latency(*url, mode, dir, rate, seconds);
+    if (!l.ok()) return Fail(l.status());
+    latency.emplace_back(mode, std::move(l).value());
+  }
+
+  const double ceiling = events / *a;
+  std::printf("| %d outbox rows, 100 per transaction | events/s | ratio to (a) |\n", events);
+  std::printf("|---|---:|---:|\n");
+  std::printf("| (a) pg_recvlogical (pgoutput) → /dev/null: the ceiling | %.0f | 1.00 |\n",
+              ceiling);
+  std::printf("| (b) courier relay --mode cdc → JSONL file, fsync per batch | %.0f | %.2f |\n",
+              events / *b, (events / *b) / ceiling);
+  std::printf("| (c) courier relay --mode cdc → dev broker | %.0f | %.2f |\n", events / *c,
+              (events / *c) / ceiling);
+  std::printf("| (d) courier relay (polling) → dev broker | %.0f | %.2f |\n", events / *d,
+              (events / *d) / ceiling);
+  std::printf(
+      "\n| commit→ack latency at %d events/s (10 per transaction), JSONL sink | p50 ms |"
+      " p99 ms | max ms |\n",
+      rate);
+  std::printf("|---|---:|---:|---:|\n");
+  for (const auto& [mode, v] : latency) {
+    std::printf("| courier relay --mode %s | %.1f | %.1f | %.1f |\n", mode.c_str(),
+                Percentile(v, 0.5), Percentile(v, 0.99), Percentile(v, 1.0));
+  }
+  std::printf("\nmachine: %s\n", Machine().c_str());
+  return 0;
+}

@@ -1,0 +1,57 @@
+// Helpers shared by the benchmarks: filling an outbox, medians, the machine's description.
+#pragma once
+
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "core/clock.h"
+#include "core/postgres.h"
+
+namespace courier::bench {
+
+inline double Seconds(TimePoint a, TimePoint b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+inline Status Fill(const std::string& url, int events) {
+  ASSIGN_OR_RETURN(PgConn conn, PgConnect(url));
+  // 100 events per transaction, 64 aggregates, ~120-byte JSON payloads.
+  for (int base = 0; base < events; base += 100) {
+    RETURN_IF_ERROR(
+        PgExec(conn.get(),
+               "INSERT INTO courier_outbox (aggregate_type, aggregate_id, event_type, payload) "
+               "SELECT 'order', 'order-' || (g % 64), 'OrderCreated', json_build_object('id', g, "
+               "'customer', 'c-' || (g % 1000), 'total', g * 1.5, 'currency', 'EUR', 'lines', 3)"
+               " FROM generate_series($1::int, $2::int) g",
+               {std::to_string(base + 1), std::to_string(std::min(events, base + 100))})
+            .status());
+  }
+  return PgRun(conn.get(), "VACUUM ANALYZE courier_outbox");
+}
+
+inline double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+inline std::string Machine() {
+  std::ifstream cpu("/proc/cpuinfo");
+  std::string line, model = "unknown CPU";
+  while (std::getline(cpu, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      model = line.substr(line.find(':') + 2);
+      break;
+    }
+  }
+  utsname u{};
+  uname(&u);
+  return model + ", " + std::to_string(sysconf(_SC_NPROCESSORS_ONLN)) + " cores, " + u.sysname +
+         " " + u.release;
+}
+
+}  // namespace courier::bench
