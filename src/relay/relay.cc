@@ -157,7 +157,7 @@ class RelayImpl final : public Relay {
     std::vector<int64_t> acked;
     std::vector<Rejected> rejected = fetched.malformed;
     for (const Rejected& r : fetched.malformed) {
-      log::Error("malformed outbox row; parked in the dead-letter table",
+      log::Error("malformed event; parked in the dead-letter table",
                  {{"id", std::to_string(r.id)}, {"error", r.error}});
     }
     acked.reserve(batch.size());

@@ -526,7 +526,9 @@ class PostgresCdcSource final : public Source {
                             QuoteLiteral(QuoteIdent(names_.publication)) + ", messages 'true')";
     PgResult res(PQexec(repl.get(), cmd.c_str()));
     if (PQresultStatus(res.get()) != PGRES_COPY_BOTH) {
-      return PgError(repl.get(), res.get()).WithContext("start streaming from slot " + names_.slot);
+      // A slot dropped or taken since EnsureSlot: the reconnect sorts it out.
+      return RetriableError(PgError(repl.get(), res.get()).message())
+          .WithContext("start streaming from slot " + names_.slot);
     }
     {
       std::lock_guard<std::mutex> lock(repl_mu_);

@@ -257,6 +257,41 @@ TEST_F(CdcTest, DroppedSlotIsRecreatedWithoutLosingUnackedRows) {
   ExpectDelivered(ReadTopic(*broker_, "order"), ids);
 }
 
+// The server invalidates a slot whose relay stayed away too long (max_slot_wal_keep_size):
+// the next relay recreates it and publishes the rows still waiting in the table.
+TEST_F(CdcTest, InvalidatedSlotIsRecreatedAndTheTableBackfilled) {
+  CdcOptions cdc;
+  cdc.enabled = true;
+  ASSERT_OK(Migrate(db_->url, TableNames{}, cdc));
+  const std::set<std::string> ids = Commit(30, 3);  // in the slot's stream, and in the table
+  ASSERT_OK(PgQuery(db_->url, "ALTER SYSTEM SET max_slot_wal_keep_size = '32MB'"));
+  ASSERT_OK(PgQuery(db_->url, "SELECT pg_reload_conf()"));
+  ASSERT_OK(db_->Transaction({"CREATE TABLE noise (id bigserial PRIMARY KEY, pad text)"}));
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_OK(
+        db_->Transaction({"INSERT INTO noise (pad) SELECT repeat(md5(g::text), 32) FROM"
+                          " generate_series(1, 20000) g"}));
+  }
+  const bool lost = WaitUntil([&] {
+    (void)PgQuery(db_->url, "CHECKPOINT");
+    return Query1(
+               "SELECT wal_status FROM pg_replication_slots WHERE database ="
+               " current_database()") == "lost";
+  });
+  ASSERT_OK(PgQuery(db_->url, "ALTER SYSTEM RESET max_slot_wal_keep_size"));
+  ASSERT_OK(PgQuery(db_->url, "SELECT pg_reload_conf()"));
+  ASSERT_TRUE(lost) << "the server did not invalidate the slot";
+  CommandResult status = RunCourier({"status", "--source", db_->url});
+  EXPECT_NE(status.out.find("was invalidated"), std::string::npos) << status.out;
+  BackgroundRelay relay(Options());
+  ASSERT_TRUE(WaitUntil([&] { return relay.stats().published == 30; }));
+  ASSERT_OK(relay.Stop());
+  EXPECT_EQ(ExpectDelivered(ReadTopic(*broker_, "order"), ids), 0);
+  EXPECT_EQ(Query1("SELECT wal_status FROM pg_replication_slots WHERE database ="
+                   " current_database()"),
+            "reserved");
+}
+
 // Other tables write hundreds of MB of WAL while the outbox is idle: the relay keeps
 // confirming the server's position, so the slot holds back only a bounded amount of WAL.
 TEST_F(CdcTest, IdleOutboxDoesNotPinWal) {
