@@ -109,7 +109,8 @@ Status CheckCdcTables(PGconn* conn, const TableNames& t) {
   return Status::Ok();
 }
 
-Status EnsurePublication(PGconn* conn, const TableNames& t, const std::string& publication) {
+// True when it had to create the publication.
+Result<bool> EnsurePublication(PGconn* conn, const TableNames& t, const std::string& publication) {
   const std::string outbox = QuoteIdent(t.outbox);
   ASSIGN_OR_RETURN(PgResult res, PgExec(conn,
                                         "SELECT p.pubinsert, p.puballtables OR EXISTS (SELECT 1"
@@ -127,7 +128,7 @@ Status EnsurePublication(PGconn* conn, const TableNames& t, const std::string& p
                                    "--mode cdc --source URL");
     }
     log::Info("created publication", {{"publication", publication}, {"table", t.outbox}});
-    return Status::Ok();
+    return true;
   }
   if (std::string(PQgetvalue(res.get(), 0, 0)) != "t" ||
       std::string(PQgetvalue(res.get(), 0, 1)) != "t") {
@@ -136,7 +137,7 @@ Status EnsurePublication(PGconn* conn, const TableNames& t, const std::string& p
                                    "; run ALTER PUBLICATION " + QuoteIdent(publication) +
                                    " ADD TABLE " + outbox + ", or choose another --publication");
   }
-  return Status::Ok();
+  return false;
 }
 
 // Creates the slot with an exported snapshot and, inside that snapshot, records which outbox
@@ -236,8 +237,9 @@ Status CreateSlot(PGconn* conn, const std::string& conninfo, const TableNames& t
   return Status::Ok();
 }
 
+// `stale`: the slot cannot decode with the current publication (it predates it).
 Status EnsureSlot(PGconn* conn, const std::string& conninfo, const TableNames& t,
-                  const CdcNames& names, const StopSignal& stop) {
+                  const CdcNames& names, bool stale, const StopSignal& stop) {
   ASSIGN_OR_RETURN(
       PgResult slot,
       PgExec(conn,
@@ -257,12 +259,14 @@ Status EnsureSlot(PGconn* conn, const std::string& conninfo, const TableNames& t
                                 " exists but is not a pgoutput slot of this database; choose "
                                 "another --slot");
   }
-  if (exists && registered && !lost) return Status::Ok();
+  if (exists && registered && !lost && !stale) return Status::Ok();
   if (exists) {
-    log::Warn(lost ? "replication slot was invalidated (the WAL it needed is gone); recreating "
-                     "it and re-reading un-acked events from the outbox table"
-                   : "replication slot was not created by courier, or its creation was "
-                     "interrupted; recreating it so rows already in the outbox are not missed",
+    log::Warn(lost    ? "replication slot was invalidated (the WAL it needed is gone); recreating "
+                        "it and re-reading un-acked events from the outbox table"
+              : stale ? "replication slot predates its publication and cannot decode; recreating "
+                        "it and re-reading un-acked events from the outbox table"
+                      : "replication slot was not created by courier, or its creation was "
+                        "interrupted; recreating it so rows already in the outbox are not missed",
               {{"slot", names.slot}});
     RETURN_IF_ERROR(PgExec(conn, "SELECT pg_drop_replication_slot($1)", {names.slot}).status());
   } else if (registered) {
@@ -360,7 +364,9 @@ class PostgresCdcSource final : public Source {
   // Once the one relay of the outbox, sets up the publication and slot (they are ours now).
   Status AcquireLeadership(const StopSignal& stop, bool wait) override {
     RETURN_IF_ERROR(AcquireRelayLock(conn_.get(), options_.tables.outbox, Describe(), stop, wait));
-    RETURN_IF_ERROR(PrepareCdc(conn_.get(), conninfo_, options_.tables, options_.cdc, stop));
+    RETURN_IF_ERROR(
+        PrepareCdc(conn_.get(), conninfo_, options_.tables, options_.cdc, stop, slot_stale_));
+    slot_stale_ = false;
     RETURN_IF_ERROR(OpenBackfill());
     state_ = State::kBackfill;
     return Status::Ok();
@@ -570,7 +576,12 @@ class PostgresCdcSource final : public Source {
                     ? PgError(repl_.get(), res.get())
                     : RetriableError("replication stream ended");
     // Whatever the class, the stream restarts from the slot after reconnecting (a dropped
-    // slot is recreated then).
+    // slot is recreated then). A publication dropped and created again under the slot makes
+    // every restart fail the same way: the slot is recreated then too.
+    if (st.message().find("publication \"") != std::string::npos &&
+        st.message().find("does not exist") != std::string::npos) {
+      slot_stale_ = true;
+    }
     return RetriableError(st.message()).WithContext("replication stream of slot " + names_.slot);
   }
 
@@ -929,6 +940,7 @@ class PostgresCdcSource final : public Source {
   Lsn catch_up_lsn_ = 0;
   TimePoint catch_up_deadline_{};
   bool dead_payload_bytea_ = false;
+  bool slot_stale_ = false;  // survives Close(): the next AcquireLeadership recreates the slot
 
   // Stream state (relay thread).
   std::unordered_map<uint32_t, OutboxColumns> columns_;  // relation id -> outbox columns
@@ -957,11 +969,11 @@ class PostgresCdcSource final : public Source {
 }  // namespace
 
 Status PrepareCdc(PGconn* conn, const std::string& conninfo, const TableNames& tables,
-                  const CdcOptions& cdc, const StopSignal& stop) {
+                  const CdcOptions& cdc, const StopSignal& stop, bool slot_stale) {
   RETURN_IF_ERROR(CheckCdcTables(conn, tables));
   ASSIGN_OR_RETURN(CdcNames names, ResolveNames(conn, tables, cdc));
-  RETURN_IF_ERROR(EnsurePublication(conn, tables, names.publication));
-  return EnsureSlot(conn, conninfo, tables, names, stop);
+  ASSIGN_OR_RETURN(const bool created, EnsurePublication(conn, tables, names.publication));
+  return EnsureSlot(conn, conninfo, tables, names, created || slot_stale, stop);
 }
 
 std::unique_ptr<Source> MakePostgresCdcSource(const SourceOptions& options, std::string conninfo) {

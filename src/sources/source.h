@@ -120,7 +120,8 @@ std::unique_ptr<Source> MakePostgresCdcSource(const SourceOptions& options, std:
 // missing (or invalidated) slot is created with an exported snapshot, and the outbox rows
 // visible in that snapshot are recorded in the backfill table in the same step.
 // Creating a slot waits for transactions open at that moment to end; `stop` cancels it.
+// `slot_stale` recreates an existing slot (it cannot decode with the current publication).
 Status PrepareCdc(PGconn* conn, const std::string& conninfo, const TableNames& tables,
-                  const CdcOptions& cdc, const StopSignal& stop);
+                  const CdcOptions& cdc, const StopSignal& stop, bool slot_stale = false);
 
 }  // namespace courier

@@ -292,6 +292,28 @@ TEST_F(CdcTest, InvalidatedSlotIsRecreatedAndTheTableBackfilled) {
             "reserved");
 }
 
+// The publication is dropped while the relay is away, and rows keep coming: the slot
+// predates the publication the relay recreates, so it is recreated as well, and the rows
+// waiting in the table are published.
+TEST_F(CdcTest, PublicationDroppedUnderTheSlotHeals) {
+  std::set<std::string> ids = Commit(10, 2);
+  {
+    BackgroundRelay relay(Options());
+    ASSERT_TRUE(WaitUntil([&] { return relay.stats().published == 10; }));
+    ASSERT_OK(relay.Stop());
+  }
+  ASSERT_OK(PgQuery(db_->url, "DROP PUBLICATION courier_outbox"));
+  const std::set<std::string> later = Commit(20, 2);
+  ids.insert(later.begin(), later.end());
+  BackgroundRelay relay(Options());
+  ASSERT_TRUE(WaitUntil([&] { return relay.stats().published == 20; }));
+  const std::set<std::string> streamed = Commit(5, 2);
+  ids.insert(streamed.begin(), streamed.end());
+  ASSERT_TRUE(WaitUntil([&] { return relay.stats().published == 25; }));
+  ASSERT_OK(relay.Stop());
+  EXPECT_EQ(ExpectDelivered(ReadTopic(*broker_, "order"), ids), 0);
+}
+
 // Other tables write hundreds of MB of WAL while the outbox is idle: the relay keeps
 // confirming the server's position, so the slot holds back only a bounded amount of WAL.
 TEST_F(CdcTest, IdleOutboxDoesNotPinWal) {
