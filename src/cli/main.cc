@@ -388,7 +388,8 @@ int Main(int argc, char** argv) {
   CLI::App* relay = app.add_subcommand(
       "relay",
       "Publish committed outbox events to a sink, forever (or --once).\n"
-      "Sources: postgres://user:pass@host:port/db, sqlite:///path/app.db\n"
+      "Sources: postgres://user:pass@host:port/db (polled, or --mode cdc: its write-ahead log)\n"
+      "         sqlite:///path/app.db\n"
       "Sinks:   kafka://host:port[,host:port]/TOPIC[?librdkafka.property=value...]\n"
       "           TOPIC may use {aggregate_type} and {event_type}; default {aggregate_type}\n"
       "         file:///path/events.jsonl (one JSON line per event, fsynced before ack)\n"
