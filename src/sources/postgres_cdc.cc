@@ -876,14 +876,13 @@ class PostgresCdcSource final : public Source {
     return Status::Ok();
   }
 
-  // Reports the confirmed position: when it moved (at most every 100 ms), every status
-  // interval, or at once when the server asks.
+  // Reports the confirmed position: when it moved (after a checkpoint, so once per batch at
+  // most: a restart then repeats little), every status interval, or when the server asks.
   void SendStatus(bool force) {
     std::lock_guard<std::mutex> lock(repl_mu_);
     const TimePoint now = Clock::Real().Now();
     const bool moved = confirmed_.load() != sent_confirmed_;
-    if (!force && !(moved && now - last_status_ >= Duration(100)) &&
-        now - last_status_ < options_.cdc.status_interval) {
+    if (!force && !moved && now - last_status_ < options_.cdc.status_interval) {
       return;
     }
     SendStatusLocked(false);
