@@ -58,8 +58,10 @@ TEST(Pgoutput, DecodesCommitAndLogicalMessage) {
   ASSERT_OK(c);
   EXPECT_EQ(c->kind, Message::Kind::kCommit);
   EXPECT_EQ(c->end_lsn, 0x180u);
-  auto m = ParseMessage("M" + std::string(1, '\1') + Be(0x200, 8) + std::string("courier\0", 8) +
-                        Be(2, 4) + "{}");
+  // The decoded message points into the buffer, which must outlive it.
+  const std::string buf =
+      "M" + std::string(1, '\1') + Be(0x200, 8) + std::string("courier\0", 8) + Be(2, 4) + "{}";
+  auto m = ParseMessage(buf);
   ASSERT_OK(m);
   EXPECT_EQ(m->kind, Message::Kind::kLogicalMessage);
   EXPECT_TRUE(m->transactional);
