@@ -375,7 +375,12 @@ TEST_F(CdcTest, HugeTransactionIsStreamedInBoundedMemory) {
   ::kill(relay->pid(), SIGTERM);
   ASSERT_EQ(relay->Wait(Duration(30000)), 0);
   EXPECT_GT(peak_kb, 0);
-  EXPECT_LT(peak_kb, 96 * 1024) << "peak RSS of the relay, in kB";
+  std::printf("[memory] relay peak RSS %lld kB for one transaction of %d events (~100 MB)\n",
+              static_cast<long long>(peak_kb), kEvents);
+#if !defined(__SANITIZE_ADDRESS__)
+  // (AddressSanitizer's shadow memory and quarantine of freed blocks make RSS meaningless.)
+  EXPECT_LT(peak_kb, 64 * 1024) << "peak RSS of the relay, in kB";
+#endif
   EXPECT_EQ(lines(), kEvents);
   EXPECT_EQ(db_->Count("courier_outbox"), 0);
 }
