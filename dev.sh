@@ -10,9 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-BUILD_DEPS=(cmake g++ make pkg-config libpq-dev libsqlite3-dev librdkafka-dev
+BUILD_DEPS=(cmake g++ make pkg-config libpq-dev libsqlite3-dev librdkafka-dev libhiredis-dev
             nlohmann-json3-dev libtomlplusplus-dev libcli11-dev)
-TEST_DEPS=(googletest libgtest-dev postgresql-15 clang-format)
+TEST_DEPS=(googletest libgtest-dev postgresql-15 redis-server clang-format)
 JOBS=${JOBS:-$(nproc)}
 
 install() {

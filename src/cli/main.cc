@@ -18,6 +18,7 @@
 #include "relay/status_report.h"
 #include "sinks/dev_broker.h"
 #include "sinks/kafka_reader.h"
+#include "sinks/redis.h"
 #include "sources/source.h"
 
 namespace courier::cli {
@@ -302,13 +303,42 @@ int TailFile(const TailFlags& f, const Url& url) {
   return 0;
 }
 
+int TailRedis(const TailFlags& f) {
+  auto endpoint = ParseRedisUrl(f.url);
+  if (!endpoint.ok()) return Fail(endpoint.status());
+  if (endpoint->stream.find('{') != std::string::npos || endpoint->stream.empty()) {
+    return Fail(InvalidArgumentError("tail needs a concrete stream: redis://host:port/STREAM"));
+  }
+  // Replies wait up to the 200 ms block; the connection's own timeout must be longer.
+  auto conn = ConnectRedis(*endpoint, Duration(5000));
+  if (!conn.ok()) return Fail(conn.status());
+  std::string after = f.from_beginning || f.exit_at_end ? "0" : "$";
+  long long printed = 0;
+  while (!g_stop.requested() && (f.limit == 0 || printed < f.limit)) {
+    auto entries = ReadRedisStream(conn->get(), endpoint->stream, after, Duration(200));
+    if (!entries.ok()) return Fail(entries.status());
+    if (entries->empty() && f.exit_at_end) break;
+    for (const RedisEntry& e : *entries) {
+      if (f.limit > 0 && printed >= f.limit) break;
+      after = e.id;
+      const std::string extra = "{\"stream\":\"" + endpoint->stream + "\",\"id\":\"" + e.id + "\"}";
+      std::printf("%s\n", EventToJsonLine(e.event, extra).c_str());
+      std::fflush(stdout);
+      ++printed;
+    }
+  }
+  return 0;
+}
+
 int RunTail(const TailFlags& f) {
   auto url = ParseUrl(f.url);
   if (!url.ok()) return Fail(url.status());
   if (url->scheme == "kafka") return TailKafka(f, *url);
+  if (url->scheme == "redis") return TailRedis(f);
   if (url->scheme == "file") return TailFile(f, *url);
-  return Fail(InvalidArgumentError("tail cannot read '" + url->scheme +
-                                   "://' URLs; expected kafka://host:port/TOPIC or file:///path"));
+  return Fail(InvalidArgumentError(
+      "tail cannot read '" + url->scheme +
+      "://' URLs; expected kafka://host:port/TOPIC, redis://host:port/STREAM or file:///path"));
 }
 
 int RunDevBroker(int brokers, const std::string& bootstrap_file,
@@ -392,6 +422,8 @@ int Main(int argc, char** argv) {
       "         sqlite:///path/app.db\n"
       "Sinks:   kafka://host:port[,host:port]/TOPIC[?librdkafka.property=value...]\n"
       "           TOPIC may use {aggregate_type} and {event_type}; default {aggregate_type}\n"
+      "         redis://[user:pass@]host:port/STREAM[?db=N&maxlen=N] (Redis Streams, XADD)\n"
+      "           STREAM may use {aggregate_type} and {event_type}; default {aggregate_type}\n"
       "         file:///path/events.jsonl (one JSON line per event, fsynced before ack)\n"
       "Exit codes: 0 done or stopped by SIGTERM/SIGINT; 1 failure; 2 bad input.");
   relay->add_option("--source", rf.options.source_url, "Database URL holding the outbox")
@@ -509,7 +541,7 @@ int Main(int argc, char** argv) {
   CLI::App* tail = app.add_subcommand(
       "tail",
       "Print events arriving at a sink, one JSON line each (kafka://host:port/TOPIC, "
-      "file:///path).");
+      "redis://host:port/STREAM, file:///path).");
   tail->add_option("url", tf.url, "Sink URL with a concrete topic")->type_name("URL")->required();
   tail->add_flag("--from-beginning", tf.from_beginning, "Start at the oldest event, not new ones");
   tail->add_flag("--exit-at-end", tf.exit_at_end,

@@ -25,9 +25,11 @@ Result<std::unique_ptr<Sink>> MakeSink(const SinkOptions& options) {
   ASSIGN_OR_RETURN(Url url, ParseUrl(options.url));
   if (url.scheme == "kafka") return MakeKafkaSink(options);
   if (url.scheme == "file") return MakeFileSink(options);
+  if (url.scheme == "redis") return MakeRedisSink(options);
   return InvalidArgumentError("unknown sink scheme '" + url.scheme + "' in " +
                               RedactUrl(options.url) +
-                              "; expected kafka://host:port/topic or file:///path/events.jsonl");
+                              "; expected kafka://host:port/topic, redis://host:port/stream or "
+                              "file:///path/events.jsonl");
 }
 
 }  // namespace courier

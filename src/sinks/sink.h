@@ -38,6 +38,7 @@ class Sink {
 };
 
 // kafka://host:port[,host:port]/topic-template[?librdkafka.property=value&...]
+// redis://[user:password@]host:port/stream-template[?db=N&maxlen=N]
 // file:///path/events.jsonl
 Result<std::unique_ptr<Sink>> MakeSink(const SinkOptions& options);
 
@@ -46,5 +47,6 @@ std::string ExpandTemplate(std::string_view tmpl, const Event& event);
 
 std::unique_ptr<Sink> MakeKafkaSink(const SinkOptions& options);
 std::unique_ptr<Sink> MakeFileSink(const SinkOptions& options);
+std::unique_ptr<Sink> MakeRedisSink(const SinkOptions& options);
 
 }  // namespace courier

@@ -87,28 +87,38 @@ void WriteLoop(const TestDb& db, int writer_id, std::atomic<bool>& stop, Writer&
 }
 
 enum class SourceKind { kPostgresPoll, kPostgresCdc, kSqlite };
+enum class SinkKind { kKafka, kRedis };
+struct KillSetup {
+  SourceKind source;
+  SinkKind sink;
+};
 
-class KillTest : public ::testing::TestWithParam<SourceKind> {};
+class KillTest : public ::testing::TestWithParam<KillSetup> {};
 
 TEST_P(KillTest, SigkillMidBatchLosesNothingAndKeepsOrder) {
+  const KillSetup setup = GetParam();
   auto broker = DevBroker::Start(1);
   ASSERT_OK(broker);
   ASSERT_OK((*broker)->CreateTopic("order", 4));
-  TestDb db = TestDb::Make(GetParam() != SourceKind::kSqlite);
-  const std::string mode = GetParam() == SourceKind::kPostgresCdc ? "cdc" : "poll";
-  const std::vector<std::string> relay_args = {"relay",
-                                               "--mode",
-                                               mode,
-                                               "--source",
-                                               db.url,
-                                               "--sink",
-                                               "kafka://" + (*broker)->bootstrap() + "/order",
-                                               "--batch-size",
-                                               "50",
-                                               "--poll-interval",
-                                               "10ms",
-                                               "--backoff-initial",
-                                               "20ms"};
+  std::unique_ptr<RedisServer> redis;
+  if (setup.sink == SinkKind::kRedis) {
+    auto started = RedisServer::Start();
+    ASSERT_OK(started);
+    redis = std::move(started).value();
+  }
+  const std::string sink = setup.sink == SinkKind::kRedis
+                               ? redis->Url("order")
+                               : "kafka://" + (*broker)->bootstrap() + "/order";
+  auto read_sink = [&] {
+    return setup.sink == SinkKind::kRedis ? ReadRedis(*redis, "order")
+                                          : ReadTopic(**broker, "order");
+  };
+  TestDb db = TestDb::Make(setup.source != SourceKind::kSqlite);
+  const std::string mode = setup.source == SourceKind::kPostgresCdc ? "cdc" : "poll";
+  const std::vector<std::string> relay_args = {
+      "relay", "--mode",       mode, "--source",        db.url, "--sink",
+      sink,    "--batch-size", "50", "--poll-interval", "10ms", "--backoff-initial",
+      "20ms"};
 
   std::atomic<bool> stop{false};
   const int writers = db.postgres ? 3 : 1;
@@ -134,14 +144,14 @@ TEST_P(KillTest, SigkillMidBatchLosesNothingAndKeepsOrder) {
   const std::string relay_log = ReadFile(db.dir.File("relay.log"));
   size_t standbys = 0;
   for (size_t p = 0; (p = relay_log.find("standing by", p)) != std::string::npos; ++p) ++standbys;
-  const size_t published_by_killed_relays = ReadTopic(**broker, "order").size();
+  const size_t published_by_killed_relays = read_sink().size();
 
   // A last relay drains what is left.
-  CommandResult last = RunCourier({"relay", "--mode", mode, "--source", db.url, "--sink",
-                                   "kafka://" + (*broker)->bootstrap() + "/order", "--once"},
-                                  Duration(120000));
+  CommandResult last = RunCourier(
+      {"relay", "--mode", mode, "--source", db.url, "--sink", sink, "--once"}, Duration(120000));
   ASSERT_EQ(last.exit_code, 0) << last.err;
   EXPECT_EQ(db.Count("courier_outbox"), 0);
+  EXPECT_EQ(db.Count("courier_dead_letter"), 0) << "nothing is refused in this test";
 
   std::set<std::string> committed;
   int64_t rolled_back = 0;
@@ -149,12 +159,13 @@ TEST_P(KillTest, SigkillMidBatchLosesNothingAndKeepsOrder) {
     committed.insert(w.committed.begin(), w.committed.end());
     rolled_back += w.rolled_back;
   }
-  const std::vector<KafkaRecord> records = ReadTopic(**broker, "order");
+  const std::vector<KafkaRecord> records = read_sink();
   const int64_t duplicates = ExpectDelivered(records, committed);
   std::printf(
-      "[chaos] source=%s mode=%s kills=%d committed=%zu rolled_back_tx=%lld delivered=%zu "
-      "duplicates=%lld lost=0 ghosts=0\n",
-      db.postgres ? "postgres" : "sqlite", mode.c_str(), kills, committed.size(),
+      "[chaos] source=%s mode=%s sink=%s kills=%d committed=%zu rolled_back_tx=%lld "
+      "delivered=%zu duplicates=%lld lost=0 ghosts=0\n",
+      db.postgres ? "postgres" : "sqlite", mode.c_str(),
+      setup.sink == SinkKind::kRedis ? "redis" : "kafka", kills, committed.size(),
       static_cast<long long>(rolled_back), records.size(), static_cast<long long>(duplicates));
   std::printf("[chaos] published before the final drain=%zu, relay start-ups that stood by=%zu\n",
               published_by_killed_relays, standbys);
@@ -166,18 +177,24 @@ TEST_P(KillTest, SigkillMidBatchLosesNothingAndKeepsOrder) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Sources, KillTest,
-                         ::testing::Values(SourceKind::kPostgresPoll, SourceKind::kPostgresCdc,
-                                           SourceKind::kSqlite),
+                         ::testing::Values(KillSetup{SourceKind::kPostgresPoll, SinkKind::kKafka},
+                                           KillSetup{SourceKind::kPostgresCdc, SinkKind::kKafka},
+                                           KillSetup{SourceKind::kSqlite, SinkKind::kKafka},
+                                           KillSetup{SourceKind::kPostgresPoll, SinkKind::kRedis}),
                          [](const auto& info) {
-                           switch (info.param) {
+                           std::string name;
+                           switch (info.param.source) {
                              case SourceKind::kPostgresPoll:
-                               return "Postgres";
+                               name = "Postgres";
+                               break;
                              case SourceKind::kPostgresCdc:
-                               return "PostgresCdc";
+                               name = "PostgresCdc";
+                               break;
                              case SourceKind::kSqlite:
-                               return "Sqlite";
+                               name = "Sqlite";
+                               break;
                            }
-                           return "";
+                           return info.param.sink == SinkKind::kRedis ? name + "ToRedis" : name;
                          });
 
 TEST(Demo, OutboxSideLosesNothingUnderCrashes) {

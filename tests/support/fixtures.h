@@ -15,6 +15,7 @@
 #include "courier/relay.h"
 #include "sinks/dev_broker.h"
 #include "sinks/kafka_reader.h"
+#include "sinks/redis.h"
 #include "sources/source.h"
 #include "support/harness.h"
 #include "support/matchers.h"
@@ -155,5 +156,28 @@ class BackgroundRelay {
   std::thread thread_;
   Status result_;
 };
+
+// Every entry of a Redis stream, as records for ExpectDelivered.
+inline std::vector<KafkaRecord> ReadRedis(const RedisServer& redis, const std::string& stream) {
+  auto endpoint = ParseRedisUrl(redis.Url(stream));
+  EXPECT_OK(endpoint);
+  auto conn = ConnectRedis(*endpoint, Duration(5000));
+  EXPECT_OK(conn);
+  if (!conn.ok()) return {};
+  std::vector<KafkaRecord> out;
+  std::string after = "0";
+  while (true) {
+    auto entries = ReadRedisStream(conn->get(), stream, after, Duration(1));
+    EXPECT_OK(entries);
+    if (!entries.ok() || entries->empty()) return out;
+    for (RedisEntry& e : *entries) {
+      after = e.id;
+      KafkaRecord r;
+      r.topic = stream;
+      r.event = std::move(e.event);
+      out.push_back(std::move(r));
+    }
+  }
+}
 
 }  // namespace courier::test

@@ -1,8 +1,10 @@
 #include "support/harness.h"
 
 #include <arpa/inet.h>
+#include <hiredis/hiredis.h>
 #include <netinet/in.h>
 #include <pwd.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -13,6 +15,7 @@
 #include <thread>
 
 #include "core/postgres.h"
+#include "sinks/redis.h"
 
 namespace courier::test {
 namespace {
@@ -207,6 +210,51 @@ void DropReplicationSlots(const std::string& url) {
         return left.ok() && remaining.ok() && !remaining->empty() && (*remaining)[0] == "0";
       },
       Duration(10000));
+}
+
+Result<std::unique_ptr<RedisServer>> RedisServer::Start() {
+  if (!std::filesystem::exists("/usr/bin/redis-server")) {
+    return FailedPreconditionError("redis-server is not installed (apt-get install redis-server)");
+  }
+  std::unique_ptr<RedisServer> s(new RedisServer());
+  s->port_ = FreePort();
+  RETURN_IF_ERROR(s->StartAgain());
+  return s;
+}
+
+std::string RedisServer::Url(const std::string& stream) const {
+  return "redis://127.0.0.1:" + std::to_string(port_) + (stream.empty() ? "" : "/" + stream);
+}
+
+Status RedisServer::StartAgain() {
+  ASSIGN_OR_RETURN(
+      Subprocess p,
+      Subprocess::Spawn({"/usr/bin/redis-server", "--port", std::to_string(port_), "--bind",
+                         "127.0.0.1", "--dir", dir_.path(), "--appendonly", "yes", "--appendfsync",
+                         "always", "--save", "", "--protected-mode", "no", "--logfile",
+                         dir_.File("redis.log")}));
+  process_.emplace(std::move(p));
+  auto endpoint = ParseRedisUrl(Url());
+  if (!endpoint.ok()) return endpoint.status();
+  const bool up = WaitUntil([&] {
+    auto conn = ConnectRedis(*endpoint, Duration(1000));
+    if (!conn.ok()) return false;
+    auto* reply = static_cast<redisReply*>(redisCommand(conn->get(), "PING"));
+    const bool ok = reply != nullptr && reply->type == REDIS_REPLY_STATUS;
+    if (reply != nullptr) freeReplyObject(reply);
+    return ok;
+  });
+  if (!up) return InternalError("redis-server did not start; see " + dir_.File("redis.log"));
+  return Status::Ok();
+}
+
+Status RedisServer::Stop() {
+  if (!process_) return Status::Ok();
+  process_->Signal(SIGTERM);
+  auto code = process_->Wait(Duration(30000));
+  process_.reset();
+  if (!code) return InternalError("redis-server did not stop");
+  return Status::Ok();
 }
 
 }  // namespace courier::test

@@ -7,6 +7,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -58,6 +59,25 @@ class TempDir {
 
  private:
   std::string path_;
+};
+
+// redis-server on a free loopback port, with an append-only file fsynced on every write, so
+// that acked entries survive a stop and start (as a production setup would require).
+class RedisServer {
+ public:
+  static Result<std::unique_ptr<RedisServer>> Start();
+  // redis://127.0.0.1:PORT/STREAM
+  std::string Url(const std::string& stream = "") const;
+  int port() const { return port_; }
+  // SIGTERM and wait; then StartAgain() on the same port and data.
+  Status Stop();
+  Status StartAgain();
+
+ private:
+  RedisServer() = default;
+  TempDir dir_;
+  int port_ = 0;
+  std::optional<Subprocess> process_;
 };
 
 struct CommandResult {
