@@ -424,6 +424,7 @@ int Main(int argc, char** argv) {
       "           TOPIC may use {aggregate_type} and {event_type}; default {aggregate_type}\n"
       "         redis://[user:pass@]host:port/STREAM[?db=N&maxlen=N] (Redis Streams, XADD)\n"
       "           STREAM may use {aggregate_type} and {event_type}; default {aggregate_type}\n"
+      "         http(s)://host:port/PATH (webhook: a POST per event, Idempotency-Key, 2xx acks)\n"
       "         file:///path/events.jsonl (one JSON line per event, fsynced before ack)\n"
       "Exit codes: 0 done or stopped by SIGTERM/SIGINT; 1 failure; 2 bad input.");
   relay->add_option("--source", rf.options.source_url, "Database URL holding the outbox")

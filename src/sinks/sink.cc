@@ -26,10 +26,11 @@ Result<std::unique_ptr<Sink>> MakeSink(const SinkOptions& options) {
   if (url.scheme == "kafka") return MakeKafkaSink(options);
   if (url.scheme == "file") return MakeFileSink(options);
   if (url.scheme == "redis") return MakeRedisSink(options);
+  if (url.scheme == "http" || url.scheme == "https") return MakeHttpSink(options);
   return InvalidArgumentError("unknown sink scheme '" + url.scheme + "' in " +
                               RedactUrl(options.url) +
-                              "; expected kafka://host:port/topic, redis://host:port/stream or "
-                              "file:///path/events.jsonl");
+                              "; expected kafka://host:port/topic, redis://host:port/stream, "
+                              "http(s)://host/path or file:///path/events.jsonl");
 }
 
 }  // namespace courier

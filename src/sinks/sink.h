@@ -39,6 +39,7 @@ class Sink {
 
 // kafka://host:port[,host:port]/topic-template[?librdkafka.property=value&...]
 // redis://[user:password@]host:port/stream-template[?db=N&maxlen=N]
+// http(s)://host:port/path-template (webhook: one POST per event)
 // file:///path/events.jsonl
 Result<std::unique_ptr<Sink>> MakeSink(const SinkOptions& options);
 
@@ -48,5 +49,6 @@ std::string ExpandTemplate(std::string_view tmpl, const Event& event);
 std::unique_ptr<Sink> MakeKafkaSink(const SinkOptions& options);
 std::unique_ptr<Sink> MakeFileSink(const SinkOptions& options);
 std::unique_ptr<Sink> MakeRedisSink(const SinkOptions& options);
+std::unique_ptr<Sink> MakeHttpSink(const SinkOptions& options);
 
 }  // namespace courier

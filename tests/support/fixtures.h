@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -178,6 +180,26 @@ inline std::vector<KafkaRecord> ReadRedis(const RedisServer& redis, const std::s
       out.push_back(std::move(r));
     }
   }
+}
+
+// Every request the webhook server accepted, as records for ExpectDelivered.
+inline std::vector<KafkaRecord> ReadWebhook(const WebhookServer& server) {
+  std::vector<KafkaRecord> out;
+  std::stringstream lines(ReadFile(server.log()));
+  for (std::string line; std::getline(lines, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    const nlohmann::json& h = j["headers"];
+    KafkaRecord r;
+    r.topic = j["path"];
+    r.event.event_id = h.value("idempotency-key", "");
+    r.event.event_type = h.value("ce-type", "");
+    r.event.aggregate_id = h.value("ce-subject", "");
+    r.event.aggregate_type = h.value("ce-source", "").substr(8);  // "courier/"
+    r.event.payload = j["body"];
+    if (h.contains("x-trace")) r.event.headers = {{"x-trace", h["x-trace"]}};
+    out.push_back(std::move(r));
+  }
+  return out;
 }
 
 }  // namespace courier::test

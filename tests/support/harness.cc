@@ -257,4 +257,45 @@ Status RedisServer::Stop() {
   return Status::Ok();
 }
 
+Result<std::unique_ptr<WebhookServer>> WebhookServer::Start() {
+  std::unique_ptr<WebhookServer> s(new WebhookServer());
+  s->port_ = FreePort();
+  RETURN_IF_ERROR(s->StartAgain());
+  return s;
+}
+
+std::string WebhookServer::Url(const std::string& path) const {
+  return "http://127.0.0.1:" + std::to_string(port_) + "/" + path;
+}
+
+Status WebhookServer::StartAgain() {
+  ASSIGN_OR_RETURN(
+      Subprocess p,
+      Subprocess::Spawn({"/usr/bin/python3", COURIER_SOURCE_DIR "/tests/support/webhook_server.py",
+                         std::to_string(port_), log()},
+                        dir_.File("server.out"), dir_.File("server.out")));
+  process_.emplace(std::move(p));
+  const bool up = WaitUntil([&] {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port_));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    ::close(fd);
+    return ok;
+  });
+  if (!up) return InternalError("webhook server did not start; see " + dir_.File("server.out"));
+  return Status::Ok();
+}
+
+Status WebhookServer::Stop() {
+  if (!process_) return Status::Ok();
+  process_->Signal(SIGTERM);
+  auto code = process_->Wait(Duration(30000));
+  process_.reset();
+  if (!code) return InternalError("webhook server did not stop");
+  return Status::Ok();
+}
+
 }  // namespace courier::test

@@ -80,6 +80,24 @@ class RedisServer {
   std::optional<Subprocess> process_;
 };
 
+// A webhook receiver (tests/support/webhook_server.py) on a free loopback port; every
+// accepted POST is a JSON line in log().
+class WebhookServer {
+ public:
+  static Result<std::unique_ptr<WebhookServer>> Start();
+  // http://127.0.0.1:PORT/PATH
+  std::string Url(const std::string& path) const;
+  std::string log() const { return dir_.File("requests.jsonl"); }
+  Status Stop();
+  Status StartAgain();
+
+ private:
+  WebhookServer() = default;
+  TempDir dir_;
+  int port_ = 0;
+  std::optional<Subprocess> process_;
+};
+
 struct CommandResult {
   int exit_code = -1;
   std::string out;

@@ -1,0 +1,245 @@
+// HTTP webhook sink (libcurl): one POST per event, the payload as the body, acked by a 2xx.
+//
+//   http(s)://[user:password@]host[:port]/path/{aggregate_type}[?query]
+//
+// The path may use {aggregate_type} and {event_type}. Requests carry `Idempotency-Key:
+// <event_id>` and the CloudEvents binary-mode headers (ce-id, ce-type, ce-source, ce-subject,
+// ce-time, ce-specversion), plus the event's own headers. Events of one aggregate are sent one
+// after the other (the next only once the previous was answered); different aggregates go in
+// parallel (up to kParallel requests) on kept-alive connections.
+//
+// Answers: 2xx acked; 408, 429, 5xx, timeouts and network errors are retried later; any other
+// status refuses the event for good (dead letter). After a retriable failure the aggregate's
+// later events of the batch are not sent, so the receiver never sees them out of order.
+#include <curl/curl.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+#include <ctime>
+#include <deque>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "core/url.h"
+#include "sinks/sink.h"
+
+namespace courier {
+namespace {
+
+constexpr size_t kParallel = 16;
+
+std::string Rfc3339(int64_t unix_us) {
+  const time_t secs = static_cast<time_t>(unix_us / 1000000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[64];
+  const size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  std::snprintf(buf + n, sizeof buf - n, ".%06lldZ", static_cast<long long>(unix_us % 1000000));
+  return buf;
+}
+
+// Header names a user header may not override: they frame the request.
+bool IsReservedHeader(std::string name) {
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return name == "content-length" || name == "content-type" || name == "host" ||
+         name == "transfer-encoding" || name == "connection" || name == "idempotency-key" ||
+         name.rfind("ce-", 0) == 0;
+}
+
+bool IsToken(const std::string& name) {
+  if (name.empty()) return false;
+  for (char c : name) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || std::strchr("!#$%&'*+-.^_`|~", c))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+struct Request {
+  size_t index = 0;
+  CURL* easy = nullptr;
+  curl_slist* headers = nullptr;
+  std::string url;
+  char error[CURL_ERROR_SIZE] = {};
+  ~Request() {
+    if (easy != nullptr) curl_easy_cleanup(easy);
+    if (headers != nullptr) curl_slist_free_all(headers);
+  }
+};
+
+size_t Discard(char*, size_t size, size_t n, void*) { return size * n; }
+
+class HttpSink final : public Sink {
+ public:
+  explicit HttpSink(SinkOptions options) : options_(std::move(options)) {}
+  ~HttpSink() override {
+    if (multi_ != nullptr) curl_multi_cleanup(multi_);
+  }
+
+  Status Open() override {
+    static const CURLcode global = curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (global != CURLE_OK) return InternalError("libcurl failed to initialise");
+    ASSIGN_OR_RETURN(Url url, ParseUrl(options_.url));
+    if (url.hosts.empty()) {
+      return InvalidArgumentError("webhook URL " + Describe() +
+                                  " names no host; write http://host:port/path");
+    }
+    multi_ = curl_multi_init();
+    if (multi_ == nullptr) return InternalError("libcurl failed to create a multi handle");
+    curl_multi_setopt(multi_, CURLMOPT_MAX_HOST_CONNECTIONS, static_cast<long>(kParallel));
+    return Status::Ok();
+  }
+
+  std::vector<Status> Publish(std::span<const Event> batch, const StopSignal& stop) override {
+    std::vector<Status> results(batch.size(), RetriableError("not sent"));
+    // Per aggregate, the batch's events in order; the head is in flight or next to go.
+    std::map<std::string, std::deque<size_t>> queues;
+    for (size_t i = 0; i < batch.size(); ++i) queues[batch[i].aggregate_id].push_back(i);
+    std::map<CURL*, std::unique_ptr<Request>> active;
+    auto start_more = [&] {
+      for (auto& [aggregate, queue] : queues) {
+        if (active.size() >= kParallel) return;
+        if (queue.empty() || in_flight_.count(aggregate) > 0) continue;
+        auto req = Start(batch[queue.front()], queue.front());
+        if (!req.ok()) {
+          results[queue.front()] = req.status();
+          queue.clear();
+          continue;
+        }
+        in_flight_.insert(aggregate);
+        CURL* easy = (*req)->easy;
+        curl_multi_add_handle(multi_, easy);
+        active.emplace(easy, std::move(req).value());
+      }
+    };
+    const TimePoint start = Clock::Real().Now();
+    start_more();
+    while (!active.empty()) {
+      if (stop.requested() && Clock::Real().Now() - start > options_.shutdown_timeout) break;
+      int running = 0;
+      curl_multi_perform(multi_, &running);
+      int left = 0;
+      while (CURLMsg* msg = curl_multi_info_read(multi_, &left)) {
+        if (msg->msg != CURLMSG_DONE) continue;
+        auto it = active.find(msg->easy_handle);
+        if (it == active.end()) continue;
+        std::unique_ptr<Request> req = std::move(it->second);
+        active.erase(it);
+        curl_multi_remove_handle(multi_, req->easy);
+        const Event& e = batch[req->index];
+        std::deque<size_t>& queue = queues[e.aggregate_id];
+        in_flight_.erase(e.aggregate_id);
+        results[req->index] = Classify(msg->data.result, *req);
+        queue.pop_front();
+        if (!results[req->index].ok() && results[req->index].code() != StatusCode::kRejected) {
+          // Hold back the aggregate's later events: they go out after this one, later.
+          for (size_t later : queue) {
+            results[later] =
+                RetriableError("held back behind a failed earlier event of " + e.aggregate_id);
+          }
+          queue.clear();
+        }
+      }
+      start_more();
+      if (!active.empty()) curl_multi_poll(multi_, nullptr, 0, 100, nullptr);
+    }
+    for (auto& [easy, req] : active) {
+      curl_multi_remove_handle(multi_, easy);
+      results[req->index] = CancelledError("stopped before the webhook answered");
+      in_flight_.erase(batch[req->index].aggregate_id);
+    }
+    return results;
+  }
+
+  std::string Describe() const override { return RedactUrl(options_.url); }
+
+ private:
+  Result<std::unique_ptr<Request>> Start(const Event& e, size_t index) {
+    auto req = std::make_unique<Request>();
+    req->index = index;
+    req->url = ExpandTemplate(options_.url, Escaped(e));
+    req->easy = curl_easy_init();
+    if (req->easy == nullptr) return InternalError("libcurl failed to create a request");
+    const bool json = nlohmann::json::accept(e.payload);
+    std::vector<std::string> lines = {
+        std::string("Content-Type: ") + (json ? "application/json" : "application/octet-stream"),
+        "Idempotency-Key: " + e.event_id,
+        "ce-specversion: 1.0",
+        "ce-id: " + e.event_id,
+        "ce-type: " + e.event_type,
+        "ce-source: courier/" + e.aggregate_type,
+        "ce-subject: " + e.aggregate_id,
+        "ce-time: " + Rfc3339(e.created_at_us),
+        "Expect:"};  // no 100-continue round trip
+    for (const auto& [name, value] : e.headers) {
+      if (IsToken(name) && !IsReservedHeader(name) &&
+          value.find_first_of("\r\n") == std::string::npos) {
+        lines.push_back(name + ": " + value);
+      }
+    }
+    for (const std::string& line : lines) {
+      if (line.find_first_of("\r\n") != std::string::npos) {
+        return RejectedError("event field with a line break cannot be an HTTP header: " + line);
+      }
+      req->headers = curl_slist_append(req->headers, line.c_str());
+    }
+    const long timeout_ms =
+        options_.delivery_timeout.count() > 0 ? options_.delivery_timeout.count() : 30000;
+    CURL* c = req->easy;
+    curl_easy_setopt(c, CURLOPT_URL, req->url.c_str());
+    curl_easy_setopt(c, CURLOPT_POST, 1L);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, e.payload.data());
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(e.payload.size()));
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, req->headers);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, std::min(timeout_ms, 10000L));
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, req->error);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Discard);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, "courier/0.1");
+    return req;
+  }
+
+  // The event with its routing fields percent-encoded, for use in a URL path.
+  Event Escaped(const Event& e) const {
+    Event out;
+    auto escape = [](const std::string& text) {
+      char* raw = curl_easy_escape(nullptr, text.data(), static_cast<int>(text.size()));
+      std::string escaped = raw != nullptr ? raw : "";
+      curl_free(raw);
+      return escaped;
+    };
+    out.aggregate_type = escape(e.aggregate_type);
+    out.event_type = escape(e.event_type);
+    return out;
+  }
+
+  Status Classify(CURLcode code, const Request& req) const {
+    if (code != CURLE_OK) {
+      const std::string detail = req.error[0] != '\0' ? req.error : curl_easy_strerror(code);
+      return RetriableError("webhook " + RedactUrl(req.url) + ": " + detail);
+    }
+    long status = 0;
+    curl_easy_getinfo(req.easy, CURLINFO_RESPONSE_CODE, &status);
+    if (status >= 200 && status < 300) return Status::Ok();
+    const std::string what =
+        "webhook " + RedactUrl(req.url) + " answered HTTP " + std::to_string(status);
+    if (status == 408 || status == 429 || status >= 500) return RetriableError(what);
+    return RejectedError(what);
+  }
+
+  SinkOptions options_;
+  CURLM* multi_ = nullptr;
+  std::set<std::string> in_flight_;  // aggregates with a request in flight
+};
+
+}  // namespace
+
+std::unique_ptr<Sink> MakeHttpSink(const SinkOptions& options) {
+  return std::make_unique<HttpSink>(options);
+}
+
+}  // namespace courier
