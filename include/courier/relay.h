@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "courier/status.h"
 
@@ -26,6 +27,8 @@ namespace courier {
 struct RelayOptions {
   std::string source_url;  // postgres://... or sqlite:///path.db
   std::string sink_url;    // kafka://host:port/topic-template or file:///path.jsonl
+  // Fan-out: also publish to these; an event is done only once every sink acked it.
+  std::vector<std::string> extra_sink_urls;
   std::string outbox_table = "courier_outbox";
   std::string dead_letter_table = "courier_dead_letter";
   // kCdc reads committed inserts from PostgreSQL's write-ahead log through a logical

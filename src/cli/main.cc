@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <set>
 #include <sstream>
 
 #include "cli/commands.h"
@@ -86,6 +87,7 @@ Status ApplyCommonFlags(const CommonFlags& f) {
 
 struct RelayFlags {
   RelayOptions options;
+  std::vector<std::string> sinks;
   std::string mode = "poll";
   std::string batch_size = "1000";
   std::string poll_interval = "100ms";
@@ -105,6 +107,8 @@ Result<bool> ParseMode(const std::string& mode) {
 
 Status BuildRelayOptions(RelayFlags& f) {
   RelayOptions& o = f.options;
+  o.sink_url = f.sinks.front();
+  o.extra_sink_urls.assign(f.sinks.begin() + 1, f.sinks.end());
   ASSIGN_OR_RETURN(const bool cdc, ParseMode(f.mode));
   o.mode = cdc ? RelayOptions::Mode::kCdc : RelayOptions::Mode::kPoll;
   ASSIGN_OR_RETURN(o.poll_interval, ParseDuration(f.poll_interval));
@@ -391,6 +395,14 @@ Result<std::vector<std::string>> ExpandConfig(CLI::App& app, std::vector<std::st
                    ConfigToArgs(text, file, [cmd](const std::string& key) {
                      return key != "config" && cmd->get_option_no_throw("--" + key) != nullptr;
                    }));
+  // Flags win: a key given on the command line drops the file's values for it (so a repeated
+  // flag such as --sink replaces the file's list instead of adding to it).
+  auto name_of = [](const std::string& arg) { return arg.substr(0, arg.find('=')); };
+  std::set<std::string> given;
+  for (size_t i = 2; i < args.size(); ++i) {
+    if (args[i].rfind("--", 0) == 0) given.insert(name_of(args[i]));
+  }
+  std::erase_if(from_file, [&](const std::string& a) { return given.count(name_of(a)) > 0; });
   args.insert(args.begin() + 2, from_file.begin(), from_file.end());
   return args;
 }
@@ -430,7 +442,13 @@ int Main(int argc, char** argv) {
   relay->add_option("--source", rf.options.source_url, "Database URL holding the outbox")
       ->type_name("URL")
       ->required();
-  relay->add_option("--sink", rf.options.sink_url, "Destination URL")->type_name("URL")->required();
+  relay
+      ->add_option("--sink", rf.sinks,
+                   "Destination URL; repeat it to fan out (an event is done once every sink "
+                   "acked it)")
+      ->type_name("URL")
+      ->required()
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   relay->add_option("--table", rf.options.outbox_table, "Outbox table (may be schema.table)")
       ->type_name("NAME")
       ->capture_default_str()

@@ -240,11 +240,19 @@ Result<std::unique_ptr<Relay>> Relay::Create(const RelayOptions& options) {
   source_options.cdc.slot = options.slot;
   source_options.cdc.publication = options.publication;
   ASSIGN_OR_RETURN(std::unique_ptr<Source> source, MakeSource(source_options));
-  SinkOptions sink_options;
-  sink_options.url = options.sink_url;
-  sink_options.delivery_timeout = options.delivery_timeout;
-  sink_options.shutdown_timeout = options.shutdown_timeout;
-  ASSIGN_OR_RETURN(std::unique_ptr<Sink> sink, MakeSink(sink_options));
+  std::vector<std::unique_ptr<Sink>> sinks;
+  std::vector<std::string> urls = {options.sink_url};
+  urls.insert(urls.end(), options.extra_sink_urls.begin(), options.extra_sink_urls.end());
+  for (const std::string& url : urls) {
+    SinkOptions sink_options;
+    sink_options.url = url;
+    sink_options.delivery_timeout = options.delivery_timeout;
+    sink_options.shutdown_timeout = options.shutdown_timeout;
+    ASSIGN_OR_RETURN(std::unique_ptr<Sink> sink, MakeSink(sink_options));
+    sinks.push_back(std::move(sink));
+  }
+  std::unique_ptr<Sink> sink =
+      sinks.size() == 1 ? std::move(sinks[0]) : MakeFanOutSink(std::move(sinks));
   return MakeRelay(options, std::move(source), std::move(sink));
 }
 

@@ -50,5 +50,7 @@ std::unique_ptr<Sink> MakeKafkaSink(const SinkOptions& options);
 std::unique_ptr<Sink> MakeFileSink(const SinkOptions& options);
 std::unique_ptr<Sink> MakeRedisSink(const SinkOptions& options);
 std::unique_ptr<Sink> MakeHttpSink(const SinkOptions& options);
+// Several sinks as one: an event is acked when every sink acked it (sinks/fanout.cc).
+std::unique_ptr<Sink> MakeFanOutSink(std::vector<std::unique_ptr<Sink>> sinks);
 
 }  // namespace courier
