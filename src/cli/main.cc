@@ -19,6 +19,7 @@
 #include "relay/status_report.h"
 #include "sinks/dev_broker.h"
 #include "sinks/kafka_reader.h"
+#include "sinks/nats.h"
 #include "sinks/redis.h"
 #include "sources/source.h"
 
@@ -334,15 +335,41 @@ int TailRedis(const TailFlags& f) {
   return 0;
 }
 
+int TailNats(const TailFlags& f) {
+  auto endpoint = ParseNatsUrl(f.url);
+  if (!endpoint.ok()) return Fail(endpoint.status());
+  if (endpoint->subject.find('{') != std::string::npos) {
+    return Fail(InvalidArgumentError("tail needs a concrete subject: nats://host:port/SUBJECT"));
+  }
+  auto reader = NatsReader::Open(*endpoint, f.from_beginning || f.exit_at_end);
+  if (!reader.ok()) return Fail(reader.status());
+  long long printed = 0;
+  while (!g_stop.requested() && (f.limit == 0 || printed < f.limit)) {
+    auto next = (*reader)->Next(Duration(f.exit_at_end ? 1000 : 200));
+    if (!next.ok()) return Fail(next.status());
+    if (!next->has_value()) {
+      if (f.exit_at_end) break;
+      continue;
+    }
+    const std::string extra = "{\"subject\":\"" + endpoint->subject + "\"}";
+    std::printf("%s\n", EventToJsonLine(**next, extra).c_str());
+    std::fflush(stdout);
+    ++printed;
+  }
+  return 0;
+}
+
 int RunTail(const TailFlags& f) {
   auto url = ParseUrl(f.url);
   if (!url.ok()) return Fail(url.status());
   if (url->scheme == "kafka") return TailKafka(f, *url);
   if (url->scheme == "redis") return TailRedis(f);
+  if (url->scheme == "nats") return TailNats(f);
   if (url->scheme == "file") return TailFile(f, *url);
-  return Fail(InvalidArgumentError(
-      "tail cannot read '" + url->scheme +
-      "://' URLs; expected kafka://host:port/TOPIC, redis://host:port/STREAM or file:///path"));
+  return Fail(
+      InvalidArgumentError("tail cannot read '" + url->scheme +
+                           "://' URLs; expected kafka://host:port/TOPIC, redis://host:port/STREAM, "
+                           "nats://host:port/SUBJECT or file:///path"));
 }
 
 int RunDevBroker(int brokers, const std::string& bootstrap_file,
@@ -436,6 +463,7 @@ int Main(int argc, char** argv) {
       "           TOPIC may use {aggregate_type} and {event_type}; default {aggregate_type}\n"
       "         redis://[user:pass@]host:port/STREAM[?db=N&maxlen=N] (Redis Streams, XADD)\n"
       "           STREAM may use {aggregate_type} and {event_type}; default {aggregate_type}\n"
+      "         nats://host:port[,host:port]/SUBJECT (NATS JetStream, Nats-Msg-Id = event_id)\n"
       "         http(s)://host:port/PATH (webhook: a POST per event, Idempotency-Key, 2xx acks)\n"
       "         file:///path/events.jsonl (one JSON line per event, fsynced before ack)\n"
       "Exit codes: 0 done or stopped by SIGTERM/SIGINT; 1 failure; 2 bad input.");
@@ -560,7 +588,7 @@ int Main(int argc, char** argv) {
   CLI::App* tail = app.add_subcommand(
       "tail",
       "Print events arriving at a sink, one JSON line each (kafka://host:port/TOPIC, "
-      "redis://host:port/STREAM, file:///path).");
+      "redis://host:port/STREAM, nats://host:port/SUBJECT, file:///path).");
   tail->add_option("url", tf.url, "Sink URL with a concrete topic")->type_name("URL")->required();
   tail->add_flag("--from-beginning", tf.from_beginning, "Start at the oldest event, not new ones");
   tail->add_flag("--exit-at-end", tf.exit_at_end,

@@ -27,10 +27,12 @@ Result<std::unique_ptr<Sink>> MakeSink(const SinkOptions& options) {
   if (url.scheme == "file") return MakeFileSink(options);
   if (url.scheme == "redis") return MakeRedisSink(options);
   if (url.scheme == "http" || url.scheme == "https") return MakeHttpSink(options);
+  if (url.scheme == "nats") return MakeNatsSink(options);
   return InvalidArgumentError("unknown sink scheme '" + url.scheme + "' in " +
                               RedactUrl(options.url) +
                               "; expected kafka://host:port/topic, redis://host:port/stream, "
-                              "http(s)://host/path or file:///path/events.jsonl");
+                              "nats://host:port/subject, http(s)://host/path or "
+                              "file:///path/events.jsonl");
 }
 
 }  // namespace courier

@@ -39,6 +39,7 @@ class Sink {
 
 // kafka://host:port[,host:port]/topic-template[?librdkafka.property=value&...]
 // redis://[user:password@]host:port/stream-template[?db=N&maxlen=N]
+// nats://host:port[,host:port]/subject-template (JetStream)
 // http(s)://host:port/path-template (webhook: one POST per event)
 // file:///path/events.jsonl
 Result<std::unique_ptr<Sink>> MakeSink(const SinkOptions& options);
@@ -50,6 +51,7 @@ std::unique_ptr<Sink> MakeKafkaSink(const SinkOptions& options);
 std::unique_ptr<Sink> MakeFileSink(const SinkOptions& options);
 std::unique_ptr<Sink> MakeRedisSink(const SinkOptions& options);
 std::unique_ptr<Sink> MakeHttpSink(const SinkOptions& options);
+std::unique_ptr<Sink> MakeNatsSink(const SinkOptions& options);
 // Several sinks as one: an event is acked when every sink acked it (sinks/fanout.cc).
 std::unique_ptr<Sink> MakeFanOutSink(std::vector<std::unique_ptr<Sink>> sinks);
 

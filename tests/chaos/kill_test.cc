@@ -87,7 +87,7 @@ void WriteLoop(const TestDb& db, int writer_id, std::atomic<bool>& stop, Writer&
 }
 
 enum class SourceKind { kPostgresPoll, kPostgresCdc, kSqlite };
-enum class SinkKind { kKafka, kRedis, kHttp };
+enum class SinkKind { kKafka, kRedis, kHttp, kNats };
 struct KillSetup {
   SourceKind source;
   SinkKind sink;
@@ -102,6 +102,7 @@ TEST_P(KillTest, SigkillMidBatchLosesNothingAndKeepsOrder) {
   ASSERT_OK((*broker)->CreateTopic("order", 4));
   std::unique_ptr<RedisServer> redis;
   std::unique_ptr<WebhookServer> webhook;
+  std::unique_ptr<NatsServer> nats;
   std::string sink = "kafka://" + (*broker)->bootstrap() + "/order";
   if (setup.sink == SinkKind::kRedis) {
     auto started = RedisServer::Start();
@@ -113,10 +114,17 @@ TEST_P(KillTest, SigkillMidBatchLosesNothingAndKeepsOrder) {
     ASSERT_OK(started);
     webhook = std::move(started).value();
     sink = webhook->Url("hooks/order");
+  } else if (setup.sink == SinkKind::kNats) {
+    auto started = NatsServer::Start();
+    ASSERT_OK(started);
+    nats = std::move(started).value();
+    ASSERT_OK(nats->AddStream("ORDERS", {"order"}));
+    sink = nats->Url("order");
   }
   auto read_sink = [&] {
     if (redis) return ReadRedis(*redis, "order");
     if (webhook) return ReadWebhook(*webhook);
+    if (nats) return ReadNats(*nats, "order");
     return ReadTopic(**broker, "order");
   };
   TestDb db = TestDb::Make(setup.source != SourceKind::kSqlite);
@@ -173,6 +181,7 @@ TEST_P(KillTest, SigkillMidBatchLosesNothingAndKeepsOrder) {
       db.postgres ? "postgres" : "sqlite", mode.c_str(),
       setup.sink == SinkKind::kRedis  ? "redis"
       : setup.sink == SinkKind::kHttp ? "http"
+      : setup.sink == SinkKind::kNats ? "nats"
                                       : "kafka",
       kills, committed.size(), static_cast<long long>(rolled_back), records.size(),
       static_cast<long long>(duplicates));
@@ -193,7 +202,8 @@ INSTANTIATE_TEST_SUITE_P(Sources, KillTest,
                                            KillSetup{SourceKind::kPostgresCdc, SinkKind::kKafka},
                                            KillSetup{SourceKind::kSqlite, SinkKind::kKafka},
                                            KillSetup{SourceKind::kPostgresPoll, SinkKind::kRedis},
-                                           KillSetup{SourceKind::kPostgresPoll, SinkKind::kHttp}),
+                                           KillSetup{SourceKind::kPostgresPoll, SinkKind::kHttp},
+                                           KillSetup{SourceKind::kPostgresPoll, SinkKind::kNats}),
                          [](const auto& info) {
                            std::string name;
                            switch (info.param.source) {
@@ -209,6 +219,7 @@ INSTANTIATE_TEST_SUITE_P(Sources, KillTest,
                            }
                            if (info.param.sink == SinkKind::kRedis) return name + "ToRedis";
                            if (info.param.sink == SinkKind::kHttp) return name + "ToHttp";
+                           if (info.param.sink == SinkKind::kNats) return name + "ToNats";
                            return name;
                          });
 

@@ -28,8 +28,8 @@ TEST(Cli, UnknownSinkSchemeIsOneLineAndExit2) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_EQ(FirstLine(r.err),
             "courier: error: unknown sink scheme 'rabbit' in rabbit://localhost/x; expected "
-            "kafka://host:port/topic, redis://host:port/stream, http(s)://host/path or "
-            "file:///path/events.jsonl");
+            "kafka://host:port/topic, redis://host:port/stream, nats://host:port/subject, "
+            "http(s)://host/path or file:///path/events.jsonl");
 }
 
 TEST(Cli, UnknownSourceSchemeIsExit2) {

@@ -17,6 +17,7 @@
 #include "courier/relay.h"
 #include "sinks/dev_broker.h"
 #include "sinks/kafka_reader.h"
+#include "sinks/nats.h"
 #include "sinks/redis.h"
 #include "sources/source.h"
 #include "support/harness.h"
@@ -200,6 +201,25 @@ inline std::vector<KafkaRecord> ReadWebhook(const WebhookServer& server) {
     out.push_back(std::move(r));
   }
   return out;
+}
+
+// Every message of a JetStream subject, oldest first, as records for ExpectDelivered.
+inline std::vector<KafkaRecord> ReadNats(const NatsServer& server, const std::string& subject) {
+  auto endpoint = ParseNatsUrl(server.Url(subject));
+  EXPECT_OK(endpoint);
+  auto reader = NatsReader::Open(*endpoint, /*from_beginning=*/true);
+  EXPECT_OK(reader);
+  std::vector<KafkaRecord> out;
+  if (!reader.ok()) return out;
+  while (true) {
+    auto next = (*reader)->Next(Duration(1000));
+    EXPECT_OK(next);
+    if (!next.ok() || !next->has_value()) return out;
+    KafkaRecord r;
+    r.topic = subject;
+    r.event = std::move(**next);
+    out.push_back(std::move(r));
+  }
 }
 
 }  // namespace courier::test

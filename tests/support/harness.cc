@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <hiredis/hiredis.h>
+#include <nats/nats.h>
 #include <netinet/in.h>
 #include <pwd.h>
 #include <signal.h>
@@ -15,6 +16,7 @@
 #include <thread>
 
 #include "core/postgres.h"
+#include "sinks/nats.h"
 #include "sinks/redis.h"
 
 namespace courier::test {
@@ -295,6 +297,80 @@ Status WebhookServer::Stop() {
   auto code = process_->Wait(Duration(30000));
   process_.reset();
   if (!code) return InternalError("webhook server did not stop");
+  return Status::Ok();
+}
+
+namespace {
+
+bool PortAccepts(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<NatsServer>> NatsServer::Start() {
+  if (!std::filesystem::exists("/usr/sbin/nats-server")) {
+    return FailedPreconditionError("nats-server is not installed (apt-get install nats-server)");
+  }
+  std::unique_ptr<NatsServer> s(new NatsServer());
+  s->port_ = FreePort();
+  RETURN_IF_ERROR(s->StartAgain());
+  return s;
+}
+
+std::string NatsServer::Url(const std::string& subject) const {
+  return "nats://127.0.0.1:" + std::to_string(port_) + (subject.empty() ? "" : "/" + subject);
+}
+
+Status NatsServer::StartAgain() {
+  ASSIGN_OR_RETURN(Subprocess p,
+                   Subprocess::Spawn({"/usr/sbin/nats-server", "-js", "-a", "127.0.0.1", "-p",
+                                      std::to_string(port_), "-sd", dir_.path()},
+                                     dir_.File("nats.log"), dir_.File("nats.log")));
+  process_.emplace(std::move(p));
+  if (!WaitUntil([&] { return PortAccepts(port_); })) {
+    return InternalError("nats-server did not start; see " + dir_.File("nats.log"));
+  }
+  return Status::Ok();
+}
+
+Status NatsServer::Stop() {
+  if (!process_) return Status::Ok();
+  process_->Signal(SIGTERM);
+  auto code = process_->Wait(Duration(30000));
+  process_.reset();
+  if (!code) return InternalError("nats-server did not stop");
+  return Status::Ok();
+}
+
+Status NatsServer::AddStream(const std::string& name, const std::vector<std::string>& subjects) {
+  ASSIGN_OR_RETURN(NatsEndpoint endpoint, ParseNatsUrl(Url()));
+  ASSIGN_OR_RETURN(natsConnection * conn, ConnectNats(endpoint));
+  jsCtx* js = nullptr;
+  natsStatus s = NATS_OK;
+  // Connected in the background: JetStream calls fail until then.
+  WaitUntil([&] { return natsConnection_Status(conn) == NATS_CONN_STATUS_CONNECTED; });
+  s = natsConnection_JetStream(&js, conn, nullptr);
+  std::vector<const char*> subs;
+  for (const std::string& sub : subjects) subs.push_back(sub.c_str());
+  jsStreamConfig cfg;
+  jsStreamConfig_Init(&cfg);
+  cfg.Name = name.c_str();
+  cfg.Subjects = subs.data();
+  cfg.SubjectsLen = static_cast<int>(subs.size());
+  cfg.Storage = js_FileStorage;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  if (s == NATS_OK) s = js_AddStream(nullptr, js, &cfg, nullptr, &code);
+  if (js != nullptr) jsCtx_Destroy(js);
+  natsConnection_Destroy(conn);
+  if (s != NATS_OK) return InternalError(std::string("js_AddStream: ") + natsStatus_GetText(s));
   return Status::Ok();
 }
 

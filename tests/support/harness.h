@@ -98,6 +98,24 @@ class WebhookServer {
   std::optional<Subprocess> process_;
 };
 
+// nats-server with JetStream (file storage in a temp dir) on a free loopback port.
+class NatsServer {
+ public:
+  static Result<std::unique_ptr<NatsServer>> Start();
+  // nats://127.0.0.1:PORT/SUBJECT
+  std::string Url(const std::string& subject = "") const;
+  // A file-backed stream capturing `subjects`.
+  Status AddStream(const std::string& name, const std::vector<std::string>& subjects);
+  Status Stop();
+  Status StartAgain();
+
+ private:
+  NatsServer() = default;
+  TempDir dir_;
+  int port_ = 0;
+  std::optional<Subprocess> process_;
+};
+
 struct CommandResult {
   int exit_code = -1;
   std::string out;

@@ -1,0 +1,280 @@
+// NATS JetStream sink (cnats): asynchronous JetStream publishes, acked by the stream's PubAck.
+//
+//   nats://[user:password@]host:port[,host:port]/SUBJECT-TEMPLATE
+//
+// SUBJECT-TEMPLATE may use {aggregate_type} and {event_type} (default {aggregate_type}); a
+// JetStream stream must capture the subjects. Each message carries `Nats-Msg-Id: <event_id>`,
+// so the stream drops a redelivered event inside its duplicate window, and the envelope as
+// headers (event_id, event_type, aggregate_type, aggregate_id, created_at_us, plus the event's
+// own headers); the body is the payload. Messages of a batch are published in order on one
+// connection, so a stream stores an aggregate's events in commit order.
+#include "sinks/nats.h"
+
+#include <nats/nats.h>
+
+#include <condition_variable>
+#include <map>
+#include <mutex>
+
+#include "core/log.h"
+#include "core/url.h"
+#include "sinks/sink.h"
+
+namespace courier {
+namespace {
+
+Status NatsError(natsStatus s, const std::string& what) {
+  const std::string text = what + ": " + natsStatus_GetText(s);
+  if (s == NATS_MAX_PAYLOAD || s == NATS_INVALID_SUBJECT || s == NATS_INVALID_ARG) {
+    return RejectedError(text);
+  }
+  return RetriableError(text);
+}
+
+class NatsSink final : public Sink {
+ public:
+  explicit NatsSink(SinkOptions options) : options_(std::move(options)) {}
+  ~NatsSink() override {
+    if (js_ != nullptr) jsCtx_Destroy(js_);
+    if (conn_ != nullptr) natsConnection_Destroy(conn_);
+  }
+
+  Status Open() override {
+    ASSIGN_OR_RETURN(endpoint_, ParseNatsUrl(options_.url));
+    ASSIGN_OR_RETURN(conn_, ConnectNats(endpoint_));
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.PublishAsync.AckHandler = &NatsSink::OnAck;
+    jo.PublishAsync.AckHandlerClosure = this;
+    jo.PublishAsync.MaxPending = 20000;
+    const natsStatus s = natsConnection_JetStream(&js_, conn_, &jo);
+    if (s != NATS_OK) return NatsError(s, "nats: JetStream context");
+    return Status::Ok();
+  }
+
+  std::vector<Status> Publish(std::span<const Event> batch, const StopSignal& stop) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    results_.assign(batch.size(), RetriableError("no PubAck from JetStream yet"));
+    pending_.clear();
+    waiting_ = 0;
+    lock.unlock();
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const Event& e = batch[i];
+      const std::string subject = ExpandTemplate(endpoint_.subject, e);
+      natsMsg* msg = nullptr;
+      natsStatus s = natsMsg_Create(&msg, subject.c_str(), nullptr, e.payload.data(),
+                                    static_cast<int>(e.payload.size()));
+      for (const auto& [k, v] : Headers{{"Nats-Msg-Id", e.event_id},
+                                        {"event_id", e.event_id},
+                                        {"event_type", e.event_type},
+                                        {"aggregate_type", e.aggregate_type},
+                                        {"aggregate_id", e.aggregate_id},
+                                        {"created_at_us", std::to_string(e.created_at_us)}}) {
+        if (s == NATS_OK) s = natsMsgHeader_Set(msg, k.c_str(), v.c_str());
+      }
+      for (const auto& [k, v] : e.headers) {
+        if (s == NATS_OK) s = natsMsgHeader_Add(msg, k.c_str(), v.c_str());
+      }
+      if (s != NATS_OK) {
+        natsMsg_Destroy(msg);
+        lock.lock();
+        results_[i] = NatsError(s, "nats: message for " + subject);
+        lock.unlock();
+        continue;
+      }
+      lock.lock();
+      pending_[msg] = i;
+      ++waiting_;
+      lock.unlock();
+      natsMsg* owned = msg;
+      s = js_PublishMsgAsync(js_, &owned, nullptr);
+      if (s != NATS_OK) {
+        lock.lock();
+        pending_.erase(msg);
+        --waiting_;
+        results_[i] = NatsError(s, "nats: publish to " + subject);
+        lock.unlock();
+        natsMsg_Destroy(owned);
+      }
+    }
+    // Wait for the acks: as long as the server is away when the delivery timeout is zero.
+    const TimePoint start = Clock::Real().Now();
+    lock.lock();
+    while (waiting_ > 0) {
+      const TimePoint now = Clock::Real().Now();
+      if (options_.delivery_timeout.count() > 0 && now - start > options_.delivery_timeout) break;
+      if (stop.requested() && now - start > options_.shutdown_timeout) break;
+      cv_.wait_for(lock, std::chrono::milliseconds(100));
+    }
+    pending_.clear();  // late acks of this batch are ignored
+    return results_;
+  }
+
+  std::string Describe() const override { return RedactUrl(options_.url); }
+
+ private:
+  static void OnAck(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure) {
+    auto* self = static_cast<NatsSink*>(closure);
+    {
+      std::lock_guard<std::mutex> lock(self->mu_);
+      auto it = self->pending_.find(msg);
+      if (it != self->pending_.end()) {
+        Status& r = self->results_[it->second];
+        if (pa != nullptr) {
+          r = Status::Ok();
+        } else if (pae != nullptr) {
+          std::string text = pae->ErrText != nullptr ? pae->ErrText : natsStatus_GetText(pae->Err);
+          if (pae->Err == NATS_NO_RESPONDERS) {
+            text = "no JetStream stream captures subject " + std::string(natsMsg_GetSubject(msg)) +
+                   "; create one (nats stream add --subjects ...)";
+          }
+          // The stream refusing the message itself (too large, ...) is for good; anything
+          // about reaching it (timeouts, no responders, reconnecting) may pass.
+          r = pae->ErrCode != 0 ? RejectedError("nats: " + text) : RetriableError("nats: " + text);
+        }
+        self->pending_.erase(it);
+        --self->waiting_;
+      }
+    }
+    self->cv_.notify_all();
+    natsMsg_Destroy(msg);
+  }
+
+  SinkOptions options_;
+  NatsEndpoint endpoint_;
+  natsConnection* conn_ = nullptr;
+  jsCtx* js_ = nullptr;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<natsMsg*, size_t> pending_;  // guarded by mu_
+  std::vector<Status> results_;         // guarded by mu_
+  size_t waiting_ = 0;                  // guarded by mu_
+};
+
+}  // namespace
+
+Result<NatsEndpoint> ParseNatsUrl(const std::string& text) {
+  ASSIGN_OR_RETURN(Url url, ParseUrl(text));
+  NatsEndpoint e;
+  if (url.hosts.empty()) {
+    return InvalidArgumentError("nats URL " + RedactUrl(text) +
+                                " names no server; write nats://host:4222/subject");
+  }
+  size_t start = 0;
+  while (start <= url.hosts.size()) {
+    const size_t comma = url.hosts.find(',', start);
+    const std::string host = url.hosts.substr(start, comma - start);
+    if (!host.empty()) e.servers.push_back("nats://" + host);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  e.user = url.user;
+  e.password = url.password;
+  e.subject = url.path.empty() ? "{aggregate_type}" : url.path;
+  return e;
+}
+
+Result<natsConnection*> ConnectNats(const NatsEndpoint& e) {
+  natsOptions* opts = nullptr;
+  if (natsOptions_Create(&opts) != NATS_OK) return InternalError("nats: cannot create options");
+  std::vector<const char*> servers;
+  for (const std::string& s : e.servers) servers.push_back(s.c_str());
+  natsStatus s = natsOptions_SetServers(opts, servers.data(), static_cast<int>(servers.size()));
+  if (s == NATS_OK && !e.user.empty()) {
+    s = natsOptions_SetUserInfo(opts, e.user.c_str(), e.password.c_str());
+  }
+  // Never give up: the relay's events wait in the database meanwhile.
+  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);
+  if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, 500);
+  if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(opts, true, nullptr, nullptr);
+  natsConnection* conn = nullptr;
+  if (s == NATS_OK) s = natsConnection_Connect(&conn, opts);
+  natsOptions_Destroy(opts);
+  // With retry-on-failed-connect an unreachable server is NATS_NOT_YET_CONNECTED: the
+  // connection keeps trying in the background.
+  if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
+    return InvalidArgumentError("nats: cannot set up a connection: " +
+                                std::string(natsStatus_GetText(s)));
+  }
+  return conn;
+}
+
+namespace {
+
+class NatsReaderImpl final : public NatsReader {
+ public:
+  ~NatsReaderImpl() override {
+    if (sub_ != nullptr) natsSubscription_Destroy(sub_);
+    if (js_ != nullptr) jsCtx_Destroy(js_);
+    if (conn_ != nullptr) natsConnection_Destroy(conn_);
+  }
+
+  Status Init(const NatsEndpoint& e, bool from_beginning) {
+    ASSIGN_OR_RETURN(conn_, ConnectNats(e));
+    natsStatus s = natsConnection_JetStream(&js_, conn_, nullptr);
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Ordered = true;
+    so.Config.DeliverPolicy = from_beginning ? js_DeliverAll : js_DeliverNew;
+    jsErrCode code = static_cast<jsErrCode>(0);
+    if (s == NATS_OK) s = js_SubscribeSync(&sub_, js_, e.subject.c_str(), nullptr, &so, &code);
+    if (s != NATS_OK) {
+      return InvalidArgumentError("nats: cannot read " + e.subject + ": " + natsStatus_GetText(s) +
+                                  " (is there a stream for it?)");
+    }
+    return Status::Ok();
+  }
+
+  Result<std::optional<Event>> Next(Duration timeout) override {
+    natsMsg* msg = nullptr;
+    const natsStatus s = natsSubscription_NextMsg(&msg, sub_, timeout.count());
+    if (s == NATS_TIMEOUT) return std::optional<Event>();
+    if (s != NATS_OK) return RetriableError(std::string("nats: ") + natsStatus_GetText(s));
+    Event e;
+    e.payload.assign(natsMsg_GetData(msg), static_cast<size_t>(natsMsg_GetDataLength(msg)));
+    const char** keys = nullptr;
+    int count = 0;
+    if (natsMsgHeader_Keys(msg, &keys, &count) == NATS_OK) {
+      for (int i = 0; i < count; ++i) {
+        const char* value = nullptr;
+        if (natsMsgHeader_Get(msg, keys[i], &value) != NATS_OK) continue;
+        const std::string k = keys[i];
+        if (k == "event_id")
+          e.event_id = value;
+        else if (k == "event_type")
+          e.event_type = value;
+        else if (k == "aggregate_type")
+          e.aggregate_type = value;
+        else if (k == "aggregate_id")
+          e.aggregate_id = value;
+        else if (k == "created_at_us")
+          e.created_at_us = std::atoll(value);
+        else if (k != "Nats-Msg-Id")
+          e.headers.emplace_back(k, value);
+      }
+      free(static_cast<void*>(keys));
+    }
+    natsMsg_Destroy(msg);
+    return std::optional<Event>(std::move(e));
+  }
+
+ private:
+  natsConnection* conn_ = nullptr;
+  jsCtx* js_ = nullptr;
+  natsSubscription* sub_ = nullptr;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<NatsReader>> NatsReader::Open(const NatsEndpoint& endpoint,
+                                                     bool from_beginning) {
+  auto reader = std::make_unique<NatsReaderImpl>();
+  RETURN_IF_ERROR(reader->Init(endpoint, from_beginning));
+  return std::unique_ptr<NatsReader>(std::move(reader));
+}
+
+std::unique_ptr<Sink> MakeNatsSink(const SinkOptions& options) {
+  return std::make_unique<NatsSink>(options);
+}
+
+}  // namespace courier

@@ -1,0 +1,43 @@
+// NATS endpoints shared by the JetStream sink and its reader (`courier tail`).
+//
+// Thread-safety: a NatsReader is used by one thread.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/clock.h"
+#include "courier/event.h"
+#include "courier/status.h"
+
+typedef struct __natsConnection natsConnection;
+
+namespace courier {
+
+struct NatsEndpoint {
+  std::vector<std::string> servers;  // nats://host:port each
+  std::string user;
+  std::string password;
+  std::string subject;  // the URL's path: a subject or template
+};
+
+// nats://[user:password@]host:port[,host:port]/SUBJECT
+Result<NatsEndpoint> ParseNatsUrl(const std::string& url);
+
+// A connection that keeps reconnecting forever (also when the server is away at first).
+Result<natsConnection*> ConnectNats(const NatsEndpoint& endpoint);
+
+// Reads a subject's messages from its JetStream stream, oldest first or only new ones, through
+// an ordered consumer.
+class NatsReader {
+ public:
+  static Result<std::unique_ptr<NatsReader>> Open(const NatsEndpoint& endpoint,
+                                                  bool from_beginning);
+  virtual ~NatsReader() = default;
+  // The next event, or nullopt when none arrived within `timeout`.
+  virtual Result<std::optional<Event>> Next(Duration timeout) = 0;
+};
+
+}  // namespace courier
