@@ -5,7 +5,7 @@
 #   ./dev.sh test       install build + test dependencies, build, run every test
 #   ./dev.sh sanitize   the test suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   ./dev.sh lint       clang-format check
-#   ./dev.sh bench [poll|cdc]  the benchmarks, both by default (results: docs/benchmarks.md)
+#   ./dev.sh bench [poll|cdc|sinks]  the benchmarks, all by default (docs/benchmarks.md)
 #   ./dev.sh build      just build (build/courier)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -66,7 +66,9 @@ case "${1:-}" in
     case "${2:-all}" in
       poll) exec build/bench/courier_bench ;;
       cdc) exec build/bench/courier_bench_cdc ;;
-      *) build/bench/courier_bench && build/bench/courier_bench_cdc ;;
+      sinks) exec build/bench/courier_bench_sinks ;;
+      *) build/bench/courier_bench && build/bench/courier_bench_cdc &&
+         build/bench/courier_bench_sinks ;;
     esac ;;
   *)
     sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'

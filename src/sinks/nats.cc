@@ -35,6 +35,8 @@ class NatsSink final : public Sink {
  public:
   explicit NatsSink(SinkOptions options) : options_(std::move(options)) {}
   ~NatsSink() override {
+    // Closing first stops the library's threads calling OnAck into a half-destroyed sink.
+    if (conn_ != nullptr) natsConnection_Close(conn_);
     if (js_ != nullptr) jsCtx_Destroy(js_);
     if (conn_ != nullptr) natsConnection_Destroy(conn_);
   }
