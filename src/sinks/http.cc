@@ -99,9 +99,11 @@ class HttpSink final : public Sink {
     std::map<std::string, std::deque<size_t>> queues;
     for (size_t i = 0; i < batch.size(); ++i) queues[batch[i].aggregate_id].push_back(i);
     std::map<CURL*, std::unique_ptr<Request>> active;
+    // Starts the next request of every idle aggregate; true when it started any.
     auto start_more = [&] {
+      const size_t before = active.size();
       for (auto& [aggregate, queue] : queues) {
-        if (active.size() >= kParallel) return;
+        if (active.size() >= kParallel) break;
         if (queue.empty() || in_flight_.count(aggregate) > 0) continue;
         auto req = Start(batch[queue.front()], queue.front());
         if (!req.ok()) {
@@ -114,6 +116,7 @@ class HttpSink final : public Sink {
         curl_multi_add_handle(multi_, easy);
         active.emplace(easy, std::move(req).value());
       }
+      return active.size() > before;
     };
     const TimePoint start = Clock::Real().Now();
     start_more();
@@ -143,7 +146,8 @@ class HttpSink final : public Sink {
           queue.clear();
         }
       }
-      start_more();
+      // A request just added has no socket yet: drive it at once instead of sleeping in poll.
+      if (start_more()) continue;
       if (!active.empty()) curl_multi_poll(multi_, nullptr, 0, 100, nullptr);
     }
     for (auto& [easy, req] : active) {
