@@ -25,11 +25,11 @@ class FanOutSink final : public Sink {
   std::vector<Status> Publish(std::span<const Event> batch, const StopSignal& stop) override {
     const size_t n = sinks_.size();
     // Per sink, the events of the batch it still owes an ack for (in batch order).
-    std::vector<std::vector<size_t>> todo(n);
+    std::vector<std::vector<size_t>> owed(n);
     for (size_t i = 0; i < batch.size(); ++i) {
       std::vector<bool>& acked = Acked(batch[i].event_id);
       for (size_t s = 0; s < n; ++s) {
-        if (!acked[s]) todo[s].push_back(i);
+        if (!acked[s]) owed[s].push_back(i);
       }
     }
     std::vector<std::vector<Status>> answers(n);
@@ -37,8 +37,8 @@ class FanOutSink final : public Sink {
     for (size_t s = 0; s < n; ++s) {
       threads.emplace_back([&, s] {
         std::vector<Event> events;
-        events.reserve(todo[s].size());
-        for (size_t i : todo[s]) events.push_back(batch[i]);
+        events.reserve(owed[s].size());
+        for (size_t i : owed[s]) events.push_back(batch[i]);
         answers[s] = events.empty() ? std::vector<Status>{} : sinks_[s]->Publish(events, stop);
       });
     }
@@ -47,8 +47,8 @@ class FanOutSink final : public Sink {
     std::vector<Status> results(batch.size());
     std::vector<Status> rejected(batch.size());
     for (size_t s = 0; s < n; ++s) {
-      for (size_t k = 0; k < todo[s].size(); ++k) {
-        const size_t i = todo[s][k];
+      for (size_t k = 0; k < owed[s].size(); ++k) {
+        const size_t i = owed[s][k];
         const Status& st = answers[s][k];
         if (st.ok()) {
           Acked(batch[i].event_id)[s] = true;

@@ -448,14 +448,7 @@ class PostgresCdcSource final : public Source {
   }
 
   Result<int64_t> DeletePublishedBefore(Duration retention) override {
-    int64_t total = 0;
-    while (true) {
-      ASSIGN_OR_RETURN(PgResult res,
-                       PgExec(conn_.get(), cleanup_sql_, {std::to_string(retention.count())}));
-      const int64_t n = std::stoll(PQcmdTuples(res.get()));
-      total += n;
-      if (n < 10000) return total;
-    }
+    return DeletePublishedRows(conn_.get(), cleanup_sql_, retention);
   }
 
   void Close() override {

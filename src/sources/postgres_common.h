@@ -20,6 +20,11 @@ std::string IdArray(std::span<const int64_t> ids);
 Status AcquireRelayLock(PGconn* conn, const std::string& outbox, const std::string& describe,
                         const StopSignal& stop, bool wait);
 
+// Retain mode's cleaner: runs `cleanup_sql` (a DELETE of at most 10 000 rows published longer
+// than $1 milliseconds ago) until a round deletes fewer; returns the rows deleted.
+Result<int64_t> DeletePublishedRows(PGconn* conn, const std::string& cleanup_sql,
+                                    Duration retention);
+
 // Whether the outbox's payload column is bytea (else it is read as text).
 Result<bool> PayloadIsBytea(PGconn* conn, const std::string& quoted_outbox);
 

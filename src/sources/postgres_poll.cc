@@ -47,6 +47,17 @@ Status AcquireRelayLock(PGconn* conn, const std::string& outbox, const std::stri
   return CancelledError("stopped while standing by");
 }
 
+Result<int64_t> DeletePublishedRows(PGconn* conn, const std::string& cleanup_sql,
+                                    Duration retention) {
+  int64_t total = 0;
+  while (true) {
+    ASSIGN_OR_RETURN(PgResult res, PgExec(conn, cleanup_sql, {std::to_string(retention.count())}));
+    const int64_t n = std::stoll(PQcmdTuples(res.get()));
+    total += n;
+    if (n < 10000) return total;
+  }
+}
+
 Result<bool> PayloadIsBytea(PGconn* conn, const std::string& quoted_outbox) {
   ASSIGN_OR_RETURN(PgResult res, PgExec(conn,
                                         "SELECT format_type(atttypid, NULL) FROM pg_attribute WHERE"
@@ -196,14 +207,7 @@ class PostgresPollSource final : public Source {
   }
 
   Result<int64_t> DeletePublishedBefore(Duration retention) override {
-    int64_t total = 0;
-    while (true) {
-      ASSIGN_OR_RETURN(PgResult res,
-                       PgExec(conn_.get(), cleanup_sql_, {std::to_string(retention.count())}));
-      const int64_t n = std::stoll(PQcmdTuples(res.get()));
-      total += n;
-      if (n < 10000) return total;
-    }
+    return DeletePublishedRows(conn_.get(), cleanup_sql_, retention);
   }
 
   void Close() override { conn_.reset(); }

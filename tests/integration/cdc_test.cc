@@ -24,13 +24,8 @@ class CdcTest : public ::testing::Test {
   }
 
   RelayOptions Options(const std::string& topic = "{aggregate_type}") const {
-    RelayOptions o;
+    RelayOptions o = TestRelayOptions(db_->url, "kafka://" + broker_->bootstrap() + "/" + topic);
     o.mode = RelayOptions::Mode::kCdc;
-    o.source_url = db_->url;
-    o.sink_url = "kafka://" + broker_->bootstrap() + "/" + topic;
-    o.poll_interval = Duration(20);
-    o.backoff_initial = Duration(50);
-    o.backoff_max = Duration(500);
     return o;
   }
 
@@ -50,18 +45,7 @@ class CdcTest : public ::testing::Test {
   }
 
   std::set<std::string> Commit(int n, int aggregates) {
-    std::set<std::string> ids;
-    std::vector<std::string> statements;
-    for (int i = 0; i < n; ++i) {
-      const std::string id = NewUuidV7();
-      ids.insert(id);
-      statements.push_back(InsertEventSql(id, "agg-" + std::to_string(i % aggregates), seq_++));
-      if (statements.size() == 50 || i == n - 1) {
-        EXPECT_OK(db_->Transaction(statements));
-        statements.clear();
-      }
-    }
-    return ids;
+    return CommitEvents(*db_, n, aggregates, &seq_);
   }
 
   std::unique_ptr<DevBroker> broker_;

@@ -1,23 +1,10 @@
 // Fan-out: one relay, several sinks; an event is done when every sink acked it.
 #include <fstream>
 
-#include "core/uuid.h"
 #include "support/fixtures.h"
 
 namespace courier::test {
 namespace {
-
-std::set<std::string> CommitEvents(const TestDb& db, int n, int aggregates) {
-  std::set<std::string> ids;
-  std::vector<std::string> statements;
-  for (int i = 0; i < n; ++i) {
-    const std::string id = NewUuidV7();
-    ids.insert(id);
-    statements.push_back(InsertEventSql(id, "agg-" + std::to_string(i % aggregates), i + 1));
-  }
-  EXPECT_OK(db.Transaction(statements));
-  return ids;
-}
 
 TEST(FanOut, EverySinkGetsEveryEventInOrder) {
   auto redis = RedisServer::Start();
@@ -25,7 +12,8 @@ TEST(FanOut, EverySinkGetsEveryEventInOrder) {
   auto webhook = WebhookServer::Start();
   ASSERT_OK(webhook);
   TestDb db = TestDb::Make(true);
-  const std::set<std::string> ids = CommitEvents(db, 120, 6);
+  int64_t seq = 1;
+  const std::set<std::string> ids = CommitEvents(db, 120, 6, &seq);
   RelayOptions o;
   o.source_url = db.url;
   o.sink_url = (*redis)->Url("order");
@@ -49,6 +37,7 @@ TEST(FanOut, StoppedSinkDelaysWithoutDuplicatingOrLosingForTheOthers) {
   ASSERT_OK(webhook);
   ASSERT_OK((*webhook)->Stop());
   TestDb db = TestDb::Make(true);
+  int64_t seq = 1;
   RelayOptions o;
   o.source_url = db.url;
   o.sink_url = (*redis)->Url("order");
@@ -57,7 +46,7 @@ TEST(FanOut, StoppedSinkDelaysWithoutDuplicatingOrLosingForTheOthers) {
   o.backoff_initial = Duration(50);
   o.backoff_max = Duration(200);
   BackgroundRelay relay(o);
-  const std::set<std::string> ids = CommitEvents(db, 100, 5);
+  const std::set<std::string> ids = CommitEvents(db, 100, 5, &seq);
   ASSERT_TRUE(WaitUntil([&] { return relay.stats().retries >= 5; }));
   EXPECT_EQ(ReadRedis(**redis, "order").size(), 100u) << "each event once, whatever the retries";
   EXPECT_EQ(db.Count("courier_outbox"), 100) << "not done until every sink acked";
@@ -72,7 +61,8 @@ TEST(FanOut, StoppedSinkDelaysWithoutDuplicatingOrLosingForTheOthers) {
 TEST(FanOut, RepeatedSinkFlagAndConfigList) {
   TempDir dir;
   TestDb db = TestDb::Make(false);
-  CommitEvents(db, 3, 1);
+  int64_t seq = 1;
+  CommitEvents(db, 3, 1, &seq);
   std::ofstream(dir.File("relay.toml"))
       << "source = \"" << db.url << "\"\nsink = [\"file://" << dir.File("a.jsonl")
       << "\", \"file://" << dir.File("b.jsonl") << "\"]\n";
@@ -84,7 +74,7 @@ TEST(FanOut, RepeatedSinkFlagAndConfigList) {
   };
   EXPECT_EQ(lines("a.jsonl"), 3);
   EXPECT_EQ(lines("b.jsonl"), 3);
-  CommitEvents(db, 2, 1);
+  CommitEvents(db, 2, 1, &seq);
   CommandResult only_c = RunCourier({"relay", "--config", dir.File("relay.toml"), "--sink",
                                      "file://" + dir.File("c.jsonl"), "--once"});
   ASSERT_EQ(only_c.exit_code, 0) << only_c.err;

@@ -15,29 +15,12 @@ class HttpSinkTest : public ::testing::Test {
   }
 
   RelayOptions Options() const {
-    RelayOptions o;
-    o.source_url = db_->url;
-    o.sink_url = server_->Url("hooks/{aggregate_type}");
-    o.poll_interval = Duration(20);
-    o.backoff_initial = Duration(50);
-    o.backoff_max = Duration(500);
+    RelayOptions o = TestRelayOptions(db_->url, server_->Url("hooks/{aggregate_type}"));
     return o;
   }
 
   std::set<std::string> Commit(int n, int aggregates, const std::string& type = "order") {
-    std::set<std::string> ids;
-    std::vector<std::string> statements;
-    for (int i = 0; i < n; ++i) {
-      const std::string id = NewUuidV7();
-      ids.insert(id);
-      statements.push_back(
-          InsertEventSql(id, "agg-" + std::to_string(i % aggregates), seq_++, type));
-      if (statements.size() == 50 || i == n - 1) {
-        EXPECT_OK(db_->Transaction(statements));
-        statements.clear();
-      }
-    }
-    return ids;
+    return CommitEvents(*db_, n, aggregates, &seq_, type);
   }
 
   Status RunOnce() {
@@ -109,11 +92,7 @@ TEST_F(HttpSinkTest, ReceiverDownThenBacklogDrains) {
   ASSERT_OK(server_->Stop());
   const std::set<std::string> during = Commit(200, 5);
   ids.insert(during.begin(), during.end());
-  const TimePoint until = Clock::Real().Now() + std::chrono::seconds(3);
-  while (Clock::Real().Now() < until) {
-    ASSERT_EQ(db_->Count("courier_outbox"), 200) << "nothing is deleted without a 2xx";
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  ASSERT_TRUE(OutboxStaysAt(*db_, 200, std::chrono::seconds(3)));
   ASSERT_OK(server_->StartAgain());
   ASSERT_TRUE(WaitUntil([&] { return db_->Count("courier_outbox") == 0; }, Duration(60000)));
   ASSERT_OK(relay.Stop());

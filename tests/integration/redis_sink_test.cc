@@ -19,29 +19,12 @@ class RedisSinkTest : public ::testing::Test {
   }
 
   RelayOptions Options() const {
-    RelayOptions o;
-    o.source_url = db_->url;
-    o.sink_url = redis_->Url("{aggregate_type}");
-    o.poll_interval = Duration(20);
-    o.backoff_initial = Duration(50);
-    o.backoff_max = Duration(500);
+    RelayOptions o = TestRelayOptions(db_->url, redis_->Url("{aggregate_type}"));
     return o;
   }
 
   std::set<std::string> Commit(int n, int aggregates, const std::string& type = "order") {
-    std::set<std::string> ids;
-    std::vector<std::string> statements;
-    for (int i = 0; i < n; ++i) {
-      const std::string id = NewUuidV7();
-      ids.insert(id);
-      statements.push_back(
-          InsertEventSql(id, "agg-" + std::to_string(i % aggregates), seq_++, type));
-      if (statements.size() == 50 || i == n - 1) {
-        EXPECT_OK(db_->Transaction(statements));
-        statements.clear();
-      }
-    }
-    return ids;
+    return CommitEvents(*db_, n, aggregates, &seq_, type);
   }
 
   std::unique_ptr<RedisServer> redis_;
@@ -86,11 +69,7 @@ TEST_F(RedisSinkTest, ServerStoppedThenBacklogDrains) {
   const std::set<std::string> during = Commit(300, 5);
   ids.insert(during.begin(), during.end());
   // Several seconds away, retried with backoff; the backlog stays whole meanwhile.
-  const TimePoint until = Clock::Real().Now() + std::chrono::seconds(3);
-  while (Clock::Real().Now() < until) {
-    ASSERT_EQ(db_->Count("courier_outbox"), 300) << "nothing is deleted without an ack";
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  ASSERT_TRUE(OutboxStaysAt(*db_, 300, std::chrono::seconds(3)));
   EXPECT_GE(relay.stats().retries, 3);
   ASSERT_OK(redis_->StartAgain());
   ASSERT_TRUE(WaitUntil([&] { return db_->Count("courier_outbox") == 0; }, Duration(60000)));

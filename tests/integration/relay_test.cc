@@ -24,31 +24,14 @@ class RelayTest : public ::testing::TestWithParam<SourceKind> {
   }
 
   RelayOptions Options(const std::string& topic = "{aggregate_type}") const {
-    RelayOptions o;
+    RelayOptions o = TestRelayOptions(db_->url, "kafka://" + broker_->bootstrap() + "/" + topic);
     if (GetParam() == SourceKind::kPostgresCdc) o.mode = RelayOptions::Mode::kCdc;
-    o.source_url = db_->url;
-    o.sink_url = "kafka://" + broker_->bootstrap() + "/" + topic;
-    o.poll_interval = Duration(20);
-    o.backoff_initial = Duration(50);
-    o.backoff_max = Duration(500);
     return o;
   }
 
   // Commits `n` events spread over `aggregates` aggregates; returns their ids.
   std::set<std::string> Commit(int n, int aggregates, const std::string& type = "order") {
-    std::set<std::string> ids;
-    std::vector<std::string> statements;
-    for (int i = 0; i < n; ++i) {
-      const std::string id = NewUuidV7();
-      ids.insert(id);
-      statements.push_back(
-          InsertEventSql(id, "agg-" + std::to_string(i % aggregates), next_seq_++, type));
-      if (statements.size() == 50 || i == n - 1) {
-        EXPECT_OK(db_->Transaction(statements));
-        statements.clear();
-      }
-    }
-    return ids;
+    return CommitEvents(*db_, n, aggregates, &next_seq_, type);
   }
 
   Status RunOnce(RelayOptions o) {
@@ -121,11 +104,7 @@ TEST_P(RelayTest, AppKeepsCommittingWhileBrokerIsDownAndBacklogDrains) {
   const std::set<std::string> during = Commit(300, 5);  // commits succeed: no broker involved
   ids.insert(during.begin(), during.end());
   // Nothing may be deleted without an ack: the backlog stays whole while the broker is down.
-  const TimePoint until = Clock::Real().Now() + std::chrono::seconds(2);
-  while (Clock::Real().Now() < until) {
-    ASSERT_EQ(db_->Count("courier_outbox"), 300);
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  ASSERT_TRUE(OutboxStaysAt(*db_, 300, std::chrono::seconds(2)));
   broker_->SetDown(false);
   ASSERT_TRUE(WaitUntil([&] { return db_->Count("courier_outbox") == 0; }, Duration(60000)));
   ASSERT_OK(relay.Stop());

@@ -14,6 +14,7 @@
 
 #include "core/postgres.h"
 #include "core/sqlite.h"
+#include "core/uuid.h"
 #include "courier/relay.h"
 #include "sinks/dev_broker.h"
 #include "sinks/kafka_reader.h"
@@ -81,6 +82,17 @@ struct TestDb {
   }
 };
 
+// Relay options for tests: quick polls and quick retries.
+inline RelayOptions TestRelayOptions(const std::string& source, const std::string& sink) {
+  RelayOptions o;
+  o.source_url = source;
+  o.sink_url = sink;
+  o.poll_interval = Duration(20);
+  o.backoff_initial = Duration(50);
+  o.backoff_max = Duration(500);
+  return o;
+}
+
 // INSERT through the plain-SQL contract; payload {"seq":N}; event_id chosen by the test.
 inline std::string InsertEventSql(const std::string& event_id, const std::string& aggregate_id,
                                   int64_t seq, const std::string& aggregate_type = "order",
@@ -89,6 +101,41 @@ inline std::string InsertEventSql(const std::string& event_id, const std::string
          " (event_id, aggregate_type, aggregate_id, event_type, payload) VALUES ('" + event_id +
          "', '" + aggregate_type + "', '" + aggregate_id +
          "', 'Happened', '{\"seq\":" + std::to_string(seq) + "}')";
+}
+
+// Commits `n` events spread over `aggregates` aggregates, 50 per transaction, their payloads'
+// seq numbered on from *seq; returns their ids.
+inline std::set<std::string> CommitEvents(const TestDb& db, int n, int aggregates, int64_t* seq,
+                                          const std::string& type = "order") {
+  std::set<std::string> ids;
+  std::vector<std::string> statements;
+  for (int i = 0; i < n; ++i) {
+    const std::string id = NewUuidV7();
+    ids.insert(id);
+    statements.push_back(
+        InsertEventSql(id, "agg-" + std::to_string(i % aggregates), (*seq)++, type));
+    if (statements.size() == 50 || i == n - 1) {
+      EXPECT_OK(db.Transaction(statements));
+      statements.clear();
+    }
+  }
+  return ids;
+}
+
+// True if the outbox holds exactly `rows` rows throughout `how_long` (checked every 100 ms):
+// while a sink is away, nothing may be deleted without its ack.
+inline bool OutboxStaysAt(const TestDb& db, int64_t rows, Duration how_long) {
+  const TimePoint until = Clock::Real().Now() + how_long;
+  while (Clock::Real().Now() < until) {
+    const int64_t now = db.Count("courier_outbox");
+    if (now != rows) {
+      ADD_FAILURE() << "outbox holds " << now << " rows, expected " << rows
+                    << ": nothing is deleted without an ack";
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return true;
 }
 
 inline int64_t SeqOf(const Event& e) {

@@ -35,6 +35,27 @@ Status RunAsPostgres(std::vector<std::string> argv, const std::string& log) {
   return Status::Ok();
 }
 
+bool PortAccepts(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// SIGTERM to a server started by a test, and wait for it.
+Status StopChild(std::optional<Subprocess>& process, const std::string& name) {
+  if (!process) return Status::Ok();
+  process->Signal(SIGTERM);
+  auto code = process->Wait(Duration(30000));
+  process.reset();
+  if (!code) return InternalError(name + " did not stop");
+  return Status::Ok();
+}
+
 }  // namespace
 
 int FreePort() {
@@ -250,14 +271,7 @@ Status RedisServer::StartAgain() {
   return Status::Ok();
 }
 
-Status RedisServer::Stop() {
-  if (!process_) return Status::Ok();
-  process_->Signal(SIGTERM);
-  auto code = process_->Wait(Duration(30000));
-  process_.reset();
-  if (!code) return InternalError("redis-server did not stop");
-  return Status::Ok();
-}
+Status RedisServer::Stop() { return StopChild(process_, "redis-server"); }
 
 Result<std::unique_ptr<WebhookServer>> WebhookServer::Start() {
   std::unique_ptr<WebhookServer> s(new WebhookServer());
@@ -277,43 +291,13 @@ Status WebhookServer::StartAgain() {
                          std::to_string(port_), log()},
                         dir_.File("server.out"), dir_.File("server.out")));
   process_.emplace(std::move(p));
-  const bool up = WaitUntil([&] {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port_));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-    ::close(fd);
-    return ok;
-  });
-  if (!up) return InternalError("webhook server did not start; see " + dir_.File("server.out"));
+  if (!WaitUntil([&] { return PortAccepts(port_); })) {
+    return InternalError("webhook server did not start; see " + dir_.File("server.out"));
+  }
   return Status::Ok();
 }
 
-Status WebhookServer::Stop() {
-  if (!process_) return Status::Ok();
-  process_->Signal(SIGTERM);
-  auto code = process_->Wait(Duration(30000));
-  process_.reset();
-  if (!code) return InternalError("webhook server did not stop");
-  return Status::Ok();
-}
-
-namespace {
-
-bool PortAccepts(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  ::close(fd);
-  return ok;
-}
-
-}  // namespace
+Status WebhookServer::Stop() { return StopChild(process_, "webhook server"); }
 
 Result<std::unique_ptr<NatsServer>> NatsServer::Start() {
   if (!std::filesystem::exists("/usr/sbin/nats-server")) {
@@ -341,14 +325,7 @@ Status NatsServer::StartAgain() {
   return Status::Ok();
 }
 
-Status NatsServer::Stop() {
-  if (!process_) return Status::Ok();
-  process_->Signal(SIGTERM);
-  auto code = process_->Wait(Duration(30000));
-  process_.reset();
-  if (!code) return InternalError("nats-server did not stop");
-  return Status::Ok();
-}
+Status NatsServer::Stop() { return StopChild(process_, "nats-server"); }
 
 Status NatsServer::AddStream(const std::string& name, const std::vector<std::string>& subjects) {
   ASSIGN_OR_RETURN(NatsEndpoint endpoint, ParseNatsUrl(Url()));
