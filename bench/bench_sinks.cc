@@ -1,6 +1,6 @@
 // Events per second into each sink, from the same outbox, side by side in one run:
 // `courier relay --once` (polling PostgreSQL, fsync on) draining N rows into Kafka (dev
-// broker), Redis Streams, NATS JetStream, an HTTP webhook receiver and a JSONL file.
+// broker), Redis Streams, NATS JetStream, RabbitMQ, an HTTP webhook receiver and a JSONL file.
 // Prints Markdown for docs/benchmarks.md. Usage: courier_bench_sinks [--events N]
 //   [--http-events N]
 #include <cstdio>
@@ -49,6 +49,10 @@ int main(int argc, char** argv) {
   auto nats = test::NatsServer::Start();
   if (!nats.ok()) return Fail(nats.status());
   if (Status st = (*nats)->AddStream("ORDERS", {"order"}); !st.ok()) return Fail(st);
+  auto rabbit = test::RabbitMqServer::Start();
+  if (!rabbit.ok()) return Fail(rabbit.status());
+  if (Status st = (*rabbit)->DeclareExchange("events"); !st.ok()) return Fail(st);
+  if (Status st = (*rabbit)->DeclareQueue("orders", "events", "order"); !st.ok()) return Fail(st);
   auto webhook = test::WebhookServer::Start();
   if (!webhook.ok()) return Fail(webhook.status());
   const std::string bootstrap_file = dir.File("bootstrap");
@@ -69,6 +73,8 @@ int main(int argc, char** argv) {
       {"Kafka (dev broker), acks=all, idempotent", "kafka://" + bootstrap + "/order", events},
       {"Redis Streams, XADD pipelined, appendfsync always", (*redis)->Url("order"), events},
       {"NATS JetStream, file storage, async PubAcks", (*nats)->Url("order"), events},
+      {"RabbitMQ, durable queue, persistent messages, publisher confirms", (*rabbit)->Url("events"),
+       events},
       {"JSONL file, fsync per batch", "file://" + dir.File("events.jsonl"), events},
       {"HTTP webhook (Python receiver), one POST per event", (*webhook)->Url("hooks/order"),
        http_events},

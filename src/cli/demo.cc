@@ -146,6 +146,8 @@ class Demo {
     return Report();
   }
 
+  void KeepFiles() { options_.keep = true; }
+
   ~Demo() {
     if (!options_.keep && !workdir_.empty()) {
       std::error_code ec;
@@ -423,6 +425,7 @@ int RunDemo(const DemoOptions& options, const StopSignal& stop) {
   Demo demo(options, stop);
   Status st = demo.Run();
   if (!st.ok()) {
+    demo.KeepFiles();  // the message points at its logs
     std::fprintf(stderr, "courier: error: demo: %s\n", st.message().c_str());
     return st.code() == StatusCode::kInvalidArgument ? 2 : 1;
   }

@@ -17,6 +17,7 @@
 #include "core/url.h"
 #include "courier/relay.h"
 #include "relay/status_report.h"
+#include "sinks/amqp.h"
 #include "sinks/dev_broker.h"
 #include "sinks/kafka_reader.h"
 #include "sinks/nats.h"
@@ -359,17 +360,47 @@ int TailNats(const TailFlags& f) {
   return 0;
 }
 
+int TailAmqp(const TailFlags& f) {
+  auto endpoint = ParseAmqpUrl(f.url);
+  if (!endpoint.ok()) return Fail(endpoint.status());
+  if (endpoint->queue.empty() && (f.from_beginning || f.exit_at_end)) {
+    return Fail(InvalidArgumentError(
+        "an exchange keeps no history: --from-beginning and --exit-at-end need a queue to "
+        "read, amqp://host:port/VHOST/?queue=NAME (its messages stay in it)"));
+  }
+  auto reader = AmqpReader::Open(*endpoint);
+  if (!reader.ok()) return Fail(reader.status());
+  const std::string extra = endpoint->queue.empty()
+                                ? "{\"exchange\":\"" + endpoint->exchange + "\"}"
+                                : "{\"queue\":\"" + endpoint->queue + "\"}";
+  long long printed = 0;
+  while (!g_stop.requested() && (f.limit == 0 || printed < f.limit)) {
+    auto next = (*reader)->Next(Duration(f.exit_at_end ? 1000 : 200));
+    if (!next.ok()) return Fail(next.status());
+    if (!next->has_value()) {
+      if (f.exit_at_end) break;
+      continue;
+    }
+    std::printf("%s\n", EventToJsonLine(**next, extra).c_str());
+    std::fflush(stdout);
+    ++printed;
+  }
+  return 0;
+}
+
 int RunTail(const TailFlags& f) {
   auto url = ParseUrl(f.url);
   if (!url.ok()) return Fail(url.status());
   if (url->scheme == "kafka") return TailKafka(f, *url);
   if (url->scheme == "redis") return TailRedis(f);
   if (url->scheme == "nats") return TailNats(f);
+  if (url->scheme == "amqp") return TailAmqp(f);
   if (url->scheme == "file") return TailFile(f, *url);
   return Fail(
       InvalidArgumentError("tail cannot read '" + url->scheme +
                            "://' URLs; expected kafka://host:port/TOPIC, redis://host:port/STREAM, "
-                           "nats://host:port/SUBJECT or file:///path"));
+                           "nats://host:port/SUBJECT, amqp://host:port/VHOST/EXCHANGE or "
+                           "file:///path"));
 }
 
 int RunDevBroker(int brokers, const std::string& bootstrap_file,
@@ -588,7 +619,9 @@ int Main(int argc, char** argv) {
   CLI::App* tail = app.add_subcommand(
       "tail",
       "Print events arriving at a sink, one JSON line each (kafka://host:port/TOPIC, "
-      "redis://host:port/STREAM, nats://host:port/SUBJECT, file:///path).");
+      "redis://host:port/STREAM, nats://host:port/SUBJECT, amqp://host:port/VHOST/EXCHANGE "
+      "(new events) or amqp://host:port/VHOST/?queue=NAME (a queue, left as it is), "
+      "file:///path).");
   tail->add_option("url", tf.url, "Sink URL with a concrete topic")->type_name("URL")->required();
   tail->add_flag("--from-beginning", tf.from_beginning, "Start at the oldest event, not new ones");
   tail->add_flag("--exit-at-end", tf.exit_at_end,

@@ -28,10 +28,12 @@ Result<std::unique_ptr<Sink>> MakeSink(const SinkOptions& options) {
   if (url.scheme == "redis") return MakeRedisSink(options);
   if (url.scheme == "http" || url.scheme == "https") return MakeHttpSink(options);
   if (url.scheme == "nats") return MakeNatsSink(options);
+  if (url.scheme == "amqp") return MakeAmqpSink(options);
   return InvalidArgumentError("unknown sink scheme '" + url.scheme + "' in " +
                               RedactUrl(options.url) +
                               "; expected kafka://host:port/topic, redis://host:port/stream, "
-                              "nats://host:port/subject, http(s)://host/path or "
+                              "nats://host:port/subject, amqp://host:port/vhost/exchange, "
+                              "http(s)://host/path or "
                               "file:///path/events.jsonl");
 }
 

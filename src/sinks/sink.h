@@ -40,6 +40,7 @@ class Sink {
 // kafka://host:port[,host:port]/topic-template[?librdkafka.property=value&...]
 // redis://[user:password@]host:port/stream-template[?db=N&maxlen=N]
 // nats://host:port[,host:port]/subject-template (JetStream)
+// amqp://[user:password@]host:port/vhost/exchange[?routing_key=template] (RabbitMQ)
 // http(s)://host:port/path-template (webhook: one POST per event)
 // file:///path/events.jsonl
 Result<std::unique_ptr<Sink>> MakeSink(const SinkOptions& options);
@@ -52,6 +53,7 @@ std::unique_ptr<Sink> MakeFileSink(const SinkOptions& options);
 std::unique_ptr<Sink> MakeRedisSink(const SinkOptions& options);
 std::unique_ptr<Sink> MakeHttpSink(const SinkOptions& options);
 std::unique_ptr<Sink> MakeNatsSink(const SinkOptions& options);
+std::unique_ptr<Sink> MakeAmqpSink(const SinkOptions& options);
 // Several sinks as one: an event is acked when every sink acked it (sinks/fanout.cc).
 std::unique_ptr<Sink> MakeFanOutSink(std::vector<std::unique_ptr<Sink>> sinks);
 

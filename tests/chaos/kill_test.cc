@@ -87,7 +87,24 @@ void WriteLoop(const TestDb& db, int writer_id, std::atomic<bool>& stop, Writer&
 }
 
 enum class SourceKind { kPostgresPoll, kPostgresCdc, kSqlite };
-enum class SinkKind { kKafka, kRedis, kHttp, kNats };
+enum class SinkKind { kKafka, kRedis, kHttp, kNats, kAmqp };
+
+const char* SinkName(SinkKind kind) {
+  switch (kind) {
+    case SinkKind::kRedis:
+      return "redis";
+    case SinkKind::kHttp:
+      return "http";
+    case SinkKind::kNats:
+      return "nats";
+    case SinkKind::kAmqp:
+      return "amqp";
+    case SinkKind::kKafka:
+      break;
+  }
+  return "kafka";
+}
+
 struct KillSetup {
   SourceKind source;
   SinkKind sink;
@@ -103,6 +120,7 @@ TEST_P(KillTest, SigkillMidBatchLosesNothingAndKeepsOrder) {
   std::unique_ptr<RedisServer> redis;
   std::unique_ptr<WebhookServer> webhook;
   std::unique_ptr<NatsServer> nats;
+  std::unique_ptr<RabbitMqServer> rabbit;
   std::string sink = "kafka://" + (*broker)->bootstrap() + "/order";
   if (setup.sink == SinkKind::kRedis) {
     auto started = RedisServer::Start();
@@ -120,11 +138,19 @@ TEST_P(KillTest, SigkillMidBatchLosesNothingAndKeepsOrder) {
     nats = std::move(started).value();
     ASSERT_OK(nats->AddStream("ORDERS", {"order"}));
     sink = nats->Url("order");
+  } else if (setup.sink == SinkKind::kAmqp) {
+    auto started = RabbitMqServer::Start();
+    ASSERT_OK(started);
+    rabbit = std::move(started).value();
+    ASSERT_OK(rabbit->DeclareExchange("events"));
+    ASSERT_OK(rabbit->DeclareQueue("orders", "events", "order"));
+    sink = rabbit->Url("events");
   }
   auto read_sink = [&] {
     if (redis) return ReadRedis(*redis, "order");
     if (webhook) return ReadWebhook(*webhook);
     if (nats) return ReadNats(*nats, "order");
+    if (rabbit) return ReadAmqp(*rabbit, "orders");
     return ReadTopic(**broker, "order");
   };
   TestDb db = TestDb::Make(setup.source != SourceKind::kSqlite);
@@ -181,12 +207,8 @@ TEST_P(KillTest, SigkillMidBatchLosesNothingAndKeepsOrder) {
   std::printf(
       "[chaos] source=%s mode=%s sink=%s kills=%d committed=%zu rolled_back_tx=%lld "
       "delivered=%zu duplicates=%lld lost=0 ghosts=0\n",
-      db.postgres ? "postgres" : "sqlite", mode.c_str(),
-      setup.sink == SinkKind::kRedis  ? "redis"
-      : setup.sink == SinkKind::kHttp ? "http"
-      : setup.sink == SinkKind::kNats ? "nats"
-                                      : "kafka",
-      kills, committed.size(), static_cast<long long>(rolled_back), records.size(),
+      db.postgres ? "postgres" : "sqlite", mode.c_str(), SinkName(setup.sink), kills,
+      committed.size(), static_cast<long long>(rolled_back), records.size(),
       static_cast<long long>(duplicates));
   std::printf("[chaos] published before the final drain=%zu, relay start-ups that stood by=%zu\n",
               published_by_killed_relays, standbys);
@@ -206,7 +228,8 @@ INSTANTIATE_TEST_SUITE_P(Sources, KillTest,
                                            KillSetup{SourceKind::kSqlite, SinkKind::kKafka},
                                            KillSetup{SourceKind::kPostgresPoll, SinkKind::kRedis},
                                            KillSetup{SourceKind::kPostgresPoll, SinkKind::kHttp},
-                                           KillSetup{SourceKind::kPostgresPoll, SinkKind::kNats}),
+                                           KillSetup{SourceKind::kPostgresPoll, SinkKind::kNats},
+                                           KillSetup{SourceKind::kPostgresPoll, SinkKind::kAmqp}),
                          [](const auto& info) {
                            std::string name;
                            switch (info.param.source) {
@@ -220,10 +243,10 @@ INSTANTIATE_TEST_SUITE_P(Sources, KillTest,
                                name = "Sqlite";
                                break;
                            }
-                           if (info.param.sink == SinkKind::kRedis) return name + "ToRedis";
-                           if (info.param.sink == SinkKind::kHttp) return name + "ToHttp";
-                           if (info.param.sink == SinkKind::kNats) return name + "ToNats";
-                           return name;
+                           if (info.param.sink == SinkKind::kKafka) return name;
+                           std::string sink = SinkName(info.param.sink);
+                           sink[0] = static_cast<char>(std::toupper(sink[0]));
+                           return name + "To" + sink;
                          });
 
 TEST(Demo, OutboxSideLosesNothingUnderCrashes) {

@@ -16,6 +16,7 @@
 #include "core/sqlite.h"
 #include "core/uuid.h"
 #include "courier/relay.h"
+#include "sinks/amqp.h"
 #include "sinks/dev_broker.h"
 #include "sinks/kafka_reader.h"
 #include "sinks/nats.h"
@@ -264,6 +265,27 @@ inline std::vector<KafkaRecord> ReadNats(const NatsServer& server, const std::st
     if (!next.ok() || !next->has_value()) return out;
     KafkaRecord r;
     r.topic = subject;
+    r.event = std::move(**next);
+    out.push_back(std::move(r));
+  }
+}
+
+// Every message in a RabbitMQ queue, oldest first, as records for ExpectDelivered. The
+// messages stay in the queue.
+inline std::vector<KafkaRecord> ReadAmqp(const RabbitMqServer& server, const std::string& queue) {
+  auto endpoint = ParseAmqpUrl(server.Url("", "queue=" + queue));
+  EXPECT_OK(endpoint);
+  if (!endpoint.ok()) return {};
+  auto reader = AmqpReader::Open(*endpoint);
+  EXPECT_OK(reader);
+  std::vector<KafkaRecord> out;
+  if (!reader.ok()) return out;
+  while (true) {
+    auto next = (*reader)->Next(Duration(1000));
+    EXPECT_OK(next);
+    if (!next.ok() || !next->has_value()) return out;
+    KafkaRecord r;
+    r.topic = queue;
     r.event = std::move(**next);
     out.push_back(std::move(r));
   }

@@ -1,5 +1,6 @@
 #include "support/harness.h"
 
+#include <amqp.h>
 #include <arpa/inet.h>
 #include <hiredis/hiredis.h>
 #include <nats/nats.h>
@@ -16,6 +17,7 @@
 #include <thread>
 
 #include "core/postgres.h"
+#include "sinks/amqp.h"
 #include "sinks/nats.h"
 #include "sinks/redis.h"
 
@@ -349,6 +351,99 @@ Status NatsServer::AddStream(const std::string& name, const std::vector<std::str
   natsConnection_Destroy(conn);
   if (s != NATS_OK) return InternalError(std::string("js_AddStream: ") + natsStatus_GetText(s));
   return Status::Ok();
+}
+
+Result<std::unique_ptr<RabbitMqServer>> RabbitMqServer::Start() {
+  if (!std::filesystem::exists("/usr/lib/rabbitmq/bin/rabbitmq-server")) {
+    return FailedPreconditionError(
+        "rabbitmq-server is not installed (apt-get install rabbitmq-server)");
+  }
+  std::unique_ptr<RabbitMqServer> s(new RabbitMqServer());
+  s->port_ = FreePort();
+  s->dist_port_ = FreePort();
+  s->epmd_port_ = FreePort();
+  std::ofstream(s->dir_.File("rabbitmq.conf"))
+      << "listeners.tcp.default = 127.0.0.1:" << s->port_ << "\n"
+      << "max_message_size = 1048576\n"
+      << "disk_free_limit.absolute = 1MB\n";
+  std::ofstream(s->dir_.File("enabled_plugins")) << "[].\n";
+  RETURN_IF_ERROR(s->StartAgain());
+  return s;
+}
+
+RabbitMqServer::~RabbitMqServer() {
+  (void)Stop();
+  // The Erlang port mapper the node started lives on; it serves no other node.
+  auto p = Subprocess::Spawn({"/usr/bin/epmd", "-port", std::to_string(epmd_port_), "-kill"},
+                             "/dev/null", "/dev/null");
+  if (p.ok()) p->Wait(Duration(5000));
+}
+
+std::string RabbitMqServer::Url(const std::string& exchange, const std::string& query) const {
+  return "amqp://guest:guest@127.0.0.1:" + std::to_string(port_) + "/%2F/" + exchange +
+         (query.empty() ? "" : "?" + query);
+}
+
+Status RabbitMqServer::StartAgain() {
+  const std::string d = dir_.path();
+  const std::string node = "courier" + std::to_string(port_) + "@localhost";
+  ASSIGN_OR_RETURN(
+      Subprocess p,
+      Subprocess::Spawn(
+          {"/usr/bin/env", "HOME=" + d, "RABBITMQ_NODENAME=" + node,
+           "RABBITMQ_NODE_IP_ADDRESS=127.0.0.1", "RABBITMQ_NODE_PORT=" + std::to_string(port_),
+           "RABBITMQ_DIST_PORT=" + std::to_string(dist_port_),
+           "ERL_EPMD_PORT=" + std::to_string(epmd_port_), "RABBITMQ_MNESIA_BASE=" + d + "/mnesia",
+           "RABBITMQ_LOG_BASE=" + d + "/log", "RABBITMQ_LOGS=" + d + "/rabbit.log",
+           "RABBITMQ_PID_FILE=" + d + "/rabbit.pid", "RABBITMQ_CONFIG_FILE=" + d + "/rabbitmq.conf",
+           "RABBITMQ_ADVANCED_CONFIG_FILE=" + d + "/advanced.config",
+           "RABBITMQ_ENABLED_PLUGINS_FILE=" + d + "/enabled_plugins",
+           "RABBITMQ_CONF_ENV_FILE=" + d + "/rabbitmq-env.conf",
+           "/usr/lib/rabbitmq/bin/rabbitmq-server"},
+          dir_.File("server.out"), dir_.File("server.out")));
+  process_.emplace(std::move(p));
+  auto endpoint = ParseAmqpUrl(Url(""));
+  if (!endpoint.ok()) return endpoint.status();
+  // The port opens once the broker has booted; logging in proves it serves.
+  const bool up = WaitUntil(
+      [&] {
+        if (!process_->Running()) return true;
+        return PortAccepts(port_) && AmqpSession::Connect(*endpoint, Duration(2000)).ok();
+      },
+      Duration(120000));
+  if (!up || !process_->Running()) {
+    return InternalError("rabbitmq-server did not start; see " + dir_.File("server.out") + " and " +
+                         dir_.File("rabbit.log"));
+  }
+  return Status::Ok();
+}
+
+Status RabbitMqServer::Stop() { return StopChild(process_, "rabbitmq-server"); }
+
+Status RabbitMqServer::DeclareExchange(const std::string& name) {
+  ASSIGN_OR_RETURN(AmqpEndpoint endpoint, ParseAmqpUrl(Url("")));
+  ASSIGN_OR_RETURN(auto session, AmqpSession::Connect(endpoint, Duration(5000)));
+  return session->DeclareExchange(name, "topic");
+}
+
+Status RabbitMqServer::DeclareQueue(const std::string& queue, const std::string& exchange,
+                                    const std::string& binding_key) {
+  ASSIGN_OR_RETURN(AmqpEndpoint endpoint, ParseAmqpUrl(Url("")));
+  ASSIGN_OR_RETURN(auto session, AmqpSession::Connect(endpoint, Duration(5000)));
+  return session->DeclareQueue(queue, exchange, binding_key);
+}
+
+Result<int64_t> RabbitMqServer::QueueLength(const std::string& queue) {
+  ASSIGN_OR_RETURN(AmqpEndpoint endpoint, ParseAmqpUrl(Url("")));
+  ASSIGN_OR_RETURN(auto session, AmqpSession::Connect(endpoint, Duration(5000)));
+  amqp_bytes_t name;
+  name.len = queue.size();
+  name.bytes = const_cast<char*>(queue.data());
+  amqp_queue_declare_ok_t* ok =
+      amqp_queue_declare(session->conn(), static_cast<amqp_channel_t>(session->channel()), name,
+                         /*passive=*/1, 0, 0, 0, amqp_empty_table);
+  RETURN_IF_ERROR(session->RpcStatus("queue.declare"));
+  return static_cast<int64_t>(ok->message_count);
 }
 
 }  // namespace courier::test

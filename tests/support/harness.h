@@ -116,6 +116,32 @@ class NatsServer {
   std::optional<Subprocess> process_;
 };
 
+// rabbitmq-server (its own node name, epmd port and data dir) on a free loopback port;
+// messages above 1 MiB are refused (max_message_size), so tests can provoke that cheaply.
+class RabbitMqServer {
+ public:
+  static Result<std::unique_ptr<RabbitMqServer>> Start();
+  ~RabbitMqServer();
+  // amqp://guest:guest@127.0.0.1:PORT/%2F/EXCHANGE[?QUERY]
+  std::string Url(const std::string& exchange, const std::string& query = "") const;
+  // A durable topic exchange, and durable queues bound to it.
+  Status DeclareExchange(const std::string& name);
+  Status DeclareQueue(const std::string& queue, const std::string& exchange,
+                      const std::string& binding_key);
+  // Messages in a queue (the last message's count is accurate once confirms are in).
+  Result<int64_t> QueueLength(const std::string& queue);
+  Status Stop();
+  Status StartAgain();
+
+ private:
+  RabbitMqServer() = default;
+  TempDir dir_;
+  int port_ = 0;
+  int dist_port_ = 0;
+  int epmd_port_ = 0;
+  std::optional<Subprocess> process_;
+};
+
 struct CommandResult {
   int exit_code = -1;
   std::string out;

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "sinks/amqp.h"
 #include "sinks/sink.h"
 #include "sources/source.h"
 #include "support/matchers.h"
@@ -59,6 +60,33 @@ TEST(SinkUrl, UnknownSchemeIsInvalidArgument) {
   EXPECT_STATUS(sink, StatusCode::kInvalidArgument);
   EXPECT_NE(sink.status().message().find("unknown sink scheme 'carrier-pigeon'"),
             std::string::npos);
+}
+
+TEST(SinkUrl, AmqpNamesVhostExchangeAndRoutingKey) {
+  auto e = ParseAmqpUrl("amqp://app:s%40cret@mq:5673/%2F/events?routing_key={aggregate_type}.x");
+  ASSERT_OK(e);
+  EXPECT_EQ(e->host, "mq");
+  EXPECT_EQ(e->port, 5673);
+  EXPECT_EQ(e->user, "app");
+  EXPECT_EQ(e->password, "s@cret");
+  EXPECT_EQ(e->vhost, "/");
+  EXPECT_EQ(e->exchange, "events");
+  EXPECT_EQ(e->routing_key, "{aggregate_type}.x");
+
+  auto d = ParseAmqpUrl("amqp://mq/shop/");  // the default exchange of vhost "shop"
+  ASSERT_OK(d);
+  EXPECT_EQ(d->port, 5672);
+  EXPECT_EQ(d->user, "guest");
+  EXPECT_EQ(d->vhost, "shop");
+  EXPECT_EQ(d->exchange, "");
+  EXPECT_EQ(d->routing_key, "{aggregate_type}");
+
+  for (const char* bad : {"amqp://mq/events", "amqp://mq", "amqp://mq:99999/%2F/x",
+                          "amqp://a,b/%2F/x", "amqp://mq/%2F/x?routing=y"}) {
+    auto r = ParseAmqpUrl(bad);
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_EQ(r.status().message().find('\n'), std::string::npos);
+  }
 }
 
 TEST(SinkUrl, TemplatesExpandAggregateAndEventType) {

@@ -1,0 +1,607 @@
+// RabbitMQ sink (librabbitmq, AMQP 0-9-1): persistent messages published in order on one
+// channel in confirm mode, with the mandatory flag. An event is acked when the broker
+// confirms it (basic.ack: for a durable queue, written to disk) and was not returned as
+// unroutable.
+//
+//   amqp://[user:password@]host[:port]/VHOST/EXCHANGE[?routing_key=TEMPLATE]
+//
+// VHOST is percent-encoded ("%2F" is "/"); the exchange must exist (checked at start);
+// TEMPLATE may use {aggregate_type} and {event_type} (default {aggregate_type}). Each message
+// carries message_id = event_id (the consumers' dedup key), type = event_type, timestamp,
+// delivery_mode 2, and headers event_id, event_type, aggregate_type, aggregate_id,
+// created_at_us plus the event's own headers; the body is the payload.
+//
+// Errors: an unroutable message (no queue bound for its routing key), a nack, a lost
+// connection or a channel closed by the broker (missing exchange, no permission) are
+// retriable; a message the broker refuses by itself (larger than max_message_size: the
+// broker closes the channel with PRECONDITION_FAILED) is rejected. Which message closed the
+// channel is found by sending the unconfirmed ones again one at a time.
+#include "sinks/amqp.h"
+
+#include <amqp.h>
+#include <amqp_tcp_socket.h>
+#include <sys/time.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <unordered_map>
+
+#include "core/log.h"
+#include "core/url.h"
+#include "sinks/sink.h"
+
+namespace courier {
+namespace {
+
+constexpr int kHeartbeatSeconds = 20;
+// A connection idle this long may have been closed by the broker for missed heartbeats
+// (librabbitmq only sends them inside its calls): it is replaced before the next batch.
+constexpr Duration kMaxIdle{kHeartbeatSeconds * 1000 / 2};
+
+timeval ToTimeval(Duration d) {
+  timeval tv;
+  tv.tv_sec = d.count() / 1000;
+  tv.tv_usec = (d.count() % 1000) * 1000;
+  return tv;
+}
+
+// librabbitmq's text for a status; for socket errors, the system's reason too.
+std::string AmqpError(int rc) {
+  std::string text = amqp_error_string2(rc);
+  if (rc == AMQP_STATUS_SOCKET_ERROR && errno != 0)
+    text += std::string(" (") + strerror(errno) + ")";
+  return text;
+}
+
+std::string Text(amqp_bytes_t b) { return std::string(static_cast<const char*>(b.bytes), b.len); }
+
+amqp_bytes_t Bytes(const std::string& s) {
+  amqp_bytes_t b;
+  b.len = s.size();
+  b.bytes = const_cast<char*>(s.data());
+  return b;
+}
+
+std::string ServerError(const amqp_method_t& method) {
+  if (method.id == AMQP_CONNECTION_CLOSE_METHOD) {
+    const auto* m = static_cast<amqp_connection_close_t*>(method.decoded);
+    return std::to_string(m->reply_code) + " " + Text(m->reply_text);
+  }
+  if (method.id == AMQP_CHANNEL_CLOSE_METHOD) {
+    const auto* m = static_cast<amqp_channel_close_t*>(method.decoded);
+    return std::to_string(m->reply_code) + " " + Text(m->reply_text);
+  }
+  return amqp_method_name(method.id);
+}
+
+}  // namespace
+
+Result<AmqpEndpoint> ParseAmqpUrl(const std::string& text) {
+  ASSIGN_OR_RETURN(Url url, ParseUrl(text));
+  const std::string form =
+      "; write amqp://user:password@host:5672/VHOST/EXCHANGE (vhost \"/\" is %2F)";
+  AmqpEndpoint e;
+  if (url.hosts.empty() || url.hosts.find(',') != std::string::npos) {
+    return InvalidArgumentError("amqp URL " + RedactUrl(text) + " must name one broker" + form);
+  }
+  e.host = url.hosts;
+  if (const size_t colon = url.hosts.rfind(':'); colon != std::string::npos) {
+    e.host = url.hosts.substr(0, colon);
+    const std::string port = url.hosts.substr(colon + 1);
+    if (std::from_chars(port.data(), port.data() + port.size(), e.port).ec != std::errc{} ||
+        e.port <= 0 || e.port > 65535) {
+      return InvalidArgumentError("amqp URL " + RedactUrl(text) + " has a bad port '" + port + "'" +
+                                  form);
+    }
+  }
+  if (!url.user.empty()) {
+    e.user = url.user;
+    e.password = url.password;
+  }
+  // The path is decoded already: the exchange is what follows the last '/', the vhost the rest.
+  const size_t slash = url.path.rfind('/');
+  if (slash == std::string::npos) {
+    return InvalidArgumentError("amqp URL " + RedactUrl(text) + " needs a vhost and an exchange" +
+                                form);
+  }
+  e.vhost = url.path.substr(0, slash);
+  e.exchange = url.path.substr(slash + 1);
+  if (e.vhost.empty()) {
+    return InvalidArgumentError("amqp URL " + RedactUrl(text) + " has an empty vhost" + form);
+  }
+  for (const auto& [key, value] : url.query) {
+    if (key == "routing_key") {
+      e.routing_key = value;
+    } else if (key == "queue") {
+      e.queue = value;
+    } else {
+      return InvalidArgumentError("amqp URL: unknown parameter '" + key +
+                                  "' (known: routing_key, queue)");
+    }
+  }
+  return e;
+}
+
+Result<std::unique_ptr<AmqpSession>> AmqpSession::Connect(const AmqpEndpoint& e, Duration timeout,
+                                                          int heartbeat_s) {
+  std::unique_ptr<AmqpSession> s(new AmqpSession());
+  s->conn_ = amqp_new_connection();
+  if (s->conn_ == nullptr) return InternalError("amqp: cannot allocate a connection");
+  amqp_socket_t* socket = amqp_tcp_socket_new(s->conn_);
+  if (socket == nullptr) return InternalError("amqp: cannot allocate a socket");
+  const timeval tv = ToTimeval(timeout);
+  const std::string where = e.host + ":" + std::to_string(e.port);
+  errno = 0;
+  if (const int rc = amqp_socket_open_noblock(socket, e.host.c_str(), e.port, &tv); rc != 0) {
+    return RetriableError("amqp: cannot connect to " + where + ": " + AmqpError(rc));
+  }
+  amqp_set_handshake_timeout(s->conn_, &tv);
+  amqp_set_rpc_timeout(s->conn_, &tv);
+  const amqp_rpc_reply_t login =
+      amqp_login(s->conn_, e.vhost.c_str(), 0, 131072, heartbeat_s, AMQP_SASL_METHOD_PLAIN,
+                 e.user.c_str(), e.password.c_str());
+  if (login.reply_type != AMQP_RESPONSE_NORMAL) {
+    if (login.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION) {
+      return RetriableError("amqp: " + where + " refused user '" + e.user + "' on vhost '" +
+                            e.vhost + "': " + ServerError(login.reply));
+    }
+    return RetriableError("amqp: login to " + where +
+                          " failed: " + amqp_error_string2(login.library_error));
+  }
+  amqp_channel_open(s->conn_, static_cast<amqp_channel_t>(s->channel_));
+  RETURN_IF_ERROR(s->RpcStatus("channel.open"));
+  return s;
+}
+
+AmqpSession::~AmqpSession() {
+  if (conn_ == nullptr) return;
+  // A polite close when the broker is there; a bounded wait when it is not.
+  const timeval tv = ToTimeval(Duration(1000));
+  amqp_set_rpc_timeout(conn_, &tv);
+  amqp_connection_close(conn_, AMQP_REPLY_SUCCESS);
+  amqp_destroy_connection(conn_);
+}
+
+Status AmqpSession::RpcStatus(const std::string& what) {
+  const amqp_rpc_reply_t r = amqp_get_rpc_reply(conn_);
+  switch (r.reply_type) {
+    case AMQP_RESPONSE_NORMAL:
+      return Status::Ok();
+    case AMQP_RESPONSE_SERVER_EXCEPTION:
+      if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+        // The channel is gone; ReopenChannel() makes the next one.
+        amqp_channel_close_ok_t ok{};
+        amqp_send_method(conn_, static_cast<amqp_channel_t>(channel_), AMQP_CHANNEL_CLOSE_OK_METHOD,
+                         &ok);
+        const uint16_t code = static_cast<amqp_channel_close_t*>(r.reply.decoded)->reply_code;
+        const std::string text = "amqp: " + what + ": " + ServerError(r.reply);
+        if (code == AMQP_NOT_FOUND) return NotFoundError(text);
+        return RetriableError(text);
+      }
+      return RetriableError("amqp: " + what + ": " + ServerError(r.reply));
+    default:
+      return RetriableError("amqp: " + what + ": " + amqp_error_string2(r.library_error));
+  }
+}
+
+Status AmqpSession::ReopenChannel() {
+  ++channel_;
+  amqp_channel_open(conn_, static_cast<amqp_channel_t>(channel_));
+  return RpcStatus("channel.open");
+}
+
+Status AmqpSession::DeclareExchange(const std::string& name, const std::string& type) {
+  amqp_exchange_declare(conn_, static_cast<amqp_channel_t>(channel_), Bytes(name), Bytes(type), 0,
+                        1, 0, 0, amqp_empty_table);
+  return RpcStatus("declare exchange " + name);
+}
+
+Status AmqpSession::DeclareQueue(const std::string& queue, const std::string& exchange,
+                                 const std::string& binding_key) {
+  amqp_queue_declare(conn_, static_cast<amqp_channel_t>(channel_), Bytes(queue), 0, 1, 0, 0,
+                     amqp_empty_table);
+  RETURN_IF_ERROR(RpcStatus("declare queue " + queue));
+  if (exchange.empty()) return Status::Ok();
+  amqp_queue_bind(conn_, static_cast<amqp_channel_t>(channel_), Bytes(queue), Bytes(exchange),
+                  Bytes(binding_key), amqp_empty_table);
+  return RpcStatus("bind queue " + queue);
+}
+
+namespace {
+
+class AmqpSink final : public Sink {
+ public:
+  explicit AmqpSink(SinkOptions options) : options_(std::move(options)) {}
+
+  Status Open() override {
+    ASSIGN_OR_RETURN(endpoint_, ParseAmqpUrl(options_.url));
+    if (!endpoint_.queue.empty()) {
+      return InvalidArgumentError(
+          "amqp sink: 'queue' is for courier tail; the sink publishes to "
+          "the exchange with routing_key");
+    }
+    // When the broker answers now, settings it refuses are start-up errors; when it is away,
+    // Publish connects later.
+    auto session = AmqpSession::Connect(endpoint_, Duration(5000), kHeartbeatSeconds);
+    if (!session.ok()) {
+      if (session.status().message().find(" refused user ") != std::string::npos) {
+        return InvalidArgumentError(session.status().message());
+      }
+      log::Warn("RabbitMQ not reachable yet; will retry",
+                {{"sink", Describe()}, {"error", session.status().message()}});
+      return Status::Ok();
+    }
+    Status st = CheckExchange(**session);
+    if (st.code() == StatusCode::kNotFound) return InvalidArgumentError(st.message());
+    if (st.ok()) st = ConfirmMode(**session);
+    if (st.ok()) {
+      session_ = std::move(session).value();
+      last_io_ = Clock::Real().Now();
+    }
+    return Status::Ok();
+  }
+
+  std::vector<Status> Publish(std::span<const Event> batch, const StopSignal& stop) override {
+    std::vector<Status> results(batch.size(), RetriableError("no confirm from RabbitMQ yet"));
+    std::vector<size_t> todo(batch.size());
+    for (size_t i = 0; i < batch.size(); ++i) todo[i] = i;
+    const TimePoint start = Clock::Real().Now();
+    const Outcome outcome = PublishAndConfirm(batch, todo, &results, stop, start);
+    if (outcome.channel_code != AMQP_PRECONDITION_FAILED) return results;
+    // The broker refused one of the unconfirmed messages for good; find it by sending them
+    // again one by one. Order holds: each is confirmed before the next goes out.
+    for (size_t i : outcome.unconfirmed) {
+      const Outcome one = PublishAndConfirm(batch, {i}, &results, stop, start);
+      if (one.channel_code == AMQP_PRECONDITION_FAILED) {
+        results[i] = RejectedError("amqp: the broker refused the message: " + one.reason);
+      } else if (!one.unconfirmed.empty()) {
+        break;  // anything else: the rest goes out again with the next attempt
+      }
+    }
+    return results;
+  }
+
+  std::string Describe() const override { return RedactUrl(options_.url); }
+
+ private:
+  struct Outcome {
+    int channel_code = 0;  // set when the broker closed the channel
+    std::string reason;
+    std::vector<size_t> unconfirmed;  // in publish order
+  };
+
+  Status CheckExchange(AmqpSession& s) {
+    if (endpoint_.exchange.empty()) return Status::Ok();
+    amqp_exchange_declare(s.conn(), static_cast<amqp_channel_t>(s.channel()),
+                          Bytes(endpoint_.exchange), amqp_cstring_bytes("topic"), /*passive=*/1, 0,
+                          0, 0, amqp_empty_table);
+    Status st = s.RpcStatus("exchange.declare");
+    if (st.code() == StatusCode::kNotFound) {
+      return NotFoundError(ExchangeMissing());
+    }
+    return st;
+  }
+
+  std::string ExchangeMissing() const {
+    return "amqp: exchange '" + endpoint_.exchange + "' does not exist in vhost '" +
+           endpoint_.vhost +
+           "'; declare it (rabbitmqadmin declare exchange name=" + endpoint_.exchange +
+           " type=topic durable=true)";
+  }
+
+  Status EnsureSession() {
+    if (session_ != nullptr && Clock::Real().Now() - last_io_ > kMaxIdle) {
+      session_.reset();
+    }
+    if (session_ != nullptr) return Status::Ok();
+    ASSIGN_OR_RETURN(auto session,
+                     AmqpSession::Connect(endpoint_, Duration(5000), kHeartbeatSeconds));
+    RETURN_IF_ERROR(ConfirmMode(*session));
+    session_ = std::move(session);
+    return Status::Ok();
+  }
+
+  Status ConfirmMode(AmqpSession& s) {
+    amqp_confirm_select(s.conn(), static_cast<amqp_channel_t>(s.channel()));
+    RETURN_IF_ERROR(s.RpcStatus("confirm.select"));
+    next_tag_ = 1;
+    return Status::Ok();
+  }
+
+  // Publishes batch[todo...] in order and waits for their confirms, filling `results`.
+  Outcome PublishAndConfirm(std::span<const Event> batch, const std::vector<size_t>& todo,
+                            std::vector<Status>* results, const StopSignal& stop, TimePoint start) {
+    Outcome out;
+    if (Status st = EnsureSession(); !st.ok()) {
+      for (size_t i : todo) (*results)[i] = st;
+      out.unconfirmed = todo;
+      return out;
+    }
+    pending_.clear();
+    returned_.clear();
+    by_id_.clear();
+    const amqp_channel_t channel = static_cast<amqp_channel_t>(session_->channel());
+    for (size_t n = 0; n < todo.size(); ++n) {
+      const size_t i = todo[n];
+      const Event& e = batch[i];
+      const std::string routing_key = ExpandTemplate(endpoint_.routing_key, e);
+      std::vector<amqp_table_entry_t> entries;
+      const std::string created = std::to_string(e.created_at_us);
+      // The table points into these strings: every key and value outlives the publish.
+      auto add = [&entries](amqp_bytes_t k, const std::string& v) {
+        amqp_table_entry_t entry;
+        entry.key = k;
+        entry.value.kind = AMQP_FIELD_KIND_UTF8;
+        entry.value.value.bytes = Bytes(v);
+        entries.push_back(entry);
+      };
+      add(amqp_cstring_bytes("event_id"), e.event_id);
+      add(amqp_cstring_bytes("event_type"), e.event_type);
+      add(amqp_cstring_bytes("aggregate_type"), e.aggregate_type);
+      add(amqp_cstring_bytes("aggregate_id"), e.aggregate_id);
+      add(amqp_cstring_bytes("created_at_us"), created);
+      for (const auto& [k, v] : e.headers) add(Bytes(k), v);
+      amqp_basic_properties_t props{};
+      props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
+                     AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TYPE_FLAG | AMQP_BASIC_TIMESTAMP_FLAG |
+                     AMQP_BASIC_APP_ID_FLAG | AMQP_BASIC_HEADERS_FLAG;
+      props.content_type = amqp_cstring_bytes(
+          nlohmann::json::accept(e.payload) ? "application/json" : "application/octet-stream");
+      props.delivery_mode = AMQP_DELIVERY_PERSISTENT;
+      props.message_id = Bytes(e.event_id);
+      props.type = Bytes(e.event_type);
+      props.timestamp = static_cast<uint64_t>(e.created_at_us / 1000000);
+      props.app_id = amqp_cstring_bytes("courier");
+      props.headers.num_entries = static_cast<int>(entries.size());
+      props.headers.entries = entries.data();
+      errno = 0;
+      const int rc = amqp_basic_publish(session_->conn(), channel, Bytes(endpoint_.exchange),
+                                        Bytes(routing_key), /*mandatory=*/1, /*immediate=*/0,
+                                        &props, Bytes(e.payload));
+      if (rc != AMQP_STATUS_OK) {
+        Lost("publish failed: " + AmqpError(rc), todo, results, &out);
+        return out;
+      }
+      last_io_ = Clock::Real().Now();
+      pending_.emplace(next_tag_++, i);
+      by_id_.emplace(e.event_id, i);
+      // Take in the confirms that arrived meanwhile, so neither side's buffers fill.
+      if (n % 256 == 255 && !Drain(Duration(0), todo, results, &out)) return out;
+    }
+    while (!pending_.empty()) {
+      const TimePoint now = Clock::Real().Now();
+      if (options_.delivery_timeout.count() > 0 && now - start > options_.delivery_timeout) break;
+      if (stop.requested() && now - start > options_.shutdown_timeout) break;
+      if (!Drain(Duration(100), todo, results, &out)) return out;
+    }
+    for (const auto& [tag, i] : pending_) out.unconfirmed.push_back(i);
+    pending_.clear();
+    amqp_maybe_release_buffers(session_->conn());
+    return out;
+  }
+
+  // Waits up to `wait` for a frame, then reads those already arrived. False when the channel
+  // or connection is gone (`out` says why; the unconfirmed messages keep retriable results).
+  bool Drain(Duration wait, const std::vector<size_t>& todo, std::vector<Status>* results,
+             Outcome* out) {
+    while (true) {
+      amqp_frame_t frame;
+      const timeval tv = ToTimeval(wait);
+      errno = 0;
+      const int rc = amqp_simple_wait_frame_noblock(session_->conn(), &frame, &tv);
+      if (rc == AMQP_STATUS_TIMEOUT) return true;
+      if (rc != AMQP_STATUS_OK) {
+        Lost("connection lost: " + AmqpError(rc), todo, results, out);
+        return false;
+      }
+      last_io_ = Clock::Real().Now();
+      wait = Duration(0);
+      if (frame.frame_type != AMQP_FRAME_METHOD) continue;
+      const amqp_method_t& method = frame.payload.method;
+      switch (method.id) {
+        case AMQP_BASIC_ACK_METHOD: {
+          const auto* ack = static_cast<amqp_basic_ack_t*>(method.decoded);
+          Resolve(ack->delivery_tag, ack->multiple != 0, true, results);
+          break;
+        }
+        case AMQP_BASIC_NACK_METHOD: {
+          const auto* nack = static_cast<amqp_basic_nack_t*>(method.decoded);
+          Resolve(nack->delivery_tag, nack->multiple != 0, false, results);
+          break;
+        }
+        case AMQP_BASIC_RETURN_METHOD: {
+          const auto* ret = static_cast<amqp_basic_return_t*>(method.decoded);
+          const std::string why = std::to_string(ret->reply_code) + " " + Text(ret->reply_text);
+          const std::string key = Text(ret->routing_key);
+          amqp_message_t message;
+          const amqp_rpc_reply_t r =
+              amqp_read_message(session_->conn(), frame.channel, &message, 0);
+          if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+            Lost("reading a returned message failed", todo, results, out);
+            return false;
+          }
+          if (message.properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG) {
+            auto it = by_id_.find(Text(message.properties.message_id));
+            if (it != by_id_.end()) {
+              returned_[it->second] =
+                  endpoint_.exchange.empty()
+                      ? "amqp: no queue named '" + key + "' (" + why + ")"
+                      : "amqp: no queue is bound to exchange '" + endpoint_.exchange +
+                            "' for routing key '" + key + "' (" + why +
+                            "); bind one, or give the exchange an alternate-exchange";
+            }
+          }
+          amqp_destroy_message(&message);
+          break;
+        }
+        case AMQP_CHANNEL_CLOSE_METHOD: {
+          const auto* close = static_cast<amqp_channel_close_t*>(method.decoded);
+          out->channel_code = close->reply_code;
+          out->reason = ServerError(method);
+          amqp_channel_close_ok_t ok{};
+          amqp_send_method(session_->conn(), frame.channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+          const std::string text = close->reply_code == AMQP_NOT_FOUND
+                                       ? ExchangeMissing()
+                                       : "amqp: the broker closed the channel: " + out->reason;
+          for (const auto& [tag, i] : pending_) {
+            (*results)[i] = RetriableError(text);
+            out->unconfirmed.push_back(i);
+          }
+          pending_.clear();
+          if (!session_->ReopenChannel().ok() || !ConfirmMode(*session_).ok()) session_.reset();
+          return false;
+        }
+        case AMQP_CONNECTION_CLOSE_METHOD: {
+          amqp_connection_close_ok_t ok{};
+          amqp_send_method(session_->conn(), 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+          Lost("the broker closed the connection: " + ServerError(method), todo, results, out);
+          return false;
+        }
+        case AMQP_CONNECTION_BLOCKED_METHOD:
+          log::Warn("RabbitMQ blocks publishers (a memory or disk alarm); waiting",
+                    {{"sink", Describe()}});
+          break;
+        default:
+          break;
+      }
+    }
+  }
+
+  void Resolve(uint64_t tag, bool multiple, bool ack, std::vector<Status>* results) {
+    auto end = pending_.upper_bound(tag);
+    auto it = multiple ? pending_.begin() : pending_.find(tag);
+    if (it == pending_.end()) return;
+    if (!multiple) end = std::next(it);
+    for (auto i = it; i != end; ++i) {
+      const size_t index = i->second;
+      if (!ack) {
+        (*results)[index] = RetriableError("amqp: the broker nacked the message");
+      } else if (auto r = returned_.find(index); r != returned_.end()) {
+        (*results)[index] = RetriableError(r->second);
+      } else {
+        (*results)[index] = Status::Ok();
+      }
+    }
+    pending_.erase(it, end);
+  }
+
+  // The connection is gone: whatever was not confirmed goes out again later.
+  void Lost(const std::string& why, const std::vector<size_t>& todo, std::vector<Status>* results,
+            Outcome* out) {
+    const Status st = RetriableError("amqp: " + why);
+    out->unconfirmed.clear();
+    for (size_t i : todo) {
+      if (!(*results)[i].ok() && (*results)[i].code() != StatusCode::kRejected) {
+        (*results)[i] = st;
+        out->unconfirmed.push_back(i);
+      }
+    }
+    pending_.clear();
+    session_.reset();
+  }
+
+  SinkOptions options_;
+  AmqpEndpoint endpoint_;
+  std::unique_ptr<AmqpSession> session_;
+  TimePoint last_io_;
+  uint64_t next_tag_ = 1;
+  std::map<uint64_t, size_t> pending_;                // delivery tag -> batch index
+  std::unordered_map<std::string, size_t> by_id_;     // event_id -> batch index
+  std::unordered_map<size_t, std::string> returned_;  // batch index -> why unroutable
+};
+
+class AmqpReaderImpl final : public AmqpReader {
+ public:
+  Status Init(const AmqpEndpoint& e) {
+    ASSIGN_OR_RETURN(session_, AmqpSession::Connect(e, Duration(5000)));
+    amqp_connection_state_t conn = session_->conn();
+    const auto channel = static_cast<amqp_channel_t>(session_->channel());
+    std::string queue = e.queue;
+    const bool own_queue = queue.empty();
+    if (own_queue) {
+      if (e.exchange.empty()) {
+        return InvalidArgumentError(
+            "tail of the default exchange needs the queue to read: add ?queue=NAME");
+      }
+      amqp_queue_declare_ok_t* ok =
+          amqp_queue_declare(conn, channel, amqp_empty_bytes, 0, 0, 1, 1, amqp_empty_table);
+      RETURN_IF_ERROR(session_->RpcStatus("declare a queue to read from"));
+      queue = Text(ok->queue);
+      // A concrete routing key is bound as is; a template binds everything (topic "#").
+      const std::string key = e.routing_key.find('{') == std::string::npos ? e.routing_key : "#";
+      amqp_queue_bind(conn, channel, Bytes(queue), Bytes(e.exchange), Bytes(key), amqp_empty_table);
+      RETURN_IF_ERROR(session_->RpcStatus("bind to exchange " + e.exchange));
+    }
+    // Messages of a named queue are never acked, so they stay in it.
+    amqp_basic_consume(conn, channel, Bytes(queue), amqp_empty_bytes, 0, own_queue ? 1 : 0, 0,
+                       amqp_empty_table);
+    Status st = session_->RpcStatus("consume from " + queue);
+    if (st.code() == StatusCode::kNotFound) {
+      return InvalidArgumentError("amqp: no queue named '" + queue + "' in vhost '" + e.vhost +
+                                  "'");
+    }
+    return st;
+  }
+
+  Result<std::optional<Event>> Next(Duration timeout) override {
+    amqp_maybe_release_buffers(session_->conn());
+    amqp_envelope_t envelope;
+    const timeval tv = ToTimeval(timeout);
+    const amqp_rpc_reply_t r = amqp_consume_message(session_->conn(), &envelope, &tv, 0);
+    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && r.library_error == AMQP_STATUS_TIMEOUT) {
+      return std::optional<Event>();
+    }
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+      return RetriableError("amqp: reading failed: " +
+                            std::string(r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION
+                                            ? amqp_error_string2(r.library_error)
+                                            : ServerError(r.reply)));
+    }
+    Event ev;
+    const amqp_basic_properties_t& p = envelope.message.properties;
+    ev.payload = Text(envelope.message.body);
+    if (p._flags & AMQP_BASIC_MESSAGE_ID_FLAG) ev.event_id = Text(p.message_id);
+    if (p._flags & AMQP_BASIC_TYPE_FLAG) ev.event_type = Text(p.type);
+    if (p._flags & AMQP_BASIC_HEADERS_FLAG) {
+      for (int i = 0; i < p.headers.num_entries; ++i) {
+        const amqp_table_entry_t& entry = p.headers.entries[i];
+        if (entry.value.kind != AMQP_FIELD_KIND_UTF8 && entry.value.kind != AMQP_FIELD_KIND_BYTES) {
+          continue;
+        }
+        const std::string k = Text(entry.key);
+        const std::string v = Text(entry.value.value.bytes);
+        if (k == "aggregate_type") {
+          ev.aggregate_type = v;
+        } else if (k == "aggregate_id") {
+          ev.aggregate_id = v;
+        } else if (k == "created_at_us") {
+          ev.created_at_us = std::atoll(v.c_str());
+        } else if (k != "event_id" && k != "event_type") {
+          ev.headers.emplace_back(k, v);
+        }
+      }
+    }
+    amqp_destroy_envelope(&envelope);
+    return std::optional<Event>(std::move(ev));
+  }
+
+ private:
+  std::unique_ptr<AmqpSession> session_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<AmqpReader>> AmqpReader::Open(const AmqpEndpoint& endpoint) {
+  auto reader = std::make_unique<AmqpReaderImpl>();
+  RETURN_IF_ERROR(reader->Init(endpoint));
+  return std::unique_ptr<AmqpReader>(std::move(reader));
+}
+
+std::unique_ptr<Sink> MakeAmqpSink(const SinkOptions& options) {
+  return std::make_unique<AmqpSink>(options);
+}
+
+}  // namespace courier

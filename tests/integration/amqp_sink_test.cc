@@ -1,0 +1,171 @@
+// The RabbitMQ sink against a real rabbitmq-server (one node for the suite; each test has its
+// own exchange and queues).
+#include "core/uuid.h"
+#include "support/fixtures.h"
+
+namespace courier::test {
+namespace {
+
+class AmqpSinkTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto server = RabbitMqServer::Start();
+    ASSERT_OK(server);
+    server_ = std::move(server).value().release();
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+
+  void SetUp() override {
+    ASSERT_NE(server_, nullptr);
+    const std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    exchange_ = "ex-" + name;
+    queue_ = "orders-" + name;
+    ASSERT_OK(server_->DeclareExchange(exchange_));
+    ASSERT_OK(server_->DeclareQueue(queue_, exchange_, "order"));
+    db_ = std::make_unique<TestDb>(TestDb::Make(true));
+  }
+
+  RelayOptions Options() const {
+    return TestRelayOptions(db_->url, server_->Url(exchange_, "routing_key={aggregate_type}"));
+  }
+
+  std::set<std::string> Commit(int n, int aggregates, const std::string& type = "order") {
+    return CommitEvents(*db_, n, aggregates, &seq_, type);
+  }
+
+  static RabbitMqServer* server_;
+  std::string exchange_;
+  std::string queue_;
+  std::unique_ptr<TestDb> db_;
+  int64_t seq_ = 1;
+};
+
+RabbitMqServer* AmqpSinkTest::server_ = nullptr;
+
+TEST_F(AmqpSinkTest, DeliversEveryEventInOrderWithItsMessageId) {
+  ASSERT_OK(server_->DeclareQueue("invoices-" + exchange_, exchange_, "invoice"));
+  const std::set<std::string> ids = Commit(400, 8);
+  ASSERT_OK(
+      db_->Transaction({"INSERT INTO courier_outbox (aggregate_type, aggregate_id,"
+                        " event_type, payload, headers) VALUES ('invoice', 'i-1',"
+                        " 'Issued', '{\"seq\":1}', '{\"trace_id\":\"abc\"}')"}));
+  RelayOptions o = Options();
+  o.once = true;
+  o.batch_size = 64;
+  auto relay = Relay::Create(o);
+  ASSERT_OK(relay);
+  ASSERT_OK((*relay)->Run());
+  const std::vector<KafkaRecord> orders = ReadAmqp(*server_, queue_);
+  ASSERT_EQ(orders.size(), 400u);
+  for (const KafkaRecord& r : orders) {
+    EXPECT_TRUE(IsUuid(r.event.event_id)) << "message_id is the event_id";
+    EXPECT_EQ(r.event.aggregate_type, "order");
+    EXPECT_EQ(r.event.event_type, "Happened");
+  }
+  EXPECT_EQ(ExpectDelivered(orders, ids), 0);
+  const std::vector<KafkaRecord> invoices = ReadAmqp(*server_, "invoices-" + exchange_);
+  ASSERT_EQ(invoices.size(), 1u);
+  EXPECT_EQ(invoices[0].event.headers, (Headers{{"trace_id", "abc"}}));
+  EXPECT_EQ(invoices[0].event.aggregate_id, "i-1");
+  EXPECT_EQ(db_->Count("courier_outbox"), 0);
+}
+
+// Mandatory routing: an event no queue would take is not acked; it waits in the outbox (the
+// other aggregate types flow) until a queue is bound for it.
+TEST_F(AmqpSinkTest, UnroutableEventsWaitUntilAQueueIsBound) {
+  std::set<std::string> shipments;
+  std::vector<std::string> statements;
+  for (int i = 0; i < 30; ++i) {
+    const std::string id = NewUuidV7();
+    shipments.insert(id);
+    statements.push_back(InsertEventSql(id, "ship-" + std::to_string(i % 3), seq_++, "shipment"));
+  }
+  ASSERT_OK(db_->Transaction(statements));
+  const std::set<std::string> orders = Commit(50, 5);
+  BackgroundRelay relay(Options());
+  ASSERT_TRUE(WaitUntil([&] { return ReadAmqp(*server_, queue_).size() == 50; }));
+  ASSERT_TRUE(OutboxStaysAt(*db_, 30, std::chrono::seconds(2)));
+  ASSERT_OK(server_->DeclareQueue("shipments-" + exchange_, exchange_, "shipment"));
+  ASSERT_TRUE(WaitUntil([&] { return db_->Count("courier_outbox") == 0; }));
+  ASSERT_OK(relay.Stop());
+  ExpectDelivered(ReadAmqp(*server_, "shipments-" + exchange_), shipments);
+  ExpectDelivered(ReadAmqp(*server_, queue_), orders);
+  EXPECT_EQ(db_->Count("courier_dead_letter"), 0);
+}
+
+// A message above the broker's max_message_size closes the channel: that event alone is
+// parked as a dead letter; the events around it, of its aggregate too, are delivered in order.
+TEST_F(AmqpSinkTest, OversizedMessageIsDeadLetteredAndTheRestFlows) {
+  std::set<std::string> ids = Commit(20, 2);
+  const std::string big = NewUuidV7();
+  ASSERT_OK(db_->Transaction(
+      {"INSERT INTO courier_outbox (event_id, aggregate_type, aggregate_id, event_type, payload)"
+       " VALUES ('" +
+       big + "', 'order', 'agg-0', 'Happened', json_build_object('seq', 100, 'pad', repeat('x', " +
+       std::to_string(2 << 20) + ")))"}));
+  seq_ = 101;
+  const std::set<std::string> after = Commit(20, 2);
+  ids.insert(after.begin(), after.end());
+  RelayOptions o = Options();
+  o.once = true;
+  auto relay = Relay::Create(o);
+  ASSERT_OK(relay);
+  ASSERT_OK((*relay)->Run());
+  EXPECT_EQ(db_->Count("courier_dead_letter WHERE error LIKE '%larger than configured max%' AND"
+                       " sink LIKE 'amqp://%'"),
+            1);
+  EXPECT_EQ(db_->Count("courier_outbox"), 0);
+  EXPECT_EQ(ExpectDelivered(ReadAmqp(*server_, queue_), ids), 0);
+}
+
+// G6: the broker stops for seconds; the backlog waits in the outbox and drains after.
+TEST_F(AmqpSinkTest, ServerStoppedThenBacklogDrains) {
+  std::set<std::string> ids = Commit(100, 5);
+  BackgroundRelay relay(Options());
+  ASSERT_TRUE(WaitUntil([&] { return db_->Count("courier_outbox") == 0; }));
+  ASSERT_OK(server_->Stop());
+  const std::set<std::string> during = Commit(200, 5);
+  ids.insert(during.begin(), during.end());
+  ASSERT_TRUE(OutboxStaysAt(*db_, 200, std::chrono::seconds(3)));
+  ASSERT_OK(server_->StartAgain());
+  ASSERT_TRUE(WaitUntil([&] { return db_->Count("courier_outbox") == 0; }, Duration(60000)));
+  ASSERT_OK(relay.Stop());
+  ExpectDelivered(ReadAmqp(*server_, queue_), ids);
+}
+
+TEST_F(AmqpSinkTest, TailReadsAQueueWithoutEmptyingIt) {
+  Commit(3, 1);
+  CommandResult relay = RunCourier({"relay", "--source", db_->url, "--sink",
+                                    server_->Url(exchange_, "routing_key=order"), "--once"});
+  ASSERT_EQ(relay.exit_code, 0) << relay.err;
+  CommandResult tail = RunCourier({"tail", server_->Url("", "queue=" + queue_), "--exit-at-end"});
+  EXPECT_EQ(tail.exit_code, 0) << tail.err;
+  EXPECT_EQ(std::count(tail.out.begin(), tail.out.end(), '\n'), 3) << tail.out;
+  EXPECT_NE(tail.out.find("\"payload\":{\"seq\":3}"), std::string::npos) << tail.out;
+  EXPECT_NE(tail.out.find("\"queue\":\"" + queue_ + "\""), std::string::npos) << tail.out;
+  EXPECT_TRUE(WaitUntil([&] {
+    auto length = server_->QueueLength(queue_);
+    return length.ok() && *length == 3;
+  }));
+}
+
+TEST_F(AmqpSinkTest, MissingExchangeOrBadLoginStopsTheRelayWithOneLine) {
+  CommandResult missing = RunCourier(
+      {"relay", "--source", db_->url, "--sink", server_->Url("no-such-exchange"), "--once"});
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_NE(missing.err.find("exchange 'no-such-exchange' does not exist in vhost '/'"),
+            std::string::npos)
+      << missing.err;
+  std::string bad_login = server_->Url(exchange_);
+  bad_login.replace(bad_login.find("guest:guest"), 11, "guest:wrong");
+  CommandResult login = RunCourier({"relay", "--source", db_->url, "--sink", bad_login, "--once"});
+  EXPECT_EQ(login.exit_code, 2);
+  EXPECT_NE(login.err.find("refused user 'guest'"), std::string::npos) << login.err;
+  EXPECT_EQ(login.err.find("wrong"), std::string::npos) << "the password is never printed";
+}
+
+}  // namespace
+}  // namespace courier::test
