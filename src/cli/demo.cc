@@ -14,6 +14,8 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <random>
 #include <set>
@@ -178,6 +180,9 @@ class Demo {
   }
 
   Status StartRelay() {
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(workdir_ + "/relay.log", ec);
+    relay_log_start_ = ec ? 0 : static_cast<size_t>(size);
     ASSIGN_OR_RETURN(
         relay_, Subprocess::Spawn({SelfExecutable(), "relay", "--source", "sqlite://" + outbox_db_,
                                    "--sink", "kafka://" + broker_->bootstrap() + "/" + kOutboxTopic,
@@ -260,6 +265,24 @@ class Demo {
       }
       usleep(50000);
     }
+    // A relay killed and restarted just now may not have set up its signal handling yet: the
+    // graceful stop is for a running relay.
+    auto started = [&] {
+      std::ifstream log(workdir_ + "/relay.log");
+      log.seekg(static_cast<std::streamoff>(relay_log_start_));
+      const std::string tail((std::istreambuf_iterator<char>(log)),
+                             std::istreambuf_iterator<char>());
+      return tail.find("relay starting") != std::string::npos;
+    };
+    const TimePoint start_deadline = Clock::Real().Now() + std::chrono::seconds(30);
+    bool running = started();
+    while (!running && Clock::Real().Now() < start_deadline) {
+      usleep(20000);
+      running = started();
+    }
+    if (!running) {
+      return InternalError("the relay did not start within 30 s; see " + workdir_ + "/relay.log");
+    }
     relay_->Signal(SIGTERM);
     auto code = relay_->Wait(std::chrono::seconds(20));
     if (!code || *code != 0) {
@@ -309,6 +332,7 @@ class Demo {
   unsigned seed_ = 0;
   std::mt19937 rng_;
   std::string workdir_;
+  size_t relay_log_start_ = 0;  // where the running relay's log lines begin
   std::unique_ptr<DevBroker> broker_;
   std::string outbox_db_, naive_db_;
   int rate_ = 1;
