@@ -1,7 +1,7 @@
 // Events per second into each sink, from the same outbox, side by side in one run:
 // `courier relay --once` (polling PostgreSQL, fsync on) draining N rows into Kafka (dev
-// broker), Redis Streams, NATS JetStream, RabbitMQ, an HTTP webhook receiver and a JSONL file.
-// Prints Markdown for docs/benchmarks.md. Usage: courier_bench_sinks [--events N]
+// broker), Redis Streams, Redis cache sync, NATS JetStream, RabbitMQ, an HTTP webhook receiver and
+// a JSONL file. Prints Markdown for docs/benchmarks.md. Usage: courier_bench_sinks [--events N]
 //   [--http-events N]
 #include <cstdio>
 #include <cstring>
@@ -73,6 +73,8 @@ int main(int argc, char** argv) {
       {"Kafka (dev broker), acks=all, idempotent", "kafka://" + bootstrap + "/order", events},
       {"Redis Streams, XADD pipelined, appendfsync always", (*redis)->Url("order"), events},
       {"NATS JetStream, file storage, async PubAcks", (*nats)->Url("order"), events},
+      {"Redis cache sync (Lua version check per key)",
+       "redis-cache://127.0.0.1:" + std::to_string((*redis)->port()) + "/cache", events},
       {"RabbitMQ, durable queue, persistent messages, publisher confirms", (*rabbit)->Url("events"),
        events},
       {"JSONL file, fsync per batch", "file://" + dir.File("events.jsonl"), events},

@@ -1,17 +1,26 @@
-// Redis Streams sink (hiredis): one XADD per event, pipelined in order on one connection.
-// An event is acked when Redis replies with its entry id. The entry's fields carry the
-// envelope; `event_id` is the consumers' dedup key.
+// Redis sinks (hiredis), one command per event pipelined in order on one connection, acked by
+// its reply:
 //
 //   redis://[user:password@]host:port[/STREAM-TEMPLATE][?db=N&maxlen=N]
+//     Redis Streams: XADD; the entry's fields carry the envelope, `event_id` is the consumers'
+//     dedup key. STREAM-TEMPLATE may use {aggregate_type} and {event_type} (default
+//     {aggregate_type}); `maxlen` trims each stream approximately (XADD MAXLEN ~ N).
 //
-// STREAM-TEMPLATE may use {aggregate_type} and {event_type} (default {aggregate_type});
-// `maxlen` trims each stream approximately (XADD MAXLEN ~ N).
+//   redis-cache://[user:password@]host:port/PREFIX[?db=N&delete_on=TYPE,TYPE&ttl=SECONDS]
+//     Cache sync: PREFIX:{aggregate_type}:{aggregate_id} holds the payload of the aggregate's
+//     newest event, or is deleted by an event of a `delete_on` type. A Lua script compares
+//     the event's version (its outbox row id) with the last one applied, kept in
+//     courier:version:<key>, so an older event never overwrites a newer value, whatever the
+//     order of redeliveries.
 #include "sinks/redis.h"
 
 #include <hiredis/hiredis.h>
 
 #include <charconv>
+#include <cstdio>
 #include <cstring>
+#include <set>
+#include <sstream>
 
 #include "core/encoding.h"
 #include "core/log.h"
@@ -37,25 +46,17 @@ bool IsRetriableReplyError(std::string_view error) {
   return false;
 }
 
-class RedisStreamSink final : public Sink {
+// Pipelines one command per event on one connection, in order, and reads the replies: an
+// event is acked by a reply that is not an error.
+class RedisPipelineSink : public Sink {
  public:
-  explicit RedisStreamSink(SinkOptions options) : options_(std::move(options)) {}
+  explicit RedisPipelineSink(SinkOptions options) : options_(std::move(options)) {}
 
   Status Open() override {
     ASSIGN_OR_RETURN(endpoint_, ParseRedisUrl(options_.url));
     for (const auto& [key, value] : endpoint_.query) {
-      if (key == "maxlen") {
-        maxlen_ = value;
-        long long n = 0;
-        if (std::from_chars(value.data(), value.data() + value.size(), n).ec != std::errc{} ||
-            n < 1) {
-          return InvalidArgumentError("redis sink: maxlen must be a positive number, not '" +
-                                      value + "'");
-        }
-      } else if (key != "db") {
-        return InvalidArgumentError("redis sink: unknown parameter '" + key +
-                                    "' (known: db, maxlen)");
-      }
+      if (key == "db") continue;
+      RETURN_IF_ERROR(Setting(key, value));
     }
     // The server may be away now; Publish connects (and reconnects) as needed.
     return Status::Ok();
@@ -71,13 +72,20 @@ class RedisStreamSink final : public Sink {
       }
       conn_ = std::move(conn).value();
     }
-    for (const Event& e : batch) AppendXadd(e);
+    std::vector<bool> sent(batch.size());
     for (size_t i = 0; i < batch.size(); ++i) {
+      results[i] = Append(batch[i]);
+      sent[i] = results[i].ok();
+    }
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (!sent[i]) continue;
       void* raw = nullptr;
       if (redisGetReply(conn_.get(), &raw) != REDIS_OK) {
         // The connection broke: this reply and the ones after it are unknown.
         const Status lost = RetriableError("redis connection lost: " + std::string(conn_->errstr));
-        for (size_t j = i; j < batch.size(); ++j) results[j] = lost;
+        for (size_t j = i; j < batch.size(); ++j) {
+          if (sent[j]) results[j] = lost;
+        }
         conn_.reset();
         break;
       }
@@ -86,10 +94,7 @@ class RedisStreamSink final : public Sink {
         const std::string error(reply->str, reply->len);
         results[i] = IsRetriableReplyError(error)
                          ? RetriableError("redis: " + error)
-                         : RejectedError("redis refused XADD to " +
-                                         ExpandTemplate(endpoint_.stream, batch[i]) + ": " + error);
-      } else {
-        results[i] = Status::Ok();
+                         : RejectedError("redis refused " + What(batch[i]) + ": " + error);
       }
     }
     return results;
@@ -97,39 +102,156 @@ class RedisStreamSink final : public Sink {
 
   std::string Describe() const override { return RedactUrl(options_.url); }
 
- private:
-  void AppendXadd(const Event& e) {
-    const std::string stream = ExpandTemplate(endpoint_.stream, e);
-    const std::string created = std::to_string(e.created_at_us);
-    const std::string headers = e.headers.empty() ? "" : HeadersToJson(e.headers);
-    std::vector<const char*> argv = {"XADD", stream.c_str()};
-    std::vector<size_t> lens = {4, stream.size()};
-    if (!maxlen_.empty()) {
-      argv.insert(argv.end(), {"MAXLEN", "~", maxlen_.c_str()});
-      lens.insert(lens.end(), {6, 1, maxlen_.size()});
+ protected:
+  // A URL parameter other than db; kInvalidArgument for an unknown one.
+  virtual Status Setting(const std::string& key, const std::string& value) = 0;
+  // Appends the event's command to the pipeline; or, not ok, the event's result unsent.
+  virtual Status Append(const Event& e) = 0;
+  // The command and key, for error messages.
+  virtual std::string What(const Event& e) const = 0;
+
+  void AppendArgv(const std::vector<std::string_view>& args) {
+    std::vector<const char*> argv;
+    std::vector<size_t> lens;
+    argv.reserve(args.size());
+    lens.reserve(args.size());
+    for (std::string_view a : args) {
+      argv.push_back(a.data());
+      lens.push_back(a.size());
     }
-    auto field = [&](const char* name, const std::string& value) {
-      argv.push_back(name);
-      lens.push_back(std::strlen(name));
-      argv.push_back(value.data());
-      lens.push_back(value.size());
-    };
-    argv.push_back("*");
-    lens.push_back(1);
-    field("event_id", e.event_id);
-    field("aggregate_type", e.aggregate_type);
-    field("aggregate_id", e.aggregate_id);
-    field("event_type", e.event_type);
-    field("created_at_us", created);
-    if (!headers.empty()) field("headers", headers);
-    field("payload", e.payload);
     redisAppendCommandArgv(conn_.get(), static_cast<int>(argv.size()), argv.data(), lens.data());
   }
 
   SinkOptions options_;
   RedisEndpoint endpoint_;
-  std::string maxlen_;
   RedisConn conn_;
+};
+
+class RedisStreamSink final : public RedisPipelineSink {
+ public:
+  using RedisPipelineSink::RedisPipelineSink;
+
+ private:
+  Status Setting(const std::string& key, const std::string& value) override {
+    if (key != "maxlen") {
+      return InvalidArgumentError("redis sink: unknown parameter '" + key +
+                                  "' (known: db, maxlen)");
+    }
+    long long n = 0;
+    if (std::from_chars(value.data(), value.data() + value.size(), n).ec != std::errc{} || n < 1) {
+      return InvalidArgumentError("redis sink: maxlen must be a positive number, not '" + value +
+                                  "'");
+    }
+    maxlen_ = value;
+    return Status::Ok();
+  }
+
+  Status Append(const Event& e) override {
+    const std::string stream = ExpandTemplate(endpoint_.stream, e);
+    const std::string created = std::to_string(e.created_at_us);
+    const std::string headers = e.headers.empty() ? "" : HeadersToJson(e.headers);
+    std::vector<std::string_view> args = {"XADD", stream};
+    if (!maxlen_.empty()) args.insert(args.end(), {"MAXLEN", "~", maxlen_});
+    args.insert(args.end(),
+                {"*", "event_id", e.event_id, "aggregate_type", e.aggregate_type, "aggregate_id",
+                 e.aggregate_id, "event_type", e.event_type, "created_at_us", created});
+    if (!headers.empty()) args.insert(args.end(), {"headers", headers});
+    args.insert(args.end(), {"payload", e.payload});
+    AppendArgv(args);
+    return Status::Ok();
+  }
+
+  std::string What(const Event& e) const override {
+    return "XADD to " + ExpandTemplate(endpoint_.stream, e);
+  }
+
+  std::string maxlen_;
+};
+
+// Keeps KEYS[1] equal to the payload of the newest event (ARGV[1]: its version, a zero-padded
+// decimal, so that string order is numeric order) unless a newer or the same version was
+// applied already (KEYS[2] remembers it, also after a delete). ARGV[2] 'del' deletes the key;
+// ARGV[4] > 0 sets a time to live in seconds on both keys. Returns 1 when applied, 0 when stale.
+constexpr std::string_view kCacheScript = R"lua(
+local applied = redis.call('GET', KEYS[2])
+if applied and applied >= ARGV[1] then return 0 end
+local ttl = tonumber(ARGV[4])
+if ARGV[2] == 'del' then
+  redis.call('DEL', KEYS[1])
+elseif ttl > 0 then
+  redis.call('SET', KEYS[1], ARGV[3], 'EX', ttl)
+else
+  redis.call('SET', KEYS[1], ARGV[3])
+end
+if ttl > 0 then
+  redis.call('SET', KEYS[2], ARGV[1], 'EX', ttl)
+else
+  redis.call('SET', KEYS[2], ARGV[1])
+end
+return 1
+)lua";
+
+class RedisCacheSink final : public RedisPipelineSink {
+ public:
+  using RedisPipelineSink::RedisPipelineSink;
+
+  Status Open() override {
+    RETURN_IF_ERROR(RedisPipelineSink::Open());
+    ASSIGN_OR_RETURN(Url url, ParseUrl(options_.url));
+    if (url.path.empty() || url.path.find('{') != std::string::npos) {
+      return InvalidArgumentError("redis-cache URL " + RedactUrl(options_.url) +
+                                  " needs a plain key prefix: redis-cache://host:port/PREFIX");
+    }
+    return Status::Ok();
+  }
+
+ private:
+  Status Setting(const std::string& key, const std::string& value) override {
+    if (key == "delete_on") {
+      std::stringstream ss(value);
+      for (std::string type; std::getline(ss, type, ',');) {
+        if (!type.empty()) delete_on_.insert(type);
+      }
+      return Status::Ok();
+    }
+    if (key == "ttl") {
+      long long n = 0;
+      if (std::from_chars(value.data(), value.data() + value.size(), n).ec != std::errc{} ||
+          n < 0) {
+        return InvalidArgumentError("redis-cache sink: ttl must be seconds (0: none), not '" +
+                                    value + "'");
+      }
+      ttl_ = std::to_string(n);
+      return Status::Ok();
+    }
+    return InvalidArgumentError("redis-cache sink: unknown parameter '" + key +
+                                "' (known: db, delete_on, ttl)");
+  }
+
+  Status Append(const Event& e) override {
+    if (e.row_id <= 0) {
+      return RejectedError(
+          "redis-cache: the event is no outbox row (a logical message), so it has no version to "
+          "order it by; write it to the outbox table");
+    }
+    const std::string key = Key(e);
+    const std::string version_key = "courier:version:" + key;
+    char version[24];
+    std::snprintf(version, sizeof version, "%020lld", static_cast<long long>(e.row_id));
+    const bool del = delete_on_.count(e.event_type) > 0;
+    AppendArgv({"EVAL", kCacheScript, "2", key, version_key, version, del ? "del" : "set",
+                del ? std::string_view() : std::string_view(e.payload), ttl_});
+    return Status::Ok();
+  }
+
+  std::string What(const Event& e) const override { return "the cache update of " + Key(e); }
+
+  std::string Key(const Event& e) const {
+    return endpoint_.stream + ":" + e.aggregate_type + ":" + e.aggregate_id;
+  }
+
+  std::set<std::string> delete_on_;
+  std::string ttl_ = "0";
 };
 
 }  // namespace
@@ -245,6 +367,10 @@ Result<std::vector<RedisEntry>> ReadRedisStream(redisContext* conn, const std::s
 
 std::unique_ptr<Sink> MakeRedisSink(const SinkOptions& options) {
   return std::make_unique<RedisStreamSink>(options);
+}
+
+std::unique_ptr<Sink> MakeRedisCacheSink(const SinkOptions& options) {
+  return std::make_unique<RedisCacheSink>(options);
 }
 
 }  // namespace courier

@@ -39,6 +39,7 @@ class Sink {
 
 // kafka://host:port[,host:port]/topic-template[?librdkafka.property=value&...]
 // redis://[user:password@]host:port/stream-template[?db=N&maxlen=N]
+// redis-cache://[user:password@]host:port/prefix[?db=N&delete_on=Type,Type&ttl=SECONDS]
 // nats://host:port[,host:port]/subject-template (JetStream)
 // amqp://[user:password@]host:port/vhost/exchange[?routing_key=template] (RabbitMQ)
 // http(s)://host:port/path-template (webhook: one POST per event)
@@ -51,6 +52,7 @@ std::string ExpandTemplate(std::string_view tmpl, const Event& event);
 std::unique_ptr<Sink> MakeKafkaSink(const SinkOptions& options);
 std::unique_ptr<Sink> MakeFileSink(const SinkOptions& options);
 std::unique_ptr<Sink> MakeRedisSink(const SinkOptions& options);
+std::unique_ptr<Sink> MakeRedisCacheSink(const SinkOptions& options);
 std::unique_ptr<Sink> MakeHttpSink(const SinkOptions& options);
 std::unique_ptr<Sink> MakeNatsSink(const SinkOptions& options);
 std::unique_ptr<Sink> MakeAmqpSink(const SinkOptions& options);

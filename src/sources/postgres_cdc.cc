@@ -730,6 +730,7 @@ class PostgresCdcSource final : public Source {
     std::string id_text;
     assign(c.id, "id", &id_text);
     d.row_id = id_text.empty() ? 0 : std::stoll(id_text);
+    d.event.row_id = d.row_id;
     assign(c.event_id, "event_id", &d.event.event_id);
     assign(c.aggregate_type, "aggregate_type", &d.event.aggregate_type);
     assign(c.aggregate_id, "aggregate_id", &d.event.aggregate_id);

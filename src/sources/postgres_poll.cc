@@ -150,6 +150,7 @@ class PostgresPollSource final : public Source {
     for (int i = 0; i < rows; ++i) {
       Event e;
       e.id = std::stoll(PQgetvalue(r, i, 0));
+      e.row_id = e.id;
       e.event_id.assign(PQgetvalue(r, i, 1), PQgetlength(r, i, 1));
       e.aggregate_type.assign(PQgetvalue(r, i, 2), PQgetlength(r, i, 2));
       e.aggregate_id.assign(PQgetvalue(r, i, 3), PQgetlength(r, i, 3));

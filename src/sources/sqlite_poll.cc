@@ -117,6 +117,7 @@ class SqlitePollSource final : public Source {
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
       Event e;
       e.id = sqlite3_column_int64(s, 0);
+      e.row_id = e.id;
       e.event_id = ColumnText(s, 1);
       e.aggregate_type = ColumnText(s, 2);
       e.aggregate_id = ColumnText(s, 3);

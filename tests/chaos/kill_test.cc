@@ -9,6 +9,8 @@
 #include <random>
 #include <thread>
 
+#include <hiredis/hiredis.h>
+
 #include "core/uuid.h"
 #include "support/fixtures.h"
 
@@ -247,6 +249,92 @@ INSTANTIATE_TEST_SUITE_P(Sources, KillTest,
                            std::string sink = SinkName(info.param.sink);
                            sink[0] = static_cast<char>(std::toupper(sink[0]));
                            return name + "To" + sink;
+                         });
+
+// The cache sink under the same kills, in both modes: afterwards every aggregate's key holds
+// the payload of its newest committed event, although killed relays leave batches half
+// applied and their successors apply them again, older events after newer ones.
+class CacheKillTest : public ::testing::TestWithParam<SourceKind> {};
+
+TEST_P(CacheKillTest, SigkillNeverLeavesTheCacheStale) {
+  const std::string mode = GetParam() == SourceKind::kPostgresCdc ? "cdc" : "poll";
+  auto redis = RedisServer::Start();
+  ASSERT_OK(redis);
+  const std::string sink = "redis-cache://127.0.0.1:" + std::to_string((*redis)->port()) + "/cache";
+  TestDb db = TestDb::Make(true);
+  // Retain mode keeps the rows, to tell each aggregate's newest committed payload afterwards.
+  const std::vector<std::string> relay_args = {"relay",
+                                               "--mode",
+                                               mode,
+                                               "--source",
+                                               db.url,
+                                               "--sink",
+                                               sink,
+                                               "--retain",
+                                               "--batch-size",
+                                               "50",
+                                               "--poll-interval",
+                                               "10ms",
+                                               "--backoff-initial",
+                                               "20ms"};
+  std::atomic<bool> stop{false};
+  std::vector<Writer> results(3);
+  std::vector<std::thread> threads;
+  for (int w = 0; w < 3; ++w) {
+    threads.emplace_back([&, w] { WriteLoop(db, w, stop, results[w]); });
+  }
+  std::mt19937 rng(4242);
+  int kills = 0;
+  const TimePoint end = Clock::Real().Now() + std::chrono::seconds(10);
+  while (Clock::Real().Now() < end) {
+    auto relay = SpawnCourier(relay_args, db.dir.File("relay.log"));
+    ASSERT_OK(relay);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100 + rng() % 700));
+    relay->Signal(SIGKILL);
+    relay->Wait(Duration(10000));
+    ++kills;
+  }
+  stop = true;
+  for (std::thread& t : threads) t.join();
+  std::vector<std::string> last_args = relay_args;
+  last_args.push_back("--once");
+  CommandResult last = RunCourier(last_args, Duration(120000));
+  ASSERT_EQ(last.exit_code, 0) << last.err;
+  EXPECT_EQ(db.Count("courier_outbox WHERE published_at IS NULL"), 0);
+
+  auto newest = PgQuery(db.url,
+                        "SELECT DISTINCT ON (aggregate_id) aggregate_id || E'\\t' || payload::text"
+                        " FROM courier_outbox ORDER BY aggregate_id, id DESC");
+  ASSERT_OK(newest);
+  auto endpoint = ParseRedisUrl((*redis)->Url());
+  ASSERT_OK(endpoint);
+  auto conn = ConnectRedis(*endpoint, Duration(5000));
+  ASSERT_OK(conn);
+  int stale = 0;
+  for (const std::string& row : *newest) {
+    const size_t tab = row.find('\t');
+    const std::string key = "cache:order:" + row.substr(0, tab);
+    auto* reply = static_cast<redisReply*>(redisCommand(conn->get(), "GET %s", key.c_str()));
+    ASSERT_NE(reply, nullptr);
+    const std::string value =
+        reply->type == REDIS_REPLY_STRING ? std::string(reply->str, reply->len) : "(none)";
+    freeReplyObject(reply);
+    if (value != row.substr(tab + 1)) {
+      ++stale;
+      ADD_FAILURE() << key << " holds " << value << ", the newest event has "
+                    << row.substr(tab + 1);
+    }
+  }
+  std::printf("[chaos] cache mode=%s kills=%d aggregates=%zu stale=%d\n", mode.c_str(), kills,
+              newest->size(), stale);
+  EXPECT_GT(kills, 5);
+  EXPECT_GT(newest->size(), 10u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, CacheKillTest,
+                         ::testing::Values(SourceKind::kPostgresPoll, SourceKind::kPostgresCdc),
+                         [](const auto& info) {
+                           return info.param == SourceKind::kPostgresCdc ? "Cdc" : "Poll";
                          });
 
 TEST(Demo, OutboxSideLosesNothingUnderCrashes) {

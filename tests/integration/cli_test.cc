@@ -28,8 +28,9 @@ TEST(Cli, UnknownSinkSchemeIsOneLineAndExit2) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_EQ(FirstLine(r.err),
             "courier: error: unknown sink scheme 'rabbit' in rabbit://localhost/x; expected "
-            "kafka://host:port/topic, redis://host:port/stream, nats://host:port/subject, "
-            "http(s)://host/path or file:///path/events.jsonl");
+            "kafka://host:port/topic, redis://host:port/stream, redis-cache://host:port/prefix, "
+            "nats://host:port/subject, amqp://host:port/vhost/exchange, http(s)://host/path or "
+            "file:///path/events.jsonl");
 }
 
 TEST(Cli, UnknownSourceSchemeIsExit2) {
