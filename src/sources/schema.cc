@@ -66,7 +66,19 @@ Status MigratePostgres(PGconn* conn, const TableNames& t) {
       " ("
       " slot_name text NOT NULL,"
       " outbox_id bigint NOT NULL,"
-      " PRIMARY KEY (slot_name, outbox_id));";
+      " PRIMARY KEY (slot_name, outbox_id));"
+      // The inbox: one row per (consumer, event) handled; event ids are text, so events of
+      // any producer can be deduplicated.
+      "CREATE TABLE IF NOT EXISTS " +
+      QuoteIdent(t.inbox) +
+      " ("
+      " consumer text NOT NULL,"
+      " event_id text NOT NULL,"
+      " processed_at timestamptz NOT NULL DEFAULT now(),"
+      " PRIMARY KEY (consumer, event_id));"
+      "CREATE INDEX IF NOT EXISTS " +
+      QuoteIdent(BaseName(t.inbox) + "_processed") + " ON " + QuoteIdent(t.inbox) +
+      " (consumer, processed_at);";
   RETURN_IF_ERROR(PgRun(conn, "BEGIN"));
   Status st = PgRun(conn, sql);
   if (st.ok()) {
@@ -165,6 +177,18 @@ Status MigrateSqlite(sqlite3* db, const TableNames& t) {
       " failed_at TEXT NOT NULL DEFAULT " +
       now_text +
       ");"
+      "CREATE TABLE IF NOT EXISTS " +
+      QuoteIdent(t.inbox) +
+      " ("
+      " consumer TEXT NOT NULL,"
+      " event_id TEXT NOT NULL,"
+      " processed_at TEXT NOT NULL DEFAULT " +
+      now_text +
+      ","
+      " PRIMARY KEY (consumer, event_id));"
+      "CREATE INDEX IF NOT EXISTS " +
+      QuoteIdent(BaseName(t.inbox) + "_processed") + " ON " + QuoteIdent(BaseName(t.inbox)) +
+      " (consumer, processed_at);"
       "COMMIT;";
   Status st = SqliteExec(db, sql);
   if (!st.ok()) {

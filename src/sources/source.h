@@ -20,6 +20,9 @@ namespace courier {
 struct TableNames {
   std::string outbox = "courier_outbox";
   std::string dead_letter = "courier_dead_letter";
+  // Consumers' side (courier/inbox.h): created beside the outbox, as a service usually both
+  // consumes and produces.
+  std::string inbox = "courier_inbox";
   // CDC bookkeeping, beside the outbox: the slots courier created for it, and the rows that
   // were already in the outbox when a slot was created (drained before the stream).
   std::string CdcSlots() const { return outbox + "_cdc_slot"; }
