@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "core/url.h"
 #include "courier/relay.h"
+#include "inbox/consume.h"
 #include "relay/status_report.h"
 #include "sinks/amqp.h"
 #include "sinks/dev_broker.h"
@@ -230,6 +231,33 @@ int RunStatus(const std::string& source, const TableNames& tables, bool json) {
     }
   }
   for (const std::string& w : warnings) std::printf("warning: %s\n", w.c_str());
+  return 0;
+}
+
+struct ConsumeFlags {
+  ConsumeOptions options;
+  std::string handler_timeout = "30s";
+  std::string backoff_initial = "200ms";
+  std::string backoff_max = "10s";
+  std::string claim_idle = "30s";
+  std::string retention = "0";
+};
+
+int RunConsume(ConsumeFlags& f) {
+  ConsumeOptions o = f.options;
+  for (auto [text, out] :
+       {std::pair{&f.handler_timeout, &o.handler_timeout},
+        std::pair{&f.backoff_initial, &o.backoff_initial},
+        std::pair{&f.backoff_max, &o.backoff_max}, std::pair{&f.claim_idle, &o.claim_idle}}) {
+    auto d = ParseDuration(*text);
+    if (!d.ok()) return Fail(d.status());
+    *out = *d;
+  }
+  auto retention = ParseDuration(f.retention);
+  if (!retention.ok()) return Fail(retention.status());
+  o.retention = std::chrono::duration_cast<std::chrono::seconds>(*retention);
+  Status st = RunConsumer(o, g_stop);
+  if (!st.ok()) return Fail(st);
   return 0;
 }
 
@@ -494,7 +522,11 @@ int Main(int argc, char** argv) {
       "           TOPIC may use {aggregate_type} and {event_type}; default {aggregate_type}\n"
       "         redis://[user:pass@]host:port/STREAM[?db=N&maxlen=N] (Redis Streams, XADD)\n"
       "           STREAM may use {aggregate_type} and {event_type}; default {aggregate_type}\n"
+      "         redis-cache://host:port/PREFIX[?delete_on=Type,Type&ttl=S] (PREFIX:{type}:{id}\n"
+      "           = the newest payload; an older event never overwrites a newer one)\n"
       "         nats://host:port[,host:port]/SUBJECT (NATS JetStream, Nats-Msg-Id = event_id)\n"
+      "         amqp://user:pass@host:port/VHOST/EXCHANGE[?routing_key=T] (RabbitMQ: publisher\n"
+      "           confirms, persistent, mandatory; message_id = event_id; VHOST / is %2F)\n"
       "         http(s)://host:port/PATH (webhook: a POST per event, Idempotency-Key, 2xx acks)\n"
       "         file:///path/events.jsonl (one JSON line per event, fsynced before ack)\n"
       "Exit codes: 0 done or stopped by SIGTERM/SIGINT; 1 failure; 2 bad input.");
@@ -629,6 +661,55 @@ int Main(int argc, char** argv) {
   tail->add_option("--limit", tf.limit, "Exit after this many events")->type_name("N");
   AddCommonFlags(tail, &common);
 
+  // consume
+  ConsumeFlags cf;
+  CLI::App* consume = app.add_subcommand(
+      "consume",
+      "Deliver each event of a topic or stream once to a handler in any language, keeping the\n"
+      "inbox (courier_inbox) in a database: claim the event_id, call the handler, commit, then\n"
+      "acknowledge to the broker. A duplicate is acknowledged without calling the handler.\n"
+      "A failing handler (non-2xx, non-zero exit) is retried with backoff; after\n"
+      "--max-attempts (at once for HTTP 4xx other than 408/429) the event is parked in\n"
+      "courier_inbox_parked with the reason and the next ones go on.\n"
+      "From:    kafka://host:port/TOPIC[,TOPIC] (consumer group = --consumer)\n"
+      "         redis://host:port/STREAM (consumer group = --consumer)\n"
+      "Handler: --to http(s)://host/path (a POST per event, Idempotency-Key, CloudEvents\n"
+      "         headers) or --exec 'COMMAND' (/bin/sh -c, the event as a JSON line on stdin)");
+  consume->add_option("--from", cf.options.from_url, "Topic or stream URL")
+      ->type_name("URL")
+      ->required();
+  consume->add_option("--db", cf.options.db_url, "Database holding the inbox (run migrate)")
+      ->type_name("URL")
+      ->required();
+  consume->add_option("--consumer", cf.options.consumer, "Consumer name (inbox key, group)")
+      ->type_name("NAME")
+      ->required();
+  consume->add_option("--to", cf.options.to_url, "Handler URL")->type_name("URL");
+  consume->add_option("--exec", cf.options.exec, "Handler command")->type_name("COMMAND");
+  consume->add_option("--max-attempts", cf.options.max_attempts, "Attempts before parking")
+      ->type_name("N")
+      ->capture_default_str();
+  consume->add_option("--handler-timeout", cf.handler_timeout, "Per call")
+      ->type_name("DURATION")
+      ->capture_default_str();
+  consume->add_option("--backoff-initial", cf.backoff_initial, "First retry delay")
+      ->type_name("DURATION")
+      ->capture_default_str();
+  consume->add_option("--backoff-max", cf.backoff_max, "Longest retry delay")
+      ->type_name("DURATION")
+      ->capture_default_str();
+  consume
+      ->add_option("--claim-idle", cf.claim_idle,
+                   "Redis: take over entries another instance left unacknowledged this long")
+      ->type_name("DURATION")
+      ->capture_default_str();
+  consume
+      ->add_option("--inbox-retention", cf.retention,
+                   "Prune inbox entries older than this, every minute (0: keep)")
+      ->type_name("DURATION")
+      ->capture_default_str();
+  AddCommonFlags(consume, &common);
+
   // dev-broker
   int brokers = 1;
   int partitions = 4;
@@ -703,6 +784,7 @@ int Main(int argc, char** argv) {
   if (*migrate) return RunMigrate(source, tables, migrate_mode, migrate_cdc);
   if (*status) return RunStatus(source, tables, status_json);
   if (*tail) return RunTail(tf);
+  if (*consume) return RunConsume(cf);
   if (*dev) return RunDevBroker(brokers, bootstrap_file, topics, partitions);
   if (*demo) return RunDemo(demo_options, g_stop);
   if (*demo_app) return RunDemoApp(app_options);

@@ -15,10 +15,13 @@ extern char** environ;
 namespace courier {
 
 Result<Subprocess> Subprocess::Spawn(const std::vector<std::string>& argv,
-                                     const std::string& stdout_path,
-                                     const std::string& stderr_path) {
+                                     const std::string& stdout_path, const std::string& stderr_path,
+                                     const std::string& stdin_path) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
+  if (!stdin_path.empty()) {
+    posix_spawn_file_actions_addopen(&actions, 0, stdin_path.c_str(), O_RDONLY, 0);
+  }
   if (!stdout_path.empty()) {
     posix_spawn_file_actions_addopen(&actions, 1, stdout_path.c_str(),
                                      O_WRONLY | O_CREAT | O_APPEND, 0644);

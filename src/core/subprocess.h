@@ -17,10 +17,12 @@ namespace courier {
 
 class Subprocess {
  public:
-  // stdout/stderr go to the given files (appended), or are inherited when empty.
+  // stdout/stderr go to the given files (appended), or are inherited when empty; stdin is
+  // read from `stdin_path` when given.
   static Result<Subprocess> Spawn(const std::vector<std::string>& argv,
                                   const std::string& stdout_path = "",
-                                  const std::string& stderr_path = "");
+                                  const std::string& stderr_path = "",
+                                  const std::string& stdin_path = "");
   Subprocess(Subprocess&& other) noexcept;
   Subprocess& operator=(Subprocess&& other) noexcept;
   Subprocess(const Subprocess&) = delete;

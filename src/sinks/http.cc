@@ -11,8 +11,6 @@
 // Answers: 2xx acked; 408, 429, 5xx, timeouts and network errors are retried later; any other
 // status refuses the event for good (dead letter). After a retriable failure the aggregate's
 // later events of the batch are not sent, so the receiver never sees them out of order.
-#include <curl/curl.h>
-
 #include <algorithm>
 #include <cctype>
 #include <cstring>
@@ -21,6 +19,8 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+
+#include "sinks/http.h"
 
 #include "core/url.h"
 #include "sinks/sink.h"
@@ -58,19 +58,101 @@ bool IsToken(const std::string& name) {
   return true;
 }
 
-struct Request {
-  size_t index = 0;
-  CURL* easy = nullptr;
-  curl_slist* headers = nullptr;
-  std::string url;
-  char error[CURL_ERROR_SIZE] = {};
-  ~Request() {
-    if (easy != nullptr) curl_easy_cleanup(easy);
-    if (headers != nullptr) curl_slist_free_all(headers);
-  }
-};
-
 size_t Discard(char*, size_t size, size_t n, void*) { return size * n; }
+
+// The event with its routing fields percent-encoded, for use in a URL path.
+Event Escaped(const Event& e) {
+  Event out;
+  auto escape = [](const std::string& text) {
+    char* raw = curl_easy_escape(nullptr, text.data(), static_cast<int>(text.size()));
+    std::string escaped = raw != nullptr ? raw : "";
+    curl_free(raw);
+    return escaped;
+  };
+  out.aggregate_type = escape(e.aggregate_type);
+  out.event_type = escape(e.event_type);
+  return out;
+}
+
+}  // namespace
+
+Status InitCurl() {
+  static const CURLcode global = curl_global_init(CURL_GLOBAL_DEFAULT);
+  if (global != CURLE_OK) return InternalError("libcurl failed to initialise");
+  return Status::Ok();
+}
+
+EventRequest::~EventRequest() {
+  if (easy_ != nullptr) curl_easy_cleanup(easy_);
+  if (headers_ != nullptr) curl_slist_free_all(headers_);
+}
+
+Result<std::unique_ptr<EventRequest>> EventRequest::Make(const std::string& url_template,
+                                                         const Event& e, Duration timeout) {
+  std::unique_ptr<EventRequest> req(new EventRequest());
+  req->url_ = ExpandTemplate(url_template, Escaped(e));
+  req->easy_ = curl_easy_init();
+  if (req->easy_ == nullptr) return InternalError("libcurl failed to create a request");
+  const bool json = nlohmann::json::accept(e.payload);
+  std::vector<std::string> lines = {
+      std::string("Content-Type: ") + (json ? "application/json" : "application/octet-stream"),
+      "Idempotency-Key: " + e.event_id,
+      "ce-specversion: 1.0",
+      "ce-id: " + e.event_id,
+      "ce-type: " + e.event_type,
+      "ce-source: courier/" + e.aggregate_type,
+      "ce-subject: " + e.aggregate_id,
+      "ce-time: " + Rfc3339(e.created_at_us),
+      "Expect:"};  // no 100-continue round trip
+  for (const auto& [name, value] : e.headers) {
+    if (IsToken(name) && !IsReservedHeader(name) &&
+        value.find_first_of("\r\n") == std::string::npos) {
+      lines.push_back(name + ": " + value);
+    }
+  }
+  for (const std::string& line : lines) {
+    if (line.find_first_of("\r\n") != std::string::npos) {
+      return RejectedError("event field with a line break cannot be an HTTP header: " + line);
+    }
+    req->headers_ = curl_slist_append(req->headers_, line.c_str());
+  }
+  const long timeout_ms = static_cast<long>(timeout.count());
+  CURL* c = req->easy_;
+  curl_easy_setopt(c, CURLOPT_URL, req->url_.c_str());
+  curl_easy_setopt(c, CURLOPT_POST, 1L);
+  curl_easy_setopt(c, CURLOPT_POSTFIELDS, e.payload.data());
+  curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(e.payload.size()));
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, req->headers_);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, std::min(timeout_ms, 10000L));
+  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, req->error_);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Discard);
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_USERAGENT, "courier/0.1");
+  return req;
+}
+
+Status EventRequest::Outcome(CURLcode code) const {
+  if (code != CURLE_OK) {
+    const std::string detail = error_[0] != '\0' ? error_ : curl_easy_strerror(code);
+    return RetriableError("webhook " + RedactUrl(url_) + ": " + detail);
+  }
+  long status = 0;
+  curl_easy_getinfo(easy_, CURLINFO_RESPONSE_CODE, &status);
+  if (status >= 200 && status < 300) return Status::Ok();
+  const std::string what =
+      "webhook " + RedactUrl(url_) + " answered HTTP " + std::to_string(status);
+  if (status == 408 || status == 429 || status >= 500) return RetriableError(what);
+  return RejectedError(what);
+}
+
+Status PostEvent(const std::string& url, const Event& e, Duration timeout) {
+  RETURN_IF_ERROR(InitCurl());
+  ASSIGN_OR_RETURN(auto req, EventRequest::Make(url, e, timeout));
+  return req->Outcome(curl_easy_perform(req->easy()));
+}
+
+namespace {
 
 class HttpSink final : public Sink {
  public:
@@ -80,8 +162,7 @@ class HttpSink final : public Sink {
   }
 
   Status Open() override {
-    static const CURLcode global = curl_global_init(CURL_GLOBAL_DEFAULT);
-    if (global != CURLE_OK) return InternalError("libcurl failed to initialise");
+    RETURN_IF_ERROR(InitCurl());
     ASSIGN_OR_RETURN(Url url, ParseUrl(options_.url));
     if (url.hosts.empty()) {
       return InvalidArgumentError("webhook URL " + Describe() +
@@ -98,23 +179,23 @@ class HttpSink final : public Sink {
     // Per aggregate, the batch's events in order; the head is in flight or next to go.
     std::map<std::string, std::deque<size_t>> queues;
     for (size_t i = 0; i < batch.size(); ++i) queues[batch[i].aggregate_id].push_back(i);
-    std::map<CURL*, std::unique_ptr<Request>> active;
+    std::map<CURL*, std::pair<size_t, std::unique_ptr<EventRequest>>> active;
     // Starts the next request of every idle aggregate; true when it started any.
     auto start_more = [&] {
       const size_t before = active.size();
       for (auto& [aggregate, queue] : queues) {
         if (active.size() >= kParallel) break;
         if (queue.empty() || in_flight_.count(aggregate) > 0) continue;
-        auto req = Start(batch[queue.front()], queue.front());
+        auto req = EventRequest::Make(options_.url, batch[queue.front()], Timeout());
         if (!req.ok()) {
           results[queue.front()] = req.status();
           queue.clear();
           continue;
         }
         in_flight_.insert(aggregate);
-        CURL* easy = (*req)->easy;
+        CURL* easy = (*req)->easy();
         curl_multi_add_handle(multi_, easy);
-        active.emplace(easy, std::move(req).value());
+        active.emplace(easy, std::make_pair(queue.front(), std::move(req).value()));
       }
       return active.size() > before;
     };
@@ -129,15 +210,16 @@ class HttpSink final : public Sink {
         if (msg->msg != CURLMSG_DONE) continue;
         auto it = active.find(msg->easy_handle);
         if (it == active.end()) continue;
-        std::unique_ptr<Request> req = std::move(it->second);
+        const size_t index = it->second.first;
+        std::unique_ptr<EventRequest> req = std::move(it->second.second);
         active.erase(it);
-        curl_multi_remove_handle(multi_, req->easy);
-        const Event& e = batch[req->index];
+        curl_multi_remove_handle(multi_, req->easy());
+        const Event& e = batch[index];
         std::deque<size_t>& queue = queues[e.aggregate_id];
         in_flight_.erase(e.aggregate_id);
-        results[req->index] = Classify(msg->data.result, *req);
+        results[index] = req->Outcome(msg->data.result);
         queue.pop_front();
-        if (!results[req->index].ok() && results[req->index].code() != StatusCode::kRejected) {
+        if (!results[index].ok() && results[index].code() != StatusCode::kRejected) {
           // Hold back the aggregate's later events: they go out after this one, later.
           for (size_t later : queue) {
             results[later] =
@@ -152,8 +234,8 @@ class HttpSink final : public Sink {
     }
     for (auto& [easy, req] : active) {
       curl_multi_remove_handle(multi_, easy);
-      results[req->index] = CancelledError("stopped before the webhook answered");
-      in_flight_.erase(batch[req->index].aggregate_id);
+      results[req.first] = CancelledError("stopped before the webhook answered");
+      in_flight_.erase(batch[req.first].aggregate_id);
     }
     return results;
   }
@@ -161,78 +243,8 @@ class HttpSink final : public Sink {
   std::string Describe() const override { return RedactUrl(options_.url); }
 
  private:
-  Result<std::unique_ptr<Request>> Start(const Event& e, size_t index) {
-    auto req = std::make_unique<Request>();
-    req->index = index;
-    req->url = ExpandTemplate(options_.url, Escaped(e));
-    req->easy = curl_easy_init();
-    if (req->easy == nullptr) return InternalError("libcurl failed to create a request");
-    const bool json = nlohmann::json::accept(e.payload);
-    std::vector<std::string> lines = {
-        std::string("Content-Type: ") + (json ? "application/json" : "application/octet-stream"),
-        "Idempotency-Key: " + e.event_id,
-        "ce-specversion: 1.0",
-        "ce-id: " + e.event_id,
-        "ce-type: " + e.event_type,
-        "ce-source: courier/" + e.aggregate_type,
-        "ce-subject: " + e.aggregate_id,
-        "ce-time: " + Rfc3339(e.created_at_us),
-        "Expect:"};  // no 100-continue round trip
-    for (const auto& [name, value] : e.headers) {
-      if (IsToken(name) && !IsReservedHeader(name) &&
-          value.find_first_of("\r\n") == std::string::npos) {
-        lines.push_back(name + ": " + value);
-      }
-    }
-    for (const std::string& line : lines) {
-      if (line.find_first_of("\r\n") != std::string::npos) {
-        return RejectedError("event field with a line break cannot be an HTTP header: " + line);
-      }
-      req->headers = curl_slist_append(req->headers, line.c_str());
-    }
-    const long timeout_ms =
-        options_.delivery_timeout.count() > 0 ? options_.delivery_timeout.count() : 30000;
-    CURL* c = req->easy;
-    curl_easy_setopt(c, CURLOPT_URL, req->url.c_str());
-    curl_easy_setopt(c, CURLOPT_POST, 1L);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, e.payload.data());
-    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(e.payload.size()));
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, req->headers);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, std::min(timeout_ms, 10000L));
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, req->error);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Discard);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_USERAGENT, "courier/0.1");
-    return req;
-  }
-
-  // The event with its routing fields percent-encoded, for use in a URL path.
-  Event Escaped(const Event& e) const {
-    Event out;
-    auto escape = [](const std::string& text) {
-      char* raw = curl_easy_escape(nullptr, text.data(), static_cast<int>(text.size()));
-      std::string escaped = raw != nullptr ? raw : "";
-      curl_free(raw);
-      return escaped;
-    };
-    out.aggregate_type = escape(e.aggregate_type);
-    out.event_type = escape(e.event_type);
-    return out;
-  }
-
-  Status Classify(CURLcode code, const Request& req) const {
-    if (code != CURLE_OK) {
-      const std::string detail = req.error[0] != '\0' ? req.error : curl_easy_strerror(code);
-      return RetriableError("webhook " + RedactUrl(req.url) + ": " + detail);
-    }
-    long status = 0;
-    curl_easy_getinfo(req.easy, CURLINFO_RESPONSE_CODE, &status);
-    if (status >= 200 && status < 300) return Status::Ok();
-    const std::string what =
-        "webhook " + RedactUrl(req.url) + " answered HTTP " + std::to_string(status);
-    if (status == 408 || status == 429 || status >= 500) return RetriableError(what);
-    return RejectedError(what);
+  Duration Timeout() const {
+    return options_.delivery_timeout.count() > 0 ? options_.delivery_timeout : Duration(30000);
   }
 
   SinkOptions options_;

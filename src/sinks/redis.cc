@@ -325,27 +325,18 @@ Result<RedisConn> ConnectRedis(const RedisEndpoint& e, Duration timeout) {
 
 void RedisConnDeleter::operator()(redisContext* c) const { redisFree(c); }
 
-Result<std::vector<RedisEntry>> ReadRedisStream(redisContext* conn, const std::string& stream,
-                                                const std::string& after_id, Duration block,
-                                                int count) {
-  const std::string count_text = std::to_string(count);
-  const std::string block_text = std::to_string(block.count());
-  const char* argv[] = {"XREAD",   "COUNT",        count_text.c_str(), "BLOCK", block_text.c_str(),
-                        "STREAMS", stream.c_str(), after_id.c_str()};
-  Reply reply(static_cast<redisReply*>(redisCommandArgv(conn, 8, argv, nullptr)));
-  if (!reply) return RetriableError("redis: " + std::string(conn->errstr));
-  if (reply->type == REDIS_REPLY_ERROR) {
-    return InvalidArgumentError("redis refused XREAD: " + std::string(reply->str, reply->len));
-  }
+namespace {
+
+// Entries as XREAD, XREADGROUP and XAUTOCLAIM return them: [[id, [field, value, ...]], ...].
+std::vector<RedisEntry> ParseEntries(const redisReply* entries) {
   std::vector<RedisEntry> out;
-  if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0) return out;  // timed out
-  const redisReply* entries = reply->element[0]->element[1];
   for (size_t i = 0; i < entries->elements; ++i) {
     const redisReply* entry = entries->element[i];
+    if (entry->type != REDIS_REPLY_ARRAY || entry->elements < 2) continue;  // deleted since
     RedisEntry r;
     r.id.assign(entry->element[0]->str, entry->element[0]->len);
     const redisReply* fields = entry->element[1];
-    for (size_t f = 0; f + 1 < fields->elements; f += 2) {
+    for (size_t f = 0; fields->type == REDIS_REPLY_ARRAY && f + 1 < fields->elements; f += 2) {
       const std::string_view key(fields->element[f]->str, fields->element[f]->len);
       const std::string value(fields->element[f + 1]->str, fields->element[f + 1]->len);
       Event& e = r.event;
@@ -363,6 +354,41 @@ Result<std::vector<RedisEntry>> ReadRedisStream(redisContext* conn, const std::s
     out.push_back(std::move(r));
   }
   return out;
+}
+
+}  // namespace
+
+Result<std::vector<RedisEntry>> ReadRedisEntries(redisContext* conn,
+                                                 const std::vector<std::string>& args) {
+  std::vector<const char*> argv;
+  std::vector<size_t> lens;
+  for (const std::string& a : args) {
+    argv.push_back(a.data());
+    lens.push_back(a.size());
+  }
+  Reply reply(static_cast<redisReply*>(
+      redisCommandArgv(conn, static_cast<int>(argv.size()), argv.data(), lens.data())));
+  if (!reply) return RetriableError("redis: " + std::string(conn->errstr));
+  if (reply->type == REDIS_REPLY_ERROR) {
+    const std::string error(reply->str, reply->len);
+    if (IsRetriableReplyError(error)) return RetriableError("redis: " + error);
+    return InvalidArgumentError("redis refused " + args[0] + ": " + error);
+  }
+  if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0) return std::vector<RedisEntry>();
+  if (args[0] == "XAUTOCLAIM") {  // [next cursor, entries, deleted ids]
+    return reply->elements >= 2 ? ParseEntries(reply->element[1]) : std::vector<RedisEntry>();
+  }
+  // XREAD / XREADGROUP: [[stream, entries]] (one stream).
+  const redisReply* stream = reply->element[0];
+  if (stream->type != REDIS_REPLY_ARRAY || stream->elements < 2) return std::vector<RedisEntry>();
+  return ParseEntries(stream->element[1]);
+}
+
+Result<std::vector<RedisEntry>> ReadRedisStream(redisContext* conn, const std::string& stream,
+                                                const std::string& after_id, Duration block,
+                                                int count) {
+  return ReadRedisEntries(conn, {"XREAD", "COUNT", std::to_string(count), "BLOCK",
+                                 std::to_string(block.count()), "STREAMS", stream, after_id});
 }
 
 std::unique_ptr<Sink> MakeRedisSink(const SinkOptions& options) {

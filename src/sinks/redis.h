@@ -44,6 +44,11 @@ struct RedisEntry {
   Event event;
 };
 
+// Runs a command that answers with stream entries (XREAD, XREADGROUP, XAUTOCLAIM) and
+// returns them; an empty list when it timed out.
+Result<std::vector<RedisEntry>> ReadRedisEntries(redisContext* conn,
+                                                 const std::vector<std::string>& args);
+
 // Entries of `stream` after `after_id` ("0" for the beginning, "$" for new ones only), waiting
 // up to `block` for some to arrive; at most `count`.
 Result<std::vector<RedisEntry>> ReadRedisStream(redisContext* conn, const std::string& stream,

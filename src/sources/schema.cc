@@ -78,7 +78,17 @@ Status MigratePostgres(PGconn* conn, const TableNames& t) {
       " PRIMARY KEY (consumer, event_id));"
       "CREATE INDEX IF NOT EXISTS " +
       QuoteIdent(BaseName(t.inbox) + "_processed") + " ON " + QuoteIdent(t.inbox) +
-      " (consumer, processed_at);";
+      " (consumer, processed_at);"
+      "CREATE TABLE IF NOT EXISTS " +
+      QuoteIdent(t.InboxParked()) +
+      " ("
+      " id bigserial PRIMARY KEY,"
+      " consumer text NOT NULL,"
+      " event_id text NOT NULL,"
+      " event text NOT NULL,"
+      " error text NOT NULL,"
+      " attempts integer NOT NULL,"
+      " parked_at timestamptz NOT NULL DEFAULT now());";
   RETURN_IF_ERROR(PgRun(conn, "BEGIN"));
   Status st = PgRun(conn, sql);
   if (st.ok()) {
@@ -189,6 +199,18 @@ Status MigrateSqlite(sqlite3* db, const TableNames& t) {
       "CREATE INDEX IF NOT EXISTS " +
       QuoteIdent(BaseName(t.inbox) + "_processed") + " ON " + QuoteIdent(BaseName(t.inbox)) +
       " (consumer, processed_at);"
+      "CREATE TABLE IF NOT EXISTS " +
+      QuoteIdent(t.InboxParked()) +
+      " ("
+      " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+      " consumer TEXT NOT NULL,"
+      " event_id TEXT NOT NULL,"
+      " event TEXT NOT NULL,"
+      " error TEXT NOT NULL,"
+      " attempts INTEGER NOT NULL,"
+      " parked_at TEXT NOT NULL DEFAULT " +
+      now_text +
+      ");"
       "COMMIT;";
   Status st = SqliteExec(db, sql);
   if (!st.ok()) {

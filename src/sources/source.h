@@ -23,6 +23,8 @@ struct TableNames {
   // Consumers' side (courier/inbox.h): created beside the outbox, as a service usually both
   // consumes and produces.
   std::string inbox = "courier_inbox";
+  // Events `courier consume` gave up on, with the reason.
+  std::string InboxParked() const { return inbox + "_parked"; }
   // CDC bookkeeping, beside the outbox: the slots courier created for it, and the rows that
   // were already in the outbox when a slot was created (drained before the stream).
   std::string CdcSlots() const { return outbox + "_cdc_slot"; }

@@ -19,7 +19,8 @@ TEST(Migrate, IsIdempotentAndQuotesConfiguredNames) {
   auto url = SharedPostgres().NewDatabase();
   ASSERT_OK(url);
   ASSERT_OK(PgQuery(*url, "CREATE SCHEMA app"));
-  const TableNames names{.outbox = "app.Order Events", .dead_letter = "app.Parked \"Events\""};
+  const TableNames names{
+      .outbox = "app.Order Events", .dead_letter = "app.Parked \"Events\"", .inbox = "app.Inbox"};
   ASSERT_OK(Migrate(*url, names));
   ASSERT_OK(Migrate(*url, names));
   ASSERT_OK(Migrate(*url, TableNames{}));
@@ -27,11 +28,13 @@ TEST(Migrate, IsIdempotentAndQuotesConfiguredNames) {
                         "SELECT table_schema || '.' || table_name FROM information_schema.tables "
                         "WHERE table_schema IN ('app', 'public') ORDER BY 1");
   ASSERT_OK(tables);
-  EXPECT_EQ(*tables,
-            (std::vector<std::string>{
-                "app.Order Events", "app.Order Events_cdc_backfill", "app.Order Events_cdc_slot",
-                "app.Parked \"Events\"", "public.courier_dead_letter", "public.courier_outbox",
-                "public.courier_outbox_cdc_backfill", "public.courier_outbox_cdc_slot"}));
+  EXPECT_EQ(
+      *tables,
+      (std::vector<std::string>{
+          "app.Inbox", "app.Inbox_parked", "app.Order Events", "app.Order Events_cdc_backfill",
+          "app.Order Events_cdc_slot", "app.Parked \"Events\"", "public.courier_dead_letter",
+          "public.courier_inbox", "public.courier_inbox_parked", "public.courier_outbox",
+          "public.courier_outbox_cdc_backfill", "public.courier_outbox_cdc_slot"}));
 }
 
 TEST(Migrate, SqliteIsIdempotent) {

@@ -1,0 +1,428 @@
+#include "inbox/consume.h"
+
+#include <hiredis/hiredis.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <deque>
+#include <fstream>
+#include <optional>
+#include <sstream>
+
+#include "core/backoff.h"
+#include "core/encoding.h"
+#include "core/log.h"
+#include "core/postgres.h"
+#include "core/sqlite.h"
+#include "core/subprocess.h"
+#include "core/url.h"
+#include "courier/inbox.h"
+#include "sinks/http.h"
+#include "sinks/kafka_reader.h"
+#include "sinks/redis.h"
+#include "sources/source.h"
+
+namespace courier {
+namespace {
+
+// Fault injection for the crash tests: COURIER_FAILPOINTS=name[,name] makes the process
+// SIGKILL itself where the named point is reached.
+void Failpoint(const char* name) {
+  static const std::string points = [] {
+    const char* env = std::getenv("COURIER_FAILPOINTS");
+    return env != nullptr ? "," + std::string(env) + "," : std::string();
+  }();
+  if (!points.empty() && points.find("," + std::string(name) + ",") != std::string::npos) {
+    ::raise(SIGKILL);
+  }
+}
+
+// One message taken from the broker, acknowledged once its event is handled or parked.
+struct Delivery {
+  Event event;
+  std::string topic;  // Kafka topic, or the Redis entry id
+  int32_t partition = 0;
+  int64_t offset = 0;
+};
+
+class MessageSource {
+ public:
+  virtual ~MessageSource() = default;
+  virtual Result<std::optional<Delivery>> Next(Duration timeout) = 0;
+  virtual Status Ack(const Delivery& d) = 0;
+};
+
+// A Kafka consumer group named after the consumer; offsets are committed only after the
+// event's transaction committed, one by one.
+class KafkaMessages final : public MessageSource {
+ public:
+  Status Open(const Url& url, const std::string& group) {
+    std::vector<std::pair<std::string, std::string>> props = {
+        {"bootstrap.servers", url.hosts},
+        {"group.id", group},
+        {"enable.auto.commit", "false"},
+        {"auto.offset.reset", "earliest"},
+    };
+    props.insert(props.end(), url.query.begin(), url.query.end());
+    ASSIGN_OR_RETURN(KafkaConf conf, MakeKafkaConf(props));
+    char err[512];
+    rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf.get(), err, sizeof err);
+    if (rk == nullptr) return InvalidArgumentError(std::string("Kafka consumer: ") + err);
+    conf.release();
+    consumer_.reset(rk);
+    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_topic_partition_list_t* topics = rd_kafka_topic_partition_list_new(1);
+    std::stringstream ss(url.path);
+    for (std::string t; std::getline(ss, t, ',');) {
+      if (!t.empty()) rd_kafka_topic_partition_list_add(topics, t.c_str(), RD_KAFKA_PARTITION_UA);
+    }
+    const rd_kafka_resp_err_t e = rd_kafka_subscribe(rk, topics);
+    const int count = topics->cnt;
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (count == 0 || url.path.find('{') != std::string::npos) {
+      return InvalidArgumentError("consume needs concrete topics: kafka://host:port/TOPIC[,TOPIC]");
+    }
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      return InvalidArgumentError(std::string("Kafka subscribe: ") + rd_kafka_err2str(e));
+    }
+    return Status::Ok();
+  }
+
+  ~KafkaMessages() override {
+    if (consumer_) rd_kafka_consumer_close(consumer_.get());
+  }
+
+  Result<std::optional<Delivery>> Next(Duration timeout) override {
+    rd_kafka_message_t* msg =
+        rd_kafka_consumer_poll(consumer_.get(), static_cast<int>(timeout.count()));
+    if (msg == nullptr) return std::optional<Delivery>();
+    Delivery d;
+    Status st;
+    if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        st = RetriableError(std::string("Kafka: ") + rd_kafka_message_errstr(msg));
+      }
+      rd_kafka_message_destroy(msg);
+      if (!st.ok()) return st;
+      return std::optional<Delivery>();
+    }
+    d.event = EventFromKafkaMessage(msg);
+    d.topic = rd_kafka_topic_name(msg->rkt);
+    d.partition = msg->partition;
+    d.offset = msg->offset;
+    rd_kafka_message_destroy(msg);
+    return std::optional<Delivery>(std::move(d));
+  }
+
+  Status Ack(const Delivery& d) override {
+    rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, d.topic.c_str(), d.partition)->offset = d.offset + 1;
+    const rd_kafka_resp_err_t e = rd_kafka_commit(consumer_.get(), list, /*async=*/0);
+    rd_kafka_topic_partition_list_destroy(list);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      return RetriableError(std::string("Kafka offset commit: ") + rd_kafka_err2str(e));
+    }
+    return Status::Ok();
+  }
+
+ private:
+  KafkaHandle consumer_;
+};
+
+// A Redis Streams consumer group named after the consumer; each process reads as its own
+// group member, takes over entries other members left pending for `claim_idle`, and XACKs
+// after the commit.
+class RedisMessages final : public MessageSource {
+ public:
+  Status Open(const std::string& url, const std::string& group, Duration claim_idle) {
+    ASSIGN_OR_RETURN(endpoint_, ParseRedisUrl(url));
+    if (endpoint_.stream.find('{') != std::string::npos) {
+      return InvalidArgumentError("consume needs a concrete stream: redis://host:port/STREAM");
+    }
+    group_ = group;
+    member_ = group + "-" + std::to_string(::getpid());
+    claim_idle_ = claim_idle;
+    return Status::Ok();
+  }
+
+  Result<std::optional<Delivery>> Next(Duration timeout) override {
+    if (buffer_.empty()) RETURN_IF_ERROR(Fill(timeout));
+    if (buffer_.empty()) return std::optional<Delivery>();
+    Delivery d = std::move(buffer_.front());
+    buffer_.pop_front();
+    return std::optional<Delivery>(std::move(d));
+  }
+
+  Status Ack(const Delivery& d) override {
+    RETURN_IF_ERROR(Connect());
+    auto* reply = static_cast<redisReply*>(redisCommand(
+        conn_.get(), "XACK %s %s %s", endpoint_.stream.c_str(), group_.c_str(), d.topic.c_str()));
+    if (reply == nullptr) {
+      conn_.reset();
+      return RetriableError("redis XACK: connection lost");
+    }
+    freeReplyObject(reply);
+    return Status::Ok();
+  }
+
+ private:
+  Status Connect() {
+    if (conn_) return Status::Ok();
+    // Replies wait up to the XREADGROUP block; the connection's own timeout must be longer.
+    ASSIGN_OR_RETURN(conn_, ConnectRedis(endpoint_, Duration(10000)));
+    auto* reply = static_cast<redisReply*>(redisCommand(
+        conn_.get(), "XGROUP CREATE %s %s 0 MKSTREAM", endpoint_.stream.c_str(), group_.c_str()));
+    if (reply == nullptr) {
+      conn_.reset();
+      return RetriableError("redis XGROUP CREATE: connection lost");
+    }
+    const bool exists = reply->type == REDIS_REPLY_ERROR &&
+                        std::string_view(reply->str, reply->len).substr(0, 9) == "BUSYGROUP";
+    const bool failed = reply->type == REDIS_REPLY_ERROR && !exists;
+    const std::string error = failed ? std::string(reply->str, reply->len) : "";
+    freeReplyObject(reply);
+    if (failed) return InvalidArgumentError("redis refused XGROUP CREATE: " + error);
+    return Status::Ok();
+  }
+
+  Status Fill(Duration timeout) {
+    Status st = Connect();
+    if (!st.ok()) return st;
+    // Entries a dead member read and never acknowledged come first.
+    auto claimed =
+        ReadRedisEntries(conn_.get(), {"XAUTOCLAIM", endpoint_.stream, group_, member_,
+                                       std::to_string(claim_idle_.count()), "0-0", "COUNT", "100"});
+    if (claimed.ok() && claimed->empty()) {
+      claimed = ReadRedisEntries(
+          conn_.get(), {"XREADGROUP", "GROUP", group_, member_, "COUNT", "100", "BLOCK",
+                        std::to_string(timeout.count()), "STREAMS", endpoint_.stream, ">"});
+    }
+    if (!claimed.ok()) {
+      conn_.reset();
+      return claimed.status();
+    }
+    for (RedisEntry& e : *claimed) {
+      Delivery d;
+      d.topic = std::move(e.id);
+      d.event = std::move(e.event);
+      buffer_.push_back(std::move(d));
+    }
+    return Status::Ok();
+  }
+
+  RedisEndpoint endpoint_;
+  RedisConn conn_;
+  std::string group_;
+  std::string member_;
+  Duration claim_idle_{30000};
+  std::deque<Delivery> buffer_;
+};
+
+// The inbox's database: one connection, PostgreSQL or SQLite, reopened after a failure.
+class InboxDb {
+ public:
+  explicit InboxDb(SourceLocation loc) : loc_(std::move(loc)) {}
+
+  Status Connect() {
+    if (loc_.kind == SourceLocation::Kind::kPostgres) {
+      if (pg_ && PQstatus(pg_.get()) == CONNECTION_OK) return Status::Ok();
+      ASSIGN_OR_RETURN(pg_, PgConnect(loc_.target));
+    } else if (!lite_) {
+      ASSIGN_OR_RETURN(lite_, SqliteOpen(loc_.target, /*create=*/false));
+      sqlite3_busy_timeout(lite_.get(), 10000);
+    }
+    return Status::Ok();
+  }
+
+  // Claims the event and runs `handler` in one transaction; whether the handler ran.
+  Result<bool> Process(const Inbox& inbox, const std::string& event_id,
+                       const std::function<Status()>& handler) {
+    RETURN_IF_ERROR(Connect());
+    if (pg_) return inbox.Process(pg_.get(), event_id, [&](pg_conn*) { return handler(); });
+    return inbox.Process(lite_.get(), event_id, [&](sqlite3*) { return handler(); });
+  }
+
+  Status Park(const std::string& table, const std::string& consumer, const Event& e,
+              const std::string& error, int attempts) {
+    RETURN_IF_ERROR(Connect());
+    const std::string line = EventToJsonLine(e);
+    if (pg_) {
+      return PgExec(pg_.get(),
+                    "INSERT INTO " + QuoteIdent(table) +
+                        " (consumer, event_id, event, error, attempts) VALUES ($1, $2, $3, $4, $5)",
+                    {consumer, e.event_id, line, error, std::to_string(attempts)})
+          .status();
+    }
+    ASSIGN_OR_RETURN(SqliteStmt stmt,
+                     SqlitePrepare(lite_.get(), "INSERT INTO " + QuoteIdent(table) +
+                                                    " (consumer, event_id, event, error, attempts)"
+                                                    " VALUES (?1, ?2, ?3, ?4, ?5)"));
+    sqlite3_stmt* s = stmt.get();
+    sqlite3_bind_text(s, 1, consumer.data(), static_cast<int>(consumer.size()), SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, e.event_id.data(), static_cast<int>(e.event_id.size()), SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, line.data(), static_cast<int>(line.size()), SQLITE_STATIC);
+    sqlite3_bind_text(s, 4, error.data(), static_cast<int>(error.size()), SQLITE_STATIC);
+    sqlite3_bind_int(s, 5, attempts);
+    const int rc = sqlite3_step(s);
+    if (rc != SQLITE_DONE) return SqliteError(lite_.get(), rc, "park");
+    return Status::Ok();
+  }
+
+  Result<int64_t> Prune(const Inbox& inbox, std::chrono::seconds age) {
+    RETURN_IF_ERROR(Connect());
+    if (pg_) return inbox.Prune(pg_.get(), age);
+    return inbox.Prune(lite_.get(), age);
+  }
+
+  void Reset() {
+    pg_.reset();
+    lite_.reset();
+  }
+
+ private:
+  SourceLocation loc_;
+  PgConn pg_;
+  SqliteDb lite_;
+};
+
+// Runs the handler command with the event as a JSON line on stdin.
+Status RunCommand(const std::string& command, const Event& e, Duration timeout) {
+  char path[] = "/tmp/courier-event-XXXXXX";
+  const int fd = ::mkstemp(path);
+  if (fd < 0) return InternalError("cannot create a temp file for the handler's input");
+  const std::string line = EventToJsonLine(e) + "\n";
+  const bool written = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+  ::close(fd);
+  Status st;
+  if (!written) {
+    st = InternalError("cannot write the handler's input");
+  } else {
+    auto child = Subprocess::Spawn({"/bin/sh", "-c", command}, "", "", path);
+    if (!child.ok()) {
+      st = child.status();
+    } else if (auto code = child->Wait(timeout); !code) {
+      st = RetriableError("handler still running after " + std::to_string(timeout.count()) +
+                          " ms; killed");
+    } else if (*code != 0) {
+      st = RetriableError("handler exited with " + std::to_string(*code));
+    }
+  }
+  ::unlink(path);
+  return st;
+}
+
+}  // namespace
+
+Status RunConsumer(const ConsumeOptions& o, const StopSignal& stop) {
+  if (o.consumer.empty()) return InvalidArgumentError("--consumer NAME is required");
+  if (o.to_url.empty() == o.exec.empty()) {
+    return InvalidArgumentError("give the handler as --to http(s)://... or --exec COMMAND (one)");
+  }
+  if (o.max_attempts < 1) return InvalidArgumentError("--max-attempts must be at least 1");
+  if (!o.to_url.empty()) RETURN_IF_ERROR(InitCurl());
+  ASSIGN_OR_RETURN(SourceLocation loc, ParseSourceUrl(o.db_url));
+  ASSIGN_OR_RETURN(Url from, ParseUrl(o.from_url));
+  std::unique_ptr<MessageSource> source;
+  if (from.scheme == "kafka") {
+    auto kafka = std::make_unique<KafkaMessages>();
+    RETURN_IF_ERROR(kafka->Open(from, o.consumer));
+    source = std::move(kafka);
+  } else if (from.scheme == "redis") {
+    auto redis = std::make_unique<RedisMessages>();
+    RETURN_IF_ERROR(redis->Open(o.from_url, o.consumer, o.claim_idle));
+    source = std::move(redis);
+  } else {
+    return InvalidArgumentError(
+        "consume reads kafka://host:port/TOPIC or redis://host:port/STREAM"
+        ", not '" +
+        from.scheme + "://'");
+  }
+  InboxDb db(loc);
+  RETURN_IF_ERROR(db.Connect());
+  const Inbox inbox(o.consumer, o.inbox_table);
+  const std::string handler_name = o.to_url.empty() ? "exec" : RedactUrl(o.to_url);
+  auto handler = [&](const Event& e) {
+    return o.to_url.empty() ? RunCommand(o.exec, e, o.handler_timeout)
+                            : PostEvent(o.to_url, e, o.handler_timeout);
+  };
+  log::Info("consumer starting", {{"from", RedactUrl(o.from_url)},
+                                  {"db", RedactUrl(o.db_url)},
+                                  {"consumer", o.consumer},
+                                  {"handler", handler_name}});
+  Backoff source_backoff(o.backoff_initial, o.backoff_max);
+  TimePoint next_prune = Clock::Real().Now();
+  int64_t handled = 0, duplicates = 0, parked = 0;
+  while (!stop.requested()) {
+    if (o.retention.count() > 0 && Clock::Real().Now() >= next_prune) {
+      auto pruned = db.Prune(inbox, o.retention);
+      if (!pruned.ok()) log::Warn("inbox prune failed", {{"error", pruned.status().message()}});
+      next_prune = Clock::Real().Now() + std::chrono::seconds(60);
+    }
+    auto next = source->Next(Duration(500));
+    if (!next.ok()) {
+      log::Warn("reading failed; retrying", {{"error", next.status().message()}});
+      Clock::Real().SleepFor(source_backoff.Next(), stop);
+      continue;
+    }
+    source_backoff.Reset();
+    if (!next->has_value()) continue;
+    const Delivery& d = **next;
+    const Event& e = d.event;
+    Backoff backoff(o.backoff_initial, o.backoff_max);
+    Status last;
+    int attempts = 0;
+    bool done = false;
+    while (!done && !stop.requested()) {
+      ++attempts;
+      Result<bool> ran = e.event_id.empty()
+                             ? Result<bool>(RejectedError("the message carries no event_id"))
+                             : db.Process(inbox, e.event_id, [&] { return handler(e); });
+      if (ran.ok()) {
+        Failpoint("consume-after-commit");
+        if (*ran) {
+          ++handled;
+        } else {
+          ++duplicates;
+        }
+        log::Debug(*ran ? "handled" : "duplicate skipped", {{"event_id", e.event_id}});
+        done = true;
+        break;
+      }
+      last = ran.status();
+      if (last.code() != StatusCode::kRejected && attempts < o.max_attempts) {
+        log::Warn("handler failed; retrying", {{"event_id", e.event_id},
+                                               {"attempt", std::to_string(attempts)},
+                                               {"error", last.message()}});
+        if (last.code() != StatusCode::kRetriable) db.Reset();
+        Clock::Real().SleepFor(backoff.Next(), stop);
+        continue;
+      }
+      // Parked: the reason is kept, the message acknowledged, the next ones go on.
+      Status st = db.Park(o.parked_table, o.consumer, e, last.message(), attempts);
+      if (!st.ok()) {
+        log::Warn("cannot park the event; retrying",
+                  {{"event_id", e.event_id}, {"error", st.message()}});
+        db.Reset();
+        Clock::Real().SleepFor(backoff.Next(), stop);
+        continue;
+      }
+      ++parked;
+      log::Error("event parked", {{"event_id", e.event_id},
+                                  {"attempts", std::to_string(attempts)},
+                                  {"error", last.message()}});
+      done = true;
+    }
+    if (!done) break;  // stopping: the message stays unacknowledged and comes again
+    if (Status st = source->Ack(d); !st.ok()) {
+      // Redelivered later and skipped by the inbox.
+      log::Warn("acknowledgement failed", {{"event_id", e.event_id}, {"error", st.message()}});
+    }
+  }
+  log::Info("consumer stopped", {{"handled", std::to_string(handled)},
+                                 {"duplicates", std::to_string(duplicates)},
+                                 {"parked", std::to_string(parked)}});
+  return Status::Ok();
+}
+
+}  // namespace courier
