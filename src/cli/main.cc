@@ -673,6 +673,8 @@ int Main(int argc, char** argv) {
       "courier_inbox_parked with the reason and the next ones go on.\n"
       "From:    kafka://host:port/TOPIC[,TOPIC] (consumer group = --consumer)\n"
       "         redis://host:port/STREAM (consumer group = --consumer)\n"
+      "         nats://host:port/SUBJECT (JetStream durable pull consumer = --consumer)\n"
+      "         amqp://user:pass@host:port/VHOST/?queue=NAME (RabbitMQ, manual acks)\n"
       "Handler: --to http(s)://host/path (a POST per event, Idempotency-Key, CloudEvents\n"
       "         headers) or --exec 'COMMAND' (/bin/sh -c, the event as a JSON line on stdin)");
   consume->add_option("--from", cf.options.from_url, "Topic or stream URL")

@@ -1,6 +1,8 @@
 #include "inbox/consume.h"
 
+#include <amqp.h>
 #include <hiredis/hiredis.h>
+#include <nats/nats.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -18,8 +20,10 @@
 #include "core/subprocess.h"
 #include "core/url.h"
 #include "courier/inbox.h"
+#include "sinks/amqp.h"
 #include "sinks/http.h"
 #include "sinks/kafka_reader.h"
+#include "sinks/nats.h"
 #include "sinks/redis.h"
 #include "sources/source.h"
 
@@ -43,7 +47,9 @@ struct Delivery {
   Event event;
   std::string topic;  // Kafka topic, or the Redis entry id
   int32_t partition = 0;
-  int64_t offset = 0;
+  int64_t offset = 0;             // Kafka offset; AMQP delivery tag
+  uint64_t generation = 0;        // AMQP: the connection the tag belongs to
+  std::shared_ptr<void> message;  // NATS: the message to acknowledge
 };
 
 class MessageSource {
@@ -219,6 +225,167 @@ class RedisMessages final : public MessageSource {
   std::deque<Delivery> buffer_;
 };
 
+// A JetStream durable pull consumer named after the consumer; a message not acknowledged
+// within `claim_idle` (AckWait) is delivered again, to this or another instance.
+class NatsMessages final : public MessageSource {
+ public:
+  ~NatsMessages() override {
+    buffer_.clear();
+    if (sub_ != nullptr) natsSubscription_Destroy(sub_);
+    if (js_ != nullptr) jsCtx_Destroy(js_);
+    if (conn_ != nullptr) natsConnection_Destroy(conn_);
+  }
+
+  Status Open(const std::string& url, const std::string& durable, Duration ack_wait) {
+    ASSIGN_OR_RETURN(NatsEndpoint e, ParseNatsUrl(url));
+    if (e.subject.find('{') != std::string::npos) {
+      return InvalidArgumentError("consume needs a concrete subject: nats://host:port/SUBJECT");
+    }
+    ASSIGN_OR_RETURN(conn_, ConnectNats(e));
+    subject_ = e.subject;
+    durable_ = durable;
+    ack_wait_ = ack_wait;
+    return Status::Ok();
+  }
+
+  // Subscribes once the server is there (the connection keeps trying in the background).
+  Status Subscribe() {
+    if (sub_ != nullptr) return Status::Ok();
+    natsStatus s = js_ == nullptr ? natsConnection_JetStream(&js_, conn_, nullptr) : NATS_OK;
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Config.AckPolicy = js_AckExplicit;
+    so.Config.DeliverPolicy = js_DeliverAll;
+    so.Config.AckWait = static_cast<int64_t>(ack_wait_.count()) * 1000000;
+    jsErrCode code = static_cast<jsErrCode>(0);
+    if (s == NATS_OK) {
+      s = js_PullSubscribe(&sub_, js_, subject_.c_str(), durable_.c_str(), nullptr, &so, &code);
+    }
+    if (s != NATS_OK) {
+      sub_ = nullptr;
+      return RetriableError("nats: cannot consume " + subject_ + " as '" + durable_ +
+                            "': " + natsStatus_GetText(s) + " (is the server up, with a stream?)");
+    }
+    return Status::Ok();
+  }
+
+  Result<std::optional<Delivery>> Next(Duration timeout) override {
+    RETURN_IF_ERROR(Subscribe());
+    if (buffer_.empty()) {
+      natsMsgList list{};
+      jsErrCode code = static_cast<jsErrCode>(0);
+      const natsStatus s =
+          natsSubscription_Fetch(&list, sub_, 100, static_cast<int64_t>(timeout.count()), &code);
+      if (s == NATS_TIMEOUT) return std::optional<Delivery>();
+      if (s != NATS_OK) return RetriableError(std::string("nats: fetch: ") + natsStatus_GetText(s));
+      for (int i = 0; i < list.Count; ++i) {
+        Delivery d;
+        d.event = EventFromNatsMsg(list.Msgs[i]);
+        d.message = std::shared_ptr<void>(
+            list.Msgs[i], [](void* m) { natsMsg_Destroy(static_cast<natsMsg*>(m)); });
+        list.Msgs[i] = nullptr;
+        buffer_.push_back(std::move(d));
+      }
+      natsMsgList_Destroy(&list);
+    }
+    if (buffer_.empty()) return std::optional<Delivery>();
+    Delivery d = std::move(buffer_.front());
+    buffer_.pop_front();
+    return std::optional<Delivery>(std::move(d));
+  }
+
+  Status Ack(const Delivery& d) override {
+    jsErrCode code = static_cast<jsErrCode>(0);
+    const natsStatus s = natsMsg_AckSync(static_cast<natsMsg*>(d.message.get()), nullptr, &code);
+    if (s != NATS_OK) return RetriableError(std::string("nats: ack: ") + natsStatus_GetText(s));
+    return Status::Ok();
+  }
+
+ private:
+  natsConnection* conn_ = nullptr;
+  jsCtx* js_ = nullptr;
+  natsSubscription* sub_ = nullptr;
+  std::string subject_;
+  std::string durable_;
+  Duration ack_wait_{30000};
+  std::deque<Delivery> buffer_;
+};
+
+// A RabbitMQ queue consumed with manual acknowledgements (up to 100 unacknowledged); what a
+// lost connection had not acknowledged the broker requeues.
+class AmqpMessages final : public MessageSource {
+ public:
+  Status Open(const std::string& url) {
+    ASSIGN_OR_RETURN(endpoint_, ParseAmqpUrl(url));
+    if (endpoint_.queue.empty()) {
+      return InvalidArgumentError(
+          "consume reads a RabbitMQ queue: amqp://host:port/VHOST/?queue=NAME");
+    }
+    Status st = Connect();
+    if (st.code() == StatusCode::kInvalidArgument) return st;
+    return Status::Ok();  // an unreachable broker is retried by Next
+  }
+
+  Result<std::optional<Delivery>> Next(Duration timeout) override {
+    RETURN_IF_ERROR(Connect());
+    amqp_maybe_release_buffers(session_->conn());
+    amqp_envelope_t envelope;
+    timeval tv{static_cast<time_t>(timeout.count() / 1000),
+               static_cast<suseconds_t>((timeout.count() % 1000) * 1000)};
+    const amqp_rpc_reply_t r = amqp_consume_message(session_->conn(), &envelope, &tv, 0);
+    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && r.library_error == AMQP_STATUS_TIMEOUT) {
+      return std::optional<Delivery>();
+    }
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+      session_.reset();
+      return RetriableError("amqp: consuming from " + endpoint_.queue + " failed");
+    }
+    Delivery d;
+    d.event = EventFromAmqpMessage(envelope.message);
+    d.offset = static_cast<int64_t>(envelope.delivery_tag);
+    d.generation = generation_;
+    amqp_destroy_envelope(&envelope);
+    return std::optional<Delivery>(std::move(d));
+  }
+
+  Status Ack(const Delivery& d) override {
+    if (session_ == nullptr || d.generation != generation_) {
+      return RetriableError("amqp: the connection that got the message is gone (requeued)");
+    }
+    if (amqp_basic_ack(session_->conn(), static_cast<amqp_channel_t>(session_->channel()),
+                       static_cast<uint64_t>(d.offset), 0) != AMQP_STATUS_OK) {
+      session_.reset();
+      return RetriableError("amqp: ack failed");
+    }
+    return Status::Ok();
+  }
+
+ private:
+  Status Connect() {
+    if (session_ != nullptr) return Status::Ok();
+    ASSIGN_OR_RETURN(auto session, AmqpSession::Connect(endpoint_, Duration(5000)));
+    const auto channel = static_cast<amqp_channel_t>(session->channel());
+    amqp_basic_qos(session->conn(), channel, 0, 100, 0);
+    RETURN_IF_ERROR(session->RpcStatus("basic.qos"));
+    amqp_bytes_t queue{endpoint_.queue.size(), const_cast<char*>(endpoint_.queue.data())};
+    amqp_basic_consume(session->conn(), channel, queue, amqp_empty_bytes, 0, /*no_ack=*/0, 0,
+                       amqp_empty_table);
+    Status st = session->RpcStatus("consume from " + endpoint_.queue);
+    if (st.code() == StatusCode::kNotFound) {
+      return InvalidArgumentError("amqp: no queue named '" + endpoint_.queue + "' in vhost '" +
+                                  endpoint_.vhost + "'");
+    }
+    RETURN_IF_ERROR(st);
+    session_ = std::move(session);
+    ++generation_;
+    return Status::Ok();
+  }
+
+  AmqpEndpoint endpoint_;
+  std::unique_ptr<AmqpSession> session_;
+  uint64_t generation_ = 0;
+};
+
 // The inbox's database: one connection, PostgreSQL or SQLite, reopened after a failure.
 class InboxDb {
  public:
@@ -332,10 +499,18 @@ Status RunConsumer(const ConsumeOptions& o, const StopSignal& stop) {
     auto redis = std::make_unique<RedisMessages>();
     RETURN_IF_ERROR(redis->Open(o.from_url, o.consumer, o.claim_idle));
     source = std::move(redis);
+  } else if (from.scheme == "nats") {
+    auto nats = std::make_unique<NatsMessages>();
+    RETURN_IF_ERROR(nats->Open(o.from_url, o.consumer, o.claim_idle));
+    source = std::move(nats);
+  } else if (from.scheme == "amqp") {
+    auto amqp = std::make_unique<AmqpMessages>();
+    RETURN_IF_ERROR(amqp->Open(o.from_url));
+    source = std::move(amqp);
   } else {
     return InvalidArgumentError(
-        "consume reads kafka://host:port/TOPIC or redis://host:port/STREAM"
-        ", not '" +
+        "consume reads kafka://host:port/TOPIC, redis://host:port/STREAM, "
+        "nats://host:port/SUBJECT or amqp://host:port/VHOST/?queue=NAME, not '" +
         from.scheme + "://'");
   }
   InboxDb db(loc);

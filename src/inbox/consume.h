@@ -3,11 +3,11 @@
 //
 // Per message: BEGIN; claim (consumer, event_id) in the inbox; call the handler (a duplicate
 // skips it); COMMIT; then acknowledge the message to the broker (Kafka: commit the offset;
-// Redis Streams: XACK). A crash between the commit and the ack redelivers the message and the
-// inbox skips it. A failing handler rolls the claim back and is retried with backoff; after
-// `max_attempts` (or at once for a permanent refusal: HTTP 4xx other than 408/429) the event is
-// parked in courier_inbox_parked with the reason and the message acknowledged, so one poison
-// event does not stop the others.
+// Redis Streams: XACK; NATS JetStream: AckSync; RabbitMQ: basic.ack). A crash between the commit
+// and the ack redelivers the message and the inbox skips it. A failing handler rolls the claim back
+// and is retried with backoff; after `max_attempts` (or at once for a permanent refusal: HTTP 4xx
+// other than 408/429) the event is parked in courier_inbox_parked with the reason and the message
+// acknowledged, so one poison event does not stop the others.
 //
 // Thread-safety: Run() on one thread; RequestStop() from any thread or a signal handler.
 #pragma once
@@ -21,7 +21,9 @@
 namespace courier {
 
 struct ConsumeOptions {
-  std::string from_url;  // kafka://hosts/TOPIC[,TOPIC] or redis://host:port/STREAM
+  // kafka://hosts/TOPIC[,TOPIC], redis://host:port/STREAM, nats://host:port/SUBJECT or
+  // amqp://host:port/VHOST/?queue=NAME
+  std::string from_url;
   std::string db_url;    // postgres://... or sqlite:///path: where the inbox lives
   std::string consumer;  // the inbox's consumer name, also the Kafka group / Redis group
   std::string to_url;    // http(s)://handler: POST per event, 2xx means handled
@@ -31,7 +33,7 @@ struct ConsumeOptions {
   Duration backoff_initial{200};
   Duration backoff_max{10000};
   // Redis Streams: entries another instance read but did not acknowledge for this long are
-  // taken over (the instance died).
+  // taken over (the instance died). NATS: the consumer's AckWait.
   Duration claim_idle{30000};
   // Inbox entries older than this are pruned every minute; zero keeps them.
   std::chrono::seconds retention{0};

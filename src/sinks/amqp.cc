@@ -513,6 +513,38 @@ class AmqpSink final : public Sink {
   std::unordered_map<size_t, std::string> returned_;  // batch index -> why unroutable
 };
 
+}  // namespace
+
+Event EventFromAmqpMessage(const amqp_message_t& message) {
+  Event ev;
+  const amqp_basic_properties_t& p = message.properties;
+  ev.payload = Text(message.body);
+  if (p._flags & AMQP_BASIC_MESSAGE_ID_FLAG) ev.event_id = Text(p.message_id);
+  if (p._flags & AMQP_BASIC_TYPE_FLAG) ev.event_type = Text(p.type);
+  if (p._flags & AMQP_BASIC_HEADERS_FLAG) {
+    for (int i = 0; i < p.headers.num_entries; ++i) {
+      const amqp_table_entry_t& entry = p.headers.entries[i];
+      if (entry.value.kind != AMQP_FIELD_KIND_UTF8 && entry.value.kind != AMQP_FIELD_KIND_BYTES) {
+        continue;
+      }
+      const std::string k = Text(entry.key);
+      const std::string v = Text(entry.value.value.bytes);
+      if (k == "aggregate_type") {
+        ev.aggregate_type = v;
+      } else if (k == "aggregate_id") {
+        ev.aggregate_id = v;
+      } else if (k == "created_at_us") {
+        ev.created_at_us = std::atoll(v.c_str());
+      } else if (k != "event_id" && k != "event_type") {
+        ev.headers.emplace_back(k, v);
+      }
+    }
+  }
+  return ev;
+}
+
+namespace {
+
 class AmqpReaderImpl final : public AmqpReader {
  public:
   Status Init(const AmqpEndpoint& e) {
@@ -560,30 +592,7 @@ class AmqpReaderImpl final : public AmqpReader {
                                             ? amqp_error_string2(r.library_error)
                                             : ServerError(r.reply)));
     }
-    Event ev;
-    const amqp_basic_properties_t& p = envelope.message.properties;
-    ev.payload = Text(envelope.message.body);
-    if (p._flags & AMQP_BASIC_MESSAGE_ID_FLAG) ev.event_id = Text(p.message_id);
-    if (p._flags & AMQP_BASIC_TYPE_FLAG) ev.event_type = Text(p.type);
-    if (p._flags & AMQP_BASIC_HEADERS_FLAG) {
-      for (int i = 0; i < p.headers.num_entries; ++i) {
-        const amqp_table_entry_t& entry = p.headers.entries[i];
-        if (entry.value.kind != AMQP_FIELD_KIND_UTF8 && entry.value.kind != AMQP_FIELD_KIND_BYTES) {
-          continue;
-        }
-        const std::string k = Text(entry.key);
-        const std::string v = Text(entry.value.value.bytes);
-        if (k == "aggregate_type") {
-          ev.aggregate_type = v;
-        } else if (k == "aggregate_id") {
-          ev.aggregate_id = v;
-        } else if (k == "created_at_us") {
-          ev.created_at_us = std::atoll(v.c_str());
-        } else if (k != "event_id" && k != "event_type") {
-          ev.headers.emplace_back(k, v);
-        }
-      }
-    }
+    Event ev = EventFromAmqpMessage(envelope.message);
     amqp_destroy_envelope(&envelope);
     return std::optional<Event>(std::move(ev));
   }

@@ -13,6 +13,7 @@
 #include "courier/status.h"
 
 typedef struct amqp_connection_state_t_* amqp_connection_state_t;
+typedef struct amqp_message_t_ amqp_message_t;
 
 namespace courier {
 
@@ -58,6 +59,9 @@ class AmqpSession {
   amqp_connection_state_t conn_ = nullptr;
   int channel_ = 1;
 };
+
+// Rebuilds an Event from a message the sink published (properties, headers, body).
+Event EventFromAmqpMessage(const amqp_message_t& message);
 
 // Reads events back: from `endpoint.queue` when set, without removing them (they are never
 // acked, so they return to the queue when the reader closes); otherwise from a temporary

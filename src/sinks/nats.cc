@@ -201,6 +201,34 @@ Result<natsConnection*> ConnectNats(const NatsEndpoint& e) {
   return conn;
 }
 
+Event EventFromNatsMsg(natsMsg* msg) {
+  Event e;
+  e.payload.assign(natsMsg_GetData(msg), static_cast<size_t>(natsMsg_GetDataLength(msg)));
+  const char** keys = nullptr;
+  int count = 0;
+  if (natsMsgHeader_Keys(msg, &keys, &count) == NATS_OK) {
+    for (int i = 0; i < count; ++i) {
+      const char* value = nullptr;
+      if (natsMsgHeader_Get(msg, keys[i], &value) != NATS_OK) continue;
+      const std::string k = keys[i];
+      if (k == "event_id")
+        e.event_id = value;
+      else if (k == "event_type")
+        e.event_type = value;
+      else if (k == "aggregate_type")
+        e.aggregate_type = value;
+      else if (k == "aggregate_id")
+        e.aggregate_id = value;
+      else if (k == "created_at_us")
+        e.created_at_us = std::atoll(value);
+      else if (k != "Nats-Msg-Id")
+        e.headers.emplace_back(k, value);
+    }
+    free(static_cast<void*>(keys));
+  }
+  return e;
+}
+
 namespace {
 
 class NatsReaderImpl final : public NatsReader {
@@ -232,30 +260,7 @@ class NatsReaderImpl final : public NatsReader {
     const natsStatus s = natsSubscription_NextMsg(&msg, sub_, timeout.count());
     if (s == NATS_TIMEOUT) return std::optional<Event>();
     if (s != NATS_OK) return RetriableError(std::string("nats: ") + natsStatus_GetText(s));
-    Event e;
-    e.payload.assign(natsMsg_GetData(msg), static_cast<size_t>(natsMsg_GetDataLength(msg)));
-    const char** keys = nullptr;
-    int count = 0;
-    if (natsMsgHeader_Keys(msg, &keys, &count) == NATS_OK) {
-      for (int i = 0; i < count; ++i) {
-        const char* value = nullptr;
-        if (natsMsgHeader_Get(msg, keys[i], &value) != NATS_OK) continue;
-        const std::string k = keys[i];
-        if (k == "event_id")
-          e.event_id = value;
-        else if (k == "event_type")
-          e.event_type = value;
-        else if (k == "aggregate_type")
-          e.aggregate_type = value;
-        else if (k == "aggregate_id")
-          e.aggregate_id = value;
-        else if (k == "created_at_us")
-          e.created_at_us = std::atoll(value);
-        else if (k != "Nats-Msg-Id")
-          e.headers.emplace_back(k, value);
-      }
-      free(static_cast<void*>(keys));
-    }
+    Event e = EventFromNatsMsg(msg);
     natsMsg_Destroy(msg);
     return std::optional<Event>(std::move(e));
   }

@@ -13,6 +13,7 @@
 #include "courier/status.h"
 
 typedef struct __natsConnection natsConnection;
+typedef struct __natsMsg natsMsg;
 
 namespace courier {
 
@@ -28,6 +29,9 @@ Result<NatsEndpoint> ParseNatsUrl(const std::string& url);
 
 // A connection that keeps reconnecting forever (also when the server is away at first).
 Result<natsConnection*> ConnectNats(const NatsEndpoint& endpoint);
+
+// Rebuilds an Event from a message the sink published (headers + body).
+Event EventFromNatsMsg(natsMsg* msg);
 
 // Reads a subject's messages from its JetStream stream, oldest first or only new ones, through
 // an ordered consumer.
