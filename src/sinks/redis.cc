@@ -35,6 +35,18 @@ struct ReplyDeleter {
 };
 using Reply = std::unique_ptr<redisReply, ReplyDeleter>;
 
+// Runs one command given as binary-safe arguments; null when the connection broke.
+Reply Command(redisContext* conn, const std::vector<std::string>& args) {
+  std::vector<const char*> argv;
+  std::vector<size_t> lens;
+  for (const std::string& a : args) {
+    argv.push_back(a.data());
+    lens.push_back(a.size());
+  }
+  return Reply(static_cast<redisReply*>(
+      redisCommandArgv(conn, static_cast<int>(argv.size()), argv.data(), lens.data())));
+}
+
 // Errors that go away by themselves (the server is loading, out of memory until keys expire,
 // a replica promoted...); any other error reply is about the command or the key and will
 // not change on retry.
@@ -300,14 +312,7 @@ Result<RedisConn> ConnectRedis(const RedisEndpoint& e, Duration timeout) {
   // Waiting for a reply longer than the delivery timeout (or 10 s) counts as a broken link.
   redisSetTimeout(conn.get(), tv);
   auto command = [&](std::vector<std::string> args) -> Status {
-    std::vector<const char*> argv;
-    std::vector<size_t> lens;
-    for (const std::string& a : args) {
-      argv.push_back(a.data());
-      lens.push_back(a.size());
-    }
-    Reply reply(static_cast<redisReply*>(
-        redisCommandArgv(conn.get(), static_cast<int>(argv.size()), argv.data(), lens.data())));
+    Reply reply = Command(conn.get(), args);
     if (!reply) return RetriableError("redis " + where + ": " + std::string(conn->errstr));
     if (reply->type == REDIS_REPLY_ERROR) {
       return InvalidArgumentError("redis " + where + " refused " + args[0] + ": " +
@@ -360,14 +365,7 @@ std::vector<RedisEntry> ParseEntries(const redisReply* entries) {
 
 Result<std::vector<RedisEntry>> ReadRedisEntries(redisContext* conn,
                                                  const std::vector<std::string>& args) {
-  std::vector<const char*> argv;
-  std::vector<size_t> lens;
-  for (const std::string& a : args) {
-    argv.push_back(a.data());
-    lens.push_back(a.size());
-  }
-  Reply reply(static_cast<redisReply*>(
-      redisCommandArgv(conn, static_cast<int>(argv.size()), argv.data(), lens.data())));
+  Reply reply = Command(conn, args);
   if (!reply) return RetriableError("redis: " + std::string(conn->errstr));
   if (reply->type == REDIS_REPLY_ERROR) {
     const std::string error(reply->str, reply->len);

@@ -88,6 +88,32 @@ void WriteLoop(const TestDb& db, int writer_id, std::atomic<bool>& stop, Writer&
   }
 }
 
+// Runs one writer per entry of `results` while relays started with `relay_args` are SIGKILLed
+// after 0.1-0.8 s each, again and again for `how_long`. Returns the number of kills.
+int WriteWhileKillingRelays(const TestDb& db, const std::vector<std::string>& relay_args,
+                            Duration how_long, unsigned seed, std::vector<Writer>& results) {
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> threads;
+  for (size_t w = 0; w < results.size(); ++w) {
+    threads.emplace_back([&, w] { WriteLoop(db, static_cast<int>(w), stop, results[w]); });
+  }
+  std::mt19937 rng(seed);
+  int kills = 0;
+  const TimePoint end = Clock::Real().Now() + how_long;
+  while (Clock::Real().Now() < end) {
+    auto relay = SpawnCourier(relay_args, db.dir.File("relay.log"));
+    EXPECT_OK(relay);
+    if (!relay.ok()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100 + rng() % 700));
+    relay->Signal(SIGKILL);
+    relay->Wait(Duration(10000));
+    ++kills;
+  }
+  stop = true;
+  for (std::thread& t : threads) t.join();
+  return kills;
+}
+
 enum class SourceKind { kPostgresPoll, kPostgresCdc, kSqlite };
 enum class SinkKind { kKafka, kRedis, kHttp, kNats, kAmqp };
 
@@ -165,27 +191,9 @@ TEST_P(KillTest, SigkillMidBatchLosesNothingAndKeepsOrder) {
       sink,    "--batch-size", batch, "--poll-interval", "10ms", "--backoff-initial",
       "20ms"};
 
-  std::atomic<bool> stop{false};
-  const int writers = db.postgres ? 3 : 1;
-  std::vector<Writer> results(writers);
-  std::vector<std::thread> threads;
-  for (int w = 0; w < writers; ++w) {
-    threads.emplace_back([&, w] { WriteLoop(db, w, stop, results[w]); });
-  }
-
-  std::mt19937 rng(12345);
-  int kills = 0;
-  const TimePoint end = Clock::Real().Now() + std::chrono::seconds(12);
-  while (Clock::Real().Now() < end) {
-    auto relay = SpawnCourier(relay_args, db.dir.File("relay.log"));
-    ASSERT_OK(relay);
-    std::this_thread::sleep_for(std::chrono::milliseconds(100 + rng() % 700));
-    relay->Signal(SIGKILL);
-    relay->Wait(Duration(10000));
-    ++kills;
-  }
-  stop = true;
-  for (std::thread& t : threads) t.join();
+  std::vector<Writer> results(db.postgres ? 3 : 1);
+  const int kills =
+      WriteWhileKillingRelays(db, relay_args, std::chrono::seconds(12), 12345, results);
   const std::string relay_log = ReadFile(db.dir.File("relay.log"));
   size_t standbys = 0;
   for (size_t p = 0; (p = relay_log.find("standing by", p)) != std::string::npos; ++p) ++standbys;
@@ -277,25 +285,9 @@ TEST_P(CacheKillTest, SigkillNeverLeavesTheCacheStale) {
                                                "10ms",
                                                "--backoff-initial",
                                                "20ms"};
-  std::atomic<bool> stop{false};
   std::vector<Writer> results(3);
-  std::vector<std::thread> threads;
-  for (int w = 0; w < 3; ++w) {
-    threads.emplace_back([&, w] { WriteLoop(db, w, stop, results[w]); });
-  }
-  std::mt19937 rng(4242);
-  int kills = 0;
-  const TimePoint end = Clock::Real().Now() + std::chrono::seconds(10);
-  while (Clock::Real().Now() < end) {
-    auto relay = SpawnCourier(relay_args, db.dir.File("relay.log"));
-    ASSERT_OK(relay);
-    std::this_thread::sleep_for(std::chrono::milliseconds(100 + rng() % 700));
-    relay->Signal(SIGKILL);
-    relay->Wait(Duration(10000));
-    ++kills;
-  }
-  stop = true;
-  for (std::thread& t : threads) t.join();
+  const int kills =
+      WriteWhileKillingRelays(db, relay_args, std::chrono::seconds(10), 4242, results);
   std::vector<std::string> last_args = relay_args;
   last_args.push_back("--once");
   CommandResult last = RunCourier(last_args, Duration(120000));
