@@ -23,8 +23,8 @@ struct DemoAppOptions {
   std::string db;
   std::string bootstrap;
   std::string topic;
-  int orders = 0;
-  int rate = 0;  // transactions per second
+  int orders = 100;
+  int rate = 50;  // transactions per second
   unsigned seed = 0;
 };
 // The demo's "orders" service, run as a child process so that it can be SIGKILLed.

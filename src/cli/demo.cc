@@ -380,6 +380,7 @@ Status OrdersService(const DemoAppOptions& o) {
   const bool outbox = o.strategy == "outbox";
   if (!outbox && o.strategy != "naive") return InvalidArgumentError("unknown strategy");
   ASSIGN_OR_RETURN(SqliteDb db, SqliteOpen(o.db, false));
+  RETURN_IF_ERROR(CreateAppTables(db.get()));
   NaivePublisher publisher;
   if (!outbox) RETURN_IF_ERROR(publisher.Open(o.bootstrap));
   OutboxWriter writer;

@@ -754,15 +754,28 @@ int Main(int argc, char** argv) {
   AddCommonFlags(demo, &common);
 
   DemoAppOptions app_options;
-  CLI::App* demo_app = app.add_subcommand("demo-app", "internal: the demo's orders service");
-  demo_app->group("");  // hidden
-  demo_app->add_option("--strategy", app_options.strategy)->required();
-  demo_app->add_option("--db", app_options.db)->required();
-  demo_app->add_option("--bootstrap", app_options.bootstrap);
-  demo_app->add_option("--topic", app_options.topic)->type_name("TOPIC");
-  demo_app->add_option("--orders", app_options.orders)->type_name("N");
-  demo_app->add_option("--rate", app_options.rate);
-  demo_app->add_option("--seed", app_options.seed)->type_name("N");
+  CLI::App* demo_app = app.add_subcommand(
+      "demo-app",
+      "The demo's orders service: commits orders (tables orders, order_log) with their\n"
+      "OrderCreated/OrderUpdated events until order_log holds --orders rows, ~10% rolled back.\n"
+      "--strategy outbox writes the events to the outbox of --db (run migrate first); naive\n"
+      "sends them to --bootstrap/--topic directly. Used by examples/inventory.");
+  demo_app->add_option("--strategy", app_options.strategy, "outbox or naive")
+      ->type_name("NAME")
+      ->required();
+  demo_app->add_option("--db", app_options.db, "SQLite file of the service")
+      ->type_name("PATH")
+      ->required();
+  demo_app->add_option("--bootstrap", app_options.bootstrap, "naive: Kafka bootstrap")
+      ->type_name("HOST:PORT");
+  demo_app->add_option("--topic", app_options.topic, "naive: topic")->type_name("TOPIC");
+  demo_app->add_option("--orders", app_options.orders, "Stop once order_log holds this many")
+      ->type_name("N")
+      ->capture_default_str();
+  demo_app->add_option("--rate", app_options.rate, "Transactions per second")
+      ->type_name("N")
+      ->capture_default_str();
+  demo_app->add_option("--seed", app_options.seed, "Random seed")->type_name("N");
 
   std::vector<std::string> args(argv, argv + argc);
   auto expanded = ExpandConfig(app, args);

@@ -226,8 +226,14 @@ TEST_P(KillTest, SigkillMidBatchLosesNothingAndKeepsOrder) {
   // The killed relays did the work (the kills landed mid-stream, not only at start-up).
   // (The webhook receiver, one Python process answering each POST in turn, is far slower
   // than the writers: there a floor of 200 events still proves the kills hit a running relay.)
+  // (Under AddressSanitizer every relay starts and runs several times slower: a tenth.)
+#if defined(__SANITIZE_ADDRESS__)
+  const size_t share = 10;
+#else
+  const size_t share = 4;
+#endif
   EXPECT_GT(published_by_killed_relays,
-            setup.sink == SinkKind::kHttp ? size_t{200} : committed.size() / 4);
+            setup.sink == SinkKind::kHttp ? size_t{200} : committed.size() / share);
   EXPECT_GT(committed.size(), 100u);
   EXPECT_GT(rolled_back, 0);
 }

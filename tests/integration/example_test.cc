@@ -1,0 +1,76 @@
+// examples/inventory end to end: the demo's orders service commits orders with their events,
+// the relay publishes them (some twice), the inventory service is SIGKILLed while it reserves
+// stock; afterwards every committed OrderCreated reserved exactly one unit, none twice.
+#include <signal.h>
+
+#include "support/fixtures.h"
+
+namespace courier::test {
+namespace {
+
+int64_t SqliteCount(const std::string& path, const std::string& sql) {
+  auto db = SqliteOpen(path, false);
+  if (!db.ok()) return -1;
+  auto stmt = SqlitePrepare(db->get(), sql);
+  if (!stmt.ok() || sqlite3_step(stmt->get()) != SQLITE_ROW) return -1;
+  return sqlite3_column_int64(stmt->get(), 0);
+}
+
+TEST(InventoryExample, ReservesStockOncePerOrderThroughDuplicatesAndCrashes) {
+  auto broker = DevBroker::Start(1);
+  ASSERT_OK(broker);
+  ASSERT_OK((*broker)->CreateTopic("orders", 2));
+  TempDir dir;
+  const std::string orders_db = dir.File("orders.db");
+  const std::string inventory_db = dir.File("inventory.db");
+  ASSERT_EQ(RunCourier({"migrate", "--source", "sqlite://" + orders_db}).exit_code, 0);
+  CommandResult orders = RunCourier({"demo-app", "--strategy", "outbox", "--db", orders_db,
+                                     "--orders", "150", "--rate", "1000", "--seed", "3"});
+  ASSERT_EQ(orders.exit_code, 0) << orders.err;
+  const std::string sink = "kafka://" + (*broker)->bootstrap() + "/orders";
+  const std::string source = "sqlite://" + orders_db;
+  // Everything once, then a third of it again: duplicates on the topic.
+  ASSERT_EQ(
+      RunCourier({"relay", "--source", source, "--sink", sink, "--once", "--retain"}).exit_code, 0);
+  auto outbox = SqliteOpen(orders_db, false);
+  ASSERT_OK(outbox);
+  ASSERT_OK(
+      SqliteExec(outbox->get(), "UPDATE courier_outbox SET published_at = NULL WHERE id % 3 = 0"));
+  ASSERT_EQ(
+      RunCourier({"relay", "--source", source, "--sink", sink, "--once", "--retain"}).exit_code, 0);
+  const int64_t created =
+      SqliteCount(orders_db, "SELECT count(*) FROM order_log WHERE version = 1");
+  ASSERT_GT(created, 10);
+
+  const std::vector<std::string> args = {COURIER_INVENTORY_EXAMPLE,
+                                         "--bootstrap",
+                                         (*broker)->bootstrap(),
+                                         "--topic",
+                                         "orders",
+                                         "--db",
+                                         inventory_db,
+                                         "--exit-when-idle",
+                                         "20",
+                                         "--session-timeout-ms",
+                                         "6000"};
+  // Killed once it has reserved some; the next instance goes on from the committed offsets.
+  auto first = Subprocess::Spawn(args, dir.File("inventory.log"), dir.File("inventory.log"));
+  ASSERT_OK(first);
+  ASSERT_TRUE(WaitUntil([&] {
+    return SqliteCount(inventory_db, "SELECT count(*) FROM reservations") >= created / 3;
+  }));
+  first->Signal(SIGKILL);
+  first->Wait(Duration(10000));
+  auto second = Subprocess::Spawn(args, dir.File("inventory.log"), dir.File("inventory.log"));
+  ASSERT_OK(second);
+  EXPECT_EQ(second->Wait(Duration(120000)), 0) << ReadFile(dir.File("inventory.log"));
+
+  EXPECT_EQ(SqliteCount(inventory_db, "SELECT count(*) FROM reservations"), created);
+  EXPECT_EQ(SqliteCount(inventory_db, "SELECT 1000000 - available FROM stock"), created)
+      << "one unit per order, never two";
+  EXPECT_EQ(SqliteCount(inventory_db, "SELECT count(*) FROM courier_inbox"), created);
+  EXPECT_NE(ReadFile(dir.File("inventory.log")).find("duplicates_skipped="), std::string::npos);
+}
+
+}  // namespace
+}  // namespace courier::test
