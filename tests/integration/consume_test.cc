@@ -232,6 +232,32 @@ TEST_F(ConsumeTest, PoisonEventIsParkedAndTheOthersGoOn) {
   EXPECT_EQ(Count("courier_inbox"), 6) << "the parked event holds no claim";
 }
 
+// --inbox-retention prunes this consumer's old entries while it runs; recent ones stay.
+TEST_F(ConsumeTest, RetentionPrunesOldInboxEntries) {
+  auto redis = RedisServer::Start();
+  ASSERT_OK(redis);
+  {
+    auto db = SqliteOpen(inbox_db_.substr(9), false);
+    ASSERT_OK(db);
+    ASSERT_OK(SqliteExec(db->get(),
+                         "INSERT INTO courier_inbox (consumer, event_id, processed_at) VALUES"
+                         " ('inventory', 'old-1', '2000-01-01T00:00:00.000Z'),"
+                         " ('inventory', 'old-2', '2000-01-01T00:00:00.000Z'),"
+                         " ('billing', 'old-3', '2000-01-01T00:00:00.000Z'),"
+                         " ('inventory', 'recent', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"));
+  }
+  std::vector<std::string> args = Args((*redis)->Url("orders"), dir_.File("handled.jsonl"));
+  args.insert(args.end(), {"--inbox-retention", "1d"});
+  auto consumer = SpawnCourier(args, dir_.File("consume.log"));
+  ASSERT_OK(consumer);
+  ASSERT_TRUE(WaitUntil([&] { return Count("courier_inbox WHERE event_id LIKE 'old-%'") == 1; }))
+      << ReadFile(dir_.File("consume.log"));
+  consumer->Signal(SIGTERM);
+  EXPECT_EQ(consumer->Wait(Duration(30000)), 0);
+  EXPECT_EQ(Count("courier_inbox WHERE event_id = 'recent'"), 1);
+  EXPECT_EQ(Count("courier_inbox WHERE consumer = 'billing'"), 1) << "another consumer's";
+}
+
 // An HTTP handler in PostgreSQL-kept inbox mode: a 503 is retried, each event POSTed once
 // with its Idempotency-Key after that.
 TEST(ConsumeHttp, HandlerAnsweringLaterGetsEachEventOnce) {
