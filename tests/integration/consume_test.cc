@@ -98,6 +98,7 @@ Broker StartBroker(Kind kind) {
     case Kind::kKafka: {
       auto broker = DevBroker::Start(1);
       EXPECT_OK(broker);
+      if (!broker.ok()) return b;
       b.kafka = std::move(broker).value();
       EXPECT_OK(b.kafka->CreateTopic("orders", 2));
       b.publish_url = "kafka://" + b.kafka->bootstrap() + "/orders";
@@ -108,6 +109,7 @@ Broker StartBroker(Kind kind) {
     case Kind::kRedis: {
       auto redis = RedisServer::Start();
       EXPECT_OK(redis);
+      if (!redis.ok()) return b;
       b.redis = std::move(redis).value();
       b.publish_url = b.consume_url = b.redis->Url("orders");
       break;
@@ -115,6 +117,7 @@ Broker StartBroker(Kind kind) {
     case Kind::kNats: {
       auto nats = NatsServer::Start();
       EXPECT_OK(nats);
+      if (!nats.ok()) return b;
       b.nats = std::move(nats).value();
       EXPECT_OK(b.nats->AddStream("ORDERS", {"orders"}));
       b.publish_url = b.consume_url = b.nats->Url("orders");
@@ -123,6 +126,7 @@ Broker StartBroker(Kind kind) {
     case Kind::kAmqp: {
       auto rabbit = RabbitMqServer::Start();
       EXPECT_OK(rabbit);
+      if (!rabbit.ok()) return b;
       b.rabbit = std::move(rabbit).value();
       EXPECT_OK(b.rabbit->DeclareExchange("events"));
       EXPECT_OK(b.rabbit->DeclareQueue("orders", "events", "order"));
@@ -138,6 +142,7 @@ class ConsumeFromTest : public ConsumeTest, public ::testing::WithParamInterface
 
 TEST_P(ConsumeFromTest, EventsDeliveredOnceTwiceOrTenTimesReachTheHandlerOnce) {
   Broker broker = StartBroker(GetParam());
+  ASSERT_FALSE(broker.publish_url.empty()) << "the broker did not start";
   Publish(broker.publish_url, MakeEvents(10));
   Publish(broker.publish_url, MakeEvents(5), 2);
   Publish(broker.publish_url, MakeEvents(5), 10);  // 70 messages, 20 events
@@ -170,6 +175,7 @@ TEST_P(ConsumeFromTest, EventsDeliveredOnceTwiceOrTenTimesReachTheHandlerOnce) {
 // each event once.
 TEST_P(ConsumeFromTest, KilledBetweenCommitAndAckIsSkippedOnRedelivery) {
   Broker broker = StartBroker(GetParam());
+  ASSERT_FALSE(broker.publish_url.empty()) << "the broker did not start";
   Publish(broker.publish_url, MakeEvents(5));
   const std::string handled = dir_.File("handled.jsonl");
   const std::string log = dir_.File("consume.log");

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -358,17 +359,26 @@ Result<std::unique_ptr<RabbitMqServer>> RabbitMqServer::Start() {
     return FailedPreconditionError(
         "rabbitmq-server is not installed (apt-get install rabbitmq-server)");
   }
-  std::unique_ptr<RabbitMqServer> s(new RabbitMqServer());
-  s->port_ = FreePort();
-  s->dist_port_ = FreePort();
-  s->epmd_port_ = FreePort();
-  std::ofstream(s->dir_.File("rabbitmq.conf"))
-      << "listeners.tcp.default = 127.0.0.1:" << s->port_ << "\n"
-      << "max_message_size = 1048576\n"
-      << "disk_free_limit.absolute = 1MB\n";
-  std::ofstream(s->dir_.File("enabled_plugins")) << "[].\n";
-  RETURN_IF_ERROR(s->StartAgain());
-  return s;
+  // A node that exits while booting (a port taken meanwhile) is tried again on fresh ports.
+  Status last;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    std::unique_ptr<RabbitMqServer> s(new RabbitMqServer());
+    std::set<int> ports;
+    while (ports.size() < 3) ports.insert(FreePort());
+    auto it = ports.begin();
+    s->port_ = *it++;
+    s->dist_port_ = *it++;
+    s->epmd_port_ = *it;
+    std::ofstream(s->dir_.File("rabbitmq.conf"))
+        << "listeners.tcp.default = 127.0.0.1:" << s->port_ << "\n"
+        << "max_message_size = 1048576\n"
+        << "disk_free_limit.absolute = 1MB\n";
+    std::ofstream(s->dir_.File("enabled_plugins")) << "[].\n";
+    last = s->StartAgain();
+    if (last.ok()) return s;
+    std::fprintf(stderr, "%s\n", last.message().c_str());
+  }
+  return last;
 }
 
 RabbitMqServer::~RabbitMqServer() {
@@ -412,8 +422,13 @@ Status RabbitMqServer::StartAgain() {
       },
       Duration(120000));
   if (!up || !process_->Running()) {
-    return InternalError("rabbitmq-server did not start; see " + dir_.File("server.out") + " and " +
-                         dir_.File("rabbit.log"));
+    // The temp dir goes with the server object: keep the end of its logs in the message.
+    auto tail = [](const std::string& text) {
+      return text.substr(text.size() > 1500 ? text.size() - 1500 : 0);
+    };
+    return InternalError("rabbitmq-server did not start; its output ends with:\n" +
+                         tail(ReadFile(dir_.File("server.out"))) + "\nrabbit.log ends with:\n" +
+                         tail(ReadFile(dir_.File("rabbit.log"))));
   }
   return Status::Ok();
 }
