@@ -364,6 +364,25 @@ int TailRedis(const TailFlags& f) {
   return 0;
 }
 
+// Prints what a reader with Next(timeout) -> Result<optional<Event>> yields (NATS, RabbitMQ),
+// one JSON line each with `extra`, until the limit, the end (--exit-at-end) or a stop.
+template <typename Reader>
+int PrintEvents(Reader& reader, const std::string& extra, const TailFlags& f) {
+  long long printed = 0;
+  while (!g_stop.requested() && (f.limit == 0 || printed < f.limit)) {
+    auto next = reader.Next(Duration(f.exit_at_end ? 1000 : 200));
+    if (!next.ok()) return Fail(next.status());
+    if (!next->has_value()) {
+      if (f.exit_at_end) break;
+      continue;
+    }
+    std::printf("%s\n", EventToJsonLine(**next, extra).c_str());
+    std::fflush(stdout);
+    ++printed;
+  }
+  return 0;
+}
+
 int TailNats(const TailFlags& f) {
   auto endpoint = ParseNatsUrl(f.url);
   if (!endpoint.ok()) return Fail(endpoint.status());
@@ -372,20 +391,7 @@ int TailNats(const TailFlags& f) {
   }
   auto reader = NatsReader::Open(*endpoint, f.from_beginning || f.exit_at_end);
   if (!reader.ok()) return Fail(reader.status());
-  long long printed = 0;
-  while (!g_stop.requested() && (f.limit == 0 || printed < f.limit)) {
-    auto next = (*reader)->Next(Duration(f.exit_at_end ? 1000 : 200));
-    if (!next.ok()) return Fail(next.status());
-    if (!next->has_value()) {
-      if (f.exit_at_end) break;
-      continue;
-    }
-    const std::string extra = "{\"subject\":\"" + endpoint->subject + "\"}";
-    std::printf("%s\n", EventToJsonLine(**next, extra).c_str());
-    std::fflush(stdout);
-    ++printed;
-  }
-  return 0;
+  return PrintEvents(**reader, "{\"subject\":\"" + endpoint->subject + "\"}", f);
 }
 
 int TailAmqp(const TailFlags& f) {
@@ -401,19 +407,7 @@ int TailAmqp(const TailFlags& f) {
   const std::string extra = endpoint->queue.empty()
                                 ? "{\"exchange\":\"" + endpoint->exchange + "\"}"
                                 : "{\"queue\":\"" + endpoint->queue + "\"}";
-  long long printed = 0;
-  while (!g_stop.requested() && (f.limit == 0 || printed < f.limit)) {
-    auto next = (*reader)->Next(Duration(f.exit_at_end ? 1000 : 200));
-    if (!next.ok()) return Fail(next.status());
-    if (!next->has_value()) {
-      if (f.exit_at_end) break;
-      continue;
-    }
-    std::printf("%s\n", EventToJsonLine(**next, extra).c_str());
-    std::fflush(stdout);
-    ++printed;
-  }
-  return 0;
+  return PrintEvents(**reader, extra, f);
 }
 
 int RunTail(const TailFlags& f) {

@@ -246,10 +246,10 @@ class AmqpSink final : public Sink {
 
   std::vector<Status> Publish(std::span<const Event> batch, const StopSignal& stop) override {
     std::vector<Status> results(batch.size(), RetriableError("no confirm from RabbitMQ yet"));
-    std::vector<size_t> todo(batch.size());
-    for (size_t i = 0; i < batch.size(); ++i) todo[i] = i;
+    std::vector<size_t> sending(batch.size());
+    for (size_t i = 0; i < batch.size(); ++i) sending[i] = i;
     const TimePoint start = Clock::Real().Now();
-    const Outcome outcome = PublishAndConfirm(batch, todo, &results, stop, start);
+    const Outcome outcome = PublishAndConfirm(batch, sending, &results, stop, start);
     if (outcome.channel_code != AMQP_PRECONDITION_FAILED) return results;
     // The broker refused one of the unconfirmed messages for good; find it by sending them
     // again one by one. Order holds: each is confirmed before the next goes out.
@@ -311,21 +311,21 @@ class AmqpSink final : public Sink {
     return Status::Ok();
   }
 
-  // Publishes batch[todo...] in order and waits for their confirms, filling `results`.
-  Outcome PublishAndConfirm(std::span<const Event> batch, const std::vector<size_t>& todo,
+  // Publishes batch[sending...] in order and waits for their confirms, filling `results`.
+  Outcome PublishAndConfirm(std::span<const Event> batch, const std::vector<size_t>& sending,
                             std::vector<Status>* results, const StopSignal& stop, TimePoint start) {
     Outcome out;
     if (Status st = EnsureSession(); !st.ok()) {
-      for (size_t i : todo) (*results)[i] = st;
-      out.unconfirmed = todo;
+      for (size_t i : sending) (*results)[i] = st;
+      out.unconfirmed = sending;
       return out;
     }
     pending_.clear();
     returned_.clear();
     by_id_.clear();
     const amqp_channel_t channel = static_cast<amqp_channel_t>(session_->channel());
-    for (size_t n = 0; n < todo.size(); ++n) {
-      const size_t i = todo[n];
+    for (size_t n = 0; n < sending.size(); ++n) {
+      const size_t i = sending[n];
       const Event& e = batch[i];
       const std::string routing_key = ExpandTemplate(endpoint_.routing_key, e);
       std::vector<amqp_table_entry_t> entries;
@@ -362,20 +362,20 @@ class AmqpSink final : public Sink {
                                         Bytes(routing_key), /*mandatory=*/1, /*immediate=*/0,
                                         &props, Bytes(e.payload));
       if (rc != AMQP_STATUS_OK) {
-        Lost("publish failed: " + AmqpError(rc), todo, results, &out);
+        Lost("publish failed: " + AmqpError(rc), sending, results, &out);
         return out;
       }
       last_io_ = Clock::Real().Now();
       pending_.emplace(next_tag_++, i);
       by_id_.emplace(e.event_id, i);
       // Take in the confirms that arrived meanwhile, so neither side's buffers fill.
-      if (n % 256 == 255 && !Drain(Duration(0), todo, results, &out)) return out;
+      if (n % 256 == 255 && !Drain(Duration(0), sending, results, &out)) return out;
     }
     while (!pending_.empty()) {
       const TimePoint now = Clock::Real().Now();
       if (options_.delivery_timeout.count() > 0 && now - start > options_.delivery_timeout) break;
       if (stop.requested() && now - start > options_.shutdown_timeout) break;
-      if (!Drain(Duration(100), todo, results, &out)) return out;
+      if (!Drain(Duration(100), sending, results, &out)) return out;
     }
     for (const auto& [tag, i] : pending_) out.unconfirmed.push_back(i);
     pending_.clear();
@@ -385,7 +385,7 @@ class AmqpSink final : public Sink {
 
   // Waits up to `wait` for a frame, then reads those already arrived. False when the channel
   // or connection is gone (`out` says why; the unconfirmed messages keep retriable results).
-  bool Drain(Duration wait, const std::vector<size_t>& todo, std::vector<Status>* results,
+  bool Drain(Duration wait, const std::vector<size_t>& sending, std::vector<Status>* results,
              Outcome* out) {
     while (true) {
       amqp_frame_t frame;
@@ -394,7 +394,7 @@ class AmqpSink final : public Sink {
       const int rc = amqp_simple_wait_frame_noblock(session_->conn(), &frame, &tv);
       if (rc == AMQP_STATUS_TIMEOUT) return true;
       if (rc != AMQP_STATUS_OK) {
-        Lost("connection lost: " + AmqpError(rc), todo, results, out);
+        Lost("connection lost: " + AmqpError(rc), sending, results, out);
         return false;
       }
       last_io_ = Clock::Real().Now();
@@ -420,7 +420,7 @@ class AmqpSink final : public Sink {
           const amqp_rpc_reply_t r =
               amqp_read_message(session_->conn(), frame.channel, &message, 0);
           if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-            Lost("reading a returned message failed", todo, results, out);
+            Lost("reading a returned message failed", sending, results, out);
             return false;
           }
           if (message.properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG) {
@@ -457,7 +457,7 @@ class AmqpSink final : public Sink {
         case AMQP_CONNECTION_CLOSE_METHOD: {
           amqp_connection_close_ok_t ok{};
           amqp_send_method(session_->conn(), 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
-          Lost("the broker closed the connection: " + ServerError(method), todo, results, out);
+          Lost("the broker closed the connection: " + ServerError(method), sending, results, out);
           return false;
         }
         case AMQP_CONNECTION_BLOCKED_METHOD:
@@ -489,11 +489,11 @@ class AmqpSink final : public Sink {
   }
 
   // The connection is gone: whatever was not confirmed goes out again later.
-  void Lost(const std::string& why, const std::vector<size_t>& todo, std::vector<Status>* results,
-            Outcome* out) {
+  void Lost(const std::string& why, const std::vector<size_t>& sending,
+            std::vector<Status>* results, Outcome* out) {
     const Status st = RetriableError("amqp: " + why);
     out->unconfirmed.clear();
-    for (size_t i : todo) {
+    for (size_t i : sending) {
       if (!(*results)[i].ok() && (*results)[i].code() != StatusCode::kRejected) {
         (*results)[i] = st;
         out->unconfirmed.push_back(i);

@@ -251,44 +251,39 @@ inline std::vector<KafkaRecord> ReadWebhook(const WebhookServer& server) {
   return out;
 }
 
-// Every message of a JetStream subject, oldest first, as records for ExpectDelivered.
-inline std::vector<KafkaRecord> ReadNats(const NatsServer& server, const std::string& subject) {
-  auto endpoint = ParseNatsUrl(server.Url(subject));
-  EXPECT_OK(endpoint);
-  auto reader = NatsReader::Open(*endpoint, /*from_beginning=*/true);
-  EXPECT_OK(reader);
+// Every event a reader yields (Next(timeout) -> Result<optional<Event>>) until none arrives
+// for a second, as records of `topic` for ExpectDelivered.
+template <typename Reader>
+std::vector<KafkaRecord> ReadAll(Reader& reader, const std::string& topic) {
   std::vector<KafkaRecord> out;
-  if (!reader.ok()) return out;
   while (true) {
-    auto next = (*reader)->Next(Duration(1000));
+    auto next = reader.Next(Duration(1000));
     EXPECT_OK(next);
     if (!next.ok() || !next->has_value()) return out;
     KafkaRecord r;
-    r.topic = subject;
+    r.topic = topic;
     r.event = std::move(**next);
     out.push_back(std::move(r));
   }
 }
 
-// Every message in a RabbitMQ queue, oldest first, as records for ExpectDelivered. The
-// messages stay in the queue.
+// Every message of a JetStream subject, oldest first.
+inline std::vector<KafkaRecord> ReadNats(const NatsServer& server, const std::string& subject) {
+  auto endpoint = ParseNatsUrl(server.Url(subject));
+  EXPECT_OK(endpoint);
+  auto reader = NatsReader::Open(*endpoint, /*from_beginning=*/true);
+  EXPECT_OK(reader);
+  return reader.ok() ? ReadAll(**reader, subject) : std::vector<KafkaRecord>{};
+}
+
+// Every message in a RabbitMQ queue, oldest first. The messages stay in the queue.
 inline std::vector<KafkaRecord> ReadAmqp(const RabbitMqServer& server, const std::string& queue) {
   auto endpoint = ParseAmqpUrl(server.Url("", "queue=" + queue));
   EXPECT_OK(endpoint);
   if (!endpoint.ok()) return {};
   auto reader = AmqpReader::Open(*endpoint);
   EXPECT_OK(reader);
-  std::vector<KafkaRecord> out;
-  if (!reader.ok()) return out;
-  while (true) {
-    auto next = (*reader)->Next(Duration(1000));
-    EXPECT_OK(next);
-    if (!next.ok() || !next->has_value()) return out;
-    KafkaRecord r;
-    r.topic = queue;
-    r.event = std::move(**next);
-    out.push_back(std::move(r));
-  }
+  return reader.ok() ? ReadAll(**reader, queue) : std::vector<KafkaRecord>{};
 }
 
 }  // namespace courier::test
