@@ -13,6 +13,7 @@
 // and RequestStop() also from a signal handler.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -48,16 +49,44 @@ struct RelayOptions {
   std::chrono::milliseconds delivery_timeout{0};
   // On stop: how long to wait for in-flight acks before leaving them for the next run.
   std::chrono::milliseconds shutdown_timeout{10000};
+  // An event the sink refuses for good (too large, malformed, 4xx) goes to the dead-letter
+  // table. kPark (default): the later events of its aggregate wait there behind it (status
+  // held) until `courier dead-letters retry` or `drop` resolves it; other aggregates flow.
+  // kSkip: the aggregate's later events go on without it.
+  enum class DeadLetterPolicy { kPark, kSkip };
+  DeadLetterPolicy dead_letter_policy = DeadLetterPolicy::kPark;
   std::chrono::milliseconds backoff_initial{200};
   std::chrono::milliseconds backoff_max{30000};
+  // PostgreSQL: the active relay's lease. It renews it every lease/4 and stops publishing
+  // when 3/4 of it passed without a renewal; a standby takes over once it expired.
+  std::chrono::milliseconds lease{5000};
+  // Polling PostgreSQL scale-out: this relay publishes only the aggregates whose
+  // hashtext(aggregate_id) falls in the shard_index-th of shard_count equal ranges; each
+  // shard has its own lease (and standbys). Per-aggregate order holds: an aggregate is in
+  // one shard.
+  int shard_index = 0;
+  int shard_count = 1;
   // Drain what is pending and return; any failure ends the run with its Status.
   bool once = false;
 };
 
 struct RelayStats {
+  // Upper bounds (seconds) of the commit-to-ack latency histogram's buckets; +Inf is count.
+  static constexpr std::array<double, 12> kLatencyBuckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                             0.5,   1,    2.5,   5,    10,  60};
+  enum class State { kStarting, kStandby, kActive, kRetrying, kStopped };
+
+  State state = State::kStarting;
+  std::string last_error;     // of the last failed attempt (kRetrying)
   int64_t published = 0;      // acked by the sink and checkpointed
   int64_t dead_lettered = 0;  // rejected for good, parked in the dead-letter table
+  int64_t held = 0;           // moved to the dead-letter table behind a parked event
+  int64_t republished = 0;    // dead letters published again (retried or released), acked
   int64_t retries = 0;        // failed attempts that will be retried
+  // Commit (created_at) to sink ack, per published event: cumulative bucket counts.
+  std::array<int64_t, kLatencyBuckets.size()> latency_buckets{};
+  int64_t latency_count = 0;
+  double latency_sum_s = 0;
 };
 
 class Relay {

@@ -1,7 +1,9 @@
 // Subcommands implemented in their own files.
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/clock.h"
 
@@ -29,5 +31,17 @@ struct DemoAppOptions {
 };
 // The demo's "orders" service, run as a child process so that it can be SIGKILLed.
 int RunDemoApp(const DemoAppOptions& options);
+
+struct DeadLettersOptions {
+  std::string action;  // list, retry or drop
+  std::string source;
+  std::string table = "courier_dead_letter";
+  std::vector<int64_t> ids;
+  bool all = false;
+  int64_t limit = 100;
+};
+// `courier dead-letters`: list the parked events, queue them for the relay to publish again,
+// or drop them (cli/dead_letters.cc).
+int RunDeadLetters(const DeadLettersOptions& options);
 
 }  // namespace courier::cli

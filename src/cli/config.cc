@@ -56,7 +56,7 @@ Result<std::string> ScalarText(const toml::node& node, const std::string& where)
 
 Result<std::vector<std::string>> ConfigToArgs(
     const std::string& text, const std::string& file_name,
-    const std::function<bool(const std::string&)>& is_known) {
+    const std::function<bool(const std::string&)>& is_known, std::map<std::string, int>* lines) {
   toml::table table;
   try {
     table = toml::parse(text, file_name);
@@ -68,6 +68,7 @@ Result<std::vector<std::string>> ConfigToArgs(
   for (const auto& [key, node] : table) {
     const std::string k(key.str());
     const std::string where = file_name + ":" + std::to_string(node.source().begin.line);
+    if (lines != nullptr) (*lines)[k] = static_cast<int>(node.source().begin.line);
     if (!is_known(k)) {
       return InvalidArgumentError(where + ": unknown key '" + k +
                                   "' (keys are the command's long flags, see --help)");

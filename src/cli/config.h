@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -20,9 +21,11 @@ Result<std::string> InterpolateEnv(const std::string& text, const std::string& f
 // Parses the TOML text into "--key=value" arguments. `is_known(key)` says whether the
 // subcommand has that flag; unknown keys are errors naming the line. Arrays give one
 // argument per element.
+// `lines`, when given, receives each key's line (for errors found later, in the values).
 Result<std::vector<std::string>> ConfigToArgs(
     const std::string& text, const std::string& file_name,
-    const std::function<bool(const std::string&)>& is_known);
+    const std::function<bool(const std::string&)>& is_known,
+    std::map<std::string, int>* lines = nullptr);
 
 // Parses durations: "250ms", "5s", "2m", "1h", "7d", or a bare number of milliseconds.
 Result<std::chrono::milliseconds> ParseDuration(const std::string& text);

@@ -7,22 +7,27 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 
 #include "cli/commands.h"
 #include "cli/config.h"
 #include "core/encoding.h"
+#include "core/http_endpoint.h"
 #include "core/log.h"
 #include "core/url.h"
 #include "courier/relay.h"
 #include "inbox/consume.h"
+#include "relay/metrics.h"
 #include "relay/status_report.h"
 #include "sinks/amqp.h"
 #include "sinks/dev_broker.h"
 #include "sinks/kafka_reader.h"
 #include "sinks/nats.h"
 #include "sinks/redis.h"
+#include "sinks/sink.h"
 #include "sources/source.h"
 
 namespace courier::cli {
@@ -100,6 +105,11 @@ struct RelayFlags {
   std::string shutdown_timeout = "10s";
   std::string backoff_initial = "200ms";
   std::string backoff_max = "30s";
+  std::string dead_letter_policy = "park";
+  std::string lease = "5s";
+  std::string shard;
+  int metrics_port = 0;
+  std::string metrics_host = "127.0.0.1";
 };
 
 Result<bool> ParseMode(const std::string& mode) {
@@ -108,22 +118,51 @@ Result<bool> ParseMode(const std::string& mode) {
   return InvalidArgumentError("--mode must be poll or cdc, not '" + mode + "'");
 }
 
+// A duration flag's value; the error names the flag.
+Status ParseFlagDuration(const char* flag, const std::string& text, Duration* out) {
+  auto d = ParseDuration(text);
+  if (!d.ok()) return InvalidArgumentError(std::string(flag) + ": " + d.status().message());
+  *out = *d;
+  return Status::Ok();
+}
+
 Status BuildRelayOptions(RelayFlags& f) {
   RelayOptions& o = f.options;
   o.sink_url = f.sinks.front();
   o.extra_sink_urls.assign(f.sinks.begin() + 1, f.sinks.end());
   ASSIGN_OR_RETURN(const bool cdc, ParseMode(f.mode));
   o.mode = cdc ? RelayOptions::Mode::kCdc : RelayOptions::Mode::kPoll;
-  ASSIGN_OR_RETURN(o.poll_interval, ParseDuration(f.poll_interval));
-  ASSIGN_OR_RETURN(o.retention, ParseDuration(f.retention));
-  ASSIGN_OR_RETURN(o.cleanup_interval, ParseDuration(f.cleanup_interval));
-  ASSIGN_OR_RETURN(o.shutdown_timeout, ParseDuration(f.shutdown_timeout));
-  ASSIGN_OR_RETURN(o.backoff_initial, ParseDuration(f.backoff_initial));
-  ASSIGN_OR_RETURN(o.backoff_max, ParseDuration(f.backoff_max));
+  RETURN_IF_ERROR(ParseFlagDuration("--poll-interval", f.poll_interval, &o.poll_interval));
+  RETURN_IF_ERROR(ParseFlagDuration("--retention", f.retention, &o.retention));
+  RETURN_IF_ERROR(ParseFlagDuration("--cleanup-interval", f.cleanup_interval, &o.cleanup_interval));
+  RETURN_IF_ERROR(ParseFlagDuration("--shutdown-timeout", f.shutdown_timeout, &o.shutdown_timeout));
+  RETURN_IF_ERROR(ParseFlagDuration("--backoff-initial", f.backoff_initial, &o.backoff_initial));
+  RETURN_IF_ERROR(ParseFlagDuration("--backoff-max", f.backoff_max, &o.backoff_max));
+  RETURN_IF_ERROR(ParseFlagDuration("--lease", f.lease, &o.lease));
+  if (!f.shard.empty()) {
+    const size_t slash = f.shard.find('/');
+    try {
+      size_t used = 0;
+      o.shard_index = std::stoi(f.shard.substr(0, slash), &used);
+      if (slash == std::string::npos || used != slash) throw std::invalid_argument("shard");
+      o.shard_count = std::stoi(f.shard.substr(slash + 1), &used);
+      if (used != f.shard.size() - slash - 1) throw std::invalid_argument("shard");
+    } catch (...) {
+      return InvalidArgumentError("--shard must be K/N (e.g. 0/4), not '" + f.shard + "'");
+    }
+  }
+  if (f.dead_letter_policy == "park") {
+    o.dead_letter_policy = RelayOptions::DeadLetterPolicy::kPark;
+  } else if (f.dead_letter_policy == "skip") {
+    o.dead_letter_policy = RelayOptions::DeadLetterPolicy::kSkip;
+  } else {
+    return InvalidArgumentError("--dead-letter-policy must be park or skip, not '" +
+                                f.dead_letter_policy + "'");
+  }
   // --once must end: by default an unacked event fails after 30 s instead of waiting forever.
   const std::string delivery =
       f.delivery_timeout.empty() ? (o.once ? "30s" : "0") : f.delivery_timeout;
-  ASSIGN_OR_RETURN(o.delivery_timeout, ParseDuration(delivery));
+  RETURN_IF_ERROR(ParseFlagDuration("--delivery-timeout", delivery, &o.delivery_timeout));
   try {
     const long long n = std::stoll(f.batch_size);
     if (n < 1 || n > 1000000) throw std::out_of_range("batch");
@@ -134,11 +173,43 @@ Status BuildRelayOptions(RelayFlags& f) {
   return Status::Ok();
 }
 
+// /metrics (Prometheus text), /healthz (the process answers), /readyz (200 while active or
+// standing by, 503 while retrying a failure).
+HttpResponse ServeRelay(const std::string& path, const Relay& relay, const RelayOptions& o) {
+  const RelayStats stats = relay.stats();
+  if (path == "/metrics") {
+    auto status = ReadOutboxStatus(o.source_url, {o.outbox_table, o.dead_letter_table});
+    return {200, "text/plain; version=0.0.4; charset=utf-8",
+            RenderMetrics(stats, status.ok() ? &*status : nullptr, o.outbox_table)};
+  }
+  if (path == "/healthz") return {200, "text/plain; charset=utf-8", "ok\n"};
+  if (path == "/readyz") {
+    const bool ready =
+        stats.state == RelayStats::State::kActive || stats.state == RelayStats::State::kStandby;
+    return {ready ? 200 : 503, "text/plain; charset=utf-8",
+            std::string(StateName(stats.state)) +
+                (stats.last_error.empty() ? "" : ": " + stats.last_error) + "\n"};
+  }
+  return {404, "text/plain; charset=utf-8", "try /metrics, /healthz or /readyz\n"};
+}
+
 int RunRelay(RelayFlags& flags) {
   Status st = BuildRelayOptions(flags);
   if (!st.ok()) return Fail(st);
   auto relay = Relay::Create(flags.options);
   if (!relay.ok()) return Fail(relay.status());
+  std::unique_ptr<HttpEndpoint> endpoint;
+  if (flags.metrics_port > 0) {
+    const Relay& r = **relay;
+    const RelayOptions& o = flags.options;
+    auto started =
+        HttpEndpoint::Start(flags.metrics_host, flags.metrics_port,
+                            [&r, &o](const std::string& path) { return ServeRelay(path, r, o); });
+    if (!started.ok()) return Fail(started.status());
+    endpoint = std::move(started).value();
+    log::Info("serving /metrics, /healthz and /readyz",
+              {{"address", flags.metrics_host + ":" + std::to_string(endpoint->port())}});
+  }
   g_relay.store(relay->get());
   if (g_stop.requested()) (*relay)->RequestStop();
   st = (*relay)->Run();
@@ -190,12 +261,26 @@ int RunStatus(const std::string& source, const TableNames& tables, bool json) {
       slots += buf;
     }
     slots += "]";
+    std::string leases = "[";
+    for (const LeaseStatus& l : s->leases) {
+      if (leases.size() > 1) leases += ",";
+      nlohmann::json j = {{"name", l.name},
+                          {"holder", l.holder},
+                          {"epoch", l.epoch},
+                          {"live", l.live},
+                          {"renewed_ago_s", l.renewed_ago_s},
+                          {"expires_in_s", l.expires_in_s},
+                          {"published", l.published},
+                          {"per_second", l.per_second}};
+      leases += j.dump();
+    }
+    leases += "]";
     std::printf(
         "{\"pending\":%lld,\"oldest_pending_age_s\":%.3f,\"published_retained\":%lld,"
-        "\"dead_letters\":%lld,\"relay_active\":%s,\"slots\":%s}\n",
+        "\"dead_letters\":%lld,\"relay_active\":%s,\"slots\":%s,\"leases\":%s}\n",
         static_cast<long long>(s->pending), s->oldest_pending_age_s,
         static_cast<long long>(s->published_retained), static_cast<long long>(s->dead_letters),
-        s->relay_active ? "true" : "false", slots.c_str());
+        s->relay_active ? "true" : "false", slots.c_str(), leases.c_str());
     return 0;
   }
   std::printf("source             %s\n", RedactUrl(source).c_str());
@@ -206,6 +291,19 @@ int RunStatus(const std::string& source, const TableNames& tables, bool json) {
   std::printf("dead letters       %lld  (table %s)\n", static_cast<long long>(s->dead_letters),
               tables.dead_letter.c_str());
   std::printf("active relay       %s\n", s->relay_active ? "yes" : "no");
+  for (const LeaseStatus& l : s->leases) {
+    if (l.live) {
+      std::printf("lease              %s  held by %s (epoch %lld), renewed %.1f s ago\n",
+                  l.name.c_str(), l.holder.c_str(), static_cast<long long>(l.epoch),
+                  l.renewed_ago_s);
+      std::printf(
+          "throughput         %.1f events/s over the last minute (%lld since it took over)\n",
+          l.per_second, static_cast<long long>(l.published));
+    } else if (l.epoch > 0) {
+      std::printf("lease              %s  free (last held by %s, expired %.0f s ago)\n",
+                  l.name.c_str(), l.holder.c_str(), -l.expires_in_s);
+    }
+  }
   std::vector<std::string> warnings;
   for (const SlotStatus& slot : s->slots) {
     if (!slot.exists) {
@@ -487,6 +585,68 @@ Result<std::vector<std::string>> ExpandConfig(CLI::App& app, std::vector<std::st
   return args;
 }
 
+// `courier config check FILE`: everything the relay would check before connecting, with the
+// line of the key at fault. Returns the exit code.
+int CheckConfig(CLI::App& app, CLI::App* relay, RelayFlags& rf, const std::string& file) {
+  std::ifstream in(file);
+  if (!in) return Fail(InvalidArgumentError("cannot read config file " + file));
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  std::map<std::string, int> lines;
+  auto text = InterpolateEnv(buffer.str(), file);
+  if (!text.ok()) return Fail(text.status());
+  auto args = ConfigToArgs(
+      *text, file,
+      [relay](const std::string& key) {
+        return key != "config" && relay->get_option_no_throw("--" + key) != nullptr;
+      },
+      &lines);
+  if (!args.ok()) return Fail(args.status());
+  // An error names a flag: point at its key's line.
+  auto at_line = [&](const std::string& message) {
+    for (const auto& [key, line] : lines) {
+      if (message.find("--" + key) != std::string::npos) {
+        return file + ":" + std::to_string(line) + ": " + message;
+      }
+    }
+    // Or it quotes the value (a URL, say).
+    for (const std::string& arg : *args) {
+      const size_t eq = arg.find('=');
+      const std::string value = arg.substr(eq + 1);
+      if (value.size() >= 3 && message.find(value) != std::string::npos) {
+        return file + ":" + std::to_string(lines[arg.substr(2, eq - 2)]) + ": " + message;
+      }
+    }
+    return file + ": " + message;
+  };
+  std::vector<std::string> argv = {"courier", "relay"};
+  argv.insert(argv.end(), args->begin(), args->end());
+  std::vector<const char*> cargs;
+  for (const std::string& a : argv) cargs.push_back(a.c_str());
+  app.clear();
+  try {
+    app.parse(static_cast<int>(cargs.size()), const_cast<char**>(cargs.data()));
+  } catch (const CLI::ParseError& e) {
+    return Fail(InvalidArgumentError(at_line(e.what())));
+  }
+  Status st = BuildRelayOptions(rf);
+  if (st.ok()) st = Relay::Create(rf.options).status();
+  // Kafka clients are made without connecting: that checks librdkafka's properties (TLS,
+  // SASL...) too.
+  for (size_t i = 0; st.ok() && i < rf.sinks.size(); ++i) {
+    if (rf.sinks[i].rfind("kafka://", 0) != 0) continue;
+    auto sink = MakeSink(SinkOptions{.url = rf.sinks[i]});
+    st = sink.ok() ? (*sink)->Open() : sink.status();
+    if (!st.ok()) st = Status(st.code(), "--sink: " + st.message());
+  }
+  if (!st.ok()) return Fail(Status(st.code(), at_line(st.message())));
+  std::string sinks;
+  for (const std::string& sink : rf.sinks) sinks += (sinks.empty() ? "" : ", ") + RedactUrl(sink);
+  std::printf("%s: ok: relay from %s to %s, mode %s\n", file.c_str(),
+              RedactUrl(rf.options.source_url).c_str(), sinks.c_str(), rf.mode.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int Main(int argc, char** argv) {
@@ -545,6 +705,13 @@ int Main(int argc, char** argv) {
       ->capture_default_str()
       ->group(kTables);
   relay
+      ->add_option("--dead-letter-policy", rf.dead_letter_policy,
+                   "park: an event the sink rejects for good holds back the later events of its "
+                   "aggregate until `courier dead-letters retry|drop`; skip: they go on without "
+                   "it")
+      ->type_name("park|skip")
+      ->capture_default_str();
+  relay
       ->add_option("--mode", rf.mode,
                    "poll: query the outbox table; cdc: stream committed inserts from "
                    "PostgreSQL's write-ahead log (logical replication, wal_level=logical)")
@@ -561,6 +728,33 @@ int Main(int argc, char** argv) {
                    "Publication of the outbox, created if missing (default: the table's name)")
       ->type_name("NAME")
       ->group(kCdc);
+  const std::string kHa = "High availability and scale-out";
+  relay
+      ->add_option("--lease", rf.lease,
+                   "PostgreSQL: the active relay's lease; a standby (the same command run "
+                   "elsewhere) takes over at most this long after it died or lost its session")
+      ->type_name("DURATION")
+      ->capture_default_str()
+      ->group(kHa);
+  relay
+      ->add_option("--shard", rf.shard,
+                   "Polling PostgreSQL: publish only shard K of N (aggregates by hash of "
+                   "aggregate_id); run one relay (plus standbys) per shard")
+      ->type_name("K/N")
+      ->group(kHa);
+  const std::string kObs = "Observability";
+  relay
+      ->add_option("--metrics-port", rf.metrics_port,
+                   "Serve /metrics (Prometheus), /healthz and /readyz on this port (0: off)")
+      ->type_name("PORT")
+      ->capture_default_str()
+      ->group(kObs);
+  relay
+      ->add_option("--metrics-host", rf.metrics_host,
+                   "Address to serve them on; 0.0.0.0 exposes them to the network")
+      ->type_name("IPV4")
+      ->capture_default_str()
+      ->group(kObs);
   relay->add_option("--batch-size", rf.batch_size, "Events fetched and published per batch")
       ->type_name("N")
       ->capture_default_str();
@@ -639,6 +833,46 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
   status->add_flag("--json", status_json, "One JSON object instead of text");
   AddCommonFlags(status, &common);
+
+  // dead-letters
+  DeadLettersOptions dlo;
+  CLI::App* dead = app.add_subcommand(
+      "dead-letters",
+      "Events the sink rejected for good, parked with the reason (and, under the park policy,\n"
+      "the later events of their aggregates, held behind them).\n"
+      "  list              show them, oldest first\n"
+      "  retry ID...|--all queue parked events for the active relay to publish again (fix the\n"
+      "                    cause first); the events held behind them follow, in order\n"
+      "  drop ID...|--all  delete them for good; the events held behind them go out");
+  dead->add_option("action", dlo.action, "list, retry or drop")
+      ->type_name("ACTION")
+      ->required()
+      ->check(CLI::IsMember({"list", "retry", "drop"}));
+  dead->add_option("ids", dlo.ids, "Dead-letter ids (the ID column of list)")
+      ->type_name("ID")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  dead->add_option("--source", dlo.source, "Database URL")->type_name("URL")->required();
+  dead->add_option("--dead-letter-table", dlo.table, "Dead-letter table")
+      ->type_name("NAME")
+      ->capture_default_str();
+  dead->add_flag("--all", dlo.all, "retry/drop: every dead letter");
+  dead->add_option("--limit", dlo.limit, "list: show at most the newest N")
+      ->type_name("N")
+      ->capture_default_str();
+  AddCommonFlags(dead, &common);
+
+  // config
+  std::string config_action, config_file;
+  CLI::App* config = app.add_subcommand(
+      "config",
+      "check FILE: validate a relay config file without connecting: TOML syntax, unknown keys,\n"
+      "unset ${VARS}, values (durations, URLs, policies), required keys; errors name the line.\n"
+      "Secrets in URLs are shown as ***.");
+  config->add_option("action", config_action, "check")
+      ->type_name("ACTION")
+      ->required()
+      ->check(CLI::IsMember({"check"}));
+  config->add_option("file", config_file, "Config file (TOML)")->type_name("FILE")->required();
 
   // tail
   TailFlags tf;
@@ -793,6 +1027,8 @@ int Main(int argc, char** argv) {
   if (*migrate) return RunMigrate(source, tables, migrate_mode, migrate_cdc);
   if (*status) return RunStatus(source, tables, status_json);
   if (*tail) return RunTail(tf);
+  if (*dead) return RunDeadLetters(dlo);
+  if (*config) return CheckConfig(app, relay, rf, config_file);
   if (*consume) return RunConsume(cf);
   if (*dev) return RunDevBroker(brokers, bootstrap_file, topics, partitions);
   if (*demo) return RunDemo(demo_options, g_stop);

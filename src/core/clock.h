@@ -17,9 +17,21 @@ class StopSignal {
  public:
   void Request() { requested_.store(true, std::memory_order_relaxed); }
   bool requested() const { return requested_.load(std::memory_order_relaxed); }
+  // Stop now, without the usual grace for in-flight work (a relay that lost its lease).
+  void Abandon() {
+    abandoned_.store(true, std::memory_order_relaxed);
+    Request();
+  }
+  bool abandoned() const { return abandoned_.load(std::memory_order_relaxed); }
+  // For a signal reused across terms; only when no other thread may still request it.
+  void Reset() {
+    abandoned_.store(false, std::memory_order_relaxed);
+    requested_.store(false, std::memory_order_relaxed);
+  }
 
  private:
   std::atomic<bool> requested_{false};
+  std::atomic<bool> abandoned_{false};
   static_assert(std::atomic<bool>::is_always_lock_free, "must be usable from a signal handler");
 };
 

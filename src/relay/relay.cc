@@ -3,12 +3,17 @@
 
 #include "relay/relay_internal.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <mutex>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "core/backoff.h"
 #include "core/log.h"
+#include "core/url.h"
+#include "relay/dead_letters.h"
+#include "relay/leadership.h"
 #include "sinks/sink.h"
 #include "sources/source.h"
 
@@ -19,13 +24,34 @@ int64_t Micros(std::chrono::steady_clock::duration d) {
   return std::chrono::duration_cast<std::chrono::microseconds>(d).count();
 }
 
+// One aggregate: events with the same type and id keep their order.
+std::string AggregateOf(const std::string& type, const std::string& id) {
+  std::string key = type;
+  key.push_back('\0');
+  return key + id;
+}
+std::string AggregateOf(const Event& e) { return AggregateOf(e.aggregate_type, e.aggregate_id); }
+
 class RelayImpl final : public Relay {
  public:
   RelayImpl(RelayOptions options, std::unique_ptr<Source> source, std::unique_ptr<Sink> sink)
       : options_(std::move(options)),
         source_(std::move(source)),
         sink_(std::move(sink)),
-        backoff_(options_.backoff_initial, options_.backoff_max) {}
+        backoff_(options_.backoff_initial, options_.backoff_max) {
+    auto loc = ParseSourceUrl(options_.source_url);
+    if (loc.ok() && loc->kind == SourceLocation::Kind::kPostgres) {
+      const TableNames tables{options_.outbox_table, options_.dead_letter_table};
+      std::string name = "courier relay " + options_.outbox_table;
+      if (options_.shard_count > 1) {
+        name += " shard " + std::to_string(options_.shard_index) + "/" +
+                std::to_string(options_.shard_count);
+        ready_filter_ = ShardCondition("d", options_.shard_index, options_.shard_count);
+      }
+      leadership_ = std::make_unique<Leadership>(LeaseOptions{
+          loc->target, RedactUrl(options_.source_url), tables.Leases(), name, options_.lease});
+    }
+  }
 
   Status Run() override {
     log::Info("relay starting",
@@ -37,6 +63,8 @@ class RelayImpl final : public Relay {
     RETURN_IF_ERROR(sink_->Open());
     Status st = Loop();
     source_->Close();
+    if (leadership_) leadership_->Release();
+    SetState(RelayStats::State::kStopped, st.ok() ? "" : st.ToString());
     const RelayStats s = stats();
     log::Info("relay stopped", {{"published", std::to_string(s.published)},
                                 {"dead_lettered", std::to_string(s.dead_lettered)},
@@ -44,7 +72,10 @@ class RelayImpl final : public Relay {
     return st;
   }
 
-  void RequestStop() override { stop_.Request(); }
+  void RequestStop() override {
+    stop_.Request();
+    publish_stop_.Request();
+  }
 
   RelayStats stats() const override {
     std::lock_guard<std::mutex> lock(stats_mutex_);
@@ -57,11 +88,14 @@ class RelayImpl final : public Relay {
   Status Retry(const Status& st, bool reconnect) {
     if (reconnect) {
       source_->Close();
+      dead_letters_.reset();
       connected_ = false;
     }
     {
       std::lock_guard<std::mutex> lock(stats_mutex_);
       ++stats_.retries;
+      stats_.state = RelayStats::State::kRetrying;
+      stats_.last_error = st.ToString();
     }
     if (options_.once) return st;
     const Duration delay = backoff_.Next();
@@ -72,15 +106,120 @@ class RelayImpl final : public Relay {
 
   Status Connect() {
     Status st = source_->Open();
+    if (st.ok() && leadership_ && !leadership_->held()) {
+      SetState(RelayStats::State::kStandby, "");
+      if (!stop_.requested()) publish_stop_.Reset();  // a new term (the renewer is stopped)
+      st = leadership_->Acquire(stop_, /*wait=*/!options_.once, &publish_stop_);
+    }
     if (st.ok()) st = source_->AcquireLeadership(stop_, /*wait=*/!options_.once);
     if (st.code() == StatusCode::kCancelled) return Status::Ok();
     if (!st.ok()) {
       if (st.code() != StatusCode::kRetriable) return st;  // fix the input: retrying won't help
       return Retry(st, /*reconnect=*/true);
     }
+    auto store = DeadLetterStore::Open(
+        options_.source_url, {options_.outbox_table, options_.dead_letter_table}, ready_filter_);
+    if (store.ok()) {
+      dead_letters_ = std::move(store).value();
+      st = RefreshBlocked();
+    } else {
+      st = store.status();
+    }
+    if (!st.ok()) {
+      if (st.code() != StatusCode::kRetriable) return st;
+      return Retry(st, /*reconnect=*/true);
+    }
+    next_release_ = Clock::Real().Now();
     connected_ = true;
+    SetState(RelayStats::State::kActive, "");
     log::Info("connected to source", {{"source", source_->Describe()}});
     return Status::Ok();
+  }
+
+  void SetState(RelayStats::State state, const std::string& error) {
+    {
+      std::lock_guard<std::mutex> lock(stats_mutex_);
+      stats_.state = state;
+      stats_.last_error = error;
+    }
+    if (leadership_) leadership_->ReportPublished(stats().published + stats().republished);
+  }
+
+  bool park() const { return options_.dead_letter_policy == RelayOptions::DeadLetterPolicy::kPark; }
+  const char* failed_status() const { return park() ? kParked : kSkipped; }
+
+  // Park policy: the aggregates whose new events must wait behind their dead letters.
+  Status RefreshBlocked() {
+    blocked_.clear();
+    if (!park()) return Status::Ok();
+    ASSIGN_OR_RETURN(std::vector<AggregateKey> keys, dead_letters_->Blocking());
+    for (const AggregateKey& k : keys) blocked_.insert(AggregateOf(k.first, k.second));
+    return Status::Ok();
+  }
+
+  // Every second: publishes the dead letters queued for retry and those held behind a parked
+  // event that was resolved, in order, before any newer event of their aggregates (those are
+  // held meanwhile). Then re-reads which aggregates are still blocked.
+  Status ReleaseDeadLetters() {
+    const TimePoint now = Clock::Real().Now();
+    if (now < next_release_) return Status::Ok();
+    next_release_ = now + kReleaseEvery;
+    ASSIGN_OR_RETURN(std::vector<DeadLetter> ready,
+                     dead_letters_->Ready(options_.batch_size, park()));
+    if (!ready.empty()) {
+      // A row that cannot be an event (bad headers) stops its aggregate before anything of
+      // it is sent.
+      std::vector<Event> events;
+      std::unordered_set<std::string> unsendable;
+      for (const DeadLetter& d : ready) {
+        const std::string key = AggregateOf(d.event);
+        if (!d.header_error.empty()) unsendable.insert(key);
+        if (unsendable.count(key) == 0) events.push_back(d.event);
+      }
+      const std::vector<Status> results = sink_->Publish(events, publish_stop_);
+      std::vector<int64_t> published;
+      std::vector<Rejected> failed;
+      std::unordered_set<std::string> stuck;  // an earlier one of the aggregate did not go
+      Status first_failure;
+      size_t next = 0;
+      for (const DeadLetter& d : ready) {
+        const std::string key = AggregateOf(d.event);
+        if (stuck.count(key) > 0) {
+          if (d.header_error.empty() && unsendable.count(key) == 0) ++next;
+          continue;
+        }
+        const Status r = d.header_error.empty() ? results[next++] : RejectedError(d.header_error);
+        if (r.ok()) {
+          published.push_back(d.event.id);
+          continue;
+        }
+        stuck.insert(key);
+        if (r.code() == StatusCode::kRejected) {
+          log::Error("dead letter refused again; parked",
+                     {{"event_id", d.event.event_id}, {"error", r.message()}});
+          failed.push_back({d.event.id, r.message(), failed_status()});
+        } else if (first_failure.ok()) {
+          first_failure = r;
+        }
+      }
+      RETURN_IF_ERROR(dead_letters_->Resolve(published, failed).WithContext("dead letters"));
+      if (!published.empty()) {
+        log::Info("published dead letters again", {{"events", std::to_string(published.size())}});
+      }
+      {
+        std::lock_guard<std::mutex> lock(stats_mutex_);
+        stats_.republished += static_cast<int64_t>(published.size());
+        stats_.dead_lettered += static_cast<int64_t>(failed.size());
+      }
+      if (!first_failure.ok()) {
+        // They stay queued; the next round (a second later) sends them again.
+        log::Warn("dead letters not acked; will retry",
+                  {{"sink", sink_->Describe()}, {"error", first_failure.message()}});
+      } else if (ready.size() == options_.batch_size) {
+        next_release_ = now;  // more are waiting
+      }
+    }
+    return RefreshBlocked();
   }
 
   // Every 30 s, when something moved: how much was published and how fast.
@@ -114,6 +253,18 @@ class RelayImpl final : public Relay {
         RETURN_IF_ERROR(Connect());
         continue;
       }
+      if (leadership_ && !leadership_->held()) {
+        // Fenced: the lease could not be renewed in time, so a standby may take over soon.
+        // Publishing stopped when it lapsed; stand by again.
+        source_->Close();
+        dead_letters_.reset();
+        leadership_->Release();
+        connected_ = false;
+        // Give the standbys the first chance: a relay that just lost its session is the
+        // likelier one to lose it again.
+        Clock::Real().SleepFor(options_.lease, stop_);
+        continue;
+      }
       if (options_.retain && Clock::Real().Now() >= next_cleanup) {
         auto removed = source_->DeletePublishedBefore(options_.retention);
         if (!removed.ok()) {
@@ -125,6 +276,11 @@ class RelayImpl final : public Relay {
         }
         next_cleanup = Clock::Real().Now() + options_.cleanup_interval;
       }
+      if (Status st = ReleaseDeadLetters(); !st.ok()) {
+        if (st.code() != StatusCode::kRetriable) return st;
+        RETURN_IF_ERROR(Retry(st, /*reconnect=*/true));
+        continue;
+      }
       auto batch = source_->Fetch(options_.batch_size);
       if (!batch.ok()) {
         if (batch.status().code() != StatusCode::kRetriable) return batch.status();
@@ -132,6 +288,7 @@ class RelayImpl final : public Relay {
         continue;
       }
       if (batch->empty()) {
+        SetState(RelayStats::State::kActive, "");
         if (options_.once) return Status::Ok();
         source_->Wait(stop_);
         continue;
@@ -142,6 +299,7 @@ class RelayImpl final : public Relay {
         continue;
       }
       backoff_.Reset();
+      SetState(RelayStats::State::kActive, "");
       if (batch->size() < options_.batch_size) source_->Wait(stop_);
     }
     return Status::Ok();
@@ -150,38 +308,74 @@ class RelayImpl final : public Relay {
   // Publishes one batch and checkpoints what the sink acked. Returns a retriable error when
   // some events were not acked (they stay pending and go out again).
   Status PublishAndCheckpoint(const FetchedBatch& fetched) {
-    const std::vector<Event>& batch = fetched.events;
-    const TimePoint publish_start = Clock::Real().Now();
-    const std::vector<Status> results = sink_->Publish(batch, stop_);
-    const TimePoint publish_end = Clock::Real().Now();
-    std::vector<int64_t> acked;
     std::vector<Rejected> rejected = fetched.malformed;
-    for (const Rejected& r : fetched.malformed) {
+    std::unordered_map<std::string, int64_t> malformed_at;  // park: aggregate -> first bad id
+    for (Rejected& r : rejected) {
+      r.status = failed_status();
       log::Error("malformed event; parked in the dead-letter table",
                  {{"id", std::to_string(r.id)}, {"error", r.error}});
+      if (park() && !r.aggregate_id.empty()) {
+        malformed_at.emplace(AggregateOf(r.aggregate_type, r.aggregate_id), r.id);
+      }
     }
+    // Park policy: events of aggregates with unresolved dead letters are not published; they
+    // join them in the dead-letter table, in order.
+    std::vector<Event> kept;
+    const std::vector<Event>* to_send = &fetched.events;
+    if (!blocked_.empty() || !malformed_at.empty()) {
+      for (const Event& e : fetched.events) {
+        const std::string key = AggregateOf(e);
+        const auto bad = malformed_at.find(key);
+        if (blocked_.count(key) > 0 || (bad != malformed_at.end() && e.id > bad->second)) {
+          rejected.push_back({e.id, "held behind an earlier dead letter of its aggregate", kHeld});
+        } else {
+          kept.push_back(e);
+        }
+      }
+      to_send = &kept;
+      for (const auto& [key, id] : malformed_at) blocked_.insert(key);
+    }
+    const std::vector<Event>& batch = *to_send;
+    const TimePoint publish_start = Clock::Real().Now();
+    const std::vector<Status> results = sink_->Publish(batch, publish_stop_);
+    const TimePoint publish_end = Clock::Real().Now();
+    std::vector<int64_t> acked;
     acked.reserve(batch.size());
     // Once an event of an aggregate is not acked, its later events in this batch are not
     // checkpointed either, even if acked: they go out again after it, so the last copy a
-    // consumer sees of that aggregate is in order.
-    std::unordered_set<std::string> blocked;
+    // consumer sees of that aggregate is in order. Once one is parked, its later events are
+    // held behind it.
+    std::unordered_set<std::string> unacked;
+    std::unordered_set<std::string> parked_now;
     Status first_failure;
     for (size_t i = 0; i < batch.size(); ++i) {
       const Event& e = batch[i];
       const Status& r = results[i];
-      if (blocked.count(e.aggregate_id) > 0) continue;
+      const std::string key = AggregateOf(e);
+      if (parked_now.count(key) > 0) {
+        rejected.push_back({e.id, "held behind dead letter " + e.event_id, kHeld});
+        continue;
+      }
+      if (unacked.count(key) > 0) continue;
       if (r.ok()) {
         acked.push_back(e.id);
       } else if (r.code() == StatusCode::kRejected) {
         log::Error(
             "sink rejected event for good; parked in the dead-letter table",
             {{"event_id", e.event_id}, {"aggregate_id", e.aggregate_id}, {"error", r.message()}});
-        rejected.push_back({e.id, r.message()});
+        rejected.push_back({e.id, r.message(), failed_status()});
+        if (park()) {
+          parked_now.insert(key);
+          blocked_.insert(key);
+        }
       } else {
-        blocked.insert(e.aggregate_id);
+        unacked.insert(key);
         if (first_failure.ok()) first_failure = r;
       }
     }
+    // Dead letters keep the source's order (their ids decide what is released first).
+    std::sort(rejected.begin(), rejected.end(),
+              [](const Rejected& a, const Rejected& b) { return a.id < b.id; });
     // Acknowledge only what is durable: the sink has acked every id in `acked` above, and
     // only now are those rows deleted (or stamped). A crash before this line republishes
     // them (duplicates); it never loses them.
@@ -196,10 +390,25 @@ class RelayImpl final : public Relay {
                {{"events", std::to_string(batch.size())},
                 {"publish_us", std::to_string(Micros(publish_end - publish_start))},
                 {"checkpoint_us", std::to_string(Micros(Clock::Real().Now() - publish_end))}});
+    const int64_t now_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
     {
       std::lock_guard<std::mutex> lock(stats_mutex_);
+      size_t next_acked = 0;
+      for (const Event& e : batch) {
+        if (next_acked == acked.size()) break;
+        if (e.id != acked[next_acked]) continue;
+        ++next_acked;
+        const double latency = std::max<int64_t>(0, now_us - e.created_at_us) / 1e6;
+        for (size_t b = 0; b < RelayStats::kLatencyBuckets.size(); ++b) {
+          if (latency <= RelayStats::kLatencyBuckets[b]) ++stats_.latency_buckets[b];
+        }
+        ++stats_.latency_count;
+        stats_.latency_sum_s += latency;
+      }
       stats_.published += static_cast<int64_t>(acked.size());
-      stats_.dead_lettered += static_cast<int64_t>(rejected.size());
+      for (const Rejected& r : rejected) ++(r.status == kHeld ? stats_.held : stats_.dead_lettered);
     }
     if (!first_failure.ok()) {
       const size_t failed = fetched.size() - acked.size() - rejected.size();
@@ -216,8 +425,16 @@ class RelayImpl final : public Relay {
   std::unique_ptr<Source> source_;
   std::unique_ptr<Sink> sink_;
   StopSignal stop_;
+  // What Publish() watches: requested on stop, abandoned when the lease is lost.
+  StopSignal publish_stop_;
+  std::unique_ptr<Leadership> leadership_;  // PostgreSQL sources
+  std::string ready_filter_;                // sharded: this shard's dead letters
   Backoff backoff_;
   bool connected_ = false;
+  std::unique_ptr<DeadLetterStore> dead_letters_;
+  std::unordered_set<std::string> blocked_;  // aggregates with unresolved dead letters (park)
+  static constexpr Duration kReleaseEvery{1000};
+  TimePoint next_release_{};
   static constexpr Duration kProgressEvery{30000};
   TimePoint next_progress_{};
   TimePoint progress_since_{};
@@ -231,6 +448,13 @@ class RelayImpl final : public Relay {
 
 Result<std::unique_ptr<Relay>> Relay::Create(const RelayOptions& options) {
   if (options.batch_size == 0) return InvalidArgumentError("batch size must be at least 1");
+  if (options.lease < Duration(1000)) {
+    return InvalidArgumentError("--lease must be at least 1s (it is renewed every quarter)");
+  }
+  if (options.shard_count < 1 || options.shard_index < 0 ||
+      options.shard_index >= options.shard_count) {
+    return InvalidArgumentError("--shard must be K/N with 0 <= K < N");
+  }
   SourceOptions source_options;
   source_options.url = options.source_url;
   source_options.tables = {options.outbox_table, options.dead_letter_table};
@@ -239,6 +463,15 @@ Result<std::unique_ptr<Relay>> Relay::Create(const RelayOptions& options) {
   source_options.cdc.enabled = options.mode == RelayOptions::Mode::kCdc;
   source_options.cdc.slot = options.slot;
   source_options.cdc.publication = options.publication;
+  if (options.shard_count > 1) {
+    ASSIGN_OR_RETURN(SourceLocation loc, ParseSourceUrl(options.source_url));
+    if (loc.kind != SourceLocation::Kind::kPostgres || options.mode != RelayOptions::Mode::kPoll) {
+      return InvalidArgumentError(
+          "--shard needs a polled PostgreSQL outbox (CDC reads one slot in commit order; "
+          "SQLite has one writer)");
+    }
+    source_options.shard = ShardCondition("o", options.shard_index, options.shard_count);
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<Source> source, MakeSource(source_options));
   std::vector<std::unique_ptr<Sink>> sinks;
   std::vector<std::string> urls = {options.sink_url};

@@ -63,6 +63,28 @@ Result<OutboxStatus> PostgresStatus(const std::string& conninfo, const TableName
     slot.wal_status = PQgetvalue(q, i, 6);
     s.slots.push_back(std::move(slot));
   }
+  auto leases = PgExec(conn.get(),
+                       "SELECT name, holder, epoch, expires_at > now(),"
+                       " extract(epoch FROM now() - renewed_at)::float8,"
+                       " extract(epoch FROM expires_at - now())::float8, published, per_second"
+                       " FROM " +
+                           QuoteIdent(t.Leases()) + " ORDER BY name");
+  // Outboxes migrated before leases existed have no lease table: the relay asks to migrate.
+  if (!leases.ok() && leases.status().code() != StatusCode::kNotFound) return leases.status();
+  for (int i = 0; leases.ok() && i < PQntuples(leases->get()); ++i) {
+    PGresult* q = leases->get();
+    LeaseStatus l;
+    l.name = PQgetvalue(q, i, 0);
+    l.holder = PQgetvalue(q, i, 1);
+    l.epoch = std::stoll(PQgetvalue(q, i, 2));
+    l.live = std::string(PQgetvalue(q, i, 3)) == "t";
+    l.renewed_ago_s = std::stod(PQgetvalue(q, i, 4));
+    l.expires_in_s = std::stod(PQgetvalue(q, i, 5));
+    l.published = std::stoll(PQgetvalue(q, i, 6));
+    l.per_second = std::stod(PQgetvalue(q, i, 7));
+    if (l.live) s.relay_active = true;
+    s.leases.push_back(std::move(l));
+  }
   return s;
 }
 

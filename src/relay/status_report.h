@@ -24,13 +24,26 @@ struct SlotStatus {
   std::string wal_status;      // reserved, extended, unreserved or lost
 };
 
+// An active relay's lease (relay/leadership.h), one per outbox or per shard.
+struct LeaseStatus {
+  std::string name;
+  std::string holder;  // host:pid
+  int64_t epoch = 0;
+  bool live = false;  // not expired: a relay holds it (or died less than a lease ago)
+  double renewed_ago_s = 0;
+  double expires_in_s = 0;  // negative: expired that long ago
+  int64_t published = 0;    // by this holder since it took the lease
+  double per_second = 0;    // over the last minute
+};
+
 struct OutboxStatus {
   int64_t pending = 0;
   double oldest_pending_age_s = 0;  // 0 when nothing is pending
   int64_t published_retained = 0;   // retain mode: published rows not yet cleaned
   int64_t dead_letters = 0;
   bool relay_active = false;
-  std::vector<SlotStatus> slots;  // PostgreSQL, CDC
+  std::vector<SlotStatus> slots;    // PostgreSQL, CDC
+  std::vector<LeaseStatus> leases;  // PostgreSQL
 };
 
 Result<OutboxStatus> ReadOutboxStatus(const std::string& source_url, const TableNames& tables);

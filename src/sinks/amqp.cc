@@ -374,7 +374,7 @@ class AmqpSink final : public Sink {
     while (!pending_.empty()) {
       const TimePoint now = Clock::Real().Now();
       if (options_.delivery_timeout.count() > 0 && now - start > options_.delivery_timeout) break;
-      if (stop.requested() && now - start > options_.shutdown_timeout) break;
+      if (stop.abandoned() || (stop.requested() && now - start > options_.shutdown_timeout)) break;
       if (!Drain(Duration(100), sending, results, &out)) return out;
     }
     for (const auto& [tag, i] : pending_) out.unconfirmed.push_back(i);

@@ -202,7 +202,10 @@ class HttpSink final : public Sink {
     const TimePoint start = Clock::Real().Now();
     start_more();
     while (!active.empty()) {
-      if (stop.requested() && Clock::Real().Now() - start > options_.shutdown_timeout) break;
+      if (stop.abandoned() ||
+          (stop.requested() && Clock::Real().Now() - start > options_.shutdown_timeout)) {
+        break;
+      }
       int running = 0;
       curl_multi_perform(multi_, &running);
       int left = 0;

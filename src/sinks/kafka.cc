@@ -8,6 +8,7 @@
 #include <cstring>
 #include <optional>
 #include <set>
+#include <utility>
 
 #include "core/log.h"
 #include "core/url.h"
@@ -118,8 +119,15 @@ class KafkaSink final : public Sink {
     results_.assign(batch.size(), RetriableError("no delivery report"));
     std::vector<Status>& results = results_;
     pending_ = 0;
+    // An aggregate whose event failed before leaving (too large, unknown topic...) sends no
+    // later event in this batch: nothing may overtake it.
+    std::set<std::pair<std::string, std::string>> failed;
     for (size_t i = 0; i < batch.size(); ++i) {
       const Event& e = batch[i];
+      if (!failed.empty() && failed.count({e.aggregate_type, e.aggregate_id}) > 0) {
+        results[i] = RetriableError("not sent: an earlier event of its aggregate failed");
+        continue;
+      }
       const std::string topic = ExpandTemplate(topic_template_, e);
       WarmUpTopic(topic);
       KafkaHeaders headers = MakeEventHeaders(e);
@@ -139,6 +147,7 @@ class KafkaSink final : public Sink {
         ++pending_;
       } else {
         results[i] = Classify(err, topic);
+        failed.emplace(e.aggregate_type, e.aggregate_id);
       }
     }
     WaitForReports(stop);
@@ -167,7 +176,9 @@ class KafkaSink final : public Sink {
     while (pending_ > 0) {
       rd_kafka_poll(rk, 50);
       const TimePoint now = Clock::Real().Now();
-      if (stop.requested() && !stop_deadline) stop_deadline = now + options_.shutdown_timeout;
+      if (stop.requested() && !stop_deadline) {
+        stop_deadline = now + (stop.abandoned() ? Duration(0) : options_.shutdown_timeout);
+      }
       if (stop_deadline && now >= *stop_deadline) {
         log::Warn("shutdown: giving up waiting for broker acks; the events stay in the outbox",
                   {{"pending", std::to_string(pending_)}});

@@ -105,7 +105,7 @@ class NatsSink final : public Sink {
     while (waiting_ > 0) {
       const TimePoint now = Clock::Real().Now();
       if (options_.delivery_timeout.count() > 0 && now - start > options_.delivery_timeout) break;
-      if (stop.requested() && now - start > options_.shutdown_timeout) break;
+      if (stop.abandoned() || (stop.requested() && now - start > options_.shutdown_timeout)) break;
       cv_.wait_for(lock, std::chrono::milliseconds(100));
     }
     pending_.clear();  // late acks of this batch are ignored

@@ -350,10 +350,10 @@ class PostgresCdcSource final : public Source {
     dead_letter_sql_ =
         "INSERT INTO " + QuoteIdent(options_.tables.dead_letter) +
         " (outbox_id, event_id, aggregate_type, aggregate_id, event_type, payload,"
-        " headers, created_at, error, sink) VALUES ($1::int8, $2::uuid, $3, $4, $5, " +
+        " headers, created_at, error, sink, status) VALUES ($1::int8, $2::uuid, $3, $4, $5, " +
         (dead_payload == "bytea" ? "decode($6, 'hex')" : "$6::" + dead_payload) +
         ", $7::" + std::string(PQgetvalue(res.get(), 0, 3)) +
-        ", to_timestamp($8::float8 / 1000000), $9, $10)";
+        ", to_timestamp($8::float8 / 1000000), $9, $10, $11)";
     cleanup_sql_ = "DELETE FROM " + outbox + " WHERE id IN (SELECT id FROM " + outbox +
                    " WHERE published_at < now() - make_interval(secs => $1::float8 / 1000)"
                    " LIMIT 10000)";
@@ -362,8 +362,7 @@ class PostgresCdcSource final : public Source {
   }
 
   // Once the one relay of the outbox, sets up the publication and slot (they are ours now).
-  Status AcquireLeadership(const StopSignal& stop, bool wait) override {
-    RETURN_IF_ERROR(AcquireRelayLock(conn_.get(), options_.tables.outbox, Describe(), stop, wait));
+  Status AcquireLeadership(const StopSignal& stop, bool /*wait*/) override {
     RETURN_IF_ERROR(
         PrepareCdc(conn_.get(), conninfo_, options_.tables, options_.cdc, stop, slot_stale_));
     slot_stale_ = false;
@@ -817,7 +816,8 @@ class PostgresCdcSource final : public Source {
     if (d.error.empty()) {
       batch->events.push_back(d.event);
     } else {
-      batch->malformed.push_back({pos, d.error});
+      batch->malformed.push_back(
+          {pos, d.error, kParked, d.event.aggregate_type, d.event.aggregate_id});
     }
     handed_.push_back(pos);
     inflight_.emplace(pos, Inflight{d.row_id, txs_.back().seq, std::move(d.event)});
@@ -859,7 +859,8 @@ class PostgresCdcSource final : public Source {
         e.headers.empty() ? std::nullopt : std::optional<std::string>(HeadersToJson(e.headers)),
         std::to_string(e.created_at_us),
         r.error,
-        sink_name};
+        sink_name,
+        r.status};
     RETURN_IF_ERROR(PgExec(conn_.get(), dead_letter_sql_, params).status());
     if (f.row_id > 0) {
       RETURN_IF_ERROR(PgExec(conn_.get(),

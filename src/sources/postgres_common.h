@@ -15,11 +15,6 @@ namespace courier {
 // "{1,2,3}": an int8[] literal.
 std::string IdArray(std::span<const int64_t> ids);
 
-// Takes the session advisory lock that makes this process the one relay of `outbox`, waiting
-// as a standby while another holds it (or failing at once when `wait` is false).
-Status AcquireRelayLock(PGconn* conn, const std::string& outbox, const std::string& describe,
-                        const StopSignal& stop, bool wait);
-
 // Retain mode's cleaner: runs `cleanup_sql` (a DELETE of at most 10 000 rows published longer
 // than $1 milliseconds ago) until a round deletes fewer; returns the rows deleted.
 Result<int64_t> DeletePublishedRows(PGconn* conn, const std::string& cleanup_sql,

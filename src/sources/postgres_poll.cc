@@ -24,29 +24,6 @@ std::string IdArray(std::span<const int64_t> ids) {
   return out;
 }
 
-Status AcquireRelayLock(PGconn* conn, const std::string& outbox, const std::string& describe,
-                        const StopSignal& stop, bool wait) {
-  bool logged = false;
-  while (!stop.requested()) {
-    ASSIGN_OR_RETURN(PgResult res, PgExec(conn, "SELECT pg_try_advisory_lock(hashtext($1))",
-                                          {"courier relay " + outbox}));
-    if (std::string(PQgetvalue(res.get(), 0, 0)) == "t") {
-      if (logged) log::Info("took over the outbox", {{"table", outbox}});
-      return Status::Ok();
-    }
-    if (!wait) {
-      return FailedPreconditionError("another relay is active on this outbox (" + describe +
-                                     "); stop it first, or run without --once to stand by");
-    }
-    if (!logged) {
-      log::Info("another relay is active on this outbox; standing by", {{"table", outbox}});
-      logged = true;
-    }
-    Clock::Real().SleepFor(Duration(500), stop);
-  }
-  return CancelledError("stopped while standing by");
-}
-
 Result<int64_t> DeletePublishedRows(PGconn* conn, const std::string& cleanup_sql,
                                     Duration retention) {
   int64_t total = 0;
@@ -111,33 +88,35 @@ class PostgresPollSource final : public Source {
                  ", headers::text, (extract(epoch FROM created_at) * 1000000)::int8 FROM " +
                  outbox + " o WHERE published_at IS NULL" +
                  (options_.filter.empty() ? "" : " AND (" + options_.filter + ")") +
-                 " ORDER BY id LIMIT $1";
+                 (options_.shard.empty() ? "" : " AND " + options_.shard) + " ORDER BY id LIMIT $1";
     checkpoint_sql_ =
         options_.mode == CheckpointMode::kDelete
             ? "DELETE FROM " + outbox + " WHERE id = ANY($1::int8[])"
             : "UPDATE " + outbox + " SET published_at = now() WHERE id = ANY($1::int8[])";
     dead_letter_sql_ =
-        "WITH e AS (SELECT * FROM unnest($1::int8[], $2::text[]) AS e(id, error)),"
+        "WITH e AS (SELECT * FROM unnest($1::int8[], $2::text[], $4::text[]) AS e(id, error,"
+        " status)),"
         " moved AS (DELETE FROM " +
         outbox +
         " o USING e WHERE o.id = e.id"
         " RETURNING o.id, o.event_id, o.aggregate_type, o.aggregate_id, o.event_type, o.payload,"
-        " o.headers, o.created_at, e.error)"
+        " o.headers, o.created_at, e.error, e.status)"
         " INSERT INTO " +
         dead +
         " (outbox_id, event_id, aggregate_type, aggregate_id,"
-        " event_type, payload, headers, created_at, error, sink)"
+        " event_type, payload, headers, created_at, error, sink, status)"
         " SELECT id, event_id, aggregate_type, aggregate_id, event_type, payload, headers,"
-        " created_at, error, $3 FROM moved";
+        " created_at, error, $3, status FROM moved ORDER BY id";
+    // SKIP LOCKED: cleaners (one per shard) never wait on each other's rows.
     cleanup_sql_ = "DELETE FROM " + outbox + " WHERE id IN (SELECT id FROM " + outbox +
-                   " WHERE published_at < now() - make_interval(secs => $1::float8 / 1000)"
-                   " LIMIT 10000)";
+                   " o WHERE published_at < now() - make_interval(secs => $1::float8 / 1000)" +
+                   (options_.shard.empty() ? "" : " AND " + options_.shard) +
+                   " LIMIT 10000 FOR UPDATE SKIP LOCKED)";
     return Status::Ok();
   }
 
-  Status AcquireLeadership(const StopSignal& stop, bool wait) override {
-    return AcquireRelayLock(conn_.get(), options_.tables.outbox, Describe(), stop, wait);
-  }
+  // The relay holds the lease (relay/leadership.h); nothing here is only the leader's.
+  Status AcquireLeadership(const StopSignal&, bool) override { return Status::Ok(); }
 
   Result<FetchedBatch> Fetch(size_t max) override {
     PgParams params = {std::to_string(max)};
@@ -169,7 +148,8 @@ class PostgresPollSource final : public Source {
       if (!PQgetisnull(r, i, 6)) {
         auto headers = HeadersFromJson(std::string_view(PQgetvalue(r, i, 6), PQgetlength(r, i, 6)));
         if (!headers.ok()) {
-          batch.malformed.push_back({e.id, headers.status().message()});
+          batch.malformed.push_back(
+              {e.id, headers.status().message(), kParked, e.aggregate_type, e.aggregate_id});
           continue;
         }
         e.headers = std::move(headers).value();
@@ -192,14 +172,17 @@ class PostgresPollSource final : public Source {
     }
     std::vector<int64_t> ids;
     std::vector<std::string> errors;
+    std::vector<std::string> statuses;
     for (const Rejected& r : rejected) {
       ids.push_back(r.id);
       errors.push_back(r.error);
+      statuses.push_back(r.status);
     }
     RETURN_IF_ERROR(PgRun(conn_.get(), "BEGIN"));
     Status st = PgExec(conn_.get(), checkpoint_sql_, {IdArray(acked)}).status();
     if (st.ok()) {
-      st = PgExec(conn_.get(), dead_letter_sql_, {IdArray(ids), TextArray(errors), sink_name})
+      st = PgExec(conn_.get(), dead_letter_sql_,
+                  {IdArray(ids), TextArray(errors), sink_name, TextArray(statuses)})
                .status();
     }
     if (st.ok()) st = PgRun(conn_.get(), "COMMIT");

@@ -67,6 +67,19 @@ Status MigratePostgres(PGconn* conn, const TableNames& t) {
       " slot_name text NOT NULL,"
       " outbox_id bigint NOT NULL,"
       " PRIMARY KEY (slot_name, outbox_id));"
+      // One lease per active relay (relay/leadership.h): who holds the outbox (or a shard of
+      // it), since when, and until when a standby must wait before taking over.
+      "CREATE TABLE IF NOT EXISTS " +
+      QuoteIdent(t.Leases()) +
+      " ("
+      " name text PRIMARY KEY,"
+      " holder text NOT NULL,"
+      " epoch bigint NOT NULL DEFAULT 0,"
+      " acquired_at timestamptz NOT NULL DEFAULT now(),"
+      " renewed_at timestamptz NOT NULL DEFAULT now(),"
+      " expires_at timestamptz NOT NULL DEFAULT now(),"
+      " published bigint NOT NULL DEFAULT 0,"
+      " per_second float8 NOT NULL DEFAULT 0);"
       // The inbox: one row per (consumer, event) handled; event ids are text, so events of
       // any producer can be deduplicated.
       "CREATE TABLE IF NOT EXISTS " +
@@ -120,12 +133,25 @@ Status MigratePostgres(PGconn* conn, const TableNames& t) {
                             " created_at timestamptz NOT NULL,"
                             " error text NOT NULL,"
                             " sink text NOT NULL,"
-                            " failed_at timestamptz NOT NULL DEFAULT now())")
+                            " failed_at timestamptz NOT NULL DEFAULT now(),"
+                            " status text NOT NULL DEFAULT 'parked',"
+                            " attempts integer NOT NULL DEFAULT 1)")
                .status();
       // Table-less events (CDC logical messages) have no outbox row; tables made by
       // earlier versions required one.
       if (st.ok()) {
         st = PgRun(conn, "ALTER TABLE " + dead + " ALTER COLUMN outbox_id DROP NOT NULL");
+      }
+      // Dead letters of versions without a status did not hold their aggregates back.
+      if (st.ok()) {
+        st = PgRun(conn, "ALTER TABLE " + dead +
+                             " ADD COLUMN IF NOT EXISTS status text NOT NULL DEFAULT 'skipped',"
+                             " ADD COLUMN IF NOT EXISTS attempts integer NOT NULL DEFAULT 1;"
+                             "ALTER TABLE " +
+                             dead + " ALTER COLUMN status SET DEFAULT 'parked';" +
+                             "CREATE INDEX IF NOT EXISTS " +
+                             QuoteIdent(BaseName(t.dead_letter) + "_aggregate") + " ON " + dead +
+                             " (aggregate_type, aggregate_id, id)");
       }
     } else if (st.ok()) {
       st = InvalidArgumentError("table " + outbox + " exists but lacks payload/headers columns");
@@ -186,7 +212,9 @@ Status MigrateSqlite(sqlite3* db, const TableNames& t) {
       " sink TEXT NOT NULL,"
       " failed_at TEXT NOT NULL DEFAULT " +
       now_text +
-      ");"
+      ","
+      " status TEXT NOT NULL DEFAULT 'parked',"
+      " attempts INTEGER NOT NULL DEFAULT 1);"
       "CREATE TABLE IF NOT EXISTS " +
       QuoteIdent(t.inbox) +
       " ("
@@ -209,10 +237,28 @@ Status MigrateSqlite(sqlite3* db, const TableNames& t) {
       " error TEXT NOT NULL,"
       " attempts INTEGER NOT NULL,"
       " parked_at TEXT NOT NULL DEFAULT " +
-      now_text +
-      ");"
-      "COMMIT;";
+      now_text + ");";
   Status st = SqliteExec(db, sql);
+  // Dead letters of versions without a status did not hold their aggregates back.
+  for (const char* column :
+       {"status TEXT NOT NULL DEFAULT 'skipped'", "attempts INTEGER NOT NULL DEFAULT 1"}) {
+    if (!st.ok()) break;
+    const std::string name = std::string(column).substr(0, std::string(column).find(' '));
+    auto has = SqlitePrepare(db, "SELECT 1 FROM pragma_table_info(" +
+                                     QuoteLiteral(BaseName(t.dead_letter)) + ") WHERE name = '" +
+                                     name + "'");
+    st = has.status();
+    if (st.ok() && sqlite3_step(has->get()) != SQLITE_ROW) {
+      st = SqliteExec(db, "ALTER TABLE " + dead + " ADD COLUMN " + column);
+    }
+  }
+  if (st.ok()) {
+    st = SqliteExec(db, "CREATE INDEX IF NOT EXISTS " +
+                            QuoteIdent(BaseName(t.dead_letter) + "_aggregate") + " ON " +
+                            QuoteIdent(BaseName(t.dead_letter)) +
+                            " (aggregate_type, aggregate_id, id)");
+  }
+  if (st.ok()) st = SqliteExec(db, "COMMIT");
   if (!st.ok()) {
     (void)SqliteExec(db, "ROLLBACK");
     return st.WithContext("migrate " + outbox);

@@ -34,4 +34,9 @@ Result<std::unique_ptr<Source>> MakeSource(const SourceOptions& options) {
   return MakeSqlitePollSource(options, loc.target);
 }
 
+std::string ShardCondition(const std::string& alias, int index, int count) {
+  return "((hashtext(" + alias + ".aggregate_id) & 2147483647)::int8 * " + std::to_string(count) +
+         " / 2147483648) = " + std::to_string(index);
+}
+
 }  // namespace courier

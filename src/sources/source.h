@@ -29,6 +29,8 @@ struct TableNames {
   // were already in the outbox when a slot was created (drained before the stream).
   std::string CdcSlots() const { return outbox + "_cdc_slot"; }
   std::string CdcBackfill() const { return outbox + "_cdc_backfill"; }
+  // Leases of the active relays (relay/leadership.h): one row per outbox, or per shard.
+  std::string Leases() const { return outbox + "_lease"; }
 };
 
 // Change data capture from PostgreSQL's write-ahead log (sources/postgres_cdc.cc).
@@ -70,11 +72,30 @@ struct SourceOptions {
   // `filter_arg`. The CDC source drains its backfill through it.
   std::string filter;
   std::string filter_arg;
+  // Polling PostgreSQL: only this shard's aggregates (ShardCondition on alias o).
+  std::string shard;
 };
+
+// The SQL condition "aggregate_id of `alias` falls in shard `index` of `count`": equal ranges
+// of hashtext(aggregate_id) & 0x7fffffff.
+std::string ShardCondition(const std::string& alias, int index, int count);
+
+// A dead letter's status (the `status` column): `parked` failed for good and holds back its
+// aggregate's later events (policy park); `skipped` failed for good and did not (policy
+// skip); `held` did not fail but waits behind a parked event of its aggregate; `retry` was
+// queued by `courier dead-letters retry` for the active relay to publish again.
+inline constexpr const char* kParked = "parked";
+inline constexpr const char* kSkipped = "skipped";
+inline constexpr const char* kHeld = "held";
+inline constexpr const char* kRetry = "retry";
 
 struct Rejected {
   int64_t id;
   std::string error;
+  std::string status = kParked;
+  // Its aggregate, when known: under the park policy the later events of it wait.
+  std::string aggregate_type;
+  std::string aggregate_id;
 };
 
 struct FetchedBatch {
@@ -92,7 +113,9 @@ class Source {
   virtual Status Open() = 0;
   // Blocks until this process is the only relay on the outbox (or `stop`: kCancelled then),
   // then prepares what only the active relay may touch (the CDC slot). With `wait` false,
-  // kFailedPrecondition at once when another relay is active.
+  // kFailedPrecondition at once when another relay is active. PostgreSQL sources leave the
+  // election to the relay's lease (relay/leadership.h) and only prepare; SQLite's is a file
+  // lock, released by the kernel when the holder dies.
   virtual Status AcquireLeadership(const StopSignal& stop, bool wait) = 0;
   // Up to `max` pending events. Polling: rows in id order; rows of transactions still open
   // are not visible and so are picked up by a later call, whatever their id. CDC: commit

@@ -59,9 +59,10 @@ class SqlitePollSource final : public Source {
         dead_letter_,
         SqlitePrepare(db_.get(), "INSERT INTO " + dead +
                                      " (outbox_id, event_id, aggregate_type, aggregate_id,"
-                                     " event_type, payload, headers, created_at, error, sink)"
-                                     " SELECT id, event_id, aggregate_type, aggregate_id,"
-                                     " event_type, payload, headers, created_at, ?2, ?3 FROM " +
+                                     " event_type, payload, headers, created_at, error, sink,"
+                                     " status) SELECT id, event_id, aggregate_type,"
+                                     " aggregate_id, event_type, payload, headers, created_at,"
+                                     " ?2, ?3, ?4 FROM " +
                                      outbox + " WHERE id = ?1"));
     ASSIGN_OR_RETURN(delete_, SqlitePrepare(db_.get(), "DELETE FROM " + outbox + " WHERE id = ?1"));
     ASSIGN_OR_RETURN(cleanup_,
@@ -126,7 +127,8 @@ class SqlitePollSource final : public Source {
       if (sqlite3_column_type(s, 6) != SQLITE_NULL) {
         auto headers = HeadersFromJson(ColumnText(s, 6));
         if (!headers.ok()) {
-          batch.malformed.push_back({e.id, headers.status().message()});
+          batch.malformed.push_back(
+              {e.id, headers.status().message(), kParked, e.aggregate_type, e.aggregate_id});
           continue;
         }
         e.headers = std::move(headers).value();
@@ -164,6 +166,7 @@ class SqlitePollSource final : public Source {
       sqlite3_reset(s);
       sqlite3_bind_text(s, 2, rejected[i].error.c_str(), -1, SQLITE_TRANSIENT);
       sqlite3_bind_text(s, 3, sink_name.c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_text(s, 4, rejected[i].status.c_str(), -1, SQLITE_TRANSIENT);
       st = StepWithId(s, rejected[i].id, "dead letter");
       if (st.ok()) st = StepWithId(delete_.get(), rejected[i].id, "dead letter");
     }

@@ -5,12 +5,18 @@
 #include <fstream>
 
 #include "core/uuid.h"
+#include "relay/dead_letters.h"
 #include "support/fixtures.h"
 
 namespace courier::test {
 namespace {
 
 std::string FirstLine(const std::string& text) { return text.substr(0, text.find('\n')); }
+
+int64_t CountLines(const std::string& path) {
+  const std::string text = ReadFile(path);
+  return std::count(text.begin(), text.end(), '\n');
+}
 
 TEST(Cli, HelpTeaches) {
   CommandResult r = RunCourier({"--help"});
@@ -95,6 +101,121 @@ TEST(Cli, UnreachableBrokerOnceFailsAndKeepsTheEvents) {
   EXPECT_NE(r.err.find("courier: error: 2 of 2 events not acked by kafka://"), std::string::npos)
       << r.err;
   EXPECT_EQ(db.Count("courier_outbox"), 2) << "unacked events stay in the outbox";
+}
+
+// The operator's loop: list what is parked, retry it (the relay republishes it and what was
+// held behind it), drop what cannot be fixed; mistakes are one line and exit 2.
+TEST(Cli, DeadLettersListRetryAndDrop) {
+  TestDb db = TestDb::Make(false);
+  TempDir dir;
+  const std::string out = dir.File("events.jsonl");
+  ASSERT_OK(db.Transaction(
+      {InsertEventSql(NewUuidV7(), "a", 1),
+       "INSERT INTO courier_outbox (aggregate_type, aggregate_id, event_type, payload, headers)"
+       " VALUES ('order', 'a', 'Odd', '{\"seq\":2}', '[1]')",
+       InsertEventSql(NewUuidV7(), "a", 3), InsertEventSql(NewUuidV7(), "b", 4)}));
+  CommandResult relay =
+      RunCourier({"relay", "--source", db.url, "--sink", "file://" + out, "--once"});
+  ASSERT_EQ(relay.exit_code, 0) << relay.err;
+  EXPECT_EQ(CountLines(out), 2) << "a's first event and b's";
+
+  CommandResult list = RunCourier({"dead-letters", "list", "--source", db.url});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_NE(list.out.find("parked"), std::string::npos) << list.out;
+  EXPECT_NE(list.out.find("held"), std::string::npos) << list.out;
+  EXPECT_NE(list.out.find("headers must be a JSON object"), std::string::npos) << list.out;
+  EXPECT_NE(list.out.find("2 shown (1 held, 1 parked)"), std::string::npos) << list.out;
+
+  CommandResult no_ids = RunCourier({"dead-letters", "retry", "--source", db.url});
+  EXPECT_EQ(no_ids.exit_code, 2);
+  EXPECT_NE(no_ids.err.find("needs the ids"), std::string::npos) << no_ids.err;
+  CommandResult bad_action = RunCourier({"dead-letters", "purge", "--source", db.url});
+  EXPECT_EQ(bad_action.exit_code, 2);
+  CommandResult bad_policy = RunCourier({"relay", "--source", db.url, "--sink", "file://" + out,
+                                         "--dead-letter-policy", "ignore", "--once"});
+  EXPECT_EQ(bad_policy.exit_code, 2);
+  EXPECT_NE(bad_policy.err.find("--dead-letter-policy must be park or skip"), std::string::npos);
+
+  // Unfixed, a retry parks it again; dropping it releases the held event.
+  CommandResult retry = RunCourier({"dead-letters", "retry", "--all", "--source", db.url});
+  EXPECT_EQ(retry.exit_code, 0) << retry.err;
+  EXPECT_NE(retry.out.find("queued 1 dead letter"), std::string::npos) << retry.out;
+  ASSERT_EQ(
+      RunCourier({"relay", "--source", db.url, "--sink", "file://" + out, "--once"}).exit_code, 0);
+  EXPECT_EQ(db.Count("courier_dead_letter WHERE status = 'parked' AND attempts = 2"), 1);
+  EXPECT_EQ(db.Count("courier_dead_letter WHERE status = 'held'"), 1);
+  auto store = DeadLetterStore::Open(db.url, TableNames{});
+  ASSERT_OK(store);
+  auto rows = (*store)->List(10);
+  ASSERT_OK(rows);
+  ASSERT_FALSE(rows->empty());
+  const int64_t parked = rows->front().event.id;
+  CommandResult drop =
+      RunCourier({"dead-letters", "drop", std::to_string(parked), "--source", db.url});
+  EXPECT_EQ(drop.exit_code, 0) << drop.err;
+  EXPECT_NE(drop.out.find("dropped 1 dead letter"), std::string::npos) << drop.out;
+  ASSERT_EQ(
+      RunCourier({"relay", "--source", db.url, "--sink", "file://" + out, "--once"}).exit_code, 0);
+  EXPECT_EQ(CountLines(out), 3) << "the held event went out once its blocker was dropped\n"
+                                << ReadFile(out);
+  EXPECT_EQ(db.Count("courier_dead_letter"), 0);
+  CommandResult empty = RunCourier({"dead-letters", "list", "--source", db.url});
+  EXPECT_NE(empty.out.find("no dead letters"), std::string::npos) << empty.out;
+}
+
+// `courier config check`: everything short of connecting, each error at its key's line;
+// secrets from the environment never printed; TLS/SASL settings reach librdkafka.
+TEST(Cli, ConfigCheckNamesTheLineAndHidesSecrets) {
+  TempDir dir;
+  auto check = [&](const std::string& text) {
+    std::ofstream(dir.File("relay.toml")) << text;
+    return RunCourier({"config", "check", dir.File("relay.toml")});
+  };
+  const std::string source = "source = \"sqlite:///tmp/app.db\"\n";
+  setenv("COURIER_TEST_KAFKA_PASSWORD", "hunter2-secret", 1);
+  CommandResult ok = check(source +
+                           "sink = \"kafka://127.0.0.1:9092/t?security.protocol=SASL_SSL&"
+                           "sasl.mechanisms=PLAIN&sasl.username=app&"
+                           "sasl.password=${COURIER_TEST_KAFKA_PASSWORD}\"\n"
+                           "lease = \"3s\"\ndead-letter-policy = \"skip\"\n");
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_NE(ok.out.find(": ok: relay from sqlite:///tmp/app.db to kafka://"), std::string::npos)
+      << ok.out;
+  EXPECT_EQ(ok.out.find("hunter2-secret"), std::string::npos) << ok.out;
+  EXPECT_NE(ok.out.find("sasl.password=***"), std::string::npos) << ok.out;
+
+  const std::string file = dir.File("relay.toml");
+  struct Case {
+    std::string text, error;
+  };
+  for (const Case& c : std::vector<Case>{
+           {source + "sink = \"file:///tmp/x\"\n\nlease = \"3x\"\n",
+            file + ":4: --lease: '3x' has an unknown unit"},
+           {source + "sink = \"file:///tmp/x\"\nbatch-size = 0\n",
+            file + ":3: --batch-size must be a number from 1 to 1000000"},
+           {source + "\nsink = \"nope://x\"\n", file + ":3: unknown sink scheme 'nope'"},
+           {source + "sink = \"kafka://h:1/t?security.protocol=bogus\"\n",
+            file + ":2: --sink: Kafka property 'security.protocol'"},
+           {source + "sink = \"file:///tmp/x\"\nsecret = \"${COURIER_TEST_UNSET_VAR}\"\n",
+            file + ":3: environment variable COURIER_TEST_UNSET_VAR is not set"},
+           {source + "sink = \"file:///tmp/x\"\nsinks = 1\n", file + ":3: unknown key 'sinks'"},
+           {"sink = \"file:///tmp/x\"\n", file + ": --source is required"},
+           {source + "sink = [\"file:///tmp/x\"\n", file + ":2: "},
+       }) {
+    CommandResult r = check(c.text);
+    EXPECT_EQ(r.exit_code, 2) << c.text;
+    EXPECT_EQ(r.err.rfind("courier: error: " + c.error, 0), 0u) << c.text << "\n" << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "one line: " << r.err;
+  }
+}
+
+// libpq settings in the source URL (sslmode, sslrootcert...) reach the connection.
+TEST(Cli, SslmodeInTheSourceUrlReachesLibpq) {
+  TestDb db = TestDb::Make(true);
+  CommandResult r = RunCourier(
+      {"relay", "--source", db.url + "?sslmode=require", "--sink", "file:///dev/null", "--once"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("SSL"), std::string::npos) << r.err;
 }
 
 TEST(Cli, MalformedConfigNamesFileAndLine) {

@@ -5,6 +5,7 @@
 
 #include "core/encoding.h"
 #include "core/uuid.h"
+#include "relay/dead_letters.h"
 #include "support/fixtures.h"
 
 namespace courier::test {
@@ -164,12 +165,104 @@ TEST_P(RelayTest, MalformedHeadersAreDeadLetteredNotDropped) {
                         "'agg-0', 'Odd', '{\"seq\":99}', '[1,2]')"}));
   const std::set<std::string> after = Commit(5, 2);
   ids.insert(after.begin(), after.end());
-  ASSERT_OK(RunOnce(Options()));
+  RelayOptions o = Options();
+  o.dead_letter_policy = RelayOptions::DeadLetterPolicy::kSkip;  // agg-0 goes on without it
+  ASSERT_OK(RunOnce(o));
   EXPECT_EQ(db_->Count("courier_outbox"), 0);
   EXPECT_EQ(db_->Count("courier_dead_letter WHERE event_id = '" + bad_id +
-                       "' AND error LIKE 'headers must be a JSON object%'"),
+                       "' AND error LIKE 'headers must be a JSON object%' AND status = 'skipped'"),
             1);
   ExpectDelivered(ReadTopic(*broker_, "order"), ids);
+}
+
+// The park policy (default): a poison event holds back the later events of its aggregate,
+// which wait in the dead-letter table (held) while every other aggregate flows; once the
+// operator fixes and retries it (or drops it), it and they go out in order, before any newer
+// event of the aggregate.
+TEST_P(RelayTest, PoisonEventParksItsAggregateUntilRetriedOrDropped) {
+  std::set<std::string> ids = Commit(10, 2);  // agg-0, agg-1
+  const std::string big_id = NewUuidV7();
+  const int64_t big_seq = next_seq_++;
+  ASSERT_OK(db_->Transaction(
+      {"INSERT INTO courier_outbox (event_id, aggregate_type, aggregate_id, event_type, payload)"
+       " VALUES ('" +
+       big_id + "', 'order', 'agg-0', 'Huge', '{\"seq\":" + std::to_string(big_seq) +
+       ",\"blob\":\"" + std::string(50000, 'x') + "\"}')"}));
+  const std::set<std::string> after = Commit(10, 2);
+  RelayOptions o = Options();
+  o.sink_url += "?message.max.bytes=20000";
+  ASSERT_OK(RunOnce(o));
+
+  EXPECT_EQ(db_->Count("courier_outbox"), 0) << "held events leave the outbox too";
+  EXPECT_EQ(db_->Count("courier_dead_letter WHERE status = 'parked' AND event_id = '" + big_id +
+                       "' AND attempts = 1"),
+            1);
+  EXPECT_EQ(db_->Count("courier_dead_letter WHERE status = 'held' AND aggregate_id = 'agg-0'"), 5)
+      << "agg-0's later events wait behind it";
+  std::set<std::string> first = ids;
+  for (const KafkaRecord& r : ReadTopic(*broker_, "order")) {
+    if (r.event.aggregate_id == "agg-1") first.insert(r.event.event_id);
+  }
+  EXPECT_EQ(first.size(), ids.size() + 5) << "agg-1 flowed";
+  ExpectDelivered(ReadTopic(*broker_, "order"), first);
+
+  auto store = DeadLetterStore::Open(db_->url, TableNames{});
+  ASSERT_OK(store);
+  // Retried unfixed: refused again, still parked, attempts counted; the held ones stay.
+  ASSERT_OK((*store)->Retry({}));
+  ASSERT_OK(RunOnce(o));
+  EXPECT_EQ(db_->Count("courier_dead_letter WHERE status = 'parked' AND attempts = 2"), 1);
+  EXPECT_EQ(db_->Count("courier_dead_letter WHERE status = 'held'"), 5);
+
+  // Newer events of agg-0 committed meanwhile are held behind it too.
+  const std::set<std::string> later = Commit(4, 1);  // agg-0
+  ASSERT_OK(RunOnce(o));
+  EXPECT_EQ(db_->Count("courier_dead_letter WHERE status = 'held'"), 9);
+
+  // Fixed (the payload shrunk) and retried: it goes out, then everything behind it, in order.
+  ASSERT_OK(db_->Transaction({"UPDATE courier_dead_letter SET payload = '{\"seq\":" +
+                              std::to_string(big_seq) + "}' WHERE event_id = '" + big_id + "'"}));
+  auto n = (*store)->Retry({});
+  ASSERT_OK(n);
+  EXPECT_EQ(*n, 1) << "only parked rows are queued";
+  ASSERT_OK(RunOnce(o));
+  EXPECT_EQ(db_->Count("courier_dead_letter"), 0);
+  std::set<std::string> all = ids;
+  all.insert(after.begin(), after.end());
+  all.insert(later.begin(), later.end());
+  all.insert(big_id);
+  ExpectDelivered(ReadTopic(*broker_, "order"), all);
+}
+
+TEST_P(RelayTest, DroppingAParkedEventReleasesTheEventsHeldBehindIt) {
+  Commit(2, 1);
+  ASSERT_OK(db_->Transaction(
+      {"INSERT INTO courier_outbox (aggregate_type, aggregate_id, event_type, payload, headers)"
+       " VALUES ('order', 'agg-0', 'Odd', '{\"seq\":99}', '[1,2]')"}));
+  next_seq_ = 100;
+  const std::set<std::string> behind = Commit(3, 1);
+  ASSERT_OK(RunOnce(Options()));
+  EXPECT_EQ(db_->Count("courier_dead_letter WHERE status = 'parked'"), 1);
+  EXPECT_EQ(db_->Count("courier_dead_letter WHERE status = 'held'"), 3);
+  auto store = DeadLetterStore::Open(db_->url, TableNames{});
+  ASSERT_OK(store);
+  auto parked = (*store)->List(10);
+  ASSERT_OK(parked);
+  ASSERT_EQ(parked->size(), 4u);
+  EXPECT_EQ(parked->front().status, "parked");
+  EXPECT_EQ(parked->front().event.event_type, "Odd");
+  EXPECT_FALSE(parked->front().header_error.empty());
+  const int64_t parked_id = parked->front().event.id;
+  auto dropped = (*store)->Drop(std::vector<int64_t>{parked_id});
+  ASSERT_OK(dropped);
+  EXPECT_EQ(*dropped, 1);
+  ASSERT_OK(RunOnce(Options()));
+  EXPECT_EQ(db_->Count("courier_dead_letter"), 0);
+  const std::vector<KafkaRecord> records = ReadTopic(*broker_, "order");
+  EXPECT_EQ(records.size(), 5u);
+  int seen_behind = 0;
+  for (const KafkaRecord& r : records) seen_behind += behind.count(r.event.event_id);
+  EXPECT_EQ(seen_behind, 3);
 }
 
 TEST_P(RelayTest, TopicTemplateRoutesByAggregateAndEventType) {

@@ -1,0 +1,61 @@
+#include "core/http_endpoint.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace courier {
+
+struct HttpEndpointAccess {
+  static MHD_Result Answer(void* cls, MHD_Connection* connection, const char* url,
+                           const char* method, const char*, const char*, size_t*, void**) {
+    auto* self = static_cast<HttpEndpoint*>(cls);
+    HttpResponse r;
+    if (std::strcmp(method, "GET") != 0 && std::strcmp(method, "HEAD") != 0) {
+      r.status = 405;
+      r.body = "only GET\n";
+    } else {
+      r = self->handler_(url);
+    }
+    MHD_Response* response = MHD_create_response_from_buffer(
+        r.body.size(), const_cast<char*>(r.body.data()), MHD_RESPMEM_MUST_COPY);
+    MHD_add_response_header(response, "Content-Type", r.content_type.c_str());
+    const MHD_Result ret =
+        MHD_queue_response(connection, static_cast<unsigned>(r.status), response);
+    MHD_destroy_response(response);
+    return ret;
+  }
+};
+
+Result<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(const std::string& host, int port,
+                                                          Handler handler) {
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  if (port < 0 || port > 65535 || ::inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) {
+    return InvalidArgumentError("metrics address " + host + ":" + std::to_string(port) +
+                                " is not an IPv4 address and port");
+  }
+  std::unique_ptr<HttpEndpoint> e(new HttpEndpoint());
+  e->handler_ = std::move(handler);
+  e->daemon_ = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
+                                static_cast<uint16_t>(port), nullptr, nullptr,
+                                &HttpEndpointAccess::Answer, e.get(), MHD_OPTION_SOCK_ADDR, &addr,
+                                MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_END);
+  if (e->daemon_ == nullptr) {
+    return InvalidArgumentError("cannot listen on " + host + ":" + std::to_string(port) +
+                                " for metrics (in use?); pick another with --metrics-port");
+  }
+  const MHD_DaemonInfo* info = MHD_get_daemon_info(e->daemon_, MHD_DAEMON_INFO_BIND_PORT);
+  e->port_ = info != nullptr ? info->port : port;
+  return e;
+}
+
+HttpEndpoint::~HttpEndpoint() {
+  if (daemon_ != nullptr) MHD_stop_daemon(daemon_);
+}
+
+}  // namespace courier

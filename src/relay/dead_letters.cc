@@ -1,0 +1,344 @@
+#include "relay/dead_letters.h"
+
+#include <algorithm>
+
+#include "core/encoding.h"
+#include "core/postgres.h"
+#include "core/sqlite.h"
+#include "core/url.h"
+#include "sources/postgres_common.h"
+
+namespace courier {
+namespace {
+
+constexpr const char* kMissing =
+    " does not exist or predates dead-letter statuses; upgrade it with: courier migrate --source ";
+
+// Everything a DeadLetter holds, in this order, for both databases (payload and times differ).
+std::string Columns(const std::string& payload, const std::string& created_us,
+                    const std::string& failed_at) {
+  return "id, coalesce(outbox_id, 0), CAST(event_id AS text), aggregate_type, aggregate_id,"
+         " event_type, " +
+         payload + ", CAST(headers AS text), " + created_us + ", status, error, sink, attempts, " +
+         failed_at;
+}
+
+void SetHeaders(DeadLetter* d, std::string_view json, bool present) {
+  if (!present) return;
+  auto headers = HeadersFromJson(json);
+  if (headers.ok()) {
+    d->event.headers = std::move(headers).value();
+  } else {
+    d->header_error = headers.status().message();
+  }
+}
+
+class PostgresDeadLetters final : public DeadLetterStore {
+ public:
+  PostgresDeadLetters(PgConn conn, std::string table, bool bytea, std::string ready_filter)
+      : ready_filter_(std::move(ready_filter)),
+        conn_(std::move(conn)),
+        table_(std::move(table)),
+        select_("SELECT " +
+                Columns(bytea ? "payload" : "CAST(payload AS text)",
+                        "(extract(epoch FROM created_at) * 1000000)::int8",
+                        "to_char(failed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')") +
+                " FROM " + table_ + " d"),
+        bytea_(bytea) {}
+
+  Result<std::vector<AggregateKey>> Blocking() override {
+    ASSIGN_OR_RETURN(PgResult res, PgExec(conn_.get(),
+                                          "SELECT DISTINCT aggregate_type,"
+                                          " aggregate_id FROM " +
+                                              table_ +
+                                              " WHERE status IN ('parked', 'held',"
+                                              " 'retry')"));
+    std::vector<AggregateKey> out;
+    for (int i = 0; i < PQntuples(res.get()); ++i) {
+      out.emplace_back(PQgetvalue(res.get(), i, 0), PQgetvalue(res.get(), i, 1));
+    }
+    return out;
+  }
+
+  Result<std::vector<DeadLetter>> Ready(size_t max, bool park) override {
+    return Rows(select_ + " WHERE status IN ('held', 'retry')" +
+                    (ready_filter_.empty() ? "" : " AND " + ready_filter_) +
+                    (park ? " AND NOT EXISTS (SELECT 1 FROM " + table_ +
+                                " p WHERE p.status = 'parked' AND p.aggregate_type ="
+                                " d.aggregate_type AND p.aggregate_id = d.aggregate_id AND"
+                                " p.id < d.id)"
+                          : "") +
+                    " ORDER BY id LIMIT $1",
+                {std::to_string(max)});
+  }
+
+  Status Resolve(std::span<const int64_t> published, std::span<const Rejected> failed) override {
+    std::vector<int64_t> ids;
+    std::string errors = "{", statuses = "{";
+    for (const Rejected& r : failed) {
+      ids.push_back(r.id);
+      errors += (errors.size() > 1 ? "," : "") + ArrayItem(r.error);
+      statuses += (statuses.size() > 1 ? "," : "") + ArrayItem(r.status);
+    }
+    errors += "}";
+    statuses += "}";
+    RETURN_IF_ERROR(PgRun(conn_.get(), "BEGIN"));
+    Status st = PgExec(conn_.get(), "DELETE FROM " + table_ + " WHERE id = ANY($1::int8[])",
+                       {IdArray(published)})
+                    .status();
+    if (st.ok() && !failed.empty()) {
+      st = PgExec(conn_.get(),
+                  "UPDATE " + table_ +
+                      " d SET status = e.status, error = e.error, attempts = d.attempts + 1,"
+                      " failed_at = now() FROM unnest($1::int8[], $2::text[], $3::text[]) AS"
+                      " e(id, error, status) WHERE d.id = e.id",
+                  {IdArray(ids), errors, statuses})
+               .status();
+    }
+    if (st.ok()) st = PgRun(conn_.get(), "COMMIT");
+    if (!st.ok()) (void)PgRun(conn_.get(), "ROLLBACK");
+    return st;
+  }
+
+  Result<std::vector<DeadLetter>> List(size_t limit) override {
+    ASSIGN_OR_RETURN(std::vector<DeadLetter> rows,
+                     Rows(select_ + " ORDER BY id DESC LIMIT $1", {std::to_string(limit)}));
+    std::reverse(rows.begin(), rows.end());
+    return rows;
+  }
+
+  Result<int64_t> Retry(std::span<const int64_t> ids) override {
+    return Count("UPDATE " + table_ +
+                     " SET status = 'retry' WHERE status IN ('parked', 'skipped')" +
+                     (ids.empty() ? "" : " AND id = ANY($1::int8[])"),
+                 ids);
+  }
+
+  Result<int64_t> Drop(std::span<const int64_t> ids) override {
+    return Count("DELETE FROM " + table_ + (ids.empty() ? "" : " WHERE id = ANY($1::int8[])"), ids);
+  }
+
+ private:
+  static std::string ArrayItem(const std::string& text) {
+    std::string out = "\"";
+    for (char c : text) {
+      if (c == '"' || c == '\\') out.push_back('\\');
+      out.push_back(c);
+    }
+    return out + "\"";
+  }
+
+  Result<int64_t> Count(const std::string& sql, std::span<const int64_t> ids) {
+    PgParams params;
+    if (!ids.empty()) params.push_back(IdArray(ids));
+    ASSIGN_OR_RETURN(PgResult res, PgExec(conn_.get(), sql, params));
+    return std::stoll(PQcmdTuples(res.get()));
+  }
+
+  Result<std::vector<DeadLetter>> Rows(const std::string& sql, const PgParams& params) {
+    ASSIGN_OR_RETURN(PgResult res, PgExec(conn_.get(), sql, params));
+    PGresult* r = res.get();
+    std::vector<DeadLetter> out;
+    for (int i = 0; i < PQntuples(r); ++i) {
+      auto text = [&](int col) {
+        return std::string(PQgetvalue(r, i, col), PQgetlength(r, i, col));
+      };
+      DeadLetter d;
+      d.event.id = std::stoll(text(0));
+      d.event.row_id = std::stoll(text(1));
+      d.event.event_id = text(2);
+      d.event.aggregate_type = text(3);
+      d.event.aggregate_id = text(4);
+      d.event.event_type = text(5);
+      if (!PQgetisnull(r, i, 6)) {
+        if (bytea_) {
+          size_t len = 0;
+          unsigned char* raw =
+              PQunescapeBytea(reinterpret_cast<const unsigned char*>(PQgetvalue(r, i, 6)), &len);
+          if (raw != nullptr) {
+            d.event.payload.assign(reinterpret_cast<char*>(raw), len);
+            PQfreemem(raw);
+          }
+        } else {
+          d.event.payload = text(6);
+        }
+      }
+      SetHeaders(&d, text(7), !PQgetisnull(r, i, 7));
+      d.event.created_at_us = std::stoll(text(8));
+      d.status = text(9);
+      d.error = text(10);
+      d.sink = text(11);
+      d.attempts = std::stoll(text(12));
+      d.failed_at = text(13);
+      out.push_back(std::move(d));
+    }
+    return out;
+  }
+
+  std::string ready_filter_;
+  PgConn conn_;
+  std::string table_;
+  std::string select_;
+  bool bytea_;
+};
+
+class SqliteDeadLetters final : public DeadLetterStore {
+ public:
+  SqliteDeadLetters(SqliteDb db, std::string table)
+      : db_(std::move(db)),
+        table_(std::move(table)),
+        select_("SELECT " +
+                Columns("payload",
+                        "CAST(round((julianday(created_at) - 2440587.5) * 86400000.0) AS"
+                        " INTEGER) * 1000",
+                        "strftime('%Y-%m-%dT%H:%M:%SZ', failed_at)") +
+                " FROM " + table_ + " d") {}
+
+  Result<std::vector<AggregateKey>> Blocking() override {
+    ASSIGN_OR_RETURN(
+        SqliteStmt s,
+        SqlitePrepare(db_.get(), "SELECT DISTINCT aggregate_type, aggregate_id FROM " + table_ +
+                                     " WHERE status IN ('parked', 'held', 'retry')"));
+    std::vector<AggregateKey> out;
+    int rc;
+    while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
+      out.emplace_back(Text(s.get(), 0), Text(s.get(), 1));
+    }
+    if (rc != SQLITE_DONE) return SqliteError(db_.get(), rc, "read dead letters");
+    return out;
+  }
+
+  Result<std::vector<DeadLetter>> Ready(size_t max, bool park) override {
+    return Rows(select_ + " WHERE status IN ('held', 'retry')" +
+                (park ? " AND NOT EXISTS (SELECT 1 FROM " + table_ +
+                            " p WHERE p.status = 'parked' AND p.aggregate_type ="
+                            " d.aggregate_type AND p.aggregate_id = d.aggregate_id AND"
+                            " p.id < d.id)"
+                      : "") +
+                " ORDER BY id LIMIT " + std::to_string(max));
+  }
+
+  Status Resolve(std::span<const int64_t> published, std::span<const Rejected> failed) override {
+    RETURN_IF_ERROR(SqliteExec(db_.get(), "BEGIN IMMEDIATE"));
+    Status st =
+        published.empty()
+            ? Status::Ok()
+            : SqliteExec(db_.get(), "DELETE FROM " + table_ + " WHERE id IN " + IdList(published));
+    if (st.ok() && !failed.empty()) {
+      auto update = SqlitePrepare(db_.get(), "UPDATE " + table_ +
+                                                 " SET status = ?2, error = ?3,"
+                                                 " attempts = attempts + 1, failed_at ="
+                                                 " strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+                                                 " WHERE id = ?1");
+      st = update.status();
+      for (size_t i = 0; st.ok() && i < failed.size(); ++i) {
+        sqlite3_stmt* s = update->get();
+        sqlite3_reset(s);
+        sqlite3_bind_int64(s, 1, failed[i].id);
+        sqlite3_bind_text(s, 2, failed[i].status.c_str(), -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(s, 3, failed[i].error.c_str(), -1, SQLITE_TRANSIENT);
+        const int rc = sqlite3_step(s);
+        if (rc != SQLITE_DONE) st = SqliteError(db_.get(), rc, "park dead letter");
+      }
+    }
+    if (st.ok()) st = SqliteExec(db_.get(), "COMMIT");
+    if (!st.ok()) (void)SqliteExec(db_.get(), "ROLLBACK");
+    return st;
+  }
+
+  Result<std::vector<DeadLetter>> List(size_t limit) override {
+    ASSIGN_OR_RETURN(std::vector<DeadLetter> rows,
+                     Rows(select_ + " ORDER BY id DESC LIMIT " + std::to_string(limit)));
+    std::reverse(rows.begin(), rows.end());
+    return rows;
+  }
+
+  Result<int64_t> Retry(std::span<const int64_t> ids) override {
+    return Count("UPDATE " + table_ +
+                 " SET status = 'retry' WHERE status IN ('parked', 'skipped')" +
+                 (ids.empty() ? "" : " AND id IN " + IdList(ids)));
+  }
+
+  Result<int64_t> Drop(std::span<const int64_t> ids) override {
+    return Count("DELETE FROM " + table_ + (ids.empty() ? "" : " WHERE id IN " + IdList(ids)));
+  }
+
+ private:
+  static std::string IdList(std::span<const int64_t> ids) {
+    std::string out = "(";
+    for (size_t i = 0; i < ids.size(); ++i) out += (i > 0 ? "," : "") + std::to_string(ids[i]);
+    return out + ")";
+  }
+
+  static std::string Text(sqlite3_stmt* s, int col) {
+    const void* data = sqlite3_column_blob(s, col);
+    const int len = sqlite3_column_bytes(s, col);
+    return data == nullptr ? std::string() : std::string(static_cast<const char*>(data), len);
+  }
+
+  Result<int64_t> Count(const std::string& sql) {
+    RETURN_IF_ERROR(SqliteExec(db_.get(), sql));
+    return static_cast<int64_t>(sqlite3_changes(db_.get()));
+  }
+
+  Result<std::vector<DeadLetter>> Rows(const std::string& sql) {
+    ASSIGN_OR_RETURN(SqliteStmt stmt, SqlitePrepare(db_.get(), sql));
+    sqlite3_stmt* s = stmt.get();
+    std::vector<DeadLetter> out;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+      DeadLetter d;
+      d.event.id = sqlite3_column_int64(s, 0);
+      d.event.row_id = sqlite3_column_int64(s, 1);
+      d.event.event_id = Text(s, 2);
+      d.event.aggregate_type = Text(s, 3);
+      d.event.aggregate_id = Text(s, 4);
+      d.event.event_type = Text(s, 5);
+      d.event.payload = Text(s, 6);
+      SetHeaders(&d, Text(s, 7), sqlite3_column_type(s, 7) != SQLITE_NULL);
+      d.event.created_at_us = sqlite3_column_int64(s, 8);
+      d.status = Text(s, 9);
+      d.error = Text(s, 10);
+      d.sink = Text(s, 11);
+      d.attempts = sqlite3_column_int64(s, 12);
+      d.failed_at = Text(s, 13);
+      out.push_back(std::move(d));
+    }
+    if (rc != SQLITE_DONE) return SqliteError(db_.get(), rc, "read dead letters");
+    return out;
+  }
+
+  SqliteDb db_;
+  std::string table_;
+  std::string select_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<DeadLetterStore>> DeadLetterStore::Open(const std::string& source_url,
+                                                               const TableNames& tables,
+                                                               const std::string& ready_filter) {
+  ASSIGN_OR_RETURN(SourceLocation loc, ParseSourceUrl(source_url));
+  const std::string table = QuoteIdent(tables.dead_letter);
+  if (loc.kind == SourceLocation::Kind::kPostgres) {
+    ASSIGN_OR_RETURN(PgConn conn, PgConnect(loc.target));
+    ASSIGN_OR_RETURN(PgResult res,
+                     PgExec(conn.get(),
+                            "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass($1)"
+                            " AND attname IN ('status', 'attempts') AND NOT attisdropped",
+                            {table}));
+    if (std::string(PQgetvalue(res.get(), 0, 0)) != "2") {
+      return NotFoundError("table " + table + kMissing + RedactUrl(source_url));
+    }
+    ASSIGN_OR_RETURN(bool bytea, PayloadIsBytea(conn.get(), table));
+    return std::unique_ptr<DeadLetterStore>(
+        std::make_unique<PostgresDeadLetters>(std::move(conn), table, bytea, ready_filter));
+  }
+  ASSIGN_OR_RETURN(SqliteDb db, SqliteOpen(loc.target, /*create=*/false));
+  auto check = SqlitePrepare(db.get(), "SELECT status, attempts FROM " + table + " LIMIT 0");
+  if (!check.ok()) return NotFoundError("table " + table + kMissing + source_url);
+  return std::unique_ptr<DeadLetterStore>(
+      std::make_unique<SqliteDeadLetters>(std::move(db), table));
+}
+
+}  // namespace courier

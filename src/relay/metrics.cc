@@ -1,0 +1,125 @@
+#include "relay/metrics.h"
+
+#include <cstdio>
+
+namespace courier {
+namespace {
+
+std::string Escape(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') out.push_back('\\');
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out.push_back(c);
+  }
+  return out;
+}
+
+class Writer {
+ public:
+  explicit Writer(std::string labels) : labels_(std::move(labels)) {}
+
+  void Head(const char* name, const char* type, const char* help) {
+    out_ += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+  }
+  void Sample(const std::string& name, double value, const std::string& extra = "") {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.17g", value);
+    out_ += name + "{" + labels_ + (extra.empty() ? "" : "," + extra) + "} " + buf + "\n";
+  }
+  void One(const char* name, const char* type, const char* help, double value) {
+    Head(name, type, help);
+    Sample(name, value);
+  }
+  std::string Take() { return std::move(out_); }
+
+ private:
+  std::string labels_;
+  std::string out_;
+};
+
+}  // namespace
+
+const char* StateName(RelayStats::State state) {
+  switch (state) {
+    case RelayStats::State::kStarting:
+      return "starting";
+    case RelayStats::State::kStandby:
+      return "standby";
+    case RelayStats::State::kActive:
+      return "active";
+    case RelayStats::State::kRetrying:
+      return "retrying";
+    case RelayStats::State::kStopped:
+      return "stopped";
+  }
+  return "unknown";
+}
+
+std::string RenderMetrics(const RelayStats& s, const OutboxStatus* status,
+                          const std::string& outbox) {
+  Writer w("outbox=\"" + Escape(outbox) + "\"");
+  w.One("courier_events_published_total", "counter",
+        "Events acked by the sink and checkpointed by this process.",
+        static_cast<double>(s.published));
+  w.One("courier_events_republished_total", "counter",
+        "Dead letters published again (retried or released) and acked.",
+        static_cast<double>(s.republished));
+  w.One("courier_dead_letters_total", "counter",
+        "Events this process moved to the dead-letter table as refused for good.",
+        static_cast<double>(s.dead_lettered));
+  w.One("courier_events_held_total", "counter",
+        "Events moved to the dead-letter table behind a parked event of their aggregate.",
+        static_cast<double>(s.held));
+  w.One("courier_retries_total", "counter", "Failed attempts that were retried.",
+        static_cast<double>(s.retries));
+  w.Head("courier_relay_state", "gauge",
+         "1 for the relay's current state: starting, standby, active, retrying, stopped.");
+  for (auto st :
+       {RelayStats::State::kStarting, RelayStats::State::kStandby, RelayStats::State::kActive,
+        RelayStats::State::kRetrying, RelayStats::State::kStopped}) {
+    w.Sample("courier_relay_state", st == s.state ? 1 : 0,
+             std::string("state=\"") + StateName(st) + "\"");
+  }
+  w.Head("courier_commit_to_ack_seconds", "histogram",
+         "Time from an event's created_at to the sink's ack.");
+  for (size_t b = 0; b < RelayStats::kLatencyBuckets.size(); ++b) {
+    char le[32];
+    std::snprintf(le, sizeof le, "le=\"%g\"", RelayStats::kLatencyBuckets[b]);
+    w.Sample("courier_commit_to_ack_seconds_bucket", static_cast<double>(s.latency_buckets[b]), le);
+  }
+  w.Sample("courier_commit_to_ack_seconds_bucket", static_cast<double>(s.latency_count),
+           "le=\"+Inf\"");
+  w.Sample("courier_commit_to_ack_seconds_sum", s.latency_sum_s);
+  w.Sample("courier_commit_to_ack_seconds_count", static_cast<double>(s.latency_count));
+  w.One("courier_outbox_status_up", "gauge",
+        "1 when the outbox's backlog could be read from the database at this scrape.",
+        status != nullptr ? 1 : 0);
+  if (status != nullptr) {
+    w.One("courier_outbox_backlog_events", "gauge", "Committed events not yet published.",
+          static_cast<double>(status->pending));
+    w.One("courier_outbox_oldest_pending_seconds", "gauge",
+          "Age of the oldest unpublished event (0 when none).", status->oldest_pending_age_s);
+    w.One("courier_dead_letter_rows", "gauge", "Rows in the dead-letter table.",
+          static_cast<double>(status->dead_letters));
+    if (!status->slots.empty()) {
+      w.Head("courier_cdc_slot_lag_bytes", "gauge",
+             "WAL written since the slot's confirmed position.");
+      for (const SlotStatus& slot : status->slots) {
+        w.Sample("courier_cdc_slot_lag_bytes", static_cast<double>(slot.lag_bytes),
+                 "slot=\"" + Escape(slot.name) + "\"");
+      }
+      w.Head("courier_cdc_slot_retained_bytes", "gauge", "WAL the server keeps for the slot.");
+      for (const SlotStatus& slot : status->slots) {
+        w.Sample("courier_cdc_slot_retained_bytes", static_cast<double>(slot.retained_bytes),
+                 "slot=\"" + Escape(slot.name) + "\"");
+      }
+    }
+  }
+  return w.Take();
+}
+
+}  // namespace courier

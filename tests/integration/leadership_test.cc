@@ -1,0 +1,122 @@
+// G7 with fencing: one active relay per outbox (or shard), and a relay that lost its lease
+// stops publishing before another starts.
+#include "relay/leadership.h"
+
+#include <future>
+#include <thread>
+
+#include "core/postgres.h"
+#include "sources/source.h"
+#include "support/fixtures.h"
+
+namespace courier::test {
+namespace {
+
+class LeadershipTest : public ::testing::Test {
+ protected:
+  void SetUp() override { db_ = std::make_unique<TestDb>(TestDb::Make(true)); }
+
+  LeaseOptions Lease(Duration lease) const {
+    return LeaseOptions{db_->url, db_->url, TableNames{}.Leases(), "courier relay courier_outbox",
+                        lease};
+  }
+
+  // Ends the session holding the outbox's advisory lock, as a DBA or a network cut would.
+  int64_t CutHolderSession() const {
+    auto conn = PgConnect(db_->url);
+    EXPECT_OK(conn);
+    auto res = PgExec(conn->get(),
+                      "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE"
+                      " locktype = 'advisory' AND granted AND database = (SELECT oid FROM"
+                      " pg_database WHERE datname = current_database())");
+    EXPECT_OK(res);
+    return res.ok() ? std::stoll(PQgetvalue(res->get(), 0, 0)) : 0;
+  }
+
+  std::unique_ptr<TestDb> db_;
+};
+
+using Steady = std::chrono::steady_clock;
+
+TEST_F(LeadershipTest, CutSessionFencesTheHolderBeforeTheStandbyStarts) {
+  Leadership a(Lease(Duration(2000)));
+  StopSignal stop, fence_a, fence_b;
+  ASSERT_OK(a.Acquire(stop, true, &fence_a));
+  ASSERT_TRUE(a.held());
+  const int64_t first_epoch = a.epoch();
+
+  Leadership b(Lease(Duration(2000)));
+  std::promise<Steady::time_point> b_started;
+  std::thread standby([&] {
+    EXPECT_OK(b.Acquire(stop, true, &fence_b));
+    b_started.set_value(Steady::now());
+  });
+  // B stands by while A renews: well past A's lease.
+  auto started = b_started.get_future();
+  EXPECT_EQ(started.wait_for(std::chrono::milliseconds(3000)), std::future_status::timeout);
+  ASSERT_TRUE(a.held());
+
+  const Steady::time_point cut = Steady::now();
+  ASSERT_EQ(CutHolderSession(), 1);
+  ASSERT_TRUE(WaitUntil([&] { return fence_a.abandoned(); }, Duration(5000)));
+  const Steady::time_point a_stopped = Steady::now();
+  EXPECT_FALSE(a.held());
+  ASSERT_EQ(started.wait_for(std::chrono::seconds(10)), std::future_status::ready)
+      << "the standby takes over within a few seconds";
+  const Steady::time_point b_at = started.get();
+  standby.join();
+  EXPECT_LT(a_stopped, b_at) << "the fenced relay stopped publishing before the standby began";
+  EXPECT_LT(b_at - cut, std::chrono::seconds(5));
+  EXPECT_TRUE(b.held());
+  EXPECT_FALSE(fence_b.requested());
+  EXPECT_GT(b.epoch(), first_epoch);
+  b.Release();
+}
+
+TEST_F(LeadershipTest, CleanReleaseHandsOverAtOnce) {
+  Leadership a(Lease(Duration(30000)));
+  StopSignal stop, fence;
+  ASSERT_OK(a.Acquire(stop, true, &fence));
+  Leadership b(Lease(Duration(30000)));
+  StopSignal fence_b;
+  EXPECT_EQ(b.Acquire(stop, /*wait=*/false, &fence_b).code(), StatusCode::kFailedPrecondition);
+  a.Release();
+  const Steady::time_point released = Steady::now();
+  ASSERT_OK(b.Acquire(stop, true, &fence_b));
+  EXPECT_LT(Steady::now() - released, std::chrono::seconds(5))
+      << "a released lease is not waited out (it is 30 s)";
+  EXPECT_FALSE(fence.abandoned()) << "releasing is not losing";
+}
+
+// A holder whose session is alive but which stopped renewing (a frozen process) is cut off
+// once its lease is a whole period overdue, and the standby takes over.
+TEST_F(LeadershipTest, StandbyEndsTheSessionOfAHolderThatStoppedRenewing) {
+  auto zombie = PgConnect(db_->url);
+  ASSERT_OK(zombie);
+  ASSERT_OK(
+      PgExec(zombie->get(), "SELECT pg_advisory_lock(hashtext('courier relay courier_outbox'))"));
+  ASSERT_OK(PgExec(zombie->get(),
+                   "INSERT INTO courier_outbox_lease (name, holder, epoch, expires_at) VALUES"
+                   " ('courier relay courier_outbox', 'frozen:1', 7, now())"));
+  Leadership b(Lease(Duration(1000)));
+  StopSignal stop, fence;
+  const Steady::time_point start = Steady::now();
+  ASSERT_OK(b.Acquire(stop, true, &fence));
+  EXPECT_LT(Steady::now() - start, std::chrono::seconds(8));
+  EXPECT_EQ(b.epoch(), 8);
+  EXPECT_FALSE(PgExec(zombie->get(), "SELECT 1").ok()) << "the frozen holder's session is gone";
+}
+
+TEST_F(LeadershipTest, MissingLeaseTableSaysToMigrate) {
+  auto conn = PgConnect(db_->url);
+  ASSERT_OK(conn);
+  ASSERT_OK(PgExec(conn->get(), "DROP TABLE courier_outbox_lease"));
+  Leadership a(Lease(Duration(2000)));
+  StopSignal stop, fence;
+  const Status st = a.Acquire(stop, true, &fence);
+  EXPECT_EQ(st.code(), StatusCode::kNotFound);
+  EXPECT_NE(st.message().find("courier migrate"), std::string::npos) << st.message();
+}
+
+}  // namespace
+}  // namespace courier::test

@@ -1,0 +1,243 @@
+// What an operator runs against: /metrics, /healthz, /readyz and `courier status` with its
+// lease and throughput; relays sharded by aggregate; a relay fenced when its session is cut.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <map>
+#include <sstream>
+
+#include "core/encoding.h"
+#include "core/postgres.h"
+#include "core/uuid.h"
+#include "support/fixtures.h"
+
+namespace courier::test {
+namespace {
+
+struct Got {
+  int status = 0;
+  std::string body;
+};
+
+// A plain HTTP/1.0 GET on 127.0.0.1.
+Got HttpGet(int port, const std::string& path) {
+  Got got;
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return got;
+  }
+  const std::string request = "GET " + path + " HTTP/1.0\r\n\r\n";
+  (void)!::write(fd, request.data(), request.size());
+  std::string response;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) response.append(buf, n);
+  ::close(fd);
+  if (response.size() > 12) got.status = std::atoi(response.c_str() + 9);
+  const size_t body = response.find("\r\n\r\n");
+  if (body != std::string::npos) got.body = response.substr(body + 4);
+  return got;
+}
+
+std::vector<Event> ReadJsonl(const std::string& path) {
+  std::vector<Event> out;
+  std::stringstream lines(ReadFile(path));
+  for (std::string line; std::getline(lines, line);) {
+    auto e = EventFromJsonLine(line);
+    EXPECT_OK(e);
+    if (e.ok()) out.push_back(*e);
+  }
+  return out;
+}
+
+// The shared test server trusts local connections, so a password in the URL is accepted and
+// ignored: enough to check that it is never printed.
+std::string WithPassword(const std::string& url) {
+  const std::string scheme = "postgres://postgres@";
+  EXPECT_EQ(url.rfind(scheme, 0), 0u) << url;
+  return "postgres://postgres:hunter2-secret@" + url.substr(scheme.size());
+}
+
+TEST(Operations, MetricsHealthReadinessAndStatusShowProgress) {
+  TestDb db = TestDb::Make(true);
+  const std::string source = WithPassword(db.url);
+  std::set<std::string> ids;
+  int64_t seq = 1;
+  ids = CommitEvents(db, 60, 3, &seq);
+  const int port = FreePort();
+  const std::string log = db.dir.File("relay.log");
+  auto relay =
+      SpawnCourier({"relay", "--source", source, "--sink", "file://" + db.dir.File("out.jsonl"),
+                    "--metrics-port", std::to_string(port), "--lease", "2s"},
+                   log);
+  ASSERT_OK(relay);
+  ASSERT_TRUE(WaitUntil([&] { return db.Count("courier_outbox") == 0; })) << ReadFile(log);
+  ASSERT_TRUE(WaitUntil([&] { return HttpGet(port, "/readyz").status == 200; }));
+  EXPECT_EQ(HttpGet(port, "/readyz").body, "active\n");
+  EXPECT_EQ(HttpGet(port, "/healthz").status, 200);
+  EXPECT_EQ(HttpGet(port, "/nope").status, 404);
+  const Got metrics = HttpGet(port, "/metrics");
+  ASSERT_EQ(metrics.status, 200);
+  const std::string& m = metrics.body;
+  EXPECT_NE(m.find("courier_events_published_total{outbox=\"courier_outbox\"} 60\n"),
+            std::string::npos)
+      << m;
+  EXPECT_NE(m.find("courier_outbox_backlog_events{outbox=\"courier_outbox\"} 0\n"),
+            std::string::npos);
+  EXPECT_NE(m.find("courier_commit_to_ack_seconds_count{outbox=\"courier_outbox\"} 60\n"),
+            std::string::npos);
+  EXPECT_NE(
+      m.find("courier_commit_to_ack_seconds_bucket{outbox=\"courier_outbox\",le=\"+Inf\"} 60"),
+      std::string::npos);
+  EXPECT_NE(m.find("courier_relay_state{outbox=\"courier_outbox\",state=\"active\"} 1"),
+            std::string::npos);
+  EXPECT_NE(m.find("courier_outbox_status_up{outbox=\"courier_outbox\"} 1"), std::string::npos);
+  EXPECT_NE(ReadFile(log).find("address=127.0.0.1:" + std::to_string(port)), std::string::npos)
+      << "bound to loopback by default";
+
+  // The lease carries the count and the rate; renewed every half second with a 2 s lease.
+  ASSERT_TRUE(WaitUntil([&] {
+    CommandResult st = RunCourier({"status", "--source", source, "--json"});
+    return st.out.find("\"published\":60") != std::string::npos;
+  }));
+  CommandResult st = RunCourier({"status", "--source", source});
+  EXPECT_EQ(st.exit_code, 0) << st.err;
+  EXPECT_NE(st.out.find("held by"), std::string::npos) << st.out;
+  EXPECT_NE(st.out.find("events/s over the last minute (60 since it took over)"), std::string::npos)
+      << st.out;
+  for (const std::string& text : {st.out, st.err, m, ReadFile(log)}) {
+    EXPECT_EQ(text.find("hunter2-secret"), std::string::npos) << "secret printed: " << text;
+  }
+
+  // A second relay stands by, and says so.
+  const int port2 = FreePort();
+  auto standby =
+      SpawnCourier({"relay", "--source", source, "--sink", "file://" + db.dir.File("out2.jsonl"),
+                    "--metrics-port", std::to_string(port2), "--lease", "2s"},
+                   db.dir.File("standby.log"));
+  ASSERT_OK(standby);
+  ASSERT_TRUE(WaitUntil([&] { return HttpGet(port2, "/readyz").body == "standby\n"; }));
+  relay->Signal(SIGTERM);
+  EXPECT_EQ(relay->Wait(Duration(30000)).value_or(-1), 0);
+  ASSERT_TRUE(
+      WaitUntil([&] { return HttpGet(port2, "/readyz").body == "active\n"; }, Duration(5000)))
+      << "a cleanly stopped relay hands its lease over at once";
+  standby->Signal(SIGTERM);
+  EXPECT_EQ(standby->Wait(Duration(30000)).value_or(-1), 0);
+
+  CommandResult taken = RunCourier({"relay", "--source", db.url, "--sink", "file:///dev/null",
+                                    "--metrics-port", std::to_string(port2), "--once"});
+  EXPECT_EQ(taken.exit_code, 0) << "the port is free again: " << taken.err;
+}
+
+TEST(Operations, ShardsSplitAggregatesAndKeepTheirOrder) {
+  TestDb db = TestDb::Make(true);
+  int64_t seq = 1;
+  std::set<std::string> ids = CommitEvents(db, 400, 20, &seq);
+  std::vector<Subprocess> relays;
+  for (int k = 0; k < 2; ++k) {
+    auto r = SpawnCourier({"relay", "--source", db.url, "--sink",
+                           "file://" + db.dir.File("shard" + std::to_string(k) + ".jsonl"),
+                           "--shard", std::to_string(k) + "/2", "--lease", "2s"},
+                          db.dir.File("shard" + std::to_string(k) + ".log"));
+    ASSERT_OK(r);
+    relays.push_back(std::move(r).value());
+  }
+  const std::set<std::string> more = CommitEvents(db, 200, 20, &seq);
+  ids.insert(more.begin(), more.end());
+  ASSERT_TRUE(WaitUntil([&] { return db.Count("courier_outbox") == 0; }))
+      << ReadFile(db.dir.File("shard0.log")) << ReadFile(db.dir.File("shard1.log"));
+  CommandResult st = RunCourier({"status", "--source", db.url});
+  EXPECT_NE(st.out.find("courier relay courier_outbox shard 0/2"), std::string::npos) << st.out;
+  EXPECT_NE(st.out.find("courier relay courier_outbox shard 1/2"), std::string::npos) << st.out;
+  for (Subprocess& r : relays) {
+    r.Signal(SIGTERM);
+    EXPECT_EQ(r.Wait(Duration(30000)).value_or(-1), 0);
+  }
+  std::map<std::string, int> shard_of;
+  std::vector<KafkaRecord> all;
+  for (int k = 0; k < 2; ++k) {
+    const std::vector<Event> events =
+        ReadJsonl(db.dir.File("shard" + std::to_string(k) + ".jsonl"));
+    EXPECT_GT(events.size(), 0u) << "shard " << k << " got work";
+    for (const Event& e : events) {
+      auto [it, inserted] = shard_of.emplace(e.aggregate_id, k);
+      EXPECT_EQ(it->second, k) << e.aggregate_id << " published by two shards";
+      all.push_back(KafkaRecord{.event = e});
+    }
+  }
+  EXPECT_EQ(ExpectDelivered(all, ids), 0);
+
+  CommandResult bad = RunCourier(
+      {"relay", "--source", db.url, "--sink", "file:///dev/null", "--shard", "2/2", "--once"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("--shard must be K/N with 0 <= K < N"), std::string::npos) << bad.err;
+  CommandResult cdc = RunCourier({"relay", "--source", db.url, "--sink", "file:///dev/null",
+                                  "--shard", "0/2", "--mode", "cdc", "--once"});
+  EXPECT_EQ(cdc.exit_code, 2);
+  EXPECT_NE(cdc.err.find("--shard needs a polled PostgreSQL outbox"), std::string::npos) << cdc.err;
+}
+
+// The active relay's database session is cut (a DBA, a failover, a network cut): it stops
+// publishing and stands by; the standby takes over within a few seconds, and only after the
+// first one stopped. Events committed around it all arrive, in order.
+TEST(Operations, CutSessionFencesTheRelayAndTheStandbyTakesOver) {
+  TestDb db = TestDb::Make(true);
+  int64_t seq = 1;
+  std::set<std::string> ids = CommitEvents(db, 50, 5, &seq);
+  const std::string out = db.dir.File("out.jsonl");
+  auto first =
+      SpawnCourier({"relay", "--source", db.url, "--sink", "file://" + out, "--lease", "2s"},
+                   db.dir.File("first.log"));
+  ASSERT_OK(first);
+  ASSERT_TRUE(WaitUntil([&] { return db.Count("courier_outbox") == 0; }));
+  auto second =
+      SpawnCourier({"relay", "--source", db.url, "--sink", "file://" + out, "--lease", "2s"},
+                   db.dir.File("second.log"));
+  ASSERT_OK(second);
+  ASSERT_TRUE(WaitUntil([&] {
+    return ReadFile(db.dir.File("second.log")).find("standing by") != std::string::npos;
+  }));
+  auto conn = PgConnect(db.url);
+  ASSERT_OK(conn);
+  ASSERT_OK(PgExec(conn->get(),
+                   "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
+                   " AND granted AND database = (SELECT oid FROM pg_database WHERE datname ="
+                   " current_database())"));
+  const std::set<std::string> during = CommitEvents(db, 50, 5, &seq);
+  ids.insert(during.begin(), during.end());
+  ASSERT_TRUE(WaitUntil(
+      [&] { return ReadFile(db.dir.File("second.log")).find("took over") != std::string::npos; },
+      Duration(15000)))
+      << ReadFile(db.dir.File("second.log"));
+  ASSERT_TRUE(WaitUntil([&] { return db.Count("courier_outbox") == 0; }));
+  const std::string first_log = ReadFile(db.dir.File("first.log"));
+  const std::string second_log = ReadFile(db.dir.File("second.log"));
+  const size_t lost = first_log.find("lost the outbox lease; stopped publishing");
+  ASSERT_NE(lost, std::string::npos) << first_log;
+  const size_t took = second_log.find("took over the outbox");
+  // Lines start with an ISO timestamp to the millisecond: compare them.
+  const std::string lost_at = first_log.substr(first_log.rfind('\n', lost) + 1, 24);
+  const std::string took_at = second_log.substr(second_log.rfind('\n', took) + 1, 24);
+  EXPECT_LT(lost_at, took_at) << "the fenced relay stopped before the standby started";
+  EXPECT_TRUE(WaitUntil([&] {
+    return ReadFile(db.dir.File("first.log")).find("standing by", lost) != std::string::npos;
+  })) << "the fenced relay stands by instead of exiting";
+  for (Subprocess* r : {&*first, &*second}) {
+    r->Signal(SIGTERM);
+    EXPECT_EQ(r->Wait(Duration(30000)).value_or(-1), 0);
+  }
+  std::vector<KafkaRecord> records;
+  for (const Event& e : ReadJsonl(out)) records.push_back(KafkaRecord{.event = e});
+  ExpectDelivered(records, ids);
+}
+
+}  // namespace
+}  // namespace courier::test
