@@ -55,10 +55,16 @@ void InstallSignalHandlers() {
 }
 
 int Fail(const Status& st) {
-  std::fprintf(stderr, "courier: error: %s\n", st.message().c_str());
-  return st.code() == StatusCode::kInvalidArgument || st.code() == StatusCode::kNotFound
-             ? kExitUsage
-             : kExitFailure;
+  const int code = st.code() == StatusCode::kInvalidArgument || st.code() == StatusCode::kNotFound
+                       ? kExitUsage
+                       : kExitFailure;
+  if (log::IsJson()) {
+    // Log shippers get the final error as a record like the others.
+    log::Error(st.message(), {{"exit_code", std::to_string(code)}});
+  } else {
+    std::fprintf(stderr, "courier: error: %s\n", st.message().c_str());
+  }
+  return code;
 }
 
 struct CommonFlags {

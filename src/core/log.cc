@@ -76,6 +76,7 @@ void AppendLogfmtValue(std::string& out, std::string_view v) {
 
 void SetLevel(Level level) { g_level = level; }
 void SetJson(bool json) { g_json = json; }
+bool IsJson() { return g_json.load(); }
 
 bool ParseLevel(std::string_view text, Level* level) {
   for (Level l : {Level::kDebug, Level::kInfo, Level::kWarn, Level::kError}) {

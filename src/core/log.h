@@ -19,6 +19,7 @@ struct Field {
 
 void SetLevel(Level level);
 void SetJson(bool json);
+bool IsJson();
 // Parses "debug|info|warn|error"; false if unknown.
 bool ParseLevel(std::string_view text, Level* level);
 

@@ -3,6 +3,9 @@
 #include <signal.h>
 
 #include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include "core/uuid.h"
 #include "relay/dead_letters.h"
@@ -207,6 +210,34 @@ TEST(Cli, ConfigCheckNamesTheLineAndHidesSecrets) {
     EXPECT_EQ(r.err.rfind("courier: error: " + c.error, 0), 0u) << c.text << "\n" << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "one line: " << r.err;
   }
+}
+
+// --log-format json: one JSON object per line, for log shippers; secrets redacted there too.
+TEST(Cli, JsonLogsAreOneObjectPerLine) {
+  TestDb db = TestDb::Make(true);
+  ASSERT_OK(db.Transaction({InsertEventSql(NewUuidV7(), "a", 1)}));
+  const std::string source = "postgres://postgres:hunter2-secret@" +
+                             db.url.substr(std::string("postgres://postgres@").size());
+  CommandResult r =
+      RunCourier({"relay", "--source", source, "--sink", "file://" + db.dir.File("out.jsonl"),
+                  "--once", "--log-format", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  CommandResult bad = RunCourier(
+      {"relay", "--source", source, "--sink", "nope://x", "--once", "--log-format", "json"});
+  EXPECT_EQ(bad.exit_code, 2);
+  const nlohmann::json error = nlohmann::json::parse(bad.err, nullptr, false);
+  EXPECT_TRUE(error.is_object() && error.value("level", "") == "error") << bad.err;
+  std::stringstream lines(r.err);
+  int parsed = 0;
+  for (std::string line; std::getline(lines, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    ASSERT_TRUE(j.is_object()) << line;
+    EXPECT_TRUE(j.contains("ts") && j.contains("level") && j.contains("msg")) << line;
+    ++parsed;
+  }
+  EXPECT_GE(parsed, 3);
+  EXPECT_NE(r.err.find("\"msg\":\"relay stopped\""), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("hunter2-secret"), std::string::npos) << r.err;
 }
 
 // libpq settings in the source URL (sslmode, sslrootcert...) reach the connection.
