@@ -137,6 +137,60 @@ TEST(Operations, MetricsHealthReadinessAndStatusShowProgress) {
   EXPECT_EQ(taken.exit_code, 0) << "the port is free again: " << taken.err;
 }
 
+// A CDC relay's slot shows in /metrics and `courier status`: its lag is what the server wrote
+// since the relay last confirmed, so it grows while the relay is away.
+TEST(Operations, CdcSlotLagIsInMetricsAndStatus) {
+  TestDb db = TestDb::Make(true);
+  ASSERT_EQ(RunCourier({"migrate", "--source", db.url, "--mode", "cdc"}).exit_code, 0);
+  int64_t seq = 1;
+  const std::set<std::string> ids = CommitEvents(db, 30, 3, &seq);
+  const int port = FreePort();
+  const std::string log = db.dir.File("relay.log");
+  auto relay =
+      SpawnCourier({"relay", "--mode", "cdc", "--source", db.url, "--sink",
+                    "file://" + db.dir.File("out.jsonl"), "--metrics-port", std::to_string(port)},
+                   log);
+  ASSERT_OK(relay);
+  ASSERT_TRUE(WaitUntil([&] {
+    return HttpGet(port, "/metrics")
+               .body.find("courier_events_published_total{outbox=\"courier_outbox\"} 30\n") !=
+           std::string::npos;
+  })) << ReadFile(log);
+  const std::string m = HttpGet(port, "/metrics").body;
+  EXPECT_NE(m.find("courier_cdc_slot_lag_bytes{outbox=\"courier_outbox\",slot=\"courier_"),
+            std::string::npos)
+      << m;
+  EXPECT_NE(m.find("courier_cdc_slot_retained_bytes{outbox=\"courier_outbox\",slot=\"courier_"),
+            std::string::npos)
+      << m;
+  relay->Signal(SIGTERM);
+  ASSERT_EQ(relay->Wait(Duration(30000)).value_or(-1), 0) << ReadFile(log);
+
+  // Away: the slot stays, and what is written now is lag.
+  auto lag = [&] {
+    CommandResult st = RunCourier({"status", "--source", db.url, "--json"});
+    EXPECT_EQ(st.exit_code, 0) << st.err;
+    const size_t at = st.out.find("\"lag_bytes\":");
+    EXPECT_NE(at, std::string::npos) << st.out;
+    return at == std::string::npos ? -1 : std::atoll(st.out.c_str() + at + 12);
+  };
+  const long long before = lag();
+  CommitEvents(db, 200, 3, &seq);
+  EXPECT_GT(lag(), before + 200 * 50) << "200 events of WAL not yet confirmed";
+  CommandResult human = RunCourier({"status", "--source", db.url});
+  EXPECT_NE(human.out.find("cdc slot           courier_"), std::string::npos) << human.out;
+  EXPECT_EQ(ExpectDelivered(
+                [&] {
+                  std::vector<KafkaRecord> all;
+                  for (const Event& e : ReadJsonl(db.dir.File("out.jsonl"))) {
+                    all.push_back(KafkaRecord{.event = e});
+                  }
+                  return all;
+                }(),
+                ids),
+            0);
+}
+
 TEST(Operations, ShardsSplitAggregatesAndKeepTheirOrder) {
   TestDb db = TestDb::Make(true);
   int64_t seq = 1;
