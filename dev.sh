@@ -13,7 +13,7 @@ cd "$(dirname "$0")"
 BUILD_DEPS=(cmake g++ make pkg-config libpq-dev libsqlite3-dev librdkafka-dev libhiredis-dev
             libcurl4-openssl-dev libnats-dev librabbitmq-dev libmicrohttpd-dev
             nlohmann-json3-dev libtomlplusplus-dev libcli11-dev)
-TEST_DEPS=(googletest libgtest-dev postgresql-15 redis-server nats-server rabbitmq-server python3 clang-format)
+TEST_DEPS=(googletest libgtest-dev postgresql-15 redis-server nats-server rabbitmq-server python3 clang-format openssl ca-certificates)
 JOBS=${JOBS:-$(nproc)}
 
 install() {

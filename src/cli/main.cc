@@ -519,8 +519,8 @@ int RunTail(const TailFlags& f) {
   if (!url.ok()) return Fail(url.status());
   if (url->scheme == "kafka") return TailKafka(f, *url);
   if (url->scheme == "redis") return TailRedis(f);
-  if (url->scheme == "nats") return TailNats(f);
-  if (url->scheme == "amqp") return TailAmqp(f);
+  if (url->scheme == "nats" || url->scheme == "nats+tls") return TailNats(f);
+  if (url->scheme == "amqp" || url->scheme == "amqps") return TailAmqp(f);
   if (url->scheme == "file") return TailFile(f, *url);
   return Fail(
       InvalidArgumentError("tail cannot read '" + url->scheme +
@@ -687,6 +687,8 @@ int Main(int argc, char** argv) {
       "         nats://host:port[,host:port]/SUBJECT (NATS JetStream, Nats-Msg-Id = event_id)\n"
       "         amqp://user:pass@host:port/VHOST/EXCHANGE[?routing_key=T] (RabbitMQ: publisher\n"
       "           confirms, persistent, mandatory; message_id = event_id; VHOST / is %2F)\n"
+      "         amqps:// and nats+tls:// connect with TLS: ?cacert=CA.pem (default: the\n"
+      "           system's CAs), &cert=CLIENT.pem&key=CLIENT.key, verify=false (tests only)\n"
       "         http(s)://host:port/PATH (webhook: a POST per event, Idempotency-Key, 2xx acks)\n"
       "         file:///path/events.jsonl (one JSON line per event, fsynced before ack)\n"
       "Exit codes: 0 done or stopped by SIGTERM/SIGINT; 1 failure; 2 bad input.");
@@ -909,6 +911,7 @@ int Main(int argc, char** argv) {
       "         redis://host:port/STREAM (consumer group = --consumer)\n"
       "         nats://host:port/SUBJECT (JetStream durable pull consumer = --consumer)\n"
       "         amqp://user:pass@host:port/VHOST/?queue=NAME (RabbitMQ, manual acks)\n"
+      "         (amqps:// and nats+tls:// for TLS, with ?cacert=, cert=, key= as for relay)\n"
       "Handler: --to http(s)://host/path (a POST per event, Idempotency-Key, CloudEvents\n"
       "         headers) or --exec 'COMMAND' (/bin/sh -c, the event as a JSON line on stdin)");
   consume->add_option("--from", cf.options.from_url, "Topic or stream URL")

@@ -499,18 +499,18 @@ Status RunConsumer(const ConsumeOptions& o, const StopSignal& stop) {
     auto redis = std::make_unique<RedisMessages>();
     RETURN_IF_ERROR(redis->Open(o.from_url, o.consumer, o.claim_idle));
     source = std::move(redis);
-  } else if (from.scheme == "nats") {
+  } else if (from.scheme == "nats" || from.scheme == "nats+tls") {
     auto nats = std::make_unique<NatsMessages>();
     RETURN_IF_ERROR(nats->Open(o.from_url, o.consumer, o.claim_idle));
     source = std::move(nats);
-  } else if (from.scheme == "amqp") {
+  } else if (from.scheme == "amqp" || from.scheme == "amqps") {
     auto amqp = std::make_unique<AmqpMessages>();
     RETURN_IF_ERROR(amqp->Open(o.from_url));
     source = std::move(amqp);
   } else {
     return InvalidArgumentError(
         "consume reads kafka://host:port/TOPIC, redis://host:port/STREAM, "
-        "nats://host:port/SUBJECT or amqp://host:port/VHOST/?queue=NAME, not '" +
+        "nats[+tls]://host:port/SUBJECT or amqp[s]://host:port/VHOST/?queue=NAME, not '" +
         from.scheme + "://'");
   }
   InboxDb db(loc);

@@ -3,8 +3,9 @@
 // confirms it (basic.ack: for a durable queue, written to disk) and was not returned as
 // unroutable.
 //
-//   amqp://[user:password@]host[:port]/VHOST/EXCHANGE[?routing_key=TEMPLATE]
+//   amqp[s]://[user:password@]host[:port]/VHOST/EXCHANGE[?routing_key=TEMPLATE]
 //
+// amqps:// is TLS (port 5671 by default; cacert, cert, key and verify as in sinks/tls.h).
 // VHOST is percent-encoded ("%2F" is "/"); the exchange must exist (checked at start);
 // TEMPLATE may use {aggregate_type} and {event_type} (default {aggregate_type}). Each message
 // carries message_id = event_id (the consumers' dedup key), type = event_type, timestamp,
@@ -19,6 +20,7 @@
 #include "sinks/amqp.h"
 
 #include <amqp.h>
+#include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
 #include <sys/time.h>
 
@@ -77,13 +79,50 @@ std::string ServerError(const amqp_method_t& method) {
   return amqp_method_name(method.id);
 }
 
+// Connect errors with this prefix need the operator (IsAmqpSetupError).
+constexpr char kTlsSetup[] = "amqp: TLS: ";
+
+// A plain TCP socket, or a TLS one with the endpoint's CAs and client certificate.
+Result<amqp_socket_t*> NewSocket(amqp_connection_state_t conn, const TlsSettings& tls) {
+  if (!tls.enabled) {
+    amqp_socket_t* socket = amqp_tcp_socket_new(conn);
+    if (socket == nullptr) return InternalError("amqp: cannot allocate a socket");
+    return socket;
+  }
+  amqp_socket_t* socket = amqp_ssl_socket_new(conn);
+  if (socket == nullptr) return InternalError("amqp: cannot allocate a TLS socket");
+  amqp_ssl_socket_set_verify_peer(socket, tls.verify ? 1 : 0);
+  amqp_ssl_socket_set_verify_hostname(socket, tls.verify ? 1 : 0);
+  const std::string ca = tls.ca_file.empty() ? kSystemCaBundle : tls.ca_file;
+  if (tls.verify && amqp_ssl_socket_set_cacert(socket, ca.c_str()) != AMQP_STATUS_OK) {
+    return RetriableError(std::string(kTlsSetup) + "cannot read CA certificates from " + ca +
+                          "; cacert= must name a PEM file");
+  }
+  if (!tls.cert_file.empty() && amqp_ssl_socket_set_key(socket, tls.cert_file.c_str(),
+                                                        tls.key_file.c_str()) != AMQP_STATUS_OK) {
+    return RetriableError(std::string(kTlsSetup) + "cannot load the client certificate " +
+                          tls.cert_file + " with key " + tls.key_file +
+                          "; cert= and key= must name matching PEM files");
+  }
+  return socket;
+}
+
 }  // namespace
+
+bool IsAmqpSetupError(const Status& status) {
+  const std::string& m = status.message();
+  return m.find(" refused user ") != std::string::npos || m.rfind(kTlsSetup, 0) == 0;
+}
 
 Result<AmqpEndpoint> ParseAmqpUrl(const std::string& text) {
   ASSIGN_OR_RETURN(Url url, ParseUrl(text));
   const std::string form =
       "; write amqp://user:password@host:5672/VHOST/EXCHANGE (vhost \"/\" is %2F)";
   AmqpEndpoint e;
+  if (url.scheme == "amqps") {
+    e.tls.enabled = true;
+    e.port = 5671;
+  }
   if (url.hosts.empty() || url.hosts.find(',') != std::string::npos) {
     return InvalidArgumentError("amqp URL " + RedactUrl(text) + " must name one broker" + form);
   }
@@ -113,14 +152,20 @@ Result<AmqpEndpoint> ParseAmqpUrl(const std::string& text) {
     return InvalidArgumentError("amqp URL " + RedactUrl(text) + " has an empty vhost" + form);
   }
   for (const auto& [key, value] : url.query) {
+    Status bad;
     if (key == "routing_key") {
       e.routing_key = value;
     } else if (key == "queue") {
       e.queue = value;
-    } else {
+    } else if (!TakeTlsParam(key, value, &e.tls, &bad)) {
       return InvalidArgumentError("amqp URL: unknown parameter '" + key +
-                                  "' (known: routing_key, queue)");
+                                  "' (known: routing_key, queue; with amqps://: cacert, cert, key, "
+                                  "verify)");
     }
+    if (!bad.ok()) return InvalidArgumentError("amqp URL: " + bad.message());
+  }
+  if (Status st = CheckTlsSettings(e.tls, "amqps://"); !st.ok()) {
+    return InvalidArgumentError("amqp URL " + RedactUrl(text) + ": " + st.message());
   }
   return e;
 }
@@ -130,12 +175,17 @@ Result<std::unique_ptr<AmqpSession>> AmqpSession::Connect(const AmqpEndpoint& e,
   std::unique_ptr<AmqpSession> s(new AmqpSession());
   s->conn_ = amqp_new_connection();
   if (s->conn_ == nullptr) return InternalError("amqp: cannot allocate a connection");
-  amqp_socket_t* socket = amqp_tcp_socket_new(s->conn_);
-  if (socket == nullptr) return InternalError("amqp: cannot allocate a socket");
-  const timeval tv = ToTimeval(timeout);
   const std::string where = e.host + ":" + std::to_string(e.port);
+  ASSIGN_OR_RETURN(amqp_socket_t * socket, NewSocket(s->conn_, e.tls));
+  const timeval tv = ToTimeval(timeout);
   errno = 0;
   if (const int rc = amqp_socket_open_noblock(socket, e.host.c_str(), e.port, &tv); rc != 0) {
+    if (rc == AMQP_STATUS_SSL_PEER_VERIFY_FAILED || rc == AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED) {
+      return RetriableError(std::string(kTlsSetup) + "the certificate of " + where +
+                            " does not verify (" + AmqpError(rc) +
+                            "); cacert= must name the CA that signed it and the URL's host must "
+                            "be a name in it");
+    }
     return RetriableError("amqp: cannot connect to " + where + ": " + AmqpError(rc));
   }
   amqp_set_handshake_timeout(s->conn_, &tv);
@@ -227,7 +277,7 @@ class AmqpSink final : public Sink {
     // Publish connects later.
     auto session = AmqpSession::Connect(endpoint_, Duration(5000), kHeartbeatSeconds);
     if (!session.ok()) {
-      if (session.status().message().find(" refused user ") != std::string::npos) {
+      if (IsAmqpSetupError(session.status())) {
         return InvalidArgumentError(session.status().message());
       }
       log::Warn("RabbitMQ not reachable yet; will retry",

@@ -11,6 +11,7 @@
 #include "core/clock.h"
 #include "courier/event.h"
 #include "courier/status.h"
+#include "sinks/tls.h"
 
 typedef struct amqp_connection_state_t_* amqp_connection_state_t;
 typedef struct amqp_message_t_ amqp_message_t;
@@ -26,14 +27,17 @@ struct AmqpEndpoint {
   std::string exchange;                          // "" is the default exchange
   std::string routing_key = "{aggregate_type}";  // a template
   std::string queue;                             // tail only: read this queue
+  TlsSettings tls;                               // amqps://
 };
 
-// amqp://[user:password@]host[:port]/VHOST/EXCHANGE[?routing_key=TEMPLATE&queue=NAME]
+// amqp[s]://[user:password@]host[:port]/VHOST/EXCHANGE[?routing_key=TEMPLATE&queue=NAME]
 // VHOST is percent-encoded ("%2F" for "/"); an empty EXCHANGE is the default exchange.
+// amqps:// connects with TLS (default port 5671) and takes the parameters of sinks/tls.h.
 Result<AmqpEndpoint> ParseAmqpUrl(const std::string& url);
 
 // A connection logged in to the endpoint's vhost with channel 1 open. Unreachable, refused
-// logins and unknown vhosts are kRetriable with the broker's reason.
+// logins and unknown vhosts are kRetriable with the broker's reason; so is a TLS handshake
+// that fails (IsAmqpSetupError tells those apart from an absent broker).
 class AmqpSession {
  public:
   static Result<std::unique_ptr<AmqpSession>> Connect(const AmqpEndpoint& endpoint,
@@ -59,6 +63,10 @@ class AmqpSession {
   amqp_connection_state_t conn_ = nullptr;
   int channel_ = 1;
 };
+
+// True for a connect error the operator must fix (refused login, unreadable certificate files,
+// a server certificate that does not verify), as opposed to a broker that is away.
+bool IsAmqpSetupError(const Status& status);
 
 // Rebuilds an Event from a message the sink published (properties, headers, body).
 Event EventFromAmqpMessage(const amqp_message_t& message);

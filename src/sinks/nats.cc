@@ -1,6 +1,6 @@
 // NATS JetStream sink (cnats): asynchronous JetStream publishes, acked by the stream's PubAck.
 //
-//   nats://[user:password@]host:port[,host:port]/SUBJECT-TEMPLATE
+//   nats[+tls]://[user:password@]host:port[,host:port]/SUBJECT-TEMPLATE[?TLS parameters]
 //
 // SUBJECT-TEMPLATE may use {aggregate_type} and {event_type} (default {aggregate_type}); a
 // JetStream stream must capture the subjects. Each message carries `Nats-Msg-Id: <event_id>`,
@@ -173,6 +173,18 @@ Result<NatsEndpoint> ParseNatsUrl(const std::string& text) {
   e.user = url.user;
   e.password = url.password;
   e.subject = url.path.empty() ? "{aggregate_type}" : url.path;
+  e.tls.enabled = url.scheme == "nats+tls";
+  for (const auto& [key, value] : url.query) {
+    Status bad;
+    if (!TakeTlsParam(key, value, &e.tls, &bad)) {
+      return InvalidArgumentError("nats URL: unknown parameter '" + key +
+                                  "' (known with nats+tls://: cacert, cert, key, verify)");
+    }
+    if (!bad.ok()) return InvalidArgumentError("nats URL: " + bad.message());
+  }
+  if (Status st = CheckTlsSettings(e.tls, "nats+tls://"); !st.ok()) {
+    return InvalidArgumentError("nats URL " + RedactUrl(text) + ": " + st.message());
+  }
   return e;
 }
 
@@ -185,11 +197,63 @@ Result<natsConnection*> ConnectNats(const NatsEndpoint& e) {
   if (s == NATS_OK && !e.user.empty()) {
     s = natsOptions_SetUserInfo(opts, e.user.c_str(), e.password.c_str());
   }
+  if (s == NATS_OK && e.tls.enabled) {
+    s = natsOptions_SetSecure(opts, true);
+    const std::string ca = e.tls.ca_file.empty() ? kSystemCaBundle : e.tls.ca_file;
+    if (s == NATS_OK && e.tls.verify) {
+      s = natsOptions_LoadCATrustedCertificates(opts, ca.c_str());
+      if (s != NATS_OK) {
+        natsOptions_Destroy(opts);
+        return InvalidArgumentError("nats: TLS: cannot read CA certificates from " + ca +
+                                    "; cacert= must name a PEM file");
+      }
+    }
+    if (s == NATS_OK && !e.tls.cert_file.empty()) {
+      s = natsOptions_LoadCertificatesChain(opts, e.tls.cert_file.c_str(), e.tls.key_file.c_str());
+      if (s != NATS_OK) {
+        natsOptions_Destroy(opts);
+        return InvalidArgumentError("nats: TLS: cannot load the client certificate " +
+                                    e.tls.cert_file + " with key " + e.tls.key_file +
+                                    "; cert= and key= must name matching PEM files");
+      }
+    }
+    if (s == NATS_OK && !e.tls.verify) s = natsOptions_SkipServerVerification(opts, true);
+  }
+  natsConnection* conn = nullptr;
+  // One plain attempt first: a server that answers but refuses the connection (certificate,
+  // TLS wanted or not) is a setting to fix, not an outage to wait out.
+  if (s == NATS_OK) s = natsOptions_SetAllowReconnect(opts, false);
+  if (s == NATS_OK) {
+    s = natsConnection_Connect(&conn, opts);
+    if (s == NATS_OK) {
+      natsConnection_Destroy(conn);
+      conn = nullptr;
+    } else if (s == NATS_SSL_ERROR || s == NATS_SECURE_CONNECTION_REQUIRED ||
+               s == NATS_SECURE_CONNECTION_WANTED) {
+      // The library's text starts with its source location: "(conn.c:733): ".
+      std::string detail = nats_GetLastError(nullptr) != nullptr ? nats_GetLastError(nullptr) : "";
+      if (detail.rfind('(', 0) == 0 && detail.find("): ") != std::string::npos) {
+        detail = detail.substr(detail.find("): ") + 3);
+      }
+      if (detail.empty()) detail = natsStatus_GetText(s);
+      natsOptions_Destroy(opts);
+      std::string hint =
+          "; cacert= must name the CA that signed the server's certificate and the "
+          "URL's host must be a name in it";
+      if (s == NATS_SECURE_CONNECTION_WANTED) {
+        hint = "; the server has no TLS: use nats://";
+      } else if (!e.tls.enabled) {
+        hint = "; the server wants TLS: use nats+tls:// (cacert= for a private CA)";
+      }
+      return InvalidArgumentError("nats: " + detail + hint);
+    }
+    s = NATS_OK;
+  }
   // Never give up: the relay's events wait in the database meanwhile.
+  if (s == NATS_OK) s = natsOptions_SetAllowReconnect(opts, true);
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, 500);
   if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(opts, true, nullptr, nullptr);
-  natsConnection* conn = nullptr;
   if (s == NATS_OK) s = natsConnection_Connect(&conn, opts);
   natsOptions_Destroy(opts);
   // With retry-on-failed-connect an unreachable server is NATS_NOT_YET_CONNECTED: the

@@ -11,6 +11,7 @@
 #include "core/clock.h"
 #include "courier/event.h"
 #include "courier/status.h"
+#include "sinks/tls.h"
 
 typedef struct __natsConnection natsConnection;
 typedef struct __natsMsg natsMsg;
@@ -22,12 +23,16 @@ struct NatsEndpoint {
   std::string user;
   std::string password;
   std::string subject;  // the URL's path: a subject or template
+  TlsSettings tls;      // nats+tls://
 };
 
-// nats://[user:password@]host:port[,host:port]/SUBJECT
+// nats[+tls]://[user:password@]host:port[,host:port]/SUBJECT[?TLS parameters]
+// nats+tls:// is NATS's tls:// (TLS from the first byte); it takes the parameters of sinks/tls.h.
 Result<NatsEndpoint> ParseNatsUrl(const std::string& url);
 
-// A connection that keeps reconnecting forever (also when the server is away at first).
+// A connection that keeps reconnecting forever (also when the server is away at first). A
+// server that is there but whose certificate does not verify, or that wants TLS the URL does
+// not ask for, is an error at once.
 Result<natsConnection*> ConnectNats(const NatsEndpoint& endpoint);
 
 // Rebuilds an Event from a message the sink published (headers + body).

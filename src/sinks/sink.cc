@@ -28,13 +28,13 @@ Result<std::unique_ptr<Sink>> MakeSink(const SinkOptions& options) {
   if (url.scheme == "redis") return MakeRedisSink(options);
   if (url.scheme == "redis-cache") return MakeRedisCacheSink(options);
   if (url.scheme == "http" || url.scheme == "https") return MakeHttpSink(options);
-  if (url.scheme == "nats") return MakeNatsSink(options);
-  if (url.scheme == "amqp") return MakeAmqpSink(options);
+  if (url.scheme == "nats" || url.scheme == "nats+tls") return MakeNatsSink(options);
+  if (url.scheme == "amqp" || url.scheme == "amqps") return MakeAmqpSink(options);
   return InvalidArgumentError("unknown sink scheme '" + url.scheme + "' in " +
                               RedactUrl(options.url) +
                               "; expected kafka://host:port/topic, redis://host:port/stream, "
                               "redis-cache://host:port/prefix, "
-                              "nats://host:port/subject, amqp://host:port/vhost/exchange, "
+                              "nats[+tls]://host:port/subject, amqp[s]://host:port/vhost/exchange, "
                               "http(s)://host/path or "
                               "file:///path/events.jsonl");
 }

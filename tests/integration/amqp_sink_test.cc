@@ -167,5 +167,49 @@ TEST_F(AmqpSinkTest, MissingExchangeOrBadLoginStopsTheRelayWithOneLine) {
   EXPECT_EQ(login.err.find("wrong"), std::string::npos) << "the password is never printed";
 }
 
+// amqps://: the broker's certificate is checked against cacert= (the system's CAs by default)
+// and the URL's host, and the client certificate is sent. A certificate that does not verify,
+// or TLS settings that cannot work, stop the relay with one line and leave the outbox as it was.
+TEST_F(AmqpSinkTest, AmqpsVerifiesTheBrokerAndStopsOnAnUntrustedCertificate) {
+  const TestCertificates& certs = server_->certificates();
+  const std::string trusted = "routing_key=order&cacert=" + certs.ca();
+  const std::set<std::string> ids = Commit(50, 3);
+  CommandResult relay = RunCourier(
+      {"relay", "--source", db_->url, "--sink",
+       server_->TlsUrl(exchange_, trusted + "&cert=" + certs.cert() + "&key=" + certs.key()),
+       "--once"});
+  ASSERT_EQ(relay.exit_code, 0) << relay.err;
+  EXPECT_EQ(ExpectDelivered(ReadAmqp(*server_, queue_), ids), 0);
+
+  Commit(5, 1);
+  struct Case {
+    std::string sink;
+    std::string says;
+  };
+  for (const Case& c : std::vector<Case>{
+           {server_->TlsUrl(exchange_, "routing_key=order"), "does not verify"},
+           {server_->TlsUrl(exchange_, "cacert=" + certs.other_ca()), "does not verify"},
+           {server_->TlsUrl(exchange_, "cacert=/nonexistent/ca.pem"),
+            "cannot read CA certificates from /nonexistent/ca.pem"},
+           {server_->TlsUrl(exchange_, trusted + "&cert=" + certs.cert()),
+            "needs both cert=PATH and key=PATH"},
+           {server_->Url(exchange_, trusted), "use amqps:// to connect with TLS"},
+           {server_->TlsUrl(exchange_, "verify=maybe"), "verify must be true or false"},
+       }) {
+    CommandResult r = RunCourier({"relay", "--source", db_->url, "--sink", c.sink, "--once"});
+    EXPECT_EQ(r.exit_code, 2) << c.sink << ": " << r.err;
+    EXPECT_NE(r.err.find(c.says), std::string::npos) << c.sink << ": " << r.err;
+    EXPECT_EQ(r.err.find("courier: error:"), r.err.rfind("courier: error:")) << r.err;
+    EXPECT_EQ(r.err.find("guest:guest"), std::string::npos) << "the password is never printed";
+  }
+  EXPECT_EQ(db_->Count("courier_outbox"), 5) << "nothing was taken from the outbox";
+
+  // verify=false (tests, migrations) connects to any certificate.
+  CommandResult unverified = RunCourier({"relay", "--source", db_->url, "--sink",
+                                         server_->TlsUrl(exchange_, "verify=false"), "--once"});
+  EXPECT_EQ(unverified.exit_code, 0) << unverified.err;
+  EXPECT_EQ(db_->Count("courier_outbox"), 0);
+}
+
 }  // namespace
 }  // namespace courier::test

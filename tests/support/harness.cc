@@ -302,25 +302,66 @@ Status WebhookServer::StartAgain() {
 
 Status WebhookServer::Stop() { return StopChild(process_, "webhook server"); }
 
-Result<std::unique_ptr<NatsServer>> NatsServer::Start() {
+Result<std::unique_ptr<TestCertificates>> TestCertificates::Make() {
+  std::unique_ptr<TestCertificates> c(new TestCertificates());
+  const std::string log = c->dir_.File("openssl.log");
+  auto run = [&](std::vector<std::string> args) -> Status {
+    args.insert(args.begin(), "/usr/bin/openssl");
+    ASSIGN_OR_RETURN(Subprocess p, Subprocess::Spawn(args, log, log));
+    auto code = p.Wait(Duration(60000));
+    if (!code || *code != 0) return InternalError("openssl failed: " + ReadFile(log));
+    return Status::Ok();
+  };
+  const std::vector<std::string> ec = {"-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                                       "-nodes"};
+  for (const std::string name : {"ca", "other-ca"}) {
+    std::vector<std::string> args = {"req", "-x509"};
+    args.insert(args.end(), ec.begin(), ec.end());
+    args.insert(args.end(),
+                {"-keyout", c->dir_.File(name + ".key"), "-out", c->dir_.File(name + ".pem"),
+                 "-days", "3", "-subj", "/CN=courier test " + name});
+    RETURN_IF_ERROR(run(args));
+  }
+  std::ofstream(c->dir_.File("leaf.ext")) << "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+                                          << "extendedKeyUsage=serverAuth,clientAuth\n";
+  std::vector<std::string> args = {"req"};
+  args.insert(args.end(), ec.begin(), ec.end());
+  args.insert(args.end(),
+              {"-keyout", c->key(), "-out", c->dir_.File("leaf.csr"), "-subj", "/CN=localhost"});
+  RETURN_IF_ERROR(run(args));
+  RETURN_IF_ERROR(run({"x509", "-req", "-in", c->dir_.File("leaf.csr"), "-CA", c->ca(), "-CAkey",
+                       c->dir_.File("ca.key"), "-CAcreateserial", "-out", c->cert(), "-days", "3",
+                       "-extfile", c->dir_.File("leaf.ext")}));
+  return c;
+}
+
+Result<std::unique_ptr<NatsServer>> NatsServer::Start(const TestCertificates* tls) {
   if (!std::filesystem::exists("/usr/sbin/nats-server")) {
     return FailedPreconditionError("nats-server is not installed (apt-get install nats-server)");
   }
   std::unique_ptr<NatsServer> s(new NatsServer());
+  s->tls_ = tls;
   s->port_ = FreePort();
   RETURN_IF_ERROR(s->StartAgain());
   return s;
 }
 
 std::string NatsServer::Url(const std::string& subject) const {
-  return "nats://127.0.0.1:" + std::to_string(port_) + (subject.empty() ? "" : "/" + subject);
+  const std::string path = subject.empty() ? "" : "/" + subject;
+  if (tls_ == nullptr) return "nats://127.0.0.1:" + std::to_string(port_) + path;
+  return "nats+tls://localhost:" + std::to_string(port_) + path + "?cacert=" + tls_->ca() +
+         "&cert=" + tls_->cert() + "&key=" + tls_->key();
 }
 
 Status NatsServer::StartAgain() {
+  std::vector<std::string> argv = {"/usr/sbin/nats-server", "-js", "-a",       "127.0.0.1", "-p",
+                                   std::to_string(port_),   "-sd", dir_.path()};
+  if (tls_ != nullptr) {
+    argv.insert(argv.end(), {"--tlsverify", "--tlscert", tls_->cert(), "--tlskey", tls_->key(),
+                             "--tlscacert", tls_->ca()});
+  }
   ASSIGN_OR_RETURN(Subprocess p,
-                   Subprocess::Spawn({"/usr/sbin/nats-server", "-js", "-a", "127.0.0.1", "-p",
-                                      std::to_string(port_), "-sd", dir_.path()},
-                                     dir_.File("nats.log"), dir_.File("nats.log")));
+                   Subprocess::Spawn(argv, dir_.File("nats.log"), dir_.File("nats.log")));
   process_.emplace(std::move(p));
   if (!WaitUntil([&] { return PortAccepts(port_); })) {
     return InternalError("nats-server did not start; see " + dir_.File("nats.log"));
@@ -363,14 +404,22 @@ Result<std::unique_ptr<RabbitMqServer>> RabbitMqServer::Start() {
   Status last;
   for (int attempt = 0; attempt < 3; ++attempt) {
     std::unique_ptr<RabbitMqServer> s(new RabbitMqServer());
+    ASSIGN_OR_RETURN(s->certs_, TestCertificates::Make());
     std::set<int> ports;
-    while (ports.size() < 3) ports.insert(FreePort());
+    while (ports.size() < 4) ports.insert(FreePort());
     auto it = ports.begin();
     s->port_ = *it++;
+    s->tls_port_ = *it++;
     s->dist_port_ = *it++;
     s->epmd_port_ = *it;
     std::ofstream(s->dir_.File("rabbitmq.conf"))
         << "listeners.tcp.default = 127.0.0.1:" << s->port_ << "\n"
+        << "listeners.ssl.default = 127.0.0.1:" << s->tls_port_ << "\n"
+        << "ssl_options.cacertfile = " << s->certs_->ca() << "\n"
+        << "ssl_options.certfile = " << s->certs_->cert() << "\n"
+        << "ssl_options.keyfile = " << s->certs_->key() << "\n"
+        << "ssl_options.verify = verify_peer\n"
+        << "ssl_options.fail_if_no_peer_cert = false\n"
         << "max_message_size = 1048576\n"
         << "disk_free_limit.absolute = 1MB\n";
     std::ofstream(s->dir_.File("enabled_plugins")) << "[].\n";
@@ -392,6 +441,11 @@ RabbitMqServer::~RabbitMqServer() {
 std::string RabbitMqServer::Url(const std::string& exchange, const std::string& query) const {
   return "amqp://guest:guest@127.0.0.1:" + std::to_string(port_) + "/%2F/" + exchange +
          (query.empty() ? "" : "?" + query);
+}
+
+std::string RabbitMqServer::TlsUrl(const std::string& exchange, const std::string& query) const {
+  return "amqps://guest:guest@localhost:" + std::to_string(tls_port_) + "/%2F/" + exchange + "?" +
+         query;
 }
 
 Status RabbitMqServer::StartAgain() {
@@ -418,7 +472,8 @@ Status RabbitMqServer::StartAgain() {
   const bool up = WaitUntil(
       [&] {
         if (!process_->Running()) return true;
-        return PortAccepts(port_) && AmqpSession::Connect(*endpoint, Duration(2000)).ok();
+        return PortAccepts(port_) && PortAccepts(tls_port_) &&
+               AmqpSession::Connect(*endpoint, Duration(2000)).ok();
       },
       Duration(120000));
   if (!up || !process_->Running()) {

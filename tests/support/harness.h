@@ -98,11 +98,28 @@ class WebhookServer {
   std::optional<Subprocess> process_;
 };
 
-// nats-server with JetStream (file storage in a temp dir) on a free loopback port.
+// A test CA, a certificate it signed for localhost and 127.0.0.1 (server and client use), and
+// a second CA that signed nothing here; made with the openssl command in a temp dir.
+class TestCertificates {
+ public:
+  static Result<std::unique_ptr<TestCertificates>> Make();
+  std::string ca() const { return dir_.File("ca.pem"); }
+  std::string cert() const { return dir_.File("leaf.pem"); }
+  std::string key() const { return dir_.File("leaf.key"); }
+  std::string other_ca() const { return dir_.File("other-ca.pem"); }
+
+ private:
+  TestCertificates() = default;
+  TempDir dir_;
+};
+
+// nats-server with JetStream (file storage in a temp dir) on a free loopback port. With
+// certificates it speaks only TLS and wants a client certificate signed by the test CA.
 class NatsServer {
  public:
-  static Result<std::unique_ptr<NatsServer>> Start();
-  // nats://127.0.0.1:PORT/SUBJECT
+  static Result<std::unique_ptr<NatsServer>> Start(const TestCertificates* tls = nullptr);
+  // nats://127.0.0.1:PORT/SUBJECT, or with TLS
+  // nats+tls://localhost:PORT/SUBJECT?cacert=CA&cert=CERT&key=KEY
   std::string Url(const std::string& subject = "") const;
   // A file-backed stream capturing `subjects`.
   Status AddStream(const std::string& name, const std::vector<std::string>& subjects);
@@ -112,6 +129,7 @@ class NatsServer {
  private:
   NatsServer() = default;
   TempDir dir_;
+  const TestCertificates* tls_ = nullptr;
   int port_ = 0;
   std::optional<Subprocess> process_;
 };
@@ -124,6 +142,10 @@ class RabbitMqServer {
   ~RabbitMqServer();
   // amqp://guest:guest@127.0.0.1:PORT/%2F/EXCHANGE[?QUERY]
   std::string Url(const std::string& exchange, const std::string& query = "") const;
+  // amqps://guest:guest@localhost:TLS_PORT/%2F/EXCHANGE?QUERY: the node's TLS listener, with
+  // a certificate from certificates(); client certificates are checked when sent.
+  std::string TlsUrl(const std::string& exchange, const std::string& query) const;
+  const TestCertificates& certificates() const { return *certs_; }
   // A durable topic exchange, and durable queues bound to it.
   Status DeclareExchange(const std::string& name);
   Status DeclareQueue(const std::string& queue, const std::string& exchange,
@@ -136,7 +158,9 @@ class RabbitMqServer {
  private:
   RabbitMqServer() = default;
   TempDir dir_;
+  std::unique_ptr<TestCertificates> certs_;
   int port_ = 0;
+  int tls_port_ = 0;
   int dist_port_ = 0;
   int epmd_port_ = 0;
   std::optional<Subprocess> process_;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "sinks/amqp.h"
+#include "sinks/nats.h"
 #include "sinks/sink.h"
 #include "sources/source.h"
 #include "support/matchers.h"
@@ -86,6 +87,33 @@ TEST(SinkUrl, AmqpNamesVhostExchangeAndRoutingKey) {
     auto r = ParseAmqpUrl(bad);
     EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
     EXPECT_EQ(r.status().message().find('\n'), std::string::npos);
+  }
+}
+
+TEST(SinkUrl, AmqpsAndNatsTlsReadTheTlsParameters) {
+  auto a = ParseAmqpUrl("amqps://mq/%2F/x?cacert=/etc/ca.pem&cert=/c.pem&key=/c.key");
+  ASSERT_OK(a);
+  EXPECT_TRUE(a->tls.enabled);
+  EXPECT_EQ(a->port, 5671);
+  EXPECT_EQ(a->tls.ca_file, "/etc/ca.pem");
+  EXPECT_EQ(a->tls.cert_file, "/c.pem");
+  EXPECT_EQ(a->tls.key_file, "/c.key");
+  EXPECT_TRUE(a->tls.verify);
+  EXPECT_FALSE(ParseAmqpUrl("amqp://mq/%2F/x")->tls.enabled);
+
+  auto n = ParseNatsUrl("nats+tls://n1:4222,n2:4222/orders?verify=false");
+  ASSERT_OK(n);
+  EXPECT_TRUE(n->tls.enabled);
+  EXPECT_FALSE(n->tls.verify);
+  EXPECT_EQ(n->servers, (std::vector<std::string>{"nats://n1:4222", "nats://n2:4222"}));
+  EXPECT_FALSE(ParseNatsUrl("nats://n1:4222/orders")->tls.enabled);
+
+  for (const char* bad : {"amqp://mq/%2F/x?cacert=/ca.pem", "amqps://mq/%2F/x?cert=/c.pem",
+                          "amqps://mq/%2F/x?verify=no", "nats://n:4222/s?verify=false",
+                          "nats+tls://n:4222/s?key=/k", "nats://n:4222/s?retries=3"}) {
+    const Status st = std::string(bad).rfind("amqp", 0) == 0 ? ParseAmqpUrl(bad).status()
+                                                             : ParseNatsUrl(bad).status();
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << bad;
   }
 }
 
