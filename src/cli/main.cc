@@ -638,11 +638,17 @@ int CheckConfig(CLI::App& app, CLI::App* relay, RelayFlags& rf, const std::strin
   Status st = BuildRelayOptions(rf);
   if (st.ok()) st = Relay::Create(rf.options).status();
   // Kafka clients are made without connecting: that checks librdkafka's properties (TLS,
-  // SASL...) too.
+  // SASL...) too. RabbitMQ and NATS URLs are parsed (their TLS parameters included).
   for (size_t i = 0; st.ok() && i < rf.sinks.size(); ++i) {
-    if (rf.sinks[i].rfind("kafka://", 0) != 0) continue;
-    auto sink = MakeSink(SinkOptions{.url = rf.sinks[i]});
-    st = sink.ok() ? (*sink)->Open() : sink.status();
+    const std::string& url = rf.sinks[i];
+    if (url.rfind("kafka://", 0) == 0) {
+      auto sink = MakeSink(SinkOptions{.url = url});
+      st = sink.ok() ? (*sink)->Open() : sink.status();
+    } else if (url.rfind("amqp://", 0) == 0 || url.rfind("amqps://", 0) == 0) {
+      st = ParseAmqpUrl(url).status();
+    } else if (url.rfind("nats://", 0) == 0 || url.rfind("nats+tls://", 0) == 0) {
+      st = ParseNatsUrl(url).status();
+    }
     if (!st.ok()) st = Status(st.code(), "--sink: " + st.message());
   }
   if (!st.ok()) return Fail(Status(st.code(), at_line(st.message())));

@@ -38,7 +38,8 @@ TEST(Cli, UnknownSinkSchemeIsOneLineAndExit2) {
   EXPECT_EQ(FirstLine(r.err),
             "courier: error: unknown sink scheme 'rabbit' in rabbit://localhost/x; expected "
             "kafka://host:port/topic, redis://host:port/stream, redis-cache://host:port/prefix, "
-            "nats://host:port/subject, amqp://host:port/vhost/exchange, http(s)://host/path or "
+            "nats[+tls]://host:port/subject, amqp[s]://host:port/vhost/exchange, "
+            "http(s)://host/path or "
             "file:///path/events.jsonl");
 }
 
@@ -199,6 +200,10 @@ TEST(Cli, ConfigCheckNamesTheLineAndHidesSecrets) {
            {source + "\nsink = \"nope://x\"\n", file + ":3: unknown sink scheme 'nope'"},
            {source + "sink = \"kafka://h:1/t?security.protocol=bogus\"\n",
             file + ":2: --sink: Kafka property 'security.protocol'"},
+           {source + "sink = \"amqps://mq/%2F/orders?verify=maybe\"\n",
+            file + ":2: --sink: amqp URL: verify must be true or false, not 'maybe'"},
+           {source + "sink = \"nats://n:4222/orders?cacert=/ca.pem\"\n",
+            file + ":2: --sink: nats URL nats://n:4222/orders?cacert=/ca.pem: cacert, cert, key"},
            {source + "sink = \"file:///tmp/x\"\nsecret = \"${COURIER_TEST_UNSET_VAR}\"\n",
             file + ":3: environment variable COURIER_TEST_UNSET_VAR is not set"},
            {source + "sink = \"file:///tmp/x\"\nsinks = 1\n", file + ":3: unknown key 'sinks'"},
