@@ -7,6 +7,7 @@
 #   ./dev.sh lint       clang-format check
 #   ./dev.sh bench [poll|cdc|sinks]  the benchmarks, all by default (docs/benchmarks.md)
 #   ./dev.sh build      just build (build/courier)
+#   ./dev.sh package    Release build, install into a prefix, build a project against it, .deb
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -29,7 +30,7 @@ install() {
 
 build() {  # build DIR [cmake args...]
   local dir=$1; shift
-  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOURIER_WERROR=ON "$@" >/dev/null
   cmake --build "$dir" -j "$JOBS"
 }
 
@@ -60,6 +61,9 @@ case "${1:-}" in
   lint)
     install clang-format
     git ls-files '*.cc' '*.h' | xargs clang-format --dry-run --Werror ;;
+  package)
+    install "${BUILD_DEPS[@]}" dpkg-dev file
+    exec tests/packaging/check.sh ;;
   bench)
     install "${BUILD_DEPS[@]}" "${TEST_DEPS[@]}"
     build build
@@ -71,6 +75,6 @@ case "${1:-}" in
          build/bench/courier_bench_sinks ;;
     esac ;;
   *)
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
     exit 2 ;;
 esac

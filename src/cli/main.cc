@@ -672,7 +672,7 @@ int Main(int argc, char** argv) {
       "                           --sink kafka://127.0.0.1:9092/{aggregate_type}"};
   app.require_subcommand(1);
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-  app.set_version_flag("--version", std::string("courier ") + "0.1.0");
+  app.set_version_flag("--version", std::string("courier ") + COURIER_VERSION);
 
   CommonFlags common;
   const std::string kTables = "Tables";
