@@ -52,6 +52,9 @@ void InstallSignalHandlers() {
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  // A file size limit (ulimit -f) then fails the file sink's write with EFBIG, which is
+  // retried, instead of killing the relay mid-line.
+  signal(SIGXFSZ, SIG_IGN);
 }
 
 int Fail(const Status& st) {

@@ -1,16 +1,27 @@
 // JSONL file sink: one line per event (core/encoding.h), acked after fsync.
+//
+// Every line of the file is always a whole event: a write or fsync that fails part way (a
+// full disk, a file size limit) is cut back to the last complete line before anything is
+// written again, and a file whose last line was left incomplete by a crash is cut back when
+// it is opened. Otherwise the retried batch would be appended after a torn line, and the first
+// event of the retry would exist only inside a line that does not parse.
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 
 #include "core/encoding.h"
+#include "core/log.h"
 #include "core/url.h"
 #include "sinks/sink.h"
 
 namespace courier {
 namespace {
+
+std::string Errno() { return std::strerror(errno); }
 
 class FileSink final : public Sink {
  public:
@@ -30,40 +41,120 @@ class FileSink final : public Sink {
       return InvalidArgumentError("file sink URL " + options_.url +
                                   " names no file; write file:///absolute/path.jsonl");
     }
-    fd_ = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    // O_RDWR rather than O_WRONLY: an incomplete last line is found by reading the tail (and
+    // opening a FIFO does not wait for a reader). O_NONBLOCK: a FIFO whose reader stopped
+    // reading makes writes wait in poll(), where the delivery timeout and a stop are seen.
+    fd_ = ::open(path_.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0644);
     if (fd_ < 0) {
-      return InvalidArgumentError("cannot open " + path_ +
-                                  " for appending: " + std::strerror(errno));
+      return InvalidArgumentError("cannot open " + path_ + " for appending: " + Errno());
+    }
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0) return InternalError("fstat " + path_ + ": " + Errno());
+    // Devices and pipes (file:///dev/null, a FIFO) have no lines to keep whole.
+    regular_ = S_ISREG(st.st_mode);
+    if (!regular_) return Status::Ok();
+    ASSIGN_OR_RETURN(const off_t complete, CompleteLength(st.st_size));
+    if (complete < st.st_size) {
+      log::Warn("cutting an incomplete last line off the file (a write was interrupted)",
+                {{"file", path_},
+                 {"bytes", std::to_string(st.st_size - complete)},
+                 {"kept_bytes", std::to_string(complete)}});
+      if (::ftruncate(fd_, complete) != 0 || ::fsync(fd_) != 0) {
+        return RetriableError("cannot cut the incomplete last line off " + path_ + ": " + Errno());
+      }
     }
     return Status::Ok();
   }
 
-  std::vector<Status> Publish(std::span<const Event> batch, const StopSignal&) override {
+  std::vector<Status> Publish(std::span<const Event> batch, const StopSignal& stop) override {
     std::string buffer;
     for (const Event& e : batch) {
       buffer += EventToJsonLine(e);
       buffer.push_back('\n');
     }
-    Status st = WriteAll(buffer);
-    // Durable before acked: the relay deletes the rows only after this returns ok.
-    if (st.ok() && ::fsync(fd_) != 0) {
-      st = RetriableError("fsync " + path_ + ": " + std::strerror(errno));
-    }
+    Status st = Append(buffer, stop);
     return std::vector<Status>(batch.size(), st);
   }
 
   std::string Describe() const override { return options_.url; }
 
  private:
-  Status WriteAll(const std::string& data) {
+  // Writes `data` and fsyncs it; on failure the file is cut back to where it was, so that it
+  // ends with a complete line before the relay retries.
+  Status Append(const std::string& data, const StopSignal& stop) {
+    off_t before = 0;
+    if (regular_) {
+      // A cut-back that failed after the previous attempt comes first: nothing may follow a
+      // torn line.
+      if (torn_at_ >= 0) RETURN_IF_ERROR(CutBack(torn_at_));
+      struct stat st {};
+      if (::fstat(fd_, &st) != 0) return RetriableError("fstat " + path_ + ": " + Errno());
+      before = st.st_size;
+    }
+    Status st = WriteAll(data, stop);
+    // Durable before acked: the relay deletes the rows only after this returns ok. EINVAL: a
+    // device or pipe, which has nothing to sync.
+    if (st.ok() && ::fsync(fd_) != 0 && errno != EINVAL) {
+      st = RetriableError("fsync " + path_ + ": " + Errno());
+    }
+    if (st.ok() || !regular_) return st;
+    if (Status cut = CutBack(before); !cut.ok()) return st.WithContext(cut.message());
+    return st;
+  }
+
+  // Truncates the file to `size`, the end of its last complete line, and makes that durable.
+  // Until that succeeds torn_at_ remembers it.
+  Status CutBack(off_t size) {
+    torn_at_ = size;
+    if (::ftruncate(fd_, size) != 0 || ::fsync(fd_) != 0) {
+      return RetriableError("cannot cut " + path_ + " back to its last complete line: " + Errno());
+    }
+    torn_at_ = -1;
+    return Status::Ok();
+  }
+
+  // The length of the file up to and including its last newline (0 when it has none).
+  Result<off_t> CompleteLength(off_t size) {
+    char buf[4096];
+    off_t end = size;
+    while (end > 0) {
+      const off_t start = end > static_cast<off_t>(sizeof buf) ? end - sizeof buf : 0;
+      const ssize_t n = ::pread(fd_, buf, static_cast<size_t>(end - start), start);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return RetriableError("read " + path_ + ": " + Errno());
+      }
+      if (n != end - start) return RetriableError("short read of " + path_);
+      for (ssize_t i = n; i > 0; --i) {
+        if (buf[i - 1] == '\n') return start + i;
+      }
+      end = start;
+    }
+    return off_t{0};
+  }
+
+  Status WriteAll(const std::string& data, const StopSignal& stop) {
+    const TimePoint start = Clock::Real().Now();
     size_t done = 0;
     while (done < data.size()) {
       const ssize_t n = ::write(fd_, data.data() + done, data.size() - done);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return RetriableError("write " + path_ + ": " + std::strerror(errno));
+      if (n >= 0) {
+        done += static_cast<size_t>(n);
+        continue;
       }
-      done += static_cast<size_t>(n);
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN) return RetriableError("write " + path_ + ": " + Errno());
+      // A pipe that is full: its reader is not reading.
+      const Duration waited = std::chrono::duration_cast<Duration>(Clock::Real().Now() - start);
+      if (options_.delivery_timeout.count() > 0 && waited > options_.delivery_timeout) {
+        return RetriableError("write " + path_ + ": its reader took nothing for " +
+                              std::to_string(waited.count()) + " ms");
+      }
+      if (stop.abandoned() || (stop.requested() && waited > options_.shutdown_timeout)) {
+        return CancelledError("write " + path_ + ": stopped while its reader took nothing");
+      }
+      pollfd p{fd_, POLLOUT, 0};
+      ::poll(&p, 1, 100);
     }
     return Status::Ok();
   }
@@ -71,6 +162,8 @@ class FileSink final : public Sink {
   SinkOptions options_;
   std::string path_;
   int fd_ = -1;
+  bool regular_ = false;
+  off_t torn_at_ = -1;  // >= 0: the file must be cut back to this size before the next write
 };
 
 }  // namespace
