@@ -83,6 +83,10 @@ struct RelayStats {
   int64_t held = 0;           // moved to the dead-letter table behind a parked event
   int64_t republished = 0;    // dead letters published again (retried or released), acked
   int64_t retries = 0;        // failed attempts that will be retried
+  // Events handed to the sink and not answered yet (0 between batches), and when that
+  // hand-off began: a sink that is away keeps them waiting (readiness, relay/metrics.h).
+  int64_t awaiting_ack = 0;
+  std::chrono::steady_clock::time_point awaiting_since{};
   // Commit (created_at) to sink ack, per published event: cumulative bucket counts.
   std::array<int64_t, kLatencyBuckets.size()> latency_buckets{};
   int64_t latency_count = 0;

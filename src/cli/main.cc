@@ -119,6 +119,8 @@ struct RelayFlags {
   std::string shard;
   int metrics_port = 0;
   std::string metrics_host = "127.0.0.1";
+  std::string ready_ack_timeout = "30s";
+  Duration ready_ack_timeout_ms{30000};
 };
 
 Result<bool> ParseMode(const std::string& mode) {
@@ -145,6 +147,8 @@ Status BuildRelayOptions(RelayFlags& f) {
   RETURN_IF_ERROR(ParseFlagDuration("--retention", f.retention, &o.retention));
   RETURN_IF_ERROR(ParseFlagDuration("--cleanup-interval", f.cleanup_interval, &o.cleanup_interval));
   RETURN_IF_ERROR(ParseFlagDuration("--shutdown-timeout", f.shutdown_timeout, &o.shutdown_timeout));
+  RETURN_IF_ERROR(
+      ParseFlagDuration("--ready-ack-timeout", f.ready_ack_timeout, &f.ready_ack_timeout_ms));
   RETURN_IF_ERROR(ParseFlagDuration("--backoff-initial", f.backoff_initial, &o.backoff_initial));
   RETURN_IF_ERROR(ParseFlagDuration("--backoff-max", f.backoff_max, &o.backoff_max));
   RETURN_IF_ERROR(ParseFlagDuration("--lease", f.lease, &o.lease));
@@ -182,9 +186,10 @@ Status BuildRelayOptions(RelayFlags& f) {
   return Status::Ok();
 }
 
-// /metrics (Prometheus text), /healthz (the process answers), /readyz (200 while active or
-// standing by, 503 while retrying a failure).
-HttpResponse ServeRelay(const std::string& path, const Relay& relay, const RelayOptions& o) {
+// /metrics (Prometheus text), /healthz (the process answers), /readyz (CheckReadiness: 200
+// while active or standing by, 503 while retrying a failure or while the sink does not ack).
+HttpResponse ServeRelay(const std::string& path, const Relay& relay, const RelayFlags& f) {
+  const RelayOptions& o = f.options;
   const RelayStats stats = relay.stats();
   if (path == "/metrics") {
     auto status = ReadOutboxStatus(o.source_url, {o.outbox_table, o.dead_letter_table});
@@ -193,11 +198,11 @@ HttpResponse ServeRelay(const std::string& path, const Relay& relay, const Relay
   }
   if (path == "/healthz") return {200, "text/plain; charset=utf-8", "ok\n"};
   if (path == "/readyz") {
-    const bool ready =
-        stats.state == RelayStats::State::kActive || stats.state == RelayStats::State::kStandby;
-    return {ready ? 200 : 503, "text/plain; charset=utf-8",
-            std::string(StateName(stats.state)) +
-                (stats.last_error.empty() ? "" : ": " + stats.last_error) + "\n"};
+    std::string sinks = RedactUrl(o.sink_url);
+    for (const std::string& extra : o.extra_sink_urls) sinks += ", " + RedactUrl(extra);
+    Readiness r =
+        CheckReadiness(stats, std::chrono::steady_clock::now(), f.ready_ack_timeout_ms, sinks);
+    return {r.http_status, "text/plain; charset=utf-8", std::move(r.body)};
   }
   return {404, "text/plain; charset=utf-8", "try /metrics, /healthz or /readyz\n"};
 }
@@ -210,10 +215,10 @@ int RunRelay(RelayFlags& flags) {
   std::unique_ptr<HttpEndpoint> endpoint;
   if (flags.metrics_port > 0) {
     const Relay& r = **relay;
-    const RelayOptions& o = flags.options;
+    const RelayFlags& f = flags;
     auto started =
         HttpEndpoint::Start(flags.metrics_host, flags.metrics_port,
-                            [&r, &o](const std::string& path) { return ServeRelay(path, r, o); });
+                            [&r, &f](const std::string& path) { return ServeRelay(path, r, f); });
     if (!started.ok()) return Fail(started.status());
     endpoint = std::move(started).value();
     log::Info("serving /metrics, /healthz and /readyz",
@@ -770,6 +775,12 @@ int Main(int argc, char** argv) {
       ->add_option("--metrics-host", rf.metrics_host,
                    "Address to serve them on; 0.0.0.0 exposes them to the network")
       ->type_name("IPV4")
+      ->capture_default_str()
+      ->group(kObs);
+  relay
+      ->add_option("--ready-ack-timeout", rf.ready_ack_timeout,
+                   "/readyz answers 503 once events have waited this long for the sink's ack")
+      ->type_name("DURATION")
       ->capture_default_str()
       ->group(kObs);
   relay->add_option("--batch-size", rf.batch_size, "Events fetched and published per batch")

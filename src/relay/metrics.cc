@@ -59,6 +59,27 @@ const char* StateName(RelayStats::State state) {
   return "unknown";
 }
 
+Readiness CheckReadiness(const RelayStats& s, std::chrono::steady_clock::time_point now,
+                         std::chrono::milliseconds ack_timeout, const std::string& sink) {
+  Readiness r;
+  std::string state = StateName(s.state);
+  if (s.state == RelayStats::State::kActive || s.state == RelayStats::State::kStandby) {
+    r.http_status = 200;
+  }
+  const auto waited = now - s.awaiting_since;
+  if (s.awaiting_ack > 0 && waited >= ack_timeout) {
+    r.http_status = 503;
+    const auto secs = std::chrono::duration_cast<std::chrono::seconds>(waited).count();
+    r.body = "not acking: " + std::to_string(s.awaiting_ack) + " events sent to " + sink + " " +
+             std::to_string(secs) + " s ago are not acked yet";
+    if (!s.last_error.empty()) r.body += "; last error: " + s.last_error;
+    r.body += "\n";
+    return r;
+  }
+  r.body = state + (s.last_error.empty() ? "" : ": " + s.last_error) + "\n";
+  return r;
+}
+
 std::string RenderMetrics(const RelayStats& s, const OutboxStatus* status,
                           const std::string& outbox) {
   Writer w("outbox=\"" + Escape(outbox) + "\"");

@@ -2,9 +2,10 @@
 // outbox's backlog, oldest pending event, dead letters and CDC slot lag as read from the
 // database at scrape time.
 //
-// Thread-safety: pure function.
+// Thread-safety: pure functions.
 #pragma once
 
+#include <chrono>
 #include <string>
 
 #include "courier/relay.h"
@@ -18,5 +19,16 @@ std::string RenderMetrics(const RelayStats& stats, const OutboxStatus* status,
                           const std::string& outbox);
 
 const char* StateName(RelayStats::State state);
+
+// What /readyz answers: 200 while the relay is active or standing by; 503 while it is
+// starting, stopped or retrying a failure (database or sink), and while events handed to the
+// sink have waited longer than `ack_timeout` for their acks (a broker that is away, with
+// no delivery timeout, fails nothing: it just never acks). The body names the state and why.
+struct Readiness {
+  int http_status = 503;
+  std::string body;
+};
+Readiness CheckReadiness(const RelayStats& stats, std::chrono::steady_clock::time_point now,
+                         std::chrono::milliseconds ack_timeout, const std::string& sink);
 
 }  // namespace courier

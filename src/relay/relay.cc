@@ -176,7 +176,7 @@ class RelayImpl final : public Relay {
         if (!d.header_error.empty()) unsendable.insert(key);
         if (unsendable.count(key) == 0) events.push_back(d.event);
       }
-      const std::vector<Status> results = sink_->Publish(events, publish_stop_);
+      const std::vector<Status> results = PublishTracked(events);
       std::vector<int64_t> published;
       std::vector<Rejected> failed;
       std::unordered_set<std::string> stuck;  // an earlier one of the aggregate did not go
@@ -220,6 +220,21 @@ class RelayImpl final : public Relay {
       }
     }
     return RefreshBlocked();
+  }
+
+  // Hands `events` to the sink, showing in stats() how many wait for their acks and since
+  // when, so that readiness can tell a sink that stopped acking from one that is busy.
+  std::vector<Status> PublishTracked(std::span<const Event> events) {
+    if (events.empty()) return {};
+    {
+      std::lock_guard<std::mutex> lock(stats_mutex_);
+      stats_.awaiting_ack = static_cast<int64_t>(events.size());
+      stats_.awaiting_since = std::chrono::steady_clock::now();
+    }
+    std::vector<Status> results = sink_->Publish(events, publish_stop_);
+    std::lock_guard<std::mutex> lock(stats_mutex_);
+    stats_.awaiting_ack = 0;
+    return results;
   }
 
   // Every 30 s, when something moved: how much was published and how fast.
@@ -337,7 +352,7 @@ class RelayImpl final : public Relay {
     }
     const std::vector<Event>& batch = *to_send;
     const TimePoint publish_start = Clock::Real().Now();
-    const std::vector<Status> results = sink_->Publish(batch, publish_stop_);
+    const std::vector<Status> results = PublishTracked(batch);
     const TimePoint publish_end = Clock::Real().Now();
     std::vector<int64_t> acked;
     acked.reserve(batch.size());

@@ -137,6 +137,47 @@ TEST(Operations, MetricsHealthReadinessAndStatusShowProgress) {
   EXPECT_EQ(taken.exit_code, 0) << "the port is free again: " << taken.err;
 }
 
+// /readyz follows the sink's acks: a broker that is away fails nothing (no delivery timeout:
+// the events wait for it), yet the relay is not ready while they wait, and says why; ready
+// again once the broker acks, and the backlog drains.
+TEST(Operations, ReadinessIsUnreadyWhileTheSinkDoesNotAck) {
+  TestDb db = TestDb::Make(true);
+  auto broker = DevBroker::Start();
+  ASSERT_OK(broker);
+  int64_t seq = 1;
+  std::set<std::string> ids = CommitEvents(db, 20, 3, &seq);
+  const int port = FreePort();
+  const std::string log = db.dir.File("relay.log");
+  auto relay = SpawnCourier(
+      {"relay", "--source", db.url, "--sink", "kafka://" + (*broker)->bootstrap() + "/orders",
+       "--metrics-port", std::to_string(port), "--ready-ack-timeout", "2s"},
+      log);
+  ASSERT_OK(relay);
+  ASSERT_TRUE(WaitUntil([&] { return db.Count("courier_outbox") == 0; })) << ReadFile(log);
+  ASSERT_TRUE(WaitUntil([&] { return HttpGet(port, "/readyz").status == 200; }));
+  EXPECT_EQ(HttpGet(port, "/readyz").body, "active\n");
+
+  (*broker)->SetDown(true);
+  const std::set<std::string> more = CommitEvents(db, 10, 3, &seq);
+  ids.insert(more.begin(), more.end());
+  Got down;
+  ASSERT_TRUE(WaitUntil([&] {
+    down = HttpGet(port, "/readyz");
+    return down.status == 503;
+  })) << down.body;
+  EXPECT_EQ(down.body.rfind("not acking: 10 events sent to kafka://", 0), 0u) << down.body;
+  EXPECT_NE(down.body.find(" s ago are not acked yet"), std::string::npos) << down.body;
+  EXPECT_EQ(db.Count("courier_outbox"), 10) << "nothing is deleted without an ack";
+
+  (*broker)->SetDown(false);
+  ASSERT_TRUE(WaitUntil([&] { return db.Count("courier_outbox") == 0; })) << ReadFile(log);
+  ASSERT_TRUE(WaitUntil([&] { return HttpGet(port, "/readyz").status == 200; }));
+  EXPECT_EQ(HttpGet(port, "/readyz").body, "active\n");
+  relay->Signal(SIGTERM);
+  EXPECT_EQ(relay->Wait(Duration(30000)).value_or(-1), 0);
+  ExpectDelivered(ReadTopic(**broker, "orders"), ids);
+}
+
 // A CDC relay's slot shows in /metrics and `courier status`: its lag is what the server wrote
 // since the relay last confirmed, so it grows while the relay is away.
 TEST(Operations, CdcSlotLagIsInMetricsAndStatus) {
