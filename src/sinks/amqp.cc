@@ -275,7 +275,7 @@ class AmqpSink final : public Sink {
     }
     // When the broker answers now, settings it refuses are start-up errors; when it is away,
     // Publish connects later.
-    auto session = AmqpSession::Connect(endpoint_, Duration(5000), kHeartbeatSeconds);
+    auto session = AmqpSession::Connect(endpoint_, ConnectTimeout(), kHeartbeatSeconds);
     if (!session.ok()) {
       if (IsAmqpSetupError(session.status())) {
         return InvalidArgumentError(session.status().message());
@@ -317,6 +317,14 @@ class AmqpSink final : public Sink {
   std::string Describe() const override { return RedactUrl(options_.url); }
 
  private:
+  // A broker that accepts the connection and never answers holds the login this long; no
+  // longer than the delivery timeout, which bounds a whole attempt.
+  Duration ConnectTimeout() const {
+    const Duration most{5000};
+    const Duration delivery = options_.delivery_timeout;
+    return delivery.count() > 0 && delivery < most ? delivery : most;
+  }
+
   struct Outcome {
     int channel_code = 0;  // set when the broker closed the channel
     std::string reason;
@@ -348,7 +356,7 @@ class AmqpSink final : public Sink {
     }
     if (session_ != nullptr) return Status::Ok();
     ASSIGN_OR_RETURN(auto session,
-                     AmqpSession::Connect(endpoint_, Duration(5000), kHeartbeatSeconds));
+                     AmqpSession::Connect(endpoint_, ConnectTimeout(), kHeartbeatSeconds));
     RETURN_IF_ERROR(ConfirmMode(*session));
     session_ = std::move(session);
     return Status::Ok();

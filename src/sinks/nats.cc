@@ -43,7 +43,7 @@ class NatsSink final : public Sink {
 
   Status Open() override {
     ASSIGN_OR_RETURN(endpoint_, ParseNatsUrl(options_.url));
-    ASSIGN_OR_RETURN(conn_, ConnectNats(endpoint_));
+    ASSIGN_OR_RETURN(conn_, ConnectNats(endpoint_, /*in_background=*/true));
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.PublishAsync.AckHandler = &NatsSink::OnAck;
@@ -94,7 +94,12 @@ class NatsSink final : public Sink {
         lock.lock();
         pending_.erase(msg);
         --waiting_;
-        results_[i] = NatsError(s, "nats: publish to " + subject);
+        // Before the first connection the library refuses messages with headers ("not
+        // supported by server": it has not heard from one yet).
+        results_[i] = natsConnection_Status(conn_) == NATS_CONN_STATUS_CONNECTED
+                          ? NatsError(s, "nats: publish to " + subject)
+                          : RetriableError("nats: not connected to " + Servers() +
+                                           " (still trying): " + natsStatus_GetText(s));
         lock.unlock();
         natsMsg_Destroy(owned);
       }
@@ -115,6 +120,12 @@ class NatsSink final : public Sink {
   std::string Describe() const override { return RedactUrl(options_.url); }
 
  private:
+  std::string Servers() const {
+    std::string out;
+    for (const std::string& server : endpoint_.servers) out += (out.empty() ? "" : ",") + server;
+    return out;
+  }
+
   static void OnAck(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure) {
     auto* self = static_cast<NatsSink*>(closure);
     {
@@ -188,7 +199,11 @@ Result<NatsEndpoint> ParseNatsUrl(const std::string& text) {
   return e;
 }
 
-Result<natsConnection*> ConnectNats(const NatsEndpoint& e) {
+namespace {
+void OnNatsConnected(natsConnection*, void*) { log::Info("connected to NATS", {}); }
+}  // namespace
+
+Result<natsConnection*> ConnectNats(const NatsEndpoint& e, bool in_background) {
   natsOptions* opts = nullptr;
   if (natsOptions_Create(&opts) != NATS_OK) return InternalError("nats: cannot create options");
   std::vector<const char*> servers;
@@ -253,7 +268,13 @@ Result<natsConnection*> ConnectNats(const NatsEndpoint& e) {
   if (s == NATS_OK) s = natsOptions_SetAllowReconnect(opts, true);
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, 500);
-  if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(opts, true, nullptr, nullptr);
+  // In the background: a server that is away (or accepts and never answers) must not hold
+  // the caller, which has to see its stop requests and delivery timeouts. Without a
+  // callback the library would block here until it connects, however long that takes.
+  if (s == NATS_OK) {
+    s = natsOptions_SetRetryOnFailedConnect(opts, true, in_background ? &OnNatsConnected : nullptr,
+                                            nullptr);
+  }
   if (s == NATS_OK) s = natsConnection_Connect(&conn, opts);
   natsOptions_Destroy(opts);
   // With retry-on-failed-connect an unreachable server is NATS_NOT_YET_CONNECTED: the

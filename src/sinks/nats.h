@@ -32,8 +32,10 @@ Result<NatsEndpoint> ParseNatsUrl(const std::string& url);
 
 // A connection that keeps reconnecting forever (also when the server is away at first). A
 // server that is there but whose certificate does not verify, or that wants TLS the URL does
-// not ask for, is an error at once.
-Result<natsConnection*> ConnectNats(const NatsEndpoint& endpoint);
+// not ask for, is an error at once. `in_background`: returns at once when the server is away
+// or silent (the connection is made later, by the library's thread); otherwise waits until
+// connected.
+Result<natsConnection*> ConnectNats(const NatsEndpoint& endpoint, bool in_background = false);
 
 // Rebuilds an Event from a message the sink published (headers + body).
 Event EventFromNatsMsg(natsMsg* msg);

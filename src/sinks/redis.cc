@@ -15,10 +15,13 @@
 #include "sinks/redis.h"
 
 #include <hiredis/hiredis.h>
+#include <poll.h>
 
+#include <cerrno>
 #include <charconv>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -45,6 +48,41 @@ Reply Command(redisContext* conn, const std::vector<std::string>& args) {
   }
   return Reply(static_cast<redisReply*>(
       redisCommandArgv(conn, static_cast<int>(argv.size()), argv.data(), lens.data())));
+}
+
+// The next reply of a pipeline, as redisGetReply, but waiting in slices of 100 ms so that a
+// stop request is seen: kCancelled once `stop` was abandoned or asked `shutdown` ago,
+// kRetriable when nothing came for `timeout` or the connection broke. After an error the
+// connection is out of step with its replies and must be dropped.
+Result<Reply> NextReply(redisContext* c, Duration timeout, Duration shutdown,
+                        const StopSignal& stop) {
+  void* raw = nullptr;
+  auto broken = [&] { return RetriableError("redis connection lost: " + std::string(c->errstr)); };
+  if (redisGetReplyFromReader(c, &raw) != REDIS_OK) return broken();
+  if (raw != nullptr) return Reply(static_cast<redisReply*>(raw));
+  for (int done = 0; !done;) {
+    if (redisBufferWrite(c, &done) != REDIS_OK) return broken();
+  }
+  const TimePoint start = Clock::Real().Now();
+  std::optional<TimePoint> stopping;
+  while (true) {
+    const TimePoint now = Clock::Real().Now();
+    if (now - start >= timeout) {
+      return RetriableError("redis: no reply within " + std::to_string(timeout.count()) + " ms");
+    }
+    if (stop.requested() && !stopping) stopping = now;
+    if (stop.abandoned() || (stopping && now - *stopping >= shutdown)) {
+      return CancelledError("redis: stopped while waiting for a reply");
+    }
+    pollfd p{c->fd, POLLIN, 0};
+    const int ready = ::poll(&p, 1, 100);
+    if (ready < 0 && errno != EINTR)
+      return RetriableError("redis: poll: " + std::string(strerror(errno)));
+    if (ready <= 0) continue;
+    if (redisBufferRead(c) != REDIS_OK) return broken();
+    if (redisGetReplyFromReader(c, &raw) != REDIS_OK) return broken();
+    if (raw != nullptr) return Reply(static_cast<redisReply*>(raw));
+  }
 }
 
 // Errors that go away by themselves (the server is loading, out of memory until keys expire,
@@ -74,7 +112,7 @@ class RedisPipelineSink : public Sink {
     return Status::Ok();
   }
 
-  std::vector<Status> Publish(std::span<const Event> batch, const StopSignal&) override {
+  std::vector<Status> Publish(std::span<const Event> batch, const StopSignal& stop) override {
     std::vector<Status> results(batch.size());
     if (!conn_) {
       auto conn = ConnectRedis(endpoint_, options_.delivery_timeout);
@@ -89,19 +127,20 @@ class RedisPipelineSink : public Sink {
       results[i] = Append(batch[i]);
       sent[i] = results[i].ok();
     }
+    const Duration timeout =
+        options_.delivery_timeout.count() > 0 ? options_.delivery_timeout : kReplyTimeout;
     for (size_t i = 0; i < batch.size(); ++i) {
       if (!sent[i]) continue;
-      void* raw = nullptr;
-      if (redisGetReply(conn_.get(), &raw) != REDIS_OK) {
-        // The connection broke: this reply and the ones after it are unknown.
-        const Status lost = RetriableError("redis connection lost: " + std::string(conn_->errstr));
+      auto next = NextReply(conn_.get(), timeout, options_.shutdown_timeout, stop);
+      if (!next.ok()) {
+        // This reply and the ones after it are unknown.
         for (size_t j = i; j < batch.size(); ++j) {
-          if (sent[j]) results[j] = lost;
+          if (sent[j]) results[j] = next.status();
         }
         conn_.reset();
         break;
       }
-      Reply reply(static_cast<redisReply*>(raw));
+      Reply reply = std::move(next).value();
       if (reply->type == REDIS_REPLY_ERROR) {
         const std::string error(reply->str, reply->len);
         results[i] = IsRetriableReplyError(error)
@@ -133,6 +172,9 @@ class RedisPipelineSink : public Sink {
     }
     redisAppendCommandArgv(conn_.get(), static_cast<int>(argv.size()), argv.data(), lens.data());
   }
+
+  // Without a delivery timeout, how long a reply may take before the link counts as broken.
+  static constexpr Duration kReplyTimeout{10000};
 
   SinkOptions options_;
   RedisEndpoint endpoint_;

@@ -2,14 +2,18 @@
 
 #include <amqp.h>
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <nats/nats.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -514,6 +518,51 @@ Result<int64_t> RabbitMqServer::QueueLength(const std::string& queue) {
                          /*passive=*/1, 0, 0, 0, amqp_empty_table);
   RETURN_IF_ERROR(session->RpcStatus("queue.declare"));
   return static_cast<int64_t>(ok->message_count);
+}
+
+Result<std::unique_ptr<SilentServer>> SilentServer::Start() {
+  std::unique_ptr<SilentServer> s(new SilentServer());
+  s->listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (s->listen_fd_ < 0 || ::bind(s->listen_fd_, reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
+      ::listen(s->listen_fd_, 64) != 0 ||
+      ::getsockname(s->listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0 ||
+      ::pipe2(s->wake_, O_CLOEXEC) != 0) {
+    return InternalError(std::string("silent server: ") + std::strerror(errno));
+  }
+  s->port_ = ntohs(addr.sin_port);
+  SilentServer* self = s.get();
+  s->thread_ = std::thread([self] {
+    std::vector<int> open;
+    while (true) {
+      pollfd fds[2] = {{self->listen_fd_, POLLIN, 0}, {self->wake_[0], POLLIN, 0}};
+      if (::poll(fds, 2, -1) < 0 && errno != EINTR) break;
+      if (fds[1].revents != 0) break;
+      if ((fds[0].revents & POLLIN) != 0) {
+        const int fd = ::accept4(self->listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+        if (fd >= 0) {
+          open.push_back(fd);
+          ++self->accepted_;
+        }
+      }
+    }
+    for (int fd : open) ::close(fd);
+  });
+  return s;
+}
+
+SilentServer::~SilentServer() {
+  if (thread_.joinable()) {
+    const char byte = 1;
+    (void)!::write(wake_[1], &byte, 1);
+    thread_.join();
+  }
+  for (int fd : {listen_fd_, wake_[0], wake_[1]}) {
+    if (fd >= 0) ::close(fd);
+  }
 }
 
 }  // namespace courier::test

@@ -5,10 +5,12 @@
 //  - RunCourier / SpawnCourier: the real `courier` binary.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/clock.h"
@@ -164,6 +166,25 @@ class RabbitMqServer {
   int dist_port_ = 0;
   int epmd_port_ = 0;
   std::optional<Subprocess> process_;
+};
+
+// A TCP listener on 127.0.0.1 (port 0, read back) that accepts every connection and never
+// sends or reads a byte: a server that hangs. Connections stay open until destruction.
+class SilentServer {
+ public:
+  static Result<std::unique_ptr<SilentServer>> Start();
+  ~SilentServer();
+  int port() const { return port_; }
+  // Connections accepted so far.
+  int accepted() const { return accepted_.load(); }
+
+ private:
+  SilentServer() = default;
+  int listen_fd_ = -1;
+  int wake_[2] = {-1, -1};  // written to stop the accepting thread
+  int port_ = 0;
+  std::atomic<int> accepted_{0};
+  std::thread thread_;
 };
 
 struct CommandResult {
