@@ -1,0 +1,60 @@
+#include <gtest/gtest.h>
+
+#include "relay/metrics.h"
+
+namespace courier {
+namespace {
+
+using std::chrono::seconds;
+
+const auto kNow = std::chrono::steady_clock::time_point(std::chrono::hours(1));
+constexpr std::chrono::milliseconds kAckTimeout{30000};
+
+RelayStats Active() {
+  RelayStats s;
+  s.state = RelayStats::State::kActive;
+  return s;
+}
+
+TEST(Readiness, ActiveAndStandbyAreReady) {
+  Readiness r = CheckReadiness(Active(), kNow, kAckTimeout, "kafka://b/t");
+  EXPECT_EQ(r.http_status, 200);
+  EXPECT_EQ(r.body, "active\n");
+  RelayStats standby;
+  standby.state = RelayStats::State::kStandby;
+  r = CheckReadiness(standby, kNow, kAckTimeout, "kafka://b/t");
+  EXPECT_EQ(r.http_status, 200);
+  EXPECT_EQ(r.body, "standby\n");
+}
+
+TEST(Readiness, RetryingStartingAndStoppedAreNotReady) {
+  RelayStats s;
+  s.state = RelayStats::State::kRetrying;
+  s.last_error = "cannot connect to redis 127.0.0.1:1: Connection refused";
+  Readiness r = CheckReadiness(s, kNow, kAckTimeout, "redis://h/s");
+  EXPECT_EQ(r.http_status, 503);
+  EXPECT_EQ(r.body, "retrying: cannot connect to redis 127.0.0.1:1: Connection refused\n");
+  s = RelayStats();
+  EXPECT_EQ(CheckReadiness(s, kNow, kAckTimeout, "x").body, "starting\n");
+  EXPECT_EQ(CheckReadiness(s, kNow, kAckTimeout, "x").http_status, 503);
+  s.state = RelayStats::State::kStopped;
+  EXPECT_EQ(CheckReadiness(s, kNow, kAckTimeout, "x").http_status, 503);
+}
+
+// Events that wait for their acks are normal for a while (a batch in flight), not for longer
+// than the threshold.
+TEST(Readiness, EventsWaitingLongerThanTheAckTimeoutMakeItUnready) {
+  RelayStats s = Active();
+  s.awaiting_ack = 10;
+  s.awaiting_since = kNow - seconds(29);
+  EXPECT_EQ(CheckReadiness(s, kNow, kAckTimeout, "kafka://b/t").http_status, 200);
+  s.awaiting_since = kNow - seconds(42);
+  Readiness r = CheckReadiness(s, kNow, kAckTimeout, "kafka://b/t");
+  EXPECT_EQ(r.http_status, 503);
+  EXPECT_EQ(r.body, "not acking: 10 events sent to kafka://b/t 42 s ago are not acked yet\n");
+  s.awaiting_ack = 0;  // answered
+  EXPECT_EQ(CheckReadiness(s, kNow, kAckTimeout, "kafka://b/t").http_status, 200);
+}
+
+}  // namespace
+}  // namespace courier
