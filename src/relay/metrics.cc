@@ -97,6 +97,9 @@ std::string RenderMetrics(const RelayStats& s, const OutboxStatus* status,
         static_cast<double>(s.held));
   w.One("courier_retries_total", "counter", "Failed attempts that were retried.",
         static_cast<double>(s.retries));
+  w.One("courier_sink_unacked_events", "gauge",
+        "Events handed to the sink that have not been answered yet.",
+        static_cast<double>(s.awaiting_ack));
   w.Head("courier_relay_state", "gauge",
          "1 for the relay's current state: starting, standby, active, retrying, stopped.");
   for (auto st :

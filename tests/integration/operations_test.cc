@@ -168,11 +168,17 @@ TEST(Operations, ReadinessIsUnreadyWhileTheSinkDoesNotAck) {
   EXPECT_EQ(down.body.rfind("not acking: 10 events sent to kafka://", 0), 0u) << down.body;
   EXPECT_NE(down.body.find(" s ago are not acked yet"), std::string::npos) << down.body;
   EXPECT_EQ(db.Count("courier_outbox"), 10) << "nothing is deleted without an ack";
+  EXPECT_NE(HttpGet(port, "/metrics")
+                .body.find("courier_sink_unacked_events{outbox=\"courier_outbox\"} 10\n"),
+            std::string::npos);
 
   (*broker)->SetDown(false);
   ASSERT_TRUE(WaitUntil([&] { return db.Count("courier_outbox") == 0; })) << ReadFile(log);
   ASSERT_TRUE(WaitUntil([&] { return HttpGet(port, "/readyz").status == 200; }));
   EXPECT_EQ(HttpGet(port, "/readyz").body, "active\n");
+  EXPECT_NE(HttpGet(port, "/metrics")
+                .body.find("courier_sink_unacked_events{outbox=\"courier_outbox\"} 0\n"),
+            std::string::npos);
   relay->Signal(SIGTERM);
   EXPECT_EQ(relay->Wait(Duration(30000)).value_or(-1), 0);
   ExpectDelivered(ReadTopic(**broker, "orders"), ids);
