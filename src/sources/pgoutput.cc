@@ -54,6 +54,16 @@ Status Truncated(char kind) {
   return InternalError(std::string("truncated pgoutput message '") + kind + "'");
 }
 
+// PostgreSQL's microseconds since 2000 as Unix microseconds; false when out of range (no server
+// sends such a time, but the sum must not overflow whatever the stream says).
+bool PgTimeToUnix(int64_t pg_us, int64_t* unix_us) {
+  return !__builtin_add_overflow(pg_us, kPgEpochOffsetUs, unix_us);
+}
+
+Status BadTime(char kind) {
+  return InternalError(std::string("pgoutput message '") + kind + "' has a time out of range");
+}
+
 bool ReadTuple(Reader& r, std::vector<Value>* values) {
   int16_t n = 0;
   if (!r.Int(&n) || n < 0) return false;
@@ -148,7 +158,7 @@ Result<Message> ParseMessage(std::string_view payload) {
       int64_t ts = 0;
       m.kind = Message::Kind::kBegin;
       if (!r.Int(&m.final_lsn) || !r.Int(&ts) || !r.Int(&m.xid)) return Truncated(kind);
-      m.commit_time_us = ts + kPgEpochOffsetUs;
+      if (!PgTimeToUnix(ts, &m.commit_time_us)) return BadTime(kind);
       return m;
     }
     case 'C': {
@@ -158,7 +168,7 @@ Result<Message> ParseMessage(std::string_view payload) {
       if (!r.Byte(&flags) || !r.Int(&m.commit_lsn) || !r.Int(&m.end_lsn) || !r.Int(&ts)) {
         return Truncated(kind);
       }
-      m.commit_time_us = ts + kPgEpochOffsetUs;
+      if (!PgTimeToUnix(ts, &m.commit_time_us)) return BadTime(kind);
       return m;
     }
     case 'R': {

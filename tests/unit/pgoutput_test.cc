@@ -69,6 +69,20 @@ TEST(Pgoutput, DecodesCommitAndLogicalMessage) {
   EXPECT_EQ(m->content, "{}");
 }
 
+// Found by tests/fuzz/pgoutput_fuzz.cc: the conversion to the Unix epoch overflowed (undefined
+// behaviour) for times near the int64 limits.
+TEST(Pgoutput, TimesBeyondRangeAreErrors) {
+  auto b = ParseMessage("B" + Be(0x100, 8) + Be(0x7fffffffffffffff, 8) + Be(7, 4));
+  EXPECT_STATUS(b, StatusCode::kInternal);
+  EXPECT_EQ(b.status().message(), "pgoutput message 'B' has a time out of range");
+  auto c = ParseMessage("C" + std::string(1, '\0') + Be(0x100, 8) + Be(0x180, 8) +
+                        Be(0x7ffffffffffffff0, 8));
+  EXPECT_EQ(c.status().message(), "pgoutput message 'C' has a time out of range");
+  auto ok = ParseMessage("B" + Be(0x100, 8) + Be(5, 8) + Be(7, 4));
+  ASSERT_OK(ok);
+  EXPECT_EQ(ok->commit_time_us, kPgEpochOffsetUs + 5);
+}
+
 TEST(Pgoutput, StandbyStatusUpdateLayout) {
   const std::string msg = StandbyStatusUpdate(0x10, 0x20, kPgEpochOffsetUs + 5, true);
   ASSERT_EQ(msg.size(), 34u);
