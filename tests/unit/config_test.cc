@@ -38,6 +38,20 @@ TEST(Config, SyntaxErrorNamesTheLine) {
   EXPECT_EQ(args.status().message().rfind("relay.toml:2:", 0), 0u) << args.status().message();
 }
 
+// Found by tests/fuzz/config_fuzz.cc: toml++ 3.3.0 reached __builtin_unreachable() on these
+// characters (undefined behaviour; the sanitizer build aborts). They are syntax errors.
+TEST(Config, NonAsciiOutsideStringsIsASyntaxError) {
+  auto key = ConfigToArgs("source = \"x\"\n\xc3\xbc = 2\n", "relay.toml", Known);
+  EXPECT_STATUS(key, StatusCode::kInvalidArgument);
+  EXPECT_EQ(key.status().message(),
+            "relay.toml:2: Error while parsing root table: expected keys, tables, whitespace or "
+            "comments, saw '\xc3\xbc'");
+  auto date = ConfigToArgs("retention = 1979-05-2\xc9\xab\xcf\xbe:32:00Z\n", "relay.toml", Known);
+  EXPECT_STATUS(date, StatusCode::kInvalidArgument);
+  EXPECT_EQ(date.status().message(),
+            "relay.toml:1: Error while parsing value: could not determine value type");
+}
+
 TEST(Config, EnvironmentInterpolation) {
   setenv("COURIER_TEST_SECRET", "s3cret", 1);
   auto text = InterpolateEnv(
@@ -61,6 +75,21 @@ TEST(Config, Durations) {
   EXPECT_EQ(ParseDuration("40")->count(), 40);
   EXPECT_STATUS(ParseDuration("soon"), StatusCode::kInvalidArgument);
   EXPECT_STATUS(ParseDuration("5 parsecs"), StatusCode::kInvalidArgument);
+}
+
+// Found by tests/fuzz/config_fuzz.cc: NaN, infinity and huge values were converted to int64
+// (undefined behaviour; GCC's code made 1e300 a negative duration).
+TEST(Config, DurationsOutOfRangeAreErrors) {
+  EXPECT_EQ(ParseDuration("36500d")->count(), 36500 * 86400000LL);
+  for (const char* text : {"36501d", "1e300", "inf", "1e300d"}) {
+    auto d = ParseDuration(text);
+    EXPECT_STATUS(d, StatusCode::kInvalidArgument);
+    EXPECT_EQ(d.status().message(),
+              "'" + std::string(text) + "' is too long a duration; at most 36500d");
+  }
+  auto nan = ParseDuration("nan");
+  EXPECT_STATUS(nan, StatusCode::kInvalidArgument);
+  EXPECT_EQ(nan.status().message(), "'nan' is not a duration; write e.g. 250ms, 5s, 2m, 7d");
 }
 
 }  // namespace
