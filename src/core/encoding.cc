@@ -57,9 +57,35 @@ Result<std::string> Base64Decode(std::string_view text) {
   return out;
 }
 
+bool JsonDepthWithin(std::string_view text, size_t max_depth) {
+  size_t depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth) return false;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return true;
+}
+
 Result<Headers> HeadersFromJson(std::string_view text) {
   Headers headers;
   if (text.empty()) return headers;
+  if (!JsonDepthWithin(text)) {
+    return InvalidArgumentError("headers nest deeper than " + std::to_string(kMaxJsonDepth) +
+                                " levels");
+  }
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !(j.is_object() || j.is_null())) {
     return InvalidArgumentError("headers must be a JSON object, got: " +
@@ -92,7 +118,10 @@ std::string EventToJsonLine(const Event& e, std::string_view extra) {
   json h = json::object();
   for (const auto& [k, v] : e.headers) h[k] = v;
   j["headers"] = std::move(h);
-  json payload = json::parse(e.payload, nullptr, /*allow_exceptions=*/false);
+  // Too deep a payload is written as bytes, like one that is not JSON.
+  json payload = JsonDepthWithin(e.payload)
+                     ? json::parse(e.payload, nullptr, /*allow_exceptions=*/false)
+                     : json(json::value_t::discarded);
   if (!e.payload.empty() && !payload.is_discarded()) {
     j["payload"] = std::move(payload);
   } else {
@@ -102,8 +131,22 @@ std::string EventToJsonLine(const Event& e, std::string_view extra) {
 }
 
 Result<Event> EventFromJsonLine(std::string_view line) {
+  // The line's object holds a payload of at most kMaxJsonDepth levels.
+  if (!JsonDepthWithin(line, kMaxJsonDepth + 1)) {
+    return InvalidArgumentError("JSON nests too deep");
+  }
   json j = json::parse(line, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return InvalidArgumentError("not a JSON object");
+  // json::value() throws when a field has another type: such a line is an error.
+  for (const char* field :
+       {"event_id", "aggregate_type", "aggregate_id", "event_type", "payload_base64"}) {
+    if (j.contains(field) && !j[field].is_string()) {
+      return InvalidArgumentError(std::string(field) + " is not a string");
+    }
+  }
+  if (j.contains("created_at_us") && !j["created_at_us"].is_number_integer()) {
+    return InvalidArgumentError("created_at_us is not an integer");
+  }
   Event e;
   e.event_id = j.value("event_id", "");
   e.aggregate_type = j.value("aggregate_type", "");

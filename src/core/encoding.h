@@ -24,6 +24,13 @@ Result<Event> EventFromJsonLine(std::string_view line);
 Result<Headers> HeadersFromJson(std::string_view json);
 std::string HeadersToJson(const Headers& headers);
 
+// JSON values nest at most this deep where courier parses them (headers, payloads it writes as
+// JSON, CDC logical messages): re-serializing recurses once per level, and a row of a few
+// hundred kilobytes of '[' would otherwise overflow the stack.
+inline constexpr size_t kMaxJsonDepth = 256;
+// Whether the arrays and objects of `json` (valid or not) nest at most `max_depth` deep.
+bool JsonDepthWithin(std::string_view json, size_t max_depth = kMaxJsonDepth);
+
 std::string Base64Encode(std::string_view bytes);
 Result<std::string> Base64Decode(std::string_view text);
 

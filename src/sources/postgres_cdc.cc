@@ -768,6 +768,11 @@ class PostgresCdcSource final : public Source {
     Decoded d;
     d.event.event_id = MessageEventId(m.message_lsn, system_id_);
     d.event.created_at_us = CurrentCommitTime();
+    // Its payload and headers are serialized again, recursively: bound the depth first.
+    if (!JsonDepthWithin(m.content)) {
+      d.error = "logical message nests deeper than " + std::to_string(kMaxJsonDepth) + " levels";
+      return d;
+    }
     const nlohmann::json j = nlohmann::json::parse(m.content, nullptr, /*allow_exceptions=*/false);
     if (!j.is_object()) {
       d.error = "logical message is not a JSON object: " + std::string(m.content.substr(0, 200));

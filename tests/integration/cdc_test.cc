@@ -137,6 +137,26 @@ TEST_F(CdcTest, LogicalMessagesArePublishedWithoutATable) {
   EXPECT_EQ(db_->Count("courier_dead_letter WHERE error LIKE '%not a JSON object%'"), 1);
 }
 
+// A logical message's payload is serialized again: one nested 200 000 levels deep (400 kB of
+// text) overflowed the relay's stack, after every restart. It is parked; the stream goes on.
+TEST_F(CdcTest, DeeplyNestedLogicalMessageIsParked) {
+  BackgroundRelay relay(Options());
+  ASSERT_TRUE(WaitStreaming());
+  const std::string deep = std::string(200000, '[') + std::string(200000, ']');
+  ASSERT_OK(
+      db_->Transaction({"SELECT pg_logical_emit_message(true, 'courier', "
+                        R"('{"aggregate_type":"order","aggregate_id":"m1",)"
+                        R"("event_type":"Deep","payload":)" +
+                        deep + "}')"}));
+  ASSERT_OK(db_->Transaction({InsertEventSql(NewUuidV7(), "a", 1)}));
+  ASSERT_TRUE(
+      WaitUntil([&] { return relay.stats().published == 1 && relay.stats().dead_lettered == 1; }));
+  ASSERT_OK(relay.Stop());
+  EXPECT_EQ(db_->Count("courier_dead_letter WHERE error = 'logical message nests deeper than "
+                       "256 levels'"),
+            1);
+}
+
 // Rows committed before the slot existed go out first; rows committed while the slot is
 // being created are neither lost nor doubled.
 TEST_F(CdcTest, RowsFromBeforeTheSlotArePublishedThenTheStream) {

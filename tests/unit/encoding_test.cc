@@ -47,6 +47,52 @@ TEST(Encoding, HeadersMustBeAnObject) {
   EXPECT_EQ(*h, (Headers{{"a", "x"}, {"n", "3"}}));
 }
 
+std::string Nested(size_t depth, const std::string& inner = "1") {
+  return std::string(depth, '[') + inner + std::string(depth, ']');
+}
+
+TEST(Encoding, JsonDepthCountsOnlyStructure) {
+  EXPECT_TRUE(JsonDepthWithin(Nested(kMaxJsonDepth)));
+  EXPECT_FALSE(JsonDepthWithin(Nested(kMaxJsonDepth + 1)));
+  EXPECT_TRUE(JsonDepthWithin(R"(["[[[[", "\"{{{{"])", 1)) << "brackets in strings do not count";
+  EXPECT_TRUE(JsonDepthWithin("[][][][]", 1));
+  EXPECT_FALSE(JsonDepthWithin("[{", 1));
+}
+
+// Found by tests/fuzz/row_fuzz.cc: serializing a deeply nested value again recursed once per
+// level and overflowed the stack (a few hundred kilobytes of '[' in a headers column or a
+// payload were enough to crash the relay, again after every restart).
+TEST(Encoding, DeeplyNestedHeadersAreRefused) {
+  auto h = HeadersFromJson(R"({"h":)" + Nested(200000) + "}");
+  EXPECT_STATUS(h, StatusCode::kInvalidArgument);
+  EXPECT_EQ(h.status().message(), "headers nest deeper than 256 levels");
+  auto ok = HeadersFromJson(R"({"h":)" + Nested(100) + "}");
+  ASSERT_OK(ok);
+  EXPECT_EQ((*ok)[0].second, Nested(100));
+}
+
+TEST(Encoding, DeeplyNestedPayloadIsWrittenAsBytes) {
+  Event e = Sample();
+  e.payload = Nested(200000);
+  const std::string line = EventToJsonLine(e);
+  EXPECT_NE(line.find("payload_base64"), std::string::npos);
+  EXPECT_EQ(EventFromJsonLine(line)->payload, e.payload);
+  e.payload = Nested(kMaxJsonDepth);
+  EXPECT_EQ(EventFromJsonLine(EventToJsonLine(e))->payload, e.payload) << "still JSON";
+}
+
+// Found by tests/fuzz/row_fuzz.cc: a field of another type threw json::type_error.
+TEST(Encoding, JsonLineWithFieldsOfTheWrongTypeIsAnError) {
+  auto id = EventFromJsonLine(R"({"event_id":1})");
+  EXPECT_STATUS(id, StatusCode::kInvalidArgument);
+  EXPECT_EQ(id.status().message(), "event_id is not a string");
+  auto at = EventFromJsonLine(R"({"created_at_us":"soon"})");
+  EXPECT_EQ(at.status().message(), "created_at_us is not an integer");
+  auto b64 = EventFromJsonLine(R"({"payload_base64":[1]})");
+  EXPECT_EQ(b64.status().message(), "payload_base64 is not a string");
+  EXPECT_STATUS(EventFromJsonLine(Nested(200000)), StatusCode::kInvalidArgument);
+}
+
 TEST(Encoding, Base64MatchesRfc4648Vectors) {
   EXPECT_EQ(Base64Encode("f"), "Zg==");
   EXPECT_EQ(Base64Encode("fo"), "Zm8=");
