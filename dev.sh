@@ -5,6 +5,7 @@
 #   ./dev.sh test       install build + test dependencies, build, run every test
 #   ./dev.sh sanitize   the test suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   ./dev.sh lint       clang-format check
+#   ./dev.sh fuzz [SECONDS]  build the libFuzzer targets (clang) and run each SECONDS (60)
 #   ./dev.sh bench [poll|cdc|sinks]  the benchmarks, all by default (docs/benchmarks.md)
 #   ./dev.sh build      just build (build/courier)
 #   ./dev.sh package    Release build, install into a prefix, build a project against it, .deb
@@ -15,6 +16,7 @@ BUILD_DEPS=(cmake g++ make pkg-config libpq-dev libsqlite3-dev librdkafka-dev li
             libcurl4-openssl-dev libnats-dev librabbitmq-dev libmicrohttpd-dev
             nlohmann-json3-dev libtomlplusplus-dev libcli11-dev)
 TEST_DEPS=(googletest libgtest-dev postgresql-15 redis-server nats-server rabbitmq-server python3 clang-format openssl ca-certificates)
+FUZZ_DEPS=(clang-14 libclang-rt-14-dev)
 JOBS=${JOBS:-$(nproc)}
 
 install() {
@@ -41,6 +43,29 @@ run_tests() {  # run_tests DIR
   (cd "$1" && ctest --output-on-failure -L 'unit|integration' && ctest --output-on-failure -V -L chaos)
 }
 
+run_fuzzers() {  # run_fuzzers DIR SECONDS
+  # Seeds are read from tests/fuzz/corpus/NAME (kept in git); what a run adds goes to
+  # DIR/corpus/NAME, and a crashing input to DIR/crashes/.
+  local dir=$1 seconds=$2 failed=0
+  mkdir -p "$dir/crashes"
+  for bin in "$dir"/tests/fuzz/fuzz_*; do
+    local name=${bin##*/fuzz_}
+    mkdir -p "$dir/corpus/$name"
+    echo "fuzz $name: ${seconds}s"
+    if ! "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+        -artifact_prefix="$dir/crashes/$name-" "$dir/corpus/$name" "tests/fuzz/corpus/$name" \
+        >"$dir/fuzz-$name.log" 2>&1; then
+      tail -n 40 "$dir/fuzz-$name.log"
+      echo "fuzz $name FAILED: the input is in $dir/crashes/; replay it with $bin FILE"
+      failed=1
+    else
+      grep -E '^stat::number_of_executed_units|^Done' "$dir/fuzz-$name.log" | tr '\n' ' '
+      echo
+    fi
+  done
+  return $failed
+}
+
 case "${1:-}" in
   build)
     install "${BUILD_DEPS[@]}"
@@ -61,6 +86,10 @@ case "${1:-}" in
     # checks the same paths under the sanitizers for a shorter time.
     COURIER_CHAOS_SECONDS=${COURIER_CHAOS_SECONDS:-20} ASAN_OPTIONS=detect_leaks=1 \
       UBSAN_OPTIONS=print_stacktrace=1 run_tests build-asan ;;
+  fuzz)
+    install "${BUILD_DEPS[@]}" "${FUZZ_DEPS[@]}"
+    CC=clang-14 CXX=clang++-14 build build-fuzz -DCOURIER_FUZZ=ON
+    run_fuzzers build-fuzz "${2:-60}" ;;
   lint)
     install clang-format
     git ls-files '*.cc' '*.h' | xargs clang-format --dry-run --Werror ;;

@@ -1,0 +1,82 @@
+// Config files on arbitrary text: ${VAR} interpolation, then TOML into flag arguments with
+// every key the relay takes, then the values through the parsers the relay applies to them
+// (durations, source and sink URLs).
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <set>
+#include <string>
+
+#include "cli/config.h"
+#include "core/url.h"
+#include "sources/source.h"
+
+namespace {
+
+// The relay's long flags (src/cli/main.cc), so that any of them may appear as a key.
+const std::set<std::string>& RelayKeys() {
+  static const std::set<std::string> keys = {
+      "backoff-initial",
+      "backoff-max",
+      "batch-size",
+      "cleanup-interval",
+      "dead-letter-policy",
+      "dead-letter-table",
+      "delivery-timeout",
+      "lease",
+      "metrics-host",
+      "metrics-port",
+      "mode",
+      "once",
+      "poll-interval",
+      "publication",
+      "retain",
+      "retention",
+      "shard",
+      "shutdown-timeout",
+      "sink",
+      "slot",
+      "source",
+      "table",
+      "log-level",
+      "log-format",
+  };
+  return keys;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  setenv("COURIER_FUZZ_PASSWORD", "s3cr\"et'}${x}", 1);
+  setenv("COURIER_FUZZ_EMPTY", "", 1);
+  setenv("COURIER_FUZZ_URL", "postgres://app:pw@127.0.0.1:5432/app", 1);
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace courier;
+  const std::string text(reinterpret_cast<const char*>(data), size);
+  auto interpolated = InterpolateEnv(text, "fuzz.toml");
+  if (!interpolated.ok()) return 0;
+  std::map<std::string, int> lines;
+  auto args = ConfigToArgs(
+      *interpolated, "fuzz.toml", [](const std::string& key) { return RelayKeys().count(key) > 0; },
+      &lines);
+  if (!args.ok()) return 0;
+  for (const std::string& arg : *args) {
+    if (arg.rfind("--", 0) != 0) std::abort();
+    const size_t eq = arg.find('=');
+    if (eq == std::string::npos) continue;
+    const std::string key = arg.substr(2, eq - 2);
+    const std::string value = arg.substr(eq + 1);
+    if (lines.count(key) == 0) std::abort();  // every key's line is known
+    if (key == "source") {
+      (void)ParseSourceUrl(value);
+    } else if (key == "sink") {
+      (void)ParseUrl(value);
+    } else {
+      (void)ParseDuration(value);
+    }
+  }
+  return 0;
+}
