@@ -30,6 +30,9 @@ enum class StatusCode {
   kCancelled,
   // A bug or an unexpected answer from a dependency.
   kInternal,
+  // Another instance holds the lease now (it ran out, or the destination fenced this
+  // producer): publish nothing more; stand by and compete for the lease again.
+  kFenced,
 };
 
 std::string_view StatusCodeName(StatusCode code);
@@ -66,6 +69,7 @@ inline Status FailedPreconditionError(std::string m) {
 }
 inline Status CancelledError(std::string m) { return {StatusCode::kCancelled, std::move(m)}; }
 inline Status InternalError(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
+inline Status FencedError(std::string m) { return {StatusCode::kFenced, std::move(m)}; }
 
 // A value or the Status saying why there is none.
 template <typename T>

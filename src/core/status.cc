@@ -20,6 +20,8 @@ std::string_view StatusCodeName(StatusCode code) {
       return "cancelled";
     case StatusCode::kInternal:
       return "internal";
+    case StatusCode::kFenced:
+      return "fenced";
   }
   return "unknown";
 }

@@ -156,6 +156,9 @@ Status Leadership::Acquire(const StopSignal& stop, bool wait, StopSignal* fence)
   epoch_ = std::stoll(PQgetvalue(res.get(), 0, 0));
   valid_until_ns_ = SteadyNs(sent + options_.lease * 3 / 4);
   fence_ = fence;
+  // The publish path sees the lease's end itself: a relay frozen past it sends nothing when it
+  // resumes, even before the renewer below wakes up to notice.
+  if (fence_ != nullptr) fence_->BeginTerm(sent + options_.lease * 3 / 4);
   held_ = true;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -200,7 +203,12 @@ void Leadership::Renew() {
       return Lose("another relay holds the lease now");
     }
     valid_until_ns_ = SteadyNs(sent + options_.lease * 3 / 4);
+    if (fence_ != nullptr) fence_->Extend(sent + options_.lease * 3 / 4);
   }
+}
+
+bool Leadership::held() const {
+  return held_.load() && Clock::Real().Now() < TimePoint(std::chrono::nanoseconds(valid_until_ns_));
 }
 
 void Leadership::Lose(const std::string& why) {
@@ -217,7 +225,11 @@ void Leadership::Release() {
   }
   cv_.notify_all();
   if (renewer_.joinable()) renewer_.join();
-  if (conn_ && held_) {
+  if (held_ && !held()) {
+    // The deadline passed before the renewer ran (a frozen process that resumed): the lease
+    // may be another relay's by now, so it is not handed back, only reported as lost.
+    Lose("the lease ran out before it was renewed");
+  } else if (conn_ && held_) {
     // Best effort: a standby otherwise waits for the lease to expire.
     (void)ExecBefore(conn_.get(),
                      "UPDATE " + QuoteIdent(options_.table) +

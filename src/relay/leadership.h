@@ -47,11 +47,14 @@ class Leadership {
 
   // Blocks until this process holds the lock and the previous holder's lease has run out, then
   // renews the lease in the background until Release(). If renewing fails for too long,
-  // `fence` is abandoned (publishing stops at once) and held() turns false. kCancelled on
+  // `fence` is abandoned (publishing stops at once) and held() turns false. `fence` also
+  // carries the lease's deadline (StopSignal::BeginTerm/Extend), so it turns abandoned by
+  // itself when renewals stop arriving, however late the renewer thread runs. kCancelled on
   // `stop`; kFailedPrecondition at once when `wait` is false and another relay is active;
   // kNotFound when the lease table is missing (run courier migrate).
   Status Acquire(const StopSignal& stop, bool wait, StopSignal* fence);
-  bool held() const { return held_.load(); }
+  // False once the lease is lost or its deadline has passed (also before the renewer noticed).
+  bool held() const;
   int64_t epoch() const { return epoch_; }
   // Events published so far; each renewal stores it with the rate over the last minute in
   // the lease row, for `courier status`.
@@ -71,8 +74,8 @@ class Leadership {
   int64_t epoch_ = 0;
   StopSignal* fence_ = nullptr;
   std::atomic<bool> held_{false};
-  std::atomic<int64_t> valid_until_ns_{0};
-  std::atomic<int64_t> published_{0};  // steady clock: stop publishing at this point
+  std::atomic<int64_t> valid_until_ns_{0};  // steady clock: stop publishing at this point
+  std::atomic<int64_t> published_{0};
   std::mutex mu_;
   std::condition_variable cv_;
   bool quit_ = false;  // guarded by mu_

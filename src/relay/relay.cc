@@ -211,6 +211,10 @@ class RelayImpl final : public Relay {
         stats_.republished += static_cast<int64_t>(published.size());
         stats_.dead_lettered += static_cast<int64_t>(failed.size());
       }
+      if (first_failure.code() == StatusCode::kFenced) {
+        RETURN_IF_ERROR(RefreshBlocked());
+        return first_failure;
+      }
       if (!first_failure.ok()) {
         // They stay queued; the next round (a second later) sends them again.
         log::Warn("dead letters not acked; will retry",
@@ -271,13 +275,7 @@ class RelayImpl final : public Relay {
       if (leadership_ && !leadership_->held()) {
         // Fenced: the lease could not be renewed in time, so a standby may take over soon.
         // Publishing stopped when it lapsed; stand by again.
-        source_->Close();
-        dead_letters_.reset();
-        leadership_->Release();
-        connected_ = false;
-        // Give the standbys the first chance: a relay that just lost its session is the
-        // likelier one to lose it again.
-        Clock::Real().SleepFor(options_.lease, stop_);
+        StandDown();
         continue;
       }
       if (options_.retain && Clock::Real().Now() >= next_cleanup) {
@@ -292,7 +290,11 @@ class RelayImpl final : public Relay {
         next_cleanup = Clock::Real().Now() + options_.cleanup_interval;
       }
       if (Status st = ReleaseDeadLetters(); !st.ok()) {
-        if (st.code() != StatusCode::kRetriable) return st;
+        if (st.code() == StatusCode::kFenced && leadership_) {
+          StandDown();
+          continue;
+        }
+        if (st.code() != StatusCode::kRetriable && st.code() != StatusCode::kFenced) return st;
         RETURN_IF_ERROR(Retry(st, /*reconnect=*/true));
         continue;
       }
@@ -309,6 +311,12 @@ class RelayImpl final : public Relay {
         continue;
       }
       Status st = PublishAndCheckpoint(*batch);
+      if (st.code() == StatusCode::kFenced && leadership_) {
+        log::Warn("not published: this relay is fenced; standing down",
+                  {{"events", std::to_string(batch->size())}, {"error", st.message()}});
+        StandDown();
+        continue;
+      }
       if (!st.ok()) {
         RETURN_IF_ERROR(Retry(st, /*reconnect=*/false));
         continue;
@@ -318,6 +326,17 @@ class RelayImpl final : public Relay {
       if (batch->size() < options_.batch_size) source_->Wait(stop_);
     }
     return Status::Ok();
+  }
+
+  // Another relay holds (or may soon hold) the lease: release it and compete again later.
+  void StandDown() {
+    source_->Close();
+    dead_letters_.reset();
+    leadership_->Release();
+    connected_ = false;
+    // Give the standbys the first chance: a relay that just lost its session is the likelier
+    // one to lose it again.
+    Clock::Real().SleepFor(options_.lease, stop_);
   }
 
   // Publishes one batch and checkpoints what the sink acked. Returns a retriable error when
@@ -427,11 +446,13 @@ class RelayImpl final : public Relay {
     }
     if (!first_failure.ok()) {
       const size_t failed = fetched.size() - acked.size() - rejected.size();
-      return Status(first_failure.code() == StatusCode::kCancelled ? StatusCode::kCancelled
-                                                                   : StatusCode::kRetriable,
-                    std::to_string(failed) + " of " + std::to_string(fetched.size()) +
-                        " events not acked by " + sink_->Describe() + ": " +
-                        first_failure.message());
+      const StatusCode code = first_failure.code() == StatusCode::kCancelled ||
+                                      first_failure.code() == StatusCode::kFenced
+                                  ? first_failure.code()
+                                  : StatusCode::kRetriable;
+      return Status(code, std::to_string(failed) + " of " + std::to_string(fetched.size()) +
+                              " events not acked by " + sink_->Describe() + ": " +
+                              first_failure.message());
     }
     return Status::Ok();
   }
@@ -460,6 +481,27 @@ class RelayImpl final : public Relay {
 };
 
 }  // namespace
+
+std::string OutboxTransactionalId(const RelayOptions& options, size_t sink_index) {
+  auto loc = ParseSourceUrl(options.source_url);
+  auto url = ParseUrl(options.source_url);
+  if (!loc.ok() || loc->kind != SourceLocation::Kind::kPostgres || !url.ok()) return "";
+  // libpq also takes the host and port as query parameters (a Unix socket directory).
+  std::string host = url->hosts, port;
+  for (const auto& [key, value] : url->query) {
+    if (key == "host" && host.empty()) host = value;
+    if (key == "port") port = value;
+  }
+  if (host.empty()) host = "localhost";
+  if (!port.empty() && host.find(':') == std::string::npos) host += ":" + port;
+  std::string id = "courier " + host + "/" + url->path + " " + options.outbox_table;
+  if (options.shard_count > 1) {
+    id +=
+        " shard " + std::to_string(options.shard_index) + "/" + std::to_string(options.shard_count);
+  }
+  if (sink_index > 0) id += " sink " + std::to_string(sink_index);
+  return id;
+}
 
 Result<std::unique_ptr<Relay>> Relay::Create(const RelayOptions& options) {
   if (options.batch_size == 0) return InvalidArgumentError("batch size must be at least 1");
@@ -491,9 +533,11 @@ Result<std::unique_ptr<Relay>> Relay::Create(const RelayOptions& options) {
   std::vector<std::unique_ptr<Sink>> sinks;
   std::vector<std::string> urls = {options.sink_url};
   urls.insert(urls.end(), options.extra_sink_urls.begin(), options.extra_sink_urls.end());
-  for (const std::string& url : urls) {
+  for (size_t i = 0; i < urls.size(); ++i) {
+    const std::string& url = urls[i];
     SinkOptions sink_options;
     sink_options.url = url;
+    sink_options.transactional_id = OutboxTransactionalId(options, i);
     sink_options.delivery_timeout = options.delivery_timeout;
     sink_options.shutdown_timeout = options.shutdown_timeout;
     ASSIGN_OR_RETURN(std::unique_ptr<Sink> sink, MakeSink(sink_options));

@@ -13,4 +13,11 @@ namespace courier {
 std::unique_ptr<Relay> MakeRelay(const RelayOptions& options, std::unique_ptr<Source> source,
                                  std::unique_ptr<Sink> sink);
 
+// The Kafka transactional.id of a PostgreSQL outbox's producer, the same for every relay of
+// that outbox (so each new lease holder fences the previous one) and distinct between
+// databases, outbox tables and shards: "courier <host[:port]>/<database> <table>
+// [shard K/N]", plus " sink I" for the second and later sinks of a fan-out. Empty for a
+// SQLite outbox (one writer, no lease). The sink URL's transactional.id overrides it.
+std::string OutboxTransactionalId(const RelayOptions& options, size_t sink_index);
+
 }  // namespace courier

@@ -415,6 +415,11 @@ class AmqpSink final : public Sink {
       props.app_id = amqp_cstring_bytes("courier");
       props.headers.num_entries = static_cast<int>(entries.size());
       props.headers.entries = entries.data();
+      if (Status fenced = CheckFence(stop); !fenced.ok()) {
+        // Nothing more goes out; what was published and not confirmed stays unconfirmed.
+        for (size_t m = n; m < sending.size(); ++m) (*results)[sending[m]] = fenced;
+        break;
+      }
       errno = 0;
       const int rc = amqp_basic_publish(session_->conn(), channel, Bytes(endpoint_.exchange),
                                         Bytes(routing_key), /*mandatory=*/1, /*immediate=*/0,

@@ -9,6 +9,7 @@
 
 #include <cstdlib>
 #include <set>
+#include <vector>
 
 namespace courier {
 
@@ -71,6 +72,11 @@ void DevBroker::SetDown(bool down) {
       rd_kafka_mock_broker_set_up(cluster_, id);
     }
   }
+}
+
+void DevBroker::FailNextRequests(int16_t api_key, rd_kafka_resp_err_t error, size_t count) {
+  const std::vector<rd_kafka_resp_err_t> errors(count, error);
+  rd_kafka_mock_push_request_errors_array(cluster_, api_key, errors.size(), errors.data());
 }
 
 Status DevBroker::CreateTopic(const std::string& topic, int partitions) {

@@ -28,6 +28,10 @@ class DevBroker {
   void SetDown(bool down);
   // Creates `topic` with `partitions` partitions (otherwise topics are auto-created).
   Status CreateTopic(const std::string& topic, int partitions);
+  // Answers the next `count` requests of Kafka API `api_key` (e.g. 26, EndTxn) with `error`:
+  // what a real broker says in situations the mock does not reach by itself (it does not
+  // fence an older producer of a transactional.id, for one).
+  void FailNextRequests(int16_t api_key, rd_kafka_resp_err_t error, size_t count);
 
  private:
   DevBroker() = default;

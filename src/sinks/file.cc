@@ -67,6 +67,9 @@ class FileSink final : public Sink {
   }
 
   std::vector<Status> Publish(std::span<const Event> batch, const StopSignal& stop) override {
+    if (Status fenced = CheckFence(stop); !fenced.ok()) {
+      return std::vector<Status>(batch.size(), fenced);
+    }
     std::string buffer;
     for (const Event& e : batch) {
       buffer += EventToJsonLine(e);

@@ -186,6 +186,11 @@ class HttpSink final : public Sink {
       for (auto& [aggregate, queue] : queues) {
         if (active.size() >= kParallel) break;
         if (queue.empty() || in_flight_.count(aggregate) > 0) continue;
+        if (Status fenced = CheckFence(stop); !fenced.ok()) {
+          for (size_t i : queue) results[i] = fenced;
+          queue.clear();
+          continue;
+        }
         auto req = EventRequest::Make(options_.url, batch[queue.front()], Timeout());
         if (!req.ok()) {
           results[queue.front()] = req.status();

@@ -1,6 +1,13 @@
 // Kafka sink: an idempotent librdkafka producer (acks=all), key = aggregate_id, headers
 // event_id / event_type / aggregate_type plus the event's own headers.
 //
+// For an outbox with a lease (PostgreSQL) the producer is transactional: its transactional.id
+// belongs to the outbox, init_transactions runs once per lease term (on a new producer), and
+// each batch is one transaction. The new lease holder's init_transactions makes the broker
+// fence the previous holder's producer: its produce requests and its commit are refused
+// (PRODUCER_FENCED / INVALID_PRODUCER_EPOCH), and read_committed consumers never see its
+// open transaction. A batch counts as acked only once its transaction committed.
+//
 // Order: the idempotent producer keeps per-partition order across its internal retries, and
 // every event of one aggregate has the same key, hence the same partition.
 #include <atomic>
@@ -82,6 +89,23 @@ class KafkaSink final : public Sink {
                                   " has no broker; write kafka://host:port/topic");
     }
     topic_template_ = url.path.empty() ? "{aggregate_type}" : url.path;
+    transactional_id_ = options_.transactional_id;
+    std::vector<std::pair<std::string, std::string>> query;
+    bool transactions_off = false;
+    for (const auto& [key, value] : url.query) {
+      if (key == "transactional") {
+        if (value != "true" && value != "false") {
+          return InvalidArgumentError("Kafka sink: transactional must be true or false, not '" +
+                                      value + "'");
+        }
+        transactions_off = value == "false";
+      } else if (key == "transactional.id") {
+        transactional_id_ = value;  // the operator's name for this outbox's producer
+      } else {
+        query.emplace_back(key, value);
+      }
+    }
+    if (transactions_off) transactional_id_.clear();
     std::vector<std::pair<std::string, std::string>> props = {
         {"bootstrap.servers", url.hosts},
         {"enable.idempotence", "true"},
@@ -92,8 +116,9 @@ class KafkaSink final : public Sink {
         {"message.timeout.ms", std::to_string(options_.delivery_timeout.count())},
         {"reconnect.backoff.max.ms", "5000"},
     };
+    if (!transactional_id_.empty()) props.emplace_back("transactional.id", transactional_id_);
     // The URL's query sets any other librdkafka property (security.protocol, sasl.*, ...).
-    for (const auto& kv : url.query) props.push_back(kv);
+    for (const auto& kv : query) props.push_back(kv);
     ASSIGN_OR_RETURN(KafkaConf conf, MakeKafkaConf(props));
     rd_kafka_conf_set_opaque(conf.get(), this);
     rd_kafka_conf_set_dr_msg_cb(conf.get(), &KafkaSink::OnDelivery);
@@ -104,6 +129,7 @@ class KafkaSink final : public Sink {
     conf.release();  // owned by rk now
     producer_.reset(rk);
     known_topics_.clear();
+    initialized_ = false;
     return Status::Ok();
   }
 
@@ -112,11 +138,17 @@ class KafkaSink final : public Sink {
       Status st = Open();
       if (!st.ok()) return std::vector<Status>(batch.size(), st);
     }
+    if (!transactional_id_.empty()) {
+      if (Status st = BeginTransaction(stop); !st.ok()) {
+        return std::vector<Status>(batch.size(), st);
+      }
+    }
     rd_kafka_t* rk = producer_.get();
     // Reports are matched to this batch by generation: one that arrives for an earlier,
     // abandoned batch (after a purge) is ignored instead of touching freed memory.
     ++generation_;
     results_.assign(batch.size(), RetriableError("no delivery report"));
+    delivery_failed_ = false;
     std::vector<Status>& results = results_;
     pending_ = 0;
     // An aggregate whose event failed before leaving (too large, unknown topic...) sends no
@@ -127,6 +159,10 @@ class KafkaSink final : public Sink {
       if (!failed.empty() && failed.count({e.aggregate_type, e.aggregate_id}) > 0) {
         results[i] = RetriableError("not sent: an earlier event of its aggregate failed");
         continue;
+      }
+      if (Status fenced = CheckFence(stop); !fenced.ok()) {
+        std::fill(results.begin() + static_cast<ptrdiff_t>(i), results.end(), fenced);
+        break;
       }
       const std::string topic = ExpandTemplate(topic_template_, e);
       WarmUpTopic(topic);
@@ -157,8 +193,16 @@ class KafkaSink final : public Sink {
       rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
       for (int i = 0; i < 100 && pending_ > 0; ++i) rd_kafka_poll(rk, 10);
     }
+    if (Status fenced = CheckFence(stop); !fenced.ok()) {
+      // What the broker acked stays acked; the rest is this relay's no more.
+      for (Status& r : results) {
+        if (!r.ok() && r.code() != StatusCode::kRejected) r = fenced;
+      }
+    }
+    if (!transactional_id_.empty()) EndTransaction(stop);
     char fatal[256];
-    if (rd_kafka_fatal_error(rk, fatal, sizeof fatal) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    if (producer_ != nullptr &&
+        rd_kafka_fatal_error(rk, fatal, sizeof fatal) != RD_KAFKA_RESP_ERR_NO_ERROR) {
       log::Error("Kafka producer hit a fatal error; recreating it", {{"error", fatal}});
       producer_.reset();
     }
@@ -212,6 +256,102 @@ class KafkaSink final : public Sink {
     rd_kafka_topic_destroy(rkt);
   }
 
+  // A new producer and init_transactions once per lease term: the broker then fences every
+  // older producer of this transactional.id (the previous holder, frozen or not). Then begins
+  // the batch's transaction.
+  Status BeginTransaction(const StopSignal& stop) {
+    RETURN_IF_ERROR(CheckFence(stop));
+    if (initialized_ && stop.term() != term_) {
+      producer_.reset();  // the old term's producer; its open transaction is the broker's now
+      RETURN_IF_ERROR(Open());
+    }
+    if (!initialized_) {
+      RETURN_IF_ERROR(TransactionStatus(
+          rd_kafka_init_transactions(producer_.get(), TransactionTimeoutMs()), "init"));
+      initialized_ = true;
+      term_ = stop.term();
+    }
+    RETURN_IF_ERROR(CheckFence(stop));
+    return TransactionStatus(rd_kafka_begin_transaction(producer_.get()), "begin");
+  }
+
+  // Commits the batch's transaction when every event produced was delivered; otherwise aborts
+  // it, and what the broker acked of it is not acked any more. A fenced relay does neither: its
+  // producer is dropped, and the broker aborts its transaction when the new holder's
+  // init_transactions arrives (or when transaction.timeout.ms passes).
+  void EndTransaction(const StopSignal& stop) {
+    Status outcome = CheckFence(stop);
+    char reason[256];
+    if (outcome.ok() && rd_kafka_fatal_error(producer_.get(), reason, sizeof reason) !=
+                            RD_KAFKA_RESP_ERR_NO_ERROR) {
+      // Refused produce requests (INVALID_PRODUCER_EPOCH...) make the producer fatally fenced.
+      outcome =
+          TransactionStatus(rd_kafka_error_new(RD_KAFKA_RESP_ERR__FATAL, "%s", reason), "produce");
+    }
+    // Events refused before they left (too large...) are not in the transaction: they are
+    // parked or sent again on their own, and the rest of the batch commits.
+    if (outcome.ok() && !delivery_failed_ && pending_ == 0) {
+      outcome = TransactionStatus(
+          rd_kafka_commit_transaction(producer_.get(), TransactionTimeoutMs()), "commit");
+      if (outcome.ok()) return;
+    }
+    if (outcome.code() != StatusCode::kFenced && producer_ != nullptr) {
+      if (outcome.ok()) {
+        outcome = RetriableError("Kafka transaction aborted: not every event was delivered");
+      }
+      const Status aborted = TransactionStatus(
+          rd_kafka_abort_transaction(producer_.get(), TransactionTimeoutMs()), "abort");
+      if (aborted.code() == StatusCode::kFenced) outcome = aborted;
+      if (!aborted.ok()) producer_.reset();  // a fresh producer starts clean
+    }
+    if (outcome.code() == StatusCode::kFenced) {
+      producer_.reset();
+      for (Status& r : results_) {
+        if (r.code() != StatusCode::kRejected) r = outcome;
+      }
+      return;
+    }
+    for (Status& r : results_) {
+      if (r.ok()) r = outcome;
+    }
+  }
+
+  int TransactionTimeoutMs() const {
+    return static_cast<int>(options_.delivery_timeout.count() > 0
+                                ? std::min<int64_t>(options_.delivery_timeout.count(), 30000)
+                                : 30000);
+  }
+
+  // kFenced when the broker fenced this producer (another holder of the outbox's
+  // transactional.id initialised after it); kRetriable otherwise (the producer is recreated
+  // when the error is fatal).
+  Status TransactionStatus(rd_kafka_error_t* error, const char* step) {
+    if (error == nullptr) return Status::Ok();
+    const rd_kafka_resp_err_t code = rd_kafka_error_code(error);
+    std::string message = std::string("Kafka transaction ") + step + " (transactional.id " +
+                          transactional_id_ + "): " + rd_kafka_error_string(error);
+    const bool fatal = rd_kafka_error_is_fatal(error) || code == RD_KAFKA_RESP_ERR__FATAL;
+    rd_kafka_error_destroy(error);
+    char reason[256];
+    const rd_kafka_resp_err_t cause =
+        fatal ? rd_kafka_fatal_error(producer_.get(), reason, sizeof reason) : code;
+    if (IsFencedKafkaError(code) || IsFencedKafkaError(cause)) {
+      log::Error(
+          "the broker fenced this relay's Kafka producer: another relay of the outbox "
+          "initialised its transactions",
+          {{"transactional_id", transactional_id_}, {"error", message}});
+      producer_.reset();
+      return FencedError(std::move(message));
+    }
+    if (fatal) producer_.reset();
+    return RetriableError(std::move(message));
+  }
+
+  static bool IsFencedKafkaError(rd_kafka_resp_err_t err) {
+    return err == RD_KAFKA_RESP_ERR__FENCED || err == RD_KAFKA_RESP_ERR_PRODUCER_FENCED ||
+           err == RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH;
+  }
+
   static Status Classify(rd_kafka_resp_err_t err, const std::string& topic) {
     std::string message = std::string("Kafka: ") + rd_kafka_err2str(err) + " (topic " + topic + ")";
     if (IsPermanentKafkaError(err)) return RejectedError(std::move(message));
@@ -233,6 +373,7 @@ class KafkaSink final : public Sink {
       self->results_[index] = Status::Ok();
     } else {
       self->results_[index] = Classify(msg->err, rd_kafka_topic_name(msg->rkt));
+      self->delivery_failed_ = true;
     }
     --self->pending_;
   }
@@ -252,12 +393,16 @@ class KafkaSink final : public Sink {
   SinkOptions options_;
   std::string topic_template_;
   KafkaHandle producer_;
+  std::string transactional_id_;        // empty: no transactions
+  bool initialized_ = false;            // init_transactions done on producer_
+  uint64_t term_ = 0;                   // the lease term producer_ was initialised in
   std::set<std::string> known_topics_;  // topics whose metadata this producer has fetched
   // The batch being published; written by OnDelivery, which librdkafka runs inside
   // rd_kafka_poll on the publishing thread, so no lock is needed.
   std::vector<Status> results_;
   uint32_t generation_ = 0;
   int64_t pending_ = 0;
+  bool delivery_failed_ = false;  // a message of this batch got a failed delivery report
   std::string last_error_;
   TimePoint next_error_log_{};
 };

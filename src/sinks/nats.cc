@@ -62,6 +62,12 @@ class NatsSink final : public Sink {
     lock.unlock();
     for (size_t i = 0; i < batch.size(); ++i) {
       const Event& e = batch[i];
+      if (Status fenced = CheckFence(stop); !fenced.ok()) {
+        lock.lock();
+        for (size_t j = i; j < batch.size(); ++j) results_[j] = fenced;
+        lock.unlock();
+        break;
+      }
       const std::string subject = ExpandTemplate(endpoint_.subject, e);
       natsMsg* msg = nullptr;
       natsStatus s = natsMsg_Create(&msg, subject.c_str(), nullptr, e.payload.data(),

@@ -114,6 +114,10 @@ class RedisPipelineSink : public Sink {
 
   std::vector<Status> Publish(std::span<const Event> batch, const StopSignal& stop) override {
     std::vector<Status> results(batch.size());
+    if (Status fenced = CheckFence(stop); !fenced.ok()) {
+      std::fill(results.begin(), results.end(), fenced);
+      return results;
+    }
     if (!conn_) {
       auto conn = ConnectRedis(endpoint_, options_.delivery_timeout);
       if (!conn.ok()) {
@@ -129,6 +133,13 @@ class RedisPipelineSink : public Sink {
     }
     const Duration timeout =
         options_.delivery_timeout.count() > 0 ? options_.delivery_timeout : kReplyTimeout;
+    // The commands are only buffered so far: the first read below writes them. A relay whose
+    // lease ran out meanwhile (frozen while connecting) drops the buffer with the connection.
+    if (Status fenced = CheckFence(stop); !fenced.ok()) {
+      conn_.reset();
+      std::fill(results.begin(), results.end(), fenced);
+      return results;
+    }
     for (size_t i = 0; i < batch.size(); ++i) {
       if (!sent[i]) continue;
       auto next = NextReply(conn_.get(), timeout, options_.shutdown_timeout, stop);

@@ -22,6 +22,11 @@ struct SinkOptions {
   Duration delivery_timeout{0};
   // After a stop request, how long to keep waiting for in-flight acks.
   Duration shutdown_timeout{10000};
+  // Kafka: publish each batch in one transaction of this transactional.id, so that the broker
+  // fences an older holder of the outbox's lease (Relay::Create derives it per outbox; the
+  // URL's transactional.id overrides it, transactional=false turns transactions off). Empty:
+  // an idempotent producer without transactions (no lease to fence, e.g. a SQLite outbox).
+  std::string transactional_id;
 };
 
 class Sink {
@@ -36,6 +41,15 @@ class Sink {
   // The URL without secrets, for logs and dead-letter rows.
   virtual std::string Describe() const = 0;
 };
+
+// The fence check every sink makes right before each hand-off to its client library (each
+// produce, XADD, publish, POST, write, pipeline flush): kFenced once the relay's lease is gone
+// (lost, or its deadline passed while the process was frozen), so a relay that resumes after
+// its lease ran out sends nothing more. What was handed off before cannot be recalled.
+inline Status CheckFence(const StopSignal& stop) {
+  if (stop.abandoned()) return FencedError("not sent: this relay's outbox lease ran out");
+  return Status::Ok();
+}
 
 // kafka://host:port[,host:port]/topic-template[?librdkafka.property=value&...]
 // redis://[user:password@]host:port/stream-template[?db=N&maxlen=N]

@@ -118,5 +118,54 @@ TEST_F(LeadershipTest, MissingLeaseTableSaysToMigrate) {
   EXPECT_NE(st.message().find("courier migrate"), std::string::npos) << st.message();
 }
 
+// G8 with Kafka: each batch is one transaction of the outbox's transactional.id, and the
+// broker refusing it as fenced (another relay initialised the id: PRODUCER_FENCED on EndTxn)
+// makes the relay stand down like a lost lease: the batch is not acked, the lease goes back,
+// and a new term (epoch 2) with a new producer publishes it.
+TEST_F(LeadershipTest, BrokerFencedKafkaProducerStandsDownAndNothingIsAcked) {
+  auto broker = DevBroker::Start(1);
+  ASSERT_OK(broker);
+  ASSERT_OK((*broker)->CreateTopic("order", 1));
+  RelayOptions o = TestRelayOptions(db_->url, "kafka://" + (*broker)->bootstrap() + "/order");
+  o.lease = Duration(1000);
+  int64_t seq = 1;
+  std::set<std::string> ids = CommitEvents(*db_, 20, 4, &seq);
+  BackgroundRelay relay(o);
+  ASSERT_TRUE(WaitUntil([&] { return db_->Count("courier_outbox") == 0; }));
+  EXPECT_EQ(db_->Count("courier_outbox_lease WHERE epoch = 1"), 1);
+
+  constexpr int16_t kEndTxn = 26;
+  (*broker)->FailNextRequests(kEndTxn, RD_KAFKA_RESP_ERR_PRODUCER_FENCED, 1);
+  const std::set<std::string> fenced = CommitEvents(*db_, 20, 4, &seq);
+  ids.insert(fenced.begin(), fenced.end());
+  ASSERT_TRUE(WaitUntil([&] { return db_->Count("courier_outbox_lease WHERE epoch = 2") == 1; }))
+      << "the fenced relay stood down and took the lease again in a new term";
+  ASSERT_TRUE(WaitUntil([&] { return db_->Count("courier_outbox") == 0; }));
+  EXPECT_OK(relay.Stop());
+  // The mock writes no abort markers, so the refused transaction's copies are read too:
+  // duplicates, never losses or reordering.
+  const int64_t duplicates = ExpectDelivered(ReadTopic(**broker, "order"), ids);
+  EXPECT_LE(duplicates, 20);
+}
+
+// Without a lease to fence (transactional=false, or a SQLite outbox) the producer is the plain
+// idempotent one: the broker is never asked to commit anything.
+TEST_F(LeadershipTest, KafkaSinkWithoutTransactionsNeverCommits) {
+  auto broker = DevBroker::Start(1);
+  ASSERT_OK(broker);
+  RelayOptions o = TestRelayOptions(
+      db_->url, "kafka://" + (*broker)->bootstrap() + "/order?transactional=false");
+  o.once = true;
+  constexpr int16_t kEndTxn = 26;
+  (*broker)->FailNextRequests(kEndTxn, RD_KAFKA_RESP_ERR_PRODUCER_FENCED, 100);
+  int64_t seq = 1;
+  const std::set<std::string> ids = CommitEvents(*db_, 30, 3, &seq);
+  auto relay = Relay::Create(o);
+  ASSERT_OK(relay);
+  ASSERT_OK((*relay)->Run());
+  EXPECT_EQ(db_->Count("courier_outbox"), 0);
+  EXPECT_EQ(ExpectDelivered(ReadTopic(**broker, "order"), ids), 0);
+}
+
 }  // namespace
 }  // namespace courier::test

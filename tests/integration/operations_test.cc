@@ -340,5 +340,106 @@ TEST(Operations, CutSessionFencesTheRelayAndTheStandbyTakesOver) {
   ExpectDelivered(records, ids);
 }
 
+// G8 against a zombie: the active relay is frozen (SIGSTOP) holding a batch it fetched, past
+// its lease; the standby takes over, publishes that batch and newer events of the same
+// aggregates; then the frozen relay resumes (SIGCONT). Nothing of it may arrive: every event
+// exactly once, and each aggregate's last delivered event is its newest.
+TEST(Operations, FrozenRelayPublishesNothingOnceResumedPastItsLease) {
+  TestDb db = TestDb::Make(true);
+  auto broker = DevBroker::Start(1);
+  ASSERT_OK(broker);
+  ASSERT_OK((*broker)->CreateTopic("order", 1));  // one partition: arrival order is total
+  const std::vector<std::string> args = {"relay",
+                                         "--source",
+                                         db.url,
+                                         "--sink",
+                                         "kafka://" + (*broker)->bootstrap() + "/order",
+                                         "--lease",
+                                         "2s",
+                                         "--poll-interval",
+                                         "10ms"};
+  const std::string zombie_log = db.dir.File("zombie.log");
+  const std::string standby_log = db.dir.File("standby.log");
+  auto zombie = SpawnCourier(args, zombie_log);
+  ASSERT_OK(zombie);
+  ASSERT_TRUE(WaitUntil(
+      [&] { return ReadFile(zombie_log).find("holding the outbox lease") != std::string::npos; }));
+  auto standby = SpawnCourier(args, standby_log);
+  ASSERT_OK(standby);
+  ASSERT_TRUE(
+      WaitUntil([&] { return ReadFile(standby_log).find("standing by") != std::string::npos; }));
+
+  // The zombie's next poll waits behind this lock and reads the old events once it is freed:
+  // it holds a fetched batch while frozen.
+  auto locker = PgConnect(db.url);
+  ASSERT_OK(locker);
+  ASSERT_OK(PgRun(locker->get(), "BEGIN; LOCK TABLE courier_outbox IN ACCESS EXCLUSIVE MODE"));
+  std::set<std::string> old_ids, new_ids;
+  std::string inserts;
+  for (int i = 0; i < 20; ++i) {
+    const std::string id = NewUuidV7();
+    old_ids.insert(id);
+    inserts += InsertEventSql(id, "agg-" + std::to_string(i % 5), i + 1) + ";";
+  }
+  ASSERT_OK(PgRun(locker->get(), inserts));
+  ASSERT_TRUE(WaitUntil([&] {
+    auto waiting = PgQuery(db.url,
+                           "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                           " AND datname = current_database() AND query LIKE '%courier_outbox%'");
+    return waiting.ok() && !waiting->empty() && waiting->front() == "1";
+  })) << "the active relay polls the outbox";
+  zombie->Signal(SIGSTOP);
+  ASSERT_OK(PgRun(locker->get(), "COMMIT"));
+
+  ASSERT_TRUE(WaitUntil(
+      [&] { return ReadFile(standby_log).find("took over the outbox") != std::string::npos; },
+      Duration(20000)))
+      << ReadFile(standby_log);
+  ASSERT_TRUE(WaitUntil([&] { return db.Count("courier_outbox") == 0; }));
+  std::vector<std::string> newer;
+  for (int i = 0; i < 20; ++i) {
+    const std::string id = NewUuidV7();
+    new_ids.insert(id);
+    newer.push_back(InsertEventSql(id, "agg-" + std::to_string(i % 5), 21 + i));
+  }
+  ASSERT_OK(db.Transaction(newer));
+  ASSERT_TRUE(WaitUntil([&] { return db.Count("courier_outbox") == 0; }));
+
+  zombie->Signal(SIGCONT);
+  // It notices, drops its batch and stands by: by then anything it would send has gone.
+  ASSERT_TRUE(WaitUntil([&] {
+    const std::string log = ReadFile(zombie_log);
+    const size_t lost = log.find("lost the outbox lease");
+    return lost != std::string::npos && log.find("standing by", lost) != std::string::npos;
+  })) << ReadFile(zombie_log);
+  const std::string log = ReadFile(zombie_log);
+  EXPECT_NE(log.find("not published: this relay is fenced"), std::string::npos)
+      << "the zombie held a fetched batch when it resumed:\n"
+      << log;
+
+  const std::vector<KafkaRecord> records = ReadTopic(**broker, "order");
+  std::map<std::string, int> copies;
+  std::map<std::string, int64_t> last_seq;
+  bool newer_seen = false;
+  for (const KafkaRecord& r : records) {
+    ++copies[r.event.event_id];
+    const int64_t seq = SeqOf(r.event);
+    if (seq > 20) newer_seen = true;
+    EXPECT_FALSE(newer_seen && seq <= 20)
+        << "an old copy (seq " << seq << ") arrived after the standby's newer events";
+    last_seq[r.event.aggregate_id] = seq;
+  }
+  EXPECT_EQ(records.size(), 40u) << "each event exactly once: nothing of the zombie";
+  for (const std::string& id : old_ids) EXPECT_EQ(copies[id], 1) << id;
+  for (const std::string& id : new_ids) EXPECT_EQ(copies[id], 1) << id;
+  for (int a = 0; a < 5; ++a) {
+    EXPECT_EQ(last_seq["agg-" + std::to_string(a)], 36 + a) << "agg-" << a << " ends stale";
+  }
+  for (Subprocess* r : {&*zombie, &*standby}) {
+    r->Signal(SIGTERM);
+    EXPECT_EQ(r->Wait(Duration(30000)).value_or(-1), 0);
+  }
+}
+
 }  // namespace
 }  // namespace courier::test
