@@ -40,8 +40,7 @@ class PostgresDeadLetters final : public DeadLetterStore {
         conn_(std::move(conn)),
         table_(std::move(table)),
         select_("SELECT " +
-                Columns(bytea ? "payload" : "CAST(payload AS text)",
-                        "(extract(epoch FROM created_at) * 1000000)::int8",
+                Columns(bytea ? "payload" : "CAST(payload AS text)", UnixMicrosSql("created_at"),
                         "to_char(failed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')") +
                 " FROM " + table_ + " d"),
         bytea_(bytea) {}

@@ -12,6 +12,12 @@
 
 namespace courier {
 
+// The timestamptz `column` in Unix microseconds, as SQL. 'infinity', '-infinity' and years past
+// 294246 do not fit an int8 (the cast failed the whole query, so one such outbox row stopped
+// the relay for good): they read as the statement's time, as the CDC source takes the commit
+// time for a created_at it cannot read.
+std::string UnixMicrosSql(const std::string& column);
+
 // "{1,2,3}": an int8[] literal.
 std::string IdArray(std::span<const int64_t> ids);
 

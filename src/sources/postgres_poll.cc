@@ -14,6 +14,11 @@
 
 namespace courier {
 
+std::string UnixMicrosSql(const std::string& column) {
+  return "(extract(epoch FROM CASE WHEN isfinite(" + column + ") AND " + column +
+         " < '294000-01-01' THEN " + column + " ELSE now() END) * 1000000)::int8";
+}
+
 std::string IdArray(std::span<const int64_t> ids) {
   std::string out = "{";
   for (size_t i = 0; i < ids.size(); ++i) {
@@ -84,9 +89,9 @@ class PostgresPollSource final : public Source {
     }
     ASSIGN_OR_RETURN(payload_is_bytea_, PayloadIsBytea(conn_.get(), outbox));
     fetch_sql_ = "SELECT id, event_id::text, aggregate_type, aggregate_id, event_type, payload" +
-                 std::string(payload_is_bytea_ ? "" : "::text") +
-                 ", headers::text, (extract(epoch FROM created_at) * 1000000)::int8 FROM " +
-                 outbox + " o WHERE published_at IS NULL" +
+                 std::string(payload_is_bytea_ ? "" : "::text") + ", headers::text, " +
+                 UnixMicrosSql("o.created_at") + " FROM " + outbox +
+                 " o WHERE published_at IS NULL" +
                  (options_.filter.empty() ? "" : " AND (" + options_.filter + ")") +
                  (options_.shard.empty() ? "" : " AND " + options_.shard) + " ORDER BY id LIMIT $1";
     checkpoint_sql_ =
