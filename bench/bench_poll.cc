@@ -4,6 +4,7 @@
 //                DELETE it, next row — what most first versions look like
 // Both read the same kind of rows from the same server (fsync on) into the same broker.
 // Prints a Markdown table for docs/benchmarks.md. Usage: courier_bench [--events N] [--runs R]
+// [--kafka-query transactional=false]
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -73,7 +74,9 @@ int main(int argc, char** argv) {
   int events = 200000;
   int hand_events = 3000;
   int runs = 3;
+  std::string kafka_query;  // e.g. "transactional=false": the idempotent producer alone
   for (int i = 1; i + 1 < argc; i += 2) {
+    if (std::strcmp(argv[i], "--kafka-query") == 0) kafka_query = std::string("?") + argv[i + 1];
     if (std::strcmp(argv[i], "--events") == 0) events = std::atoi(argv[i + 1]);
     if (std::strcmp(argv[i], "--hand-events") == 0) hand_events = std::atoi(argv[i + 1]);
     if (std::strcmp(argv[i], "--runs") == 0) runs = std::atoi(argv[i + 1]);
@@ -99,8 +102,9 @@ int main(int argc, char** argv) {
     for (bool to_file : {false, true}) {
       auto url = (*pg)->NewDatabase("bench");
       if (!url.ok() || !Migrate(*url, TableNames{}).ok() || !Fill(*url, events).ok()) return 1;
-      const std::string sink = to_file ? "file://" + dir.File("bench.jsonl")
-                                       : "kafka://" + bootstrap + "/bench-" + std::to_string(run);
+      const std::string sink =
+          to_file ? "file://" + dir.File("bench.jsonl")
+                  : "kafka://" + bootstrap + "/bench-" + std::to_string(run) + kafka_query;
       auto t = RunCourier(*url, sink);
       if (!t.ok()) {
         std::fprintf(stderr, "%s\n", t.status().message().c_str());

@@ -1,9 +1,12 @@
 // The production chaos run, in both modes: a minute (COURIER_CHAOS_SECONDS) of concurrent
 // writers (some rolling back, some holding long transactions) while two relays (one active,
 // one standing by) are SIGKILLed every 0.5-3 s at random, the broker goes down, the active
-// relay's database session is cut, and PostgreSQL is restarted with -m immediate. Afterwards
-// an independent Kafka consumer reads the topic: 0 lost, 0 ghosts, per-aggregate order kept;
-// duplicates counted. The counters go to the log.
+// relay's database session is cut, PostgreSQL is restarted with -m immediate, and (polling)
+// twice, at 40 % and 85 %, the lease holder is frozen (SIGSTOP) past its lease until the standby
+// took over and published newer events, then resumed (SIGCONT): a zombie. Afterwards an independent
+// Kafka consumer reads the topic: 0 lost, 0 ghosts, per-aggregate order kept, and every aggregate's
+// last delivered event is its newest (no stale copy after a newer one); duplicates counted. The
+// counters go to the log.
 #include <signal.h>
 
 #include <cstdlib>
@@ -75,7 +78,48 @@ TEST_P(ProductionChaos, LosesNothingPublishesNoGhostAndKeepsOrder) {
     ASSERT_OK(r);
     slots[i] = std::move(r).value();
   }
-  int kills = 0, broker_outages = 0, pg_restarts = 0, session_cuts = 0;
+  int kills = 0, broker_outages = 0, pg_restarts = 0, session_cuts = 0, freezes = 0;
+  int standby_published = 0;  // freezes during which the standby published newer events
+  // The slot whose relay holds the lease (-1: none known), and how much it published.
+  auto holder_slot = [&]() -> int {
+    auto holder = PgQuery(db.url, "SELECT holder FROM courier_outbox_lease");
+    if (!holder.ok() || holder->empty()) return -1;
+    const std::string pid = holder->front().substr(holder->front().rfind(':') + 1);
+    for (int i = 0; i < 2; ++i) {
+      if (std::to_string(slots[i]->pid()) == pid) return i;
+    }
+    return -1;
+  };
+  auto published = [&]() -> int64_t {
+    auto rows = PgQuery(db.url, "SELECT published FROM courier_outbox_lease");
+    return rows.ok() && !rows->empty() ? std::stoll(rows->front()) : -1;
+  };
+  // The zombie round: freeze the holder past its lease, let the standby take over and publish
+  // newer events of the same aggregates (the writers go on), then resume the frozen one.
+  Duration frozen_for{0};  // time spent in zombie rounds (no kills meanwhile)
+  auto freeze_holder = [&] {
+    const int frozen = holder_slot();
+    if (frozen < 0) return false;
+    const TimePoint round_start = Clock::Real().Now();
+    slots[frozen]->Signal(SIGSTOP);
+    ++freezes;
+    const bool took_over = WaitUntil([&] { return holder_slot() == 1 - frozen; }, Duration(30000));
+    EXPECT_TRUE(took_over) << "round " << freezes << ": the standby took over the frozen relay";
+    if (took_over) {
+      // The standby's renewals report what it published in this term.
+      const int64_t at_takeover = published();
+      if (WaitUntil([&] { return published() > at_takeover; }, Duration(10000))) {
+        ++standby_published;
+      }
+    }
+    slots[frozen]->Signal(SIGCONT);
+    frozen_for += std::chrono::duration_cast<Duration>(Clock::Real().Now() - round_start);
+    return true;
+  };
+  // CDC: a frozen relay's walsender keeps the slot until wal_sender_timeout, so the standby
+  // cannot stream meanwhile; the CDC run does its zombie rounds once takeover ends it.
+  const bool zombie_rounds = mode == "poll";
+  bool freeze_done[2] = {!zombie_rounds, !zombie_rounds};
   const TimePoint start = Clock::Real().Now();
   const TimePoint end = start + std::chrono::seconds(seconds);
   auto at = [&](double fraction) {
@@ -101,6 +145,12 @@ TEST_P(ProductionChaos, LosesNothingPublishesNoGhostAndKeepsOrder) {
       ASSERT_OK((*pg)->Restart(/*immediate=*/true));
       pg_done = true;
       ++pg_restarts;
+    } else if (!freeze_done[0] && now >= at(0.4)) {
+      freeze_done[0] = freeze_holder();
+      continue;  // no kill this round: the resumed zombie must get to run
+    } else if (!freeze_done[1] && now >= at(0.85)) {
+      freeze_done[1] = freeze_holder();
+      continue;
     }
     // Every other kill hits the active relay (the lease holder), so the standby takes over.
     int victim = static_cast<int>(rng() % 2);
@@ -154,10 +204,15 @@ TEST_P(ProductionChaos, LosesNothingPublishesNoGhostAndKeepsOrder) {
   // The independent consumer: every record of the topic, all partitions, from the start.
   const std::vector<KafkaRecord> records = ReadTopic(**broker, "order");
   std::set<std::string> seen;
-  std::map<std::string, int64_t> last_seq;
+  std::map<std::string, int64_t> last_seq, newest_seq, last_delivered_seq;
   int64_t duplicates = 0, ghosts = 0, order_violations = 0, in_doubt_delivered = 0;
   for (const KafkaRecord& r : records) {
     const Event& e = r.event;
+    // Per aggregate (one key, one partition) the records come in arrival order: the last one
+    // is what a consumer applying them in that order ends with.
+    last_delivered_seq[e.aggregate_id] = SeqOf(e);
+    int64_t& newest = newest_seq[e.aggregate_id];
+    newest = std::max(newest, SeqOf(e));
     if (!seen.insert(e.event_id).second) {
       ++duplicates;
       continue;
@@ -176,29 +231,44 @@ TEST_P(ProductionChaos, LosesNothingPublishesNoGhostAndKeepsOrder) {
       it->second = seq;
     }
   }
-  int64_t lost = 0;
+  int64_t lost = 0, stale_endings = 0;
   for (const std::string& id : committed) lost += seen.count(id) == 0;
+  for (const auto& [aggregate, seq] : last_delivered_seq) {
+    if (seq != newest_seq[aggregate]) {
+      ++stale_endings;
+      ADD_FAILURE() << "aggregate " << aggregate << " ends at seq " << seq << ", not its newest "
+                    << newest_seq[aggregate];
+    }
+  }
   std::printf(
       "[chaos] production mode=%s seconds=%d relay_kills=%d takeovers=%zu fenced=%zu "
-      "broker_outages=%d session_cuts=%d pg_restarts=%d writer_reconnects=%lld\n",
+      "freezes=%d (standby published during %d) zombie_batches_dropped=%zu broker_outages=%d "
+      "session_cuts=%d pg_restarts=%d "
+      "writer_reconnects=%lld\n",
       mode.c_str(), seconds, kills, Occurrences(logs, "took over the outbox"),
-      Occurrences(logs, "lost the outbox lease"), broker_outages, session_cuts, pg_restarts,
-      static_cast<long long>(reconnects));
+      Occurrences(logs, "lost the outbox lease"), freezes, standby_published,
+      Occurrences(logs, "not published: this relay is fenced"), broker_outages, session_cuts,
+      pg_restarts, static_cast<long long>(reconnects));
   std::printf(
       "[chaos] production mode=%s committed=%zu rolled_back_tx=%lld in_doubt=%zu "
       "(delivered %lld) delivered=%zu duplicates=%lld lost=%lld ghosts=%lld "
-      "order_violations=%lld\n",
+      "order_violations=%lld stale_endings=%lld\n",
       mode.c_str(), committed.size(), static_cast<long long>(rolled_back), in_doubt.size(),
       static_cast<long long>(in_doubt_delivered), records.size(),
       static_cast<long long>(duplicates), static_cast<long long>(lost),
-      static_cast<long long>(ghosts), static_cast<long long>(order_violations));
+      static_cast<long long>(ghosts), static_cast<long long>(order_violations),
+      static_cast<long long>(stale_endings));
   EXPECT_EQ(lost, 0) << "committed events never delivered";
   EXPECT_EQ(ghosts, 0) << "events of rolled-back transactions delivered";
   EXPECT_EQ(order_violations, 0) << "per-aggregate order broken";
-  EXPECT_GT(kills, seconds / 4);
+  EXPECT_GT(kills, (seconds - frozen_for.count() / 1000) / 4);
   EXPECT_GT(committed.size(), 1000u);
   EXPECT_GT(rolled_back, 0);
   EXPECT_EQ(pg_restarts, 1);
+  if (zombie_rounds) {
+    EXPECT_EQ(freezes, 2) << "the lease holder was frozen past its lease twice";
+    EXPECT_EQ(standby_published, 2) << "the standby published while the holder was frozen";
+  }
   EXPECT_GT(Occurrences(logs, "took over the outbox"), 0u) << "a standby took over";
 }
 
