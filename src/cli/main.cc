@@ -742,7 +742,7 @@ int Main(int argc, char** argv) {
   const std::string kCdc = "Change data capture (--mode cdc)";
   relay
       ->add_option("--slot", rf.options.slot,
-                   "Replication slot, created if missing (default courier_<db>_<table>)")
+                   "Replication slot, created if missing (default courier_<db>_<table>_<hash>)")
       ->type_name("NAME")
       ->group(kCdc);
   relay
@@ -834,7 +834,7 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
   migrate
       ->add_option("--slot", migrate_cdc.slot,
-                   "CDC: replication slot (default courier_<db>_<table>)")
+                   "CDC: replication slot (default courier_<db>_<table>_<hash>)")
       ->type_name("NAME");
   migrate
       ->add_option("--publication", migrate_cdc.publication,

@@ -61,26 +61,109 @@ std::string SlotSafe(const std::string& text) {
     if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
     out.push_back((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ? c : '_');
   }
-  return out.substr(0, 63);
+  return out.substr(0, kMaxIdentifier);
+}
+
+// A readable prefix cut to leave room for "_" and a StableHash.
+std::string WithHash(const std::string& readable, const std::string& identity) {
+  size_t keep = std::min(readable.size(), kMaxIdentifier - 9);
+  // Never cut a UTF-8 character in two (publication names may hold any).
+  while (keep > 0 && keep < readable.size() &&
+         (static_cast<unsigned char>(readable[keep]) & 0xc0) == 0x80) {
+    --keep;
+  }
+  return readable.substr(0, keep) + "_" + StableHash(identity);
 }
 
 struct CdcNames {
   std::string slot;
   std::string publication;
+  std::string outbox;  // schema-qualified, for messages
 };
 
+// The consistent_lsn of a registry row whose slot is being created: a slot found with it was
+// created by this outbox, whose relay or migrate stopped before recording its backfill.
+constexpr const char* kCreating = "0/0";
+
+// Another outbox's CDC registry (`<outbox>_cdc_slot`) in this database that lists `slot`, or
+// "" when none does. Registries this user may not read are not looked at.
+Result<std::string> OtherOwner(PGconn* conn, const TableNames& t, const std::string& slot) {
+  ASSIGN_OR_RETURN(PgResult tables,
+                   PgExec(conn,
+                          "SELECT c.oid::regclass::text FROM pg_class c"
+                          " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'slot_name'"
+                          " JOIN pg_attribute b ON b.attrelid = c.oid AND"
+                          " b.attname = 'consistent_lsn'"
+                          " WHERE c.relkind = 'r' AND c.relname LIKE '%\\_cdc\\_slot' AND"
+                          " c.oid <> $1::regclass AND has_table_privilege(c.oid, 'SELECT')",
+                          {QuoteIdent(t.CdcSlots())}));
+  for (int i = 0; i < PQntuples(tables.get()); ++i) {
+    const std::string table = PQgetvalue(tables.get(), i, 0);
+    ASSIGN_OR_RETURN(PgResult row,
+                     PgExec(conn, "SELECT 1 FROM " + table + " WHERE slot_name = $1", {slot}));
+    if (PQntuples(row.get()) > 0) return table;
+  }
+  return std::string();
+}
+
+// Derived names are unique per outbox: slot names are cluster-wide, so the slot is
+// courier_<database>_<table> made slot-safe, cut, and followed by a hash of the exact
+// database and schema-qualified table ("orders-outbox" and "orders_outbox" read alike but
+// hash apart). Slots that earlier versions named without the hash keep their name while this
+// outbox's registry, and no other's, lists them. The publication (per database) is the one
+// registered with the slot, else the table's name in schema public, else schema_table with
+// the hash.
 Result<CdcNames> ResolveNames(PGconn* conn, const TableNames& t, const CdcOptions& cdc) {
-  CdcNames names{cdc.slot, cdc.publication};
+  ASSIGN_OR_RETURN(PgResult res, PgExec(conn,
+                                        "SELECT current_database(), n.nspname, c.relname FROM"
+                                        " pg_class c JOIN pg_namespace n ON n.oid ="
+                                        " c.relnamespace WHERE c.oid = $1::regclass",
+                                        {QuoteIdent(t.outbox)}));
+  const std::string database = PQgetvalue(res.get(), 0, 0);
+  const std::string schema = PQgetvalue(res.get(), 0, 1);
+  const std::string table = PQgetvalue(res.get(), 0, 2);
+  CdcNames names{cdc.slot, cdc.publication, schema + "." + table};
+  const std::string identity = database + '\0' + schema + '\0' + table;
+  ASSIGN_OR_RETURN(PgResult registry,
+                   PgExec(conn, "SELECT slot_name, publication FROM " + QuoteIdent(t.CdcSlots())));
+  auto registered = [&](const std::string& slot) -> const char* {
+    for (int i = 0; i < PQntuples(registry.get()); ++i) {
+      if (slot == PQgetvalue(registry.get(), i, 0)) return PQgetvalue(registry.get(), i, 1);
+    }
+    return nullptr;
+  };
   if (names.slot.empty()) {
-    ASSIGN_OR_RETURN(PgResult res, PgExec(conn, "SELECT current_database()"));
-    std::string table = BaseName(t.outbox);
-    if (table.rfind("courier_", 0) == 0) table = table.substr(8);
-    names.slot = SlotSafe("courier_" + std::string(PQgetvalue(res.get(), 0, 0)) + "_" + table);
+    std::string readable = table.rfind("courier_", 0) == 0 ? table.substr(8) : table;
+    if (schema != "public") readable = schema + "_" + readable;
+    names.slot = WithHash(SlotSafe("courier_" + database + "_" + readable), identity);
+    std::string legacy = BaseName(t.outbox);
+    if (legacy.rfind("courier_", 0) == 0) legacy = legacy.substr(8);
+    legacy = SlotSafe("courier_" + database + "_" + legacy);
+    if (registered(names.slot) == nullptr && registered(legacy) != nullptr) {
+      ASSIGN_OR_RETURN(const std::string other, OtherOwner(conn, t, legacy));
+      if (other.empty()) {
+        names.slot = legacy;
+      } else {
+        log::Warn(
+            "this outbox's replication slot is listed by another outbox too (they shared it "
+            "before slot names were made unique); moving to a slot of its own, re-reading "
+            "un-acked events from the table. Drop the old slot once neither relay uses it",
+            {{"old_slot", legacy}, {"other_registry", other}, {"slot", names.slot}});
+      }
+    }
   } else if (SlotSafe(names.slot) != names.slot) {
     return InvalidArgumentError("slot name '" + names.slot +
                                 "' is invalid; use at most 63 lower-case letters, digits and _");
   }
-  if (names.publication.empty()) names.publication = BaseName(t.outbox);
+  if (names.publication.empty()) {
+    if (const char* publication = registered(names.slot)) {
+      names.publication = publication;
+    } else if (schema == "public") {
+      names.publication = table;
+    } else {
+      names.publication = WithHash(schema + "_" + table, identity);
+    }
+  }
   return names;
 }
 
@@ -193,6 +276,16 @@ Result<PgResult> CreateSlotCommand(PGconn* conn, PGconn* repl, const std::string
 
 Status CreateSlot(PGconn* conn, const std::string& conninfo, const TableNames& t,
                   const CdcNames& names, const StopSignal& stop) {
+  // Registered first, as being created: a slot found later with this mark is this outbox's,
+  // left behind by a crash before the backfill was recorded, and is recreated.
+  RETURN_IF_ERROR(PgExec(conn,
+                         "INSERT INTO " + QuoteIdent(t.CdcSlots()) +
+                             " (slot_name, publication, consistent_lsn) VALUES ($1, $2, $3)"
+                             " ON CONFLICT (slot_name) DO UPDATE SET publication ="
+                             " excluded.publication, consistent_lsn = excluded.consistent_lsn,"
+                             " checkpoint_lsn = NULL",
+                         {names.slot, names.publication, kCreating})
+                      .status());
   ASSIGN_OR_RETURN(PgConn repl, PgConnect(conninfo, /*replication=*/true));
   ASSIGN_OR_RETURN(PgResult created, CreateSlotCommand(conn, repl.get(), names.slot, stop));
   const std::string consistent = PQgetvalue(created.get(), 0, 1);
@@ -200,6 +293,11 @@ Status CreateSlot(PGconn* conn, const std::string& conninfo, const TableNames& t
   // The exported snapshot lives until the replication connection's next command.
   Status st = PgRun(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ; SET TRANSACTION SNAPSHOT " +
                               QuoteLiteral(snapshot));
+  if (!st.ok()) {
+    // The snapshot went with the replication connection (ended under us): the slot is
+    // dropped below and created again on the next try.
+    st = RetriableError(st.message());
+  }
   int64_t backfill = 0;
   if (st.ok()) {
     st = PgExec(conn, "DELETE FROM " + QuoteIdent(t.CdcBackfill()) + " WHERE slot_name = $1",
@@ -220,7 +318,8 @@ Status CreateSlot(PGconn* conn, const std::string& conninfo, const TableNames& t
                 "INSERT INTO " + QuoteIdent(t.CdcSlots()) +
                     " (slot_name, publication, consistent_lsn) VALUES ($1, $2, $3::pg_lsn)"
                     " ON CONFLICT (slot_name) DO UPDATE SET publication = excluded.publication,"
-                    " consistent_lsn = excluded.consistent_lsn, created_at = now()",
+                    " consistent_lsn = excluded.consistent_lsn, created_at = now(),"
+                    " checkpoint_lsn = NULL",
                 {names.slot, names.publication, consistent})
              .status();
   }
@@ -237,7 +336,9 @@ Status CreateSlot(PGconn* conn, const std::string& conninfo, const TableNames& t
   return Status::Ok();
 }
 
-// `stale`: the slot cannot decode with the current publication (it predates it).
+// `stale`: the slot cannot decode with the current publication (it predates it). A slot this
+// outbox did not create is never dropped nor used: another outbox's events would go unpublished
+// while both relays look healthy.
 Status EnsureSlot(PGconn* conn, const std::string& conninfo, const TableNames& t,
                   const CdcNames& names, bool stale, const StopSignal& stop) {
   ASSIGN_OR_RETURN(
@@ -245,37 +346,78 @@ Status EnsureSlot(PGconn* conn, const std::string& conninfo, const TableNames& t
       PgExec(conn,
              "SELECT s.slot_type = 'logical' AND s.plugin = 'pgoutput' AND"
              " s.database = current_database(), coalesce(s.wal_status, '') = 'lost',"
-             " EXISTS (SELECT 1 FROM " +
-                 QuoteIdent(t.CdcSlots()) +
-                 " WHERE slot_name = $1)"
-                 " FROM (SELECT 1) one LEFT JOIN pg_replication_slots s ON s.slot_name = $1",
-             {names.slot}));
+             " r.slot_name IS NOT NULL, r.consistent_lsn = $2::pg_lsn"
+             " FROM (SELECT 1) one LEFT JOIN pg_replication_slots s ON s.slot_name = $1"
+             " LEFT JOIN " +
+                 QuoteIdent(t.CdcSlots()) + " r ON r.slot_name = $1",
+             {names.slot, kCreating}));
   const bool exists = !PQgetisnull(slot.get(), 0, 0);
-  const bool ours = exists && std::string(PQgetvalue(slot.get(), 0, 0)) == "t";
+  const bool here = exists && std::string(PQgetvalue(slot.get(), 0, 0)) == "t";
   const bool lost = exists && std::string(PQgetvalue(slot.get(), 0, 1)) == "t";
   const bool registered = std::string(PQgetvalue(slot.get(), 0, 2)) == "t";
-  if (exists && !ours) {
+  const bool interrupted = registered && std::string(PQgetvalue(slot.get(), 0, 3)) == "t";
+  if (exists && !here) {
     return InvalidArgumentError("replication slot " + names.slot +
-                                " exists but is not a pgoutput slot of this database; choose "
+                                " exists but belongs to another database or plugin; choose "
                                 "another --slot");
   }
-  if (exists && registered && !lost && !stale) return Status::Ok();
+  ASSIGN_OR_RETURN(const std::string other, OtherOwner(conn, t, names.slot));
+  if (!other.empty()) {
+    return InvalidArgumentError("replication slot " + names.slot +
+                                " is registered to another outbox (in " + other +
+                                "); choose another --slot for " + names.outbox);
+  }
+  if (exists && !registered) {
+    return InvalidArgumentError("replication slot " + names.slot +
+                                " exists but was not created by courier for " + names.outbox +
+                                "; choose another --slot, or drop it if nothing uses it: SELECT " +
+                                "pg_drop_replication_slot('" + names.slot + "')");
+  }
+  if (exists && !lost && !stale && !interrupted) return Status::Ok();
   if (exists) {
     log::Warn(lost    ? "replication slot was invalidated (the WAL it needed is gone); recreating "
                         "it and re-reading un-acked events from the outbox table"
               : stale ? "replication slot predates its publication and cannot decode; recreating "
                         "it and re-reading un-acked events from the outbox table"
-                      : "replication slot was not created by courier, or its creation was "
-                        "interrupted; recreating it so rows already in the outbox are not missed",
+                      : "replication slot's creation was interrupted before its backfill was "
+                        "recorded; recreating it so rows already in the outbox are not missed",
               {{"slot", names.slot}});
     RETURN_IF_ERROR(PgExec(conn, "SELECT pg_drop_replication_slot($1)", {names.slot}).status());
-  } else if (registered) {
+  } else if (registered && !interrupted) {
     log::Warn(
         "replication slot is gone; recreating it and re-reading un-acked events from the outbox "
         "table (events that were never kept in the table cannot be recovered)",
         {{"slot", names.slot}});
   }
   return CreateSlot(conn, conninfo, t, names, stop);
+}
+
+// Called only by the lease holder (relay/leadership.h guarantees the previous holder's lease
+// ran out). A previous holder that froze (SIGSTOP, a stalled host) leaves its walsender attached
+// to the slot until wal_sender_timeout, and the slot refuses every other stream meanwhile
+// ("replication slot is active for PID"): end that walsender, and wait until it let go.
+Status EndPreviousStream(PGconn* conn, const std::string& slot) {
+  ASSIGN_OR_RETURN(PgResult res, PgExec(conn,
+                                        "SELECT active_pid::text, pg_terminate_backend(active_pid)"
+                                        " FROM pg_replication_slots WHERE slot_name = $1 AND"
+                                        " database = current_database() AND active_pid IS NOT NULL",
+                                        {slot}));
+  if (PQntuples(res.get()) == 0) return Status::Ok();
+  const std::string pid = PQgetvalue(res.get(), 0, 0);
+  log::Warn("a previous relay's stream still held the replication slot; ended it",
+            {{"slot", slot}, {"pid", pid}});
+  const TimePoint deadline = Clock::Real().Now() + Duration(10000);
+  const StopSignal never;
+  while (Clock::Real().Now() < deadline) {
+    ASSIGN_OR_RETURN(PgResult held, PgExec(conn,
+                                           "SELECT 1 FROM pg_replication_slots WHERE slot_name ="
+                                           " $1 AND active_pid IS NOT NULL",
+                                           {slot}));
+    if (PQntuples(held.get()) == 0) return Status::Ok();
+    Clock::Real().SleepFor(Duration(20), never);
+  }
+  return RetriableError("replication slot " + slot + " is still held by PID " + pid +
+                        " after ending it");
 }
 
 // A deterministic event id for a logical message without one: its LSN and the cluster's
@@ -354,15 +496,21 @@ class PostgresCdcSource final : public Source {
         (dead_payload == "bytea" ? "decode($6, 'hex')" : "$6::" + dead_payload) +
         ", $7::" + std::string(PQgetvalue(res.get(), 0, 3)) +
         ", to_timestamp($8::float8 / 1000000), $9, $10, $11)";
+    record_sql_ = "UPDATE " + QuoteIdent(options_.tables.CdcSlots()) +
+                  " SET checkpoint_lsn = $2::pg_lsn WHERE slot_name = $1";
     cleanup_sql_ = "DELETE FROM " + outbox + " WHERE id IN (SELECT id FROM " + outbox +
                    " WHERE published_at < now() - make_interval(secs => $1::float8 / 1000)"
                    " LIMIT 10000)";
+    RETURN_IF_ERROR(EnsureCheckpointColumn());
     state_ = State::kSetUp;
     return Status::Ok();
   }
 
   // Once the one relay of the outbox, sets up the publication and slot (they are ours now).
+  // The relay calls this only while it holds the outbox's lease, so a stream still attached to
+  // the slot is a previous holder's, which must let go.
   Status AcquireLeadership(const StopSignal& stop, bool /*wait*/) override {
+    RETURN_IF_ERROR(EndPreviousStream(conn_.get(), names_.slot));
     RETURN_IF_ERROR(
         PrepareCdc(conn_.get(), conninfo_, options_.tables, options_.cdc, stop, slot_stale_));
     slot_stale_ = false;
@@ -420,23 +568,40 @@ class PostgresCdcSource final : public Source {
       auto it = inflight_.find(pos);
       if (it != inflight_.end() && it->second.row_id > 0) rows.push_back(it->second.row_id);
     }
-    if (!rows.empty() || !rejected.empty()) {
+    std::vector<std::pair<const Rejected*, Inflight>> dead;
+    for (const Rejected& r : rejected) {
+      auto it = inflight_.find(r.id);
+      if (it != inflight_.end()) dead.emplace_back(&r, it->second);
+    }
+    // The events count as done once the transaction below commits; should it fail, the relay
+    // closes the source, and with it this state.
+    for (int64_t pos : acked) Done(pos);
+    for (const Rejected& r : rejected) Done(r.id);
+    // The position past every transaction whose events are now all done is stored in the
+    // same transaction as the rows it deletes: a restart skips exactly what this made done,
+    // even after a server crash, which sets the slot back to its last server checkpoint.
+    const Lsn done_lsn = ConfirmableLsn();
+    const bool record = done_lsn > persisted_;
+    if (!rows.empty() || !dead.empty() || record) {
       RETURN_IF_ERROR(PgRun(conn_.get(), "BEGIN"));
       Status st = rows.empty() ? Status::Ok()
                                : PgExec(conn_.get(), checkpoint_sql_, {IdArray(rows)}).status();
-      for (size_t i = 0; st.ok() && i < rejected.size(); ++i) {
-        st = DeadLetter(rejected[i], sink_name);
+      for (size_t i = 0; st.ok() && i < dead.size(); ++i) {
+        st = DeadLetter(*dead[i].first, dead[i].second, sink_name);
+      }
+      if (st.ok() && record) {
+        st =
+            PgExec(conn_.get(), record_sql_, {names_.slot, pgoutput::FormatLsn(done_lsn)}).status();
       }
       if (st.ok()) st = PgRun(conn_.get(), "COMMIT");
       if (!st.ok()) {
         (void)PgRun(conn_.get(), "ROLLBACK");
         return st;
       }
+      if (record) persisted_ = done_lsn;
     }
-    // The rows are gone (or stamped): the events count as done, and the slot may move past
-    // every transaction whose events are all done.
-    for (int64_t pos : acked) Done(pos);
-    for (const Rejected& r : rejected) Done(r.id);
+    // The rows are gone (or stamped): the slot may move past every transaction whose events
+    // are all done.
     for (int64_t pos : handed_) {
       if (inflight_.count(pos) > 0) redeliver_.push_back(pos);
     }
@@ -493,6 +658,25 @@ class PostgresCdcSource final : public Source {
     Event event;
   };
 
+  // Bookkeeping tables of earlier versions lack the relay's checkpoint position: added when
+  // this relay's user may (it owns the table), otherwise `courier migrate --mode cdc` does.
+  Status EnsureCheckpointColumn() {
+    const std::string table = QuoteIdent(options_.tables.CdcSlots());
+    ASSIGN_OR_RETURN(PgResult has, PgExec(conn_.get(),
+                                          "SELECT 1 FROM pg_attribute WHERE attrelid ="
+                                          " $1::regclass AND attname = 'checkpoint_lsn' AND"
+                                          " NOT attisdropped",
+                                          {table}));
+    if (PQntuples(has.get()) == 1) return Status::Ok();
+    Status st = PgRun(conn_.get(),
+                      "ALTER TABLE " + table + " ADD COLUMN IF NOT EXISTS checkpoint_lsn pg_lsn");
+    if (!st.ok()) {
+      return NotFoundError("table " + table + " lacks the column checkpoint_lsn (" + st.message() +
+                           "); add it with: courier migrate --mode cdc --source " + Describe());
+    }
+    return Status::Ok();
+  }
+
   Status OpenBackfill() {
     SourceOptions o = options_;
     o.cdc = CdcOptions{};
@@ -514,13 +698,33 @@ class PostgresCdcSource final : public Source {
     if (PQntuples(slot.get()) != 1) {
       return RetriableError("replication slot " + names_.slot + " disappeared");
     }
-    ASSIGN_OR_RETURN(const Lsn start, pgoutput::ParseLsn(PQgetvalue(slot.get(), 0, 0)));
+    ASSIGN_OR_RETURN(Lsn start, pgoutput::ParseLsn(PQgetvalue(slot.get(), 0, 0)));
+    // After a server crash the slot is back at its position of the last server checkpoint;
+    // the relay's own position, committed with the rows it deleted, is exact. Asking to start
+    // there makes the server skip every transaction that committed before it.
+    ASSIGN_OR_RETURN(PgResult mine, PgExec(conn_.get(),
+                                           "SELECT checkpoint_lsn::text FROM " +
+                                               QuoteIdent(options_.tables.CdcSlots()) +
+                                               " WHERE slot_name = $1 AND checkpoint_lsn IS NOT"
+                                               " NULL",
+                                           {names_.slot}));
+    persisted_ = 0;
+    if (PQntuples(mine.get()) == 1) {
+      ASSIGN_OR_RETURN(persisted_, pgoutput::ParseLsn(PQgetvalue(mine.get(), 0, 0)));
+      if (persisted_ > start) {
+        log::Info("resuming after the slot's position, where this relay last checkpointed",
+                  {{"slot", names_.slot},
+                   {"slot_lsn", pgoutput::FormatLsn(start)},
+                   {"checkpoint_lsn", pgoutput::FormatLsn(persisted_)}});
+        start = persisted_;
+      }
+    }
     // The server streams up to its flushed WAL, which holds every (synchronous) commit.
     ASSIGN_OR_RETURN(PgResult end, PgExec(conn_.get(), "SELECT pg_current_wal_flush_lsn()::text"));
     ASSIGN_OR_RETURN(catch_up_lsn_, pgoutput::ParseLsn(PQgetvalue(end.get(), 0, 0)));
     catch_up_deadline_ = Clock::Real().Now() + kCatchUpWait;
-    const std::string cmd = "START_REPLICATION SLOT " + QuoteIdent(names_.slot) +
-                            " LOGICAL 0/0 (proto_version '1', publication_names " +
+    const std::string cmd = "START_REPLICATION SLOT " + QuoteIdent(names_.slot) + " LOGICAL " +
+                            pgoutput::FormatLsn(start) + " (proto_version '1', publication_names " +
                             QuoteLiteral(QuoteIdent(names_.publication)) + ", messages 'true')";
     PgResult res(PQexec(repl.get(), cmd.c_str()));
     if (PQresultStatus(res.get()) != PGRES_COPY_BOTH) {
@@ -839,6 +1043,17 @@ class PostgresCdcSource final : public Source {
     }
   }
 
+  // Where the slot may move once the events now done are checkpointed: past every leading
+  // transaction that is committed and has no event left in flight.
+  Lsn ConfirmableLsn() const {
+    Lsn lsn = confirmed_.load();
+    for (const Tx& tx : txs_) {
+      if (!tx.committed || tx.open != 0) break;
+      lsn = std::max<Lsn>(lsn, tx.end_lsn);
+    }
+    return lsn;
+  }
+
   void AdvanceConfirmed() {
     while (!txs_.empty() && txs_.front().committed && txs_.front().open == 0) {
       confirmed_ = std::max<Lsn>(confirmed_, txs_.front().end_lsn);
@@ -846,10 +1061,7 @@ class PostgresCdcSource final : public Source {
     }
   }
 
-  Status DeadLetter(const Rejected& r, const std::string& sink_name) {
-    auto it = inflight_.find(r.id);
-    if (it == inflight_.end()) return Status::Ok();
-    const Inflight& f = it->second;
+  Status DeadLetter(const Rejected& r, const Inflight& f, const std::string& sink_name) {
     const Event& e = f.event;
     std::optional<std::string> payload;
     if (!e.payload.empty()) payload = dead_payload_bytea_ ? Hex(e.payload) : e.payload;
@@ -934,6 +1146,8 @@ class PostgresCdcSource final : public Source {
   std::string checkpoint_sql_;
   std::string dead_letter_sql_;
   std::string cleanup_sql_;
+  std::string record_sql_;  // stores the relay's checkpoint position
+  Lsn persisted_ = 0;       // the checkpoint position last stored (relay thread)
   uint64_t system_id_ = 0;
   static constexpr Duration kCatchUpWait{10000};
   Lsn catch_up_lsn_ = 0;

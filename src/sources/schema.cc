@@ -47,10 +47,10 @@ Status MigratePostgres(PGconn* conn, const TableNames& t) {
       " created_at timestamptz NOT NULL DEFAULT now(),"
       " published_at timestamptz);"
       "CREATE INDEX IF NOT EXISTS " +
-      QuoteIdent(BaseName(t.outbox) + "_pending") + " ON " + outbox +
+      QuoteIdent(DerivedName(BaseName(t.outbox), "_pending")) + " ON " + outbox +
       " (id) WHERE published_at IS NULL;"
       "CREATE INDEX IF NOT EXISTS " +
-      QuoteIdent(BaseName(t.outbox) + "_published") + " ON " + outbox +
+      QuoteIdent(DerivedName(BaseName(t.outbox), "_published")) + " ON " + outbox +
       " (published_at) WHERE published_at IS NOT NULL;"
       // CDC bookkeeping (sources/postgres_cdc.cc): the slots created for this outbox, and
       // the rows that were in it when a slot was created, published before the stream.
@@ -60,7 +60,13 @@ Status MigratePostgres(PGconn* conn, const TableNames& t) {
       " slot_name text PRIMARY KEY,"
       " publication text NOT NULL,"
       " consistent_lsn pg_lsn NOT NULL,"
-      " created_at timestamptz NOT NULL DEFAULT now());"
+      " created_at timestamptz NOT NULL DEFAULT now(),"
+      " checkpoint_lsn pg_lsn);"
+      // The relay's own durable position (postgres_cdc.cc): the slot's is only written to disk
+      // at server checkpoints. Tables of earlier versions lack it.
+      "ALTER TABLE " +
+      QuoteIdent(t.CdcSlots()) +
+      " ADD COLUMN IF NOT EXISTS checkpoint_lsn pg_lsn;"
       "CREATE TABLE IF NOT EXISTS " +
       QuoteIdent(t.CdcBackfill()) +
       " ("
@@ -90,7 +96,7 @@ Status MigratePostgres(PGconn* conn, const TableNames& t) {
       " processed_at timestamptz NOT NULL DEFAULT now(),"
       " PRIMARY KEY (consumer, event_id));"
       "CREATE INDEX IF NOT EXISTS " +
-      QuoteIdent(BaseName(t.inbox) + "_processed") + " ON " + QuoteIdent(t.inbox) +
+      QuoteIdent(DerivedName(BaseName(t.inbox), "_processed")) + " ON " + QuoteIdent(t.inbox) +
       " (consumer, processed_at);"
       "CREATE TABLE IF NOT EXISTS " +
       QuoteIdent(t.InboxParked()) +
@@ -150,8 +156,8 @@ Status MigratePostgres(PGconn* conn, const TableNames& t) {
                              "ALTER TABLE " +
                              dead + " ALTER COLUMN status SET DEFAULT 'parked';" +
                              "CREATE INDEX IF NOT EXISTS " +
-                             QuoteIdent(BaseName(t.dead_letter) + "_aggregate") + " ON " + dead +
-                             " (aggregate_type, aggregate_id, id)");
+                             QuoteIdent(DerivedName(BaseName(t.dead_letter), "_aggregate")) +
+                             " ON " + dead + " (aggregate_type, aggregate_id, id)");
       }
     } else if (st.ok()) {
       st = InvalidArgumentError("table " + outbox + " exists but lacks payload/headers columns");
@@ -272,6 +278,7 @@ Status Migrate(const std::string& source_url, const TableNames& tables, const Cd
                const StopSignal* stop) {
   ASSIGN_OR_RETURN(SourceLocation loc, ParseSourceUrl(source_url));
   if (loc.kind == SourceLocation::Kind::kPostgres) {
+    RETURN_IF_ERROR(CheckTableNames(tables));
     ASSIGN_OR_RETURN(PgConn conn, PgConnect(loc.target));
     RETURN_IF_ERROR(MigratePostgres(conn.get(), tables));
     const StopSignal never;

@@ -8,6 +8,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/clock.h"
@@ -17,6 +18,18 @@
 
 namespace courier {
 
+// PostgreSQL keeps identifiers to 63 bytes (NAMEDATALEN - 1) and silently cuts longer ones.
+inline constexpr size_t kMaxIdentifier = 63;
+
+// Eight hex digits of a hash of `text` that never changes across builds and platforms: names
+// derived with it must stay the same for the life of an installation.
+std::string StableHash(std::string_view text);
+
+// `name` + `suffix` ("app.orders" + "_lease" = "app.orders_lease"), the last component kept
+// within kMaxIdentifier bytes: when it would be longer it is cut and followed by StableHash of
+// the whole last component, so that names of different tables never meet in a cut prefix.
+std::string DerivedName(const std::string& name, const std::string& suffix);
+
 struct TableNames {
   std::string outbox = "courier_outbox";
   std::string dead_letter = "courier_dead_letter";
@@ -24,20 +37,25 @@ struct TableNames {
   // consumes and produces.
   std::string inbox = "courier_inbox";
   // Events `courier consume` gave up on, with the reason.
-  std::string InboxParked() const { return inbox + "_parked"; }
+  std::string InboxParked() const { return DerivedName(inbox, "_parked"); }
   // CDC bookkeeping, beside the outbox: the slots courier created for it, and the rows that
   // were already in the outbox when a slot was created (drained before the stream).
-  std::string CdcSlots() const { return outbox + "_cdc_slot"; }
-  std::string CdcBackfill() const { return outbox + "_cdc_backfill"; }
+  std::string CdcSlots() const { return DerivedName(outbox, "_cdc_slot"); }
+  std::string CdcBackfill() const { return DerivedName(outbox, "_cdc_backfill"); }
   // Leases of the active relays (relay/leadership.h): one row per outbox, or per shard.
-  std::string Leases() const { return outbox + "_lease"; }
+  std::string Leases() const { return DerivedName(outbox, "_lease"); }
 };
+
+// PostgreSQL: kInvalidArgument, with one line, when a table name (or its schema) is longer
+// than PostgreSQL keeps, as the server would silently cut it and mix it up with others.
+Status CheckTableNames(const TableNames& tables);
 
 // Change data capture from PostgreSQL's write-ahead log (sources/postgres_cdc.cc).
 struct CdcOptions {
   bool enabled = false;
-  // Empty: derived, courier_<database>_<table> for the slot (slot names are cluster-wide)
-  // and the table's name for the publication.
+  // Empty: derived, unique per outbox (sources/postgres_cdc.cc, ResolveNames): for the slot
+  // courier_<database>_<table>_<hash> (slot names are cluster-wide), for the publication the
+  // table's name (<schema>_<table>_<hash> outside schema public).
   std::string slot;
   std::string publication;
   // How often the confirmed position is reported to the server even when nothing moved, so
