@@ -1,5 +1,6 @@
 #include "core/encoding.h"
 
+#include <charconv>
 #include <nlohmann/json.hpp>
 
 namespace courier {
@@ -29,6 +30,14 @@ std::string Base64Encode(std::string_view bytes) {
     out.push_back('=');
   }
   return out;
+}
+
+std::optional<int64_t> ParseInt64(std::string_view text) {
+  int64_t value = 0;
+  const char* end = text.data() + text.size();
+  const auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (text.empty() || ec != std::errc() || ptr != end) return std::nullopt;
+  return value;
 }
 
 Result<std::string> Base64Decode(std::string_view text) {

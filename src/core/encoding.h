@@ -4,6 +4,8 @@
 // Thread-safety: pure functions.
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -30,6 +32,11 @@ std::string HeadersToJson(const Headers& headers);
 inline constexpr size_t kMaxJsonDepth = 256;
 // Whether the arrays and objects of `json` (valid or not) nest at most `max_depth` deep.
 bool JsonDepthWithin(std::string_view json, size_t max_depth = kMaxJsonDepth);
+
+// A decimal integer that is the whole text (an optional '-', digits, nothing else, in range);
+// nullopt otherwise. For values read from tables other programs write, where std::stoll
+// would throw (and abort the relay) on NULL's empty text or on garbage.
+std::optional<int64_t> ParseInt64(std::string_view text);
 
 std::string Base64Encode(std::string_view bytes);
 Result<std::string> Base64Decode(std::string_view text);

@@ -60,15 +60,30 @@ Status PgError(PGconn* conn, const PGresult* res) {
     return RetriableError("PostgreSQL connection lost: " + message);
   const char* state = res != nullptr ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr;
   if (state == nullptr) return RetriableError(message);
-  const std::string_view sqlstate(state);
+  const StatusCode code = PgStatusCode(state);
+  if (code == StatusCode::kInternal) return InternalError(message + " (SQLSTATE " + state + ")");
+  return Status(code, message);
+}
+
+StatusCode PgStatusCode(std::string_view sqlstate) {
   const std::string_view cls = sqlstate.substr(0, 2);
-  if (sqlstate == "42P01") return NotFoundError(message);
-  if (cls == "08" || cls == "40" || cls == "53" || cls == "57" || sqlstate == "55P03" ||
-      sqlstate == "55006") {
-    return RetriableError(message);
+  // The table, column or function is not there: the schema needs courier migrate or fixing.
+  if (sqlstate == "42P01" || sqlstate == "42703" || sqlstate == "42883" || sqlstate == "42704") {
+    return StatusCode::kNotFound;
   }
-  if (cls == "42" || cls == "22" || cls == "23") return InvalidArgumentError(message);
-  return InternalError(message + " (SQLSTATE " + std::string(sqlstate) + ")");
+  // Connection exceptions, serialization failures and deadlocks, lack of resources, operator
+  // intervention (shutdown, cannot_connect_now, a cancelled statement), lock timeouts and
+  // system (I/O) errors pass: the same statement can work later.
+  if (cls == "08" || cls == "40" || cls == "53" || cls == "57" || cls == "58" ||
+      sqlstate == "55P03" || sqlstate == "55006") {
+    return StatusCode::kRetriable;
+  }
+  // Insufficient privilege (42501), wrong types (42804), other syntax or access rules, data
+  // exceptions and constraint violations: the same statement fails the same way until the
+  // table, the role or the row is fixed.
+  if (cls == "42" || cls == "22" || cls == "23" || cls == "0A") return StatusCode::kInvalidArgument;
+  if (cls == "55") return StatusCode::kFailedPrecondition;
+  return StatusCode::kInternal;
 }
 
 Result<PgResult> PgExec(PGconn* conn, const std::string& sql, const PgParams& params) {

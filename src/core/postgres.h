@@ -1,6 +1,7 @@
-// libpq behind RAII handles, with errors classed for the caller: lost connections, lock and
-// serialization failures are retriable; a missing table is kNotFound; bad SQL input is
-// kInvalidArgument.
+// libpq behind RAII handles, with errors classed by SQLSTATE (never by message text) for the
+// caller: lost connections, shutdowns, lock and serialization failures are retriable; a
+// missing table or column is kNotFound; a missing privilege, a type mismatch, bad data or a
+// violated constraint is kInvalidArgument (permanent: fix the table, the role or the row).
 //
 // Thread-safety: a connection belongs to one thread at a time (libpq's rule).
 #pragma once
@@ -44,6 +45,10 @@ Result<PgResult> PgSimple(PGconn* conn, const std::string& sql);
 
 // Classes the error of a failed result (or of the connection when `res` is null).
 Status PgError(PGconn* conn, const PGresult* res);
+
+// The code for a SQLSTATE (PgError's classification): kRetriable, kNotFound,
+// kInvalidArgument, kFailedPrecondition or, for states it does not know, kInternal.
+StatusCode PgStatusCode(std::string_view sqlstate);
 
 // "schema.table" or "table" as a quoted identifier: "schema"."table".
 std::string QuoteIdent(std::string_view name);

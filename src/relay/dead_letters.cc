@@ -7,6 +7,7 @@
 #include "core/sqlite.h"
 #include "core/url.h"
 #include "sources/postgres_common.h"
+#include "sources/row_codec.h"
 
 namespace courier {
 namespace {
@@ -23,14 +24,14 @@ std::string Columns(const std::string& payload, const std::string& created_us,
          failed_at;
 }
 
-void SetHeaders(DeadLetter* d, std::string_view json, bool present) {
-  if (!present) return;
-  auto headers = HeadersFromJson(json);
-  if (headers.ok()) {
-    d->event.headers = std::move(headers).value();
-  } else {
-    d->header_error = headers.status().message();
-  }
+// The event of a dead letter through the row codec every source uses: a row that still
+// cannot be an event (parked for a NULL column, say, and retried unfixed) is parked again.
+// `row.id` is the outbox row's id; the event's id becomes the dead letter's.
+void Decode(DeadLetter* d, int64_t dead_letter_id, OutboxRow row) {
+  DecodedRow decoded = DecodeOutboxRow(row);
+  d->event = std::move(decoded.event);
+  d->event.id = dead_letter_id;
+  d->decode_error = std::move(decoded.error);
 }
 
 class PostgresDeadLetters final : public DeadLetterStore {
@@ -40,7 +41,7 @@ class PostgresDeadLetters final : public DeadLetterStore {
         conn_(std::move(conn)),
         table_(std::move(table)),
         select_("SELECT " +
-                Columns(bytea ? "payload" : "CAST(payload AS text)", UnixMicrosSql("created_at"),
+                Columns(bytea ? "payload" : "CAST(payload AS text)", PgCreatedAtSql("created_at"),
                         "to_char(failed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')") +
                 " FROM " + table_ + " d"),
         bytea_(bytea) {}
@@ -131,7 +132,7 @@ class PostgresDeadLetters final : public DeadLetterStore {
     PgParams params;
     if (!ids.empty()) params.push_back(IdArray(ids));
     ASSIGN_OR_RETURN(PgResult res, PgExec(conn_.get(), sql, params));
-    return std::stoll(PQcmdTuples(res.get()));
+    return ParseInt64(PQcmdTuples(res.get())).value_or(0);
   }
 
   Result<std::vector<DeadLetter>> Rows(const std::string& sql, const PgParams& params) {
@@ -142,32 +143,19 @@ class PostgresDeadLetters final : public DeadLetterStore {
       auto text = [&](int col) {
         return std::string(PQgetvalue(r, i, col), PQgetlength(r, i, col));
       };
+      auto column = [&](int col) -> std::optional<std::string> {
+        if (PQgetisnull(r, i, col)) return std::nullopt;
+        return text(col);
+      };
       DeadLetter d;
-      d.event.id = std::stoll(text(0));
-      d.event.row_id = std::stoll(text(1));
-      d.event.event_id = text(2);
-      d.event.aggregate_type = text(3);
-      d.event.aggregate_id = text(4);
-      d.event.event_type = text(5);
-      if (!PQgetisnull(r, i, 6)) {
-        if (bytea_) {
-          size_t len = 0;
-          unsigned char* raw =
-              PQunescapeBytea(reinterpret_cast<const unsigned char*>(PQgetvalue(r, i, 6)), &len);
-          if (raw != nullptr) {
-            d.event.payload.assign(reinterpret_cast<char*>(raw), len);
-            PQfreemem(raw);
-          }
-        } else {
-          d.event.payload = text(6);
-        }
-      }
-      SetHeaders(&d, text(7), !PQgetisnull(r, i, 7));
-      d.event.created_at_us = std::stoll(text(8));
+      std::optional<std::string> payload = column(6);
+      if (bytea_ && payload) payload = UnescapeBytea(*payload);
+      Decode(&d, ParseInt64(text(0)).value_or(0),
+             {text(1), column(2), column(3), column(4), column(5), payload, column(7), column(8)});
       d.status = text(9);
       d.error = text(10);
       d.sink = text(11);
-      d.attempts = std::stoll(text(12));
+      d.attempts = ParseInt64(text(12)).value_or(0);
       d.failed_at = text(13);
       out.push_back(std::move(d));
     }
@@ -187,9 +175,7 @@ class SqliteDeadLetters final : public DeadLetterStore {
       : db_(std::move(db)),
         table_(std::move(table)),
         select_("SELECT " +
-                Columns("payload",
-                        "CAST(round((julianday(created_at) - 2440587.5) * 86400000.0) AS"
-                        " INTEGER) * 1000",
+                Columns("payload", SqliteCreatedAtSql("created_at"),
                         "strftime('%Y-%m-%dT%H:%M:%SZ', failed_at)") +
                 " FROM " + table_ + " d") {}
 
@@ -275,6 +261,11 @@ class SqliteDeadLetters final : public DeadLetterStore {
     return data == nullptr ? std::string() : std::string(static_cast<const char*>(data), len);
   }
 
+  static std::optional<std::string> Column(sqlite3_stmt* s, int col) {
+    if (sqlite3_column_type(s, col) == SQLITE_NULL) return std::nullopt;
+    return Text(s, col);
+  }
+
   Result<int64_t> Count(const std::string& sql) {
     RETURN_IF_ERROR(SqliteExec(db_.get(), sql));
     return static_cast<int64_t>(sqlite3_changes(db_.get()));
@@ -287,15 +278,9 @@ class SqliteDeadLetters final : public DeadLetterStore {
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
       DeadLetter d;
-      d.event.id = sqlite3_column_int64(s, 0);
-      d.event.row_id = sqlite3_column_int64(s, 1);
-      d.event.event_id = Text(s, 2);
-      d.event.aggregate_type = Text(s, 3);
-      d.event.aggregate_id = Text(s, 4);
-      d.event.event_type = Text(s, 5);
-      d.event.payload = Text(s, 6);
-      SetHeaders(&d, Text(s, 7), sqlite3_column_type(s, 7) != SQLITE_NULL);
-      d.event.created_at_us = sqlite3_column_int64(s, 8);
+      Decode(&d, sqlite3_column_int64(s, 0),
+             {Text(s, 1), Column(s, 2), Column(s, 3), Column(s, 4), Column(s, 5), Column(s, 6),
+              Column(s, 7), Column(s, 8)});
       d.status = Text(s, 9);
       d.error = Text(s, 10);
       d.sink = Text(s, 11);

@@ -32,7 +32,7 @@ struct DeadLetter {
   std::string sink;
   int64_t attempts = 0;
   std::string failed_at;     // ISO 8601, UTC
-  std::string header_error;  // the headers column is not a JSON object: not publishable
+  std::string decode_error;  // the row cannot be an event (sources/row_codec.h): not publishable
 };
 
 // (aggregate_type, aggregate_id): events of one aggregate keep their order.

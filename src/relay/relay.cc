@@ -24,6 +24,12 @@ int64_t Micros(std::chrono::steady_clock::duration d) {
   return std::chrono::duration_cast<std::chrono::microseconds>(d).count();
 }
 
+// Retrying cannot help: the table, the role or the configuration must be fixed first.
+bool IsPermanent(StatusCode code) {
+  return code == StatusCode::kInvalidArgument || code == StatusCode::kNotFound ||
+         code == StatusCode::kFailedPrecondition;
+}
+
 // One aggregate: events with the same type and id keep their order.
 std::string AggregateOf(const std::string& type, const std::string& id) {
   std::string key = type;
@@ -167,13 +173,13 @@ class RelayImpl final : public Relay {
     ASSIGN_OR_RETURN(std::vector<DeadLetter> ready,
                      dead_letters_->Ready(options_.batch_size, park()));
     if (!ready.empty()) {
-      // A row that cannot be an event (bad headers) stops its aggregate before anything of
-      // it is sent.
+      // A row that cannot be an event (a NULL column, bad headers) stops its aggregate before
+      // anything of it is sent.
       std::vector<Event> events;
       std::unordered_set<std::string> unsendable;
       for (const DeadLetter& d : ready) {
         const std::string key = AggregateOf(d.event);
-        if (!d.header_error.empty()) unsendable.insert(key);
+        if (!d.decode_error.empty()) unsendable.insert(key);
         if (unsendable.count(key) == 0) events.push_back(d.event);
       }
       const std::vector<Status> results = PublishTracked(events);
@@ -185,10 +191,10 @@ class RelayImpl final : public Relay {
       for (const DeadLetter& d : ready) {
         const std::string key = AggregateOf(d.event);
         if (stuck.count(key) > 0) {
-          if (d.header_error.empty() && unsendable.count(key) == 0) ++next;
+          if (d.decode_error.empty() && unsendable.count(key) == 0) ++next;
           continue;
         }
-        const Status r = d.header_error.empty() ? results[next++] : RejectedError(d.header_error);
+        const Status r = d.decode_error.empty() ? results[next++] : RejectedError(d.decode_error);
         if (r.ok()) {
           published.push_back(d.event.id);
           continue;
@@ -318,6 +324,10 @@ class RelayImpl final : public Relay {
         continue;
       }
       if (!st.ok()) {
+        // A checkpoint that fails for good (a missing privilege or column, a wrong type) would
+        // fail again after every retry, each time after publishing the batch once more: stop
+        // instead, having published it once.
+        if (IsPermanent(st.code())) return st;
         RETURN_IF_ERROR(Retry(st, /*reconnect=*/false));
         continue;
       }

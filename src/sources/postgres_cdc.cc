@@ -33,7 +33,9 @@
 #include "core/uuid.h"
 #include "sources/pgoutput.h"
 #include "sources/postgres_common.h"
+#include "sources/row_codec.h"
 #include "sources/source.h"
+#include "sources/table_shape.h"
 
 namespace courier {
 namespace {
@@ -311,7 +313,7 @@ Status CreateSlot(PGconn* conn, const std::string& conninfo, const TableNames& t
                           " WHERE published_at IS NULL",
                       {names.slot});
     st = res.status();
-    if (st.ok()) backfill = std::stoll(PQcmdTuples(res->get()));
+    if (st.ok()) backfill = ParseInt64(PQcmdTuples(res->get())).value_or(0);
   }
   if (st.ok()) {
     st = PgExec(conn,
@@ -468,6 +470,8 @@ class PostgresCdcSource final : public Source {
     Close();
     ASSIGN_OR_RETURN(conn_, PgConnect(conninfo_));
     RETURN_IF_ERROR(CheckCdcTables(conn_.get(), options_.tables));
+    RETURN_IF_ERROR(CheckTableShapes(conn_.get(), options_.tables));
+    RETURN_IF_ERROR(CheckRelayPrivileges(conn_.get(), options_.tables, options_.mode));
     ASSIGN_OR_RETURN(names_, ResolveNames(conn_.get(), options_.tables, options_.cdc));
     ASSIGN_OR_RETURN(
         PgResult res,
@@ -596,7 +600,7 @@ class PostgresCdcSource final : public Source {
       if (st.ok()) st = PgRun(conn_.get(), "COMMIT");
       if (!st.ok()) {
         (void)PgRun(conn_.get(), "ROLLBACK");
-        return st;
+        return ExplainCheckpointFailure(conn_.get(), options_.tables, options_.mode, st);
       }
       if (record) persisted_ = done_lsn;
     }
@@ -915,54 +919,31 @@ class PostgresCdcSource final : public Source {
     std::string error;  // non-empty: malformed, to be parked
   };
 
+  // The row as the stream sends it, through the row codec every source uses.
   Decoded InsertToEvent(const OutboxColumns& c, const std::vector<pgoutput::Value>& values) {
-    Decoded d;
-    auto text = [&values](int idx) -> const pgoutput::Value* {
-      if (idx < 0 || static_cast<size_t>(idx) >= values.size()) return nullptr;
+    auto column = [&values](int idx) -> std::optional<std::string> {
+      if (idx < 0 || static_cast<size_t>(idx) >= values.size()) return std::nullopt;
       const pgoutput::Value& v = values[static_cast<size_t>(idx)];
-      return v.kind == pgoutput::Value::Kind::kText ? &v : nullptr;
+      if (v.kind != pgoutput::Value::Kind::kText) return std::nullopt;
+      return std::string(v.text);
     };
-    auto assign = [&](int idx, const char* name, std::string* out) {
-      const pgoutput::Value* v = text(idx);
-      if (v == nullptr) {
-        if (d.error.empty()) d.error = std::string("column ") + name + " is missing or null";
-        return;
-      }
-      out->assign(v->text);
-    };
-    std::string id_text;
-    assign(c.id, "id", &id_text);
-    d.row_id = id_text.empty() ? 0 : std::stoll(id_text);
-    d.event.row_id = d.row_id;
-    assign(c.event_id, "event_id", &d.event.event_id);
-    assign(c.aggregate_type, "aggregate_type", &d.event.aggregate_type);
-    assign(c.aggregate_id, "aggregate_id", &d.event.aggregate_id);
-    assign(c.event_type, "event_type", &d.event.event_type);
-    if (const pgoutput::Value* v = text(c.payload)) {
-      if (c.payload_bytea) {
-        const std::string escaped(v->text);
-        size_t len = 0;
-        unsigned char* raw =
-            PQunescapeBytea(reinterpret_cast<const unsigned char*>(escaped.c_str()), &len);
-        if (raw != nullptr) {
-          d.event.payload.assign(reinterpret_cast<char*>(raw), len);
-          PQfreemem(raw);
-        }
-      } else {
-        d.event.payload.assign(v->text);
-      }
+    OutboxRow row{column(c.id),           column(c.event_id),   column(c.aggregate_type),
+                  column(c.aggregate_id), column(c.event_type), column(c.payload),
+                  column(c.headers),      std::nullopt};
+    if (c.payload_bytea && row.payload) row.payload = UnescapeBytea(*row.payload);
+    if (c.created_at < 0) {
+      row.created_at_us = std::to_string(CurrentCommitTime());  // an outbox without the column
+    } else if (std::optional<std::string> text = column(c.created_at)) {
+      const std::optional<int64_t> us = pgoutput::ParseTimestamp(*text);
+      row.created_at_us = us ? std::to_string(*us) : QuoteLiteral(*text);
     }
-    if (const pgoutput::Value* v = text(c.headers)) {
-      auto headers = HeadersFromJson(v->text);
-      if (headers.ok()) {
-        d.event.headers = std::move(headers).value();
-      } else if (d.error.empty()) {
-        d.error = headers.status().message();
-      }
-    }
-    std::optional<int64_t> created;
-    if (const pgoutput::Value* v = text(c.created_at)) created = pgoutput::ParseTimestamp(v->text);
-    d.event.created_at_us = created ? *created : CurrentCommitTime();
+    DecodedRow decoded = DecodeOutboxRow(row);
+    Decoded d;
+    d.row_id = decoded.event.row_id;
+    d.event = std::move(decoded.event);
+    d.error = std::move(decoded.error);
+    // The dead letter's created_at when the row's own is unusable.
+    if (!d.error.empty() && d.event.created_at_us == 0) d.event.created_at_us = CurrentCommitTime();
     return d;
   }
 

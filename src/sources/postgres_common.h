@@ -26,6 +26,22 @@ std::string IdArray(std::span<const int64_t> ids);
 Result<int64_t> DeletePublishedRows(PGconn* conn, const std::string& cleanup_sql,
                                     Duration retention);
 
+// The privileges the relay's current role needs: on the outbox SELECT and DELETE (checkpoints
+// delete published rows and move rejected ones out), UPDATE too in retain mode; on the
+// dead-letter table SELECT, INSERT, UPDATE, DELETE and USAGE of its id sequence. The first
+// one missing is kInvalidArgument with one line naming it and the GRANT that adds it: a role
+// without it would publish a batch, fail to checkpoint it and publish it again, forever.
+Status CheckRelayPrivileges(PGconn* conn, const TableNames& tables, CheckpointMode mode);
+
+// A checkpoint failed with `st`: when it is permanent (retrying republishes the batch and
+// fails again), says which privilege is missing if one is (CheckRelayPrivileges), else
+// returns `st` as it is.
+Status ExplainCheckpointFailure(PGconn* conn, const TableNames& tables, CheckpointMode mode,
+                                const Status& st);
+
+// A bytea column's text (hex or escape format) as its bytes.
+std::string UnescapeBytea(const std::string& escaped);
+
 // Whether the outbox's payload column is bytea (else it is read as text).
 Result<bool> PayloadIsBytea(PGconn* conn, const std::string& quoted_outbox);
 

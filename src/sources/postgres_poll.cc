@@ -10,7 +10,9 @@
 #include "core/postgres.h"
 #include "core/url.h"
 #include "sources/postgres_common.h"
+#include "sources/row_codec.h"
 #include "sources/source.h"
+#include "sources/table_shape.h"
 
 namespace courier {
 
@@ -34,10 +36,20 @@ Result<int64_t> DeletePublishedRows(PGconn* conn, const std::string& cleanup_sql
   int64_t total = 0;
   while (true) {
     ASSIGN_OR_RETURN(PgResult res, PgExec(conn, cleanup_sql, {std::to_string(retention.count())}));
-    const int64_t n = std::stoll(PQcmdTuples(res.get()));
+    const int64_t n = ParseInt64(PQcmdTuples(res.get())).value_or(0);
     total += n;
     if (n < 10000) return total;
   }
+}
+
+std::string UnescapeBytea(const std::string& escaped) {
+  size_t len = 0;
+  unsigned char* raw =
+      PQunescapeBytea(reinterpret_cast<const unsigned char*>(escaped.c_str()), &len);
+  if (raw == nullptr) return std::string();
+  std::string out(reinterpret_cast<char*>(raw), len);
+  PQfreemem(raw);
+  return out;
 }
 
 Result<bool> PayloadIsBytea(PGconn* conn, const std::string& quoted_outbox) {
@@ -46,6 +58,56 @@ Result<bool> PayloadIsBytea(PGconn* conn, const std::string& quoted_outbox) {
                                         " attrelid = to_regclass($1) AND attname = 'payload'",
                                         {quoted_outbox}));
   return PQntuples(res.get()) == 1 && std::string(PQgetvalue(res.get(), 0, 0)) == "bytea";
+}
+
+Status CheckRelayPrivileges(PGconn* conn, const TableNames& tables, CheckpointMode mode) {
+  const std::string outbox = QuoteIdent(tables.outbox);
+  const std::string dead = QuoteIdent(tables.dead_letter);
+  ASSIGN_OR_RETURN(
+      PgResult res,
+      PgExec(conn,
+             "SELECT current_user, has_table_privilege($1, 'SELECT'),"
+             " has_table_privilege($1, 'DELETE'), has_table_privilege($1, 'UPDATE'),"
+             " has_table_privilege($2, 'SELECT') AND has_table_privilege($2, 'INSERT') AND"
+             " has_table_privilege($2, 'UPDATE') AND has_table_privilege($2, 'DELETE'),"
+             " pg_get_serial_sequence($2, 'id'),"
+             " coalesce(has_sequence_privilege(pg_get_serial_sequence($2, 'id'), 'USAGE'), true)",
+             {outbox, dead}));
+  auto yes = [&res](int col) { return std::string(PQgetvalue(res.get(), 0, col)) == "t"; };
+  const std::string role = QuoteIdent(PQgetvalue(res.get(), 0, 0));
+  auto missing = [&role](const std::string& what, const std::string& grant) {
+    return InvalidArgumentError(what + " as role " + role + ": permission denied; " + grant +
+                                " TO " + role);
+  };
+  if (!yes(1)) return missing("cannot read " + outbox, "GRANT SELECT ON " + outbox);
+  if (!yes(2)) {
+    return missing("cannot delete from " + outbox +
+                       " (checkpoints delete published rows and move rejected ones to " + dead +
+                       ")",
+                   "GRANT DELETE ON " + outbox);
+  }
+  if (mode == CheckpointMode::kRetain && !yes(3)) {
+    return missing("cannot stamp published_at in " + outbox + " (--retain)",
+                   "GRANT UPDATE ON " + outbox);
+  }
+  if (!yes(4)) {
+    return missing("cannot write dead letters to " + dead,
+                   "GRANT SELECT, INSERT, UPDATE, DELETE ON " + dead);
+  }
+  if (!yes(6)) {
+    return missing("cannot write dead letters to " + dead,
+                   "GRANT USAGE ON SEQUENCE " + std::string(PQgetvalue(res.get(), 0, 5)));
+  }
+  return Status::Ok();
+}
+
+Status ExplainCheckpointFailure(PGconn* conn, const TableNames& tables, CheckpointMode mode,
+                                const Status& st) {
+  if (st.ok() || st.code() == StatusCode::kRetriable || st.code() == StatusCode::kCancelled) {
+    return st;
+  }
+  Status privileges = CheckRelayPrivileges(conn, tables, mode);
+  return privileges.code() == StatusCode::kInvalidArgument ? privileges : st;
 }
 
 namespace {
@@ -87,10 +149,19 @@ class PostgresPollSource final : public Source {
       return NotFoundError("table " + missing + " does not exist in " + Describe() +
                            "; create it with: courier migrate --source " + Describe());
     }
+    Status shape = CheckTableShapes(conn_.get(), options_.tables);
+    if (!shape.ok()) {
+      conn_.reset();
+      return shape;
+    }
+    if (Status st = CheckRelayPrivileges(conn_.get(), options_.tables, options_.mode); !st.ok()) {
+      conn_.reset();
+      return st;
+    }
     ASSIGN_OR_RETURN(payload_is_bytea_, PayloadIsBytea(conn_.get(), outbox));
     fetch_sql_ = "SELECT id, event_id::text, aggregate_type, aggregate_id, event_type, payload" +
                  std::string(payload_is_bytea_ ? "" : "::text") + ", headers::text, " +
-                 UnixMicrosSql("o.created_at") + " FROM " + outbox +
+                 PgCreatedAtSql("o.created_at") + " FROM " + outbox +
                  " o WHERE published_at IS NULL" +
                  (options_.filter.empty() ? "" : " AND (" + options_.filter + ")") +
                  (options_.shard.empty() ? "" : " AND " + options_.shard) + " ORDER BY id LIMIT $1";
@@ -110,8 +181,11 @@ class PostgresPollSource final : public Source {
         dead +
         " (outbox_id, event_id, aggregate_type, aggregate_id,"
         " event_type, payload, headers, created_at, error, sink, status)"
-        " SELECT id, event_id, aggregate_type, aggregate_id, event_type, payload, headers,"
-        " created_at, error, $3, status FROM moved ORDER BY id";
+        // A malformed row's NULLs become values the dead-letter table takes (the error says
+        // which column was NULL).
+        " SELECT id, coalesce(event_id, '00000000-0000-0000-0000-000000000000'),"
+        " coalesce(aggregate_type, ''), coalesce(aggregate_id, ''), coalesce(event_type, ''),"
+        " payload, headers, coalesce(created_at, now()), error, $3, status FROM moved ORDER BY id";
     // SKIP LOCKED: cleaners (one per shard) never wait on each other's rows.
     cleanup_sql_ = "DELETE FROM " + outbox + " WHERE id IN (SELECT id FROM " + outbox +
                    " o WHERE published_at < now() - make_interval(secs => $1::float8 / 1000)" +
@@ -132,35 +206,23 @@ class PostgresPollSource final : public Source {
     FetchedBatch batch;
     batch.events.reserve(static_cast<size_t>(rows));
     for (int i = 0; i < rows; ++i) {
-      Event e;
-      e.id = std::stoll(PQgetvalue(r, i, 0));
-      e.row_id = e.id;
-      e.event_id.assign(PQgetvalue(r, i, 1), PQgetlength(r, i, 1));
-      e.aggregate_type.assign(PQgetvalue(r, i, 2), PQgetlength(r, i, 2));
-      e.aggregate_id.assign(PQgetvalue(r, i, 3), PQgetlength(r, i, 3));
-      e.event_type.assign(PQgetvalue(r, i, 4), PQgetlength(r, i, 4));
-      if (payload_is_bytea_) {
-        size_t len = 0;
-        unsigned char* raw =
-            PQunescapeBytea(reinterpret_cast<const unsigned char*>(PQgetvalue(r, i, 5)), &len);
-        if (raw != nullptr) {
-          e.payload.assign(reinterpret_cast<char*>(raw), len);
-          PQfreemem(raw);
-        }
-      } else {
-        e.payload.assign(PQgetvalue(r, i, 5), PQgetlength(r, i, 5));
+      auto column = [r, i](int col) -> std::optional<std::string> {
+        if (PQgetisnull(r, i, col)) return std::nullopt;
+        return std::string(PQgetvalue(r, i, col), PQgetlength(r, i, col));
+      };
+      OutboxRow row{column(0), column(1), column(2), column(3),
+                    column(4), column(5), column(6), column(7)};
+      if (payload_is_bytea_ && row.payload) row.payload = UnescapeBytea(*row.payload);
+      DecodedRow d = DecodeOutboxRow(row);
+      if (!d.error.empty()) {
+        // The row's own id: a row whose id is unreadable cannot be moved and would be
+        // fetched again forever.
+        if (!row.id || !ParseInt64(*row.id)) return InvalidArgumentError(d.error);
+        batch.malformed.push_back(
+            {d.event.id, d.error, kParked, d.event.aggregate_type, d.event.aggregate_id});
+        continue;
       }
-      if (!PQgetisnull(r, i, 6)) {
-        auto headers = HeadersFromJson(std::string_view(PQgetvalue(r, i, 6), PQgetlength(r, i, 6)));
-        if (!headers.ok()) {
-          batch.malformed.push_back(
-              {e.id, headers.status().message(), kParked, e.aggregate_type, e.aggregate_id});
-          continue;
-        }
-        e.headers = std::move(headers).value();
-      }
-      e.created_at_us = std::stoll(PQgetvalue(r, i, 7));
-      batch.events.push_back(std::move(e));
+      batch.events.push_back(std::move(d.event));
     }
     return batch;
   }
@@ -173,7 +235,9 @@ class PostgresPollSource final : public Source {
                     const std::string& sink_name) override {
     if (rejected.empty()) {
       if (acked.empty()) return Status::Ok();
-      return PgExec(conn_.get(), checkpoint_sql_, {IdArray(acked)}).status();
+      return ExplainCheckpointFailure(
+          conn_.get(), options_.tables, options_.mode,
+          PgExec(conn_.get(), checkpoint_sql_, {IdArray(acked)}).status());
     }
     std::vector<int64_t> ids;
     std::vector<std::string> errors;
@@ -192,7 +256,7 @@ class PostgresPollSource final : public Source {
     }
     if (st.ok()) st = PgRun(conn_.get(), "COMMIT");
     if (!st.ok()) (void)PgRun(conn_.get(), "ROLLBACK");
-    return st;
+    return ExplainCheckpointFailure(conn_.get(), options_.tables, options_.mode, st);
   }
 
   Result<int64_t> DeletePublishedBefore(Duration retention) override {

@@ -2,6 +2,7 @@
 #include "core/postgres.h"
 #include "core/sqlite.h"
 #include "sources/source.h"
+#include "sources/table_shape.h"
 
 namespace courier {
 namespace {
@@ -280,6 +281,8 @@ Status Migrate(const std::string& source_url, const TableNames& tables, const Cd
   if (loc.kind == SourceLocation::Kind::kPostgres) {
     RETURN_IF_ERROR(CheckTableNames(tables));
     ASSIGN_OR_RETURN(PgConn conn, PgConnect(loc.target));
+    // An existing table the relay cannot use is named before anything changes.
+    RETURN_IF_ERROR(CheckTableShapes(conn.get(), tables));
     RETURN_IF_ERROR(MigratePostgres(conn.get(), tables));
     const StopSignal never;
     if (cdc.enabled) return PrepareCdc(conn.get(), loc.target, tables, cdc, stop ? *stop : never);
@@ -289,6 +292,7 @@ Status Migrate(const std::string& source_url, const TableNames& tables, const Cd
     return InvalidArgumentError("--mode cdc needs PostgreSQL; a SQLite outbox is polled");
   }
   ASSIGN_OR_RETURN(SqliteDb db, SqliteOpen(loc.target, /*create=*/true));
+  RETURN_IF_ERROR(CheckTableShapes(db.get(), tables));
   return MigrateSqlite(db.get(), tables);
 }
 

@@ -13,7 +13,9 @@
 #include "core/log.h"
 #include "core/postgres.h"  // QuoteIdent: the same double-quote rules apply
 #include "core/sqlite.h"
+#include "sources/row_codec.h"
 #include "sources/source.h"
+#include "sources/table_shape.h"
 
 namespace courier {
 namespace {
@@ -43,12 +45,16 @@ class SqlitePollSource final : public Source {
                              "; create it with: courier migrate --source " + Describe());
       }
     }
-    ASSIGN_OR_RETURN(
-        fetch_, SqlitePrepare(db_.get(),
-                              "SELECT id, event_id, aggregate_type, aggregate_id, event_type,"
-                              " payload, headers, CAST(round((julianday(created_at) -"
-                              " 2440587.5) * 86400000.0) AS INTEGER) * 1000 FROM " +
-                                  outbox + " WHERE published_at IS NULL ORDER BY id LIMIT ?1"));
+    if (Status shape = CheckTableShapes(db_.get(), options_.tables); !shape.ok()) {
+      Close();
+      return shape;
+    }
+    ASSIGN_OR_RETURN(fetch_,
+                     SqlitePrepare(db_.get(),
+                                   "SELECT id, event_id, aggregate_type, aggregate_id, event_type,"
+                                   " payload, headers, " +
+                                       SqliteCreatedAtSql("created_at") + " FROM " + outbox +
+                                       " WHERE published_at IS NULL ORDER BY id LIMIT ?1"));
     ASSIGN_OR_RETURN(checkpoint_,
                      SqlitePrepare(db_.get(), options_.mode == CheckpointMode::kDelete
                                                   ? "DELETE FROM " + outbox + " WHERE id = ?1"
@@ -60,9 +66,14 @@ class SqlitePollSource final : public Source {
         SqlitePrepare(db_.get(), "INSERT INTO " + dead +
                                      " (outbox_id, event_id, aggregate_type, aggregate_id,"
                                      " event_type, payload, headers, created_at, error, sink,"
-                                     " status) SELECT id, event_id, aggregate_type,"
-                                     " aggregate_id, event_type, payload, headers, created_at,"
-                                     " ?2, ?3, ?4 FROM " +
+                                     // A malformed row's NULLs become values the table
+                                     // takes (the error says which column was NULL).
+                                     " status) SELECT id, coalesce(event_id,"
+                                     " '00000000-0000-0000-0000-000000000000'),"
+                                     " coalesce(aggregate_type, ''), coalesce(aggregate_id, ''),"
+                                     " coalesce(event_type, ''), payload, headers,"
+                                     " coalesce(created_at, strftime('%Y-%m-%dT%H:%M:%fZ',"
+                                     " 'now')), ?2, ?3, ?4 FROM " +
                                      outbox + " WHERE id = ?1"));
     ASSIGN_OR_RETURN(delete_, SqlitePrepare(db_.get(), "DELETE FROM " + outbox + " WHERE id = ?1"));
     ASSIGN_OR_RETURN(cleanup_,
@@ -116,25 +127,17 @@ class SqlitePollSource final : public Source {
     FetchedBatch batch;
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-      Event e;
-      e.id = sqlite3_column_int64(s, 0);
-      e.row_id = e.id;
-      e.event_id = ColumnText(s, 1);
-      e.aggregate_type = ColumnText(s, 2);
-      e.aggregate_id = ColumnText(s, 3);
-      e.event_type = ColumnText(s, 4);
-      e.payload = ColumnText(s, 5);
-      if (sqlite3_column_type(s, 6) != SQLITE_NULL) {
-        auto headers = HeadersFromJson(ColumnText(s, 6));
-        if (!headers.ok()) {
-          batch.malformed.push_back(
-              {e.id, headers.status().message(), kParked, e.aggregate_type, e.aggregate_id});
-          continue;
-        }
-        e.headers = std::move(headers).value();
+      OutboxRow row{Column(s, 0), Column(s, 1), Column(s, 2), Column(s, 3),
+                    Column(s, 4), Column(s, 5), Column(s, 6), Column(s, 7)};
+      DecodedRow d = DecodeOutboxRow(row);
+      if (!d.error.empty()) {
+        // A row whose id is unreadable cannot be moved and would be fetched again forever.
+        if (!row.id || !ParseInt64(*row.id)) return InvalidArgumentError(d.error);
+        batch.malformed.push_back(
+            {d.event.id, d.error, kParked, d.event.aggregate_type, d.event.aggregate_id});
+        continue;
       }
-      e.created_at_us = sqlite3_column_int64(s, 7);
-      batch.events.push_back(std::move(e));
+      batch.events.push_back(std::move(d.event));
     }
     sqlite3_reset(s);
     if (rc != SQLITE_DONE) return SqliteError(db_.get(), rc, "fetch outbox rows");
@@ -203,7 +206,9 @@ class SqlitePollSource final : public Source {
   std::string Describe() const override { return options_.url; }
 
  private:
-  static std::string ColumnText(sqlite3_stmt* s, int col) {
+  // The column's text (an integer id as decimal, a blob as its bytes); nullopt for NULL.
+  static std::optional<std::string> Column(sqlite3_stmt* s, int col) {
+    if (sqlite3_column_type(s, col) == SQLITE_NULL) return std::nullopt;
     const void* data = sqlite3_column_blob(s, col);
     const int len = sqlite3_column_bytes(s, col);
     return data == nullptr ? std::string() : std::string(static_cast<const char*>(data), len);

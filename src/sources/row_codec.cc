@@ -1,0 +1,93 @@
+#include "sources/row_codec.h"
+
+#include "core/encoding.h"
+#include "core/uuid.h"
+
+namespace courier {
+namespace {
+
+constexpr const char* kNilUuid = "00000000-0000-0000-0000-000000000000";
+
+}  // namespace
+
+DecodedRow DecodeOutboxRow(const OutboxRow& row) {
+  DecodedRow d;
+  Event& e = d.event;
+  std::string problem;  // the first one found
+  auto fail = [&problem](std::string what) {
+    if (problem.empty()) problem = std::move(what);
+  };
+  if (!row.id) {
+    fail("column id is NULL");
+  } else if (std::optional<int64_t> id = ParseInt64(*row.id)) {
+    e.id = *id;
+    e.row_id = *id;
+  } else {
+    fail("column id '" + *row.id + "' is not an integer");
+  }
+  if (!row.event_id) {
+    fail("column event_id is NULL");
+  } else {
+    e.event_id = *row.event_id;
+    if (!IsUuid(e.event_id)) {
+      fail("column event_id '" + e.event_id.substr(0, 64) + "' is not a UUID");
+    } else if (e.event_id == kNilUuid) {
+      fail("column event_id is the nil UUID (the row had no event_id); set one");
+    }
+  }
+  const std::pair<const std::optional<std::string>*, std::string*> texts[] = {
+      {&row.aggregate_type, &e.aggregate_type},
+      {&row.aggregate_id, &e.aggregate_id},
+      {&row.event_type, &e.event_type}};
+  const char* names[] = {"aggregate_type", "aggregate_id", "event_type"};
+  for (size_t i = 0; i < 3; ++i) {
+    const auto& [in, out] = texts[i];
+    if (!*in) {
+      fail(std::string("column ") + names[i] + " is NULL");
+    } else if ((*in)->empty()) {
+      fail(std::string("column ") + names[i] + " is empty");
+    } else {
+      *out = **in;
+    }
+  }
+  // NULL: an event without a body, published with an empty one (see the header).
+  if (row.payload) e.payload = *row.payload;
+  if (row.headers) {
+    Result<Headers> headers = HeadersFromJson(*row.headers);
+    if (headers.ok()) {
+      e.headers = std::move(headers).value();
+    } else {
+      fail("column headers: " + headers.status().message());
+    }
+  }
+  if (!row.created_at_us) {
+    fail("column created_at is NULL");
+  } else if (std::optional<int64_t> us = ParseInt64(*row.created_at_us)) {
+    e.created_at_us = *us;
+  } else {
+    fail("column created_at is " + row.created_at_us->substr(0, 64) + ", not a finite time");
+  }
+  if (!problem.empty()) {
+    d.error = "outbox row " + (row.id ? *row.id : std::string("?")) + ": " + problem;
+  }
+  return d;
+}
+
+std::string PgCreatedAtSql(const std::string& column) {
+  // extract(epoch FROM 'infinity') is Infinity, which no int8 holds: casting it would fail
+  // the whole fetch.
+  return "CASE WHEN isfinite(" + column + ") AND " + column +
+         " < '294000-01-01' THEN ((extract(epoch FROM " + column +
+         ") * 1000000)::int8)::text ELSE quote_literal(" + column + "::text) END";
+}
+
+std::string SqliteCreatedAtSql(const std::string& column) {
+  // julianday() is NULL for text that is no date (and for NULL); numbers are taken as Julian
+  // day numbers, so only text counts as a time.
+  return "CASE WHEN " + column + " IS NULL THEN NULL WHEN typeof(" + column +
+         ") = 'text' AND julianday(" + column + ") IS NOT NULL THEN CAST(CAST(round((julianday(" +
+         column + ") - 2440587.5) * 86400000.0) AS INTEGER) * 1000 AS TEXT) ELSE quote(CAST(" +
+         column + " AS TEXT)) END";
+}
+
+}  // namespace courier
