@@ -6,8 +6,13 @@
 #include <vector>
 
 #include "core/clock.h"
+#include "courier/status.h"
 
 namespace courier::cli {
+
+// Prints a command's final error (scrubbed of secrets; a JSON record with --log-format json)
+// and returns the exit code: 2 for bad input (kInvalidArgument, kNotFound), else 1.
+int Fail(const Status& st);
 
 struct DemoOptions {
   int orders = 300;

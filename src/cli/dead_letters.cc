@@ -17,14 +17,9 @@ std::string Shorten(std::string text, size_t max) {
   return text;
 }
 
-int Error(const Status& st) {
-  std::fprintf(stderr, "courier: error: %s\n", st.message().c_str());
-  return st.code() == StatusCode::kInvalidArgument || st.code() == StatusCode::kNotFound ? 2 : 1;
-}
-
 int List(DeadLetterStore& store, const DeadLettersOptions& o) {
   auto rows = store.List(static_cast<size_t>(o.limit));
-  if (!rows.ok()) return Error(rows.status());
+  if (!rows.ok()) return Fail(rows.status());
   if (rows->empty()) {
     std::printf("no dead letters in %s\n", o.table.c_str());
     return 0;
@@ -59,21 +54,18 @@ int List(DeadLetterStore& store, const DeadLettersOptions& o) {
 
 int RunDeadLetters(const DeadLettersOptions& o) {
   if ((o.action == "retry" || o.action == "drop") && o.ids.empty() && !o.all) {
-    std::fprintf(stderr,
-                 "courier: error: dead-letters %s needs the ids to %s (see dead-letters list), "
-                 "or --all\n",
-                 o.action.c_str(), o.action.c_str());
-    return 2;
+    return Fail(InvalidArgumentError("dead-letters " + o.action + " needs the ids to " + o.action +
+                                     " (see dead-letters list), or --all"));
   }
   TableNames tables;
   tables.dead_letter = o.table;
   auto store = DeadLetterStore::Open(o.source, tables);
-  if (!store.ok()) return Error(store.status());
+  if (!store.ok()) return Fail(store.status());
   if (o.action == "list") return List(**store, o);
   const std::vector<int64_t> ids = o.all ? std::vector<int64_t>{} : o.ids;
   if (o.action == "retry") {
     auto n = (*store)->Retry(ids);
-    if (!n.ok()) return Error(n.status());
+    if (!n.ok()) return Fail(n.status());
     std::printf(
         "queued %lld dead letter(s) for retry; the active relay publishes them, then the "
         "events held behind them, within a second\n",
@@ -81,7 +73,7 @@ int RunDeadLetters(const DeadLettersOptions& o) {
     return 0;
   }
   auto n = (*store)->Drop(ids);
-  if (!n.ok()) return Error(n.status());
+  if (!n.ok()) return Fail(n.status());
   std::printf("dropped %lld dead letter(s); events held behind them go out next\n",
               static_cast<long long>(*n));
   return 0;

@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -36,6 +37,23 @@ namespace {
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
 
+}  // namespace
+
+int Fail(const Status& st) {
+  const int code = st.code() == StatusCode::kInvalidArgument || st.code() == StatusCode::kNotFound
+                       ? kExitUsage
+                       : kExitFailure;
+  if (log::IsJson()) {
+    // Log shippers get the final error as a record like the others.
+    log::Error(st.message(), {{"exit_code", std::to_string(code)}});
+  } else {
+    std::fprintf(stderr, "courier: error: %s\n", log::Scrub(st.message()).c_str());
+  }
+  return code;
+}
+
+namespace {
+
 // Set while a stoppable command runs; the signal handler only touches lock-free atomics.
 std::atomic<Relay*> g_relay{nullptr};
 StopSignal g_stop;
@@ -57,17 +75,15 @@ void InstallSignalHandlers() {
   signal(SIGXFSZ, SIG_IGN);
 }
 
-int Fail(const Status& st) {
-  const int code = st.code() == StatusCode::kInvalidArgument || st.code() == StatusCode::kNotFound
-                       ? kExitUsage
-                       : kExitFailure;
-  if (log::IsJson()) {
-    // Log shippers get the final error as a record like the others.
-    log::Error(st.message(), {{"exit_code", std::to_string(code)}});
-  } else {
-    std::fprintf(stderr, "courier: error: %s\n", st.message().c_str());
+// Passwords given on the command line show in ps and /proc/PID/cmdline to every user of the
+// host. Once the arguments are copied, they are remembered (so that no log line or error
+// repeats them) and overwritten in place with 'x's, as database clients do.
+void HideSecretArguments(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    log::AddSecrets(UrlSecrets(argv[i]));
+    const std::string masked = MaskUrlSecrets(argv[i]);
+    std::memcpy(argv[i], masked.data(), masked.size());
   }
-  return code;
 }
 
 struct CommonFlags {
@@ -202,7 +218,8 @@ HttpResponse ServeRelay(const std::string& path, const Relay& relay, const Relay
     for (const std::string& extra : o.extra_sink_urls) sinks += ", " + RedactUrl(extra);
     Readiness r =
         CheckReadiness(stats, std::chrono::steady_clock::now(), f.ready_ack_timeout_ms, sinks);
-    return {r.http_status, "text/plain; charset=utf-8", std::move(r.body)};
+    // The body may quote a sink's or database's error.
+    return {r.http_status, "text/plain; charset=utf-8", log::Scrub(std::move(r.body))};
   }
   return {404, "text/plain; charset=utf-8", "try /metrics, /healthz or /readyz\n"};
 }
@@ -627,7 +644,8 @@ int CheckConfig(CLI::App& app, CLI::App* relay, RelayFlags& rf, const std::strin
     for (const std::string& arg : *args) {
       const size_t eq = arg.find('=');
       const std::string value = arg.substr(eq + 1);
-      if (value.size() >= 3 && message.find(value) != std::string::npos) {
+      if (value.size() >= 3 && (message.find(value) != std::string::npos ||
+                                message.find(RedactUrl(value)) != std::string::npos)) {
         return file + ":" + std::to_string(lines[arg.substr(2, eq - 2)]) + ": " + message;
       }
     }
@@ -691,6 +709,8 @@ int Main(int argc, char** argv) {
       "relay",
       "Publish committed outbox events to a sink, forever (or --once).\n"
       "Sources: postgres://user:pass@host:port/db (polled, or --mode cdc: its write-ahead log)\n"
+      "           (percent-encode the password: '@' is %40, '/' %2F, '?' %3F, '#' %23, '%' %25;\n"
+      "           better, keep it out of the command line: --config with ${VAR})\n"
       "         sqlite:///path/app.db\n"
       "Sinks:   kafka://host:port[,host:port]/TOPIC[?librdkafka.property=value...]\n"
       "           TOPIC may use {aggregate_type} and {event_type}; default {aggregate_type}\n"
@@ -1035,8 +1055,11 @@ int Main(int argc, char** argv) {
   demo_app->add_option("--seed", app_options.seed, "Random seed")->type_name("N");
 
   std::vector<std::string> args(argv, argv + argc);
+  HideSecretArguments(argc, argv);
   auto expanded = ExpandConfig(app, args);
   if (!expanded.ok()) return Fail(expanded.status());
+  // The config file's URLs too (their secrets come from ${VARS}).
+  for (const std::string& a : *expanded) log::AddSecrets(UrlSecrets(a));
   std::vector<const char*> cargs;
   for (const std::string& a : *expanded) cargs.push_back(a.c_str());
   try {
@@ -1044,7 +1067,7 @@ int Main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);
     std::fprintf(
-        stderr, "courier: error: %s (see courier %s--help)\n", e.what(),
+        stderr, "courier: error: %s (see courier %s--help)\n", log::Scrub(e.what()).c_str(),
         app.get_subcommands().empty() ? "" : (app.get_subcommands()[0]->get_name() + " ").c_str());
     return kExitUsage;
   }

@@ -1,5 +1,6 @@
 #include "core/log.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -8,12 +9,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/url.h"
+
 namespace courier::log {
 namespace {
 
 std::atomic<Level> g_level{Level::kInfo};
 std::atomic<bool> g_json{false};
 std::mutex g_write_mutex;  // serialises whole lines on stderr
+std::mutex g_secrets_mutex;
+std::vector<std::string> g_secrets;  // guarded by g_secrets_mutex
 
 std::string_view LevelName(Level level) {
   switch (level) {
@@ -78,6 +83,19 @@ void SetLevel(Level level) { g_level = level; }
 void SetJson(bool json) { g_json = json; }
 bool IsJson() { return g_json.load(); }
 
+void AddSecrets(const std::vector<std::string>& secrets) {
+  std::lock_guard<std::mutex> lock(g_secrets_mutex);
+  for (const std::string& s : secrets) {
+    if (std::find(g_secrets.begin(), g_secrets.end(), s) == g_secrets.end()) g_secrets.push_back(s);
+  }
+}
+
+std::string Scrub(std::string text) {
+  std::lock_guard<std::mutex> lock(g_secrets_mutex);
+  if (g_secrets.empty()) return text;
+  return ScrubSecrets(std::move(text), g_secrets);
+}
+
 bool ParseLevel(std::string_view text, Level* level) {
   for (Level l : {Level::kDebug, Level::kInfo, Level::kWarn, Level::kError}) {
     if (text == LevelName(l)) {
@@ -95,20 +113,20 @@ void Write(Level level, std::string_view message, std::initializer_list<Field> f
     nlohmann::json j;
     j["ts"] = Timestamp();
     j["level"] = LevelName(level);
-    j["msg"] = message;
-    for (const Field& f : fields) j[std::string(f.key)] = f.value;
+    j["msg"] = Scrub(std::string(message));
+    for (const Field& f : fields) j[std::string(f.key)] = Scrub(f.value);
     line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   } else {
     line = Timestamp();
     line.push_back(' ');
     line.append(LevelName(level));
     line.push_back(' ');
-    line.append(message);
+    line.append(Scrub(std::string(message)));
     for (const Field& f : fields) {
       line.push_back(' ');
       line.append(f.key);
       line.push_back('=');
-      AppendLogfmtValue(line, f.value);
+      AppendLogfmtValue(line, Scrub(f.value));
     }
   }
   line.push_back('\n');

@@ -13,9 +13,25 @@ std::string Trim(std::string s) {
   return s;
 }
 
+// libpq's messages may repeat the password (a bad percent-escape, say): hide it, as written
+// and as decoded.
+std::string Scrubbed(PGconn* conn, std::string message) {
+  const char* password = conn != nullptr ? PQpass(conn) : nullptr;
+  if (password == nullptr || *password == '\0') return message;
+  return ScrubSecrets(std::move(message), {password});
+}
+
 }  // namespace
 
 Result<PgConn> PgConnect(const std::string& url, bool replication) {
+  // libpq splits a URL whose password holds an unencoded '/', '?', '@' or '#' in surprising
+  // places and echoes the pieces in its errors: such a URL is refused before libpq sees it,
+  // with how to write it.
+  if (url.find("://") != std::string::npos) {
+    if (auto parsed = ParseUrl(url); !parsed.ok()) {
+      return InvalidArgumentError("bad PostgreSQL URL: " + parsed.status().message());
+    }
+  }
   // Later keywords override what the URL (expanded from dbname) sets.
   const char* keys[] = {"connect_timeout", "application_name", "dbname",
                         replication ? "replication" : nullptr, nullptr};
@@ -32,9 +48,12 @@ Result<PgConn> PgConnect(const std::string& url, bool replication) {
       },
       nullptr);
   if (PQstatus(conn.get()) != CONNECTION_OK) {
-    std::string err = Trim(PQerrorMessage(conn.get()));
+    std::string err =
+        ScrubSecrets(Scrubbed(conn.get(), Trim(PQerrorMessage(conn.get()))), UrlSecrets(url));
     if (err.find("invalid") != std::string::npos && err.find("URI") != std::string::npos) {
-      return InvalidArgumentError("bad PostgreSQL URL " + RedactUrl(url) + ": " + err);
+      return InvalidArgumentError("bad PostgreSQL URL " + RedactUrl(url) + ": " + err +
+                                  " (percent-encode reserved characters in the user, password "
+                                  "or database name, e.g. '/' as %2F, '@' as %40)");
     }
     if (replication && (err.find("no pg_hba.conf entry for replication") != std::string::npos ||
                         err.find("replication role") != std::string::npos)) {
@@ -54,8 +73,9 @@ Result<PgConn> PgConnect(const std::string& url, bool replication) {
 }
 
 Status PgError(PGconn* conn, const PGresult* res) {
-  std::string message = Trim(res != nullptr ? PQresultErrorMessage(res) : PQerrorMessage(conn));
-  if (message.empty()) message = Trim(PQerrorMessage(conn));
+  std::string message =
+      Scrubbed(conn, Trim(res != nullptr ? PQresultErrorMessage(res) : PQerrorMessage(conn)));
+  if (message.empty()) message = Scrubbed(conn, Trim(PQerrorMessage(conn)));
   if (PQstatus(conn) == CONNECTION_BAD)
     return RetriableError("PostgreSQL connection lost: " + message);
   const char* state = res != nullptr ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr;

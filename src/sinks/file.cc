@@ -79,7 +79,7 @@ class FileSink final : public Sink {
     return std::vector<Status>(batch.size(), st);
   }
 
-  std::string Describe() const override { return options_.url; }
+  std::string Describe() const override { return RedactUrl(options_.url); }
 
  private:
   // Writes `data` and fsyncs it; on failure the file is cut back to where it was, so that it

@@ -41,7 +41,9 @@ Result<KafkaConf> MakeKafkaConf(const std::vector<std::pair<std::string, std::st
   for (const auto& [key, value] : props) {
     if (rd_kafka_conf_set(conf.get(), key.c_str(), value.c_str(), err, sizeof err) !=
         RD_KAFKA_CONF_OK) {
-      return InvalidArgumentError("Kafka property '" + key + "': " + err);
+      // librdkafka quotes the value it refused: not when it is a secret.
+      const std::string reason = IsSecretKey(key) ? ScrubSecrets(err, {value}) : err;
+      return InvalidArgumentError("Kafka property '" + key + "': " + reason);
     }
   }
   return conf;

@@ -8,6 +8,8 @@ Result<SourceLocation> ParseSourceUrl(const std::string& url) {
   const size_t sep = url.find("://");
   const std::string scheme = sep == std::string::npos ? "" : url.substr(0, sep);
   if (scheme == "postgres" || scheme == "postgresql") {
+    // Refused here, before libpq splits a bad user or password and echoes the pieces.
+    RETURN_IF_ERROR(ParseUrl(url).status());
     return SourceLocation{SourceLocation::Kind::kPostgres, url};
   }
   if (scheme == "sqlite") {

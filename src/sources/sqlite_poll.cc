@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "core/postgres.h"  // QuoteIdent: the same double-quote rules apply
 #include "core/sqlite.h"
+#include "core/url.h"
 #include "sources/row_codec.h"
 #include "sources/source.h"
 #include "sources/table_shape.h"
@@ -203,7 +204,7 @@ class SqlitePollSource final : public Source {
     db_.reset();
   }
 
-  std::string Describe() const override { return options_.url; }
+  std::string Describe() const override { return RedactUrl(options_.url); }
 
  private:
   // The column's text (an integer id as decimal, a blob as its bytes); nullopt for NULL.

@@ -184,6 +184,72 @@ TEST(Operations, ReadinessIsUnreadyWhileTheSinkDoesNotAck) {
   ExpectDelivered(ReadTopic(**broker, "orders"), ids);
 }
 
+// What `ps` shows of a running relay, its log, /metrics, /readyz, `courier status` and the
+// dead-letter table's sink column hold none of the URLs' secrets: the PostgreSQL password (as
+// written and decoded) and every secret-carrying librdkafka property.
+TEST(Operations, SecretsNeverShowInCmdlineLogsMetricsStatusOrDeadLetters) {
+  auto broker = DevBroker::Start(1);
+  ASSERT_OK(broker);
+  TestDb db = TestDb::Make(true);
+  ASSERT_OK(db.Transaction(
+      {InsertEventSql(NewUuidV7(), "a", 1),
+       "INSERT INTO courier_outbox (aggregate_type, aggregate_id, event_type, payload, headers)"
+       " VALUES ('order', 'b', 'Odd', '{\"seq\":2}', '[1]')"}));
+  const std::string rest = db.url.substr(std::string("postgres://postgres@").size());
+  const std::string source = "postgres://postgres:pg%2Fsecret-1@" + rest;
+  const std::string sink = "kafka://" + (*broker)->bootstrap() +
+                           "/order?sasl.password=kafka-secret-2&ssl.key.password=keypass-secret-3"
+                           "&sasl.oauthbearer.config=principal%3Doauth-secret-4"
+                           "&ssl.key.pem=pem-secret-5&acks=all";
+  const std::vector<std::string> secrets = {"pg/secret-1",      "pg%2Fsecret-1",  "kafka-secret-2",
+                                            "keypass-secret-3", "oauth-secret-4", "pem-secret-5"};
+  auto expect_hidden = [&](const std::string& what, const std::string& text) {
+    for (const std::string& secret : secrets) {
+      EXPECT_EQ(text.find(secret), std::string::npos) << secret << " in " << what << ": " << text;
+    }
+  };
+  const int port = FreePort();
+  const std::string log = db.dir.File("relay.log");
+  auto relay = SpawnCourier(
+      {"relay", "--source", source, "--sink", sink, "--metrics-port", std::to_string(port)}, log);
+  ASSERT_OK(relay);
+  ASSERT_TRUE(WaitUntil([&] {
+    return db.Count("courier_outbox") == 0 && db.Count("courier_dead_letter") == 1;
+  })) << ReadFile(log);
+
+  // The arguments were overwritten in place once parsed.
+  const std::string cmdline = ReadFile("/proc/" + std::to_string(relay->pid()) + "/cmdline");
+  expect_hidden("cmdline", cmdline);
+  EXPECT_NE(cmdline.find("postgres://postgres:xxxxxxxxxxxxx@127.0.0.1"), std::string::npos)
+      << cmdline;
+  EXPECT_NE(cmdline.find("sasl.password=xxxxxxxxxxxxxx&"), std::string::npos) << cmdline;
+  EXPECT_NE(cmdline.find("&acks=all"), std::string::npos) << cmdline;
+
+  const std::string started = ReadFile(log);
+  EXPECT_NE(started.find("sasl.oauthbearer.config=***&ssl.key.pem=***"), std::string::npos)
+      << started;
+  expect_hidden("the log", started);
+  expect_hidden("/metrics", HttpGet(port, "/metrics").body);
+  expect_hidden("/readyz", HttpGet(port, "/readyz").body);
+  auto sink_column = PgQuery(db.url, "SELECT sink FROM courier_dead_letter");
+  ASSERT_OK(sink_column);
+  ASSERT_EQ(sink_column->size(), 1u);
+  EXPECT_NE(sink_column->front().find("sasl.password=***"), std::string::npos)
+      << sink_column->front();
+  expect_hidden("the dead letter's sink", sink_column->front());
+  for (const std::vector<std::string>& command :
+       {std::vector<std::string>{"status", "--source", source},
+        std::vector<std::string>{"status", "--source", source, "--json"},
+        std::vector<std::string>{"dead-letters", "list", "--source", source}}) {
+    CommandResult r = RunCourier(command);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    expect_hidden(command[0], r.out + r.err);
+  }
+  relay->Signal(SIGTERM);
+  EXPECT_EQ(relay->Wait(Duration(30000)).value_or(-1), 0);
+  expect_hidden("the log", ReadFile(log));
+}
+
 // A CDC relay's slot shows in /metrics and `courier status`: its lag is what the server wrote
 // since the relay last confirmed, so it grows while the relay is away.
 TEST(Operations, CdcSlotLagIsInMetricsAndStatus) {

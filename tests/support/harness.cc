@@ -135,8 +135,16 @@ Result<std::unique_ptr<PostgresServer>> PostgresServer::Start(bool durable) {
          << "max_connections = 200\n"
          // Test speed: data survives a server crash (the OS keeps it), not a host crash.
          << (durable ? "" : "fsync = off\n");
-    std::ofstream hba(s->dir_ + "/data/pg_hba.conf", std::ios::app);
-    hba << "host all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n";
+  }
+  {
+    // Every role is trusted, except kPasswordCheckedRole (first match wins): the tests of wrong
+    // and percent-encoded passwords log in as it.
+    const std::string hba_path = s->dir_ + "/data/pg_hba.conf";
+    const std::string initdb_rules = ReadFile(hba_path);
+    std::ofstream hba(hba_path, std::ios::trunc);
+    hba << "host all " << kPasswordCheckedRole << " 127.0.0.1/32 scram-sha-256\n"
+        << initdb_rules
+        << "host all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n";
   }
   RETURN_IF_ERROR(s->StartAgain());
   return s;

@@ -21,6 +21,10 @@ namespace courier::test {
 
 class PostgresServer {
  public:
+  // The one role whose password the server checks (scram-sha-256); a test creates it with
+  // CREATE ROLE ... PASSWORD. Every other role is trusted, so a password is accepted unread.
+  static constexpr const char* kPasswordCheckedRole = "courier_password_user";
+
   // `durable`: fsync on, as in production (benchmarks); tests run with fsync off for speed.
   static Result<std::unique_ptr<PostgresServer>> Start(bool durable = false);
   ~PostgresServer();
