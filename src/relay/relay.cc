@@ -390,14 +390,14 @@ class RelayImpl final : public Relay {
     // consumer sees of that aggregate is in order. Once one is parked, its later events are
     // held behind it.
     std::unordered_set<std::string> unacked;
-    std::unordered_set<std::string> parked_now;
+    std::unordered_map<std::string, std::string> parked_now;  // aggregate -> parked event_id
     Status first_failure;
     for (size_t i = 0; i < batch.size(); ++i) {
       const Event& e = batch[i];
       const Status& r = results[i];
       const std::string key = AggregateOf(e);
-      if (parked_now.count(key) > 0) {
-        rejected.push_back({e.id, "held behind dead letter " + e.event_id, kHeld});
+      if (const auto parked = parked_now.find(key); parked != parked_now.end()) {
+        rejected.push_back({e.id, "held behind dead letter " + parked->second, kHeld});
         continue;
       }
       if (unacked.count(key) > 0) continue;
@@ -409,7 +409,7 @@ class RelayImpl final : public Relay {
             {{"event_id", e.event_id}, {"aggregate_id", e.aggregate_id}, {"error", r.message()}});
         rejected.push_back({e.id, r.message(), failed_status()});
         if (park()) {
-          parked_now.insert(key);
+          parked_now.emplace(key, e.event_id);
           blocked_.insert(key);
         }
       } else {

@@ -225,6 +225,11 @@ TEST_P(RelayTest, PoisonEventParksItsAggregateUntilRetriedOrDropped) {
             1);
   EXPECT_EQ(db_->Count("courier_dead_letter WHERE status = 'held' AND aggregate_id = 'agg-0'"), 5)
       << "agg-0's later events wait behind it";
+  EXPECT_EQ(db_->Count("courier_dead_letter WHERE status = 'held' AND error = 'held behind dead"
+                       " letter " +
+                       big_id + "'"),
+            5)
+      << "a held event names the parked event it waits behind";
   std::set<std::string> first = ids;
   for (const KafkaRecord& r : ReadTopic(*broker_, "order")) {
     if (r.event.aggregate_id == "agg-1") first.insert(r.event.event_id);
