@@ -130,10 +130,14 @@ Status Leadership::Acquire(const StopSignal& stop, bool wait, StopSignal* fence)
     }
     // A holder whose session lives on but who stopped renewing (frozen, partitioned) is cut
     // off once its lease is a whole period overdue: its own clock has fenced it long before.
+    // pg_locks is cluster-wide: only this database's holder is ours to end (a relay of an
+    // outbox of the same name in another database holds the same key).
     auto evicted =
         PgExec(conn_.get(),
                "SELECT pg_terminate_backend(l.pid), l.pid FROM pg_locks l JOIN " + table +
                    " t ON t.name = $1 WHERE l.locktype = 'advisory' AND l.granted AND"
+                   " l.database = (SELECT oid FROM pg_database WHERE datname ="
+                   " current_database()) AND"
                    " l.objid = (hashtext($1)::bigint & 4294967295)::oid AND"
                    " t.expires_at < now() - make_interval(secs => $2::float8 / 1000)",
                {options_.name, Ms(options_.lease)});

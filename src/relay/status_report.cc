@@ -21,7 +21,10 @@ Result<OutboxStatus> PostgresStatus(const std::string& conninfo, const TableName
       " (SELECT count(*) FROM " +
           QuoteIdent(t.dead_letter) +
           "),"
+          // pg_locks is cluster-wide: another database's relay of an outbox of the same name
+          // holds the same key.
           " EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND"
+          "  database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND"
           "  objid = (hashtext($1)::bigint & 4294967295)::oid)"
           " FROM " +
           outbox,

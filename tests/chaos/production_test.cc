@@ -138,7 +138,8 @@ TEST_P(ProductionChaos, LosesNothingPublishesNoGhostAndKeepsOrder) {
     } else if (!cut_done && now >= at(0.5)) {
       ASSERT_OK(PgQuery(db.url,
                         "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE"
-                        " locktype = 'advisory' AND granted"));
+                        " locktype = 'advisory' AND granted AND database = (SELECT oid FROM"
+                        " pg_database WHERE datname = current_database())"));
       cut_done = true;
       ++session_cuts;
     } else if (!pg_done && now >= at(0.7)) {

@@ -107,6 +107,59 @@ TEST_F(LeadershipTest, StandbyEndsTheSessionOfAHolderThatStoppedRenewing) {
   EXPECT_FALSE(PgExec(zombie->get(), "SELECT 1").ok()) << "the frozen holder's session is gone";
 }
 
+// G9: pg_locks is cluster-wide, and a relay of an outbox of the same name in another database
+// holds the same advisory key. A standby ends only its own database's frozen holder.
+TEST_F(LeadershipTest, StandbyEndsOnlyTheFrozenHolderOfItsOwnDatabase) {
+  // A healthy relay of courier_outbox in this database.
+  Leadership healthy(Lease(Duration(1000)));
+  StopSignal stop, healthy_fence;
+  ASSERT_OK(healthy.Acquire(stop, true, &healthy_fence));
+  // In another database on the same server: a frozen holder, whose lease ran out, and a
+  // standby.
+  TestDb other = TestDb::Make(true);
+  auto zombie = PgConnect(other.url);
+  ASSERT_OK(zombie);
+  ASSERT_OK(
+      PgExec(zombie->get(), "SELECT pg_advisory_lock(hashtext('courier relay courier_outbox'))"));
+  ASSERT_OK(PgExec(zombie->get(),
+                   "INSERT INTO courier_outbox_lease (name, holder, epoch, expires_at) VALUES"
+                   " ('courier relay courier_outbox', 'frozen:1', 7, now())"));
+  Leadership standby(LeaseOptions{other.url, other.url, TableNames{}.Leases(),
+                                  "courier relay courier_outbox", Duration(1000)});
+  StopSignal standby_fence;
+  ASSERT_OK(standby.Acquire(stop, true, &standby_fence));
+  EXPECT_EQ(standby.epoch(), 8);
+  EXPECT_FALSE(PgExec(zombie->get(), "SELECT 1").ok()) << "the frozen holder's session is gone";
+
+  // The healthy relay of the first database keeps its session, its lock and its lease.
+  EXPECT_FALSE(WaitUntil([&] { return healthy_fence.abandoned(); }, Duration(3000)))
+      << "the other database's standby ended the healthy relay's session";
+  EXPECT_TRUE(healthy.held());
+  auto locks = PgQuery(db_->url,
+                       "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND"
+                       " database = (SELECT oid FROM pg_database WHERE datname ="
+                       " current_database())");
+  ASSERT_OK(locks);
+  EXPECT_EQ((*locks)[0], "1");
+  standby.Release();
+  healthy.Release();
+}
+
+// `courier status` reports the active relay of its own database only.
+TEST_F(LeadershipTest, StatusSeesOnlyTheRelayOfItsOwnDatabase) {
+  Leadership active(Lease(Duration(30000)));
+  StopSignal stop, fence;
+  ASSERT_OK(active.Acquire(stop, true, &fence));
+  TestDb other = TestDb::Make(true);  // same outbox name, never had a relay
+  CommandResult idle = RunCourier({"status", "--source", other.url});
+  ASSERT_EQ(idle.exit_code, 0) << idle.err;
+  EXPECT_NE(idle.out.find("active relay       no"), std::string::npos) << idle.out;
+  CommandResult busy = RunCourier({"status", "--source", db_->url});
+  ASSERT_EQ(busy.exit_code, 0) << busy.err;
+  EXPECT_NE(busy.out.find("active relay       yes"), std::string::npos) << busy.out;
+  active.Release();
+}
+
 TEST_F(LeadershipTest, MissingLeaseTableSaysToMigrate) {
   auto conn = PgConnect(db_->url);
   ASSERT_OK(conn);
