@@ -17,13 +17,27 @@ std::string Shorten(std::string text, size_t max) {
   return text;
 }
 
+// The flags naming the tables, when they are not the defaults, for the commands suggested.
+std::string TableFlags(const DeadLettersOptions& o) {
+  const DeadLettersOptions defaults;
+  std::string flags;
+  if (o.outbox_table != defaults.outbox_table) flags += " --table " + o.outbox_table;
+  if (o.dead_letter_table != defaults.dead_letter_table) {
+    flags += " --dead-letter-table " + o.dead_letter_table;
+  }
+  return flags;
+}
+
 int List(DeadLetterStore& store, const DeadLettersOptions& o) {
   auto rows = store.List(static_cast<size_t>(o.limit));
   if (!rows.ok()) return Fail(rows.status());
   if (rows->empty()) {
-    std::printf("no dead letters in %s\n", o.table.c_str());
+    std::printf("no dead letters of outbox %s in %s\n", o.outbox_table.c_str(),
+                o.dead_letter_table.c_str());
     return 0;
   }
+  std::printf("dead letters of outbox %s (table %s)\n", o.outbox_table.c_str(),
+              o.dead_letter_table.c_str());
   std::printf("%-8s %-8s %-8s %-24s %-18s %-36s %-20s %s\n", "ID", "STATUS", "ATTEMPTS",
               "AGGREGATE", "EVENT TYPE", "EVENT ID", "FAILED AT", "ERROR");
   std::map<std::string, int> by_status;
@@ -45,7 +59,8 @@ int List(DeadLetterStore& store, const DeadLettersOptions& o) {
   if (by_status.count("parked") > 0) {
     std::printf(
         "parked events hold back the later events of their aggregate (held); fix the cause, "
-        "then: courier dead-letters retry ID... (or drop ID... to give up on them)\n");
+        "then: courier dead-letters retry ID... (or drop ID... to give up on them)%s\n",
+        TableFlags(o).c_str());
   }
   return 0;
 }
@@ -58,7 +73,8 @@ int RunDeadLetters(const DeadLettersOptions& o) {
                                      " (see dead-letters list), or --all"));
   }
   TableNames tables;
-  tables.dead_letter = o.table;
+  tables.outbox = o.outbox_table;
+  tables.dead_letter = o.dead_letter_table;
   auto store = DeadLetterStore::Open(o.source, tables);
   if (!store.ok()) return Fail(store.status());
   if (o.action == "list") return List(**store, o);
@@ -67,15 +83,15 @@ int RunDeadLetters(const DeadLettersOptions& o) {
     auto n = (*store)->Retry(ids);
     if (!n.ok()) return Fail(n.status());
     std::printf(
-        "queued %lld dead letter(s) for retry; the active relay publishes them, then the "
-        "events held behind them, within a second\n",
-        static_cast<long long>(*n));
+        "queued %lld dead letter(s) of outbox %s for retry; its active relay publishes them, "
+        "then the events held behind them, within a second\n",
+        static_cast<long long>(*n), o.outbox_table.c_str());
     return 0;
   }
   auto n = (*store)->Drop(ids);
   if (!n.ok()) return Fail(n.status());
-  std::printf("dropped %lld dead letter(s); events held behind them go out next\n",
-              static_cast<long long>(*n));
+  std::printf("dropped %lld dead letter(s) of outbox %s; events held behind them go out next\n",
+              static_cast<long long>(*n), o.outbox_table.c_str());
   return 0;
 }
 

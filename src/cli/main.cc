@@ -887,7 +887,7 @@ int Main(int argc, char** argv) {
   CLI::App* dead = app.add_subcommand(
       "dead-letters",
       "Events the sink rejected for good, parked with the reason (and, under the park policy,\n"
-      "the later events of their aggregates, held behind them).\n"
+      "the later events of their aggregates, held behind them); those of the outbox --table.\n"
       "  list              show them, oldest first\n"
       "  retry ID...|--all queue parked events for the active relay to publish again (fix the\n"
       "                    cause first); the events held behind them follow, in order\n"
@@ -900,10 +900,13 @@ int Main(int argc, char** argv) {
       ->type_name("ID")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   dead->add_option("--source", dlo.source, "Database URL")->type_name("URL")->required();
-  dead->add_option("--dead-letter-table", dlo.table, "Dead-letter table")
+  dead->add_option("--table", dlo.outbox_table, "Outbox table whose dead letters to act on")
       ->type_name("NAME")
       ->capture_default_str();
-  dead->add_flag("--all", dlo.all, "retry/drop: every dead letter");
+  dead->add_option("--dead-letter-table", dlo.dead_letter_table, "Dead-letter table")
+      ->type_name("NAME")
+      ->capture_default_str();
+  dead->add_flag("--all", dlo.all, "retry/drop: every dead letter of the outbox");
   dead->add_option("--limit", dlo.limit, "list: show at most the newest N")
       ->type_name("N")
       ->capture_default_str();

@@ -13,7 +13,8 @@ namespace courier {
 namespace {
 
 constexpr const char* kMissing =
-    " does not exist or predates dead-letter statuses; upgrade it with: courier migrate --source ";
+    " does not exist or predates per-outbox dead letters; upgrade it with: courier migrate"
+    " --source ";
 
 // Everything a DeadLetter holds, in this order, for both databases (payload and times differ).
 std::string Columns(const std::string& payload, const std::string& created_us,
@@ -23,6 +24,11 @@ std::string Columns(const std::string& payload, const std::string& created_us,
          payload + ", CAST(headers AS text), " + created_us + ", status, error, sink, attempts, " +
          failed_at;
 }
+
+// Several outboxes may share one dead-letter table: every statement touches only the rows
+// of its own outbox (the `outbox` column, see sources/schema.cc), so that one outbox's parked
+// events never hold back, release or republish another's.
+std::string OwnedBy(const std::string& outbox) { return "outbox = " + QuoteLiteral(outbox); }
 
 // The event of a dead letter through the row codec every source uses: a row that still
 // cannot be an event (parked for a NULL column, say, and retried unfixed) is parked again.
@@ -36,23 +42,24 @@ void Decode(DeadLetter* d, int64_t dead_letter_id, OutboxRow row) {
 
 class PostgresDeadLetters final : public DeadLetterStore {
  public:
-  PostgresDeadLetters(PgConn conn, std::string table, bool bytea, std::string ready_filter)
+  PostgresDeadLetters(PgConn conn, std::string table, const std::string& outbox, bool bytea,
+                      std::string ready_filter)
       : ready_filter_(std::move(ready_filter)),
         conn_(std::move(conn)),
         table_(std::move(table)),
+        mine_(OwnedBy(outbox)),
         select_("SELECT " +
                 Columns(bytea ? "payload" : "CAST(payload AS text)", PgCreatedAtSql("created_at"),
                         "to_char(failed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')") +
-                " FROM " + table_ + " d"),
+                " FROM " + table_ + " d WHERE " + mine_),
         bytea_(bytea) {}
 
   Result<std::vector<AggregateKey>> Blocking() override {
     ASSIGN_OR_RETURN(PgResult res, PgExec(conn_.get(),
                                           "SELECT DISTINCT aggregate_type,"
                                           " aggregate_id FROM " +
-                                              table_ +
-                                              " WHERE status IN ('parked', 'held',"
-                                              " 'retry')"));
+                                              table_ + " WHERE " + mine_ +
+                                              " AND status IN ('parked', 'held', 'retry')"));
     std::vector<AggregateKey> out;
     for (int i = 0; i < PQntuples(res.get()); ++i) {
       out.emplace_back(PQgetvalue(res.get(), i, 0), PQgetvalue(res.get(), i, 1));
@@ -61,10 +68,11 @@ class PostgresDeadLetters final : public DeadLetterStore {
   }
 
   Result<std::vector<DeadLetter>> Ready(size_t max, bool park) override {
-    return Rows(select_ + " WHERE status IN ('held', 'retry')" +
+    return Rows(select_ + " AND status IN ('held', 'retry')" +
                     (ready_filter_.empty() ? "" : " AND " + ready_filter_) +
                     (park ? " AND NOT EXISTS (SELECT 1 FROM " + table_ +
-                                " p WHERE p.status = 'parked' AND p.aggregate_type ="
+                                " p WHERE p.outbox = d.outbox AND p.status = 'parked' AND"
+                                " p.aggregate_type ="
                                 " d.aggregate_type AND p.aggregate_id = d.aggregate_id AND"
                                 " p.id < d.id)"
                           : "") +
@@ -83,7 +91,8 @@ class PostgresDeadLetters final : public DeadLetterStore {
     errors += "}";
     statuses += "}";
     RETURN_IF_ERROR(PgRun(conn_.get(), "BEGIN"));
-    Status st = PgExec(conn_.get(), "DELETE FROM " + table_ + " WHERE id = ANY($1::int8[])",
+    Status st = PgExec(conn_.get(),
+                       "DELETE FROM " + table_ + " WHERE " + mine_ + " AND id = ANY($1::int8[])",
                        {IdArray(published)})
                     .status();
     if (st.ok() && !failed.empty()) {
@@ -91,7 +100,8 @@ class PostgresDeadLetters final : public DeadLetterStore {
                   "UPDATE " + table_ +
                       " d SET status = e.status, error = e.error, attempts = d.attempts + 1,"
                       " failed_at = now() FROM unnest($1::int8[], $2::text[], $3::text[]) AS"
-                      " e(id, error, status) WHERE d.id = e.id",
+                      " e(id, error, status) WHERE d.id = e.id AND d." +
+                      mine_,
                   {IdArray(ids), errors, statuses})
                .status();
     }
@@ -108,14 +118,16 @@ class PostgresDeadLetters final : public DeadLetterStore {
   }
 
   Result<int64_t> Retry(std::span<const int64_t> ids) override {
-    return Count("UPDATE " + table_ +
-                     " SET status = 'retry' WHERE status IN ('parked', 'skipped')" +
+    return Count("UPDATE " + table_ + " SET status = 'retry' WHERE " + mine_ +
+                     " AND status IN ('parked', 'skipped')" +
                      (ids.empty() ? "" : " AND id = ANY($1::int8[])"),
                  ids);
   }
 
   Result<int64_t> Drop(std::span<const int64_t> ids) override {
-    return Count("DELETE FROM " + table_ + (ids.empty() ? "" : " WHERE id = ANY($1::int8[])"), ids);
+    return Count("DELETE FROM " + table_ + " WHERE " + mine_ +
+                     (ids.empty() ? "" : " AND id = ANY($1::int8[])"),
+                 ids);
   }
 
  private:
@@ -165,25 +177,27 @@ class PostgresDeadLetters final : public DeadLetterStore {
   std::string ready_filter_;
   PgConn conn_;
   std::string table_;
+  std::string mine_;  // the condition "the dead letter is this outbox's"
   std::string select_;
   bool bytea_;
 };
 
 class SqliteDeadLetters final : public DeadLetterStore {
  public:
-  SqliteDeadLetters(SqliteDb db, std::string table)
+  SqliteDeadLetters(SqliteDb db, std::string table, const std::string& outbox)
       : db_(std::move(db)),
         table_(std::move(table)),
+        mine_(OwnedBy(outbox)),
         select_("SELECT " +
                 Columns("payload", SqliteCreatedAtSql("created_at"),
                         "strftime('%Y-%m-%dT%H:%M:%SZ', failed_at)") +
-                " FROM " + table_ + " d") {}
+                " FROM " + table_ + " d WHERE " + mine_) {}
 
   Result<std::vector<AggregateKey>> Blocking() override {
-    ASSIGN_OR_RETURN(
-        SqliteStmt s,
-        SqlitePrepare(db_.get(), "SELECT DISTINCT aggregate_type, aggregate_id FROM " + table_ +
-                                     " WHERE status IN ('parked', 'held', 'retry')"));
+    ASSIGN_OR_RETURN(SqliteStmt s,
+                     SqlitePrepare(db_.get(), "SELECT DISTINCT aggregate_type, aggregate_id FROM " +
+                                                  table_ + " WHERE " + mine_ +
+                                                  " AND status IN ('parked', 'held', 'retry')"));
     std::vector<AggregateKey> out;
     int rc;
     while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
@@ -194,9 +208,10 @@ class SqliteDeadLetters final : public DeadLetterStore {
   }
 
   Result<std::vector<DeadLetter>> Ready(size_t max, bool park) override {
-    return Rows(select_ + " WHERE status IN ('held', 'retry')" +
+    return Rows(select_ + " AND status IN ('held', 'retry')" +
                 (park ? " AND NOT EXISTS (SELECT 1 FROM " + table_ +
-                            " p WHERE p.status = 'parked' AND p.aggregate_type ="
+                            " p WHERE p.outbox = d.outbox AND p.status = 'parked' AND"
+                            " p.aggregate_type ="
                             " d.aggregate_type AND p.aggregate_id = d.aggregate_id AND"
                             " p.id < d.id)"
                       : "") +
@@ -205,16 +220,17 @@ class SqliteDeadLetters final : public DeadLetterStore {
 
   Status Resolve(std::span<const int64_t> published, std::span<const Rejected> failed) override {
     RETURN_IF_ERROR(SqliteExec(db_.get(), "BEGIN IMMEDIATE"));
-    Status st =
-        published.empty()
-            ? Status::Ok()
-            : SqliteExec(db_.get(), "DELETE FROM " + table_ + " WHERE id IN " + IdList(published));
+    Status st = published.empty()
+                    ? Status::Ok()
+                    : SqliteExec(db_.get(), "DELETE FROM " + table_ + " WHERE " + mine_ +
+                                                " AND id IN " + IdList(published));
     if (st.ok() && !failed.empty()) {
       auto update = SqlitePrepare(db_.get(), "UPDATE " + table_ +
                                                  " SET status = ?2, error = ?3,"
                                                  " attempts = attempts + 1, failed_at ="
                                                  " strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
-                                                 " WHERE id = ?1");
+                                                 " WHERE id = ?1 AND " +
+                                                 mine_);
       st = update.status();
       for (size_t i = 0; st.ok() && i < failed.size(); ++i) {
         sqlite3_stmt* s = update->get();
@@ -239,13 +255,14 @@ class SqliteDeadLetters final : public DeadLetterStore {
   }
 
   Result<int64_t> Retry(std::span<const int64_t> ids) override {
-    return Count("UPDATE " + table_ +
-                 " SET status = 'retry' WHERE status IN ('parked', 'skipped')" +
+    return Count("UPDATE " + table_ + " SET status = 'retry' WHERE " + mine_ +
+                 " AND status IN ('parked', 'skipped')" +
                  (ids.empty() ? "" : " AND id IN " + IdList(ids)));
   }
 
   Result<int64_t> Drop(std::span<const int64_t> ids) override {
-    return Count("DELETE FROM " + table_ + (ids.empty() ? "" : " WHERE id IN " + IdList(ids)));
+    return Count("DELETE FROM " + table_ + " WHERE " + mine_ +
+                 (ids.empty() ? "" : " AND id IN " + IdList(ids)));
   }
 
  private:
@@ -294,6 +311,7 @@ class SqliteDeadLetters final : public DeadLetterStore {
 
   SqliteDb db_;
   std::string table_;
+  std::string mine_;  // the condition "the dead letter is this outbox's"
   std::string select_;
 };
 
@@ -309,20 +327,21 @@ Result<std::unique_ptr<DeadLetterStore>> DeadLetterStore::Open(const std::string
     ASSIGN_OR_RETURN(PgResult res,
                      PgExec(conn.get(),
                             "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass($1)"
-                            " AND attname IN ('status', 'attempts') AND NOT attisdropped",
+                            " AND attname IN ('status', 'attempts', 'outbox') AND NOT attisdropped",
                             {table}));
-    if (std::string(PQgetvalue(res.get(), 0, 0)) != "2") {
+    if (std::string(PQgetvalue(res.get(), 0, 0)) != "3") {
       return NotFoundError("table " + table + kMissing + RedactUrl(source_url));
     }
     ASSIGN_OR_RETURN(bool bytea, PayloadIsBytea(conn.get(), table));
-    return std::unique_ptr<DeadLetterStore>(
-        std::make_unique<PostgresDeadLetters>(std::move(conn), table, bytea, ready_filter));
+    return std::unique_ptr<DeadLetterStore>(std::make_unique<PostgresDeadLetters>(
+        std::move(conn), table, tables.outbox, bytea, ready_filter));
   }
   ASSIGN_OR_RETURN(SqliteDb db, SqliteOpen(loc.target, /*create=*/false));
-  auto check = SqlitePrepare(db.get(), "SELECT status, attempts FROM " + table + " LIMIT 0");
+  auto check =
+      SqlitePrepare(db.get(), "SELECT status, attempts, outbox FROM " + table + " LIMIT 0");
   if (!check.ok()) return NotFoundError("table " + table + kMissing + source_url);
   return std::unique_ptr<DeadLetterStore>(
-      std::make_unique<SqliteDeadLetters>(std::move(db), table));
+      std::make_unique<SqliteDeadLetters>(std::move(db), table, tables.outbox));
 }
 
 }  // namespace courier

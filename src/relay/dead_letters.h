@@ -9,6 +9,10 @@
 // refused again. The relay is the only one to publish, so a retried event goes out at the
 // relay's place in the stream: before any later event of its aggregate.
 //
+// A store sees only the dead letters of its outbox (`tables.outbox`, the `outbox` column):
+// outboxes sharing one dead-letter table never hold back, release, list, retry or drop each
+// other's events.
+//
 // Thread-safety: a store (and its connection) belongs to one thread at a time.
 #pragma once
 
@@ -40,7 +44,8 @@ using AggregateKey = std::pair<std::string, std::string>;
 
 class DeadLetterStore {
  public:
-  // kNotFound (run courier migrate) when the table is missing or predates statuses.
+  // kNotFound (run courier migrate) when the table is missing or predates statuses or the
+  // outbox column.
   // `ready_filter`: an SQL condition on alias d limiting Ready() (a relay's shard).
   static Result<std::unique_ptr<DeadLetterStore>> Open(const std::string& source_url,
                                                        const TableNames& tables,

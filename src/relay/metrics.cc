@@ -127,7 +127,8 @@ std::string RenderMetrics(const RelayStats& s, const OutboxStatus* status,
           static_cast<double>(status->pending));
     w.One("courier_outbox_oldest_pending_seconds", "gauge",
           "Age of the oldest unpublished event (0 when none).", status->oldest_pending_age_s);
-    w.One("courier_dead_letter_rows", "gauge", "Rows in the dead-letter table.",
+    w.One("courier_dead_letter_rows", "gauge",
+          "Dead letters of this outbox (its rows in the dead-letter table).",
           static_cast<double>(status->dead_letters));
     if (!status->slots.empty()) {
       w.Head("courier_cdc_slot_lag_bytes", "gauge",

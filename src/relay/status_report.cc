@@ -20,7 +20,7 @@ Result<OutboxStatus> PostgresStatus(const std::string& conninfo, const TableName
       " 0)::float8, count(*) FILTER (WHERE published_at IS NOT NULL),"
       " (SELECT count(*) FROM " +
           QuoteIdent(t.dead_letter) +
-          "),"
+          " WHERE outbox = $2),"
           // pg_locks is cluster-wide: another database's relay of an outbox of the same name
           // holds the same key.
           " EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND"
@@ -28,7 +28,7 @@ Result<OutboxStatus> PostgresStatus(const std::string& conninfo, const TableName
           "  objid = (hashtext($1)::bigint & 4294967295)::oid)"
           " FROM " +
           outbox,
-      {"courier relay " + t.outbox});
+      {"courier relay " + t.outbox, t.outbox});
   if (!res.ok()) {
     if (res.status().code() == StatusCode::kNotFound) {
       return NotFoundError("outbox tables missing; create them with: courier migrate --source URL");
@@ -103,7 +103,7 @@ Result<OutboxStatus> SqliteStatus(const std::string& path, const TableNames& t) 
                     QuoteIdent(t.outbox) +
                     " WHERE published_at IS NOT NULL),"
                     " (SELECT count(*) FROM " +
-                    QuoteIdent(t.dead_letter) + ")");
+                    QuoteIdent(t.dead_letter) + " WHERE outbox = " + QuoteLiteral(t.outbox) + ")");
   if (!stmt.ok()) {
     if (stmt.status().code() == StatusCode::kNotFound) {
       return NotFoundError("outbox tables missing; create them with: courier migrate --source URL");

@@ -495,8 +495,9 @@ class PostgresCdcSource final : public Source {
             : "UPDATE " + outbox + " SET published_at = now() WHERE id = ANY($1::int8[])";
     dead_letter_sql_ =
         "INSERT INTO " + QuoteIdent(options_.tables.dead_letter) +
-        " (outbox_id, event_id, aggregate_type, aggregate_id, event_type, payload,"
-        " headers, created_at, error, sink, status) VALUES ($1::int8, $2::uuid, $3, $4, $5, " +
+        " (outbox, outbox_id, event_id, aggregate_type, aggregate_id, event_type, payload,"
+        " headers, created_at, error, sink, status) VALUES (" +
+        QuoteLiteral(options_.tables.outbox) + ", $1::int8, $2::uuid, $3, $4, $5, " +
         (dead_payload == "bytea" ? "decode($6, 'hex')" : "$6::" + dead_payload) +
         ", $7::" + std::string(PQgetvalue(res.get(), 0, 3)) +
         ", to_timestamp($8::float8 / 1000000), $9, $10, $11)";

@@ -179,11 +179,13 @@ class PostgresPollSource final : public Source {
         " o.headers, o.created_at, e.error, e.status)"
         " INSERT INTO " +
         dead +
-        " (outbox_id, event_id, aggregate_type, aggregate_id,"
+        " (outbox, outbox_id, event_id, aggregate_type, aggregate_id,"
         " event_type, payload, headers, created_at, error, sink, status)"
         // A malformed row's NULLs become values the dead-letter table takes (the error says
         // which column was NULL).
-        " SELECT id, coalesce(event_id, '00000000-0000-0000-0000-000000000000'),"
+        " SELECT " +
+        QuoteLiteral(options_.tables.outbox) +
+        ", id, coalesce(event_id, '00000000-0000-0000-0000-000000000000'),"
         " coalesce(aggregate_type, ''), coalesce(aggregate_id, ''), coalesce(event_type, ''),"
         " payload, headers, coalesce(created_at, now()), error, $3, status FROM moved ORDER BY id";
     // SKIP LOCKED: cleaners (one per shard) never wait on each other's rows.

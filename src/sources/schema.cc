@@ -19,6 +19,29 @@ std::string SchemaPrefix(const std::string& name) {
   return dot == std::string::npos ? "" : QuoteIdent(name.substr(0, dot)) + ".";
 }
 
+// Dead letters belong to their outbox (several outboxes may share one dead-letter table):
+// the `outbox` column names it, as spelled in --table, and every query of the relay and of
+// `courier dead-letters` filters on it. Rows written before the column existed carry no
+// outbox; the first migrate of an outbox after the upgrade attributes them to it, which is
+// right for the usual one outbox per dead-letter table (several outboxes that shared one
+// before: see docs/operations.md). Rows a relay of an older version parks meanwhile carry no
+// outbox either, and the next migrate attributes them the same way.
+Status AttributeDeadLetters(PGconn* conn, const TableNames& t) {
+  const std::string dead = QuoteIdent(t.dead_letter);
+  return PgRun(conn, "ALTER TABLE " + dead +
+                         " ADD COLUMN IF NOT EXISTS outbox text;"
+                         "UPDATE " +
+                         dead + " SET outbox = " + QuoteLiteral(t.outbox) +
+                         " WHERE outbox IS NULL;"
+                         "DROP INDEX IF EXISTS " +
+                         SchemaPrefix(t.dead_letter) +
+                         QuoteIdent(DerivedName(BaseName(t.dead_letter), "_aggregate")) +
+                         ";"
+                         "CREATE INDEX IF NOT EXISTS " +
+                         QuoteIdent(DerivedName(BaseName(t.dead_letter), "_outbox_aggregate")) +
+                         " ON " + dead + " (outbox, aggregate_type, aggregate_id, id)");
+}
+
 Status MigratePostgres(PGconn* conn, const TableNames& t) {
   const std::string outbox = QuoteIdent(t.outbox);
   const std::string dead = QuoteIdent(t.dead_letter);
@@ -126,6 +149,7 @@ Status MigratePostgres(PGconn* conn, const TableNames& t) {
       st = PgExec(conn, "CREATE TABLE IF NOT EXISTS " + dead +
                             " ("
                             " id bigserial PRIMARY KEY,"
+                            " outbox text,"
                             " outbox_id bigint,"
                             " event_id uuid NOT NULL,"
                             " aggregate_type text NOT NULL,"
@@ -155,11 +179,9 @@ Status MigratePostgres(PGconn* conn, const TableNames& t) {
                              " ADD COLUMN IF NOT EXISTS status text NOT NULL DEFAULT 'skipped',"
                              " ADD COLUMN IF NOT EXISTS attempts integer NOT NULL DEFAULT 1;"
                              "ALTER TABLE " +
-                             dead + " ALTER COLUMN status SET DEFAULT 'parked';" +
-                             "CREATE INDEX IF NOT EXISTS " +
-                             QuoteIdent(DerivedName(BaseName(t.dead_letter), "_aggregate")) +
-                             " ON " + dead + " (aggregate_type, aggregate_id, id)");
+                             dead + " ALTER COLUMN status SET DEFAULT 'parked';");
       }
+      if (st.ok()) st = AttributeDeadLetters(conn, t);
     } else if (st.ok()) {
       st = InvalidArgumentError("table " + outbox + " exists but lacks payload/headers columns");
     }
@@ -207,6 +229,7 @@ Status MigrateSqlite(sqlite3* db, const TableNames& t) {
       dead +
       " ("
       " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+      " outbox TEXT,"
       " outbox_id INTEGER NOT NULL,"
       " event_id TEXT NOT NULL,"
       " aggregate_type TEXT NOT NULL,"
@@ -246,9 +269,10 @@ Status MigrateSqlite(sqlite3* db, const TableNames& t) {
       " parked_at TEXT NOT NULL DEFAULT " +
       now_text + ");";
   Status st = SqliteExec(db, sql);
-  // Dead letters of versions without a status did not hold their aggregates back.
-  for (const char* column :
-       {"status TEXT NOT NULL DEFAULT 'skipped'", "attempts INTEGER NOT NULL DEFAULT 1"}) {
+  // Columns added since the first version. Dead letters of versions without a status did not
+  // hold their aggregates back; for the outbox see AttributeDeadLetters.
+  for (const char* column : {"status TEXT NOT NULL DEFAULT 'skipped'",
+                             "attempts INTEGER NOT NULL DEFAULT 1", "outbox TEXT"}) {
     if (!st.ok()) break;
     const std::string name = std::string(column).substr(0, std::string(column).find(' '));
     auto has = SqlitePrepare(db, "SELECT 1 FROM pragma_table_info(" +
@@ -259,11 +283,17 @@ Status MigrateSqlite(sqlite3* db, const TableNames& t) {
       st = SqliteExec(db, "ALTER TABLE " + dead + " ADD COLUMN " + column);
     }
   }
+  // As on PostgreSQL (AttributeDeadLetters): rows without an outbox become this one's.
   if (st.ok()) {
-    st = SqliteExec(db, "CREATE INDEX IF NOT EXISTS " +
-                            QuoteIdent(BaseName(t.dead_letter) + "_aggregate") + " ON " +
-                            QuoteIdent(BaseName(t.dead_letter)) +
-                            " (aggregate_type, aggregate_id, id)");
+    st = SqliteExec(db, "UPDATE " + dead + " SET outbox = " + QuoteLiteral(t.outbox) +
+                            " WHERE outbox IS NULL;"
+                            "DROP INDEX IF EXISTS " +
+                            QuoteIdent(DerivedName(BaseName(t.dead_letter), "_aggregate")) +
+                            ";"
+                            "CREATE INDEX IF NOT EXISTS " +
+                            QuoteIdent(DerivedName(BaseName(t.dead_letter), "_outbox_aggregate")) +
+                            " ON " + QuoteIdent(BaseName(t.dead_letter)) +
+                            " (outbox, aggregate_type, aggregate_id, id)");
   }
   if (st.ok()) st = SqliteExec(db, "COMMIT");
   if (!st.ok()) {

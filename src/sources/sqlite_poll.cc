@@ -65,11 +65,14 @@ class SqlitePollSource final : public Source {
     ASSIGN_OR_RETURN(
         dead_letter_,
         SqlitePrepare(db_.get(), "INSERT INTO " + dead +
-                                     " (outbox_id, event_id, aggregate_type, aggregate_id,"
-                                     " event_type, payload, headers, created_at, error, sink,"
+                                     " (outbox, outbox_id, event_id, aggregate_type,"
+                                     " aggregate_id, event_type, payload, headers, created_at,"
+                                     " error, sink,"
                                      // A malformed row's NULLs become values the table
                                      // takes (the error says which column was NULL).
-                                     " status) SELECT id, coalesce(event_id,"
+                                     " status) SELECT " +
+                                     QuoteLiteral(options_.tables.outbox) +
+                                     ", id, coalesce(event_id,"
                                      " '00000000-0000-0000-0000-000000000000'),"
                                      " coalesce(aggregate_type, ''), coalesce(aggregate_id, ''),"
                                      " coalesce(event_type, ''), payload, headers,"
