@@ -23,6 +23,7 @@
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 #include <unordered_map>
 
@@ -489,10 +490,11 @@ class PostgresCdcSource final : public Source {
     const std::string dead_payload = PQgetvalue(res.get(), 0, 2);
     dead_payload_bytea_ = dead_payload == "bytea";
     const std::string outbox = QuoteIdent(options_.tables.outbox);
-    checkpoint_sql_ =
-        options_.mode == CheckpointMode::kDelete
-            ? "DELETE FROM " + outbox + " WHERE id = ANY($1::int8[])"
-            : "UPDATE " + outbox + " SET published_at = now() WHERE id = ANY($1::int8[])";
+    checkpoint_sql_ = options_.mode == CheckpointMode::kDelete
+                          ? "DELETE FROM " + outbox + " WHERE id = ANY($1::int8[]) RETURNING id"
+                          : "UPDATE " + outbox +
+                                " SET published_at = now() WHERE id = ANY($1::int8[])"
+                                " RETURNING id";
     dead_letter_sql_ =
         "INSERT INTO " + QuoteIdent(options_.tables.dead_letter) +
         " (outbox, outbox_id, event_id, aggregate_type, aggregate_id, event_type, payload,"
@@ -569,9 +571,13 @@ class PostgresCdcSource final : public Source {
                     const std::string& sink_name) override {
     if (state_ == State::kBackfill) return backfill_->Checkpoint(acked, rejected, sink_name);
     std::vector<int64_t> rows;
+    std::vector<int64_t> xids;  // of the transactions that inserted `rows`
     for (int64_t pos : acked) {
       auto it = inflight_.find(pos);
-      if (it != inflight_.end() && it->second.row_id > 0) rows.push_back(it->second.row_id);
+      if (it != inflight_.end() && it->second.row_id > 0) {
+        rows.push_back(it->second.row_id);
+        xids.push_back(it->second.xid);
+      }
     }
     std::vector<std::pair<const Rejected*, Inflight>> dead;
     for (const Rejected& r : rejected) {
@@ -589,8 +595,7 @@ class PostgresCdcSource final : public Source {
     const bool record = done_lsn > persisted_;
     if (!rows.empty() || !dead.empty() || record) {
       RETURN_IF_ERROR(PgRun(conn_.get(), "BEGIN"));
-      Status st = rows.empty() ? Status::Ok()
-                               : PgExec(conn_.get(), checkpoint_sql_, {IdArray(rows)}).status();
+      Status st = rows.empty() ? Status::Ok() : CheckpointRows(checkpoint_sql_, rows, xids);
       for (size_t i = 0; st.ok() && i < dead.size(); ++i) {
         st = DeadLetter(*dead[i].first, dead[i].second, sink_name);
       }
@@ -661,7 +666,58 @@ class PostgresCdcSource final : public Source {
     int64_t row_id = 0;  // 0 for logical messages
     uint64_t tx = 0;     // Tx::seq
     Event event;
+    uint32_t xid = 0;  // of the transaction that inserted the row
   };
+
+  // Runs `sql` (an UPDATE or DELETE of ids $1 RETURNING id) on `rows` and waits until it
+  // found them all. The server streams a transaction once its commit record is flushed, which
+  // is before the transaction is visible to other sessions (and, under synchronous
+  // replication, before the standbys confirmed it): a row deleted in that window is not found,
+  // and the checkpoint would silently leave it in the outbox forever, its transaction
+  // confirmed. A row not found is deleted again once its transaction is visible, which is
+  // when the inserting transaction no longer holds the lock on its own xid. One still not
+  // found then is gone already (deleted by hand, or this is a redelivery after a crash).
+  Status CheckpointRows(const std::string& sql, const std::vector<int64_t>& rows,
+                        const std::vector<int64_t>& xids) {
+    std::vector<int64_t> missing = rows;
+    const TimePoint deadline = Clock::Real().Now() + kVisibleWait;
+    const StopSignal never;
+    bool settled = false;
+    while (true) {
+      ASSIGN_OR_RETURN(PgResult res, PgExec(conn_.get(), sql, {IdArray(missing)}));
+      std::set<int64_t> found;
+      for (int i = 0; i < PQntuples(res.get()); ++i) {
+        found.insert(ParseInt64(PQgetvalue(res.get(), i, 0)).value_or(0));
+      }
+      std::vector<int64_t> still;
+      std::vector<int64_t> waiting;
+      for (int64_t id : missing) {
+        if (found.count(id) > 0) continue;
+        still.push_back(id);
+        const size_t at =
+            static_cast<size_t>(std::find(rows.begin(), rows.end(), id) - rows.begin());
+        waiting.push_back(xids[at]);
+      }
+      if (still.empty() || settled) return Status::Ok();
+      missing = std::move(still);
+      // Wait until none of their transactions is still committing.
+      while (true) {
+        ASSIGN_OR_RETURN(PgResult held,
+                         PgExec(conn_.get(),
+                                "SELECT 1 FROM pg_locks WHERE locktype = 'transactionid' AND"
+                                " transactionid::text::int8 = ANY($1::int8[]) LIMIT 1",
+                                {IdArray(waiting)}));
+        if (PQntuples(held.get()) == 0) break;
+        if (Clock::Real().Now() >= deadline) {
+          return RetriableError("outbox rows " + IdArray(missing) +
+                                " were streamed but are not visible yet: their transaction is "
+                                "still committing (waiting for a synchronous standby?)");
+        }
+        Clock::Real().SleepFor(Duration(2), never);
+      }
+      settled = true;
+    }
+  }
 
   // Bookkeeping tables of earlier versions lack the relay's checkpoint position: added when
   // this relay's user may (it owns the table), otherwise `courier migrate --mode cdc` does.
@@ -851,6 +907,7 @@ class PostgresCdcSource final : public Source {
     switch (m.kind) {
       case Kind::kBegin:
         txs_.push_back(Tx{next_tx_++, 0, false, 0, m.commit_time_us});
+        xid_ = m.xid;
         in_tx_ = true;
         return Status::Ok();
       case Kind::kCommit:
@@ -1011,7 +1068,7 @@ class PostgresCdcSource final : public Source {
           {pos, d.error, kParked, d.event.aggregate_type, d.event.aggregate_id});
     }
     handed_.push_back(pos);
-    inflight_.emplace(pos, Inflight{d.row_id, txs_.back().seq, std::move(d.event)});
+    inflight_.emplace(pos, Inflight{d.row_id, txs_.back().seq, std::move(d.event), xid_});
   }
 
   void Done(int64_t pos) {
@@ -1062,10 +1119,9 @@ class PostgresCdcSource final : public Source {
         r.status};
     RETURN_IF_ERROR(PgExec(conn_.get(), dead_letter_sql_, params).status());
     if (f.row_id > 0) {
-      RETURN_IF_ERROR(PgExec(conn_.get(),
-                             "DELETE FROM " + QuoteIdent(options_.tables.outbox) + " WHERE id = $1",
-                             {std::to_string(f.row_id)})
-                          .status());
+      RETURN_IF_ERROR(CheckpointRows("DELETE FROM " + QuoteIdent(options_.tables.outbox) +
+                                         " WHERE id = ANY($1::int8[]) RETURNING id",
+                                     {f.row_id}, {static_cast<int64_t>(f.xid)}));
     }
     return Status::Ok();
   }
@@ -1132,6 +1188,7 @@ class PostgresCdcSource final : public Source {
   Lsn persisted_ = 0;       // the checkpoint position last stored (relay thread)
   uint64_t system_id_ = 0;
   static constexpr Duration kCatchUpWait{10000};
+  static constexpr Duration kVisibleWait{30000};
   Lsn catch_up_lsn_ = 0;
   TimePoint catch_up_deadline_{};
   bool dead_payload_bytea_ = false;
@@ -1145,6 +1202,7 @@ class PostgresCdcSource final : public Source {
   std::deque<Tx> txs_;
   std::string stash_;  // a message read by Wait(), not yet handled
   bool in_tx_ = false;
+  uint32_t xid_ = 0;  // of the transaction being decoded
   int64_t next_pos_ = 1;
   uint64_t next_tx_ = 1;
 

@@ -3,6 +3,7 @@
 // writer, outboxes whose names look alike or reach PostgreSQL's identifier limit.
 #include <signal.h>
 
+#include <atomic>
 #include <map>
 #include <optional>
 #include <thread>
@@ -43,6 +44,11 @@ class CdcSafety : public ::testing::Test {
                                      "500ms"};
     args.insert(args.end(), extra.begin(), extra.end());
     return args;
+  }
+
+  Status RunSql(const std::string& sql) const {
+    auto rows = PgQuery(db_->url, sql);
+    return rows.ok() ? Status::Ok() : rows.status();
   }
 
   bool LogSays(const std::string& log, const std::string& what) const {
@@ -110,14 +116,92 @@ TEST_F(CdcSafety, OutboxesWhoseNamesLookAlikeEachPublishOnlyTheirOwnEvents) {
   }
   EXPECT_TRUE(WaitUntil(
       [&] {
-        return dash_relay.stats().published == 30 && underscore_relay.stats().published == 30;
+        return db_->Count(QuoteIdent(dash.outbox)) == 0 &&
+               db_->Count(QuoteIdent(underscore.outbox)) == 0;
       },
       Duration(60000)))
-      << "each relay publishes its own outbox's events";
+      << "each relay publishes (and deletes) its own outbox's events";
+  EXPECT_EQ(dash_relay.stats().published, 30);
+  EXPECT_EQ(underscore_relay.stats().published, 30);
   ASSERT_OK(dash_relay.Stop());
   ASSERT_OK(underscore_relay.Stop());
   EXPECT_EQ(ExpectDelivered(ReadTopic(*broker_, "alpha"), dash_ids), 0);
   EXPECT_EQ(ExpectDelivered(ReadTopic(*broker_, "beta"), underscore_ids), 0);
+}
+
+// The server streams a transaction once its commit record is flushed, before the
+// transaction is visible to other sessions (a window that a loaded machine stretches, and
+// that synchronous replication holds open until a standby confirms). A checkpoint in that
+// window deleted nothing, the slot moved on, and the row stayed in the outbox forever (a
+// restart republished it). The relay now waits until the rows it deletes are visible.
+TEST_F(CdcSafety, RowStreamedBeforeItsTransactionIsVisibleIsStillDeleted) {
+  const std::string database = Query1("SELECT current_database()");
+  // Only the writer below waits for the (absent) synchronous standby.
+  ASSERT_OK(RunSql("ALTER DATABASE " + QuoteIdent(database) + " SET synchronous_commit = local"));
+  ASSERT_OK(RunSql("ALTER SYSTEM SET synchronous_standby_names = 'courier_absent'"));
+  struct ResetStandbys {
+    std::string url;
+    ~ResetStandbys() {
+      (void)PgQuery(url, "ALTER SYSTEM RESET synchronous_standby_names");
+      (void)PgQuery(url, "SELECT pg_reload_conf()");
+    }
+  } reset{db_->url};
+  ASSERT_OK(RunSql("SELECT pg_reload_conf()"));
+  ASSERT_TRUE(
+      WaitUntil([&] { return Query1("SHOW synchronous_standby_names") == "courier_absent"; }));
+  CdcOptions cdc;
+  cdc.enabled = true;
+  ASSERT_OK(Migrate(db_->url, TableNames{}, cdc));
+
+  RelayOptions o = TestRelayOptions(db_->url, "kafka://" + broker_->bootstrap() + "/order");
+  o.mode = RelayOptions::Mode::kCdc;
+  ASSERT_OK(broker_->CreateTopic("order", 1));
+  BackgroundRelay relay(o);
+  std::set<std::string> ids = Commit(1, 1);
+  ASSERT_TRUE(WaitUntil([&] { return db_->Count("courier_outbox") == 0; }, Duration(30000)));
+
+  const std::string id = NewUuidV7();
+  ids.insert(id);
+  std::atomic<int> writer_pid{0};
+  Status written;
+  std::thread writer([&] {
+    auto conn = PgConnect(db_->url);
+    if (!conn.ok()) {
+      written = conn.status();
+      writer_pid = -1;
+      return;
+    }
+    written = PgRun(conn->get(), "SET synchronous_commit = on");
+    writer_pid = PQbackendPID(conn->get());
+    // Commits locally, then waits for the standby: streamed, not yet visible.
+    if (written.ok()) written = PgRun(conn->get(), InsertEventSql(id, "late", seq_));
+  });
+  ASSERT_TRUE(WaitUntil([&] { return writer_pid != 0; }));
+  const std::string pid = std::to_string(writer_pid.load());
+  const bool waiting = WaitUntil([&] {
+    return Query1("SELECT wait_event FROM pg_stat_activity WHERE pid = " + pid) == "SyncRep";
+  });
+  const bool delivered =
+      waiting && WaitUntil(
+                     [&] {
+                       for (const KafkaRecord& r : ReadTopic(*broker_, "order")) {
+                         if (r.event.event_id == id) return true;
+                       }
+                       return false;
+                     },
+                     Duration(30000));
+  // Without waiting for visibility the checkpoint is done by now, having deleted nothing.
+  (void)WaitUntil([&] { return relay.stats().published == 2; }, Duration(3000));
+  (void)PgQuery(db_->url, "SELECT pg_cancel_backend(" + pid + ")");
+  writer.join();
+  ASSERT_TRUE(waiting) << "the writer did not wait for the synchronous standby";
+  ASSERT_TRUE(delivered) << "the row was not streamed before its transaction was visible";
+  EXPECT_OK(written);
+  EXPECT_TRUE(WaitUntil([&] { return db_->Count("courier_outbox") == 0; }, Duration(15000)))
+      << "the published row stayed in the outbox";
+  ASSERT_OK(relay.Stop());
+  EXPECT_EQ(relay.stats().published, 2);
+  EXPECT_EQ(ExpectDelivered(ReadTopic(*broker_, "order"), ids), 0);
 }
 
 // A 63-byte outbox name: its lease and CDC tables used to be cut to the outbox's own name,
