@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <optional>
 #include <set>
 #include <utility>
@@ -268,8 +269,9 @@ class KafkaSink final : public Sink {
       RETURN_IF_ERROR(Open());
     }
     if (!initialized_) {
-      RETURN_IF_ERROR(TransactionStatus(
-          rd_kafka_init_transactions(producer_.get(), TransactionTimeoutMs()), "init"));
+      RETURN_IF_ERROR(Transact(
+          "init", [this](int ms) { return rd_kafka_init_transactions(producer_.get(), ms); }, stop,
+          /*grace=*/false));
       initialized_ = true;
       term_ = stop.term();
     }
@@ -293,16 +295,18 @@ class KafkaSink final : public Sink {
     // Events refused before they left (too large...) are not in the transaction: they are
     // parked or sent again on their own, and the rest of the batch commits.
     if (outcome.ok() && !delivery_failed_ && pending_ == 0) {
-      outcome = TransactionStatus(
-          rd_kafka_commit_transaction(producer_.get(), TransactionTimeoutMs()), "commit");
+      outcome = Transact(
+          "commit", [this](int ms) { return rd_kafka_commit_transaction(producer_.get(), ms); },
+          stop, /*grace=*/true);
       if (outcome.ok()) return;
     }
     if (outcome.code() != StatusCode::kFenced && producer_ != nullptr) {
       if (outcome.ok()) {
         outcome = RetriableError("Kafka transaction aborted: not every event was delivered");
       }
-      const Status aborted = TransactionStatus(
-          rd_kafka_abort_transaction(producer_.get(), TransactionTimeoutMs()), "abort");
+      const Status aborted = Transact(
+          "abort", [this](int ms) { return rd_kafka_abort_transaction(producer_.get(), ms); }, stop,
+          /*grace=*/true);
       if (aborted.code() == StatusCode::kFenced) outcome = aborted;
       if (!aborted.ok()) producer_.reset();  // a fresh producer starts clean
     }
@@ -315,6 +319,32 @@ class KafkaSink final : public Sink {
     }
     for (Status& r : results_) {
       if (r.ok()) r = outcome;
+    }
+  }
+
+  // Runs a blocking transactional call (init, commit, abort) in slices of a second, serving the
+  // producer's callbacks in between: while the broker is away its errors are logged, and a
+  // stop is seen (at once, or after the shutdown grace when `grace`). librdkafka documents a
+  // call that failed with a retriable error (a timeout) as one to call again.
+  Status Transact(const char* step, const std::function<rd_kafka_error_t*(int)>& call,
+                  const StopSignal& stop, bool grace) {
+    const TimePoint deadline = Clock::Real().Now() + Duration(TransactionTimeoutMs());
+    std::optional<TimePoint> stop_deadline;
+    while (true) {
+      rd_kafka_error_t* error = call(1000);
+      if (error == nullptr || !rd_kafka_error_is_retriable(error)) {
+        return TransactionStatus(error, step);
+      }
+      rd_kafka_poll(producer_.get(), 0);
+      const TimePoint now = Clock::Real().Now();
+      if (stop.requested() && !stop_deadline) {
+        stop_deadline =
+            now + (grace && !stop.abandoned() ? options_.shutdown_timeout : Duration(0));
+      }
+      if (now >= deadline || (stop_deadline && now >= *stop_deadline)) {
+        return TransactionStatus(error, step);
+      }
+      rd_kafka_error_destroy(error);
     }
   }
 
