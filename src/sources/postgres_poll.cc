@@ -215,16 +215,7 @@ class PostgresPollSource final : public Source {
       OutboxRow row{column(0), column(1), column(2), column(3),
                     column(4), column(5), column(6), column(7)};
       if (payload_is_bytea_ && row.payload) row.payload = UnescapeBytea(*row.payload);
-      DecodedRow d = DecodeOutboxRow(row);
-      if (!d.error.empty()) {
-        // The row's own id: a row whose id is unreadable cannot be moved and would be
-        // fetched again forever.
-        if (!row.id || !ParseInt64(*row.id)) return InvalidArgumentError(d.error);
-        batch.malformed.push_back(
-            {d.event.id, d.error, kParked, d.event.aggregate_type, d.event.aggregate_id});
-        continue;
-      }
-      batch.events.push_back(std::move(d.event));
+      RETURN_IF_ERROR(AddOutboxRow(row, &batch));
     }
     return batch;
   }

@@ -90,4 +90,16 @@ std::string SqliteCreatedAtSql(const std::string& column) {
          column + " AS TEXT)) END";
 }
 
+Status AddOutboxRow(const OutboxRow& row, FetchedBatch* batch) {
+  DecodedRow d = DecodeOutboxRow(row);
+  if (d.error.empty()) {
+    batch->events.push_back(std::move(d.event));
+    return Status::Ok();
+  }
+  if (!row.id || !ParseInt64(*row.id)) return InvalidArgumentError(d.error);
+  batch->malformed.push_back(
+      {d.event.id, d.error, kParked, d.event.aggregate_type, d.event.aggregate_id});
+  return Status::Ok();
+}
+
 }  // namespace courier

@@ -17,6 +17,8 @@
 #include <string>
 
 #include "courier/event.h"
+#include "courier/status.h"
+#include "sources/source.h"
 
 namespace courier {
 
@@ -42,6 +44,11 @@ struct DecodedRow {
 };
 
 DecodedRow DecodeOutboxRow(const OutboxRow& row);
+
+// The pollers' step: decodes `row` into `batch`, as an event or, when a column is wrong, as a
+// malformed row to park. A row whose id is unreadable cannot be moved and would be fetched
+// again forever: kInvalidArgument then.
+Status AddOutboxRow(const OutboxRow& row, FetchedBatch* batch);
 
 // SQL for created_at as OutboxRow wants it: decimal microseconds when finite, else the value
 // quoted ("'infinity'"), NULL for NULL. `column` is an SQL expression of a timestamp type.

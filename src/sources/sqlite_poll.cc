@@ -133,15 +133,7 @@ class SqlitePollSource final : public Source {
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
       OutboxRow row{Column(s, 0), Column(s, 1), Column(s, 2), Column(s, 3),
                     Column(s, 4), Column(s, 5), Column(s, 6), Column(s, 7)};
-      DecodedRow d = DecodeOutboxRow(row);
-      if (!d.error.empty()) {
-        // A row whose id is unreadable cannot be moved and would be fetched again forever.
-        if (!row.id || !ParseInt64(*row.id)) return InvalidArgumentError(d.error);
-        batch.malformed.push_back(
-            {d.event.id, d.error, kParked, d.event.aggregate_type, d.event.aggregate_id});
-        continue;
-      }
-      batch.events.push_back(std::move(d.event));
+      RETURN_IF_ERROR(AddOutboxRow(row, &batch));
     }
     sqlite3_reset(s);
     if (rc != SQLITE_DONE) return SqliteError(db_.get(), rc, "fetch outbox rows");
