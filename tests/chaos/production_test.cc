@@ -125,7 +125,13 @@ TEST_P(ProductionChaos, LosesNothingPublishesNoGhostAndKeepsOrder) {
     return start + std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000 * fraction));
   };
   bool broker_done = false, cut_done = false, pg_done = false;
-  while (Clock::Real().Now() < end) {
+  // Every scheduled fault happens in every run: a short budget (or a slow machine, where a
+  // zombie round takes most of it) runs past its end until the last one is done.
+  auto all_done = [&] {
+    return broker_done && cut_done && pg_done && freeze_done[0] && freeze_done[1];
+  };
+  const TimePoint hard_end = end + std::chrono::seconds(120);
+  while (Clock::Real().Now() < end || (!all_done() && Clock::Real().Now() < hard_end)) {
     std::this_thread::sleep_for(std::chrono::milliseconds(500 + rng() % 2500));
     const TimePoint now = Clock::Real().Now();
     if (!broker_done && now >= at(0.25)) {
