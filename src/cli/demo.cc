@@ -20,6 +20,7 @@
 #include <random>
 #include <set>
 
+#include "audit/verdict.h"
 #include "cli/commands.h"
 #include "cli/config.h"
 #include "core/log.h"
@@ -46,49 +47,25 @@ Status CreateAppTables(sqlite3* db) {
                     "TEXT NOT NULL, version INTEGER NOT NULL);");
 }
 
-struct Tally {
-  int64_t committed = 0;
-  int64_t delivered = 0;  // distinct committed events seen on the topic
-  int64_t lost = 0;
-  int64_t ghosts = 0;
-  int64_t duplicates = 0;
-  int64_t order_violations = 0;
-};
-
-Result<Tally> Compare(const std::string& db_path, const std::vector<KafkaRecord>& records) {
+// What the order service committed (its order_log) against what the topic holds, judged by
+// the one verdict the tests use too. An event's position in its order is its version.
+Result<Verdict> Compare(const std::string& db_path, const std::vector<KafkaRecord>& records) {
   ASSIGN_OR_RETURN(SqliteDb db, SqliteOpen(db_path, false));
   ASSIGN_OR_RETURN(SqliteStmt stmt, SqlitePrepare(db.get(), "SELECT event_id FROM order_log"));
-  std::set<std::string> committed;
+  Expectation expected;
   while (sqlite3_step(stmt.get()) == SQLITE_ROW) {
-    committed.insert(reinterpret_cast<const char*>(sqlite3_column_text(stmt.get(), 0)));
+    expected.committed.insert(reinterpret_cast<const char*>(sqlite3_column_text(stmt.get(), 0)));
   }
-  Tally t;
-  t.committed = static_cast<int64_t>(committed.size());
-  std::set<std::string> seen;
-  std::map<std::string, int64_t> last_version;  // per order, in first-delivery order
+  std::vector<Delivery> deliveries;
+  deliveries.reserve(records.size());
   for (const KafkaRecord& r : records) {
     const Event& e = r.event;
-    if (!seen.insert(e.event_id).second) {
-      ++t.duplicates;
-      continue;
-    }
-    if (committed.count(e.event_id) == 0) ++t.ghosts;
     const size_t pos = e.payload.find("\"version\":");
-    const int64_t version = pos == std::string::npos ? 0 : std::atoll(e.payload.c_str() + pos + 10);
-    auto [it, inserted] = last_version.emplace(e.aggregate_id, version);
-    if (!inserted) {
-      if (version < it->second) ++t.order_violations;
-      it->second = std::max(it->second, version);
-    }
+    const int64_t version =
+        pos == std::string::npos ? -1 : std::atoll(e.payload.c_str() + pos + 10);
+    deliveries.push_back({e.event_id, e.aggregate_id, version});
   }
-  for (const std::string& id : committed) {
-    if (seen.count(id) > 0) {
-      ++t.delivered;
-    } else {
-      ++t.lost;
-    }
-  }
-  return t;
+  return Judge(expected, deliveries);
 }
 
 struct Range {
@@ -293,34 +270,34 @@ class Demo {
   }
 
   Status Report() {
-    Tally tallies[2];
+    Verdict verdicts[2];
     const char* topics[2] = {kOutboxTopic, kNaiveTopic};
     const std::string dbs[2] = {outbox_db_, naive_db_};
     for (int i = 0; i < 2; ++i) {
       ASSIGN_OR_RETURN(auto reader, KafkaReader::Open(broker_->bootstrap(), {topics[i]}, true));
       ASSIGN_OR_RETURN(auto records, reader->ReadToEnd(std::chrono::seconds(60)));
-      ASSIGN_OR_RETURN(tallies[i], Compare(dbs[i], records));
+      ASSIGN_OR_RETURN(verdicts[i], Compare(dbs[i], records));
     }
     auto row = [&](const char* name, int64_t a, int64_t b) {
       std::printf("  %-28s %14lld %18lld\n", name, static_cast<long long>(a),
                   static_cast<long long>(b));
     };
     std::printf("  %-28s %14s %18s\n", "", "outbox+relay", "naive");
-    row("transactions committed", tallies[0].committed, tallies[1].committed);
-    row("events delivered", tallies[0].delivered, tallies[1].delivered);
-    row("lost (committed, never sent)", tallies[0].lost, tallies[1].lost);
-    row("ghosts (sent, rolled back)", tallies[0].ghosts, tallies[1].ghosts);
-    row("duplicates (same event_id)", tallies[0].duplicates, tallies[1].duplicates);
-    row("per-order order violations", tallies[0].order_violations, tallies[1].order_violations);
+    row("transactions committed", verdicts[0].committed, verdicts[1].committed);
+    row("events delivered", verdicts[0].delivered, verdicts[1].delivered);
+    row("lost (committed, never sent)", verdicts[0].lost, verdicts[1].lost);
+    row("ghosts (sent, rolled back)", verdicts[0].ghosts, verdicts[1].ghosts);
+    row("duplicates (same event_id)", verdicts[0].duplicates, verdicts[1].duplicates);
+    row("per-order order violations", verdicts[0].order_violations, verdicts[1].order_violations);
     std::printf("\n  relay SIGKILLs: %d   service SIGKILLs: %d\n", relay_kills_, app_kills_);
-    const Tally& o = tallies[0];
-    outbox_clean_ = o.lost == 0 && o.ghosts == 0 && o.order_violations == 0;
+    outbox_clean_ = verdicts[0].Clean();
     if (outbox_clean_) {
       std::printf(
           "\n  outbox: nothing lost, no ghosts, order kept per order. Duplicates carry the same "
           "event_id;\n  an idempotent consumer drops them.\n");
     } else {
       std::printf("\n  OUTBOX GUARANTEE BROKEN: see %s\n", workdir_.c_str());
+      for (const std::string& line : verdicts[0].examples) std::printf("    %s\n", line.c_str());
       options_.keep = true;
     }
     return Status::Ok();

@@ -199,53 +199,19 @@ TEST_P(ProductionChaos, LosesNothingPublishesNoGhostAndKeepsOrder) {
   EXPECT_EQ(db.Count("courier_outbox"), 0);
   EXPECT_EQ(db.Count("courier_dead_letter"), 0) << "nothing is refused in this test";
 
-  std::set<std::string> committed, in_doubt;
+  Expectation expected;
   int64_t rolled_back = 0, reconnects = 0;
   for (const Writer& w : writers) {
-    committed.insert(w.committed.begin(), w.committed.end());
-    in_doubt.insert(w.in_doubt.begin(), w.in_doubt.end());
+    expected.committed.insert(w.committed.begin(), w.committed.end());
+    expected.in_doubt.insert(w.in_doubt.begin(), w.in_doubt.end());
     rolled_back += w.rolled_back;
     reconnects += w.reconnects;
   }
-  // The independent consumer: every record of the topic, all partitions, from the start.
+  // The independent consumer: every record of the topic, all partitions, from the start. Per
+  // aggregate (one key, one partition) the records come in arrival order, so the last one is
+  // what a consumer applying them in that order ends with: it must be the newest.
   const std::vector<KafkaRecord> records = ReadTopic(**broker, "order");
-  std::set<std::string> seen;
-  std::map<std::string, int64_t> last_seq, newest_seq, last_delivered_seq;
-  int64_t duplicates = 0, ghosts = 0, order_violations = 0, in_doubt_delivered = 0;
-  for (const KafkaRecord& r : records) {
-    const Event& e = r.event;
-    // Per aggregate (one key, one partition) the records come in arrival order: the last one
-    // is what a consumer applying them in that order ends with.
-    last_delivered_seq[e.aggregate_id] = SeqOf(e);
-    int64_t& newest = newest_seq[e.aggregate_id];
-    newest = std::max(newest, SeqOf(e));
-    if (!seen.insert(e.event_id).second) {
-      ++duplicates;
-      continue;
-    }
-    if (committed.count(e.event_id) == 0) {
-      if (in_doubt.count(e.event_id) > 0) {
-        ++in_doubt_delivered;
-      } else {
-        ++ghosts;
-      }
-    }
-    const int64_t seq = SeqOf(e);
-    auto [it, inserted] = last_seq.emplace(e.aggregate_id, seq);
-    if (!inserted) {
-      if (seq <= it->second) ++order_violations;
-      it->second = seq;
-    }
-  }
-  int64_t lost = 0, stale_endings = 0;
-  for (const std::string& id : committed) lost += seen.count(id) == 0;
-  for (const auto& [aggregate, seq] : last_delivered_seq) {
-    if (seq != newest_seq[aggregate]) {
-      ++stale_endings;
-      ADD_FAILURE() << "aggregate " << aggregate << " ends at seq " << seq << ", not its newest "
-                    << newest_seq[aggregate];
-    }
-  }
+  const Verdict v = Judge(expected, Deliveries(records));
   std::printf(
       "[chaos] production mode=%s seconds=%d relay_kills=%d takeovers=%zu fenced=%zu "
       "freezes=%d (standby published during %d) zombie_batches_dropped=%zu broker_outages=%d "
@@ -259,16 +225,17 @@ TEST_P(ProductionChaos, LosesNothingPublishesNoGhostAndKeepsOrder) {
       "[chaos] production mode=%s committed=%zu rolled_back_tx=%lld in_doubt=%zu "
       "(delivered %lld) delivered=%zu duplicates=%lld lost=%lld ghosts=%lld "
       "order_violations=%lld stale_endings=%lld\n",
-      mode.c_str(), committed.size(), static_cast<long long>(rolled_back), in_doubt.size(),
-      static_cast<long long>(in_doubt_delivered), records.size(),
-      static_cast<long long>(duplicates), static_cast<long long>(lost),
-      static_cast<long long>(ghosts), static_cast<long long>(order_violations),
-      static_cast<long long>(stale_endings));
-  EXPECT_EQ(lost, 0) << "committed events never delivered";
-  EXPECT_EQ(ghosts, 0) << "events of rolled-back transactions delivered";
-  EXPECT_EQ(order_violations, 0) << "per-aggregate order broken";
+      mode.c_str(), expected.committed.size(), static_cast<long long>(rolled_back),
+      expected.in_doubt.size(), static_cast<long long>(v.in_doubt_delivered), records.size(),
+      static_cast<long long>(v.duplicates), static_cast<long long>(v.lost),
+      static_cast<long long>(v.ghosts), static_cast<long long>(v.order_violations),
+      static_cast<long long>(v.stale_endings));
+  EXPECT_EQ(v.lost, 0) << "committed events never delivered" << ExamplesOf(v);
+  EXPECT_EQ(v.ghosts, 0) << "events of rolled-back transactions delivered" << ExamplesOf(v);
+  EXPECT_EQ(v.order_violations, 0) << "per-aggregate order broken" << ExamplesOf(v);
+  EXPECT_EQ(v.stale_endings, 0) << "an aggregate's last record is not its newest" << ExamplesOf(v);
   EXPECT_GT(kills, (seconds - frozen_for.count() / 1000) / 4);
-  EXPECT_GT(committed.size(), 1000u);
+  EXPECT_GT(expected.committed.size(), 1000u);
   EXPECT_GT(rolled_back, 0);
   EXPECT_EQ(pg_restarts, 1);
   EXPECT_EQ(freezes, 2) << "the lease holder was frozen past its lease twice";

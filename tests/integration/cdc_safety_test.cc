@@ -406,34 +406,16 @@ TEST(CdcServerCrash, RepeatsAtMostAboutABatchPerCrash) {
   ASSERT_OK(relay.Stop());
 
   const std::vector<KafkaRecord> records = ReadTopic(**broker, "order");
-  std::set<std::string> seen;
-  std::map<std::string, int64_t> last_seq;
-  int64_t duplicates = 0, ghosts = 0;
-  for (const KafkaRecord& r : records) {
-    if (!seen.insert(r.event.event_id).second) {
-      ++duplicates;
-      continue;
-    }
-    if (committed.count(r.event.event_id) == 0 && in_doubt.count(r.event.event_id) == 0) {
-      ++ghosts;
-    }
-    const int64_t seq = SeqOf(r.event);
-    auto [it, inserted] = last_seq.emplace(r.event.aggregate_id, seq);
-    if (!inserted) {
-      EXPECT_GT(seq, it->second) << "order broken for aggregate " << r.event.aggregate_id;
-      it->second = seq;
-    }
-  }
-  int64_t lost = 0;
-  for (const std::string& id : committed) lost += seen.count(id) == 0;
+  const Verdict v = Judge(Expectation{committed, in_doubt}, Deliveries(records));
   std::printf(
       "[cdc-crash] crashes=%d batch=%d committed=%zu in_doubt=%zu delivered=%zu "
       "duplicates=%lld lost=%lld\n",
       kCrashes, kBatch, committed.size(), in_doubt.size(), records.size(),
-      static_cast<long long>(duplicates), static_cast<long long>(lost));
-  EXPECT_EQ(lost, 0) << "committed events never delivered";
-  EXPECT_EQ(ghosts, 0);
-  EXPECT_LE(duplicates, kCrashes * kBatch) << "about one batch per crash at most";
+      static_cast<long long>(v.duplicates), static_cast<long long>(v.lost));
+  EXPECT_EQ(v.lost, 0) << "committed events never delivered" << ExamplesOf(v);
+  EXPECT_EQ(v.ghosts, 0) << ExamplesOf(v);
+  EXPECT_EQ(v.order_violations, 0) << "per-aggregate order broken" << ExamplesOf(v);
+  EXPECT_LE(v.duplicates, kCrashes * kBatch) << "about one batch per crash at most";
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "audit/verdict.h"
 #include "core/postgres.h"
 #include "core/sqlite.h"
 #include "core/uuid.h"
@@ -156,31 +157,31 @@ inline std::vector<KafkaRecord> ReadTopic(const DevBroker& broker, const std::st
   return records.ok() ? std::move(records).value() : std::vector<KafkaRecord>{};
 }
 
+// What a reader saw, as the verdict takes it: an event's position is its payload's "seq".
+inline std::vector<Delivery> Deliveries(const std::vector<KafkaRecord>& records) {
+  std::vector<Delivery> out;
+  out.reserve(records.size());
+  for (const KafkaRecord& r : records)
+    out.push_back({r.event.event_id, r.event.aggregate_id, SeqOf(r.event)});
+  return out;
+}
+
+// The verdict's first failures, one per line, for an assertion's message.
+inline std::string ExamplesOf(const Verdict& v) {
+  std::string out;
+  for (const std::string& line : v.examples) out += "\n  " + line;
+  return out;
+}
+
 // Checks the delivery guarantees: every expected event delivered (G1), nothing else (G2),
 // and per aggregate, events first seen in increasing seq order (G3). Returns duplicates.
 inline int64_t ExpectDelivered(const std::vector<KafkaRecord>& records,
                                const std::set<std::string>& expected) {
-  std::set<std::string> seen;
-  std::map<std::string, int64_t> last_seq;
-  int64_t duplicates = 0;
-  for (const KafkaRecord& r : records) {
-    const Event& e = r.event;
-    if (!seen.insert(e.event_id).second) {
-      ++duplicates;
-      continue;
-    }
-    EXPECT_EQ(expected.count(e.event_id), 1u) << "ghost or unknown event " << e.event_id;
-    const int64_t seq = SeqOf(e);
-    auto [it, inserted] = last_seq.emplace(e.aggregate_id, seq);
-    if (!inserted) {
-      EXPECT_GT(seq, it->second) << "order broken for aggregate " << e.aggregate_id;
-      it->second = seq;
-    }
-  }
-  int64_t lost = 0;
-  for (const std::string& id : expected) lost += seen.count(id) == 0;
-  EXPECT_EQ(lost, 0) << "committed events never delivered";
-  return duplicates;
+  const Verdict v = Judge(Expectation{expected, {}}, Deliveries(records));
+  EXPECT_EQ(v.lost, 0) << "committed events never delivered" << ExamplesOf(v);
+  EXPECT_EQ(v.ghosts, 0) << "ghost or unknown events delivered" << ExamplesOf(v);
+  EXPECT_EQ(v.order_violations, 0) << "per-aggregate order broken" << ExamplesOf(v);
+  return v.duplicates;
 }
 
 // A relay running in a thread, stopped (and joined) at scope exit.
