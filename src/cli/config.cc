@@ -1,6 +1,12 @@
 #include "cli/config.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <sstream>
 
 // toml++ 3.3.0 (Debian 12) reaches __builtin_unreachable() while classifying some non-ASCII
@@ -17,8 +23,55 @@
 
 namespace courier {
 
-Result<std::string> InterpolateEnv(const std::string& text, const std::string& file_name) {
+Result<std::string> ReadConfigFile(const std::string& path) {
+  // O_NONBLOCK: opening a FIFO does not wait for a writer (it is refused below).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    return InvalidArgumentError("cannot read config file " + path + ": " + std::strerror(errno));
+  }
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    return InvalidArgumentError("cannot read config file " + path + ": " + std::strerror(errno));
+  }
+  if (S_ISDIR(st.st_mode)) {
+    return InvalidArgumentError("config file " + path + " is a directory; name the TOML file");
+  }
+  if (!S_ISREG(st.st_mode)) {
+    const char* kind = S_ISFIFO(st.st_mode)   ? "a FIFO"
+                       : S_ISCHR(st.st_mode)  ? "a character device"
+                       : S_ISBLK(st.st_mode)  ? "a block device"
+                       : S_ISSOCK(st.st_mode) ? "a socket"
+                                              : "not a file";
+    return InvalidArgumentError("config file " + path + " is " + kind +
+                                ", not a regular file; write the settings to a TOML file");
+  }
+  std::string text;
+  char buffer[65536];
+  while (true) {
+    const ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      return InvalidArgumentError("cannot read config file " + path + ": " + std::strerror(errno));
+    }
+    if (n == 0) break;
+    text.append(buffer, static_cast<size_t>(n));
+    if (text.size() > kMaxConfigBytes) {
+      return InvalidArgumentError("config file " + path + " is larger than " +
+                                  std::to_string(kMaxConfigBytes >> 20) +
+                                  " MiB; it should hold a few settings");
+    }
+  }
+  return text;
+}
+
+Result<std::string> InterpolateEnv(const std::string& text, const std::string& file_name,
+                                   std::vector<std::string>* errors) {
   std::string out;
+  std::vector<std::string> found;
   int line = 1;
   for (size_t i = 0; i < text.size(); ++i) {
     if (text[i] == '\n') ++line;
@@ -30,20 +83,30 @@ Result<std::string> InterpolateEnv(const std::string& text, const std::string& f
     if (text.compare(i, 2, "${") == 0) {
       const size_t end = text.find('}', i + 2);
       if (end == std::string::npos || text.find('\n', i) < end) {
-        return InvalidArgumentError(file_name + ":" + std::to_string(line) +
-                                    ": unterminated ${ (write ${NAME}, or $${ for a literal)");
+        found.push_back(file_name + ":" + std::to_string(line) +
+                        ": unterminated ${ (write ${NAME}, or $${ for a literal)");
+        if (errors == nullptr) break;
+        out.push_back(text[i]);
+        continue;
       }
       const std::string name = text.substr(i + 2, end - i - 2);
       const char* value = std::getenv(name.c_str());
       if (value == nullptr) {
-        return InvalidArgumentError(file_name + ":" + std::to_string(line) +
-                                    ": environment variable " + name + " is not set");
+        found.push_back(file_name + ":" + std::to_string(line) + ": environment variable " + name +
+                        " is not set");
+        if (errors == nullptr) break;
+      } else {
+        out += value;
       }
-      out += value;
       i = end;
       continue;
     }
     out.push_back(text[i]);
+  }
+  if (errors != nullptr) {
+    errors->insert(errors->end(), found.begin(), found.end());
+  } else if (!found.empty()) {
+    return InvalidArgumentError(found.front());
   }
   return out;
 }
@@ -64,9 +127,11 @@ Result<std::string> ScalarText(const toml::node& node, const std::string& where)
 
 }  // namespace
 
-Result<std::vector<std::string>> ConfigToArgs(
-    const std::string& text, const std::string& file_name,
-    const std::function<bool(const std::string&)>& is_known, std::map<std::string, int>* lines) {
+Result<std::vector<ConfigArg>> ConfigToArgs(const std::string& text, const std::string& file_name,
+                                            const std::function<bool(const std::string&)>& is_known,
+                                            std::vector<std::string>* errors) {
+  std::vector<std::string> found;
+  std::vector<ConfigArg> args;
   toml::table table;
   try {
     table = toml::parse(text, file_name);
@@ -74,29 +139,44 @@ Result<std::vector<std::string>> ConfigToArgs(
     return InvalidArgumentError(file_name + ":" + std::to_string(e.source().begin.line) + ": " +
                                 std::string(e.description()));
   }
-  std::vector<std::string> args;
   for (const auto& [key, node] : table) {
     const std::string k(key.str());
-    const std::string where = file_name + ":" + std::to_string(node.source().begin.line);
-    if (lines != nullptr) (*lines)[k] = static_cast<int>(node.source().begin.line);
+    const int line = static_cast<int>(node.source().begin.line);
+    const std::string where = file_name + ":" + std::to_string(line);
     if (!is_known(k)) {
-      return InvalidArgumentError(where + ": unknown key '" + k +
-                                  "' (keys are the command's long flags, see --help)");
+      found.push_back(where + ": unknown key '" + k +
+                      "' (keys are the command's long flags, see --help)");
+      continue;
     }
     if (const toml::array* array = node.as_array()) {
       for (const toml::node& item : *array) {
-        ASSIGN_OR_RETURN(std::string v, ScalarText(item, where));
-        args.push_back("--" + k + "=" + v);
+        const int item_line =
+            item.source().begin.line > 0 ? static_cast<int>(item.source().begin.line) : line;
+        auto v = ScalarText(item, file_name + ":" + std::to_string(item_line));
+        if (v.ok()) {
+          args.push_back({k, "--" + k + "=" + *v, item_line});
+        } else {
+          found.push_back(v.status().message());
+        }
       }
       continue;
     }
     if (node.is_boolean()) {
       // Flags without a value: present when true.
-      if (*node.value<bool>()) args.push_back("--" + k);
+      if (*node.value<bool>()) args.push_back({k, "--" + k, line});
       continue;
     }
-    ASSIGN_OR_RETURN(std::string v, ScalarText(node, where));
-    args.push_back("--" + k + "=" + v);
+    auto v = ScalarText(node, where);
+    if (v.ok()) {
+      args.push_back({k, "--" + k + "=" + *v, line});
+    } else {
+      found.push_back(v.status().message());
+    }
+  }
+  if (errors != nullptr) {
+    errors->insert(errors->end(), found.begin(), found.end());
+  } else if (!found.empty()) {
+    return InvalidArgumentError(found.front());
   }
   return args;
 }

@@ -7,7 +7,6 @@
 
 #include <chrono>
 #include <functional>
-#include <map>
 #include <string>
 #include <vector>
 
@@ -15,17 +14,33 @@
 
 namespace courier {
 
-// Replaces ${NAME} with getenv(NAME); `$${` is a literal "${". Errors name the line.
-Result<std::string> InterpolateEnv(const std::string& text, const std::string& file_name);
+// Reads a config file whole: a regular file (or a symbolic link to one) of at most
+// kMaxConfigBytes. A directory, FIFO, device (/dev/zero) or larger file is refused with one
+// line, without waiting for a writer or reading more than that.
+inline constexpr size_t kMaxConfigBytes = 1 << 20;
+Result<std::string> ReadConfigFile(const std::string& path);
+
+// Replaces ${NAME} with getenv(NAME); `$${` is a literal "${". Errors name the line. With
+// `errors`, every error is appended there (an unset variable reads as empty, an unterminated
+// `${` is kept) and the text is returned; without, the first error is.
+Result<std::string> InterpolateEnv(const std::string& text, const std::string& file_name,
+                                   std::vector<std::string>* errors = nullptr);
+
+// One command-line argument from the file.
+struct ConfigArg {
+  std::string key;  // "batch-size"
+  std::string arg;  // "--batch-size=500"; a flag set to true is "--retain"
+  int line = 0;     // of the key, or of the array element
+};
 
 // Parses the TOML text into "--key=value" arguments. `is_known(key)` says whether the
 // subcommand has that flag; unknown keys are errors naming the line. Arrays give one
-// argument per element.
-// `lines`, when given, receives each key's line (for errors found later, in the values).
-Result<std::vector<std::string>> ConfigToArgs(
-    const std::string& text, const std::string& file_name,
-    const std::function<bool(const std::string&)>& is_known,
-    std::map<std::string, int>* lines = nullptr);
+// argument per element. Each error is "file:line: what is wrong". A TOML syntax error is
+// returned (nothing else can be known then). Otherwise, with `errors`, every error is appended
+// there and the good arguments are returned; without, the first error is.
+Result<std::vector<ConfigArg>> ConfigToArgs(const std::string& text, const std::string& file_name,
+                                            const std::function<bool(const std::string&)>& is_known,
+                                            std::vector<std::string>* errors = nullptr);
 
 // Parses durations: "250ms", "5s", "2m", "1h", "7d", or a bare number of milliseconds.
 Result<std::chrono::milliseconds> ParseDuration(const std::string& text);

@@ -8,13 +8,16 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include "cli/commands.h"
 #include "cli/config.h"
+#include "cli/relay_config.h"
 #include "core/encoding.h"
 #include "core/http_endpoint.h"
 #include "core/log.h"
@@ -118,90 +121,6 @@ Status ApplyCommonFlags(const CommonFlags& f) {
   return Status::Ok();
 }
 
-struct RelayFlags {
-  RelayOptions options;
-  std::vector<std::string> sinks;
-  std::string mode = "poll";
-  std::string batch_size = "1000";
-  std::string poll_interval = "100ms";
-  std::string retention = "7d";
-  std::string cleanup_interval = "1m";
-  std::string delivery_timeout;
-  std::string shutdown_timeout = "10s";
-  std::string backoff_initial = "200ms";
-  std::string backoff_max = "30s";
-  std::string dead_letter_policy = "park";
-  std::string lease = "5s";
-  std::string shard;
-  int metrics_port = 0;
-  std::string metrics_host = "127.0.0.1";
-  std::string ready_ack_timeout = "30s";
-  Duration ready_ack_timeout_ms{30000};
-};
-
-Result<bool> ParseMode(const std::string& mode) {
-  if (mode == "poll") return false;
-  if (mode == "cdc") return true;
-  return InvalidArgumentError("--mode must be poll or cdc, not '" + mode + "'");
-}
-
-// A duration flag's value; the error names the flag.
-Status ParseFlagDuration(const char* flag, const std::string& text, Duration* out) {
-  auto d = ParseDuration(text);
-  if (!d.ok()) return InvalidArgumentError(std::string(flag) + ": " + d.status().message());
-  *out = *d;
-  return Status::Ok();
-}
-
-Status BuildRelayOptions(RelayFlags& f) {
-  RelayOptions& o = f.options;
-  o.sink_url = f.sinks.front();
-  o.extra_sink_urls.assign(f.sinks.begin() + 1, f.sinks.end());
-  ASSIGN_OR_RETURN(const bool cdc, ParseMode(f.mode));
-  o.mode = cdc ? RelayOptions::Mode::kCdc : RelayOptions::Mode::kPoll;
-  RETURN_IF_ERROR(ParseFlagDuration("--poll-interval", f.poll_interval, &o.poll_interval));
-  RETURN_IF_ERROR(ParseFlagDuration("--retention", f.retention, &o.retention));
-  RETURN_IF_ERROR(ParseFlagDuration("--cleanup-interval", f.cleanup_interval, &o.cleanup_interval));
-  RETURN_IF_ERROR(ParseFlagDuration("--shutdown-timeout", f.shutdown_timeout, &o.shutdown_timeout));
-  RETURN_IF_ERROR(
-      ParseFlagDuration("--ready-ack-timeout", f.ready_ack_timeout, &f.ready_ack_timeout_ms));
-  RETURN_IF_ERROR(ParseFlagDuration("--backoff-initial", f.backoff_initial, &o.backoff_initial));
-  RETURN_IF_ERROR(ParseFlagDuration("--backoff-max", f.backoff_max, &o.backoff_max));
-  RETURN_IF_ERROR(ParseFlagDuration("--lease", f.lease, &o.lease));
-  if (!f.shard.empty()) {
-    const size_t slash = f.shard.find('/');
-    try {
-      size_t used = 0;
-      o.shard_index = std::stoi(f.shard.substr(0, slash), &used);
-      if (slash == std::string::npos || used != slash) throw std::invalid_argument("shard");
-      o.shard_count = std::stoi(f.shard.substr(slash + 1), &used);
-      if (used != f.shard.size() - slash - 1) throw std::invalid_argument("shard");
-    } catch (...) {
-      return InvalidArgumentError("--shard must be K/N (e.g. 0/4), not '" + f.shard + "'");
-    }
-  }
-  if (f.dead_letter_policy == "park") {
-    o.dead_letter_policy = RelayOptions::DeadLetterPolicy::kPark;
-  } else if (f.dead_letter_policy == "skip") {
-    o.dead_letter_policy = RelayOptions::DeadLetterPolicy::kSkip;
-  } else {
-    return InvalidArgumentError("--dead-letter-policy must be park or skip, not '" +
-                                f.dead_letter_policy + "'");
-  }
-  // --once must end: by default an unacked event fails after 30 s instead of waiting forever.
-  const std::string delivery =
-      f.delivery_timeout.empty() ? (o.once ? "30s" : "0") : f.delivery_timeout;
-  RETURN_IF_ERROR(ParseFlagDuration("--delivery-timeout", delivery, &o.delivery_timeout));
-  try {
-    const long long n = std::stoll(f.batch_size);
-    if (n < 1 || n > 1000000) throw std::out_of_range("batch");
-    o.batch_size = static_cast<size_t>(n);
-  } catch (...) {
-    return InvalidArgumentError("--batch-size must be a number from 1 to 1000000");
-  }
-  return Status::Ok();
-}
-
 // /metrics (Prometheus text), /healthz (the process answers), /readyz (CheckReadiness: 200
 // while active or standing by, 503 while retrying a failure or while the sink does not ack).
 HttpResponse ServeRelay(const std::string& path, const Relay& relay, const RelayFlags& f) {
@@ -225,8 +144,9 @@ HttpResponse ServeRelay(const std::string& path, const Relay& relay, const Relay
 }
 
 int RunRelay(RelayFlags& flags) {
-  Status st = BuildRelayOptions(flags);
-  if (!st.ok()) return Fail(st);
+  // The checks `courier config check` makes (cli/relay_config.h).
+  const std::vector<FlagError> errors = CheckRelayFlags(flags);
+  if (!errors.empty()) return Fail(errors.front().status);
   auto relay = Relay::Create(flags.options);
   if (!relay.ok()) return Fail(relay.status());
   std::unique_ptr<HttpEndpoint> endpoint;
@@ -243,7 +163,7 @@ int RunRelay(RelayFlags& flags) {
   }
   g_relay.store(relay->get());
   if (g_stop.requested()) (*relay)->RequestStop();
-  st = (*relay)->Run();
+  Status st = (*relay)->Run();
   g_relay.store(nullptr);
   if (!st.ok()) return Fail(st);
   return 0;
@@ -374,17 +294,17 @@ struct ConsumeFlags {
 
 int RunConsume(ConsumeFlags& f) {
   ConsumeOptions o = f.options;
-  for (auto [text, out] :
-       {std::pair{&f.handler_timeout, &o.handler_timeout},
-        std::pair{&f.backoff_initial, &o.backoff_initial},
-        std::pair{&f.backoff_max, &o.backoff_max}, std::pair{&f.claim_idle, &o.claim_idle}}) {
-    auto d = ParseDuration(*text);
-    if (!d.ok()) return Fail(d.status());
-    *out = *d;
+  Duration retention{0};
+  for (auto [flag, text, out] :
+       {std::tuple{"--handler-timeout", &f.handler_timeout, &o.handler_timeout},
+        std::tuple{"--backoff-initial", &f.backoff_initial, &o.backoff_initial},
+        std::tuple{"--backoff-max", &f.backoff_max, &o.backoff_max},
+        std::tuple{"--claim-idle", &f.claim_idle, &o.claim_idle},
+        std::tuple{"--inbox-retention", &f.retention, &retention}}) {
+    Status st = ParseFlagDuration(flag, *text, out);
+    if (!st.ok()) return Fail(st);
   }
-  auto retention = ParseDuration(f.retention);
-  if (!retention.ok()) return Fail(retention.status());
-  o.retention = std::chrono::duration_cast<std::chrono::seconds>(*retention);
+  o.retention = std::chrono::duration_cast<std::chrono::seconds>(retention);
   Status st = RunConsumer(o, g_stop);
   if (!st.ok()) return Fail(st);
   return 0;
@@ -579,112 +499,6 @@ int RunDevBroker(int brokers, const std::string& bootstrap_file,
   return 0;
 }
 
-// Prepends the config file's settings to the arguments, so that flags given on the command
-// line (parsed later, last one wins) override the file.
-Result<std::vector<std::string>> ExpandConfig(CLI::App& app, std::vector<std::string> args) {
-  if (args.size() < 2) return args;
-  CLI::App* cmd = nullptr;
-  try {
-    cmd = app.get_subcommand(args[1]);
-  } catch (const CLI::OptionNotFound&) {
-    return args;
-  }
-  std::string file;
-  for (size_t i = 2; i < args.size(); ++i) {
-    if (args[i] == "--config" && i + 1 < args.size()) file = args[i + 1];
-    if (args[i].rfind("--config=", 0) == 0) file = args[i].substr(9);
-  }
-  if (file.empty()) return args;
-  std::ifstream in(file);
-  if (!in) return InvalidArgumentError("cannot read config file " + file);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  ASSIGN_OR_RETURN(std::string text, InterpolateEnv(buffer.str(), file));
-  ASSIGN_OR_RETURN(std::vector<std::string> from_file,
-                   ConfigToArgs(text, file, [cmd](const std::string& key) {
-                     return key != "config" && cmd->get_option_no_throw("--" + key) != nullptr;
-                   }));
-  // Flags win: a key given on the command line drops the file's values for it (so a repeated
-  // flag such as --sink replaces the file's list instead of adding to it).
-  auto name_of = [](const std::string& arg) { return arg.substr(0, arg.find('=')); };
-  std::set<std::string> given;
-  for (size_t i = 2; i < args.size(); ++i) {
-    if (args[i].rfind("--", 0) == 0) given.insert(name_of(args[i]));
-  }
-  std::erase_if(from_file, [&](const std::string& a) { return given.count(name_of(a)) > 0; });
-  args.insert(args.begin() + 2, from_file.begin(), from_file.end());
-  return args;
-}
-
-// `courier config check FILE`: everything the relay would check before connecting, with the
-// line of the key at fault. Returns the exit code.
-int CheckConfig(CLI::App& app, CLI::App* relay, RelayFlags& rf, const std::string& file) {
-  std::ifstream in(file);
-  if (!in) return Fail(InvalidArgumentError("cannot read config file " + file));
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  std::map<std::string, int> lines;
-  auto text = InterpolateEnv(buffer.str(), file);
-  if (!text.ok()) return Fail(text.status());
-  auto args = ConfigToArgs(
-      *text, file,
-      [relay](const std::string& key) {
-        return key != "config" && relay->get_option_no_throw("--" + key) != nullptr;
-      },
-      &lines);
-  if (!args.ok()) return Fail(args.status());
-  // An error names a flag: point at its key's line.
-  auto at_line = [&](const std::string& message) {
-    for (const auto& [key, line] : lines) {
-      if (message.find("--" + key) != std::string::npos) {
-        return file + ":" + std::to_string(line) + ": " + message;
-      }
-    }
-    // Or it quotes the value (a URL, say).
-    for (const std::string& arg : *args) {
-      const size_t eq = arg.find('=');
-      const std::string value = arg.substr(eq + 1);
-      if (value.size() >= 3 && (message.find(value) != std::string::npos ||
-                                message.find(RedactUrl(value)) != std::string::npos)) {
-        return file + ":" + std::to_string(lines[arg.substr(2, eq - 2)]) + ": " + message;
-      }
-    }
-    return file + ": " + message;
-  };
-  std::vector<std::string> argv = {"courier", "relay"};
-  argv.insert(argv.end(), args->begin(), args->end());
-  std::vector<const char*> cargs;
-  for (const std::string& a : argv) cargs.push_back(a.c_str());
-  app.clear();
-  try {
-    app.parse(static_cast<int>(cargs.size()), const_cast<char**>(cargs.data()));
-  } catch (const CLI::ParseError& e) {
-    return Fail(InvalidArgumentError(at_line(e.what())));
-  }
-  Status st = BuildRelayOptions(rf);
-  if (st.ok()) st = Relay::Create(rf.options).status();
-  // Kafka clients are made without connecting: that checks librdkafka's properties (TLS,
-  // SASL...) too. RabbitMQ and NATS URLs are parsed (their TLS parameters included).
-  for (size_t i = 0; st.ok() && i < rf.sinks.size(); ++i) {
-    const std::string& url = rf.sinks[i];
-    if (url.rfind("kafka://", 0) == 0) {
-      auto sink = MakeSink(SinkOptions{.url = url});
-      st = sink.ok() ? (*sink)->Open() : sink.status();
-    } else if (url.rfind("amqp://", 0) == 0 || url.rfind("amqps://", 0) == 0) {
-      st = ParseAmqpUrl(url).status();
-    } else if (url.rfind("nats://", 0) == 0 || url.rfind("nats+tls://", 0) == 0) {
-      st = ParseNatsUrl(url).status();
-    }
-    if (!st.ok()) st = Status(st.code(), "--sink: " + st.message());
-  }
-  if (!st.ok()) return Fail(Status(st.code(), at_line(st.message())));
-  std::string sinks;
-  for (const std::string& sink : rf.sinks) sinks += (sinks.empty() ? "" : ", ") + RedactUrl(sink);
-  std::printf("%s: ok: relay from %s to %s, mode %s\n", file.c_str(),
-              RedactUrl(rf.options.source_url).c_str(), sinks.c_str(), rf.mode.c_str());
-  return 0;
-}
-
 }  // namespace
 
 int Main(int argc, char** argv) {
@@ -790,11 +604,13 @@ int Main(int argc, char** argv) {
                    "Serve /metrics (Prometheus), /healthz and /readyz on this port (0: off)")
       ->type_name("PORT")
       ->capture_default_str()
+      ->check(CLI::Range(0, 65535))
       ->group(kObs);
   relay
       ->add_option("--metrics-host", rf.metrics_host,
-                   "Address to serve them on; 0.0.0.0 exposes them to the network")
-      ->type_name("IPV4")
+                   "IPv4 address or host name (localhost) to serve them on; 0.0.0.0 exposes "
+                   "them to the network")
+      ->type_name("HOST")
       ->capture_default_str()
       ->group(kObs);
   relay
@@ -909,7 +725,8 @@ int Main(int argc, char** argv) {
   dead->add_flag("--all", dlo.all, "retry/drop: every dead letter of the outbox");
   dead->add_option("--limit", dlo.limit, "list: show at most the newest N")
       ->type_name("N")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1000000}));
   AddCommonFlags(dead, &common);
 
   // config
@@ -937,7 +754,9 @@ int Main(int argc, char** argv) {
   tail->add_flag("--from-beginning", tf.from_beginning, "Start at the oldest event, not new ones");
   tail->add_flag("--exit-at-end", tf.exit_at_end,
                  "Print everything there now (from the beginning) and exit");
-  tail->add_option("--limit", tf.limit, "Exit after this many events")->type_name("N");
+  tail->add_option("--limit", tf.limit, "Exit after this many events (0: no limit)")
+      ->type_name("N")
+      ->check(CLI::Range(0LL, std::numeric_limits<long long>::max()));
   AddCommonFlags(tail, &common);
 
   // consume
@@ -970,7 +789,8 @@ int Main(int argc, char** argv) {
   consume->add_option("--exec", cf.options.exec, "Handler command")->type_name("COMMAND");
   consume->add_option("--max-attempts", cf.options.max_attempts, "Attempts before parking")
       ->type_name("N")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
   consume->add_option("--handler-timeout", cf.handler_timeout, "Per call")
       ->type_name("DURATION")
       ->capture_default_str();
@@ -1001,13 +821,17 @@ int Main(int argc, char** argv) {
       "dev-broker",
       "Run the built-in Kafka-protocol broker (librdkafka's mock cluster) for development.\n"
       "Prints its bootstrap address; any Kafka client can connect. Data lives in memory.");
-  dev->add_option("--brokers", brokers, "Number of brokers")->type_name("N")->capture_default_str();
+  dev->add_option("--brokers", brokers, "Number of brokers")
+      ->type_name("N")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 32));
   dev->add_option("--bootstrap-file", bootstrap_file, "Also write the bootstrap address here")
       ->type_name("FILE");
   dev->add_option("--topic", topics, "Create this topic up front (repeatable)")->type_name("TOPIC");
   dev->add_option("--partitions", partitions, "Partitions of --topic topics")
       ->type_name("N")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
   AddCommonFlags(dev, &common);
 
   // demo

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
+#include <netdb.h>
 #include <netinet/in.h>
 
 #include <cerrno>
@@ -30,15 +31,41 @@ struct HttpEndpointAccess {
   }
 };
 
-Result<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(const std::string& host, int port,
-                                                          Handler handler) {
+namespace {
+
+Result<sockaddr_in> ListenAddress(const std::string& host, int port) {
+  if (port < 0 || port > 65535) {
+    return InvalidArgumentError("port " + std::to_string(port) + " is not from 0 to 65535");
+  }
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
-  if (port < 0 || port > 65535 || ::inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) {
-    return InvalidArgumentError("metrics address " + host + ":" + std::to_string(port) +
-                                " is not an IPv4 address and port");
+  if (::inet_pton(AF_INET, host.c_str(), &addr.sin_addr) == 1) return addr;
+  // A name (localhost, the host's own name): its first IPv4 address, as a client would reach it.
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  const int rc = ::getaddrinfo(host.c_str(), nullptr, &hints, &found);
+  if (rc != 0 || found == nullptr) {
+    return InvalidArgumentError("'" + host + "' is neither an IPv4 address nor a name that " +
+                                "resolves to one (" + ::gai_strerror(rc) +
+                                "); write e.g. 127.0.0.1, localhost or 0.0.0.0");
   }
+  addr.sin_addr = reinterpret_cast<const sockaddr_in*>(found->ai_addr)->sin_addr;
+  ::freeaddrinfo(found);
+  return addr;
+}
+
+}  // namespace
+
+Status CheckListenAddress(const std::string& host, int port) {
+  return ListenAddress(host, port).status();
+}
+
+Result<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(const std::string& host, int port,
+                                                          Handler handler) {
+  ASSIGN_OR_RETURN(const sockaddr_in addr, ListenAddress(host, port));
   std::unique_ptr<HttpEndpoint> e(new HttpEndpoint());
   e->handler_ = std::move(handler);
   e->daemon_ = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,

@@ -20,10 +20,16 @@ struct HttpResponse {
   std::string body;
 };
 
+// Whether Start(host, port, ...) could bind that address: `host` is an IPv4 address or a
+// name that resolves to one (localhost), `port` is from 0 to 65535. kInvalidArgument naming
+// what is wrong; Start checks the same.
+Status CheckListenAddress(const std::string& host, int port);
+
 class HttpEndpoint {
  public:
   using Handler = std::function<HttpResponse(const std::string& path)>;
-  // kInvalidArgument for a bad host or a port already in use (the message says which).
+  // kInvalidArgument for a bad host (CheckListenAddress) or a port already in use (the message
+  // says which).
   static Result<std::unique_ptr<HttpEndpoint>> Start(const std::string& host, int port,
                                                      Handler handler);
   ~HttpEndpoint();

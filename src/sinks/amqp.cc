@@ -25,12 +25,13 @@
 #include <sys/time.h>
 
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <unordered_map>
 
+#include "core/encoding.h"
 #include "core/log.h"
 #include "core/url.h"
 #include "sinks/sink.h"
@@ -130,8 +131,9 @@ Result<AmqpEndpoint> ParseAmqpUrl(const std::string& text) {
   if (const size_t colon = url.hosts.rfind(':'); colon != std::string::npos) {
     e.host = url.hosts.substr(0, colon);
     const std::string port = url.hosts.substr(colon + 1);
-    if (std::from_chars(port.data(), port.data() + port.size(), e.port).ec != std::errc{} ||
-        e.port <= 0 || e.port > 65535) {
+    const std::optional<int64_t> n = ParseInt64(port);
+    e.port = n && *n > 0 && *n <= 65535 ? static_cast<int>(*n) : 0;
+    if (e.port == 0) {
       return InvalidArgumentError("amqp URL " + RedactUrl(text) + " has a bad port '" + port + "'" +
                                   form);
     }
@@ -266,13 +268,18 @@ class AmqpSink final : public Sink {
  public:
   explicit AmqpSink(SinkOptions options) : options_(std::move(options)) {}
 
-  Status Open() override {
+  Status Configure() override {
     ASSIGN_OR_RETURN(endpoint_, ParseAmqpUrl(options_.url));
     if (!endpoint_.queue.empty()) {
       return InvalidArgumentError(
           "amqp sink: 'queue' is for courier tail; the sink publishes to "
           "the exchange with routing_key");
     }
+    return Status::Ok();
+  }
+
+  Status Open() override {
+    RETURN_IF_ERROR(Configure());
     // When the broker answers now, settings it refuses are start-up errors; when it is away,
     // Publish connects later.
     auto session = AmqpSession::Connect(endpoint_, ConnectTimeout(), kHeartbeatSeconds);

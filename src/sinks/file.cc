@@ -30,7 +30,7 @@ class FileSink final : public Sink {
     if (fd_ >= 0) ::close(fd_);
   }
 
-  Status Open() override {
+  Status Configure() override {
     ASSIGN_OR_RETURN(Url url, ParseUrl(options_.url));
     if (!url.hosts.empty() && url.hosts != "localhost") {
       return InvalidArgumentError("file sink URL " + options_.url +
@@ -41,6 +41,15 @@ class FileSink final : public Sink {
       return InvalidArgumentError("file sink URL " + options_.url +
                                   " names no file; write file:///absolute/path.jsonl");
     }
+    if (!url.query.empty()) {
+      return InvalidArgumentError("file sink: unknown parameter '" + url.query.front().first +
+                                  "' (it takes none; a '?' in the file's name is written %3F)");
+    }
+    return Status::Ok();
+  }
+
+  Status Open() override {
+    RETURN_IF_ERROR(Configure());
     // O_RDWR rather than O_WRONLY: an incomplete last line is found by reading the tail (and
     // opening a FIFO does not wait for a reader). O_NONBLOCK: a FIFO whose reader stopped
     // reading makes writes wait in poll(), where the delivery timeout and a stop are seen.

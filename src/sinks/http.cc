@@ -161,13 +161,18 @@ class HttpSink final : public Sink {
     if (multi_ != nullptr) curl_multi_cleanup(multi_);
   }
 
-  Status Open() override {
-    RETURN_IF_ERROR(InitCurl());
+  Status Configure() override {
     ASSIGN_OR_RETURN(Url url, ParseUrl(options_.url));
     if (url.hosts.empty()) {
       return InvalidArgumentError("webhook URL " + Describe() +
                                   " names no host; write http://host:port/path");
     }
+    return Status::Ok();
+  }
+
+  Status Open() override {
+    RETURN_IF_ERROR(InitCurl());
+    RETURN_IF_ERROR(Configure());
     multi_ = curl_multi_init();
     if (multi_ == nullptr) return InternalError("libcurl failed to create a multi handle");
     curl_multi_setopt(multi_, CURLMOPT_MAX_HOST_CONNECTIONS, static_cast<long>(kParallel));

@@ -85,7 +85,7 @@ class KafkaSink final : public Sink {
  public:
   explicit KafkaSink(SinkOptions options) : options_(std::move(options)) {}
 
-  Status Open() override {
+  Status Configure() override {
     ASSIGN_OR_RETURN(Url url, ParseUrl(options_.url));
     if (url.hosts.empty()) {
       return InvalidArgumentError("Kafka sink URL " + RedactUrl(options_.url) +
@@ -122,7 +122,24 @@ class KafkaSink final : public Sink {
     if (!transactional_id_.empty()) props.emplace_back("transactional.id", transactional_id_);
     // The URL's query sets any other librdkafka property (security.protocol, sasl.*, ...).
     for (const auto& kv : query) props.push_back(kv);
-    ASSIGN_OR_RETURN(KafkaConf conf, MakeKafkaConf(props));
+    props_ = props;
+    // librdkafka checks properties together (acks against idempotence, TLS files, SASL) only
+    // when a client is made: a trial one without brokers, so nothing is resolved or connected.
+    std::erase_if(props, [](const auto& kv) {
+      return kv.first == "bootstrap.servers" || kv.first == "metadata.broker.list";
+    });
+    ASSIGN_OR_RETURN(KafkaConf trial, MakeKafkaConf(props));
+    char err[512];
+    rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, trial.get(), err, sizeof err);
+    if (rk == nullptr) return InvalidArgumentError(std::string("Kafka producer: ") + err);
+    trial.release();  // owned by rk now
+    rd_kafka_destroy(rk);
+    return Status::Ok();
+  }
+
+  Status Open() override {
+    RETURN_IF_ERROR(Configure());
+    ASSIGN_OR_RETURN(KafkaConf conf, MakeKafkaConf(props_));
     rd_kafka_conf_set_opaque(conf.get(), this);
     rd_kafka_conf_set_dr_msg_cb(conf.get(), &KafkaSink::OnDelivery);
     rd_kafka_conf_set_error_cb(conf.get(), &KafkaSink::OnError);
@@ -424,6 +441,7 @@ class KafkaSink final : public Sink {
 
   SinkOptions options_;
   std::string topic_template_;
+  std::vector<std::pair<std::string, std::string>> props_;  // the producer's, set by Configure
   KafkaHandle producer_;
   std::string transactional_id_;        // empty: no transactions
   bool initialized_ = false;            // init_transactions done on producer_

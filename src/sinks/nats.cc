@@ -41,8 +41,13 @@ class NatsSink final : public Sink {
     if (conn_ != nullptr) natsConnection_Destroy(conn_);
   }
 
-  Status Open() override {
+  Status Configure() override {
     ASSIGN_OR_RETURN(endpoint_, ParseNatsUrl(options_.url));
+    return Status::Ok();
+  }
+
+  Status Open() override {
+    RETURN_IF_ERROR(Configure());
     ASSIGN_OR_RETURN(conn_, ConnectNats(endpoint_, /*in_background=*/true));
     jsOptions jo;
     jsOptions_Init(&jo);

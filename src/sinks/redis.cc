@@ -18,9 +18,9 @@
 #include <poll.h>
 
 #include <cerrno>
-#include <charconv>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -102,14 +102,18 @@ class RedisPipelineSink : public Sink {
  public:
   explicit RedisPipelineSink(SinkOptions options) : options_(std::move(options)) {}
 
-  Status Open() override {
+  Status Configure() override {
     ASSIGN_OR_RETURN(endpoint_, ParseRedisUrl(options_.url));
     for (const auto& [key, value] : endpoint_.query) {
       if (key == "db") continue;
       RETURN_IF_ERROR(Setting(key, value));
     }
-    // The server may be away now; Publish connects (and reconnects) as needed.
     return Status::Ok();
+  }
+
+  Status Open() override {
+    // The server may be away now; Publish connects (and reconnects) as needed.
+    return Configure();
   }
 
   std::vector<Status> Publish(std::span<const Event> batch, const StopSignal& stop) override {
@@ -202,8 +206,8 @@ class RedisStreamSink final : public RedisPipelineSink {
       return InvalidArgumentError("redis sink: unknown parameter '" + key +
                                   "' (known: db, maxlen)");
     }
-    long long n = 0;
-    if (std::from_chars(value.data(), value.data() + value.size(), n).ec != std::errc{} || n < 1) {
+    const std::optional<int64_t> n = ParseInt64(value);
+    if (!n || *n < 1) {
       return InvalidArgumentError("redis sink: maxlen must be a positive number, not '" + value +
                                   "'");
     }
@@ -260,8 +264,8 @@ class RedisCacheSink final : public RedisPipelineSink {
  public:
   using RedisPipelineSink::RedisPipelineSink;
 
-  Status Open() override {
-    RETURN_IF_ERROR(RedisPipelineSink::Open());
+  Status Configure() override {
+    RETURN_IF_ERROR(RedisPipelineSink::Configure());
     ASSIGN_OR_RETURN(Url url, ParseUrl(options_.url));
     if (url.path.empty() || url.path.find('{') != std::string::npos) {
       return InvalidArgumentError("redis-cache URL " + RedactUrl(options_.url) +
@@ -280,13 +284,12 @@ class RedisCacheSink final : public RedisPipelineSink {
       return Status::Ok();
     }
     if (key == "ttl") {
-      long long n = 0;
-      if (std::from_chars(value.data(), value.data() + value.size(), n).ec != std::errc{} ||
-          n < 0) {
+      const std::optional<int64_t> n = ParseInt64(value);
+      if (!n || *n < 0) {
         return InvalidArgumentError("redis-cache sink: ttl must be seconds (0: none), not '" +
                                     value + "'");
       }
-      ttl_ = std::to_string(n);
+      ttl_ = std::to_string(*n);
       return Status::Ok();
     }
     return InvalidArgumentError("redis-cache sink: unknown parameter '" + key +
@@ -336,8 +339,9 @@ Result<RedisEndpoint> ParseRedisUrl(const std::string& text) {
   }
   if (colon != std::string::npos) {
     const std::string port = hostport.substr(colon + 1);
-    if (std::from_chars(port.data(), port.data() + port.size(), e.port).ec != std::errc{} ||
-        e.port <= 0 || e.port > 65535) {
+    const std::optional<int64_t> n = ParseInt64(port);
+    e.port = n && *n > 0 && *n <= 65535 ? static_cast<int>(*n) : 0;
+    if (e.port == 0) {
       return InvalidArgumentError("redis URL " + RedactUrl(text) + " has a bad port '" + port +
                                   "'");
     }
@@ -345,9 +349,12 @@ Result<RedisEndpoint> ParseRedisUrl(const std::string& text) {
   e.stream = url.path.empty() ? "{aggregate_type}" : url.path;
   for (const auto& [key, value] : url.query) {
     if (key == "db") {
-      if (std::from_chars(value.data(), value.data() + value.size(), e.db).ec != std::errc{}) {
-        return InvalidArgumentError("redis URL: db must be a number, not '" + value + "'");
+      const std::optional<int64_t> n = ParseInt64(value);
+      if (!n || *n < 0 || *n > std::numeric_limits<int>::max()) {
+        return InvalidArgumentError("redis URL: db must be a database number from 0, not '" +
+                                    value + "'");
       }
+      e.db = static_cast<int>(*n);
     }
   }
   return e;

@@ -39,4 +39,9 @@ Result<std::unique_ptr<Sink>> MakeSink(const SinkOptions& options) {
                               "file:///path/events.jsonl");
 }
 
+Status CheckSink(const SinkOptions& options) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Sink> sink, MakeSink(options));
+  return sink->Configure();
+}
+
 }  // namespace courier

@@ -32,7 +32,12 @@ struct SinkOptions {
 class Sink {
  public:
   virtual ~Sink() = default;
-  // Validates settings and creates clients; kInvalidArgument for a bad URL or property.
+  // Checks the URL and each of its parameters without I/O (nothing connects, no file is
+  // created): kInvalidArgument naming what is wrong and how to fix it. Open() begins with it;
+  // the relay's start-up and `courier config check` call it through CheckSink, so a setting
+  // the sink would refuse is refused by both, before anything connects.
+  virtual Status Configure() = 0;
+  // Configure(), then creates clients; kInvalidArgument for a bad URL or property.
   virtual Status Open() = 0;
   // Publishes `batch` keeping per-aggregate order and returns one Status per event: ok means
   // durably acked; kRejected means refused for good (the relay parks it as a dead letter);
@@ -59,6 +64,9 @@ inline Status CheckFence(const StopSignal& stop) {
 // http(s)://host:port/path-template (webhook: one POST per event)
 // file:///path/events.jsonl
 Result<std::unique_ptr<Sink>> MakeSink(const SinkOptions& options);
+
+// MakeSink(options), then Configure(): everything the sink refuses that is known without I/O.
+Status CheckSink(const SinkOptions& options);
 
 // Replaces {aggregate_type} and {event_type} in `tmpl`.
 std::string ExpandTemplate(std::string_view tmpl, const Event& event);

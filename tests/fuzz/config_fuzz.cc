@@ -58,21 +58,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
   auto interpolated = InterpolateEnv(text, "fuzz.toml");
   if (!interpolated.ok()) return 0;
-  std::map<std::string, int> lines;
-  auto args = ConfigToArgs(
-      *interpolated, "fuzz.toml", [](const std::string& key) { return RelayKeys().count(key) > 0; },
-      &lines);
+  auto args = ConfigToArgs(*interpolated, "fuzz.toml",
+                           [](const std::string& key) { return RelayKeys().count(key) > 0; });
   if (!args.ok()) return 0;
-  for (const std::string& arg : *args) {
-    if (arg.rfind("--", 0) != 0) std::abort();
+  for (const ConfigArg& a : *args) {
+    const std::string& arg = a.arg;
+    if (arg.rfind("--" + a.key, 0) != 0) std::abort();
+    if (a.line < 1 || static_cast<size_t>(a.line) > size + 1) std::abort();  // a line of the text
     const size_t eq = arg.find('=');
     if (eq == std::string::npos) continue;
-    const std::string key = arg.substr(2, eq - 2);
     const std::string value = arg.substr(eq + 1);
-    if (lines.count(key) == 0) std::abort();  // every key's line is known
-    if (key == "source") {
+    if (a.key == "source") {
       (void)ParseSourceUrl(value);
-    } else if (key == "sink") {
+    } else if (a.key == "sink") {
       (void)ParseUrl(value);
     } else {
       (void)ParseDuration(value);

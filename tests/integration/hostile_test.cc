@@ -254,6 +254,7 @@ class RevokingSink final : public Sink {
  public:
   RevokingSink(std::string admin_url, std::string role)
       : admin_url_(std::move(admin_url)), role_(std::move(role)) {}
+  Status Configure() override { return Status::Ok(); }
   Status Open() override { return Status::Ok(); }
   std::vector<Status> Publish(std::span<const Event> batch, const StopSignal&) override {
     std::lock_guard<std::mutex> lock(mutex_);

@@ -15,6 +15,7 @@ namespace {
 class ScriptedSink final : public Sink {
  public:
   explicit ScriptedSink(std::set<std::string> fail_once) : fail_once_(std::move(fail_once)) {}
+  Status Configure() override { return Status::Ok(); }
   Status Open() override { return Status::Ok(); }
   std::vector<Status> Publish(std::span<const Event> batch, const StopSignal&) override {
     std::lock_guard<std::mutex> lock(mutex_);

@@ -2,8 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdlib>
+#include <fstream>
 
 #include "support/matchers.h"
 
@@ -18,10 +22,84 @@ TEST(Config, KeysBecomeFlags) {
   auto args = ConfigToArgs("source = \"sqlite:///a.db\"\nbatch-size = 500\nretain = true\n",
                            "relay.toml", Known);
   ASSERT_OK(args);
-  std::vector<std::string> sorted = *args;
+  std::vector<std::string> sorted;
+  for (const ConfigArg& a : *args) sorted.push_back(a.arg + " @" + std::to_string(a.line));
   std::sort(sorted.begin(), sorted.end());
-  EXPECT_EQ(sorted,
-            (std::vector<std::string>{"--batch-size=500", "--retain", "--source=sqlite:///a.db"}));
+  EXPECT_EQ(sorted, (std::vector<std::string>{"--batch-size=500 @2", "--retain @3",
+                                              "--source=sqlite:///a.db @1"}));
+}
+
+// Each element of an array keeps its own line (a sink list spread over several lines).
+TEST(Config, ArrayElementsKeepTheirLines) {
+  auto args =
+      ConfigToArgs("sink = [\n  \"file:///a\",\n\n  \"file:///b\",\n]\n", "relay.toml", Known);
+  ASSERT_OK(args);
+  ASSERT_EQ(args->size(), 2u);
+  EXPECT_EQ((*args)[0].arg, "--sink=file:///a");
+  EXPECT_EQ((*args)[0].line, 2);
+  EXPECT_EQ((*args)[1].line, 4);
+}
+
+// With an error list, every error of the file is reported (not only the first), each at its
+// line, and the good keys are still returned.
+TEST(Config, EveryErrorIsCollected) {
+  unsetenv("COURIER_TEST_MISSING");
+  unsetenv("COURIER_TEST_MISSING_TOO");
+  std::vector<std::string> errors;
+  auto text = InterpolateEnv(
+      "source = \"${COURIER_TEST_MISSING}\"\nbatch-size = 5\nsink = "
+      "\"${COURIER_TEST_MISSING_TOO}\"\n"
+      "x = \"${unterminated\"\n",
+      "relay.toml", &errors);
+  ASSERT_OK(text);
+  auto args = ConfigToArgs(*text + "batch_sise = 1\nretain = { a = 1 }\nsinks = 2\n", "relay.toml",
+                           Known, &errors);
+  ASSERT_OK(args);
+  EXPECT_EQ(errors, (std::vector<std::string>{
+                        "relay.toml:1: environment variable COURIER_TEST_MISSING is not set",
+                        "relay.toml:3: environment variable COURIER_TEST_MISSING_TOO is not set",
+                        "relay.toml:4: unterminated ${ (write ${NAME}, or $${ for a literal)",
+                        "relay.toml:5: unknown key 'batch_sise' (keys are the command's long "
+                        "flags, see --help)",
+                        "relay.toml:6: expected a string, number or boolean",
+                        "relay.toml:7: unknown key 'sinks' (keys are the command's long flags, "
+                        "see --help)",
+                        "relay.toml:4: unknown key 'x' (keys are the command's long flags, see "
+                        "--help)",
+                    }));
+  std::vector<std::string> good;
+  for (const ConfigArg& a : *args) good.push_back(a.arg);
+  EXPECT_EQ(good, (std::vector<std::string>{"--batch-size=5", "--sink=", "--source="}));
+}
+
+// A config file is a regular file of at most 1 MiB: /dev/zero, a directory or a FIFO is one
+// error line, at once.
+TEST(Config, OnlyRegularFilesOfBoundedSizeAreRead) {
+  const std::string dir = ::testing::TempDir() + "/config_read_" + std::to_string(::getpid());
+  ASSERT_EQ(::mkdir(dir.c_str(), 0700), 0);
+  EXPECT_EQ(ReadConfigFile(dir).status().message(),
+            "config file " + dir + " is a directory; name the TOML file");
+  const std::string fifo = dir + "/fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_EQ(
+      ReadConfigFile(fifo).status().message(),
+      "config file " + fifo + " is a FIFO, not a regular file; write the settings to a TOML file");
+  EXPECT_EQ(ReadConfigFile("/dev/zero").status().message(),
+            "config file /dev/zero is a character device, not a regular file; write the "
+            "settings to a TOML file");
+  const std::string big = dir + "/big.toml";
+  {
+    std::ofstream out(big);
+    out << "# " << std::string(kMaxConfigBytes, 'x') << "\n";
+  }
+  EXPECT_EQ(ReadConfigFile(big).status().message(),
+            "config file " + big + " is larger than 1 MiB; it should hold a few settings");
+  const std::string small = dir + "/relay.toml";
+  std::ofstream(small) << "batch-size = 5\n";
+  EXPECT_EQ(*ReadConfigFile(small), "batch-size = 5\n");
+  EXPECT_STATUS(ReadConfigFile(dir + "/missing.toml"), StatusCode::kInvalidArgument);
+  for (const std::string& f : {fifo, big, small}) ::unlink(f.c_str());
+  ::rmdir(dir.c_str());
 }
 
 TEST(Config, UnknownKeyNamesTheLine) {

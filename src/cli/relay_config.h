@@ -1,0 +1,70 @@
+// The relay's flags and the checks on them that `courier relay` and `courier config check` share:
+// both call CheckRelayFlags and then Relay::Create, so a setting the relay refuses at start-up
+// is refused by config check too, with the same message.
+//
+// Thread-safety: none; used by main() before anything runs.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "core/clock.h"
+#include "courier/relay.h"
+#include "courier/status.h"
+
+namespace courier::cli {
+
+// The relay's flags as given (strings: their parsers below name the flag in every error).
+struct RelayFlags {
+  RelayOptions options;
+  std::vector<std::string> sinks;
+  std::string mode = "poll";
+  std::string batch_size = "1000";
+  std::string poll_interval = "100ms";
+  std::string retention = "7d";
+  std::string cleanup_interval = "1m";
+  std::string delivery_timeout;
+  std::string shutdown_timeout = "10s";
+  std::string backoff_initial = "200ms";
+  std::string backoff_max = "30s";
+  std::string dead_letter_policy = "park";
+  std::string lease = "5s";
+  std::string shard;
+  int metrics_port = 0;
+  std::string metrics_host = "127.0.0.1";
+  std::string ready_ack_timeout = "30s";
+  Duration ready_ack_timeout_ms{30000};
+};
+
+// poll → false, cdc → true.
+Result<bool> ParseMode(const std::string& mode);
+
+// A duration flag's value; the error names the flag.
+Status ParseFlagDuration(const char* flag, const std::string& text, Duration* out);
+
+// One refused value: the key (flag name without "--") and, for a repeated flag (--sink), which
+// of its values.
+struct FlagError {
+  std::string key;
+  size_t index = 0;
+  Status status;
+};
+
+// Fills flags.options from the flags and checks everything that needs no I/O beyond name
+// resolution: each value (durations, numbers, policy, shard), each sink's URL and parameters
+// (CheckSink: what its Open would refuse) and the metrics address. Every error, not just the
+// first; empty when all are good. Relay::Create then checks the rest (lease, shard range,
+// source URL, table names).
+std::vector<FlagError> CheckRelayFlags(RelayFlags& flags);
+
+// Prepends the settings of the --config file (if any) to the arguments, so that flags given on
+// the command line (parsed later, last one wins) override the file. The first error.
+Result<std::vector<std::string>> ExpandConfig(CLI::App& app, std::vector<std::string> args);
+
+// `courier config check FILE`: everything the relay would check before connecting, every error
+// of the file on its own line (`file:line: what is wrong`). Returns the exit code.
+int CheckConfig(CLI::App& app, CLI::App* relay, RelayFlags& flags, const std::string& file);
+
+}  // namespace courier::cli

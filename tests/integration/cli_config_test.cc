@@ -1,0 +1,225 @@
+// The courier binary's input checks: `courier config check` runs the relay's own checks and
+// reports every error of a file, each at its line; numbers and durations out of range are one
+// line and exit 2 in every command.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "support/fixtures.h"
+
+namespace courier::test {
+namespace {
+
+std::vector<std::string> Lines(const std::string& text) {
+  std::vector<std::string> lines;
+  std::stringstream ss(text);
+  for (std::string line; std::getline(ss, line);) lines.push_back(line);
+  return lines;
+}
+
+// Every error of the file in one run, in the file's order, each `file:line: what is wrong`:
+// values the relay refuses (sink parameters, numbers, the metrics address) included.
+TEST(Cli, ConfigCheckReportsEveryErrorOfTheFile) {
+  TempDir dir;
+  const std::string file = dir.File("relay.toml");
+  std::ofstream(file) << "source = \"sqlite://" << dir.File("app.db") << "\"\n"  // 1
+                      << "sink = [\n"                                            // 2
+                      << "  \"redis://127.0.0.1:6379/s?maxlen=abc\",\n"          // 3
+                      << "  \"redis://127.0.0.1:6379/s?foo=1\",\n"               // 4
+                      << "  \"redis-cache://127.0.0.1:6379/p?ttl=abc\",\n"       // 5
+                      << "]\n"                                                   // 6
+                      << "metrics-port = 99999\n"                                // 7
+                      << "batch-size = \"1e3\"\n"                                // 8
+                      << "lease = \"99999999999999d\"\n"                         // 9
+                      << "batch_sise = 5\n"                                      // 10
+                      << "secret = \"${COURIER_TEST_UNSET_VAR}\"\n";             // 11
+  unsetenv("COURIER_TEST_UNSET_VAR");
+  CommandResult r = RunCourier({"config", "check", file});
+  EXPECT_EQ(r.exit_code, 2);
+  const std::string e = "courier: error: " + file;
+  EXPECT_EQ(Lines(r.err),
+            (std::vector<std::string>{
+                e + ":3: redis sink: maxlen must be a positive number, not 'abc'",
+                e + ":4: redis sink: unknown parameter 'foo' (known: db, maxlen)",
+                e + ":5: redis-cache sink: ttl must be seconds (0: none), not "
+                    "'abc'",
+                e + ":7: --metrics-port: Value 99999 not in range 0 to 65535",
+                e + ":8: --batch-size must be a whole number from 1 to 1000000, not '1e3'",
+                e + ":9: --lease: '99999999999999d' is too long a duration; at most 36500d",
+                e + ":10: unknown key 'batch_sise' (keys are the command's long flags, see --help)",
+                e + ":11: environment variable COURIER_TEST_UNSET_VAR is not set",
+                e + ":11: unknown key 'secret' (keys are the command's long flags, see --help)",
+            }))
+      << r.err;
+  EXPECT_EQ(r.out, "");
+}
+
+// One code path: for each setting, `config check` and the relay refuse it with the same
+// message, exit 2, before connecting anywhere; and what config check accepts, the relay runs.
+TEST(Cli, RelayRefusesExactlyWhatConfigCheckRefuses) {
+  TempDir dir;
+  const std::string file = dir.File("relay.toml");
+  const std::string source = "source = \"sqlite://" + dir.File("app.db") + "\"\n";
+  const std::string sink = "sink = \"file://" + dir.File("out.jsonl") + "\"\n";
+  struct Case {
+    std::string settings, error;
+  };
+  for (const Case& c : std::vector<Case>{
+           {source + "sink = \"redis://127.0.0.1:1/s?maxlen=abc\"\n",
+            "redis sink: maxlen must be a positive number, not 'abc'"},
+           {source + "sink = \"redis://127.0.0.1:1/s?maxlen=12abc\"\n",
+            "redis sink: maxlen must be a positive number, not '12abc'"},
+           {source + "sink = \"redis://127.0.0.1:1/s?foo=1\"\n",
+            "redis sink: unknown parameter 'foo' (known: db, maxlen)"},
+           {source + "sink = \"redis-cache://127.0.0.1:1/p?ttl=abc\"\n",
+            "redis-cache sink: ttl must be seconds (0: none), not 'abc'"},
+           {source + "sink = \"redis://127.0.0.1:6379x/s\"\n",
+            "redis URL redis://127.0.0.1:6379x/s has a bad port '6379x'"},
+           {source + "sink = \"file://" + dir.File("out.jsonl") + "?fsync=no\"\n",
+            "file sink: unknown parameter 'fsync' (it takes none; a '?' in the file's name is "
+            "written %3F)"},
+           {source + "sink = \"amqp://mq:5672x/%2F/orders\"\n",
+            "amqp URL amqp://mq:5672x/%2F/orders has a bad port '5672x'; write "
+            "amqp://user:password@host:5672/VHOST/EXCHANGE (vhost \"/\" is %2F)"},
+           {source + "sink = \"nats://127.0.0.1:1/orders?foo=1\"\n",
+            "nats URL: unknown parameter 'foo' (known with nats+tls://: cacert, cert, key, "
+            "verify)"},
+           {source + "sink = \"kafka://127.0.0.1:1/t?acks=1\"\n",
+            "Kafka producer: `acks` must be set to `all` when `enable.idempotence` is true"},
+           {source + sink + "metrics-port = 99999\n",
+            "--metrics-port: Value 99999 not in range 0 to 65535"},
+           {source + sink + "metrics-port = -1\n",
+            "--metrics-port: Value -1 not in range 0 to 65535"},
+           {source + sink + "metrics-port = 9100\nmetrics-host = \"no-such-host.invalid\"\n",
+            "--metrics-host: 'no-such-host.invalid' is neither an IPv4 address nor a name that "
+            "resolves to one"},
+           {source + sink + "batch-size = \"1e3\"\n",
+            "--batch-size must be a whole number from 1 to 1000000, not '1e3'"},
+           {source + sink + "batch-size = -5\n",
+            "--batch-size must be a whole number from 1 to 1000000, not '-5'"},
+           {source + sink + "shard = \"1/4x\"\n", "--shard must be K/N (e.g. 0/4), not '1/4x'"},
+           {source + sink + "retention = \"99999999999999d\"\n",
+            "--retention: '99999999999999d' is too long a duration; at most 36500d"},
+           {source + sink + "lease = \"500ms\"\n",
+            "--lease must be at least 1s (it is renewed every quarter)"},
+       }) {
+    std::ofstream(file) << c.settings;
+    CommandResult check = RunCourier({"config", "check", file});
+    EXPECT_EQ(check.exit_code, 2) << c.settings;
+    const std::vector<std::string> lines = Lines(check.err);
+    ASSERT_EQ(lines.size(), 1u) << c.settings << check.err;
+    EXPECT_EQ(lines[0].rfind("courier: error: " + file + ":", 0), 0u) << lines[0];
+    EXPECT_NE(lines[0].find(": " + c.error), std::string::npos) << c.settings << lines[0];
+
+    CommandResult relay = RunCourier({"relay", "--config", file, "--once"}, Duration(20000));
+    EXPECT_EQ(relay.exit_code, 2) << c.settings << relay.err;
+    EXPECT_EQ(relay.err.rfind("courier: error: " + c.error, 0), 0u) << c.settings << relay.err;
+    EXPECT_EQ(Lines(relay.err).size(), 1u) << relay.err;
+  }
+  // No relay got as far as its source: the SQLite file was never created.
+  EXPECT_NE(::access(dir.File("app.db").c_str(), F_OK), 0);
+}
+
+// --metrics-host takes a name: localhost is resolved, by config check and by the relay, which
+// serves /healthz there.
+TEST(Cli, MetricsHostMayBeAName) {
+  TempDir dir;
+  const std::string file = dir.File("relay.toml");
+  const int port = FreePort();
+  std::ofstream(file) << "source = \"sqlite://" << dir.File("app.db") << "\"\n"
+                      << "sink = \"file://" << dir.File("out.jsonl") << "\"\n"
+                      << "metrics-host = \"localhost\"\nmetrics-port = " << port << "\n";
+  CommandResult check = RunCourier({"config", "check", file});
+  EXPECT_EQ(check.exit_code, 0) << check.err;
+  ASSERT_OK(Migrate("sqlite://" + dir.File("app.db"), TableNames{}));
+  CommandResult relay = RunCourier({"relay", "--config", file, "--once"});
+  EXPECT_EQ(relay.exit_code, 0) << relay.err;
+  EXPECT_NE(relay.err.find("serving /metrics, /healthz and /readyz address=localhost:" +
+                           std::to_string(port)),
+            std::string::npos)
+      << relay.err;
+}
+
+// A config file is read bounded: /dev/zero, a directory or a FIFO (nobody writing) is one line
+// and exit 2 at once, in config check and in --config alike.
+TEST(Cli, ConfigFileThatIsNoRegularFileIsOneLine) {
+  TempDir dir;
+  const std::string fifo = dir.File("relay.fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const std::string big = dir.File("big.toml");
+  std::ofstream(big) << "# " << std::string(2 << 20, 'x') << "\n";
+  struct Case {
+    std::string path, error;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"/dev/zero",
+            "config file /dev/zero is a character device, not a regular file; write the "
+            "settings to a TOML file"},
+           {dir.path(), "config file " + dir.path() + " is a directory; name the TOML file"},
+           {fifo, "config file " + fifo +
+                      " is a FIFO, not a regular file; write the settings to a TOML file"},
+           {big, "config file " + big + " is larger than 1 MiB; it should hold a few settings"},
+           {dir.File("missing.toml"),
+            "cannot read config file " + dir.File("missing.toml") + ": No such file or directory"},
+       }) {
+    for (const std::vector<std::string>& args :
+         {std::vector<std::string>{"config", "check", c.path},
+          std::vector<std::string>{"relay", "--config", c.path}}) {
+      CommandResult r = RunCourier(args, Duration(10000));
+      EXPECT_EQ(r.exit_code, 2) << c.path;
+      EXPECT_EQ(r.err, "courier: error: " + c.error + "\n");
+    }
+  }
+}
+
+// Numbers and durations out of range, in every command: one line naming the flag, exit 2
+// (dev-broker --partitions -1 was an assertion failure in librdkafka, 1e3 a batch of 1).
+TEST(Cli, NumbersOutOfRangeAreOneLineAndExit2) {
+  TempDir dir;
+  const std::string source = "sqlite://" + dir.File("app.db");
+  const std::string sink = "file://" + dir.File("out.jsonl");
+  struct Case {
+    std::vector<std::string> args;
+    std::string error;
+  };
+  for (const Case& c : std::vector<Case>{
+           {{"relay", "--source", source, "--sink", sink, "--batch-size", "1e3"},
+            "--batch-size must be a whole number from 1 to 1000000, not '1e3'"},
+           {{"relay", "--source", source, "--sink", sink, "--batch-size", "0x10"},
+            "--batch-size must be a whole number from 1 to 1000000, not '0x10'"},
+           {{"relay", "--source", source, "--sink", sink, "--metrics-port", "-1"},
+            "--metrics-port: Value -1 not in range 0 to 65535"},
+           {{"relay", "--source", source, "--sink", sink, "--metrics-port", "99999"},
+            "--metrics-port: Value 99999 not in range 0 to 65535"},
+           {{"relay", "--source", source, "--sink", sink, "--lease", "99999999999999d"},
+            "--lease: '99999999999999d' is too long a duration; at most 36500d"},
+           {{"relay", "--source", source, "--sink", sink, "--poll-interval", "nan"},
+            "--poll-interval: 'nan' is not a duration; write e.g. 250ms, 5s, 2m, 7d"},
+           {{"dev-broker", "--partitions", "-1", "--topic", "t"},
+            "--partitions: Value -1 not in range 1 to 1000"},
+           {{"dev-broker", "--partitions", "0", "--topic", "t"},
+            "--partitions: Value 0 not in range 1 to 1000"},
+           {{"dev-broker", "--brokers", "100000"}, "--brokers: Value 100000 not in range 1 to 32"},
+           {{"dev-broker", "--brokers", "-3"}, "--brokers: Value -3 not in range 1 to 32"},
+           {{"tail", "file://" + dir.File("out.jsonl"), "--limit", "-1"},
+            "--limit: Value -1 not in range 0 to 9223372036854775807"},
+           {{"dead-letters", "list", "--source", source, "--limit", "-5"},
+            "--limit: Value -5 not in range 1 to 1000000"},
+           {{"consume", "--from", "redis://127.0.0.1:1/s", "--db", source, "--consumer", "c",
+             "--exec", "true", "--max-attempts", "-1"},
+            "--max-attempts: Value -1 not in range 1 to 1000000"},
+           {{"consume", "--from", "redis://127.0.0.1:1/s", "--db", source, "--consumer", "c",
+             "--exec", "true", "--claim-idle", "99999999999999d"},
+            "--claim-idle: '99999999999999d' is too long a duration; at most 36500d"},
+       }) {
+    CommandResult r = RunCourier(c.args, Duration(20000));
+    EXPECT_EQ(r.exit_code, 2) << c.args[0] << " " << c.error << "\n" << r.err;
+    EXPECT_EQ(r.err.rfind("courier: error: " + c.error, 0), 0u) << r.err;
+    EXPECT_EQ(Lines(r.err).size(), 1u) << r.err;
+  }
+}
+
+}  // namespace
+}  // namespace courier::test
