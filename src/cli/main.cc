@@ -802,7 +802,9 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
   consume
       ->add_option("--claim-idle", cf.claim_idle,
-                   "Redis: take over entries another instance left unacknowledged this long")
+                   "How long a delivered event may stay unacknowledged before another instance "
+                   "gets it: Redis takes over such entries (XAUTOCLAIM); NATS redelivers after "
+                   "it (the consumer's AckWait); Kafka and RabbitMQ ignore it")
       ->type_name("DURATION")
       ->capture_default_str();
   consume
@@ -881,7 +883,28 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
   demo_app->add_option("--seed", app_options.seed, "Random seed")->type_name("N");
 
+  // Listed among the commands; `courier help [COMMAND]` is `courier [COMMAND] --help`.
+  app.add_subcommand("help", "Show this help, or a command's: courier help COMMAND");
+
   std::vector<std::string> args(argv, argv + argc);
+  if (args.size() >= 2 && args[1] == "help") {
+    if (args.size() > 3) {
+      std::fprintf(stderr, "courier: error: help takes one command (courier help COMMAND)\n");
+      return kExitUsage;
+    }
+    if (args.size() == 3) {
+      try {
+        (void)app.get_subcommand(args[2]);
+      } catch (const CLI::OptionNotFound&) {
+        std::fprintf(stderr,
+                     "courier: error: unknown command '%s'; courier help lists the commands\n",
+                     log::Scrub(args[2]).c_str());
+        return kExitUsage;
+      }
+    }
+    args.erase(args.begin() + 1);
+    args.push_back("--help");
+  }
   HideSecretArguments(argc, argv);
   auto expanded = ExpandConfig(app, args);
   if (!expanded.ok()) return Fail(expanded.status());

@@ -1,6 +1,6 @@
 // The courier binary's input checks: `courier config check` runs the relay's own checks and
 // reports every error of a file, each at its line; numbers and durations out of range are one
-// line and exit 2 in every command.
+// line and exit 2 in every command; `courier help`.
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -219,6 +219,27 @@ TEST(Cli, NumbersOutOfRangeAreOneLineAndExit2) {
     EXPECT_EQ(r.err.rfind("courier: error: " + c.error, 0), 0u) << r.err;
     EXPECT_EQ(Lines(r.err).size(), 1u) << r.err;
   }
+}
+
+// `courier help` is `courier --help`; `courier help COMMAND` is `courier COMMAND --help`.
+TEST(Cli, HelpCommand) {
+  CommandResult top = RunCourier({"help"});
+  EXPECT_EQ(top.exit_code, 0) << top.err;
+  EXPECT_EQ(top.out, RunCourier({"--help"}).out);
+  EXPECT_NE(top.out.find("help"), std::string::npos);
+  for (const char* command : {"relay", "consume", "config", "dev-broker"}) {
+    CommandResult sub = RunCourier({"help", command});
+    EXPECT_EQ(sub.exit_code, 0) << command << sub.err;
+    EXPECT_EQ(sub.out, RunCourier({command, "--help"}).out) << command;
+    EXPECT_NE(sub.out.find(command), std::string::npos) << sub.out;
+  }
+  CommandResult unknown = RunCourier({"help", "nope"});
+  EXPECT_EQ(unknown.exit_code, 2);
+  EXPECT_EQ(unknown.err,
+            "courier: error: unknown command 'nope'; courier help lists the commands\n");
+  // The consume help says what --claim-idle does for each broker.
+  CommandResult consume = RunCourier({"help", "consume"});
+  EXPECT_NE(consume.out.find("NATS redelivers after it"), std::string::npos) << consume.out;
 }
 
 }  // namespace
