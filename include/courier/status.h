@@ -1,6 +1,7 @@
 // Errors as values. A Status says what went wrong and, through its code, what the caller
-// should do next: retry the same call later (kRetriable), give up on this one item
-// (kRejected), or stop and fix the input (kInvalidArgument, kNotFound, kFailedPrecondition).
+// should do next: retry the same call later (kRetriable), read again and redo the whole
+// read-decide-write (kAborted), give up on this one item (kRejected), or stop and fix the
+// input (kInvalidArgument, kNotFound, kFailedPrecondition).
 //
 // Thread-safety: Status and Result are values; distinct objects may be used from different
 // threads, one object is not synchronised.
@@ -33,6 +34,13 @@ enum class StatusCode {
   // Another instance holds the lease now (it ran out, or the destination fenced this
   // producer): publish nothing more; stand by and compete for the lease again.
   kFenced,
+  // Lost a race the caller can win by starting over: an append whose expected version another
+  // writer took first (a unique violation, SQLSTATE 23505), a transaction the broker aborted.
+  // Re-read, decide again, write again.
+  kAborted,
+  // This client can do nothing more (e.g. a Kafka producer's fatal error): drop it and make a
+  // new one; retrying on the same client cannot help.
+  kFatal,
 };
 
 std::string_view StatusCodeName(StatusCode code);
@@ -70,13 +78,19 @@ inline Status FailedPreconditionError(std::string m) {
 inline Status CancelledError(std::string m) { return {StatusCode::kCancelled, std::move(m)}; }
 inline Status InternalError(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
 inline Status FencedError(std::string m) { return {StatusCode::kFenced, std::move(m)}; }
+inline Status AbortedError(std::string m) { return {StatusCode::kAborted, std::move(m)}; }
+inline Status FatalError(std::string m) { return {StatusCode::kFatal, std::move(m)}; }
 
 // A value or the Status saying why there is none.
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : value_(std::move(value)) {}          // NOLINT: implicit by design
-  Result(Status status) : status_(std::move(status)) {}  // NOLINT: implicit by design
+  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  // A Result holds a value or an error: built from an OK status it has neither, so it becomes
+  // an internal error instead of an "ok" Result whose value() is empty.
+  Result(Status status)  // NOLINT: implicit by design
+      : status_(status.ok() ? Status(StatusCode::kInternal, "a Result was built from an OK status")
+                            : std::move(status)) {}
 
   bool ok() const { return value_.has_value(); }
   const Status& status() const { return status_; }

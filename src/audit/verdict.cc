@@ -14,14 +14,14 @@ void Example(Verdict& v, std::string line) {
 
 }  // namespace
 
-Verdict Judge(const Expectation& expected, const std::vector<Delivery>& deliveries) {
+Verdict Judge(const Expectation& expected, const std::vector<DeliveredRecord>& deliveries) {
   Verdict v;
   v.committed = static_cast<int64_t>(expected.committed.size());
   std::set<std::string> seen;
   // Per aggregate: the seq of the last first-delivery (order), of the newest event delivered,
   // and of the last record read (what a consumer applying records in order ends with).
   std::map<std::string, int64_t> last_first, newest, last_read;
-  for (const Delivery& d : deliveries) {
+  for (const DeliveredRecord& d : deliveries) {
     if (d.seq >= 0) {
       last_read[d.aggregate_id] = d.seq;
       auto [it, inserted] = newest.emplace(d.aggregate_id, d.seq);

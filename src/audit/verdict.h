@@ -12,7 +12,7 @@ namespace courier {
 
 // One record as a reader of the destination saw it, in the order it was read. Records of one
 // aggregate must come in arrival order (one key, one partition or stream).
-struct Delivery {
+struct DeliveredRecord {
   std::string event_id;
   std::string aggregate_id;
   // The event's position among its aggregate's committed events (a sequence or version that
@@ -43,6 +43,6 @@ struct Verdict {
   bool Clean() const { return lost == 0 && ghosts == 0 && order_violations == 0; }
 };
 
-Verdict Judge(const Expectation& expected, const std::vector<Delivery>& deliveries);
+Verdict Judge(const Expectation& expected, const std::vector<DeliveredRecord>& deliveries);
 
 }  // namespace courier

@@ -56,7 +56,7 @@ Result<Verdict> Compare(const std::string& db_path, const std::vector<KafkaRecor
   while (sqlite3_step(stmt.get()) == SQLITE_ROW) {
     expected.committed.insert(reinterpret_cast<const char*>(sqlite3_column_text(stmt.get(), 0)));
   }
-  std::vector<Delivery> deliveries;
+  std::vector<DeliveredRecord> deliveries;
   deliveries.reserve(records.size());
   for (const KafkaRecord& r : records) {
     const Event& e = r.event;

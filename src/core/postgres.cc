@@ -98,6 +98,9 @@ StatusCode PgStatusCode(std::string_view sqlstate) {
       sqlstate == "55P03" || sqlstate == "55006") {
     return StatusCode::kRetriable;
   }
+  // A unique violation: another writer inserted the same key first (an event store append
+  // whose expected version was taken). Re-read and decide again.
+  if (sqlstate == "23505") return StatusCode::kAborted;
   // Insufficient privilege (42501), wrong types (42804), other syntax or access rules, data
   // exceptions and constraint violations: the same statement fails the same way until the
   // table, the role or the row is fixed.

@@ -22,6 +22,10 @@ std::string_view StatusCodeName(StatusCode code) {
       return "internal";
     case StatusCode::kFenced:
       return "fenced";
+    case StatusCode::kAborted:
+      return "aborted";
+    case StatusCode::kFatal:
+      return "fatal";
   }
   return "unknown";
 }

@@ -158,8 +158,8 @@ inline std::vector<KafkaRecord> ReadTopic(const DevBroker& broker, const std::st
 }
 
 // What a reader saw, as the verdict takes it: an event's position is its payload's "seq".
-inline std::vector<Delivery> Deliveries(const std::vector<KafkaRecord>& records) {
-  std::vector<Delivery> out;
+inline std::vector<DeliveredRecord> Deliveries(const std::vector<KafkaRecord>& records) {
+  std::vector<DeliveredRecord> out;
   out.reserve(records.size());
   for (const KafkaRecord& r : records)
     out.push_back({r.event.event_id, r.event.aggregate_id, SeqOf(r.event)});

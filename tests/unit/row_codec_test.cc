@@ -82,6 +82,8 @@ TEST(PgStatusCode, ClassesBySqlState) {
   EXPECT_EQ(PgStatusCode("42804"), StatusCode::kInvalidArgument);  // datatype mismatch
   EXPECT_EQ(PgStatusCode("22003"), StatusCode::kInvalidArgument);  // out of range
   EXPECT_EQ(PgStatusCode("23502"), StatusCode::kInvalidArgument);  // not null violation
+  // A unique violation: another writer took the key (an append's expected version) first.
+  EXPECT_EQ(PgStatusCode("23505"), StatusCode::kAborted);
   EXPECT_EQ(PgStatusCode("42P01"), StatusCode::kNotFound);
   EXPECT_EQ(PgStatusCode("42703"), StatusCode::kNotFound);
   for (const char* retriable :

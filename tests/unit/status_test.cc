@@ -33,5 +33,17 @@ TEST(Status, AssignOrReturnPropagatesTheError) {
   EXPECT_EQ(st.message(), "odd");
 }
 
+TEST(Status, AResultBuiltFromAnOkStatusIsAnInternalError) {
+  Result<int> r = Status::Ok();
+  EXPECT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInternal);
+  EXPECT_EQ(r.status().message(), "a Result was built from an OK status");
+}
+
+TEST(Status, AbortedAndFatalHaveNames) {
+  EXPECT_EQ(AbortedError("version 3 taken").ToString(), "aborted: version 3 taken");
+  EXPECT_EQ(FatalError("producer fenced").ToString(), "fatal: producer fenced");
+}
+
 }  // namespace
 }  // namespace courier
