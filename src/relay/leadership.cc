@@ -181,7 +181,9 @@ void Leadership::Renew() {
                           " SET renewed_at = now(), expires_at = now() + make_interval(secs =>"
                           " $3::float8 / 1000), published = $4, per_second = $5"
                           " WHERE name = $1 AND epoch = $2";
-  std::deque<std::pair<TimePoint, int64_t>> samples;  // the last minute of published counts
+  // The last minute of published counts, from the start of the term: what is published
+  // before the first renewal counts too.
+  std::deque<std::pair<TimePoint, int64_t>> samples = {{Clock::Real().Now(), published_.load()}};
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);

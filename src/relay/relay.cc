@@ -143,11 +143,15 @@ class RelayImpl final : public Relay {
   }
 
   void SetState(RelayStats::State state, const std::string& error) {
-    {
-      std::lock_guard<std::mutex> lock(stats_mutex_);
-      stats_.state = state;
-      stats_.last_error = error;
-    }
+    std::lock_guard<std::mutex> lock(stats_mutex_);
+    stats_.state = state;
+    stats_.last_error = error;
+  }
+
+  // Hands the lease the count of events published so far (its renewals store it with the rate
+  // for `courier status`). Called at every checkpoint, whatever else went wrong in the batch:
+  // one event the sink keeps refusing must not freeze the throughput of all the others.
+  void ReportPublished() {
     if (leadership_) leadership_->ReportPublished(stats().published + stats().republished);
   }
 
@@ -210,13 +214,14 @@ class RelayImpl final : public Relay {
       }
       RETURN_IF_ERROR(dead_letters_->Resolve(published, failed).WithContext("dead letters"));
       if (!published.empty()) {
-        log::Info("published dead letters again", {{"events", std::to_string(published.size())}});
+        log::Info("published dead letters again", {{"events", published.size()}});
       }
       {
         std::lock_guard<std::mutex> lock(stats_mutex_);
         stats_.republished += static_cast<int64_t>(published.size());
         stats_.dead_lettered += static_cast<int64_t>(failed.size());
       }
+      ReportPublished();
       if (first_failure.code() == StatusCode::kFenced) {
         RETURN_IF_ERROR(RefreshBlocked());
         return first_failure;
@@ -454,6 +459,7 @@ class RelayImpl final : public Relay {
       stats_.published += static_cast<int64_t>(acked.size());
       for (const Rejected& r : rejected) ++(r.status == kHeld ? stats_.held : stats_.dead_lettered);
     }
+    ReportPublished();
     if (!first_failure.ok()) {
       const size_t failed = fetched.size() - acked.size() - rejected.size();
       const StatusCode code = first_failure.code() == StatusCode::kCancelled ||
