@@ -308,12 +308,16 @@ class AmqpSink final : public Sink {
     const TimePoint start = Clock::Real().Now();
     const Outcome outcome = PublishAndConfirm(batch, sending, &results, stop, start);
     if (outcome.channel_code != AMQP_PRECONDITION_FAILED) return results;
-    // The broker refused one of the unconfirmed messages for good; find it by sending them
-    // again one by one. Order holds: each is confirmed before the next goes out.
+    // The broker refused one of the unconfirmed messages for good (and dropped those after it
+    // on the closed channel); find it by sending them again one by one. Order holds: each is
+    // confirmed before the next goes out, and nothing more of a refused one's aggregate goes.
+    HeldBack held;
     for (size_t i : outcome.unconfirmed) {
+      if (held.Holds(batch[i], &results[i])) continue;
       const Outcome one = PublishAndConfirm(batch, {i}, &results, stop, start);
       if (one.channel_code == AMQP_PRECONDITION_FAILED) {
         results[i] = RejectedError("amqp: the broker refused the message: " + one.reason);
+        held.Failed(batch[i]);
       } else if (!one.unconfirmed.empty()) {
         break;  // anything else: the rest goes out again with the next attempt
       }

@@ -9,8 +9,9 @@
 // parallel (up to kParallel requests) on kept-alive connections.
 //
 // Answers: 2xx acked; 408, 429, 5xx, timeouts and network errors are retried later; any other
-// status refuses the event for good (dead letter). After a retriable failure the aggregate's
-// later events of the batch are not sent, so the receiver never sees them out of order.
+// status refuses the event for good (dead letter). After any failure, refused or retriable, the
+// aggregate's later events of the batch are not sent: under the park policy they are held behind
+// the refused one, and the receiver never sees them before it, nor twice.
 #include <algorithm>
 #include <cctype>
 #include <cstring>
@@ -59,6 +60,13 @@ bool IsToken(const std::string& name) {
 }
 
 size_t Discard(char*, size_t size, size_t n, void*) { return size * n; }
+
+// Events of one aggregate (same type and id) are sent one after the other.
+std::string AggregateKey(const Event& e) {
+  std::string key = e.aggregate_type;
+  key.push_back('\0');
+  return key + e.aggregate_id;
+}
 
 // The event with its routing fields percent-encoded, for use in a URL path.
 Event Escaped(const Event& e) {
@@ -183,7 +191,7 @@ class HttpSink final : public Sink {
     std::vector<Status> results(batch.size(), RetriableError("not sent"));
     // Per aggregate, the batch's events in order; the head is in flight or next to go.
     std::map<std::string, std::deque<size_t>> queues;
-    for (size_t i = 0; i < batch.size(); ++i) queues[batch[i].aggregate_id].push_back(i);
+    for (size_t i = 0; i < batch.size(); ++i) queues[AggregateKey(batch[i])].push_back(i);
     std::map<CURL*, std::pair<size_t, std::unique_ptr<EventRequest>>> active;
     // Starts the next request of every idle aggregate; true when it started any.
     auto start_more = [&] {
@@ -228,15 +236,17 @@ class HttpSink final : public Sink {
         active.erase(it);
         curl_multi_remove_handle(multi_, req->easy());
         const Event& e = batch[index];
-        std::deque<size_t>& queue = queues[e.aggregate_id];
-        in_flight_.erase(e.aggregate_id);
+        const std::string aggregate = AggregateKey(e);
+        std::deque<size_t>& queue = queues[aggregate];
+        in_flight_.erase(aggregate);
         results[index] = req->Outcome(msg->data.result);
         queue.pop_front();
-        if (!results[index].ok() && results[index].code() != StatusCode::kRejected) {
-          // Hold back the aggregate's later events: they go out after this one, later.
+        if (!results[index].ok()) {
+          // Hold back the aggregate's later events: nothing may overtake this one. Refused for
+          // good, it is parked and they are held behind it (park policy) or sent next time
+          // (skip policy); not acked, they go out after it, later.
           for (size_t later : queue) {
-            results[later] =
-                RetriableError("held back behind a failed earlier event of " + e.aggregate_id);
+            results[later] = RetriableError("not sent: an earlier event of its aggregate failed");
           }
           queue.clear();
         }
@@ -248,7 +258,7 @@ class HttpSink final : public Sink {
     for (auto& [easy, req] : active) {
       curl_multi_remove_handle(multi_, easy);
       results[req.first] = CancelledError("stopped before the webhook answered");
-      in_flight_.erase(batch[req.first].aggregate_id);
+      in_flight_.erase(AggregateKey(batch[req.first]));
     }
     return results;
   }

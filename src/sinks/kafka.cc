@@ -173,13 +173,10 @@ class KafkaSink final : public Sink {
     pending_ = 0;
     // An aggregate whose event failed before leaving (too large, unknown topic...) sends no
     // later event in this batch: nothing may overtake it.
-    std::set<std::pair<std::string, std::string>> failed;
+    HeldBack held;
     for (size_t i = 0; i < batch.size(); ++i) {
       const Event& e = batch[i];
-      if (!failed.empty() && failed.count({e.aggregate_type, e.aggregate_id}) > 0) {
-        results[i] = RetriableError("not sent: an earlier event of its aggregate failed");
-        continue;
-      }
+      if (held.Holds(e, &results[i])) continue;
       if (Status fenced = CheckFence(stop); !fenced.ok()) {
         std::fill(results.begin() + static_cast<ptrdiff_t>(i), results.end(), fenced);
         break;
@@ -203,7 +200,7 @@ class KafkaSink final : public Sink {
         ++pending_;
       } else {
         results[i] = Classify(err, topic);
-        failed.emplace(e.aggregate_type, e.aggregate_id);
+        held.Failed(e);
       }
     }
     WaitForReports(stop);

@@ -65,6 +65,7 @@ class NatsSink final : public Sink {
     pending_.clear();
     waiting_ = 0;
     lock.unlock();
+    HeldBack held;  // a message refused before it left holds back its aggregate
     for (size_t i = 0; i < batch.size(); ++i) {
       const Event& e = batch[i];
       if (Status fenced = CheckFence(stop); !fenced.ok()) {
@@ -72,6 +73,12 @@ class NatsSink final : public Sink {
         for (size_t j = i; j < batch.size(); ++j) results_[j] = fenced;
         lock.unlock();
         break;
+      }
+      if (Status not_sent; held.Holds(e, &not_sent)) {
+        lock.lock();
+        results_[i] = not_sent;
+        lock.unlock();
+        continue;
       }
       const std::string subject = ExpandTemplate(endpoint_.subject, e);
       natsMsg* msg = nullptr;
@@ -93,6 +100,7 @@ class NatsSink final : public Sink {
         lock.lock();
         results_[i] = NatsError(s, "nats: message for " + subject);
         lock.unlock();
+        held.Failed(e);
         continue;
       }
       lock.lock();
@@ -113,6 +121,7 @@ class NatsSink final : public Sink {
                                            " (still trying): " + natsStatus_GetText(s));
         lock.unlock();
         natsMsg_Destroy(owned);
+        held.Failed(e);
       }
     }
     // Wait for the acks: as long as the server is away when the delivery timeout is zero.

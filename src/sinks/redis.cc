@@ -131,9 +131,12 @@ class RedisPipelineSink : public Sink {
       conn_ = std::move(conn).value();
     }
     std::vector<bool> sent(batch.size());
+    HeldBack held;  // a command refused before it was sent holds back its aggregate
     for (size_t i = 0; i < batch.size(); ++i) {
+      if (held.Holds(batch[i], &results[i])) continue;
       results[i] = Append(batch[i]);
       sent[i] = results[i].ok();
+      if (!sent[i]) held.Failed(batch[i]);
     }
     const Duration timeout =
         options_.delivery_timeout.count() > 0 ? options_.delivery_timeout : kReplyTimeout;

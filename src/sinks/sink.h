@@ -5,8 +5,10 @@
 #pragma once
 
 #include <memory>
+#include <set>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/clock.h"
@@ -42,6 +44,11 @@ class Sink {
   // Publishes `batch` keeping per-aggregate order and returns one Status per event: ok means
   // durably acked; kRejected means refused for good (the relay parks it as a dead letter);
   // anything else means not acked (the relay will send it again later).
+  // Once an event fails, refused or not, as far as the sink knows before handing the next one
+  // of its aggregate to the destination, no later event of that aggregate in the batch is
+  // handed over (HeldBack): under the park policy they are held behind the refused one and
+  // must not reach anyone before it. What a pipelining sink sent before the refusal came back
+  // is out (docs/operations.md#dead-letters).
   virtual std::vector<Status> Publish(std::span<const Event> batch, const StopSignal& stop) = 0;
   // The URL without secrets, for logs and dead-letter rows.
   virtual std::string Describe() const = 0;
@@ -55,6 +62,21 @@ inline Status CheckFence(const StopSignal& stop) {
   if (stop.abandoned()) return FencedError("not sent: this relay's outbox lease ran out");
   return Status::Ok();
 }
+
+// The aggregates of a batch with a failed event, whose later events a sink does not send.
+class HeldBack {
+ public:
+  // True when an earlier event of `e`'s aggregate failed; then `*result` says it was not sent.
+  bool Holds(const Event& e, Status* result) const {
+    if (failed_.empty() || failed_.count({e.aggregate_type, e.aggregate_id}) == 0) return false;
+    *result = RetriableError("not sent: an earlier event of its aggregate failed");
+    return true;
+  }
+  void Failed(const Event& e) { failed_.emplace(e.aggregate_type, e.aggregate_id); }
+
+ private:
+  std::set<std::pair<std::string, std::string>> failed_;
+};
 
 // kafka://host:port[,host:port]/topic-template[?librdkafka.property=value&...]
 // redis://[user:password@]host:port/stream-template[?db=N&maxlen=N]

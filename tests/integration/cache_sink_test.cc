@@ -96,7 +96,12 @@ TEST_P(CacheSinkTest, HoldsTheNewestPayloadAndDeletesOnTheConfiguredType) {
         {"SELECT pg_logical_emit_message(true, 'courier', '{\"aggregate_type\":\"order\","
          "\"aggregate_id\":\"a-9\",\"event_type\":\"Created\",\"payload\":{}}')"}));
   }
+  // CDC: held behind the parked message of its aggregate, never applied before it.
+  Insert("a-9", "Updated", R"({"v":9})");
   Run(Options());
+  EXPECT_EQ(Get("cache:order:a-9"),
+            cdc() ? std::nullopt : std::optional<std::string>(R"({"v":9})"));
+  EXPECT_EQ(db_->Count("courier_dead_letter WHERE status = 'held'"), cdc() ? 1 : 0);
   EXPECT_EQ(Get("cache:order:a-1"), R"({"v":2})");
   EXPECT_EQ(Get("courier:version:cache:order:a-1"), Version(newest)) << "the row id, in both modes";
   EXPECT_EQ(Get("cache:order:a-2"), std::nullopt) << "deleted by its Deleted event";

@@ -4,8 +4,9 @@
     webhook_server.py PORT LOG
 
 Every accepted POST is appended to LOG as one JSON line {"path", "headers", "body"}.
-Paths decide the answer: .../rejected -> 422 (not logged); .../flaky -> 503 the first time an
-Idempotency-Key is seen, then 200; anything else -> 200.
+Paths decide the answer: .../rejected -> 422 (not logged); .../unavailable -> 503, always (not
+logged); .../flaky -> 503 the first time an Idempotency-Key is seen, then 200; anything else ->
+200.
 """
 import json
 import sys
@@ -34,6 +35,8 @@ class Handler(BaseHTTPRequestHandler):
         key = self.headers.get("Idempotency-Key", "")
         if self.path.endswith("/rejected"):
             return self.answer(422)
+        if self.path.endswith("/unavailable"):
+            return self.answer(503)
         if self.path.endswith("/flaky"):
             with lock:
                 first = key not in seen_flaky
