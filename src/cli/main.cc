@@ -48,7 +48,7 @@ int Fail(const Status& st) {
                        : kExitFailure;
   if (log::IsJson()) {
     // Log shippers get the final error as a record like the others.
-    log::Error(st.message(), {{"exit_code", std::to_string(code)}});
+    log::Error(st.message(), {{"exit_code", code}});
   } else {
     std::fprintf(stderr, "courier: error: %s\n", log::Scrub(st.message()).c_str());
   }
@@ -351,8 +351,8 @@ int TailKafka(const TailFlags& f, const Url& url) {
   while (!g_stop.requested() && (f.limit == 0 || printed < f.limit)) {
     auto r = (*reader)->Poll(Duration(200));
     if (!following && (*reader)->assigned_partitions() > 0) {
-      log::Info("following", {{"topics", url.path},
-                              {"partitions", std::to_string((*reader)->assigned_partitions())}});
+      log::Info("following",
+                {{"topics", url.path}, {"partitions", (*reader)->assigned_partitions()}});
       following = true;
     }
     if (!r.ok()) {
@@ -494,7 +494,7 @@ int RunDevBroker(int brokers, const std::string& bootstrap_file,
   std::printf("%s\n", bootstrap.c_str());
   std::fflush(stdout);
   log::Info("dev broker running; stop it with Ctrl-C or SIGTERM (its data lives in memory)",
-            {{"bootstrap", bootstrap}, {"brokers", std::to_string(brokers)}});
+            {{"bootstrap", bootstrap}, {"brokers", brokers}});
   while (!g_stop.requested()) Clock::Real().SleepFor(Duration(1000), g_stop);
   return 0;
 }

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <ctime>
 #include <mutex>
@@ -79,6 +81,17 @@ void AppendLogfmtValue(std::string& out, std::string_view v) {
 
 }  // namespace
 
+Field::Field(std::string_view k, double v) : key(k) {
+  if (!std::isfinite(v)) {
+    value = std::isnan(v) ? "NaN" : (v > 0 ? "Infinity" : "-Infinity");  // JSON has no such number
+    return;
+  }
+  char buf[32];
+  const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  value.assign(buf, ec == std::errc() ? end : buf);
+  kind = Kind::kNumber;
+}
+
 void SetLevel(Level level) { g_level = level; }
 void SetJson(bool json) { g_json = json; }
 bool IsJson() { return g_json.load(); }
@@ -114,7 +127,17 @@ void Write(Level level, std::string_view message, std::initializer_list<Field> f
     j["ts"] = Timestamp();
     j["level"] = LevelName(level);
     j["msg"] = Scrub(std::string(message));
-    for (const Field& f : fields) j[std::string(f.key)] = Scrub(f.value);
+    for (const Field& f : fields) {
+      nlohmann::json& v = j[std::string(f.key)];
+      if (f.kind == Field::Kind::kBool) {
+        v = f.value == "true";
+      } else if (f.kind == Field::Kind::kNumber) {
+        v = nlohmann::json::parse(f.value, nullptr, /*allow_exceptions=*/false);
+        if (v.is_discarded()) v = f.value;
+      } else {
+        v = Scrub(f.value);
+      }
+    }
     line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   } else {
     line = Timestamp();

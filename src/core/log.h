@@ -9,15 +9,30 @@
 #include <initializer_list>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 namespace courier::log {
 
 enum class Level { kDebug = 0, kInfo, kWarn, kError };
 
+// A value is text, a number or a boolean: JSON logs write numbers and booleans as such (logfmt
+// has no types), so log processors can compare and sum them. Pass counts, ids and durations as
+// numbers, not as their std::to_string.
 struct Field {
+  enum class Kind { kText, kNumber, kBool };
+  Field(std::string_view k, std::string v) : key(k), value(std::move(v)) {}
+  Field(std::string_view k, const char* v) : key(k), value(v) {}
+  Field(std::string_view k, bool v) : key(k), value(v ? "true" : "false"), kind(Kind::kBool) {}
+  template <typename T>
+  requires std::is_integral_v<T> &&
+      (!std::is_same_v<T, bool>)&&(!std::is_same_v<T, char>)Field(std::string_view k, T v)
+      : key(k), value(std::to_string(v)), kind(Kind::kNumber) {}
+  Field(std::string_view k, double v);  // finite: shortest text that reads back; else text
+
   std::string_view key;
-  std::string value;
+  std::string value;  // the text logfmt writes
+  Kind kind = Kind::kText;
 };
 
 void SetLevel(Level level);

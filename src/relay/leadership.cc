@@ -100,8 +100,9 @@ Status Leadership::WaitForExpiry(const StopSignal& stop) {
       }
     }
     if (!logged) {
-      log::Info("waiting for the previous relay's lease to run out",
-                {{"holder", PQgetvalue(res.get(), 0, 1)}, {"ms", Ms(left)}});
+      log::Info(
+          "waiting for the previous relay's lease to run out",
+          {{"holder", PQgetvalue(res.get(), 0, 1)}, {"ms", static_cast<int64_t>(left.count())}});
       logged = true;
     }
     Clock::Real().SleepFor(std::min(left, Duration(200)), stop);
@@ -171,8 +172,8 @@ Status Leadership::Acquire(const StopSignal& stop, bool wait, StopSignal* fence)
   renewer_ = std::thread([this] { Renew(); });
   log::Info(logged ? "took over the outbox" : "holding the outbox lease",
             {{"lease", options_.name},
-             {"epoch", std::to_string(epoch_)},
-             {"lease_ms", Ms(options_.lease)}});
+             {"epoch", epoch_},
+             {"lease_ms", static_cast<int64_t>(options_.lease.count())}});
   return Status::Ok();
 }
 

@@ -4,7 +4,7 @@
 #include "relay/relay_internal.h"
 
 #include <algorithm>
-#include <cstdio>
+#include <cmath>
 #include <mutex>
 #include <unordered_map>
 #include <unordered_set>
@@ -65,15 +65,15 @@ class RelayImpl final : public Relay {
                {"sink", sink_->Describe()},
                {"mode", options_.mode == RelayOptions::Mode::kCdc ? "cdc" : "poll"},
                {"checkpoint", options_.retain ? "retain" : "delete"},
-               {"once", options_.once ? "true" : "false"}});
+               {"once", options_.once}});
     RETURN_IF_ERROR(sink_->Open());
     Status st = Loop();
     source_->Close();
     if (leadership_) leadership_->Release();
     SetState(RelayStats::State::kStopped, st.ok() ? "" : st.ToString());
     const RelayStats s = stats();
-    log::Info("relay stopped", {{"published", std::to_string(s.published)},
-                                {"dead_lettered", std::to_string(s.dead_lettered)},
+    log::Info("relay stopped", {{"published", s.published},
+                                {"dead_lettered", s.dead_lettered},
                                 {"result", st.ok() ? "ok" : st.ToString()}});
     return st;
   }
@@ -105,7 +105,7 @@ class RelayImpl final : public Relay {
     }
     if (options_.once) return st;
     const Duration delay = backoff_.Next();
-    log::Warn("retrying", {{"error", st.ToString()}, {"in_ms", std::to_string(delay.count())}});
+    log::Warn("retrying", {{"error", st.ToString()}, {"in_ms", delay.count()}});
     Clock::Real().SleepFor(delay, stop_);
     return Status::Ok();
   }
@@ -259,13 +259,11 @@ class RelayImpl final : public Relay {
     const RelayStats s = stats();
     if (s.published != progress_published_ || s.dead_lettered != progress_dead_) {
       const double secs = std::chrono::duration<double>(now - progress_since_).count();
-      char rate[32];
-      std::snprintf(rate, sizeof rate, "%.0f",
-                    static_cast<double>(s.published - progress_published_) / secs);
-      log::Info("progress", {{"published", std::to_string(s.published)},
+      const double rate = std::round(static_cast<double>(s.published - progress_published_) / secs);
+      log::Info("progress", {{"published", s.published},
                              {"per_second", rate},
-                             {"dead_lettered", std::to_string(s.dead_lettered)},
-                             {"retries", std::to_string(s.retries)}});
+                             {"dead_lettered", s.dead_lettered},
+                             {"retries", s.retries}});
     }
     progress_published_ = s.published;
     progress_dead_ = s.dead_lettered;
@@ -296,7 +294,7 @@ class RelayImpl final : public Relay {
           log::Warn("cleaning published rows failed; will retry",
                     {{"error", removed.status().ToString()}});
         } else if (*removed > 0) {
-          log::Info("deleted published rows past retention", {{"rows", std::to_string(*removed)}});
+          log::Info("deleted published rows past retention", {{"rows", *removed}});
         }
         next_cleanup = Clock::Real().Now() + options_.cleanup_interval;
       }
@@ -324,7 +322,7 @@ class RelayImpl final : public Relay {
       Status st = PublishAndCheckpoint(*batch);
       if (st.code() == StatusCode::kFenced && leadership_) {
         log::Warn("not published: this relay is fenced; standing down",
-                  {{"events", std::to_string(batch->size())}, {"error", st.message()}});
+                  {{"events", batch->size()}, {"error", st.message()}});
         StandDown();
         continue;
       }
@@ -362,7 +360,7 @@ class RelayImpl final : public Relay {
     for (Rejected& r : rejected) {
       r.status = failed_status();
       log::Error("malformed event; parked in the dead-letter table",
-                 {{"id", std::to_string(r.id)}, {"error", r.error}});
+                 {{"id", r.id}, {"event_id", r.event_id}, {"error", r.error}});
       if (park() && !r.aggregate_id.empty()) {
         malformed_at.emplace(AggregateOf(r.aggregate_type, r.aggregate_id), r.id);
       }
@@ -435,10 +433,9 @@ class RelayImpl final : public Relay {
       connected_ = false;
       return st.WithContext("checkpoint");
     }
-    log::Debug("batch",
-               {{"events", std::to_string(batch.size())},
-                {"publish_us", std::to_string(Micros(publish_end - publish_start))},
-                {"checkpoint_us", std::to_string(Micros(Clock::Real().Now() - publish_end))}});
+    log::Debug("batch", {{"events", batch.size()},
+                         {"publish_us", Micros(publish_end - publish_start)},
+                         {"checkpoint_us", Micros(Clock::Real().Now() - publish_end)}});
     const int64_t now_us = std::chrono::duration_cast<std::chrono::microseconds>(
                                std::chrono::system_clock::now().time_since_epoch())
                                .count();

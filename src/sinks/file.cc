@@ -65,9 +65,7 @@ class FileSink final : public Sink {
     ASSIGN_OR_RETURN(const off_t complete, CompleteLength(st.st_size));
     if (complete < st.st_size) {
       log::Warn("cutting an incomplete last line off the file (a write was interrupted)",
-                {{"file", path_},
-                 {"bytes", std::to_string(st.st_size - complete)},
-                 {"kept_bytes", std::to_string(complete)}});
+                {{"file", path_}, {"bytes", st.st_size - complete}, {"kept_bytes", complete}});
       if (::ftruncate(fd_, complete) != 0 || ::fsync(fd_) != 0) {
         return RetriableError("cannot cut the incomplete last line off " + path_ + ": " + Errno());
       }

@@ -242,7 +242,7 @@ class KafkaSink final : public Sink {
       }
       if (stop_deadline && now >= *stop_deadline) {
         log::Warn("shutdown: giving up waiting for broker acks; the events stay in the outbox",
-                  {{"pending", std::to_string(pending_)}});
+                  {{"pending", pending_}});
         return;
       }
       char fatal[256];
@@ -250,8 +250,8 @@ class KafkaSink final : public Sink {
       if (now >= next_warning) {
         const auto waited = std::chrono::duration_cast<std::chrono::seconds>(now - started);
         log::Warn("waiting for Kafka acks; is the broker reachable?",
-                  {{"pending", std::to_string(pending_)},
-                   {"waited_s", std::to_string(waited.count())},
+                  {{"pending", pending_},
+                   {"waited_s", waited.count()},
                    {"sink", Describe()},
                    {"last_error", last_error_}});
         next_warning = now + std::chrono::seconds(30);

@@ -1065,7 +1065,7 @@ class PostgresCdcSource final : public Source {
       batch->events.push_back(d.event);
     } else {
       batch->malformed.push_back(
-          {pos, d.error, kParked, d.event.aggregate_type, d.event.aggregate_id});
+          {pos, d.error, kParked, d.event.aggregate_type, d.event.aggregate_id, d.event.event_id});
     }
     handed_.push_back(pos);
     inflight_.emplace(pos, Inflight{d.row_id, txs_.back().seq, std::move(d.event), xid_});

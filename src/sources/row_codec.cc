@@ -97,8 +97,8 @@ Status AddOutboxRow(const OutboxRow& row, FetchedBatch* batch) {
     return Status::Ok();
   }
   if (!row.id || !ParseInt64(*row.id)) return InvalidArgumentError(d.error);
-  batch->malformed.push_back(
-      {d.event.id, d.error, kParked, d.event.aggregate_type, d.event.aggregate_id});
+  batch->malformed.push_back({d.event.id, d.error, kParked, d.event.aggregate_type,
+                              d.event.aggregate_id, d.event.event_id});
   return Status::Ok();
 }
 

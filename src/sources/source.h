@@ -114,6 +114,7 @@ struct Rejected {
   // Its aggregate, when known: under the park policy the later events of it wait.
   std::string aggregate_type;
   std::string aggregate_id;
+  std::string event_id;  // as read, when known (for the log line)
 };
 
 struct FetchedBatch {

@@ -220,7 +220,12 @@ TEST(Cli, ConfigCheckNamesTheLineAndHidesSecrets) {
 // --log-format json: one JSON object per line, for log shippers; secrets redacted there too.
 TEST(Cli, JsonLogsAreOneObjectPerLine) {
   TestDb db = TestDb::Make(true);
-  ASSERT_OK(db.Transaction({InsertEventSql(NewUuidV7(), "a", 1)}));
+  const std::string malformed_id = NewUuidV7();
+  ASSERT_OK(db.Transaction(
+      {InsertEventSql(NewUuidV7(), "a", 1),
+       "INSERT INTO courier_outbox (event_id, aggregate_type, aggregate_id, event_type, payload,"
+       " headers) VALUES ('" +
+           malformed_id + "', 'order', 'b', 'Odd', '{}', '[1]')"}));
   const std::string source = "postgres://postgres:hunter2-secret@" +
                              db.url.substr(std::string("postgres://postgres@").size());
   CommandResult r =
@@ -232,15 +237,25 @@ TEST(Cli, JsonLogsAreOneObjectPerLine) {
   EXPECT_EQ(bad.exit_code, 2);
   const nlohmann::json error = nlohmann::json::parse(bad.err, nullptr, false);
   EXPECT_TRUE(error.is_object() && error.value("level", "") == "error") << bad.err;
+  EXPECT_EQ(error.value("exit_code", nlohmann::json()), 2) << "numbers are numbers: " << bad.err;
   std::stringstream lines(r.err);
   int parsed = 0;
+  std::map<std::string, nlohmann::json> by_msg;
   for (std::string line; std::getline(lines, line);) {
     const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
     ASSERT_TRUE(j.is_object()) << line;
     EXPECT_TRUE(j.contains("ts") && j.contains("level") && j.contains("msg")) << line;
+    by_msg[j.value("msg", "")] = j;
     ++parsed;
   }
   EXPECT_GE(parsed, 3);
+  const nlohmann::json& stopped = by_msg["relay stopped"];
+  EXPECT_EQ(stopped.value("published", nlohmann::json()), 1) << r.err;
+  EXPECT_EQ(stopped.value("dead_lettered", nlohmann::json()), 1) << r.err;
+  EXPECT_EQ(by_msg["relay starting"].value("once", nlohmann::json()), true) << r.err;
+  const nlohmann::json& malformed = by_msg["malformed event; parked in the dead-letter table"];
+  EXPECT_EQ(malformed.value("event_id", ""), malformed_id) << r.err;
+  EXPECT_TRUE(malformed.value("id", nlohmann::json()).is_number_integer()) << r.err;
   EXPECT_NE(r.err.find("\"msg\":\"relay stopped\""), std::string::npos) << r.err;
   EXPECT_EQ(r.err.find("hunter2-secret"), std::string::npos) << r.err;
 }
