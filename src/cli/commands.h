@@ -46,6 +46,7 @@ struct DeadLettersOptions {
   std::vector<int64_t> ids;
   bool all = false;
   int64_t limit = 100;
+  bool json = false;  // list: JSON Lines, one dead letter per line
 };
 // `courier dead-letters`: list the parked events, queue them for the relay to publish again,
 // or drop them (cli/dead_letters.cc).

@@ -1,18 +1,27 @@
 // `courier dead-letters list|retry|drop`: the operator's side of the dead-letter table
 // (relay/dead_letters.h).
+#include <algorithm>
 #include <cstdio>
 #include <map>
+#include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "core/encoding.h"
 #include "relay/dead_letters.h"
 
 namespace courier::cli {
 namespace {
 
-std::string Shorten(std::string text, size_t max) {
+// Keeps a record on one line of the table.
+std::string OneLine(std::string text) {
   for (char& c : text) {
-    if (c == '\n' || c == '\t') c = ' ';
+    if (c == '\n' || c == '\t' || c == '\r') c = ' ';
   }
+  return text;
+}
+
+std::string Shorten(std::string text, size_t max) {
+  text = OneLine(std::move(text));
   if (text.size() > max) text = text.substr(0, max - 3) + "...";
   return text;
 }
@@ -28,9 +37,26 @@ std::string TableFlags(const DeadLettersOptions& o) {
   return flags;
 }
 
+// One JSON object per line (JSON Lines), oldest first: `jq` reads the stream as it is
+// (`courier dead-letters list --json | jq -r 'select(.status == "parked") | .id'`), `jq -s`
+// makes it an array. Nothing else goes to stdout, and no line at all when there are none.
+void PrintJson(const DeadLetter& d, const std::string& outbox) {
+  const nlohmann::json extra = {
+      {"id", d.event.id},   {"outbox", outbox},       {"outbox_id", d.event.row_id},
+      {"status", d.status}, {"attempts", d.attempts}, {"failed_at", d.failed_at},
+      {"sink", d.sink},     {"error", d.error}};
+  std::printf("%s\n", EventToJsonLine(d.event, extra.dump(-1, ' ', false,
+                                                          nlohmann::json::error_handler_t::replace))
+                          .c_str());
+}
+
 int List(DeadLetterStore& store, const DeadLettersOptions& o) {
   auto rows = store.List(static_cast<size_t>(o.limit));
   if (!rows.ok()) return Fail(rows.status());
+  if (o.json) {
+    for (const DeadLetter& d : *rows) PrintJson(d, o.outbox_table);
+    return 0;
+  }
   if (rows->empty()) {
     std::printf("no dead letters of outbox %s in %s\n", o.outbox_table.c_str(),
                 o.dead_letter_table.c_str());
@@ -43,12 +69,13 @@ int List(DeadLetterStore& store, const DeadLettersOptions& o) {
   std::map<std::string, int> by_status;
   for (const DeadLetter& d : *rows) {
     ++by_status[d.status];
+    // The error last and whole: it is what the operator needs to fix the cause.
     std::printf("%-8lld %-8s %-8lld %-24s %-18s %-36s %-20s %s\n",
                 static_cast<long long>(d.event.id), d.status.c_str(),
                 static_cast<long long>(d.attempts),
                 Shorten(d.event.aggregate_type + "/" + d.event.aggregate_id, 24).c_str(),
                 Shorten(d.event.event_type, 18).c_str(), d.event.event_id.c_str(),
-                d.failed_at.c_str(), Shorten(d.error, 120).c_str());
+                d.failed_at.c_str(), OneLine(d.error).c_str());
   }
   std::string summary;
   for (const auto& [status, n] : by_status) {
@@ -63,6 +90,54 @@ int List(DeadLetterStore& store, const DeadLettersOptions& o) {
         TableFlags(o).c_str());
   }
   return 0;
+}
+
+std::string IdList(const std::vector<int64_t>& ids) {
+  std::string out;
+  for (int64_t id : ids) out += (out.empty() ? "" : ", ") + std::to_string(id);
+  return out;
+}
+
+// The ids asked for that `done` does not hold, said on stderr: those that are no dead letter
+// of the outbox, and (retry) those whose status cannot be retried. kNotFound when none of the
+// ids was acted on, so that a script sees it failed.
+Status ReportMissed(DeadLetterStore& store, const DeadLettersOptions& o,
+                    const std::vector<int64_t>& done) {
+  std::vector<int64_t> missed;
+  for (int64_t id : o.ids) {
+    if (!std::binary_search(done.begin(), done.end(), id) &&
+        std::find(missed.begin(), missed.end(), id) == missed.end()) {
+      missed.push_back(id);
+    }
+  }
+  if (missed.empty()) return Status::Ok();
+  auto found = store.Find(missed);
+  if (!found.ok()) return found.status();
+  std::vector<int64_t> unknown;
+  std::string not_parked;
+  for (int64_t id : missed) {
+    auto it = std::find_if(found->begin(), found->end(),
+                           [id](const DeadLetter& d) { return d.event.id == id; });
+    if (it == found->end()) {
+      unknown.push_back(id);
+    } else {
+      not_parked += (not_parked.empty() ? "" : ", ") + std::to_string(id) + " is " + it->status;
+    }
+  }
+  std::string what;
+  if (!unknown.empty()) {
+    what = "no dead letter of outbox " + o.outbox_table + " in " + o.dead_letter_table +
+           " has id " + IdList(unknown);
+  }
+  if (!not_parked.empty()) {
+    what += (what.empty() ? "" : "; ") + std::string("not queued: ") + not_parked +
+            " (only parked or skipped ones are retried; held ones follow the parked event of "
+            "their aggregate)";
+  }
+  if (done.empty())
+    return NotFoundError(what + " (see: courier dead-letters list" + TableFlags(o) + ")");
+  std::fprintf(stderr, "courier: warning: %s\n", what.c_str());
+  return Status::Ok();
 }
 
 }  // namespace
@@ -80,18 +155,26 @@ int RunDeadLetters(const DeadLettersOptions& o) {
   if (o.action == "list") return List(**store, o);
   const std::vector<int64_t> ids = o.all ? std::vector<int64_t>{} : o.ids;
   if (o.action == "retry") {
-    auto n = (*store)->Retry(ids);
-    if (!n.ok()) return Fail(n.status());
+    auto queued = (*store)->Retry(ids);
+    if (!queued.ok()) return Fail(queued.status());
+    if (!o.all) {
+      if (Status st = ReportMissed(**store, o, *queued); !st.ok()) return Fail(st);
+    }
     std::printf(
-        "queued %lld dead letter(s) of outbox %s for retry; its active relay publishes them, "
+        "queued %zu dead letter(s) of outbox %s for retry%s%s; its active relay publishes them, "
         "then the events held behind them, within a second\n",
-        static_cast<long long>(*n), o.outbox_table.c_str());
+        queued->size(), o.outbox_table.c_str(), queued->empty() ? "" : ": ",
+        IdList(*queued).c_str());
     return 0;
   }
-  auto n = (*store)->Drop(ids);
-  if (!n.ok()) return Fail(n.status());
-  std::printf("dropped %lld dead letter(s) of outbox %s; events held behind them go out next\n",
-              static_cast<long long>(*n), o.outbox_table.c_str());
+  auto dropped = (*store)->Drop(ids);
+  if (!dropped.ok()) return Fail(dropped.status());
+  if (!o.all) {
+    if (Status st = ReportMissed(**store, o, *dropped); !st.ok()) return Fail(st);
+  }
+  std::printf("dropped %zu dead letter(s) of outbox %s%s%s; events held behind them go out next\n",
+              dropped->size(), o.outbox_table.c_str(), dropped->empty() ? "" : ": ",
+              IdList(*dropped).c_str());
   return 0;
 }
 

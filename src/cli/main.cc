@@ -174,10 +174,20 @@ int RunMigrate(const std::string& source, const TableNames& tables, const std::s
   auto is_cdc = ParseMode(mode);
   if (!is_cdc.ok()) return Fail(is_cdc.status());
   cdc.enabled = *is_cdc;
-  Status st = Migrate(source, tables, cdc, &g_stop);
+  MigrateReport report;
+  Status st = Migrate(source, tables, cdc, &g_stop, &report);
   if (!st.ok()) return Fail(st);
-  std::printf("migrated %s: tables %s, %s ready%s\n", RedactUrl(source).c_str(),
-              tables.outbox.c_str(), tables.dead_letter.c_str(),
+  auto join = [](const std::vector<std::string>& names) {
+    std::string out;
+    for (const std::string& n : names) out += (out.empty() ? "" : ", ") + n;
+    return out;
+  };
+  std::string what;
+  if (!report.created.empty()) what = "created tables " + join(report.created);
+  if (!report.existing.empty()) {
+    what += (what.empty() ? "" : "; ") + std::string("already there: ") + join(report.existing);
+  }
+  std::printf("migrated %s: %s%s\n", RedactUrl(source).c_str(), what.c_str(),
               cdc.enabled ? "; publication and replication slot ready" : "");
   return 0;
 }
@@ -723,6 +733,8 @@ int Main(int argc, char** argv) {
       ->type_name("NAME")
       ->capture_default_str();
   dead->add_flag("--all", dlo.all, "retry/drop: every dead letter of the outbox");
+  dead->add_flag("--json", dlo.json,
+                 "list: one JSON object per dead letter and line (JSON Lines), oldest first");
   dead->add_option("--limit", dlo.limit, "list: show at most the newest N")
       ->type_name("N")
       ->capture_default_str()

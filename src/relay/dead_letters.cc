@@ -33,11 +33,19 @@ std::string OwnedBy(const std::string& outbox) { return "outbox = " + QuoteLiter
 // The event of a dead letter through the row codec every source uses: a row that still
 // cannot be an event (parked for a NULL column, say, and retried unfixed) is parked again.
 // `row.id` is the outbox row's id; the event's id becomes the dead letter's.
+// A CDC logical message has no outbox row (outbox_id 0 here): its problems are named after the
+// dead letter instead.
 void Decode(DeadLetter* d, int64_t dead_letter_id, OutboxRow row) {
   DecodedRow decoded = DecodeOutboxRow(row);
   d->event = std::move(decoded.event);
   d->event.id = dead_letter_id;
   d->decode_error = std::move(decoded.error);
+  constexpr std::string_view kNoRow = "outbox row 0: ";
+  if (d->decode_error.rfind(kNoRow, 0) == 0) {
+    d->decode_error =
+        "dead letter " + std::to_string(dead_letter_id) +
+        " (a logical message, no outbox row): " + d->decode_error.substr(kNoRow.size());
+  }
 }
 
 class PostgresDeadLetters final : public DeadLetterStore {
@@ -117,17 +125,21 @@ class PostgresDeadLetters final : public DeadLetterStore {
     return rows;
   }
 
-  Result<int64_t> Retry(std::span<const int64_t> ids) override {
-    return Count("UPDATE " + table_ + " SET status = 'retry' WHERE " + mine_ +
-                     " AND status IN ('parked', 'skipped')" +
-                     (ids.empty() ? "" : " AND id = ANY($1::int8[])"),
-                 ids);
+  Result<std::vector<DeadLetter>> Find(std::span<const int64_t> ids) override {
+    return Rows(select_ + " AND id = ANY($1::int8[]) ORDER BY id", {IdArray(ids)});
   }
 
-  Result<int64_t> Drop(std::span<const int64_t> ids) override {
-    return Count("DELETE FROM " + table_ + " WHERE " + mine_ +
-                     (ids.empty() ? "" : " AND id = ANY($1::int8[])"),
-                 ids);
+  Result<std::vector<int64_t>> Retry(std::span<const int64_t> ids) override {
+    return Ids("UPDATE " + table_ + " SET status = 'retry' WHERE " + mine_ +
+                   " AND status IN ('parked', 'skipped')" +
+                   (ids.empty() ? "" : " AND id = ANY($1::int8[])") + " RETURNING id",
+               ids);
+  }
+
+  Result<std::vector<int64_t>> Drop(std::span<const int64_t> ids) override {
+    return Ids("DELETE FROM " + table_ + " WHERE " + mine_ +
+                   (ids.empty() ? "" : " AND id = ANY($1::int8[])") + " RETURNING id",
+               ids);
   }
 
  private:
@@ -140,11 +152,17 @@ class PostgresDeadLetters final : public DeadLetterStore {
     return out + "\"";
   }
 
-  Result<int64_t> Count(const std::string& sql, std::span<const int64_t> ids) {
+  // The ids a statement returned, in id order.
+  Result<std::vector<int64_t>> Ids(const std::string& sql, std::span<const int64_t> ids) {
     PgParams params;
     if (!ids.empty()) params.push_back(IdArray(ids));
     ASSIGN_OR_RETURN(PgResult res, PgExec(conn_.get(), sql, params));
-    return ParseInt64(PQcmdTuples(res.get())).value_or(0);
+    std::vector<int64_t> out;
+    for (int i = 0; i < PQntuples(res.get()); ++i) {
+      out.push_back(ParseInt64(PQgetvalue(res.get(), i, 0)).value_or(0));
+    }
+    std::sort(out.begin(), out.end());
+    return out;
   }
 
   Result<std::vector<DeadLetter>> Rows(const std::string& sql, const PgParams& params) {
@@ -254,15 +272,20 @@ class SqliteDeadLetters final : public DeadLetterStore {
     return rows;
   }
 
-  Result<int64_t> Retry(std::span<const int64_t> ids) override {
-    return Count("UPDATE " + table_ + " SET status = 'retry' WHERE " + mine_ +
-                 " AND status IN ('parked', 'skipped')" +
-                 (ids.empty() ? "" : " AND id IN " + IdList(ids)));
+  Result<std::vector<DeadLetter>> Find(std::span<const int64_t> ids) override {
+    if (ids.empty()) return std::vector<DeadLetter>{};
+    return Rows(select_ + " AND id IN " + IdList(ids) + " ORDER BY id");
   }
 
-  Result<int64_t> Drop(std::span<const int64_t> ids) override {
-    return Count("DELETE FROM " + table_ + " WHERE " + mine_ +
-                 (ids.empty() ? "" : " AND id IN " + IdList(ids)));
+  Result<std::vector<int64_t>> Retry(std::span<const int64_t> ids) override {
+    return Ids("UPDATE " + table_ + " SET status = 'retry' WHERE " + mine_ +
+               " AND status IN ('parked', 'skipped')" +
+               (ids.empty() ? "" : " AND id IN " + IdList(ids)) + " RETURNING id");
+  }
+
+  Result<std::vector<int64_t>> Drop(std::span<const int64_t> ids) override {
+    return Ids("DELETE FROM " + table_ + " WHERE " + mine_ +
+               (ids.empty() ? "" : " AND id IN " + IdList(ids)) + " RETURNING id");
   }
 
  private:
@@ -283,9 +306,17 @@ class SqliteDeadLetters final : public DeadLetterStore {
     return Text(s, col);
   }
 
-  Result<int64_t> Count(const std::string& sql) {
-    RETURN_IF_ERROR(SqliteExec(db_.get(), sql));
-    return static_cast<int64_t>(sqlite3_changes(db_.get()));
+  // The ids a statement returned (SQLite 3.35+ RETURNING), in id order.
+  Result<std::vector<int64_t>> Ids(const std::string& sql) {
+    ASSIGN_OR_RETURN(SqliteStmt stmt, SqlitePrepare(db_.get(), sql));
+    std::vector<int64_t> out;
+    int rc;
+    while ((rc = sqlite3_step(stmt.get())) == SQLITE_ROW) {
+      out.push_back(sqlite3_column_int64(stmt.get(), 0));
+    }
+    if (rc != SQLITE_DONE) return SqliteError(db_.get(), rc, "update dead letters");
+    std::sort(out.begin(), out.end());
+    return out;
   }
 
   Result<std::vector<DeadLetter>> Rows(const std::string& sql) {

@@ -64,11 +64,13 @@ class DeadLetterStore {
 
   // Newest last; `limit` rows at most.
   virtual Result<std::vector<DeadLetter>> List(size_t limit) = 0;
+  // The rows of these ids (those of this outbox that exist), in id order.
+  virtual Result<std::vector<DeadLetter>> Find(std::span<const int64_t> ids) = 0;
   // Queues parked or skipped rows for the relay to publish again (every one when `ids` is
-  // empty); returns how many.
-  virtual Result<int64_t> Retry(std::span<const int64_t> ids) = 0;
-  // Deletes rows of any status (every one when `ids` is empty); returns how many.
-  virtual Result<int64_t> Drop(std::span<const int64_t> ids) = 0;
+  // empty); returns the ids queued.
+  virtual Result<std::vector<int64_t>> Retry(std::span<const int64_t> ids) = 0;
+  // Deletes rows of any status (every one when `ids` is empty); returns the ids deleted.
+  virtual Result<std::vector<int64_t>> Drop(std::span<const int64_t> ids) = 0;
 };
 
 }  // namespace courier

@@ -38,6 +38,19 @@ std::string AggregateOf(const std::string& type, const std::string& id) {
 }
 std::string AggregateOf(const Event& e) { return AggregateOf(e.aggregate_type, e.aggregate_id); }
 
+// Why a dead letter that still cannot be an event is parked again: the row's problem now, and
+// the reason it was parked first when that was another one (a logical message that was not
+// JSON has empty columns now, which alone would hide what was wrong with it).
+std::string StillUnpublishable(const DeadLetter& d) {
+  constexpr std::string_view kFirst = " (first parked for: ";
+  std::string first = d.error;
+  if (const size_t at = first.find(kFirst); at != std::string::npos && first.back() == ')') {
+    first = first.substr(at + kFirst.size(), first.size() - at - kFirst.size() - 1);
+  }
+  if (first.empty() || first == d.decode_error) return d.decode_error;
+  return d.decode_error + std::string(kFirst) + first + ")";
+}
+
 class RelayImpl final : public Relay {
  public:
   RelayImpl(RelayOptions options, std::unique_ptr<Source> source, std::unique_ptr<Sink> sink)
@@ -198,7 +211,8 @@ class RelayImpl final : public Relay {
           if (d.decode_error.empty() && unsendable.count(key) == 0) ++next;
           continue;
         }
-        const Status r = d.decode_error.empty() ? results[next++] : RejectedError(d.decode_error);
+        const Status r =
+            d.decode_error.empty() ? results[next++] : RejectedError(StillUnpublishable(d));
         if (r.ok()) {
           published.push_back(d.event.id);
           continue;

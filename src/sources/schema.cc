@@ -303,17 +303,54 @@ Status MigrateSqlite(sqlite3* db, const TableNames& t) {
   return Status::Ok();
 }
 
+// Every table Migrate{Postgres,Sqlite} creates, in the order it creates them.
+std::vector<std::string> TablesOf(const TableNames& t, bool postgres) {
+  if (!postgres) return {t.outbox, t.dead_letter, t.inbox, t.InboxParked()};
+  return {t.outbox,        t.dead_letter, t.Leases(),     t.inbox,
+          t.InboxParked(), t.CdcSlots(),  t.CdcBackfill()};
+}
+
+// Which of `names` exist now, by `exists(name)`.
+template <typename Exists>
+Result<std::vector<bool>> Existing(const std::vector<std::string>& names, Exists exists) {
+  std::vector<bool> out;
+  for (const std::string& name : names) {
+    ASSIGN_OR_RETURN(bool e, exists(name));
+    out.push_back(e);
+  }
+  return out;
+}
+
+void Report(const std::vector<std::string>& names, const std::vector<bool>& before,
+            MigrateReport* report) {
+  for (size_t i = 0; i < names.size(); ++i) {
+    (before[i] ? report->existing : report->created).push_back(names[i]);
+  }
+}
+
 }  // namespace
 
 Status Migrate(const std::string& source_url, const TableNames& tables, const CdcOptions& cdc,
-               const StopSignal* stop) {
+               const StopSignal* stop, MigrateReport* report) {
   ASSIGN_OR_RETURN(SourceLocation loc, ParseSourceUrl(source_url));
-  if (loc.kind == SourceLocation::Kind::kPostgres) {
+  const bool postgres = loc.kind == SourceLocation::Kind::kPostgres;
+  const std::vector<std::string> names = TablesOf(tables, postgres);
+  if (postgres) {
     RETURN_IF_ERROR(CheckTableNames(tables));
     ASSIGN_OR_RETURN(PgConn conn, PgConnect(loc.target));
     // An existing table the relay cannot use is named before anything changes.
     RETURN_IF_ERROR(CheckTableShapes(conn.get(), tables));
+    std::vector<bool> before;
+    if (report != nullptr) {
+      ASSIGN_OR_RETURN(before, Existing(names, [&](const std::string& name) -> Result<bool> {
+                         ASSIGN_OR_RETURN(PgResult res,
+                                          PgExec(conn.get(), "SELECT to_regclass($1) IS NOT NULL",
+                                                 {QuoteIdent(name)}));
+                         return std::string(PQgetvalue(res.get(), 0, 0)) == "t";
+                       }));
+    }
     RETURN_IF_ERROR(MigratePostgres(conn.get(), tables));
+    if (report != nullptr) Report(names, before, report);
     const StopSignal never;
     if (cdc.enabled) return PrepareCdc(conn.get(), loc.target, tables, cdc, stop ? *stop : never);
     return Status::Ok();
@@ -323,7 +360,24 @@ Status Migrate(const std::string& source_url, const TableNames& tables, const Cd
   }
   ASSIGN_OR_RETURN(SqliteDb db, SqliteOpen(loc.target, /*create=*/true));
   RETURN_IF_ERROR(CheckTableShapes(db.get(), tables));
-  return MigrateSqlite(db.get(), tables);
+  std::vector<bool> before;
+  if (report != nullptr) {
+    ASSIGN_OR_RETURN(before, Existing(names, [&](const std::string& name) -> Result<bool> {
+                       ASSIGN_OR_RETURN(SqliteStmt stmt,
+                                        SqlitePrepare(db.get(),
+                                                      "SELECT 1 FROM sqlite_master WHERE type ="
+                                                      " 'table' AND name = " +
+                                                          QuoteLiteral(name)));
+                       const int rc = sqlite3_step(stmt.get());
+                       if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+                         return SqliteError(db.get(), rc, "read the schema");
+                       }
+                       return rc == SQLITE_ROW;
+                     }));
+  }
+  RETURN_IF_ERROR(MigrateSqlite(db.get(), tables));
+  if (report != nullptr) Report(names, before, report);
+  return Status::Ok();
 }
 
 }  // namespace courier

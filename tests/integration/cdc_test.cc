@@ -157,6 +157,44 @@ TEST_F(CdcTest, DeeplyNestedLogicalMessageIsParked) {
             1);
 }
 
+// A logical message that is not JSON is parked with its reason; `dead-letters retry` of it
+// unfixed parks it again, with that reason, and publishes nothing (it once went out as an
+// event with an empty key, type and value).
+TEST_F(CdcTest, MalformedLogicalMessageRetriedIsParkedAgainNotPublished) {
+  const std::string out = db_->dir.File("events.jsonl");
+  RelayOptions o = TestRelayOptions(db_->url, "file://" + out);
+  o.mode = RelayOptions::Mode::kCdc;
+  BackgroundRelay relay(o);
+  ASSERT_TRUE(WaitStreaming());
+  ASSERT_OK(db_->Transaction({"SELECT pg_logical_emit_message(true, 'courier', 'not json')"}));
+  ASSERT_OK(db_->Transaction({InsertEventSql(NewUuidV7(), "a", 1)}));
+  ASSERT_TRUE(
+      WaitUntil([&] { return relay.stats().published == 1 && relay.stats().dead_lettered == 1; }));
+  const std::string reason = "logical message is not a JSON object: not json";
+  EXPECT_EQ(db_->Count("courier_dead_letter WHERE status = 'parked' AND error = '" + reason + "'"),
+            1);
+
+  const CommandResult retry = RunCourier({"dead-letters", "retry", "--all", "--source", db_->url});
+  ASSERT_EQ(retry.exit_code, 0) << retry.err;
+  EXPECT_NE(retry.out.find("queued 1 dead letter"), std::string::npos) << retry.out;
+  ASSERT_TRUE(WaitUntil([&] {
+    return db_->Count("courier_dead_letter WHERE status = 'parked' AND attempts = 2") == 1;
+  }));
+  EXPECT_EQ(db_->Count("courier_dead_letter WHERE error LIKE '%" + reason + "%'"), 1)
+      << Query1("SELECT error FROM courier_dead_letter");
+  EXPECT_EQ(db_->Count("courier_dead_letter WHERE error LIKE '%outbox row 0%'"), 0)
+      << "a logical message has no outbox row";
+  ASSERT_OK(relay.Stop());
+  std::vector<std::string> lines;
+  std::stringstream text(ReadFile(out));
+  for (std::string line; std::getline(text, line);) lines.push_back(line);
+  ASSERT_EQ(lines.size(), 1u) << ReadFile(out);
+  auto event = EventFromJsonLine(lines[0]);
+  ASSERT_OK(event);
+  EXPECT_EQ(event->aggregate_id, "a");
+  EXPECT_EQ(relay.stats().republished, 0);
+}
+
 // Rows committed before the slot existed go out first; rows committed while the slot is
 // being created are neither lost nor doubled.
 TEST_F(CdcTest, RowsFromBeforeTheSlotArePublishedThenTheStream) {

@@ -167,6 +167,131 @@ TEST(Cli, DeadLettersListRetryAndDrop) {
   EXPECT_NE(empty.out.find("no dead letters"), std::string::npos) << empty.out;
 }
 
+// `dead-letters list` shows each error whole (the last column), and with --json one object per
+// dead letter and line, every field of it, for jq.
+TEST(Cli, DeadLettersListShowsTheWholeErrorAndJsonLines) {
+  TestDb db = TestDb::Make(true);
+  const std::string bad_id = NewUuidV7(), held_id = NewUuidV7();
+  ASSERT_OK(db.Transaction(
+      {"INSERT INTO courier_outbox (event_id, aggregate_type, aggregate_id, event_type, payload,"
+       " headers) VALUES ('" +
+           bad_id + "', 'order', 'a', 'Odd', '{\"seq\":1}', '[1]')",
+       InsertEventSql(held_id, "a", 2)}));
+  ASSERT_EQ(
+      RunCourier({"relay", "--source", db.url, "--sink", "file:///dev/null", "--once"}).exit_code,
+      0);
+  // A broker's error can be long; the end of it is often the useful part.
+  const std::string long_error = "broker says: " + std::string(300, 'x') + " the end";
+  ASSERT_OK(db.Transaction(
+      {"UPDATE courier_dead_letter SET error = '" + long_error + "' WHERE status = 'parked'"}));
+
+  const CommandResult text = RunCourier({"dead-letters", "list", "--source", db.url});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find(long_error + "\n"), std::string::npos) << text.out;
+
+  const CommandResult json = RunCourier({"dead-letters", "list", "--json", "--source", db.url});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  std::vector<nlohmann::json> rows;
+  std::stringstream lines(json.out);
+  for (std::string line; std::getline(lines, line);) {
+    rows.push_back(nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false));
+    ASSERT_TRUE(rows.back().is_object()) << "one JSON object per line: " << line;
+  }
+  ASSERT_EQ(rows.size(), 2u) << json.out;
+  EXPECT_EQ(rows[0]["status"], "parked");
+  EXPECT_EQ(rows[0]["event_id"], bad_id);
+  EXPECT_EQ(rows[0]["error"], long_error);
+  EXPECT_EQ(rows[0]["attempts"], 1);
+  EXPECT_EQ(rows[0]["outbox"], "courier_outbox");
+  EXPECT_EQ(rows[0]["aggregate_type"], "order");
+  EXPECT_EQ(rows[0]["aggregate_id"], "a");
+  EXPECT_EQ(rows[0]["event_type"], "Odd");
+  EXPECT_EQ(rows[0]["payload"], nlohmann::json::parse("{\"seq\":1}"));
+  EXPECT_TRUE(rows[0]["id"].is_number_integer());
+  EXPECT_TRUE(rows[0]["outbox_id"].is_number_integer());
+  EXPECT_EQ(rows[1]["status"], "held");
+  EXPECT_EQ(rows[1]["event_id"], held_id);
+
+  ASSERT_OK(db.Transaction({"DELETE FROM courier_dead_letter"}));
+  const CommandResult none = RunCourier({"dead-letters", "list", "--json", "--source", db.url});
+  EXPECT_EQ(none.exit_code, 0) << none.err;
+  EXPECT_EQ(none.out, "") << "no dead letters: no lines";
+}
+
+// `dead-letters retry|drop` of ids that are no dead letter of the outbox names them; exit 2
+// when none of the ids matched, 0 with a warning when some did.
+TEST(Cli, DeadLettersRetryOrDropOfUnknownIdsNamesThem) {
+  TestDb db = TestDb::Make(false);
+  ASSERT_OK(db.Transaction(
+      {"INSERT INTO courier_outbox (event_id, aggregate_type, aggregate_id, event_type, payload,"
+       " headers) VALUES ('" +
+           NewUuidV7() + "', 'order', 'a', 'Odd', '{}', '[1]')",
+       InsertEventSql(NewUuidV7(), "a", 2)}));
+  ASSERT_EQ(
+      RunCourier({"relay", "--source", db.url, "--sink", "file:///dev/null", "--once"}).exit_code,
+      0);
+  auto store = DeadLetterStore::Open(db.url, TableNames{});
+  ASSERT_OK(store);
+  auto rows = (*store)->List(10);
+  ASSERT_OK(rows);
+  ASSERT_EQ(rows->size(), 2u);
+  const std::string parked = std::to_string((*rows)[0].event.id);
+  const std::string held = std::to_string((*rows)[1].event.id);
+
+  const CommandResult unknown =
+      RunCourier({"dead-letters", "retry", "424242", "434343", "--source", db.url});
+  EXPECT_EQ(unknown.exit_code, 2);
+  EXPECT_NE(unknown.err.find("no dead letter of outbox courier_outbox in courier_dead_letter has"
+                             " id 424242, 434343"),
+            std::string::npos)
+      << unknown.err;
+  const CommandResult only_held = RunCourier({"dead-letters", "retry", held, "--source", db.url});
+  EXPECT_EQ(only_held.exit_code, 2);
+  EXPECT_NE(only_held.err.find("not queued: " + held + " is held"), std::string::npos)
+      << only_held.err;
+  const CommandResult some =
+      RunCourier({"dead-letters", "retry", parked, "424242", "--source", db.url});
+  EXPECT_EQ(some.exit_code, 0) << some.err;
+  EXPECT_NE(some.out.find("queued 1 dead letter(s) of outbox courier_outbox for retry: " + parked),
+            std::string::npos)
+      << some.out;
+  EXPECT_NE(some.err.find("warning: no dead letter of outbox courier_outbox in courier_dead_letter"
+                          " has id 424242"),
+            std::string::npos)
+      << some.err;
+  EXPECT_EQ(db.Count("courier_dead_letter WHERE status = 'retry'"), 1);
+
+  const CommandResult drop_unknown =
+      RunCourier({"dead-letters", "drop", "424242", "--source", db.url});
+  EXPECT_EQ(drop_unknown.exit_code, 2);
+  EXPECT_NE(drop_unknown.err.find("has id 424242"), std::string::npos) << drop_unknown.err;
+  EXPECT_EQ(db.Count("courier_dead_letter"), 2) << "nothing dropped";
+}
+
+// `courier migrate` names every table it created, and those that were already there.
+TEST(Cli, MigrateNamesEveryTableItCreates) {
+  for (const bool postgres : {true, false}) {
+    SCOPED_TRACE(postgres ? "PostgreSQL" : "SQLite");
+    TempDir dir;
+    std::string url = "sqlite://" + dir.File("app.db");
+    if (postgres) {
+      auto fresh = SharedPostgres().NewDatabase();
+      ASSERT_OK(fresh);
+      url = *fresh;
+    }
+    const CommandResult first = RunCourier({"migrate", "--source", url, "--table", "orders"});
+    ASSERT_EQ(first.exit_code, 0) << first.err;
+    const std::string tables =
+        postgres ? "orders, courier_dead_letter, orders_lease, courier_inbox,"
+                   " courier_inbox_parked, orders_cdc_slot, orders_cdc_backfill"
+                 : "orders, courier_dead_letter, courier_inbox, courier_inbox_parked";
+    EXPECT_NE(first.out.find(": created tables " + tables + "\n"), std::string::npos) << first.out;
+    const CommandResult again = RunCourier({"migrate", "--source", url, "--table", "orders"});
+    ASSERT_EQ(again.exit_code, 0) << again.err;
+    EXPECT_NE(again.out.find(": already there: " + tables + "\n"), std::string::npos) << again.out;
+  }
+}
+
 // `courier config check`: everything short of connecting, each error at its key's line;
 // secrets from the environment never printed; TLS/SASL settings reach librdkafka.
 TEST(Cli, ConfigCheckNamesTheLineAndHidesSecrets) {
