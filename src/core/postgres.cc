@@ -85,6 +85,11 @@ Status PgError(PGconn* conn, const PGresult* res) {
   return Status(code, message);
 }
 
+std::string PgSqlState(const PGresult* res) {
+  const char* state = res != nullptr ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr;
+  return state != nullptr ? state : "";
+}
+
 StatusCode PgStatusCode(std::string_view sqlstate) {
   const std::string_view cls = sqlstate.substr(0, 2);
   // The table, column or function is not there: the schema needs courier migrate or fixing.

@@ -46,6 +46,10 @@ Result<PgResult> PgSimple(PGconn* conn, const std::string& sql);
 // Classes the error of a failed result (or of the connection when `res` is null).
 Status PgError(PGconn* conn, const PGresult* res);
 
+// The SQLSTATE of a failed result ("42704"), or "" when there is none (no result, or the
+// connection was lost): for callers that tell one error apart from its class.
+std::string PgSqlState(const PGresult* res);
+
 // The code for a SQLSTATE (PgError's classification): kRetriable, kNotFound,
 // kInvalidArgument, kFailedPrecondition or, for states it does not know, kInternal.
 StatusCode PgStatusCode(std::string_view sqlstate);
