@@ -356,6 +356,32 @@ TEST_F(CdcTest, PublicationDroppedUnderTheSlotHeals) {
   EXPECT_EQ(ExpectDelivered(ReadTopic(*broker_, "order"), ids), 0);
 }
 
+// The publication is dropped and created again while the relay is away, with rows committed
+// in between: the slot cannot decode them (the server ends the stream with undefined_object,
+// told apart by its SQLSTATE), so the relay recreates the slot and publishes the rows waiting
+// in the table.
+TEST_F(CdcTest, PublicationRecreatedUnderTheSlotHeals) {
+  std::set<std::string> ids = Commit(10, 2);
+  {
+    BackgroundRelay relay(Options());
+    ASSERT_TRUE(WaitUntil([&] { return relay.stats().published == 10; }));
+    ASSERT_OK(relay.Stop());
+  }
+  ASSERT_OK(PgQuery(db_->url, "DROP PUBLICATION courier_outbox"));
+  const std::set<std::string> later = Commit(20, 2);
+  ids.insert(later.begin(), later.end());
+  ASSERT_OK(PgQuery(db_->url,
+                    "CREATE PUBLICATION courier_outbox FOR TABLE courier_outbox"
+                    " WITH (publish = 'insert')"));
+  BackgroundRelay relay(Options());
+  ASSERT_TRUE(WaitUntil([&] { return relay.stats().published == 20; }));
+  const std::set<std::string> streamed = Commit(5, 2);
+  ids.insert(streamed.begin(), streamed.end());
+  ASSERT_TRUE(WaitUntil([&] { return relay.stats().published == 25; }));
+  ASSERT_OK(relay.Stop());
+  EXPECT_EQ(ExpectDelivered(ReadTopic(*broker_, "order"), ids), 0);
+}
+
 // Other tables write hundreds of MB of WAL while the outbox is idle: the relay keeps
 // confirming the server's position, so the slot holds back only a bounded amount of WAL.
 TEST_F(CdcTest, IdleOutboxDoesNotPinWal) {
