@@ -14,6 +14,14 @@ namespace courier {
 using Duration = std::chrono::milliseconds;
 using TimePoint = std::chrono::steady_clock::time_point;
 
+// Microseconds since the Unix epoch by the wall clock: timestamps others read (an event's
+// created_at, PostgreSQL's standby status updates), never for measuring time.
+inline int64_t UnixMicrosNow() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 class Clock;
 
 // A stop request, and for a relay's publish path also its lease: a fence.

@@ -1,5 +1,7 @@
 #include "core/postgres.h"
 
+#include <poll.h>
+
 #include <cstring>
 
 #include "core/log.h"
@@ -83,6 +85,11 @@ Status PgError(PGconn* conn, const PGresult* res) {
   const StatusCode code = PgStatusCode(state);
   if (code == StatusCode::kInternal) return InternalError(message + " (SQLSTATE " + state + ")");
   return Status(code, message);
+}
+
+void PgWaitReadable(PGconn* conn, int timeout_ms) {
+  pollfd p{PQsocket(conn), POLLIN, 0};
+  (void)::poll(&p, 1, timeout_ms);
 }
 
 std::string PgSqlState(const PGresult* res) {

@@ -43,6 +43,9 @@ Status PgRun(PGconn* conn, const std::string& sql);
 // connections accept (IDENTIFY_SYSTEM, CREATE_REPLICATION_SLOT, ...).
 Result<PgResult> PgSimple(PGconn* conn, const std::string& sql);
 
+// Waits up to `timeout_ms` until the connection has input to consume (or is closed).
+void PgWaitReadable(PGconn* conn, int timeout_ms);
+
 // Classes the error of a failed result (or of the connection when `res` is null).
 Status PgError(PGconn* conn, const PGresult* res);
 

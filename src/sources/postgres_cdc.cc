@@ -44,12 +44,7 @@ namespace {
 
 using pgoutput::Lsn;
 
-int64_t NowUnixMicros() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
+// A dead letter's bytea payload, as decode($6, 'hex') reads it.
 std::string Hex(std::string_view bytes) {
   static const char* kHex = "0123456789abcdef";
   std::string out;
@@ -387,7 +382,7 @@ class PostgresCdcSource final : public Source {
         if (m.prefix != cdc::kMessagePrefix) return Status::Ok();
         if (!m.transactional) {
           // Written even if its transaction rolled back: publishing it could be a ghost.
-          ledger_.Standalone(m.message_lsn, NowUnixMicros());
+          ledger_.Standalone(m.message_lsn, UnixMicrosNow());
           DecodedRow d = cdc::DecodeLogicalMessage(m, stream_.system_id(), CurrentCommitTime());
           d.error =
               "non-transactional logical message: it is written even when its transaction "
@@ -411,7 +406,7 @@ class PostgresCdcSource final : public Source {
     columns_[r.id] = cdc::OutboxColumnsOf(r);
   }
 
-  int64_t CurrentCommitTime() const { return ledger_.commit_time_us().value_or(NowUnixMicros()); }
+  int64_t CurrentCommitTime() const { return ledger_.commit_time_us().value_or(UnixMicrosNow()); }
 
   // Hands a decoded event to the relay, accounting it to the current transaction.
   void Hand(DecodedRow d, FetchedBatch* batch) {

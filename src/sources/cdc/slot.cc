@@ -1,7 +1,5 @@
 #include "sources/cdc/slot.h"
 
-#include <sys/select.h>
-
 #include <algorithm>
 
 #include "core/clock.h"
@@ -229,12 +227,7 @@ Result<PgResult> CreateSlotCommand(PGconn* conn, PGconn* repl, const std::string
            {"open_for_s", known ? PQgetvalue(oldest->get(), 0, 1) : "?"}});
       next_log = Clock::Real().Now() + Duration(30000);
     }
-    const int fd = PQsocket(repl);
-    fd_set set;
-    FD_ZERO(&set);
-    FD_SET(fd, &set);
-    timeval tv{0, 100000};
-    (void)select(fd + 1, &set, nullptr, nullptr, &tv);
+    PgWaitReadable(repl, 100);
   }
   PgResult res(PQgetResult(repl));
   while (PgResult extra{PQgetResult(repl)}) {

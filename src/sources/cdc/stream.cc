@@ -1,7 +1,5 @@
 #include "sources/cdc/stream.h"
 
-#include <sys/select.h>
-
 #include <chrono>
 
 namespace courier::cdc {
@@ -9,12 +7,6 @@ namespace {
 
 // undefined_object: what pgoutput raises for a publication it cannot find.
 constexpr const char* kUndefinedObject = "42704";
-
-int64_t NowUnixMicros() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 }  // namespace
 
@@ -96,18 +88,15 @@ void ReplicationStream::Wait(const StopSignal& stop, Duration timeout) {
 }
 
 void ReplicationStream::WaitReadable(Duration timeout) {
-  int fd;
+  PGconn* conn;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!repl_) return;
-    fd = PQsocket(repl_.get());
+    conn = repl_.get();
   }
-  fd_set set;
-  FD_ZERO(&set);
-  FD_SET(fd, &set);
-  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(timeout).count();
-  timeval tv{static_cast<time_t>(us / 1000000), static_cast<suseconds_t>(us % 1000000)};
-  (void)select(fd + 1, &set, nullptr, nullptr, &tv);
+  // Outside the lock: the keepalive thread may send meanwhile. Only this thread closes the
+  // connection, so it outlives the wait.
+  PgWaitReadable(conn, static_cast<int>(timeout.count()));
 }
 
 void ReplicationStream::Report(Lsn received, Lsn confirmed, bool force) {
@@ -123,7 +112,7 @@ void ReplicationStream::SendStatusLocked() {
   if (!repl_) return;
   const Lsn confirmed = confirmed_.load();
   const std::string msg =
-      pgoutput::StandbyStatusUpdate(received_.load(), confirmed, NowUnixMicros(), false);
+      pgoutput::StandbyStatusUpdate(received_.load(), confirmed, UnixMicrosNow(), false);
   if (PQputCopyData(repl_.get(), msg.data(), static_cast<int>(msg.size())) == 1) {
     (void)PQflush(repl_.get());
     sent_confirmed_ = confirmed;
