@@ -10,7 +10,11 @@
 //   inventory --bootstrap HOST:PORT --topic orders --db inventory.db [--group inventory]
 //             [--session-timeout-ms N] [--exit-when-idle SECONDS]
 //
-// (--session-timeout-ms: how soon the group hands a dead instance's partitions to another.)
+// (--session-timeout-ms, default 6000: how soon the group hands a dead instance's partitions to
+// another; also how long the dev broker's group waits for members after one left, so a
+// restarted instance gets its partitions within a few seconds.)
+// --exit-when-idle counts from when the instance got its partitions: a slow rebalance is not
+// idleness.
 #include <librdkafka/rdkafka.h>
 #include <sqlite3.h>
 
@@ -48,7 +52,7 @@ std::string Header(const rd_kafka_message_t* msg, const char* name) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string bootstrap, topic, path, group = "inventory", session_timeout_ms = "45000";
+  std::string bootstrap, topic, path, group = "inventory", session_timeout_ms = "6000";
   int idle_exit_s = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
@@ -84,6 +88,7 @@ int main(int argc, char** argv) {
   for (const auto& [k, v] : {std::pair<const char*, std::string>{"bootstrap.servers", bootstrap},
                              {"group.id", group},
                              {"session.timeout.ms", session_timeout_ms},
+                             {"heartbeat.interval.ms", "1000"},
                              {"enable.auto.commit", "false"},
                              {"auto.offset.reset", "earliest"}}) {
     if (rd_kafka_conf_set(conf, k, v.c_str(), error, sizeof error) != RD_KAFKA_CONF_OK) {
@@ -100,10 +105,22 @@ int main(int argc, char** argv) {
   rd_kafka_topic_partition_list_destroy(topics);
 
   const courier::Inbox inbox("inventory");
-  time_t last_message = std::time(nullptr);
+  const time_t start = std::time(nullptr);
+  time_t last_message = start;
+  bool assigned = false;
   long reserved = 0, skipped = 0;
   while (idle_exit_s == 0 || std::time(nullptr) - last_message < idle_exit_s) {
     rd_kafka_message_t* msg = rd_kafka_consumer_poll(consumer, 200);
+    if (!assigned) {
+      rd_kafka_topic_partition_list_t* assignment = nullptr;
+      if (rd_kafka_assignment(consumer, &assignment) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        assigned = assignment->cnt > 0;
+        rd_kafka_topic_partition_list_destroy(assignment);
+      }
+      // Idle from the assignment on; but not waiting forever for a group that never forms.
+      last_message = std::time(nullptr);
+      if (!assigned && idle_exit_s > 0 && last_message - start > 60 + idle_exit_s) break;
+    }
     if (msg == nullptr) continue;
     if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       rd_kafka_message_destroy(msg);

@@ -484,9 +484,9 @@ int RunTail(const TailFlags& f) {
                            "file:///path"));
 }
 
-int RunDevBroker(int brokers, const std::string& bootstrap_file,
+int RunDevBroker(int brokers, int port, const std::string& bootstrap_file,
                  const std::vector<std::string>& topics, int partitions) {
-  auto broker = DevBroker::Start(brokers);
+  auto broker = DevBroker::Start(brokers, port);
   if (!broker.ok()) return Fail(broker.status());
   for (const std::string& t : topics) {
     Status st = (*broker)->CreateTopic(t, partitions);
@@ -828,17 +828,28 @@ int Main(int argc, char** argv) {
 
   // dev-broker
   int brokers = 1;
+  int port = 0;
   int partitions = 4;
   std::string bootstrap_file;
   std::vector<std::string> topics;
   CLI::App* dev = app.add_subcommand(
       "dev-broker",
       "Run the built-in Kafka-protocol broker (librdkafka's mock cluster) for development.\n"
-      "Prints its bootstrap address; any Kafka client can connect. Data lives in memory.");
+      "Prints its bootstrap address; any Kafka client can connect. Data lives in memory.\n"
+      "Each partition keeps only its newest 5 MiB of record batches (at most 100000 batches):\n"
+      "for more, create topics with more --partitions. After a group member leaves, the group\n"
+      "waits that member's session.timeout.ms less 1 s before assigning partitions again\n"
+      "(courier consume asks for 6 s; librdkafka's default is 45 s). See docs/sinks.md.");
   dev->add_option("--brokers", brokers, "Number of brokers")
       ->type_name("N")
       ->capture_default_str()
       ->check(CLI::Range(1, 32));
+  dev->add_option("--port", port,
+                  "Listen on 127.0.0.1:PORT (broker N on PORT+N-1), so a restarted broker is\n"
+                  "where running relays and consumers look for it (0: any free ports)")
+      ->type_name("PORT")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
   dev->add_option("--bootstrap-file", bootstrap_file, "Also write the bootstrap address here")
       ->type_name("FILE");
   dev->add_option("--topic", topics, "Create this topic up front (repeatable)")->type_name("TOPIC");
@@ -944,7 +955,7 @@ int Main(int argc, char** argv) {
   if (*dead) return RunDeadLetters(dlo);
   if (*config) return CheckConfig(app, relay, rf, config_file);
   if (*consume) return RunConsume(cf);
-  if (*dev) return RunDevBroker(brokers, bootstrap_file, topics, partitions);
+  if (*dev) return RunDevBroker(brokers, port, bootstrap_file, topics, partitions);
   if (*demo) return RunDemo(demo_options, g_stop);
   if (*demo_app) return RunDemoApp(app_options);
   return kExitUsage;

@@ -69,6 +69,12 @@ class KafkaMessages final : public MessageSource {
         {"group.id", group},
         {"enable.auto.commit", "false"},
         {"auto.offset.reset", "earliest"},
+        // A restarted consumer gets its partitions within seconds: the group hands a stopped
+        // member's partitions on after this long (the dev broker, after a member left, also
+        // waits this long less a second for the others; librdkafka's 45 s made a restart sit
+        // idle ~43 s). The URL's query may set both.
+        {"session.timeout.ms", "6000"},
+        {"heartbeat.interval.ms", "1000"},
     };
     props.insert(props.end(), url.query.begin(), url.query.end());
     ASSIGN_OR_RETURN(KafkaConf conf, MakeKafkaConf(props));

@@ -2,10 +2,16 @@
 // by any Kafka client. Data lives in this process's memory. For development, the demo and
 // tests; not a production broker.
 //
+// Retention is the mock's, fixed: each partition keeps its newest 5 MiB of record batches
+// (kDevBrokerPartitionBytes), and at most 100 000 batches; older batches are dropped as new
+// ones arrive, so a consumer that falls further behind than that misses them.
+//
 // Thread-safety: methods may be called from any thread.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <thread>
@@ -17,9 +23,28 @@ typedef struct rd_kafka_mock_cluster_s rd_kafka_mock_cluster_t;
 
 namespace courier {
 
+// What one partition of the dev broker keeps (librdkafka's mock cluster, rdkafka_mock.c:
+// max_size and max_cnt of a partition; not configurable).
+inline constexpr size_t kDevBrokerPartitionBytes = 5 * 1024 * 1024;
+inline constexpr size_t kDevBrokerPartitionBatches = 100000;
+
+// The partitions a topic needs on the dev broker to keep `events` events of at most
+// `bytes_per_event` bytes each (record and batch overhead included), and at least `minimum`.
+inline int DevBrokerPartitionsFor(int64_t events, int64_t bytes_per_event, int minimum = 4) {
+  const int64_t by_bytes =
+      (events * bytes_per_event + static_cast<int64_t>(kDevBrokerPartitionBytes) - 1) /
+      static_cast<int64_t>(kDevBrokerPartitionBytes);
+  // One batch per event at worst (a producer that sends each event on its own).
+  const int64_t by_batches = (events + static_cast<int64_t>(kDevBrokerPartitionBatches) - 1) /
+                             static_cast<int64_t>(kDevBrokerPartitionBatches);
+  return static_cast<int>(std::max<int64_t>({minimum, by_bytes, by_batches}));
+}
+
 class DevBroker {
  public:
-  static Result<std::unique_ptr<DevBroker>> Start(int brokers = 1);
+  // `port` 0: the kernel picks the listeners' ports. Otherwise broker i (from 1) listens on
+  // 127.0.0.1:port+i-1, so a restarted broker is found where clients already look for it.
+  static Result<std::unique_ptr<DevBroker>> Start(int brokers = 1, int port = 0);
   ~DevBroker();
 
   // "127.0.0.1:port[,127.0.0.1:port...]"

@@ -1,7 +1,11 @@
 // examples/inventory end to end: the demo's orders service commits orders with their events,
 // the relay publishes them (some twice), the inventory service is SIGKILLed while it reserves
-// stock; afterwards every committed OrderCreated reserved exactly one unit, none twice.
+// stock; afterwards every committed OrderCreated reserved exactly one unit, none twice. And
+// the README's steps, run as written, twice.
 #include <signal.h>
+
+#include <fstream>
+#include <regex>
 
 #include "support/fixtures.h"
 
@@ -70,6 +74,45 @@ TEST(InventoryExample, ReservesStockOncePerOrderThroughDuplicatesAndCrashes) {
       << "one unit per order, never two";
   EXPECT_EQ(SqliteCount(inventory_db, "SELECT count(*) FROM courier_inbox"), created);
   EXPECT_NE(ReadFile(dir.File("inventory.log")).find("duplicates_skipped="), std::string::npos);
+}
+
+// The shell block of examples/inventory/README.md, run as written, then run again in the same
+// shell (the first dev broker still running): only its build directory, /tmp and port 9092
+// are replaced by the test's. Each run prints the orders created and the reservations made;
+// they match.
+TEST(InventoryExample, ReadmeStepsWorkAsWrittenAndRerun) {
+  const std::string readme =
+      ReadFile(std::string(COURIER_SOURCE_DIR) + "/examples/inventory/README.md");
+  const size_t begin = readme.find("```sh\n");
+  ASSERT_NE(begin, std::string::npos);
+  const size_t end = readme.find("```", begin + 6);
+  std::string steps = readme.substr(begin + 6, end - begin - 6);
+  TempDir dir;
+  const std::string build =
+      std::string(COURIER_BINARY).substr(0, std::string(COURIER_BINARY).rfind('/'));
+  ASSERT_NE(steps.find("B=build\n"), std::string::npos) << steps;
+  ASSERT_NE(steps.find("9092"), std::string::npos) << steps;
+  steps = std::regex_replace(steps, std::regex("B=build\n"), "B=" + build + "\n");
+  steps = std::regex_replace(steps, std::regex("/tmp/"), dir.path() + "/");
+  steps = std::regex_replace(steps, std::regex("9092"), std::to_string(FreePort()));
+  std::ofstream(dir.File("steps.sh")) << steps << "echo '-- again'\n" << steps << "kill %1; wait\n";
+  auto walk =
+      Subprocess::Spawn({"/bin/bash", dir.File("steps.sh")}, dir.File("out"), dir.File("err"));
+  ASSERT_OK(walk);
+  ASSERT_EQ(walk->Wait(Duration(120000)), 0) << ReadFile(dir.File("err"));
+  const std::string out = ReadFile(dir.File("out"));
+  // Per run: "inventory: reserved=...", the orders created, then "reservations|units".
+  const std::regex counts(
+      "inventory: reserved=\\d+ duplicates_skipped=\\d+\n(\\d+)\n(\\d+)\\|(\\d+)\n");
+  std::vector<std::string> created;
+  for (std::sregex_iterator it(out.begin(), out.end(), counts), stop; it != stop; ++it) {
+    EXPECT_EQ((*it)[1], (*it)[2]) << out;
+    EXPECT_EQ((*it)[1], (*it)[3]) << out;
+    created.push_back((*it)[1]);
+  }
+  ASSERT_EQ(created.size(), 2u) << out << ReadFile(dir.File("err"));
+  EXPECT_GT(std::stoi(created[0]), 10) << out;
+  EXPECT_EQ(created[0], created[1]) << out;
 }
 
 }  // namespace
