@@ -42,9 +42,12 @@ Result<std::string> NewOutbox(test::PostgresServer& pg, const std::string& name,
   return url;
 }
 
-Result<std::string> StartBroker(const test::TempDir& dir, const std::string& name) {
+// A dev broker whose topic "bench" keeps all `events` (it keeps 5 MiB per partition).
+Result<std::string> StartBroker(const test::TempDir& dir, const std::string& name, int events) {
   const std::string file = dir.File(name);
-  ASSIGN_OR_RETURN(Subprocess broker, test::SpawnCourier({"dev-broker", "--bootstrap-file", file}));
+  ASSIGN_OR_RETURN(Subprocess broker,
+                   test::SpawnCourier({"dev-broker", "--bootstrap-file", file, "--topic", "bench",
+                                       "--partitions", BenchPartitions(events)}));
   if (!test::WaitUntil([&] { return !test::ReadFile(file).empty(); })) {
     return InternalError("cannot start courier dev-broker");
   }
@@ -208,13 +211,13 @@ int main(int argc, char** argv) {
   if (!b.ok()) return Fail(b.status());
   std::fprintf(stderr, "(b) courier cdc → file: %.0f events/s\n", events / *b);
 
-  auto broker_c = StartBroker(dir, "bootstrap-c");
+  auto broker_c = StartBroker(dir, "bootstrap-c", events);
   if (!broker_c.ok()) return Fail(broker_c.status());
   auto c = cdc_run("bench_cdc_kafka", "kafka://" + *broker_c + "/bench");
   if (!c.ok()) return Fail(c.status());
   std::fprintf(stderr, "(c) courier cdc → dev broker: %.0f events/s\n", events / *c);
 
-  auto broker_d = StartBroker(dir, "bootstrap-d");
+  auto broker_d = StartBroker(dir, "bootstrap-d", events);
   if (!broker_d.ok()) return Fail(broker_d.status());
   auto poll_url = NewOutbox(**pg, "bench_poll", false);
   if (!poll_url.ok()) return Fail(poll_url.status());

@@ -11,6 +11,7 @@
 
 #include "core/clock.h"
 #include "core/postgres.h"
+#include "sinks/dev_broker.h"
 
 namespace courier::bench {
 
@@ -32,6 +33,12 @@ inline Status Fill(const std::string& url, int events) {
             .status());
   }
   return PgRun(conn.get(), "VACUUM ANALYZE courier_outbox");
+}
+
+// The partitions a dev broker topic needs to keep `events` of Fill's events (~250 bytes as
+// Kafka records; 512 leaves room) instead of dropping the oldest.
+inline std::string BenchPartitions(int events) {
+  return std::to_string(DevBrokerPartitionsFor(events, 512));
 }
 
 inline double Median(std::vector<double> v) {

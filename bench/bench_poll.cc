@@ -92,7 +92,11 @@ int main(int argc, char** argv) {
     // The dev broker as users run it, its own process; a fresh one per run, because the mock
     // cluster slows down as the messages it holds in memory pile up.
     const std::string bootstrap_file = dir.File("bootstrap-" + std::to_string(run));
-    auto broker = test::SpawnCourier({"dev-broker", "--bootstrap-file", bootstrap_file});
+    // Its topics keep every event (the dev broker keeps 5 MiB per partition).
+    auto broker = test::SpawnCourier({"dev-broker", "--bootstrap-file", bootstrap_file, "--topic",
+                                      "bench-" + std::to_string(run), "--topic",
+                                      "bench-hand-" + std::to_string(run), "--partitions",
+                                      BenchPartitions(events)});
     if (!broker.ok() || !test::WaitUntil([&] { return !test::ReadFile(bootstrap_file).empty(); })) {
       std::fprintf(stderr, "cannot start courier dev-broker\n");
       return 1;

@@ -56,7 +56,9 @@ int main(int argc, char** argv) {
   auto webhook = test::WebhookServer::Start();
   if (!webhook.ok()) return Fail(webhook.status());
   const std::string bootstrap_file = dir.File("bootstrap");
-  auto broker = test::SpawnCourier({"dev-broker", "--bootstrap-file", bootstrap_file});
+  // Its topic keeps every event (the dev broker keeps 5 MiB per partition).
+  auto broker = test::SpawnCourier({"dev-broker", "--bootstrap-file", bootstrap_file, "--topic",
+                                    "order", "--partitions", BenchPartitions(events)});
   if (!broker.ok() || !test::WaitUntil([&] { return !test::ReadFile(bootstrap_file).empty(); })) {
     return Fail(InternalError("cannot start courier dev-broker"));
   }

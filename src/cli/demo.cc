@@ -38,6 +38,7 @@ namespace {
 
 constexpr char kOutboxTopic[] = "orders";
 constexpr char kNaiveTopic[] = "orders-naive";
+constexpr int64_t kDemoBytesPerOrder = 2048;
 
 Status CreateAppTables(sqlite3* db) {
   return SqliteExec(db,
@@ -98,8 +99,12 @@ class Demo {
     rng_.seed(seed_);
     RETURN_IF_ERROR(PrepareWorkdir());
     ASSIGN_OR_RETURN(broker_, DevBroker::Start(1));
-    RETURN_IF_ERROR(broker_->CreateTopic(kOutboxTopic, 4));
-    RETURN_IF_ERROR(broker_->CreateTopic(kNaiveTopic, 4));
+    // The dev broker keeps 5 MiB per partition: enough partitions that every event sent
+    // (~250 bytes; the copies republished after the relay's kills included) is still there
+    // for the count at the end.
+    const int partitions = DevBrokerPartitionsFor(options_.orders, kDemoBytesPerOrder);
+    RETURN_IF_ERROR(broker_->CreateTopic(kOutboxTopic, partitions));
+    RETURN_IF_ERROR(broker_->CreateTopic(kNaiveTopic, partitions));
     outbox_db_ = workdir_ + "/outbox.db";
     naive_db_ = workdir_ + "/naive.db";
     RETURN_IF_ERROR(Migrate("sqlite://" + outbox_db_, TableNames{}));
