@@ -113,6 +113,89 @@ std::string HeadersToJson(const Headers& headers) {
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
+namespace {
+
+// Whether the payload goes into the line as JSON: valid JSON text (nlohmann's syntax check
+// builds nothing, so big integers and duplicate keys pass as they are), not too deep for the
+// readers that parse the line again.
+bool SpliceableJson(std::string_view payload) {
+  return !payload.empty() && JsonDepthWithin(payload) && json::accept(payload);
+}
+
+size_t SkipSpace(std::string_view text, size_t i) {
+  while (i < text.size() &&
+         (text[i] == ' ' || text[i] == '\t' || text[i] == '\n' || text[i] == '\r')) {
+    ++i;
+  }
+  return i;
+}
+
+// The end of the string token that starts at text[i] ('"').
+size_t SkipString(std::string_view text, size_t i) {
+  for (++i; i < text.size(); ++i) {
+    if (text[i] == '\\') {
+      ++i;
+    } else if (text[i] == '"') {
+      return i + 1;
+    }
+  }
+  return text.size();
+}
+
+// The end of the JSON value that starts at text[i].
+size_t SkipValue(std::string_view text, size_t i) {
+  if (i >= text.size()) return i;
+  if (text[i] == '"') return SkipString(text, i);
+  if (text[i] == '{' || text[i] == '[') {
+    size_t depth = 0;
+    for (; i < text.size(); ++i) {
+      const char c = text[i];
+      if (c == '"') {
+        i = SkipString(text, i) - 1;
+      } else if (c == '{' || c == '[') {
+        ++depth;
+      } else if ((c == '}' || c == ']') && --depth == 0) {
+        return i + 1;
+      }
+    }
+    return i;
+  }
+  while (i < text.size() &&
+         std::string_view(",}] \t\n\r").find(text[i]) == std::string_view::npos) {
+    ++i;
+  }
+  return i;
+}
+
+// The text of the last top-level member `key` of `object` (valid JSON text), with the
+// whitespace around it: the bytes as written, where parsing and dumping would turn big integers
+// into floats, drop duplicate keys and sort the others.
+std::optional<std::string_view> MemberText(std::string_view object, std::string_view key) {
+  std::optional<std::string_view> found;
+  size_t i = SkipSpace(object, 0);
+  if (i >= object.size() || object[i] != '{') return found;
+  i = SkipSpace(object, i + 1);
+  while (i < object.size() && object[i] == '"') {
+    const size_t key_end = SkipString(object, i);
+    const json name = json::parse(object.substr(i, key_end - i), nullptr, false);
+    i = SkipSpace(object, key_end);
+    if (i >= object.size() || object[i] != ':') break;
+    // The whitespace around the value is part of it: a payload written with some comes
+    // back with it.
+    const size_t value_start = i + 1;
+    const size_t value_end = SkipSpace(object, SkipValue(object, SkipSpace(object, value_start)));
+    if (name.is_string() && name.get_ref<const std::string&>() == key) {
+      found = object.substr(value_start, value_end - value_start);
+    }
+    i = value_end;
+    if (i >= object.size() || object[i] != ',') break;
+    i = SkipSpace(object, i + 1);
+  }
+  return found;
+}
+
+}  // namespace
+
 std::string EventToJsonLine(const Event& e, std::string_view extra) {
   json j = json::object();
   if (!extra.empty()) {
@@ -127,16 +210,24 @@ std::string EventToJsonLine(const Event& e, std::string_view extra) {
   json h = json::object();
   for (const auto& [k, v] : e.headers) h[k] = v;
   j["headers"] = std::move(h);
-  // Too deep a payload is written as bytes, like one that is not JSON.
-  json payload = JsonDepthWithin(e.payload)
-                     ? json::parse(e.payload, nullptr, /*allow_exceptions=*/false)
-                     : json(json::value_t::discarded);
-  if (!e.payload.empty() && !payload.is_discarded()) {
-    j["payload"] = std::move(payload);
-  } else {
-    j["payload_base64"] = Base64Encode(e.payload);
+  // Not JSON, or too deep: written as bytes.
+  const bool spliced = SpliceableJson(e.payload);
+  if (!spliced) j["payload_base64"] = Base64Encode(e.payload);
+  std::string line = j.dump(-1, ' ', false, json::error_handler_t::replace);
+  if (spliced) {
+    // The payload goes in as committed, byte for byte: big integers, duplicate keys and key
+    // order stay. A line break can only be whitespace between tokens in JSON text (strings
+    // hold them escaped); it becomes a space, so that the line stays one line.
+    line.pop_back();  // the closing '}'
+    line += ",\"payload\":";
+    const size_t start = line.size();
+    line += e.payload;
+    for (size_t i = start; i < line.size(); ++i) {
+      if (line[i] == '\n' || line[i] == '\r') line[i] = ' ';
+    }
+    line += '}';
   }
-  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+  return line;
 }
 
 Result<Event> EventFromJsonLine(std::string_view line) {
@@ -168,7 +259,9 @@ Result<Event> EventFromJsonLine(std::string_view line) {
     }
   }
   if (j.contains("payload")) {
-    e.payload = j["payload"].dump();
+    // The payload's own bytes, not a dump of the parsed value.
+    const std::optional<std::string_view> text = MemberText(line, "payload");
+    e.payload = text ? std::string(*text) : j["payload"].dump();
   } else if (j.contains("payload_base64")) {
     ASSIGN_OR_RETURN(e.payload, Base64Decode(j.value("payload_base64", "")));
   }

@@ -184,14 +184,18 @@ class KafkaSink final : public Sink {
       const std::string topic = ExpandTemplate(topic_template_, e);
       WarmUpTopic(topic);
       KafkaHeaders headers = MakeEventHeaders(e);
+      // The message's timestamp is the event's time (when its transaction wrote it), so that
+      // consumers see event time, not when the relay got to it. 0 (none known, or before
+      // 1970, which Kafka refuses) lets the producer stamp it.
+      const int64_t timestamp_ms = e.created_at_us > 0 ? e.created_at_us / 1000 : 0;
       rd_kafka_resp_err_t err;
       while (true) {
         err = rd_kafka_producev(
             rk, RD_KAFKA_V_TOPIC(topic.c_str()),
             RD_KAFKA_V_KEY(e.aggregate_id.data(), e.aggregate_id.size()),
             RD_KAFKA_V_VALUE(const_cast<char*>(e.payload.data()), e.payload.size()),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(headers.get()),
-            RD_KAFKA_V_OPAQUE(EncodeSlot(i)), RD_KAFKA_V_END);
+            RD_KAFKA_V_TIMESTAMP(timestamp_ms), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_HEADERS(headers.get()), RD_KAFKA_V_OPAQUE(EncodeSlot(i)), RD_KAFKA_V_END);
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) break;
         rd_kafka_poll(rk, 10);
       }

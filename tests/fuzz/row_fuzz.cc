@@ -53,12 +53,15 @@ void CheckJsonRoundTrip(const Event& e) {
       back->created_at_us != e.created_at_us || back->headers != e.headers) {
     std::abort();
   }
-  const json payload = json::parse(e.payload, nullptr, /*allow_exceptions=*/false);
-  if (!e.payload.empty() && !payload.is_discarded()) {
-    if (json::parse(back->payload) != payload) std::abort();
-  } else if (back->payload != e.payload) {
-    std::abort();
+  // The payload comes back byte for byte; JSON text only has its line breaks (whitespace
+  // between tokens) turned into spaces.
+  std::string expected = e.payload;
+  if (!json::parse(line).contains("payload_base64")) {
+    for (char& c : expected) {
+      if (c == '\n' || c == '\r') c = ' ';
+    }
   }
+  if (back->payload != expected) std::abort();
 }
 
 }  // namespace

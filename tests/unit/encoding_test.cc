@@ -30,6 +30,45 @@ TEST(Encoding, JsonLineRoundTripsJsonPayloads) {
   EXPECT_EQ(back->created_at_us, e.created_at_us);
 }
 
+// Parsing and dumping the payload turned big integers into floats, dropped duplicate keys and
+// sorted the others; the line carries the committed bytes instead.
+TEST(Encoding, JsonPayloadIsWrittenAndReadBackByteForByte) {
+  Event e = Sample();
+  e.payload = R"({"b":1,"a":12345678901234567890,"a":2, "f":1.50})";
+  const std::string line = EventToJsonLine(e);
+  EXPECT_NE(line.find(R"("payload":{"b":1,"a":12345678901234567890,"a":2, "f":1.50}})"),
+            std::string::npos)
+      << line;
+  auto back = EventFromJsonLine(line);
+  ASSERT_OK(back);
+  EXPECT_EQ(back->payload, e.payload);
+  EXPECT_EQ(back->event_id, e.event_id);
+
+  e.payload = "12345678901234567890123";
+  EXPECT_EQ(EventFromJsonLine(EventToJsonLine(e))->payload, e.payload) << "a bare number";
+  e.payload = " \t[1, 2] ";
+  EXPECT_EQ(EventFromJsonLine(EventToJsonLine(e))->payload, e.payload) << "whitespace around";
+  e.payload = R"("text with \"payload\": inside")";
+  EXPECT_EQ(EventFromJsonLine(EventToJsonLine(e))->payload, e.payload) << "a bare string";
+}
+
+// A line break in JSON text is whitespace between tokens: a space keeps the line one line.
+TEST(Encoding, PrettyPrintedPayloadStaysOnOneLine) {
+  Event e = Sample();
+  e.payload = "{\n  \"a\": [1,\r\n 2]\n}";
+  const std::string line = EventToJsonLine(e);
+  EXPECT_EQ(line.find('\n'), std::string::npos) << line;
+  EXPECT_EQ(EventFromJsonLine(line)->payload, "{   \"a\": [1,   2] }");
+}
+
+// Keys that only look like the payload's (escaped, nested, inside strings) are not it.
+TEST(Encoding, PayloadMemberIsFoundAtTheTopLevelOnly) {
+  auto e = EventFromJsonLine(
+      R"({"x":{"payload":1},"s":"\"payload\":2","payl\u006fad" : [3, {"k":"]"}] ,"z":0})");
+  ASSERT_OK(e);
+  EXPECT_EQ(e->payload, R"( [3, {"k":"]"}] )");
+}
+
 TEST(Encoding, BinaryPayloadsUseBase64) {
   Event e = Sample();
   e.payload = std::string("\x00\x01\xff not json", 12);
