@@ -324,6 +324,7 @@ struct TailFlags {
   std::string url;
   bool from_beginning = false;
   bool exit_at_end = false;
+  bool wait_for_topic = false;
   long long limit = 0;
 };
 
@@ -339,6 +340,28 @@ int TailKafka(const TailFlags& f, const Url& url) {
   }
   auto reader = KafkaReader::Open(url.hosts, topics, f.from_beginning || f.exit_at_end, url.query);
   if (!reader.ok()) return Fail(reader.status());
+  // Like kcat: a topic that is not there is an error (a typo would otherwise print nothing,
+  // forever), unless asked to wait for it. Either way the reader creates no topic.
+  auto missing = (*reader)->MissingTopics();
+  if (!missing.ok()) return Fail(missing.status());
+  if (!missing->empty()) {
+    std::string names;
+    for (const std::string& t : *missing) names += (names.empty() ? "" : ", ") + t;
+    if (!f.wait_for_topic) {
+      return Fail(
+          NotFoundError("no topic " + names + " on kafka://" + url.hosts +
+                        " (tail creates none; --wait-for-topic waits until it is created)"));
+    }
+    log::Info("waiting for the topic to be created", {{"topics", names}});
+    while (!missing->empty() && Clock::Real().SleepFor(Duration(500), g_stop)) {
+      missing = (*reader)->MissingTopics();
+      if (!missing.ok()) return Fail(missing.status());
+    }
+    if (g_stop.requested()) return 0;
+    // Everything in a topic created after the start is new: read it from its beginning.
+    reader = KafkaReader::Open(url.hosts, topics, /*from_beginning=*/true, url.query);
+    if (!reader.ok()) return Fail(reader.status());
+  }
   long long printed = 0;
   auto print = [&](const KafkaRecord& r) {
     const std::string extra = "{\"topic\":\"" + r.topic +
@@ -769,6 +792,9 @@ int Main(int argc, char** argv) {
   tail->add_option("--limit", tf.limit, "Exit after this many events (0: no limit)")
       ->type_name("N")
       ->check(CLI::Range(0LL, std::numeric_limits<long long>::max()));
+  tail->add_flag("--wait-for-topic", tf.wait_for_topic,
+                 "Kafka: a topic that does not exist yet is waited for (never created), "
+                 "instead of exit 2");
   AddCommonFlags(tail, &common);
 
   // consume

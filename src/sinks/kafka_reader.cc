@@ -1,6 +1,8 @@
 #include "sinks/kafka_reader.h"
 
+#include <algorithm>
 #include <cstring>
+#include <functional>
 
 #include "core/uuid.h"
 
@@ -47,6 +49,10 @@ Result<std::unique_ptr<KafkaReader>> KafkaReader::Open(
       {"enable.auto.commit", "false"},
       {"enable.partition.eof", "true"},
       {"auto.offset.reset", from_beginning ? "earliest" : "latest"},
+      // A reader never creates what it reads: a broker with auto.create.topics.enable would
+      // otherwise create a mistyped topic on a metadata request naming it (see
+      // VisitTopicMetadata for brokers that cannot be told).
+      {"allow.auto.create.topics", "false"},
   };
   all.insert(all.end(), props.begin(), props.end());
   ASSIGN_OR_RETURN(KafkaConf conf, MakeKafkaConf(all));
@@ -62,28 +68,64 @@ Result<std::unique_ptr<KafkaReader>> KafkaReader::Open(
   return reader;
 }
 
+// Metadata requests that name a topic make a broker that does not know it create it when
+// auto.create.topics.enable is on and the request cannot say otherwise (protocol versions
+// before 4, as the dev broker speaks; allow.auto.create.topics=false needs 4). So a topic is
+// named only once it is known to exist; until then every topic is listed, which creates none.
+Status KafkaReader::VisitTopicMetadata(
+    const std::function<void(const rd_kafka_metadata_topic_t&)>& visit) {
+  std::set<std::string> existing;
+  for (const auto& [topic, partition] : assigned_) existing.insert(topic);
+  const bool all_known =
+      existing.size() == std::set<std::string>(topics_.begin(), topics_.end()).size();
+  auto request = [&](rd_kafka_topic_t* only, const std::string& what) -> Status {
+    const rd_kafka_metadata_t* md = nullptr;
+    const rd_kafka_resp_err_t err =
+        rd_kafka_metadata(consumer_.get(), only == nullptr ? 1 : 0, only, &md, 5000);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      return RetriableError("Kafka metadata for " + what + ": " + rd_kafka_err2str(err));
+    }
+    for (int t = 0; t < md->topic_cnt; ++t) {
+      if (std::find(topics_.begin(), topics_.end(), md->topics[t].topic) != topics_.end()) {
+        visit(md->topics[t]);
+      }
+    }
+    rd_kafka_metadata_destroy(md);
+    return Status::Ok();
+  };
+  if (!all_known) return request(nullptr, "the cluster's topics");
+  for (const std::string& topic : topics_) {
+    rd_kafka_topic_t* rkt = rd_kafka_topic_new(consumer_.get(), topic.c_str(), nullptr);
+    Status st = request(rkt, topic);
+    rd_kafka_topic_destroy(rkt);
+    RETURN_IF_ERROR(st);
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<std::string>> KafkaReader::MissingTopics() {
+  std::set<std::string> found;
+  RETURN_IF_ERROR(VisitTopicMetadata([&](const rd_kafka_metadata_topic_t& t) {
+    if (t.err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) found.insert(t.topic);
+  }));
+  std::vector<std::string> missing;
+  for (const std::string& topic : topics_) {
+    if (found.count(topic) == 0) missing.push_back(topic);
+  }
+  return missing;
+}
+
 Status KafkaReader::AssignNewPartitions() {
   const TimePoint now = Clock::Real().Now();
   if (now < next_metadata_) return Status::Ok();
   next_metadata_ = now + std::chrono::milliseconds(500);
   bool added = false;
-  for (const std::string& topic : topics_) {
-    rd_kafka_topic_t* rkt = rd_kafka_topic_new(consumer_.get(), topic.c_str(), nullptr);
-    const rd_kafka_metadata_t* md = nullptr;
-    const rd_kafka_resp_err_t err = rd_kafka_metadata(consumer_.get(), 0, rkt, &md, 5000);
-    rd_kafka_topic_destroy(rkt);
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      return RetriableError(std::string("Kafka metadata for ") + topic + ": " +
-                            rd_kafka_err2str(err));
+  RETURN_IF_ERROR(VisitTopicMetadata([&](const rd_kafka_metadata_topic_t& t) {
+    if (t.err != RD_KAFKA_RESP_ERR_NO_ERROR) return;
+    for (int p = 0; p < t.partition_cnt; ++p) {
+      if (assigned_.emplace(t.topic, t.partitions[p].id).second) added = true;
     }
-    for (int t = 0; t < md->topic_cnt; ++t) {
-      if (md->topics[t].err != RD_KAFKA_RESP_ERR_NO_ERROR) continue;
-      for (int p = 0; p < md->topics[t].partition_cnt; ++p) {
-        if (assigned_.emplace(topic, md->topics[t].partitions[p].id).second) added = true;
-      }
-    }
-    rd_kafka_metadata_destroy(md);
-  }
+  }));
   if (!added) return Status::Ok();
   rd_kafka_topic_partition_list_t* list =
       rd_kafka_topic_partition_list_new(static_cast<int>(assigned_.size()));

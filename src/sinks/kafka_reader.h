@@ -4,6 +4,7 @@
 // Thread-safety: one thread at a time.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <set>
@@ -32,6 +33,9 @@ class KafkaReader {
       const std::string& brokers, std::vector<std::string> topics, bool from_beginning,
       const std::vector<std::pair<std::string, std::string>>& props = {});
 
+  // Which of the topics the cluster does not have (asking creates none). kRetriable when the
+  // cluster does not answer.
+  Result<std::vector<std::string>> MissingTopics();
   // The next record, or nullopt when none arrived within `timeout`. Topics that do not exist
   // yet are looked up again from time to time.
   Result<std::optional<KafkaRecord>> Poll(Duration timeout);
@@ -43,6 +47,8 @@ class KafkaReader {
  private:
   KafkaReader() = default;
   Status AssignNewPartitions();
+  // Calls `visit` with the metadata of each of the topics the cluster has.
+  Status VisitTopicMetadata(const std::function<void(const rd_kafka_metadata_topic_t&)>& visit);
 
   KafkaHandle consumer_;
   std::vector<std::string> topics_;
