@@ -7,6 +7,7 @@
 
 #include "core/clock.h"
 #include "courier/status.h"
+#include "inbox/consume.h"
 
 namespace courier::cli {
 
@@ -51,5 +52,15 @@ struct DeadLettersOptions {
 // `courier dead-letters`: list the parked events, queue them for the relay to publish again,
 // or drop them (cli/dead_letters.cc).
 int RunDeadLetters(const DeadLettersOptions& options);
+
+struct ConsumeParkedOptions {
+  std::string action;  // list, retry or drop
+  std::vector<int64_t> ids;
+  bool all = false;
+  int64_t limit = 100;
+};
+// `courier consume parked`: list a consumer's parked events, deliver them to the handler once
+// more (through the inbox), or drop them (cli/consume_parked.cc).
+int RunConsumeParked(const ConsumeOptions& consume, const ConsumeParkedOptions& options);
 
 }  // namespace courier::cli

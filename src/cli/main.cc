@@ -297,12 +297,13 @@ struct ConsumeFlags {
   ConsumeOptions options;
   std::string handler_timeout = "30s";
   std::string backoff_initial = "200ms";
-  std::string backoff_max = "10s";
+  std::string backoff_max = "30s";
   std::string claim_idle = "30s";
   std::string retention = "0";
+  ConsumeParkedOptions parked;
 };
 
-int RunConsume(ConsumeFlags& f) {
+int RunConsume(ConsumeFlags& f, bool parked) {
   ConsumeOptions o = f.options;
   Duration retention{0};
   for (auto [flag, text, out] :
@@ -315,6 +316,8 @@ int RunConsume(ConsumeFlags& f) {
     if (!st.ok()) return Fail(st);
   }
   o.retention = std::chrono::duration_cast<std::chrono::seconds>(retention);
+  if (parked) return RunConsumeParked(o, f.parked);
+  if (o.from_url.empty()) return Fail(InvalidArgumentError("consume needs --from URL"));
   Status st = RunConsumer(o, g_stop);
   if (!st.ok()) return Fail(st);
   return 0;
@@ -804,9 +807,12 @@ int Main(int argc, char** argv) {
       "Deliver each event of a topic or stream once to a handler in any language, keeping the\n"
       "inbox (courier_inbox) in a database: claim the event_id, call the handler, commit, then\n"
       "acknowledge to the broker. A duplicate is acknowledged without calling the handler.\n"
-      "A failing handler (non-2xx, non-zero exit) is retried with backoff; after\n"
-      "--max-attempts (at once for HTTP 4xx other than 408/429) the event is parked in\n"
-      "courier_inbox_parked with the reason and the next ones go on.\n"
+      "A transient failure (HTTP 5xx, 408, 429, no connection, a timeout, a non-zero exit)\n"
+      "is retried with capped backoff until it passes (or --max-attempts times); a permanent\n"
+      "one (any other HTTP 4xx, an exit code in --permanent-exit-codes) parks the event in\n"
+      "courier_inbox_parked with the reason, and the next ones go on. An unreachable inbox\n"
+      "database is waited for; it parks nothing. `consume parked list|retry|drop` manages\n"
+      "the parked events.\n"
       "From:    kafka://host:port/TOPIC[,TOPIC] (consumer group = --consumer)\n"
       "         redis://host:port/STREAM (consumer group = --consumer)\n"
       "         nats://host:port/SUBJECT (JetStream durable pull consumer = --consumer)\n"
@@ -814,9 +820,8 @@ int Main(int argc, char** argv) {
       "         (amqps:// and nats+tls:// for TLS, with ?cacert=, cert=, key= as for relay)\n"
       "Handler: --to http(s)://host/path (a POST per event, Idempotency-Key, CloudEvents\n"
       "         headers) or --exec 'COMMAND' (/bin/sh -c, the event as a JSON line on stdin)");
-  consume->add_option("--from", cf.options.from_url, "Topic or stream URL")
-      ->type_name("URL")
-      ->required();
+  consume->add_option("--from", cf.options.from_url, "Topic or stream URL (required)")
+      ->type_name("URL");
   consume->add_option("--db", cf.options.db_url, "Database holding the inbox (run migrate)")
       ->type_name("URL")
       ->required();
@@ -825,10 +830,18 @@ int Main(int argc, char** argv) {
       ->required();
   consume->add_option("--to", cf.options.to_url, "Handler URL")->type_name("URL");
   consume->add_option("--exec", cf.options.exec, "Handler command")->type_name("COMMAND");
-  consume->add_option("--max-attempts", cf.options.max_attempts, "Attempts before parking")
+  consume
+      ->add_option("--max-attempts", cf.options.max_attempts,
+                   "Park an event after N transient failures (0: retry until it passes)")
       ->type_name("N")
       ->capture_default_str()
-      ->check(CLI::Range(1, 1000000));
+      ->check(CLI::Range(0, 1000000));
+  consume
+      ->add_option("--permanent-exit-codes", cf.options.permanent_exit_codes,
+                   "--exec exit codes that park the event at once (e.g. 3,65)")
+      ->type_name("CODE,...")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 255));
   consume->add_option("--handler-timeout", cf.handler_timeout, "Per call")
       ->type_name("DURATION")
       ->capture_default_str();
@@ -851,6 +864,26 @@ int Main(int argc, char** argv) {
       ->type_name("DURATION")
       ->capture_default_str();
   AddCommonFlags(consume, &common);
+  CLI::App* parked = consume->add_subcommand(
+      "parked",
+      "The events the handler refused for good (courier_inbox_parked), of --consumer in --db:\n"
+      "  list              show them, oldest first\n"
+      "  retry ID...|--all deliver them to the handler (--to or --exec) once more, through the\n"
+      "                    inbox; handled ones are removed, failing ones stay\n"
+      "  drop ID...|--all  delete them for good");
+  parked->fallthrough();  // --db, --consumer, --to, --exec... are consume's
+  parked->add_option("action", cf.parked.action, "list, retry or drop")
+      ->type_name("ACTION")
+      ->required()
+      ->check(CLI::IsMember({"list", "retry", "drop"}));
+  parked->add_option("ids", cf.parked.ids, "Parked event ids (the ID column of list)")
+      ->type_name("ID")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  parked->add_flag("--all", cf.parked.all, "retry/drop: every parked event of the consumer");
+  parked->add_option("--limit", cf.parked.limit, "list: show at most N")
+      ->type_name("N")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
 
   // dev-broker
   int brokers = 1;
@@ -980,7 +1013,7 @@ int Main(int argc, char** argv) {
   if (*tail) return RunTail(tf);
   if (*dead) return RunDeadLetters(dlo);
   if (*config) return CheckConfig(app, relay, rf, config_file);
-  if (*consume) return RunConsume(cf);
+  if (*consume) return RunConsume(cf, parked->parsed());
   if (*dev) return RunDevBroker(brokers, port, bootstrap_file, topics, partitions);
   if (*demo) return RunDemo(demo_options, g_stop);
   if (*demo_app) return RunDemoApp(app_options);

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <deque>
 #include <fstream>
@@ -20,6 +21,7 @@
 #include "core/subprocess.h"
 #include "core/url.h"
 #include "courier/inbox.h"
+#include "inbox/inbox_db.h"
 #include "sinks/amqp.h"
 #include "sinks/http.h"
 #include "sinks/kafka_reader.h"
@@ -392,75 +394,9 @@ class AmqpMessages final : public MessageSource {
   uint64_t generation_ = 0;
 };
 
-// The inbox's database: one connection, PostgreSQL or SQLite, reopened after a failure.
-class InboxDb {
- public:
-  explicit InboxDb(SourceLocation loc) : loc_(std::move(loc)) {}
-
-  Status Connect() {
-    if (loc_.kind == SourceLocation::Kind::kPostgres) {
-      if (pg_ && PQstatus(pg_.get()) == CONNECTION_OK) return Status::Ok();
-      ASSIGN_OR_RETURN(pg_, PgConnect(loc_.target));
-    } else if (!lite_) {
-      ASSIGN_OR_RETURN(lite_, SqliteOpen(loc_.target, /*create=*/false));
-      sqlite3_busy_timeout(lite_.get(), 10000);
-    }
-    return Status::Ok();
-  }
-
-  // Claims the event and runs `handler` in one transaction; whether the handler ran.
-  Result<bool> Process(const Inbox& inbox, const std::string& event_id,
-                       const std::function<Status()>& handler) {
-    RETURN_IF_ERROR(Connect());
-    if (pg_) return inbox.Process(pg_.get(), event_id, [&](pg_conn*) { return handler(); });
-    return inbox.Process(lite_.get(), event_id, [&](sqlite3*) { return handler(); });
-  }
-
-  Status Park(const std::string& table, const std::string& consumer, const Event& e,
-              const std::string& error, int attempts) {
-    RETURN_IF_ERROR(Connect());
-    const std::string line = EventToJsonLine(e);
-    if (pg_) {
-      return PgExec(pg_.get(),
-                    "INSERT INTO " + QuoteIdent(table) +
-                        " (consumer, event_id, event, error, attempts) VALUES ($1, $2, $3, $4, $5)",
-                    {consumer, e.event_id, line, error, std::to_string(attempts)})
-          .status();
-    }
-    ASSIGN_OR_RETURN(SqliteStmt stmt,
-                     SqlitePrepare(lite_.get(), "INSERT INTO " + QuoteIdent(table) +
-                                                    " (consumer, event_id, event, error, attempts)"
-                                                    " VALUES (?1, ?2, ?3, ?4, ?5)"));
-    sqlite3_stmt* s = stmt.get();
-    sqlite3_bind_text(s, 1, consumer.data(), static_cast<int>(consumer.size()), SQLITE_STATIC);
-    sqlite3_bind_text(s, 2, e.event_id.data(), static_cast<int>(e.event_id.size()), SQLITE_STATIC);
-    sqlite3_bind_text(s, 3, line.data(), static_cast<int>(line.size()), SQLITE_STATIC);
-    sqlite3_bind_text(s, 4, error.data(), static_cast<int>(error.size()), SQLITE_STATIC);
-    sqlite3_bind_int(s, 5, attempts);
-    const int rc = sqlite3_step(s);
-    if (rc != SQLITE_DONE) return SqliteError(lite_.get(), rc, "park");
-    return Status::Ok();
-  }
-
-  Result<int64_t> Prune(const Inbox& inbox, std::chrono::seconds age) {
-    RETURN_IF_ERROR(Connect());
-    if (pg_) return inbox.Prune(pg_.get(), age);
-    return inbox.Prune(lite_.get(), age);
-  }
-
-  void Reset() {
-    pg_.reset();
-    lite_.reset();
-  }
-
- private:
-  SourceLocation loc_;
-  PgConn pg_;
-  SqliteDb lite_;
-};
-
-// Runs the handler command with the event as a JSON line on stdin.
-Status RunCommand(const std::string& command, const Event& e, Duration timeout) {
+// Runs the handler command with the event as a JSON line on stdin. An exit code named
+// permanent is a refusal (kRejected); any other failure is retried.
+Status RunCommand(const ConsumeOptions& o, const Event& e) {
   char path[] = "/tmp/courier-event-XXXXXX";
   const int fd = ::mkstemp(path);
   if (fd < 0) return InternalError("cannot create a temp file for the handler's input");
@@ -471,29 +407,76 @@ Status RunCommand(const std::string& command, const Event& e, Duration timeout) 
   if (!written) {
     st = InternalError("cannot write the handler's input");
   } else {
-    auto child = Subprocess::Spawn({"/bin/sh", "-c", command}, "", "", path);
+    auto child = Subprocess::Spawn({"/bin/sh", "-c", o.exec}, "", "", path);
     if (!child.ok()) {
       st = child.status();
-    } else if (auto code = child->Wait(timeout); !code) {
-      st = RetriableError("handler still running after " + std::to_string(timeout.count()) +
-                          " ms; killed");
+    } else if (auto code = child->Wait(o.handler_timeout); !code) {
+      st = RetriableError("handler still running after " +
+                          std::to_string(o.handler_timeout.count()) + " ms; killed");
     } else if (*code != 0) {
-      st = RetriableError("handler exited with " + std::to_string(*code));
+      const bool permanent = std::find(o.permanent_exit_codes.begin(), o.permanent_exit_codes.end(),
+                                       *code) != o.permanent_exit_codes.end();
+      const std::string what = "handler exited with " + std::to_string(*code);
+      st = permanent ? RejectedError(what + " (a permanent failure)") : RetriableError(what);
     }
   }
   ::unlink(path);
   return st;
 }
 
+// A database error that retrying cannot fix: the inbox or parked table is missing (run
+// migrate). Anything else (the server away, restarting, a lock timeout) is waited out.
+bool PermanentDbError(const Status& st) { return st.code() == StatusCode::kNotFound; }
+
 }  // namespace
 
-Status RunConsumer(const ConsumeOptions& o, const StopSignal& stop) {
+Status ValidateHandler(const ConsumeOptions& o) {
   if (o.consumer.empty()) return InvalidArgumentError("--consumer NAME is required");
   if (o.to_url.empty() == o.exec.empty()) {
     return InvalidArgumentError("give the handler as --to http(s)://... or --exec COMMAND (one)");
   }
-  if (o.max_attempts < 1) return InvalidArgumentError("--max-attempts must be at least 1");
+  if (o.max_attempts < 0) {
+    return InvalidArgumentError("--max-attempts must be 0 (no limit) or more");
+  }
+  for (int code : o.permanent_exit_codes) {
+    if (code < 1 || code > 255) {
+      return InvalidArgumentError("--permanent-exit-codes takes exit codes from 1 to 255, not " +
+                                  std::to_string(code));
+    }
+  }
   if (!o.to_url.empty()) RETURN_IF_ERROR(InitCurl());
+  return Status::Ok();
+}
+
+Status CallHandler(const ConsumeOptions& o, const Event& e) {
+  return o.to_url.empty() ? RunCommand(o, e) : PostEvent(o.to_url, e, o.handler_timeout);
+}
+
+Result<ParkedRetry> RetryParked(const ConsumeOptions& o, InboxDb& db, const ParkedEvent& p) {
+  ASSIGN_OR_RETURN(const Event e, EventFromJsonLine(p.event));
+  const Inbox inbox(o.consumer, o.inbox_table);
+  Status handler_status;
+  bool called = false;
+  // The claim, the handler and the parked row's removal commit together.
+  auto ran = db.Process(inbox, e.event_id, [&]() -> Status {
+    called = true;
+    handler_status = CallHandler(o, e);
+    RETURN_IF_ERROR(handler_status);
+    return db.DeleteParked(o.parked_table, o.consumer, p.id).status();
+  });
+  if (ran.ok()) {
+    if (*ran) return ParkedRetry{.handled = true};
+    // Handled since (a redelivery after the cause was fixed): the row only goes.
+    RETURN_IF_ERROR(db.DeleteParked(o.parked_table, o.consumer, p.id).status());
+    return ParkedRetry{.handled = false};
+  }
+  if (!called || handler_status.ok()) return ran.status();  // the database's failure
+  RETURN_IF_ERROR(db.UpdateParked(o.parked_table, p.id, handler_status.message()));
+  return ParkedRetry{.handled = false, .failure = handler_status};
+}
+
+Status RunConsumer(const ConsumeOptions& o, const StopSignal& stop) {
+  RETURN_IF_ERROR(ValidateHandler(o));
   ASSIGN_OR_RETURN(SourceLocation loc, ParseSourceUrl(o.db_url));
   ASSIGN_OR_RETURN(Url from, ParseUrl(o.from_url));
   std::unique_ptr<MessageSource> source;
@@ -523,10 +506,6 @@ Status RunConsumer(const ConsumeOptions& o, const StopSignal& stop) {
   RETURN_IF_ERROR(db.Connect());
   const Inbox inbox(o.consumer, o.inbox_table);
   const std::string handler_name = o.to_url.empty() ? "exec" : RedactUrl(o.to_url);
-  auto handler = [&](const Event& e) {
-    return o.to_url.empty() ? RunCommand(o.exec, e, o.handler_timeout)
-                            : PostEvent(o.to_url, e, o.handler_timeout);
-  };
   log::Info("consumer starting", {{"from", RedactUrl(o.from_url)},
                                   {"db", RedactUrl(o.db_url)},
                                   {"consumer", o.consumer},
@@ -534,7 +513,8 @@ Status RunConsumer(const ConsumeOptions& o, const StopSignal& stop) {
   Backoff source_backoff(o.backoff_initial, o.backoff_max);
   TimePoint next_prune = Clock::Real().Now();
   int64_t handled = 0, duplicates = 0, parked = 0;
-  while (!stop.requested()) {
+  Status fatal;
+  while (!stop.requested() && fatal.ok()) {
     if (o.retention.count() > 0 && Clock::Real().Now() >= next_prune) {
       auto pruned = db.Prune(inbox, o.retention);
       if (!pruned.ok()) log::Warn("inbox prune failed", {{"error", pruned.status().message()}});
@@ -550,38 +530,65 @@ Status RunConsumer(const ConsumeOptions& o, const StopSignal& stop) {
     if (!next->has_value()) continue;
     const Delivery& d = **next;
     const Event& e = d.event;
+    // One backoff for the event, like the relay's: transient failures of the handler and of
+    // the database are retried until they pass, the delay doubling up to --backoff-max.
     Backoff backoff(o.backoff_initial, o.backoff_max);
-    Status last;
-    int attempts = 0;
+    int attempts = 0;  // calls of the handler that failed
+    std::optional<Status> park_reason;
+    if (e.event_id.empty()) park_reason = RejectedError("the message carries no event_id");
     bool done = false;
     while (!done && !stop.requested()) {
-      ++attempts;
-      Result<bool> ran = e.event_id.empty()
-                             ? Result<bool>(RejectedError("the message carries no event_id"))
-                             : db.Process(inbox, e.event_id, [&] { return handler(e); });
-      if (ran.ok()) {
-        Failpoint("consume-after-commit");
-        if (*ran) {
-          ++handled;
-        } else {
-          ++duplicates;
+      if (!park_reason) {
+        Status handler_status;
+        bool called = false;
+        Result<bool> ran = db.Process(inbox, e.event_id, [&] {
+          called = true;
+          handler_status = CallHandler(o, e);
+          return handler_status;
+        });
+        if (ran.ok()) {
+          Failpoint("consume-after-commit");
+          if (*ran) {
+            ++handled;
+          } else {
+            ++duplicates;
+          }
+          log::Debug(*ran ? "handled" : "duplicate skipped", {{"event_id", e.event_id}});
+          done = true;
+          break;
         }
-        log::Debug(*ran ? "handled" : "duplicate skipped", {{"event_id", e.event_id}});
-        done = true;
-        break;
-      }
-      last = ran.status();
-      if (last.code() != StatusCode::kRejected && attempts < o.max_attempts) {
-        log::Warn("handler failed; retrying", {{"event_id", e.event_id},
-                                               {"attempt", std::to_string(attempts)},
-                                               {"error", last.message()}});
-        if (last.code() != StatusCode::kRetriable) db.Reset();
-        Clock::Real().SleepFor(backoff.Next(), stop);
-        continue;
+        if (!called || handler_status.ok()) {
+          // The inbox's database failed (the claim, or the commit after the handler): not
+          // the handler's failure, so nothing is parked for it. The handler may be called
+          // again for this event once the database is back (its claim did not commit).
+          if (PermanentDbError(ran.status())) {
+            fatal = ran.status();
+            break;
+          }
+          log::Warn("inbox database unavailable; retrying",
+                    {{"event_id", e.event_id}, {"error", ran.status().message()}});
+          db.Reset();
+          Clock::Real().SleepFor(backoff.Next(), stop);
+          continue;
+        }
+        ++attempts;
+        const bool permanent = handler_status.code() == StatusCode::kRejected;
+        if (!permanent && (o.max_attempts == 0 || attempts < o.max_attempts)) {
+          log::Warn("handler failed; retrying", {{"event_id", e.event_id},
+                                                 {"attempt", attempts},
+                                                 {"error", handler_status.message()}});
+          Clock::Real().SleepFor(backoff.Next(), stop);
+          continue;
+        }
+        park_reason = handler_status;
       }
       // Parked: the reason is kept, the message acknowledged, the next ones go on.
-      Status st = db.Park(o.parked_table, o.consumer, e, last.message(), attempts);
+      Status st = db.Park(o.parked_table, o.consumer, e, park_reason->message(), attempts);
       if (!st.ok()) {
+        if (PermanentDbError(st)) {
+          fatal = st;
+          break;
+        }
         log::Warn("cannot park the event; retrying",
                   {{"event_id", e.event_id}, {"error", st.message()}});
         db.Reset();
@@ -589,9 +596,9 @@ Status RunConsumer(const ConsumeOptions& o, const StopSignal& stop) {
         continue;
       }
       ++parked;
-      log::Error("event parked", {{"event_id", e.event_id},
-                                  {"attempts", std::to_string(attempts)},
-                                  {"error", last.message()}});
+      log::Error(
+          "event parked",
+          {{"event_id", e.event_id}, {"attempts", attempts}, {"error", park_reason->message()}});
       done = true;
     }
     if (!done) break;  // stopping: the message stays unacknowledged and comes again
@@ -600,10 +607,10 @@ Status RunConsumer(const ConsumeOptions& o, const StopSignal& stop) {
       log::Warn("acknowledgement failed", {{"event_id", e.event_id}, {"error", st.message()}});
     }
   }
-  log::Info("consumer stopped", {{"handled", std::to_string(handled)},
-                                 {"duplicates", std::to_string(duplicates)},
-                                 {"parked", std::to_string(parked)}});
-  return Status::Ok();
+  log::Info("consumer stopped",
+            {{"handled", handled}, {"duplicates", duplicates}, {"parked", parked}});
+  // The message in hand stays unacknowledged and comes again.
+  return fatal;
 }
 
 }  // namespace courier

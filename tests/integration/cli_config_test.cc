@@ -209,7 +209,7 @@ TEST(Cli, NumbersOutOfRangeAreOneLineAndExit2) {
             "--limit: Value -5 not in range 1 to 1000000"},
            {{"consume", "--from", "redis://127.0.0.1:1/s", "--db", source, "--consumer", "c",
              "--exec", "true", "--max-attempts", "-1"},
-            "--max-attempts: Value -1 not in range 1 to 1000000"},
+            "--max-attempts: Value -1 not in range 0 to 1000000"},
            {{"consume", "--from", "redis://127.0.0.1:1/s", "--db", source, "--consumer", "c",
              "--exec", "true", "--claim-idle", "99999999999999d"},
             "--claim-idle: '99999999999999d' is too long a duration; at most 36500d"},

@@ -5,8 +5,8 @@
 
 Every accepted POST is appended to LOG as one JSON line {"path", "headers", "body"}.
 Paths decide the answer: .../rejected -> 422 (not logged); .../unavailable -> 503, always (not
-logged); .../flaky -> 503 the first time an Idempotency-Key is seen, then 200; anything else ->
-200.
+logged); .../flaky -> 503 the first time an Idempotency-Key is seen, then 200; .../flaky/N ->
+503 the first N times, then 200; .../status/CODE -> CODE (not logged); anything else -> 200.
 """
 import json
 import sys
@@ -17,6 +17,7 @@ PORT = int(sys.argv[1])
 LOG = sys.argv[2]
 lock = threading.Lock()
 seen_flaky = set()
+refused = {}  # (path, Idempotency-Key) -> 503s answered so far
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -37,6 +38,15 @@ class Handler(BaseHTTPRequestHandler):
             return self.answer(422)
         if self.path.endswith("/unavailable"):
             return self.answer(503)
+        parts = self.path.rstrip("/").split("/")
+        if len(parts) >= 2 and parts[-2] == "status":
+            return self.answer(int(parts[-1]))
+        if len(parts) >= 2 and parts[-2] == "flaky":
+            with lock:
+                count = refused.get((self.path, key), 0)
+                refused[(self.path, key)] = count + 1
+            if count < int(parts[-1]):
+                return self.answer(503)
         if self.path.endswith("/flaky"):
             with lock:
                 first = key not in seen_flaky
