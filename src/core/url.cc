@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <optional>
+
+#include "core/encoding.h"
 
 namespace courier {
 namespace {
@@ -199,6 +202,33 @@ std::string PercentDecode(std::string_view text) {
   return out;
 }
 
+namespace {
+
+// Each host of the list may end in ":PORT", a whole number from 1 to 65535: a negative or
+// huge port is refused here instead of making every connection attempt fail later.
+// ("[v6]:PORT" keeps the address's own colons inside the brackets.)
+Status CheckPorts(std::string_view text, std::string_view hosts) {
+  while (!hosts.empty()) {
+    const size_t comma = hosts.find(',');
+    const std::string_view host = hosts.substr(0, comma);
+    hosts = comma == std::string_view::npos ? std::string_view() : hosts.substr(comma + 1);
+    const size_t bracket = host.rfind(']');
+    const size_t colon = host.rfind(':');
+    if (colon == std::string_view::npos || (bracket != std::string_view::npos && colon < bracket)) {
+      continue;
+    }
+    const std::string_view port = host.substr(colon + 1);
+    const std::optional<int64_t> n = ParseInt64(port);
+    if (!n || *n < 1 || *n > 65535) {
+      return InvalidArgumentError("'" + RedactUrl(text) + "' has a bad port '" + std::string(port) +
+                                  "'; a port is a number from 1 to 65535");
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Result<Url> ParseUrl(std::string_view text) {
   const size_t sep = text.find("://");
   if (sep == std::string_view::npos || sep == 0) {
@@ -246,6 +276,7 @@ Result<Url> ParseUrl(std::string_view text) {
     url.path = PercentDecode(rest.substr(slash + 1));
   }
   url.hosts = std::string(authority);
+  RETURN_IF_ERROR(CheckPorts(text, authority));
   while (!query.empty()) {
     size_t amp = query.find('&');
     std::string_view pair = query.substr(0, amp);

@@ -76,13 +76,19 @@ TEST(Cli, RelayRefusesExactlyWhatConfigCheckRefuses) {
            {source + "sink = \"redis-cache://127.0.0.1:1/p?ttl=abc\"\n",
             "redis-cache sink: ttl must be seconds (0: none), not 'abc'"},
            {source + "sink = \"redis://127.0.0.1:6379x/s\"\n",
-            "redis URL redis://127.0.0.1:6379x/s has a bad port '6379x'"},
+            "'redis://127.0.0.1:6379x/s' has a bad port '6379x'; a port is a number from 1 to "
+            "65535"},
+           {source + "sink = \"nats://127.0.0.1:-1/s\"\n",
+            "'nats://127.0.0.1:-1/s' has a bad port '-1'; a port is a number from 1 to 65535"},
+           {"source = \"postgres://app:pw@127.0.0.1:99999/app\"\n" + sink,
+            "'postgres://app:***@127.0.0.1:99999/app' has a bad port '99999'; a port is a number "
+            "from 1 to 65535"},
            {source + "sink = \"file://" + dir.File("out.jsonl") + "?fsync=no\"\n",
             "file sink: unknown parameter 'fsync' (it takes none; a '?' in the file's name is "
             "written %3F)"},
            {source + "sink = \"amqp://mq:5672x/%2F/orders\"\n",
-            "amqp URL amqp://mq:5672x/%2F/orders has a bad port '5672x'; write "
-            "amqp://user:password@host:5672/VHOST/EXCHANGE (vhost \"/\" is %2F)"},
+            "'amqp://mq:5672x/%2F/orders' has a bad port '5672x'; a port is a number from 1 to "
+            "65535"},
            {source + "sink = \"nats://127.0.0.1:1/orders?foo=1\"\n",
             "nats URL: unknown parameter 'foo' (known with nats+tls://: cacert, cert, key, "
             "verify)"},

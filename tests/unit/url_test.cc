@@ -30,6 +30,27 @@ TEST(Url, ParsesUserAndPercentEncodedPassword) {
   EXPECT_EQ(url->path, "vhost");
 }
 
+// A port is a whole number from 1 to 65535, in every URL (each host of a list; an IPv6
+// address keeps its colons inside brackets).
+TEST(Url, PortsAreNumbersFrom1To65535) {
+  for (const char* good : {"kafka://a:9092,b:9093/t", "nats://[::1]:4222/s", "http://h/x",
+                           "postgres://u:p@h1,h2:5433/db", "file:///tmp/x", "amqp://[::1]/v/e"}) {
+    EXPECT_OK(ParseUrl(good));
+  }
+  for (const auto& [text, port] :
+       std::vector<std::pair<std::string, std::string>>{{"nats://127.0.0.1:-1/s", "-1"},
+                                                        {"kafka://a:9092,b:99999/t", "99999"},
+                                                        {"http://h:0/x", "0"},
+                                                        {"postgres://u:secret@h:54x/db", "54x"},
+                                                        {"redis://h:/s", ""},
+                                                        {"nats://[::1]:+4222/s", "+4222"}}) {
+    auto url = ParseUrl(text);
+    EXPECT_STATUS(url, StatusCode::kInvalidArgument);
+    EXPECT_EQ(url.status().message(), "'" + RedactUrl(text) + "' has a bad port '" + port +
+                                          "'; a port is a number from 1 to 65535");
+  }
+}
+
 TEST(Url, RejectsTextWithoutScheme) {
   EXPECT_STATUS(ParseUrl("localhost:9092"), StatusCode::kInvalidArgument);
   EXPECT_STATUS(ParseUrl("kafka://h/t?novalue"), StatusCode::kInvalidArgument);
