@@ -220,11 +220,16 @@ Result<PgResult> CreateSlotCommand(PGconn* conn, PGconn* repl, const std::string
                            " FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <>"
                            " pg_backend_pid() ORDER BY xact_start LIMIT 1");
       const bool known = oldest.ok() && PQntuples(oldest->get()) == 1;
-      log::Warn(
-          "creating the replication slot waits for the transactions open when it began to end",
-          {{"slot", slot},
-           {"oldest_pid", known ? PQgetvalue(oldest->get(), 0, 0) : "?"},
-           {"open_for_s", known ? PQgetvalue(oldest->get(), 0, 1) : "?"}});
+      const char* message =
+          "creating the replication slot waits for the transactions open when it began to end";
+      if (known) {
+        log::Warn(message,
+                  {{"slot", slot},
+                   {"oldest_pid", ParseInt64(PQgetvalue(oldest->get(), 0, 0)).value_or(0)},
+                   {"open_for_s", ParseInt64(PQgetvalue(oldest->get(), 0, 1)).value_or(0)}});
+      } else {
+        log::Warn(message, {{"slot", slot}});
+      }
       next_log = Clock::Real().Now() + Duration(30000);
     }
     PgWaitReadable(repl, 100);
@@ -292,9 +297,8 @@ Status CreateSlot(PGconn* conn, const std::string& conninfo, const TableNames& t
     (void)PgExec(conn, "SELECT pg_drop_replication_slot($1)", {names.slot});
     return st.WithContext("recording the rows that predate slot " + names.slot);
   }
-  log::Info("created replication slot", {{"slot", names.slot},
-                                         {"consistent_lsn", consistent},
-                                         {"rows_to_backfill", std::to_string(backfill)}});
+  log::Info("created replication slot",
+            {{"slot", names.slot}, {"consistent_lsn", consistent}, {"rows_to_backfill", backfill}});
   return Status::Ok();
 }
 
