@@ -118,8 +118,11 @@ namespace {
 // Whether the payload goes into the line as JSON: valid JSON text (nlohmann's syntax check
 // builds nothing, so big integers and duplicate keys pass as they are), not too deep for the
 // readers that parse the line again.
+// A NUL byte is never part of JSON text, but nlohmann's lexer takes it for the end of the
+// input, so "1\0garbage" would pass: such a payload is bytes.
 bool SpliceableJson(std::string_view payload) {
-  return !payload.empty() && JsonDepthWithin(payload) && json::accept(payload);
+  return !payload.empty() && payload.find('\0') == std::string_view::npos &&
+         JsonDepthWithin(payload) && json::accept(payload);
 }
 
 size_t SkipSpace(std::string_view text, size_t i) {
@@ -234,6 +237,11 @@ Result<Event> EventFromJsonLine(std::string_view line) {
   // The line's object holds a payload of at most kMaxJsonDepth levels.
   if (!JsonDepthWithin(line, kMaxJsonDepth + 1)) {
     return InvalidArgumentError("JSON nests too deep");
+  }
+  // nlohmann's lexer ends the input at a NUL byte, which would let a line carry bytes after
+  // its object.
+  if (line.find('\0') != std::string_view::npos) {
+    return InvalidArgumentError("not a JSON object: the line holds a NUL byte");
   }
   json j = json::parse(line, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return InvalidArgumentError("not a JSON object");

@@ -52,6 +52,20 @@ TEST(Encoding, JsonPayloadIsWrittenAndReadBackByteForByte) {
   EXPECT_EQ(EventFromJsonLine(EventToJsonLine(e))->payload, e.payload) << "a bare string";
 }
 
+// JSON text up to a NUL byte and anything after it (SQLite stores such a payload as it was
+// given) is bytes: spliced, the NUL would end the line's JSON early.
+TEST(Encoding, PayloadWithANulByteGoesAsBytes) {
+  Event e = Sample();
+  e.payload = std::string("202\0garbage", 11);
+  const std::string line = EventToJsonLine(e);
+  EXPECT_EQ(line.find('\0'), std::string::npos);
+  EXPECT_NE(line.find("payload_base64"), std::string::npos) << line;
+  auto back = EventFromJsonLine(line);
+  ASSERT_OK(back);
+  EXPECT_EQ(back->payload, e.payload);
+  EXPECT_FALSE(EventFromJsonLine(std::string("{\"event_id\":\"x\"}\0tail", 19)).ok());
+}
+
 // A line break in JSON text is whitespace between tokens: a space keeps the line one line.
 TEST(Encoding, PrettyPrintedPayloadStaysOnOneLine) {
   Event e = Sample();
