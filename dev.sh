@@ -37,10 +37,11 @@ build() {  # build DIR [cmake args...]
 }
 
 run_tests() {  # run_tests DIR [CHAOS_FILTER]
-  # One test binary at a time: each starts its own PostgreSQL, and the chaos tests want the
-  # machine's two cores. The chaos run is verbose so that its counters (lost, ghosts,
-  # duplicates, kills) are in the log. CHAOS_FILTER (a gtest filter) picks which chaos tests.
-  (cd "$1" && ctest --output-on-failure -L 'unit|integration' &&
+  # Two test binaries at a time (each starts its own servers on free ports, and they spend
+  # most of their time waiting on them); the chaos tests run alone, as they want the machine's
+  # two cores. The chaos run is verbose so that its counters (lost, ghosts, duplicates, kills)
+  # are in the log. CHAOS_FILTER (a gtest filter) picks which chaos tests.
+  (cd "$1" && ctest --output-on-failure -j 2 -L 'unit|integration' &&
      GTEST_FILTER=${2:-*} ctest --output-on-failure -V -L chaos)
 }
 

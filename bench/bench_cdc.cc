@@ -29,25 +29,25 @@ using namespace courier::bench;
 namespace {
 
 Result<std::string> Query1(const std::string& url, const std::string& sql) {
-  ASSIGN_OR_RETURN(std::vector<std::string> rows, test::PgQuery(url, sql));
+  COURIER_ASSIGN_OR_RETURN(std::vector<std::string> rows, test::PgQuery(url, sql));
   if (rows.empty()) return InternalError("no rows: " + sql);
   return rows[0];
 }
 
 Result<std::string> NewOutbox(test::PostgresServer& pg, const std::string& name, bool cdc) {
-  ASSIGN_OR_RETURN(std::string url, pg.NewDatabase(name));
+  COURIER_ASSIGN_OR_RETURN(std::string url, pg.NewDatabase(name));
   CdcOptions options;
   options.enabled = cdc;
-  RETURN_IF_ERROR(Migrate(url, TableNames{}, options));
+  COURIER_RETURN_IF_ERROR(Migrate(url, TableNames{}, options));
   return url;
 }
 
 // A dev broker whose topic "bench" keeps all `events` (it keeps 5 MiB per partition).
 Result<std::string> StartBroker(const test::TempDir& dir, const std::string& name, int events) {
   const std::string file = dir.File(name);
-  ASSIGN_OR_RETURN(Subprocess broker,
-                   test::SpawnCourier({"dev-broker", "--bootstrap-file", file, "--topic", "bench",
-                                       "--partitions", BenchPartitions(events)}));
+  COURIER_ASSIGN_OR_RETURN(Subprocess broker,
+                           test::SpawnCourier({"dev-broker", "--bootstrap-file", file, "--topic",
+                                               "bench", "--partitions", BenchPartitions(events)}));
   if (!test::WaitUntil([&] { return !test::ReadFile(file).empty(); })) {
     return InternalError("cannot start courier dev-broker");
   }
@@ -67,18 +67,18 @@ Result<double> TimeCourier(const std::vector<std::string>& args) {
 
 // (a): the server's own logical decoding, streamed by PostgreSQL's client to /dev/null.
 Result<double> TimeRecvlogical(test::PostgresServer& pg, int events) {
-  ASSIGN_OR_RETURN(std::string url, NewOutbox(pg, "bench_recv", false));
-  RETURN_IF_ERROR(test::PgQuery(url,
-                                "CREATE PUBLICATION bench FOR TABLE courier_outbox WITH"
-                                " (publish = 'insert')")
-                      .status());
-  RETURN_IF_ERROR(
+  COURIER_ASSIGN_OR_RETURN(std::string url, NewOutbox(pg, "bench_recv", false));
+  COURIER_RETURN_IF_ERROR(test::PgQuery(url,
+                                        "CREATE PUBLICATION bench FOR TABLE courier_outbox WITH"
+                                        " (publish = 'insert')")
+                              .status());
+  COURIER_RETURN_IF_ERROR(
       test::PgQuery(url, "SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput')")
           .status());
-  RETURN_IF_ERROR(Fill(url, events));
-  ASSIGN_OR_RETURN(std::string end, Query1(url, "SELECT pg_current_wal_flush_lsn()::text"));
+  COURIER_RETURN_IF_ERROR(Fill(url, events));
+  COURIER_ASSIGN_OR_RETURN(std::string end, Query1(url, "SELECT pg_current_wal_flush_lsn()::text"));
   const TimePoint start = Clock::Real().Now();
-  ASSIGN_OR_RETURN(
+  COURIER_ASSIGN_OR_RETURN(
       Subprocess p,
       Subprocess::Spawn({"/usr/lib/postgresql/15/bin/pg_recvlogical", "-d", url, "--slot",
                          "bench_recv", "--start", "--no-loop", "-o", "proto_version=1", "-o",
@@ -96,9 +96,9 @@ Result<double> TimeRecvlogical(test::PostgresServer& pg, int events) {
 Result<std::vector<double>> Latency(const std::string& url, const std::string& mode,
                                     const test::TempDir& dir, int rate, int seconds) {
   const std::string out = dir.File("latency-" + mode + ".jsonl");
-  ASSIGN_OR_RETURN(Subprocess relay,
-                   test::SpawnCourier({"relay", "--mode", mode, "--source", url, "--sink",
-                                       "file://" + out, "--log-level", "warn"}));
+  COURIER_ASSIGN_OR_RETURN(Subprocess relay,
+                           test::SpawnCourier({"relay", "--mode", mode, "--source", url, "--sink",
+                                               "file://" + out, "--log-level", "warn"}));
   // The relay is ready once its sink file exists (opened at start) and, for CDC, its slot
   // streams.
   test::WaitUntil([&] {
@@ -202,8 +202,8 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "(a) pg_recvlogical: %.0f events/s\n", events / *a);
 
   auto cdc_run = [&](const std::string& name, const std::string& sink) -> Result<double> {
-    ASSIGN_OR_RETURN(std::string url, NewOutbox(**pg, name, true));
-    RETURN_IF_ERROR(Fill(url, events));
+    COURIER_ASSIGN_OR_RETURN(std::string url, NewOutbox(**pg, name, true));
+    COURIER_RETURN_IF_ERROR(Fill(url, events));
     return TimeCourier({"relay", "--mode", "cdc", "--source", url, "--sink", sink, "--once",
                         "--log-level", "warn"});
   };

@@ -20,10 +20,10 @@ inline double Seconds(TimePoint a, TimePoint b) {
 }
 
 inline Status Fill(const std::string& url, int events) {
-  ASSIGN_OR_RETURN(PgConn conn, PgConnect(url));
+  COURIER_ASSIGN_OR_RETURN(PgConn conn, PgConnect(url));
   // 100 events per transaction, 64 aggregates, ~120-byte JSON payloads.
   for (int base = 0; base < events; base += 100) {
-    RETURN_IF_ERROR(
+    COURIER_RETURN_IF_ERROR(
         PgExec(conn.get(),
                "INSERT INTO courier_outbox (aggregate_type, aggregate_id, event_type, payload) "
                "SELECT 'order', 'order-' || (g % 64), 'OrderCreated', json_build_object('id', g, "

@@ -34,20 +34,20 @@ Result<double> RunCourier(const std::string& url, const std::string& sink) {
 // The obvious hand-written relay.
 Result<double> RunHandWritten(const std::string& url, const std::string& bootstrap,
                               const std::string& topic) {
-  ASSIGN_OR_RETURN(PgConn conn, PgConnect(url));
-  ASSIGN_OR_RETURN(KafkaConf conf, MakeKafkaConf({{"bootstrap.servers", bootstrap},
-                                                  {"acks", "all"},
-                                                  {"enable.idempotence", "true"},
-                                                  {"linger.ms", "0"}}));
+  COURIER_ASSIGN_OR_RETURN(PgConn conn, PgConnect(url));
+  COURIER_ASSIGN_OR_RETURN(KafkaConf conf, MakeKafkaConf({{"bootstrap.servers", bootstrap},
+                                                          {"acks", "all"},
+                                                          {"enable.idempotence", "true"},
+                                                          {"linger.ms", "0"}}));
   char err[512];
   KafkaHandle producer(rd_kafka_new(RD_KAFKA_PRODUCER, conf.release(), err, sizeof err));
   if (producer == nullptr) return InternalError(err);
   const TimePoint start = Clock::Real().Now();
   while (true) {
-    ASSIGN_OR_RETURN(PgResult page,
-                     PgExec(conn.get(),
-                            "SELECT id, aggregate_id, payload::text FROM courier_outbox "
-                            "ORDER BY id LIMIT 100"));
+    COURIER_ASSIGN_OR_RETURN(PgResult page,
+                             PgExec(conn.get(),
+                                    "SELECT id, aggregate_id, payload::text FROM courier_outbox "
+                                    "ORDER BY id LIMIT 100"));
     const int rows = PQntuples(page.get());
     if (rows == 0) break;
     for (int i = 0; i < rows; ++i) {
@@ -60,9 +60,9 @@ Result<double> RunHandWritten(const std::string& url, const std::string& bootstr
         return InternalError("produce failed");
       }
       rd_kafka_flush(producer.get(), 10000);  // send(...).get(): wait for this row's ack
-      RETURN_IF_ERROR(PgExec(conn.get(), "DELETE FROM courier_outbox WHERE id = $1",
-                             {std::string(PQgetvalue(page.get(), i, 0))})
-                          .status());
+      COURIER_RETURN_IF_ERROR(PgExec(conn.get(), "DELETE FROM courier_outbox WHERE id = $1",
+                                     {std::string(PQgetvalue(page.get(), i, 0))})
+                                  .status());
     }
   }
   return Seconds(start, Clock::Real().Now());

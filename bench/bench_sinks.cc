@@ -16,9 +16,9 @@ using namespace courier::bench;
 namespace {
 
 Result<double> Drain(test::PostgresServer& pg, const std::string& sink, int events) {
-  ASSIGN_OR_RETURN(std::string url, pg.NewDatabase("bench_sink"));
-  RETURN_IF_ERROR(Migrate(url, TableNames{}));
-  RETURN_IF_ERROR(Fill(url, events));
+  COURIER_ASSIGN_OR_RETURN(std::string url, pg.NewDatabase("bench_sink"));
+  COURIER_RETURN_IF_ERROR(Migrate(url, TableNames{}));
+  COURIER_RETURN_IF_ERROR(Fill(url, events));
   const TimePoint start = Clock::Real().Now();
   test::CommandResult r =
       test::RunCourier({"relay", "--source", url, "--sink", sink, "--once", "--log-level", "warn"},

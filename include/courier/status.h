@@ -114,16 +114,16 @@ class [[nodiscard]] Result {
 #define COURIER_CONCAT(a, b) COURIER_CONCAT_INNER(a, b)
 
 // Returns the Status from the enclosing function when `expr` is not ok.
-#define RETURN_IF_ERROR(expr)                  \
+#define COURIER_RETURN_IF_ERROR(expr)          \
   do {                                         \
     ::courier::Status _courier_st = (expr);    \
     if (!_courier_st.ok()) return _courier_st; \
   } while (false)
 
-// ASSIGN_OR_RETURN(auto x, MakeX()); declares x from a Result or returns its Status.
-#define ASSIGN_OR_RETURN(lhs, expr) \
-  ASSIGN_OR_RETURN_IMPL(COURIER_CONCAT(_courier_result_, __LINE__), lhs, expr)
-#define ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
-  auto tmp = (expr);                          \
-  if (!tmp.ok()) return tmp.status();         \
+// COURIER_ASSIGN_OR_RETURN(auto x, MakeX()); declares x from a Result or returns its Status.
+#define COURIER_ASSIGN_OR_RETURN(lhs, expr) \
+  COURIER_ASSIGN_OR_RETURN_IMPL(COURIER_CONCAT(_courier_result_, __LINE__), lhs, expr)
+#define COURIER_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
+  auto tmp = (expr);                                  \
+  if (!tmp.ok()) return tmp.status();                 \
   lhs = std::move(tmp).value()

@@ -48,8 +48,8 @@ int List(InboxDb& db, const ConsumeOptions& o, const ConsumeParkedOptions& p) {
 Result<std::vector<ParkedEvent>> Selected(InboxDb& db, const ConsumeOptions& o,
                                           const ConsumeParkedOptions& p) {
   if (p.all) return db.ListParked(o.parked_table, o.consumer, {}, INT64_MAX);
-  ASSIGN_OR_RETURN(std::vector<ParkedEvent> rows,
-                   db.ListParked(o.parked_table, o.consumer, p.ids, INT64_MAX));
+  COURIER_ASSIGN_OR_RETURN(std::vector<ParkedEvent> rows,
+                           db.ListParked(o.parked_table, o.consumer, p.ids, INT64_MAX));
   for (int64_t id : p.ids) {
     bool found = false;
     for (const ParkedEvent& row : rows) found = found || row.id == id;

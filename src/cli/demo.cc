@@ -51,8 +51,9 @@ Status CreateAppTables(sqlite3* db) {
 // What the order service committed (its order_log) against what the topic holds, judged by
 // the one verdict the tests use too. An event's position in its order is its version.
 Result<Verdict> Compare(const std::string& db_path, const std::vector<KafkaRecord>& records) {
-  ASSIGN_OR_RETURN(SqliteDb db, SqliteOpen(db_path, false));
-  ASSIGN_OR_RETURN(SqliteStmt stmt, SqlitePrepare(db.get(), "SELECT event_id FROM order_log"));
+  COURIER_ASSIGN_OR_RETURN(SqliteDb db, SqliteOpen(db_path, false));
+  COURIER_ASSIGN_OR_RETURN(SqliteStmt stmt,
+                           SqlitePrepare(db.get(), "SELECT event_id FROM order_log"));
   Expectation expected;
   while (sqlite3_step(stmt.get()) == SQLITE_ROW) {
     expected.committed.insert(reinterpret_cast<const char*>(sqlite3_column_text(stmt.get(), 0)));
@@ -76,11 +77,11 @@ struct Range {
 Result<Range> ParseRange(const std::string& text) {
   const size_t dots = text.find("..");
   if (dots == std::string::npos) {
-    ASSIGN_OR_RETURN(Duration d, ParseDuration(text));
+    COURIER_ASSIGN_OR_RETURN(Duration d, ParseDuration(text));
     return Range{d, d};
   }
-  ASSIGN_OR_RETURN(Duration lo, ParseDuration(text.substr(0, dots)));
-  ASSIGN_OR_RETURN(Duration hi, ParseDuration(text.substr(dots + 2)));
+  COURIER_ASSIGN_OR_RETURN(Duration lo, ParseDuration(text.substr(0, dots)));
+  COURIER_ASSIGN_OR_RETURN(Duration hi, ParseDuration(text.substr(dots + 2)));
   if (hi < lo || lo.count() <= 0) {
     return InvalidArgumentError("--kill-every wants LOW..HIGH, e.g. 0.3s..1.5s");
   }
@@ -92,25 +93,25 @@ class Demo {
   Demo(const DemoOptions& o, const StopSignal& stop) : options_(o), stop_(stop) {}
 
   Status Run() {
-    ASSIGN_OR_RETURN(const Duration duration, ParseDuration(options_.duration));
-    ASSIGN_OR_RETURN(kill_every_, ParseRange(options_.kill_every));
+    COURIER_ASSIGN_OR_RETURN(const Duration duration, ParseDuration(options_.duration));
+    COURIER_ASSIGN_OR_RETURN(kill_every_, ParseRange(options_.kill_every));
     if (options_.orders < 1) return InvalidArgumentError("--orders must be at least 1");
     seed_ = options_.seed != 0 ? options_.seed : std::random_device{}();
     rng_.seed(seed_);
-    RETURN_IF_ERROR(PrepareWorkdir());
-    ASSIGN_OR_RETURN(broker_, DevBroker::Start(1));
+    COURIER_RETURN_IF_ERROR(PrepareWorkdir());
+    COURIER_ASSIGN_OR_RETURN(broker_, DevBroker::Start(1));
     // The dev broker keeps 5 MiB per partition: enough partitions that every event sent
     // (~250 bytes; the copies republished after the relay's kills included) is still there
     // for the count at the end.
     const int partitions = DevBrokerPartitionsFor(options_.orders, kDemoBytesPerOrder);
-    RETURN_IF_ERROR(broker_->CreateTopic(kOutboxTopic, partitions));
-    RETURN_IF_ERROR(broker_->CreateTopic(kNaiveTopic, partitions));
+    COURIER_RETURN_IF_ERROR(broker_->CreateTopic(kOutboxTopic, partitions));
+    COURIER_RETURN_IF_ERROR(broker_->CreateTopic(kNaiveTopic, partitions));
     outbox_db_ = workdir_ + "/outbox.db";
     naive_db_ = workdir_ + "/naive.db";
-    RETURN_IF_ERROR(Migrate("sqlite://" + outbox_db_, TableNames{}));
+    COURIER_RETURN_IF_ERROR(Migrate("sqlite://" + outbox_db_, TableNames{}));
     for (const std::string& path : {outbox_db_, naive_db_}) {
-      ASSIGN_OR_RETURN(SqliteDb db, SqliteOpen(path, true));
-      RETURN_IF_ERROR(CreateAppTables(db.get()));
+      COURIER_ASSIGN_OR_RETURN(SqliteDb db, SqliteOpen(path, true));
+      COURIER_RETURN_IF_ERROR(CreateAppTables(db.get()));
     }
     rate_ = std::max<int>(
         1, static_cast<int>(options_.orders * 1000LL / std::max<int64_t>(1, duration.count())));
@@ -122,11 +123,11 @@ class Demo {
         workdir_.c_str());
     std::fflush(stdout);
 
-    RETURN_IF_ERROR(StartRelay());
-    RETURN_IF_ERROR(StartApp("outbox", &outbox_app_));
-    RETURN_IF_ERROR(StartApp("naive", &naive_app_));
-    RETURN_IF_ERROR(Chaos());
-    RETURN_IF_ERROR(Drain());
+    COURIER_RETURN_IF_ERROR(StartRelay());
+    COURIER_RETURN_IF_ERROR(StartApp("outbox", &outbox_app_));
+    COURIER_RETURN_IF_ERROR(StartApp("naive", &naive_app_));
+    COURIER_RETURN_IF_ERROR(Chaos());
+    COURIER_RETURN_IF_ERROR(Drain());
     return Report();
   }
 
@@ -165,7 +166,7 @@ class Demo {
     std::error_code ec;
     const auto size = std::filesystem::file_size(workdir_ + "/relay.log", ec);
     relay_log_start_ = ec ? 0 : static_cast<size_t>(size);
-    ASSIGN_OR_RETURN(
+    COURIER_ASSIGN_OR_RETURN(
         relay_, Subprocess::Spawn({SelfExecutable(), "relay", "--source", "sqlite://" + outbox_db_,
                                    "--sink", "kafka://" + broker_->bootstrap() + "/" + kOutboxTopic,
                                    "--poll-interval", "20ms"},
@@ -174,13 +175,14 @@ class Demo {
   }
 
   Status StartApp(const std::string& strategy, std::optional<Subprocess>* slot) {
-    ASSIGN_OR_RETURN(Subprocess p,
-                     Subprocess::Spawn({SelfExecutable(), "demo-app", "--strategy", strategy,
-                                        "--db", strategy == "outbox" ? outbox_db_ : naive_db_,
-                                        "--bootstrap", broker_->bootstrap(), "--topic", kNaiveTopic,
-                                        "--orders", std::to_string(options_.orders), "--rate",
-                                        std::to_string(rate_), "--seed", std::to_string(rng_())},
-                                       "", workdir_ + "/" + strategy + "-app.log"));
+    COURIER_ASSIGN_OR_RETURN(
+        Subprocess p,
+        Subprocess::Spawn(
+            {SelfExecutable(), "demo-app", "--strategy", strategy, "--db",
+             strategy == "outbox" ? outbox_db_ : naive_db_, "--bootstrap", broker_->bootstrap(),
+             "--topic", kNaiveTopic, "--orders", std::to_string(options_.orders), "--rate",
+             std::to_string(rate_), "--seed", std::to_string(rng_())},
+            "", workdir_ + "/" + strategy + "-app.log"));
     *slot = std::move(p);
     return Status::Ok();
   }
@@ -194,7 +196,7 @@ class Demo {
       return InternalError("the " + strategy + " service failed (exit " + std::to_string(*code) +
                            "); see " + workdir_ + "/" + strategy + "-app.log");
     }
-    RETURN_IF_ERROR(StartApp(strategy, app));
+    COURIER_RETURN_IF_ERROR(StartApp(strategy, app));
     return false;
   }
 
@@ -205,10 +207,10 @@ class Demo {
     while (!(outbox_done && naive_done)) {
       if (stop_.requested()) return CancelledError("interrupted");
       if (!outbox_done) {
-        ASSIGN_OR_RETURN(outbox_done, CheckApp("outbox", &outbox_app_));
+        COURIER_ASSIGN_OR_RETURN(outbox_done, CheckApp("outbox", &outbox_app_));
       }
       if (!naive_done) {
-        ASSIGN_OR_RETURN(naive_done, CheckApp("naive", &naive_app_));
+        COURIER_ASSIGN_OR_RETURN(naive_done, CheckApp("naive", &naive_app_));
       }
       if (auto code = relay_->Wait(Duration(0)); code && *code != 128 + SIGKILL) {
         return InternalError("the relay exited (" + std::to_string(*code) + "); see " + workdir_ +
@@ -218,7 +220,7 @@ class Demo {
         relay_->Signal(SIGKILL);
         relay_->Wait(Duration(5000));
         ++relay_kills_;
-        RETURN_IF_ERROR(StartRelay());
+        COURIER_RETURN_IF_ERROR(StartRelay());
         // The services crash at the same moments, each at whatever point it has reached.
         if (std::uniform_int_distribution<int>(0, 1)(rng_) == 1) {
           for (auto* app : {&outbox_app_, &naive_app_}) {
@@ -239,7 +241,8 @@ class Demo {
   Status Drain() {
     const TimePoint deadline = Clock::Real().Now() + std::chrono::seconds(60);
     while (true) {
-      ASSIGN_OR_RETURN(OutboxStatus s, ReadOutboxStatus("sqlite://" + outbox_db_, TableNames{}));
+      COURIER_ASSIGN_OR_RETURN(OutboxStatus s,
+                               ReadOutboxStatus("sqlite://" + outbox_db_, TableNames{}));
       if (s.pending == 0) break;
       if (Clock::Real().Now() >= deadline) {
         return InternalError("the relay did not drain the outbox within 60 s; see " + workdir_ +
@@ -279,9 +282,10 @@ class Demo {
     const char* topics[2] = {kOutboxTopic, kNaiveTopic};
     const std::string dbs[2] = {outbox_db_, naive_db_};
     for (int i = 0; i < 2; ++i) {
-      ASSIGN_OR_RETURN(auto reader, KafkaReader::Open(broker_->bootstrap(), {topics[i]}, true));
-      ASSIGN_OR_RETURN(auto records, reader->ReadToEnd(std::chrono::seconds(60)));
-      ASSIGN_OR_RETURN(verdicts[i], Compare(dbs[i], records));
+      COURIER_ASSIGN_OR_RETURN(auto reader,
+                               KafkaReader::Open(broker_->bootstrap(), {topics[i]}, true));
+      COURIER_ASSIGN_OR_RETURN(auto records, reader->ReadToEnd(std::chrono::seconds(60)));
+      COURIER_ASSIGN_OR_RETURN(verdicts[i], Compare(dbs[i], records));
     }
     auto row = [&](const char* name, int64_t a, int64_t b) {
       std::printf("  %-28s %14lld %18lld\n", name, static_cast<long long>(a),
@@ -329,7 +333,7 @@ class Demo {
 class NaivePublisher {
  public:
   Status Open(const std::string& bootstrap) {
-    ASSIGN_OR_RETURN(
+    COURIER_ASSIGN_OR_RETURN(
         KafkaConf conf,
         MakeKafkaConf({{"bootstrap.servers", bootstrap}, {"acks", "all"}, {"linger.ms", "20"}}));
     char err[512];
@@ -361,10 +365,10 @@ class NaivePublisher {
 Status OrdersService(const DemoAppOptions& o) {
   const bool outbox = o.strategy == "outbox";
   if (!outbox && o.strategy != "naive") return InvalidArgumentError("unknown strategy");
-  ASSIGN_OR_RETURN(SqliteDb db, SqliteOpen(o.db, false));
-  RETURN_IF_ERROR(CreateAppTables(db.get()));
+  COURIER_ASSIGN_OR_RETURN(SqliteDb db, SqliteOpen(o.db, false));
+  COURIER_RETURN_IF_ERROR(CreateAppTables(db.get()));
   NaivePublisher publisher;
-  if (!outbox) RETURN_IF_ERROR(publisher.Open(o.bootstrap));
+  if (!outbox) COURIER_RETURN_IF_ERROR(publisher.Open(o.bootstrap));
   OutboxWriter writer;
   std::mt19937 rng(o.seed);
   const Duration gap(1000 / std::max(1, o.rate));
@@ -377,7 +381,7 @@ Status OrdersService(const DemoAppOptions& o) {
   for (int64_t done = count(); done < o.orders; done = count()) {
     if (done < 0) return InternalError("cannot read order_log");
     Clock::Real().SleepFor(gap, never);
-    RETURN_IF_ERROR(SqliteExec(db.get(), "BEGIN IMMEDIATE"));
+    COURIER_RETURN_IF_ERROR(SqliteExec(db.get(), "BEGIN IMMEDIATE"));
     // Pick: a new order, or the next version of an existing one.
     std::string order_id;
     int64_t version = 1;
@@ -416,11 +420,11 @@ Status OrdersService(const DemoAppOptions& o) {
     }
     const bool declined = std::uniform_int_distribution<int>(0, 9)(rng) == 0;
     if (!st.ok() || declined) {
-      RETURN_IF_ERROR(SqliteExec(db.get(), "ROLLBACK"));
+      COURIER_RETURN_IF_ERROR(SqliteExec(db.get(), "ROLLBACK"));
       if (!st.ok()) return st;
       continue;
     }
-    RETURN_IF_ERROR(SqliteExec(db.get(), "COMMIT"));
+    COURIER_RETURN_IF_ERROR(SqliteExec(db.get(), "COMMIT"));
   }
   if (!outbox) publisher.Flush();
   return Status::Ok();

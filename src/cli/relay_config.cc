@@ -130,12 +130,12 @@ Result<std::vector<std::string>> ExpandConfig(CLI::App& app, std::vector<std::st
     if (args[i].rfind("--config=", 0) == 0) file = args[i].substr(9);
   }
   if (file.empty()) return args;
-  ASSIGN_OR_RETURN(std::string raw, ReadConfigFile(file));
-  ASSIGN_OR_RETURN(std::string text, InterpolateEnv(raw, file));
-  ASSIGN_OR_RETURN(std::vector<ConfigArg> from_file,
-                   ConfigToArgs(text, file, [cmd](const std::string& key) {
-                     return key != "config" && cmd->get_option_no_throw("--" + key) != nullptr;
-                   }));
+  COURIER_ASSIGN_OR_RETURN(std::string raw, ReadConfigFile(file));
+  COURIER_ASSIGN_OR_RETURN(std::string text, InterpolateEnv(raw, file));
+  COURIER_ASSIGN_OR_RETURN(
+      std::vector<ConfigArg> from_file, ConfigToArgs(text, file, [cmd](const std::string& key) {
+        return key != "config" && cmd->get_option_no_throw("--" + key) != nullptr;
+      }));
   // Flags win: a key given on the command line drops the file's values for it (so a repeated
   // flag such as --sink replaces the file's list instead of adding to it).
   auto name_of = [](const std::string& arg) { return arg.substr(0, arg.find('=')); };

@@ -271,7 +271,7 @@ Result<Event> EventFromJsonLine(std::string_view line) {
     const std::optional<std::string_view> text = MemberText(line, "payload");
     e.payload = text ? std::string(*text) : j["payload"].dump();
   } else if (j.contains("payload_base64")) {
-    ASSIGN_OR_RETURN(e.payload, Base64Decode(j.value("payload_base64", "")));
+    COURIER_ASSIGN_OR_RETURN(e.payload, Base64Decode(j.value("payload_base64", "")));
   }
   return e;
 }

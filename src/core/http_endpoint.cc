@@ -65,7 +65,7 @@ Status CheckListenAddress(const std::string& host, int port) {
 
 Result<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(const std::string& host, int port,
                                                           Handler handler) {
-  ASSIGN_OR_RETURN(const sockaddr_in addr, ListenAddress(host, port));
+  COURIER_ASSIGN_OR_RETURN(const sockaddr_in addr, ListenAddress(host, port));
   std::unique_ptr<HttpEndpoint> e(new HttpEndpoint());
   e->handler_ = std::move(handler);
   e->daemon_ = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,

@@ -31,9 +31,9 @@ Result<SqliteDb> SqliteOpen(const std::string& path, bool create) {
                                 (create ? "" : " (does the file exist? run courier migrate)"));
   }
   sqlite3_busy_timeout(db.get(), 10000);
-  RETURN_IF_ERROR(SqliteExec(db.get(), "PRAGMA journal_mode=WAL"));
+  COURIER_RETURN_IF_ERROR(SqliteExec(db.get(), "PRAGMA journal_mode=WAL"));
   // NORMAL is durable in WAL mode against process crashes, which is what the relay needs.
-  RETURN_IF_ERROR(SqliteExec(db.get(), "PRAGMA synchronous=NORMAL"));
+  COURIER_RETURN_IF_ERROR(SqliteExec(db.get(), "PRAGMA synchronous=NORMAL"));
   return db;
 }
 

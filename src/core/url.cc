@@ -276,7 +276,7 @@ Result<Url> ParseUrl(std::string_view text) {
     url.path = PercentDecode(rest.substr(slash + 1));
   }
   url.hosts = std::string(authority);
-  RETURN_IF_ERROR(CheckPorts(text, authority));
+  COURIER_RETURN_IF_ERROR(CheckPorts(text, authority));
   while (!query.empty()) {
     size_t amp = query.find('&');
     std::string_view pair = query.substr(0, amp);

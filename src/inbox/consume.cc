@@ -79,7 +79,7 @@ class KafkaMessages final : public MessageSource {
         {"heartbeat.interval.ms", "1000"},
     };
     props.insert(props.end(), url.query.begin(), url.query.end());
-    ASSIGN_OR_RETURN(KafkaConf conf, MakeKafkaConf(props));
+    COURIER_ASSIGN_OR_RETURN(KafkaConf conf, MakeKafkaConf(props));
     char err[512];
     rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf.get(), err, sizeof err);
     if (rk == nullptr) return InvalidArgumentError(std::string("Kafka consumer: ") + err);
@@ -150,7 +150,7 @@ class KafkaMessages final : public MessageSource {
 class RedisMessages final : public MessageSource {
  public:
   Status Open(const std::string& url, const std::string& group, Duration claim_idle) {
-    ASSIGN_OR_RETURN(endpoint_, ParseRedisUrl(url));
+    COURIER_ASSIGN_OR_RETURN(endpoint_, ParseRedisUrl(url));
     if (endpoint_.stream.find('{') != std::string::npos) {
       return InvalidArgumentError("consume needs a concrete stream: redis://host:port/STREAM");
     }
@@ -161,7 +161,7 @@ class RedisMessages final : public MessageSource {
   }
 
   Result<std::optional<Delivery>> Next(Duration timeout) override {
-    if (buffer_.empty()) RETURN_IF_ERROR(Fill(timeout));
+    if (buffer_.empty()) COURIER_RETURN_IF_ERROR(Fill(timeout));
     if (buffer_.empty()) return std::optional<Delivery>();
     Delivery d = std::move(buffer_.front());
     buffer_.pop_front();
@@ -169,7 +169,7 @@ class RedisMessages final : public MessageSource {
   }
 
   Status Ack(const Delivery& d) override {
-    RETURN_IF_ERROR(Connect());
+    COURIER_RETURN_IF_ERROR(Connect());
     auto* reply = static_cast<redisReply*>(redisCommand(
         conn_.get(), "XACK %s %s %s", endpoint_.stream.c_str(), group_.c_str(), d.topic.c_str()));
     if (reply == nullptr) {
@@ -184,7 +184,7 @@ class RedisMessages final : public MessageSource {
   Status Connect() {
     if (conn_) return Status::Ok();
     // Replies wait up to the XREADGROUP block; the connection's own timeout must be longer.
-    ASSIGN_OR_RETURN(conn_, ConnectRedis(endpoint_, Duration(10000)));
+    COURIER_ASSIGN_OR_RETURN(conn_, ConnectRedis(endpoint_, Duration(10000)));
     auto* reply = static_cast<redisReply*>(redisCommand(
         conn_.get(), "XGROUP CREATE %s %s 0 MKSTREAM", endpoint_.stream.c_str(), group_.c_str()));
     if (reply == nullptr) {
@@ -245,11 +245,11 @@ class NatsMessages final : public MessageSource {
   }
 
   Status Open(const std::string& url, const std::string& durable, Duration ack_wait) {
-    ASSIGN_OR_RETURN(NatsEndpoint e, ParseNatsUrl(url));
+    COURIER_ASSIGN_OR_RETURN(NatsEndpoint e, ParseNatsUrl(url));
     if (e.subject.find('{') != std::string::npos) {
       return InvalidArgumentError("consume needs a concrete subject: nats://host:port/SUBJECT");
     }
-    ASSIGN_OR_RETURN(conn_, ConnectNats(e));
+    COURIER_ASSIGN_OR_RETURN(conn_, ConnectNats(e));
     subject_ = e.subject;
     durable_ = durable;
     ack_wait_ = ack_wait;
@@ -278,7 +278,7 @@ class NatsMessages final : public MessageSource {
   }
 
   Result<std::optional<Delivery>> Next(Duration timeout) override {
-    RETURN_IF_ERROR(Subscribe());
+    COURIER_RETURN_IF_ERROR(Subscribe());
     if (buffer_.empty()) {
       natsMsgList list{};
       jsErrCode code = static_cast<jsErrCode>(0);
@@ -324,7 +324,7 @@ class NatsMessages final : public MessageSource {
 class AmqpMessages final : public MessageSource {
  public:
   Status Open(const std::string& url) {
-    ASSIGN_OR_RETURN(endpoint_, ParseAmqpUrl(url));
+    COURIER_ASSIGN_OR_RETURN(endpoint_, ParseAmqpUrl(url));
     if (endpoint_.queue.empty()) {
       return InvalidArgumentError(
           "consume reads a RabbitMQ queue: amqp://host:port/VHOST/?queue=NAME");
@@ -335,7 +335,7 @@ class AmqpMessages final : public MessageSource {
   }
 
   Result<std::optional<Delivery>> Next(Duration timeout) override {
-    RETURN_IF_ERROR(Connect());
+    COURIER_RETURN_IF_ERROR(Connect());
     amqp_maybe_release_buffers(session_->conn());
     amqp_envelope_t envelope;
     timeval tv{static_cast<time_t>(timeout.count() / 1000),
@@ -371,10 +371,10 @@ class AmqpMessages final : public MessageSource {
  private:
   Status Connect() {
     if (session_ != nullptr) return Status::Ok();
-    ASSIGN_OR_RETURN(auto session, AmqpSession::Connect(endpoint_, Duration(5000)));
+    COURIER_ASSIGN_OR_RETURN(auto session, AmqpSession::Connect(endpoint_, Duration(5000)));
     const auto channel = static_cast<amqp_channel_t>(session->channel());
     amqp_basic_qos(session->conn(), channel, 0, 100, 0);
-    RETURN_IF_ERROR(session->RpcStatus("basic.qos"));
+    COURIER_RETURN_IF_ERROR(session->RpcStatus("basic.qos"));
     amqp_bytes_t queue{endpoint_.queue.size(), const_cast<char*>(endpoint_.queue.data())};
     amqp_basic_consume(session->conn(), channel, queue, amqp_empty_bytes, 0, /*no_ack=*/0, 0,
                        amqp_empty_table);
@@ -383,7 +383,7 @@ class AmqpMessages final : public MessageSource {
       return InvalidArgumentError("amqp: no queue named '" + endpoint_.queue + "' in vhost '" +
                                   endpoint_.vhost + "'");
     }
-    RETURN_IF_ERROR(st);
+    COURIER_RETURN_IF_ERROR(st);
     session_ = std::move(session);
     ++generation_;
     return Status::Ok();
@@ -444,7 +444,7 @@ Status ValidateHandler(const ConsumeOptions& o) {
                                   std::to_string(code));
     }
   }
-  if (!o.to_url.empty()) RETURN_IF_ERROR(InitCurl());
+  if (!o.to_url.empty()) COURIER_RETURN_IF_ERROR(InitCurl());
   return Status::Ok();
 }
 
@@ -453,7 +453,7 @@ Status CallHandler(const ConsumeOptions& o, const Event& e) {
 }
 
 Result<ParkedRetry> RetryParked(const ConsumeOptions& o, InboxDb& db, const ParkedEvent& p) {
-  ASSIGN_OR_RETURN(const Event e, EventFromJsonLine(p.event));
+  COURIER_ASSIGN_OR_RETURN(const Event e, EventFromJsonLine(p.event));
   const Inbox inbox(o.consumer, o.inbox_table);
   Status handler_status;
   bool called = false;
@@ -461,40 +461,40 @@ Result<ParkedRetry> RetryParked(const ConsumeOptions& o, InboxDb& db, const Park
   auto ran = db.Process(inbox, e.event_id, [&]() -> Status {
     called = true;
     handler_status = CallHandler(o, e);
-    RETURN_IF_ERROR(handler_status);
+    COURIER_RETURN_IF_ERROR(handler_status);
     return db.DeleteParked(o.parked_table, o.consumer, p.id).status();
   });
   if (ran.ok()) {
     if (*ran) return ParkedRetry{.handled = true};
     // Handled since (a redelivery after the cause was fixed): the row only goes.
-    RETURN_IF_ERROR(db.DeleteParked(o.parked_table, o.consumer, p.id).status());
+    COURIER_RETURN_IF_ERROR(db.DeleteParked(o.parked_table, o.consumer, p.id).status());
     return ParkedRetry{.handled = false};
   }
   if (!called || handler_status.ok()) return ran.status();  // the database's failure
-  RETURN_IF_ERROR(db.UpdateParked(o.parked_table, p.id, handler_status.message()));
+  COURIER_RETURN_IF_ERROR(db.UpdateParked(o.parked_table, p.id, handler_status.message()));
   return ParkedRetry{.handled = false, .failure = handler_status};
 }
 
 Status RunConsumer(const ConsumeOptions& o, const StopSignal& stop) {
-  RETURN_IF_ERROR(ValidateHandler(o));
-  ASSIGN_OR_RETURN(SourceLocation loc, ParseSourceUrl(o.db_url));
-  ASSIGN_OR_RETURN(Url from, ParseUrl(o.from_url));
+  COURIER_RETURN_IF_ERROR(ValidateHandler(o));
+  COURIER_ASSIGN_OR_RETURN(SourceLocation loc, ParseSourceUrl(o.db_url));
+  COURIER_ASSIGN_OR_RETURN(Url from, ParseUrl(o.from_url));
   std::unique_ptr<MessageSource> source;
   if (from.scheme == "kafka") {
     auto kafka = std::make_unique<KafkaMessages>();
-    RETURN_IF_ERROR(kafka->Open(from, o.consumer));
+    COURIER_RETURN_IF_ERROR(kafka->Open(from, o.consumer));
     source = std::move(kafka);
   } else if (from.scheme == "redis") {
     auto redis = std::make_unique<RedisMessages>();
-    RETURN_IF_ERROR(redis->Open(o.from_url, o.consumer, o.claim_idle));
+    COURIER_RETURN_IF_ERROR(redis->Open(o.from_url, o.consumer, o.claim_idle));
     source = std::move(redis);
   } else if (from.scheme == "nats" || from.scheme == "nats+tls") {
     auto nats = std::make_unique<NatsMessages>();
-    RETURN_IF_ERROR(nats->Open(o.from_url, o.consumer, o.claim_idle));
+    COURIER_RETURN_IF_ERROR(nats->Open(o.from_url, o.consumer, o.claim_idle));
     source = std::move(nats);
   } else if (from.scheme == "amqp" || from.scheme == "amqps") {
     auto amqp = std::make_unique<AmqpMessages>();
-    RETURN_IF_ERROR(amqp->Open(o.from_url));
+    COURIER_RETURN_IF_ERROR(amqp->Open(o.from_url));
     source = std::move(amqp);
   } else {
     return InvalidArgumentError(
@@ -503,7 +503,7 @@ Status RunConsumer(const ConsumeOptions& o, const StopSignal& stop) {
         from.scheme + "://'");
   }
   InboxDb db(loc);
-  RETURN_IF_ERROR(db.Connect());
+  COURIER_RETURN_IF_ERROR(db.Connect());
   const Inbox inbox(o.consumer, o.inbox_table);
   const std::string handler_name = o.to_url.empty() ? "exec" : RedactUrl(o.to_url);
   log::Info("consumer starting", {{"from", RedactUrl(o.from_url)},

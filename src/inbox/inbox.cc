@@ -51,7 +51,7 @@ Result<bool> Inbox::Claim(sqlite3* db, std::string_view event_id) const {
 
 Result<bool> Inbox::Process(pg_conn* conn, std::string_view event_id,
                             const std::function<Status(pg_conn*)>& handler) const {
-  RETURN_IF_ERROR(PgRun(conn, "BEGIN"));
+  COURIER_RETURN_IF_ERROR(PgRun(conn, "BEGIN"));
   auto fresh = Claim(conn, event_id);
   Status st = fresh.status();
   if (st.ok() && *fresh) st = handler(conn);
@@ -67,7 +67,7 @@ Result<bool> Inbox::Process(sqlite3* db, std::string_view event_id,
                             const std::function<Status(sqlite3*)>& handler) const {
   // IMMEDIATE: take the write lock first, so that a racing consumer waits instead of failing
   // to upgrade its read lock halfway through.
-  RETURN_IF_ERROR(SqliteExec(db, "BEGIN IMMEDIATE"));
+  COURIER_RETURN_IF_ERROR(SqliteExec(db, "BEGIN IMMEDIATE"));
   auto fresh = Claim(db, event_id);
   Status st = fresh.status();
   if (st.ok() && *fresh) st = handler(db);

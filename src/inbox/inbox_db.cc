@@ -9,9 +9,9 @@ namespace courier {
 Status InboxDb::Connect() {
   if (loc_.kind == SourceLocation::Kind::kPostgres) {
     if (pg_ && PQstatus(pg_.get()) == CONNECTION_OK) return Status::Ok();
-    ASSIGN_OR_RETURN(pg_, PgConnect(loc_.target));
+    COURIER_ASSIGN_OR_RETURN(pg_, PgConnect(loc_.target));
   } else if (!lite_) {
-    ASSIGN_OR_RETURN(lite_, SqliteOpen(loc_.target, /*create=*/false));
+    COURIER_ASSIGN_OR_RETURN(lite_, SqliteOpen(loc_.target, /*create=*/false));
     sqlite3_busy_timeout(lite_.get(), 10000);
   }
   return Status::Ok();
@@ -24,23 +24,23 @@ void InboxDb::Reset() {
 
 Result<bool> InboxDb::Process(const Inbox& inbox, const std::string& event_id,
                               const std::function<Status()>& handler) {
-  RETURN_IF_ERROR(Connect());
+  COURIER_RETURN_IF_ERROR(Connect());
   if (pg_) return inbox.Process(pg_.get(), event_id, [&](pg_conn*) { return handler(); });
   return inbox.Process(lite_.get(), event_id, [&](sqlite3*) { return handler(); });
 }
 
 Result<int64_t> InboxDb::Prune(const Inbox& inbox, std::chrono::seconds age) {
-  RETURN_IF_ERROR(Connect());
+  COURIER_RETURN_IF_ERROR(Connect());
   if (pg_) return inbox.Prune(pg_.get(), age);
   return inbox.Prune(lite_.get(), age);
 }
 
 Result<int64_t> InboxDb::Run(const std::string& sql, const std::vector<std::string>& params,
                              std::vector<std::vector<std::string>>* rows) {
-  RETURN_IF_ERROR(Connect());
+  COURIER_RETURN_IF_ERROR(Connect());
   if (pg_) {
     PgParams pg_params(params.begin(), params.end());
-    ASSIGN_OR_RETURN(PgResult res, PgExec(pg_.get(), sql, pg_params));
+    COURIER_ASSIGN_OR_RETURN(PgResult res, PgExec(pg_.get(), sql, pg_params));
     if (rows != nullptr) {
       for (int r = 0; r < PQntuples(res.get()); ++r) {
         std::vector<std::string>& row = rows->emplace_back();
@@ -53,7 +53,7 @@ Result<int64_t> InboxDb::Run(const std::string& sql, const std::vector<std::stri
   // The same statement for SQLite: $N becomes ?N.
   std::string lite_sql = sql;
   for (size_t p = 0; (p = lite_sql.find('$', p)) != std::string::npos;) lite_sql[p] = '?';
-  ASSIGN_OR_RETURN(SqliteStmt stmt, SqlitePrepare(lite_.get(), lite_sql));
+  COURIER_ASSIGN_OR_RETURN(SqliteStmt stmt, SqlitePrepare(lite_.get(), lite_sql));
   sqlite3_stmt* s = stmt.get();
   for (size_t i = 0; i < params.size(); ++i) {
     sqlite3_bind_text(s, static_cast<int>(i + 1), params[i].data(),
@@ -91,11 +91,12 @@ Result<std::vector<ParkedEvent>> InboxDb::ListParked(const std::string& table,
       " FROM " + QuoteIdent(table) + " WHERE consumer = $1";
   std::vector<std::vector<std::string>> rows;
   if (ids.empty()) {
-    RETURN_IF_ERROR(
+    COURIER_RETURN_IF_ERROR(
         Run(select + " ORDER BY id LIMIT $2", {consumer, std::to_string(limit)}, &rows).status());
   } else {
     for (int64_t id : ids) {
-      RETURN_IF_ERROR(Run(select + " AND id = $2", {consumer, std::to_string(id)}, &rows).status());
+      COURIER_RETURN_IF_ERROR(
+          Run(select + " AND id = $2", {consumer, std::to_string(id)}, &rows).status());
     }
   }
   std::vector<ParkedEvent> parked;
@@ -116,9 +117,9 @@ Result<std::vector<ParkedEvent>> InboxDb::ListParked(const std::string& table,
 
 Result<bool> InboxDb::DeleteParked(const std::string& table, const std::string& consumer,
                                    int64_t id) {
-  ASSIGN_OR_RETURN(const int64_t n,
-                   Run("DELETE FROM " + QuoteIdent(table) + " WHERE consumer = $1 AND id = $2",
-                       {consumer, std::to_string(id)}));
+  COURIER_ASSIGN_OR_RETURN(
+      const int64_t n, Run("DELETE FROM " + QuoteIdent(table) + " WHERE consumer = $1 AND id = $2",
+                           {consumer, std::to_string(id)}));
   return n == 1;
 }
 

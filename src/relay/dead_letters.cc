@@ -63,11 +63,12 @@ class PostgresDeadLetters final : public DeadLetterStore {
         bytea_(bytea) {}
 
   Result<std::vector<AggregateKey>> Blocking() override {
-    ASSIGN_OR_RETURN(PgResult res, PgExec(conn_.get(),
-                                          "SELECT DISTINCT aggregate_type,"
-                                          " aggregate_id FROM " +
-                                              table_ + " WHERE " + mine_ +
-                                              " AND status IN ('parked', 'held', 'retry')"));
+    COURIER_ASSIGN_OR_RETURN(
+        PgResult res,
+        PgExec(conn_.get(),
+               "SELECT DISTINCT aggregate_type,"
+               " aggregate_id FROM " +
+                   table_ + " WHERE " + mine_ + " AND status IN ('parked', 'held', 'retry')"));
     std::vector<AggregateKey> out;
     for (int i = 0; i < PQntuples(res.get()); ++i) {
       out.emplace_back(PQgetvalue(res.get(), i, 0), PQgetvalue(res.get(), i, 1));
@@ -98,7 +99,7 @@ class PostgresDeadLetters final : public DeadLetterStore {
     }
     errors += "}";
     statuses += "}";
-    RETURN_IF_ERROR(PgRun(conn_.get(), "BEGIN"));
+    COURIER_RETURN_IF_ERROR(PgRun(conn_.get(), "BEGIN"));
     Status st = PgExec(conn_.get(),
                        "DELETE FROM " + table_ + " WHERE " + mine_ + " AND id = ANY($1::int8[])",
                        {IdArray(published)})
@@ -119,8 +120,8 @@ class PostgresDeadLetters final : public DeadLetterStore {
   }
 
   Result<std::vector<DeadLetter>> List(size_t limit) override {
-    ASSIGN_OR_RETURN(std::vector<DeadLetter> rows,
-                     Rows(select_ + " ORDER BY id DESC LIMIT $1", {std::to_string(limit)}));
+    COURIER_ASSIGN_OR_RETURN(std::vector<DeadLetter> rows,
+                             Rows(select_ + " ORDER BY id DESC LIMIT $1", {std::to_string(limit)}));
     std::reverse(rows.begin(), rows.end());
     return rows;
   }
@@ -156,7 +157,7 @@ class PostgresDeadLetters final : public DeadLetterStore {
   Result<std::vector<int64_t>> Ids(const std::string& sql, std::span<const int64_t> ids) {
     PgParams params;
     if (!ids.empty()) params.push_back(IdArray(ids));
-    ASSIGN_OR_RETURN(PgResult res, PgExec(conn_.get(), sql, params));
+    COURIER_ASSIGN_OR_RETURN(PgResult res, PgExec(conn_.get(), sql, params));
     std::vector<int64_t> out;
     for (int i = 0; i < PQntuples(res.get()); ++i) {
       out.push_back(ParseInt64(PQgetvalue(res.get(), i, 0)).value_or(0));
@@ -166,7 +167,7 @@ class PostgresDeadLetters final : public DeadLetterStore {
   }
 
   Result<std::vector<DeadLetter>> Rows(const std::string& sql, const PgParams& params) {
-    ASSIGN_OR_RETURN(PgResult res, PgExec(conn_.get(), sql, params));
+    COURIER_ASSIGN_OR_RETURN(PgResult res, PgExec(conn_.get(), sql, params));
     PGresult* r = res.get();
     std::vector<DeadLetter> out;
     for (int i = 0; i < PQntuples(r); ++i) {
@@ -212,10 +213,11 @@ class SqliteDeadLetters final : public DeadLetterStore {
                 " FROM " + table_ + " d WHERE " + mine_) {}
 
   Result<std::vector<AggregateKey>> Blocking() override {
-    ASSIGN_OR_RETURN(SqliteStmt s,
-                     SqlitePrepare(db_.get(), "SELECT DISTINCT aggregate_type, aggregate_id FROM " +
-                                                  table_ + " WHERE " + mine_ +
-                                                  " AND status IN ('parked', 'held', 'retry')"));
+    COURIER_ASSIGN_OR_RETURN(
+        SqliteStmt s,
+        SqlitePrepare(db_.get(), "SELECT DISTINCT aggregate_type, aggregate_id FROM " + table_ +
+                                     " WHERE " + mine_ +
+                                     " AND status IN ('parked', 'held', 'retry')"));
     std::vector<AggregateKey> out;
     int rc;
     while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
@@ -237,7 +239,7 @@ class SqliteDeadLetters final : public DeadLetterStore {
   }
 
   Status Resolve(std::span<const int64_t> published, std::span<const Rejected> failed) override {
-    RETURN_IF_ERROR(SqliteExec(db_.get(), "BEGIN IMMEDIATE"));
+    COURIER_RETURN_IF_ERROR(SqliteExec(db_.get(), "BEGIN IMMEDIATE"));
     Status st = published.empty()
                     ? Status::Ok()
                     : SqliteExec(db_.get(), "DELETE FROM " + table_ + " WHERE " + mine_ +
@@ -266,8 +268,8 @@ class SqliteDeadLetters final : public DeadLetterStore {
   }
 
   Result<std::vector<DeadLetter>> List(size_t limit) override {
-    ASSIGN_OR_RETURN(std::vector<DeadLetter> rows,
-                     Rows(select_ + " ORDER BY id DESC LIMIT " + std::to_string(limit)));
+    COURIER_ASSIGN_OR_RETURN(std::vector<DeadLetter> rows,
+                             Rows(select_ + " ORDER BY id DESC LIMIT " + std::to_string(limit)));
     std::reverse(rows.begin(), rows.end());
     return rows;
   }
@@ -308,7 +310,7 @@ class SqliteDeadLetters final : public DeadLetterStore {
 
   // The ids a statement returned (SQLite 3.35+ RETURNING), in id order.
   Result<std::vector<int64_t>> Ids(const std::string& sql) {
-    ASSIGN_OR_RETURN(SqliteStmt stmt, SqlitePrepare(db_.get(), sql));
+    COURIER_ASSIGN_OR_RETURN(SqliteStmt stmt, SqlitePrepare(db_.get(), sql));
     std::vector<int64_t> out;
     int rc;
     while ((rc = sqlite3_step(stmt.get())) == SQLITE_ROW) {
@@ -320,7 +322,7 @@ class SqliteDeadLetters final : public DeadLetterStore {
   }
 
   Result<std::vector<DeadLetter>> Rows(const std::string& sql) {
-    ASSIGN_OR_RETURN(SqliteStmt stmt, SqlitePrepare(db_.get(), sql));
+    COURIER_ASSIGN_OR_RETURN(SqliteStmt stmt, SqlitePrepare(db_.get(), sql));
     sqlite3_stmt* s = stmt.get();
     std::vector<DeadLetter> out;
     int rc;
@@ -351,23 +353,24 @@ class SqliteDeadLetters final : public DeadLetterStore {
 Result<std::unique_ptr<DeadLetterStore>> DeadLetterStore::Open(const std::string& source_url,
                                                                const TableNames& tables,
                                                                const std::string& ready_filter) {
-  ASSIGN_OR_RETURN(SourceLocation loc, ParseSourceUrl(source_url));
+  COURIER_ASSIGN_OR_RETURN(SourceLocation loc, ParseSourceUrl(source_url));
   const std::string table = QuoteIdent(tables.dead_letter);
   if (loc.kind == SourceLocation::Kind::kPostgres) {
-    ASSIGN_OR_RETURN(PgConn conn, PgConnect(loc.target));
-    ASSIGN_OR_RETURN(PgResult res,
-                     PgExec(conn.get(),
-                            "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass($1)"
-                            " AND attname IN ('status', 'attempts', 'outbox') AND NOT attisdropped",
-                            {table}));
+    COURIER_ASSIGN_OR_RETURN(PgConn conn, PgConnect(loc.target));
+    COURIER_ASSIGN_OR_RETURN(
+        PgResult res,
+        PgExec(conn.get(),
+               "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass($1)"
+               " AND attname IN ('status', 'attempts', 'outbox') AND NOT attisdropped",
+               {table}));
     if (std::string(PQgetvalue(res.get(), 0, 0)) != "3") {
       return NotFoundError("table " + table + kMissing + RedactUrl(source_url));
     }
-    ASSIGN_OR_RETURN(bool bytea, PayloadIsBytea(conn.get(), table));
+    COURIER_ASSIGN_OR_RETURN(bool bytea, PayloadIsBytea(conn.get(), table));
     return std::unique_ptr<DeadLetterStore>(std::make_unique<PostgresDeadLetters>(
         std::move(conn), table, tables.outbox, bytea, ready_filter));
   }
-  ASSIGN_OR_RETURN(SqliteDb db, SqliteOpen(loc.target, /*create=*/false));
+  COURIER_ASSIGN_OR_RETURN(SqliteDb db, SqliteOpen(loc.target, /*create=*/false));
   auto check =
       SqlitePrepare(db.get(), "SELECT status, attempts, outbox FROM " + table + " LIMIT 0");
   if (!check.ok()) return NotFoundError("table " + table + kMissing + source_url);

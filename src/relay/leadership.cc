@@ -55,8 +55,9 @@ Leadership::Leadership(LeaseOptions options) : options_(std::move(options)) {}
 Leadership::~Leadership() { Release(); }
 
 Status Leadership::TryLock(bool* locked) {
-  ASSIGN_OR_RETURN(PgResult res, PgExec(conn_.get(), "SELECT pg_try_advisory_lock(hashtext($1))",
-                                        {options_.name}));
+  COURIER_ASSIGN_OR_RETURN(
+      PgResult res,
+      PgExec(conn_.get(), "SELECT pg_try_advisory_lock(hashtext($1))", {options_.name}));
   *locked = std::string(PQgetvalue(res.get(), 0, 0)) == "t";
   return Status::Ok();
 }
@@ -77,12 +78,12 @@ Status Leadership::WaitForExpiry(const StopSignal& stop) {
   }
   bool logged = false;
   while (!stop.requested()) {
-    ASSIGN_OR_RETURN(PgResult res,
-                     PgExec(conn_.get(),
-                            "SELECT greatest(0, ceil(extract(epoch FROM expires_at - now()) *"
-                            " 1000))::int8, holder FROM " +
-                                table + " WHERE name = $1",
-                            {options_.name}));
+    COURIER_ASSIGN_OR_RETURN(
+        PgResult res, PgExec(conn_.get(),
+                             "SELECT greatest(0, ceil(extract(epoch FROM expires_at - now()) *"
+                             " 1000))::int8, holder FROM " +
+                                 table + " WHERE name = $1",
+                             {options_.name}));
     const Duration left(std::stoll(PQgetvalue(res.get(), 0, 0)));
     if (left.count() == 0) return Status::Ok();
     // A holder on this host whose process is gone cannot publish any more: no need to wait
@@ -112,13 +113,13 @@ Status Leadership::WaitForExpiry(const StopSignal& stop) {
 
 Status Leadership::Acquire(const StopSignal& stop, bool wait, StopSignal* fence) {
   Release();
-  ASSIGN_OR_RETURN(conn_, PgConnect(options_.conninfo));
+  COURIER_ASSIGN_OR_RETURN(conn_, PgConnect(options_.conninfo));
   const std::string table = QuoteIdent(options_.table);
   bool logged = false;
   while (true) {
     if (stop.requested()) return CancelledError("stopped while standing by");
     bool locked = false;
-    RETURN_IF_ERROR(TryLock(&locked));
+    COURIER_RETURN_IF_ERROR(TryLock(&locked));
     if (locked) break;
     if (!wait) {
       return FailedPreconditionError("another relay is active on this outbox (" +
@@ -148,16 +149,17 @@ Status Leadership::Acquire(const StopSignal& stop, bool wait, StopSignal* fence)
     }
     Clock::Real().SleepFor(Duration(500), stop);
   }
-  RETURN_IF_ERROR(WaitForExpiry(stop));
+  COURIER_RETURN_IF_ERROR(WaitForExpiry(stop));
   if (stop.requested()) return CancelledError("stopped while standing by");
   const TimePoint sent = Clock::Real().Now();
-  ASSIGN_OR_RETURN(PgResult res, PgExec(conn_.get(),
-                                        "UPDATE " + table +
-                                            " SET holder = $2, epoch = epoch + 1, acquired_at ="
-                                            " now(), renewed_at = now(), expires_at = now() +"
-                                            " make_interval(secs => $3::float8 / 1000)"
-                                            " WHERE name = $1 RETURNING epoch",
-                                        {options_.name, Holder(), Ms(options_.lease)}));
+  COURIER_ASSIGN_OR_RETURN(PgResult res,
+                           PgExec(conn_.get(),
+                                  "UPDATE " + table +
+                                      " SET holder = $2, epoch = epoch + 1, acquired_at ="
+                                      " now(), renewed_at = now(), expires_at = now() +"
+                                      " make_interval(secs => $3::float8 / 1000)"
+                                      " WHERE name = $1 RETURNING epoch",
+                                  {options_.name, Holder(), Ms(options_.lease)}));
   epoch_ = std::stoll(PQgetvalue(res.get(), 0, 0));
   valid_until_ns_ = SteadyNs(sent + options_.lease * 3 / 4);
   fence_ = fence;

@@ -79,7 +79,7 @@ class RelayImpl final : public Relay {
                {"mode", options_.mode == RelayOptions::Mode::kCdc ? "cdc" : "poll"},
                {"checkpoint", options_.retain ? "retain" : "delete"},
                {"once", options_.once}});
-    RETURN_IF_ERROR(sink_->Open());
+    COURIER_RETURN_IF_ERROR(sink_->Open());
     Status st = Loop();
     source_->Close();
     if (leadership_) leadership_->Release();
@@ -175,7 +175,7 @@ class RelayImpl final : public Relay {
   Status RefreshBlocked() {
     blocked_.clear();
     if (!park()) return Status::Ok();
-    ASSIGN_OR_RETURN(std::vector<AggregateKey> keys, dead_letters_->Blocking());
+    COURIER_ASSIGN_OR_RETURN(std::vector<AggregateKey> keys, dead_letters_->Blocking());
     for (const AggregateKey& k : keys) blocked_.insert(AggregateOf(k.first, k.second));
     return Status::Ok();
   }
@@ -187,8 +187,8 @@ class RelayImpl final : public Relay {
     const TimePoint now = Clock::Real().Now();
     if (now < next_release_) return Status::Ok();
     next_release_ = now + kReleaseEvery;
-    ASSIGN_OR_RETURN(std::vector<DeadLetter> ready,
-                     dead_letters_->Ready(options_.batch_size, park()));
+    COURIER_ASSIGN_OR_RETURN(std::vector<DeadLetter> ready,
+                             dead_letters_->Ready(options_.batch_size, park()));
     if (!ready.empty()) {
       // A row that cannot be an event (a NULL column, bad headers) stops its aggregate before
       // anything of it is sent.
@@ -226,7 +226,8 @@ class RelayImpl final : public Relay {
           first_failure = r;
         }
       }
-      RETURN_IF_ERROR(dead_letters_->Resolve(published, failed).WithContext("dead letters"));
+      COURIER_RETURN_IF_ERROR(
+          dead_letters_->Resolve(published, failed).WithContext("dead letters"));
       if (!published.empty()) {
         log::Info("published dead letters again", {{"events", published.size()}});
       }
@@ -237,7 +238,7 @@ class RelayImpl final : public Relay {
       }
       ReportPublished();
       if (first_failure.code() == StatusCode::kFenced) {
-        RETURN_IF_ERROR(RefreshBlocked());
+        COURIER_RETURN_IF_ERROR(RefreshBlocked());
         return first_failure;
       }
       if (!first_failure.ok()) {
@@ -292,7 +293,7 @@ class RelayImpl final : public Relay {
     while (!stop_.requested()) {
       MaybeLogProgress();
       if (!connected_) {
-        RETURN_IF_ERROR(Connect());
+        COURIER_RETURN_IF_ERROR(Connect());
         continue;
       }
       if (leadership_ && !leadership_->held()) {
@@ -318,13 +319,13 @@ class RelayImpl final : public Relay {
           continue;
         }
         if (st.code() != StatusCode::kRetriable && st.code() != StatusCode::kFenced) return st;
-        RETURN_IF_ERROR(Retry(st, /*reconnect=*/true));
+        COURIER_RETURN_IF_ERROR(Retry(st, /*reconnect=*/true));
         continue;
       }
       auto batch = source_->Fetch(options_.batch_size);
       if (!batch.ok()) {
         if (batch.status().code() != StatusCode::kRetriable) return batch.status();
-        RETURN_IF_ERROR(Retry(batch.status(), /*reconnect=*/true));
+        COURIER_RETURN_IF_ERROR(Retry(batch.status(), /*reconnect=*/true));
         continue;
       }
       if (batch->empty()) {
@@ -345,7 +346,7 @@ class RelayImpl final : public Relay {
         // fail again after every retry, each time after publishing the batch once more: stop
         // instead, having published it once.
         if (IsPermanent(st.code())) return st;
-        RETURN_IF_ERROR(Retry(st, /*reconnect=*/false));
+        COURIER_RETURN_IF_ERROR(Retry(st, /*reconnect=*/false));
         continue;
       }
       backoff_.Reset();
@@ -548,7 +549,7 @@ Result<std::unique_ptr<Relay>> Relay::Create(const RelayOptions& options) {
   source_options.cdc.slot = options.slot;
   source_options.cdc.publication = options.publication;
   if (options.shard_count > 1) {
-    ASSIGN_OR_RETURN(SourceLocation loc, ParseSourceUrl(options.source_url));
+    COURIER_ASSIGN_OR_RETURN(SourceLocation loc, ParseSourceUrl(options.source_url));
     if (loc.kind != SourceLocation::Kind::kPostgres || options.mode != RelayOptions::Mode::kPoll) {
       return InvalidArgumentError(
           "--shard needs a polled PostgreSQL outbox (CDC reads one slot in commit order; "
@@ -556,7 +557,7 @@ Result<std::unique_ptr<Relay>> Relay::Create(const RelayOptions& options) {
     }
     source_options.shard = ShardCondition("o", options.shard_index, options.shard_count);
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<Source> source, MakeSource(source_options));
+  COURIER_ASSIGN_OR_RETURN(std::unique_ptr<Source> source, MakeSource(source_options));
   std::vector<std::unique_ptr<Sink>> sinks;
   std::vector<std::string> urls = {options.sink_url};
   urls.insert(urls.end(), options.extra_sink_urls.begin(), options.extra_sink_urls.end());
@@ -567,7 +568,7 @@ Result<std::unique_ptr<Relay>> Relay::Create(const RelayOptions& options) {
     sink_options.transactional_id = OutboxTransactionalId(options, i);
     sink_options.delivery_timeout = options.delivery_timeout;
     sink_options.shutdown_timeout = options.shutdown_timeout;
-    ASSIGN_OR_RETURN(std::unique_ptr<Sink> sink, MakeSink(sink_options));
+    COURIER_ASSIGN_OR_RETURN(std::unique_ptr<Sink> sink, MakeSink(sink_options));
     sinks.push_back(std::move(sink));
   }
   std::unique_ptr<Sink> sink =

@@ -11,7 +11,7 @@ namespace courier {
 namespace {
 
 Result<OutboxStatus> PostgresStatus(const std::string& conninfo, const TableNames& t) {
-  ASSIGN_OR_RETURN(PgConn conn, PgConnect(conninfo));
+  COURIER_ASSIGN_OR_RETURN(PgConn conn, PgConnect(conninfo));
   const std::string outbox = QuoteIdent(t.outbox);
   auto res = PgExec(
       conn.get(),
@@ -92,7 +92,7 @@ Result<OutboxStatus> PostgresStatus(const std::string& conninfo, const TableName
 }
 
 Result<OutboxStatus> SqliteStatus(const std::string& path, const TableNames& t) {
-  ASSIGN_OR_RETURN(SqliteDb db, SqliteOpen(path, /*create=*/false));
+  COURIER_ASSIGN_OR_RETURN(SqliteDb db, SqliteOpen(path, /*create=*/false));
   auto stmt = SqlitePrepare(
       db.get(), "SELECT (SELECT count(*) FROM " + QuoteIdent(t.outbox) +
                     " WHERE published_at IS NULL),"
@@ -130,7 +130,7 @@ Result<OutboxStatus> SqliteStatus(const std::string& path, const TableNames& t) 
 }  // namespace
 
 Result<OutboxStatus> ReadOutboxStatus(const std::string& source_url, const TableNames& tables) {
-  ASSIGN_OR_RETURN(SourceLocation loc, ParseSourceUrl(source_url));
+  COURIER_ASSIGN_OR_RETURN(SourceLocation loc, ParseSourceUrl(source_url));
   if (loc.kind == SourceLocation::Kind::kPostgres) return PostgresStatus(loc.target, tables);
   return SqliteStatus(loc.target, tables);
 }

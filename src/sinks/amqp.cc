@@ -116,7 +116,7 @@ bool IsAmqpSetupError(const Status& status) {
 }
 
 Result<AmqpEndpoint> ParseAmqpUrl(const std::string& text) {
-  ASSIGN_OR_RETURN(Url url, ParseUrl(text));
+  COURIER_ASSIGN_OR_RETURN(Url url, ParseUrl(text));
   const std::string form =
       "; write amqp://user:password@host:5672/VHOST/EXCHANGE (vhost \"/\" is %2F)";
   AmqpEndpoint e;
@@ -178,7 +178,7 @@ Result<std::unique_ptr<AmqpSession>> AmqpSession::Connect(const AmqpEndpoint& e,
   s->conn_ = amqp_new_connection();
   if (s->conn_ == nullptr) return InternalError("amqp: cannot allocate a connection");
   const std::string where = e.host + ":" + std::to_string(e.port);
-  ASSIGN_OR_RETURN(amqp_socket_t * socket, NewSocket(s->conn_, e.tls));
+  COURIER_ASSIGN_OR_RETURN(amqp_socket_t * socket, NewSocket(s->conn_, e.tls));
   const timeval tv = ToTimeval(timeout);
   errno = 0;
   if (const int rc = amqp_socket_open_noblock(socket, e.host.c_str(), e.port, &tv); rc != 0) {
@@ -204,7 +204,7 @@ Result<std::unique_ptr<AmqpSession>> AmqpSession::Connect(const AmqpEndpoint& e,
                           " failed: " + amqp_error_string2(login.library_error));
   }
   amqp_channel_open(s->conn_, static_cast<amqp_channel_t>(s->channel_));
-  RETURN_IF_ERROR(s->RpcStatus("channel.open"));
+  COURIER_RETURN_IF_ERROR(s->RpcStatus("channel.open"));
   return s;
 }
 
@@ -255,7 +255,7 @@ Status AmqpSession::DeclareQueue(const std::string& queue, const std::string& ex
                                  const std::string& binding_key) {
   amqp_queue_declare(conn_, static_cast<amqp_channel_t>(channel_), Bytes(queue), 0, 1, 0, 0,
                      amqp_empty_table);
-  RETURN_IF_ERROR(RpcStatus("declare queue " + queue));
+  COURIER_RETURN_IF_ERROR(RpcStatus("declare queue " + queue));
   if (exchange.empty()) return Status::Ok();
   amqp_queue_bind(conn_, static_cast<amqp_channel_t>(channel_), Bytes(queue), Bytes(exchange),
                   Bytes(binding_key), amqp_empty_table);
@@ -269,7 +269,7 @@ class AmqpSink final : public Sink {
   explicit AmqpSink(SinkOptions options) : options_(std::move(options)) {}
 
   Status Configure() override {
-    ASSIGN_OR_RETURN(endpoint_, ParseAmqpUrl(options_.url));
+    COURIER_ASSIGN_OR_RETURN(endpoint_, ParseAmqpUrl(options_.url));
     if (!endpoint_.queue.empty()) {
       return InvalidArgumentError(
           "amqp sink: 'queue' is for courier tail; the sink publishes to "
@@ -279,7 +279,7 @@ class AmqpSink final : public Sink {
   }
 
   Status Open() override {
-    RETURN_IF_ERROR(Configure());
+    COURIER_RETURN_IF_ERROR(Configure());
     // When the broker answers now, settings it refuses are start-up errors; when it is away,
     // Publish connects later.
     auto session = AmqpSession::Connect(endpoint_, ConnectTimeout(), kHeartbeatSeconds);
@@ -366,16 +366,16 @@ class AmqpSink final : public Sink {
       session_.reset();
     }
     if (session_ != nullptr) return Status::Ok();
-    ASSIGN_OR_RETURN(auto session,
-                     AmqpSession::Connect(endpoint_, ConnectTimeout(), kHeartbeatSeconds));
-    RETURN_IF_ERROR(ConfirmMode(*session));
+    COURIER_ASSIGN_OR_RETURN(auto session,
+                             AmqpSession::Connect(endpoint_, ConnectTimeout(), kHeartbeatSeconds));
+    COURIER_RETURN_IF_ERROR(ConfirmMode(*session));
     session_ = std::move(session);
     return Status::Ok();
   }
 
   Status ConfirmMode(AmqpSession& s) {
     amqp_confirm_select(s.conn(), static_cast<amqp_channel_t>(s.channel()));
-    RETURN_IF_ERROR(s.RpcStatus("confirm.select"));
+    COURIER_RETURN_IF_ERROR(s.RpcStatus("confirm.select"));
     next_tag_ = 1;
     return Status::Ok();
   }
@@ -622,7 +622,7 @@ namespace {
 class AmqpReaderImpl final : public AmqpReader {
  public:
   Status Init(const AmqpEndpoint& e) {
-    ASSIGN_OR_RETURN(session_, AmqpSession::Connect(e, Duration(5000)));
+    COURIER_ASSIGN_OR_RETURN(session_, AmqpSession::Connect(e, Duration(5000)));
     amqp_connection_state_t conn = session_->conn();
     const auto channel = static_cast<amqp_channel_t>(session_->channel());
     std::string queue = e.queue;
@@ -634,12 +634,12 @@ class AmqpReaderImpl final : public AmqpReader {
       }
       amqp_queue_declare_ok_t* ok =
           amqp_queue_declare(conn, channel, amqp_empty_bytes, 0, 0, 1, 1, amqp_empty_table);
-      RETURN_IF_ERROR(session_->RpcStatus("declare a queue to read from"));
+      COURIER_RETURN_IF_ERROR(session_->RpcStatus("declare a queue to read from"));
       queue = Text(ok->queue);
       // A concrete routing key is bound as is; a template binds everything (topic "#").
       const std::string key = e.routing_key.find('{') == std::string::npos ? e.routing_key : "#";
       amqp_queue_bind(conn, channel, Bytes(queue), Bytes(e.exchange), Bytes(key), amqp_empty_table);
-      RETURN_IF_ERROR(session_->RpcStatus("bind to exchange " + e.exchange));
+      COURIER_RETURN_IF_ERROR(session_->RpcStatus("bind to exchange " + e.exchange));
     }
     // Messages of a named queue are never acked, so they stay in it.
     amqp_basic_consume(conn, channel, Bytes(queue), amqp_empty_bytes, 0, own_queue ? 1 : 0, 0,
@@ -679,7 +679,7 @@ class AmqpReaderImpl final : public AmqpReader {
 
 Result<std::unique_ptr<AmqpReader>> AmqpReader::Open(const AmqpEndpoint& endpoint) {
   auto reader = std::make_unique<AmqpReaderImpl>();
-  RETURN_IF_ERROR(reader->Init(endpoint));
+  COURIER_RETURN_IF_ERROR(reader->Init(endpoint));
   return std::unique_ptr<AmqpReader>(std::move(reader));
 }
 

@@ -88,10 +88,10 @@ Result<std::unique_ptr<DevBroker>> DevBroker::Start(int brokers, int port) {
   }
   std::vector<int> ports;
   for (int i = 0; port > 0 && i < brokers; ++i) {
-    RETURN_IF_ERROR(CheckPortFree(port + i));
+    COURIER_RETURN_IF_ERROR(CheckPortFree(port + i));
     ports.push_back(port + i);
   }
-  ASSIGN_OR_RETURN(KafkaConf conf, MakeKafkaConf({{"log_level", "3"}}));
+  COURIER_ASSIGN_OR_RETURN(KafkaConf conf, MakeKafkaConf({{"log_level", "3"}}));
   char err[512];
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf.get(), err, sizeof err);
   if (rk == nullptr) return InternalError(std::string("dev broker: ") + err);

@@ -18,12 +18,12 @@ class FanOutSink final : public Sink {
   explicit FanOutSink(std::vector<std::unique_ptr<Sink>> sinks) : sinks_(std::move(sinks)) {}
 
   Status Configure() override {
-    for (auto& sink : sinks_) RETURN_IF_ERROR(sink->Configure());
+    for (auto& sink : sinks_) COURIER_RETURN_IF_ERROR(sink->Configure());
     return Status::Ok();
   }
 
   Status Open() override {
-    for (auto& sink : sinks_) RETURN_IF_ERROR(sink->Open());
+    for (auto& sink : sinks_) COURIER_RETURN_IF_ERROR(sink->Open());
     return Status::Ok();
   }
 

@@ -31,7 +31,7 @@ class FileSink final : public Sink {
   }
 
   Status Configure() override {
-    ASSIGN_OR_RETURN(Url url, ParseUrl(options_.url));
+    COURIER_ASSIGN_OR_RETURN(Url url, ParseUrl(options_.url));
     if (!url.hosts.empty() && url.hosts != "localhost") {
       return InvalidArgumentError("file sink URL " + options_.url +
                                   " names a host; write file:///absolute/path.jsonl");
@@ -49,7 +49,7 @@ class FileSink final : public Sink {
   }
 
   Status Open() override {
-    RETURN_IF_ERROR(Configure());
+    COURIER_RETURN_IF_ERROR(Configure());
     // O_RDWR rather than O_WRONLY: an incomplete last line is found by reading the tail (and
     // opening a FIFO does not wait for a reader). O_NONBLOCK: a FIFO whose reader stopped
     // reading makes writes wait in poll(), where the delivery timeout and a stop are seen.
@@ -62,7 +62,7 @@ class FileSink final : public Sink {
     // Devices and pipes (file:///dev/null, a FIFO) have no lines to keep whole.
     regular_ = S_ISREG(st.st_mode);
     if (!regular_) return Status::Ok();
-    ASSIGN_OR_RETURN(const off_t complete, CompleteLength(st.st_size));
+    COURIER_ASSIGN_OR_RETURN(const off_t complete, CompleteLength(st.st_size));
     if (complete < st.st_size) {
       log::Warn("cutting an incomplete last line off the file (a write was interrupted)",
                 {{"file", path_}, {"bytes", st.st_size - complete}, {"kept_bytes", complete}});
@@ -96,7 +96,7 @@ class FileSink final : public Sink {
     if (regular_) {
       // A cut-back that failed after the previous attempt comes first: nothing may follow a
       // torn line.
-      if (torn_at_ >= 0) RETURN_IF_ERROR(CutBack(torn_at_));
+      if (torn_at_ >= 0) COURIER_RETURN_IF_ERROR(CutBack(torn_at_));
       struct stat st {};
       if (::fstat(fd_, &st) != 0) return RetriableError("fstat " + path_ + ": " + Errno());
       before = st.st_size;

@@ -155,8 +155,8 @@ Status EventRequest::Outcome(CURLcode code) const {
 }
 
 Status PostEvent(const std::string& url, const Event& e, Duration timeout) {
-  RETURN_IF_ERROR(InitCurl());
-  ASSIGN_OR_RETURN(auto req, EventRequest::Make(url, e, timeout));
+  COURIER_RETURN_IF_ERROR(InitCurl());
+  COURIER_ASSIGN_OR_RETURN(auto req, EventRequest::Make(url, e, timeout));
   return req->Outcome(curl_easy_perform(req->easy()));
 }
 
@@ -170,7 +170,7 @@ class HttpSink final : public Sink {
   }
 
   Status Configure() override {
-    ASSIGN_OR_RETURN(Url url, ParseUrl(options_.url));
+    COURIER_ASSIGN_OR_RETURN(Url url, ParseUrl(options_.url));
     if (url.hosts.empty()) {
       return InvalidArgumentError("webhook URL " + Describe() +
                                   " names no host; write http://host:port/path");
@@ -179,8 +179,8 @@ class HttpSink final : public Sink {
   }
 
   Status Open() override {
-    RETURN_IF_ERROR(InitCurl());
-    RETURN_IF_ERROR(Configure());
+    COURIER_RETURN_IF_ERROR(InitCurl());
+    COURIER_RETURN_IF_ERROR(Configure());
     multi_ = curl_multi_init();
     if (multi_ == nullptr) return InternalError("libcurl failed to create a multi handle");
     curl_multi_setopt(multi_, CURLMOPT_MAX_HOST_CONNECTIONS, static_cast<long>(kParallel));

@@ -86,7 +86,7 @@ class KafkaSink final : public Sink {
   explicit KafkaSink(SinkOptions options) : options_(std::move(options)) {}
 
   Status Configure() override {
-    ASSIGN_OR_RETURN(Url url, ParseUrl(options_.url));
+    COURIER_ASSIGN_OR_RETURN(Url url, ParseUrl(options_.url));
     if (url.hosts.empty()) {
       return InvalidArgumentError("Kafka sink URL " + RedactUrl(options_.url) +
                                   " has no broker; write kafka://host:port/topic");
@@ -128,7 +128,7 @@ class KafkaSink final : public Sink {
     std::erase_if(props, [](const auto& kv) {
       return kv.first == "bootstrap.servers" || kv.first == "metadata.broker.list";
     });
-    ASSIGN_OR_RETURN(KafkaConf trial, MakeKafkaConf(props));
+    COURIER_ASSIGN_OR_RETURN(KafkaConf trial, MakeKafkaConf(props));
     char err[512];
     rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, trial.get(), err, sizeof err);
     if (rk == nullptr) return InvalidArgumentError(std::string("Kafka producer: ") + err);
@@ -138,8 +138,8 @@ class KafkaSink final : public Sink {
   }
 
   Status Open() override {
-    RETURN_IF_ERROR(Configure());
-    ASSIGN_OR_RETURN(KafkaConf conf, MakeKafkaConf(props_));
+    COURIER_RETURN_IF_ERROR(Configure());
+    COURIER_ASSIGN_OR_RETURN(KafkaConf conf, MakeKafkaConf(props_));
     rd_kafka_conf_set_opaque(conf.get(), this);
     rd_kafka_conf_set_dr_msg_cb(conf.get(), &KafkaSink::OnDelivery);
     rd_kafka_conf_set_error_cb(conf.get(), &KafkaSink::OnError);
@@ -281,19 +281,19 @@ class KafkaSink final : public Sink {
   // older producer of this transactional.id (the previous holder, frozen or not). Then begins
   // the batch's transaction.
   Status BeginTransaction(const StopSignal& stop) {
-    RETURN_IF_ERROR(CheckFence(stop));
+    COURIER_RETURN_IF_ERROR(CheckFence(stop));
     if (initialized_ && stop.term() != term_) {
       producer_.reset();  // the old term's producer; its open transaction is the broker's now
-      RETURN_IF_ERROR(Open());
+      COURIER_RETURN_IF_ERROR(Open());
     }
     if (!initialized_) {
-      RETURN_IF_ERROR(Transact(
+      COURIER_RETURN_IF_ERROR(Transact(
           "init", [this](int ms) { return rd_kafka_init_transactions(producer_.get(), ms); }, stop,
           /*grace=*/false));
       initialized_ = true;
       term_ = stop.term();
     }
-    RETURN_IF_ERROR(CheckFence(stop));
+    COURIER_RETURN_IF_ERROR(CheckFence(stop));
     return TransactionStatus(rd_kafka_begin_transaction(producer_.get()), "begin");
   }
 

@@ -55,7 +55,7 @@ Result<std::unique_ptr<KafkaReader>> KafkaReader::Open(
       {"allow.auto.create.topics", "false"},
   };
   all.insert(all.end(), props.begin(), props.end());
-  ASSIGN_OR_RETURN(KafkaConf conf, MakeKafkaConf(all));
+  COURIER_ASSIGN_OR_RETURN(KafkaConf conf, MakeKafkaConf(all));
   char err[512];
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf.get(), err, sizeof err);
   if (rk == nullptr) return InvalidArgumentError(std::string("Kafka consumer: ") + err);
@@ -98,14 +98,14 @@ Status KafkaReader::VisitTopicMetadata(
     rd_kafka_topic_t* rkt = rd_kafka_topic_new(consumer_.get(), topic.c_str(), nullptr);
     Status st = request(rkt, topic);
     rd_kafka_topic_destroy(rkt);
-    RETURN_IF_ERROR(st);
+    COURIER_RETURN_IF_ERROR(st);
   }
   return Status::Ok();
 }
 
 Result<std::vector<std::string>> KafkaReader::MissingTopics() {
   std::set<std::string> found;
-  RETURN_IF_ERROR(VisitTopicMetadata([&](const rd_kafka_metadata_topic_t& t) {
+  COURIER_RETURN_IF_ERROR(VisitTopicMetadata([&](const rd_kafka_metadata_topic_t& t) {
     if (t.err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) found.insert(t.topic);
   }));
   std::vector<std::string> missing;
@@ -120,7 +120,7 @@ Status KafkaReader::AssignNewPartitions() {
   if (now < next_metadata_) return Status::Ok();
   next_metadata_ = now + std::chrono::milliseconds(500);
   bool added = false;
-  RETURN_IF_ERROR(VisitTopicMetadata([&](const rd_kafka_metadata_topic_t& t) {
+  COURIER_RETURN_IF_ERROR(VisitTopicMetadata([&](const rd_kafka_metadata_topic_t& t) {
     if (t.err != RD_KAFKA_RESP_ERR_NO_ERROR) return;
     for (int p = 0; p < t.partition_cnt; ++p) {
       if (assigned_.emplace(t.topic, t.partitions[p].id).second) added = true;
@@ -158,7 +158,7 @@ Status KafkaReader::AssignNewPartitions() {
 }
 
 Result<std::optional<KafkaRecord>> KafkaReader::Poll(Duration timeout) {
-  RETURN_IF_ERROR(AssignNewPartitions());
+  COURIER_RETURN_IF_ERROR(AssignNewPartitions());
   rd_kafka_message_t* msg =
       rd_kafka_consumer_poll(consumer_.get(), static_cast<int>(timeout.count()));
   if (msg == nullptr) return std::optional<KafkaRecord>();
@@ -185,7 +185,7 @@ Result<std::vector<KafkaRecord>> KafkaReader::ReadToEnd(Duration timeout) {
   std::vector<KafkaRecord> records;
   const TimePoint deadline = Clock::Real().Now() + timeout;
   next_metadata_ = {};
-  RETURN_IF_ERROR(AssignNewPartitions());
+  COURIER_RETURN_IF_ERROR(AssignNewPartitions());
   if (assigned_.empty()) return records;  // no such topic: nothing was ever published
   while (at_end_.size() < assigned_.size()) {
     if (Clock::Real().Now() >= deadline) {

@@ -42,13 +42,13 @@ class NatsSink final : public Sink {
   }
 
   Status Configure() override {
-    ASSIGN_OR_RETURN(endpoint_, ParseNatsUrl(options_.url));
+    COURIER_ASSIGN_OR_RETURN(endpoint_, ParseNatsUrl(options_.url));
     return Status::Ok();
   }
 
   Status Open() override {
-    RETURN_IF_ERROR(Configure());
-    ASSIGN_OR_RETURN(conn_, ConnectNats(endpoint_, /*in_background=*/true));
+    COURIER_RETURN_IF_ERROR(Configure());
+    COURIER_ASSIGN_OR_RETURN(conn_, ConnectNats(endpoint_, /*in_background=*/true));
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.PublishAsync.AckHandler = &NatsSink::OnAck;
@@ -187,7 +187,7 @@ class NatsSink final : public Sink {
 }  // namespace
 
 Result<NatsEndpoint> ParseNatsUrl(const std::string& text) {
-  ASSIGN_OR_RETURN(Url url, ParseUrl(text));
+  COURIER_ASSIGN_OR_RETURN(Url url, ParseUrl(text));
   NatsEndpoint e;
   if (url.hosts.empty()) {
     return InvalidArgumentError("nats URL " + RedactUrl(text) +
@@ -345,7 +345,7 @@ class NatsReaderImpl final : public NatsReader {
   }
 
   Status Init(const NatsEndpoint& e, bool from_beginning) {
-    ASSIGN_OR_RETURN(conn_, ConnectNats(e));
+    COURIER_ASSIGN_OR_RETURN(conn_, ConnectNats(e));
     natsStatus s = natsConnection_JetStream(&js_, conn_, nullptr);
     jsSubOptions so;
     jsSubOptions_Init(&so);
@@ -381,7 +381,7 @@ class NatsReaderImpl final : public NatsReader {
 Result<std::unique_ptr<NatsReader>> NatsReader::Open(const NatsEndpoint& endpoint,
                                                      bool from_beginning) {
   auto reader = std::make_unique<NatsReaderImpl>();
-  RETURN_IF_ERROR(reader->Init(endpoint, from_beginning));
+  COURIER_RETURN_IF_ERROR(reader->Init(endpoint, from_beginning));
   return std::unique_ptr<NatsReader>(std::move(reader));
 }
 

@@ -103,10 +103,10 @@ class RedisPipelineSink : public Sink {
   explicit RedisPipelineSink(SinkOptions options) : options_(std::move(options)) {}
 
   Status Configure() override {
-    ASSIGN_OR_RETURN(endpoint_, ParseRedisUrl(options_.url));
+    COURIER_ASSIGN_OR_RETURN(endpoint_, ParseRedisUrl(options_.url));
     for (const auto& [key, value] : endpoint_.query) {
       if (key == "db") continue;
-      RETURN_IF_ERROR(Setting(key, value));
+      COURIER_RETURN_IF_ERROR(Setting(key, value));
     }
     return Status::Ok();
   }
@@ -268,8 +268,8 @@ class RedisCacheSink final : public RedisPipelineSink {
   using RedisPipelineSink::RedisPipelineSink;
 
   Status Configure() override {
-    RETURN_IF_ERROR(RedisPipelineSink::Configure());
-    ASSIGN_OR_RETURN(Url url, ParseUrl(options_.url));
+    COURIER_RETURN_IF_ERROR(RedisPipelineSink::Configure());
+    COURIER_ASSIGN_OR_RETURN(Url url, ParseUrl(options_.url));
     if (url.path.empty() || url.path.find('{') != std::string::npos) {
       return InvalidArgumentError("redis-cache URL " + RedactUrl(options_.url) +
                                   " needs a plain key prefix: redis-cache://host:port/PREFIX");
@@ -328,7 +328,7 @@ class RedisCacheSink final : public RedisPipelineSink {
 }  // namespace
 
 Result<RedisEndpoint> ParseRedisUrl(const std::string& text) {
-  ASSIGN_OR_RETURN(Url url, ParseUrl(text));
+  COURIER_ASSIGN_OR_RETURN(Url url, ParseUrl(text));
   RedisEndpoint e;
   e.user = url.user;
   e.password = url.password;
@@ -384,10 +384,10 @@ Result<RedisConn> ConnectRedis(const RedisEndpoint& e, Duration timeout) {
     return Status::Ok();
   };
   if (!e.password.empty()) {
-    RETURN_IF_ERROR(e.user.empty() ? command({"AUTH", e.password})
-                                   : command({"AUTH", e.user, e.password}));
+    COURIER_RETURN_IF_ERROR(e.user.empty() ? command({"AUTH", e.password})
+                                           : command({"AUTH", e.user, e.password}));
   }
-  if (e.db != 0) RETURN_IF_ERROR(command({"SELECT", std::to_string(e.db)}));
+  if (e.db != 0) COURIER_RETURN_IF_ERROR(command({"SELECT", std::to_string(e.db)}));
   return conn;
 }
 

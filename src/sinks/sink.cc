@@ -22,7 +22,7 @@ std::string ExpandTemplate(std::string_view tmpl, const Event& event) {
 }
 
 Result<std::unique_ptr<Sink>> MakeSink(const SinkOptions& options) {
-  ASSIGN_OR_RETURN(Url url, ParseUrl(options.url));
+  COURIER_ASSIGN_OR_RETURN(Url url, ParseUrl(options.url));
   if (url.scheme == "kafka") return MakeKafkaSink(options);
   if (url.scheme == "file") return MakeFileSink(options);
   if (url.scheme == "redis") return MakeRedisSink(options);
@@ -40,7 +40,7 @@ Result<std::unique_ptr<Sink>> MakeSink(const SinkOptions& options) {
 }
 
 Status CheckSink(const SinkOptions& options) {
-  ASSIGN_OR_RETURN(std::unique_ptr<Sink> sink, MakeSink(options));
+  COURIER_ASSIGN_OR_RETURN(std::unique_ptr<Sink> sink, MakeSink(options));
   return sink->Configure();
 }
 

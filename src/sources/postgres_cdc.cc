@@ -66,19 +66,20 @@ class PostgresCdcSource final : public Source {
 
   Status Open() override {
     Close();
-    ASSIGN_OR_RETURN(conn_, PgConnect(conninfo_));
-    RETURN_IF_ERROR(cdc::CheckCdcTables(conn_.get(), options_.tables));
-    RETURN_IF_ERROR(CheckTableShapes(conn_.get(), options_.tables));
-    RETURN_IF_ERROR(CheckRelayPrivileges(conn_.get(), options_.tables, options_.mode));
-    ASSIGN_OR_RETURN(names_, cdc::ResolveNames(conn_.get(), options_.tables, options_.cdc));
-    ASSIGN_OR_RETURN(PgResult res, PgExec(conn_.get(),
-                                          "SELECT (SELECT format_type(atttypid, atttypmod) FROM"
-                                          " pg_attribute WHERE attrelid = $1::regclass AND"
-                                          " attname = 'payload'),"
-                                          " (SELECT format_type(atttypid, atttypmod) FROM"
-                                          " pg_attribute WHERE attrelid = $1::regclass AND"
-                                          " attname = 'headers')",
-                                          {QuoteIdent(options_.tables.dead_letter)}));
+    COURIER_ASSIGN_OR_RETURN(conn_, PgConnect(conninfo_));
+    COURIER_RETURN_IF_ERROR(cdc::CheckCdcTables(conn_.get(), options_.tables));
+    COURIER_RETURN_IF_ERROR(CheckTableShapes(conn_.get(), options_.tables));
+    COURIER_RETURN_IF_ERROR(CheckRelayPrivileges(conn_.get(), options_.tables, options_.mode));
+    COURIER_ASSIGN_OR_RETURN(names_, cdc::ResolveNames(conn_.get(), options_.tables, options_.cdc));
+    COURIER_ASSIGN_OR_RETURN(PgResult res,
+                             PgExec(conn_.get(),
+                                    "SELECT (SELECT format_type(atttypid, atttypmod) FROM"
+                                    " pg_attribute WHERE attrelid = $1::regclass AND"
+                                    " attname = 'payload'),"
+                                    " (SELECT format_type(atttypid, atttypmod) FROM"
+                                    " pg_attribute WHERE attrelid = $1::regclass AND"
+                                    " attname = 'headers')",
+                                    {QuoteIdent(options_.tables.dead_letter)}));
     const std::string dead_payload = PQgetvalue(res.get(), 0, 0);
     dead_payload_bytea_ = dead_payload == "bytea";
     const std::string outbox = QuoteIdent(options_.tables.outbox);
@@ -99,7 +100,7 @@ class PostgresCdcSource final : public Source {
     cleanup_sql_ = "DELETE FROM " + outbox + " WHERE id IN (SELECT id FROM " + outbox +
                    " WHERE published_at < now() - make_interval(secs => $1::float8 / 1000)"
                    " LIMIT 10000)";
-    RETURN_IF_ERROR(cdc::EnsureCheckpointColumn(conn_.get(), options_.tables, Describe()));
+    COURIER_RETURN_IF_ERROR(cdc::EnsureCheckpointColumn(conn_.get(), options_.tables, Describe()));
     state_ = State::kSetUp;
     return Status::Ok();
   }
@@ -108,11 +109,11 @@ class PostgresCdcSource final : public Source {
   // The relay calls this only while it holds the outbox's lease, so a stream still attached to
   // the slot is a previous holder's, which must let go.
   Status AcquireLeadership(const StopSignal& stop, bool /*wait*/) override {
-    RETURN_IF_ERROR(cdc::EndPreviousStream(conn_.get(), names_.slot));
-    RETURN_IF_ERROR(
+    COURIER_RETURN_IF_ERROR(cdc::EndPreviousStream(conn_.get(), names_.slot));
+    COURIER_RETURN_IF_ERROR(
         PrepareCdc(conn_.get(), conninfo_, options_.tables, options_.cdc, stop, slot_stale_));
     slot_stale_ = false;
-    RETURN_IF_ERROR(OpenBackfill());
+    COURIER_RETURN_IF_ERROR(OpenBackfill());
     state_ = State::kBackfill;
     return Status::Ok();
   }
@@ -122,16 +123,16 @@ class PostgresCdcSource final : public Source {
       return FailedPreconditionError("CDC source fetched from before AcquireLeadership");
     }
     if (state_ == State::kBackfill) {
-      ASSIGN_OR_RETURN(FetchedBatch batch, backfill_->Fetch(max));
+      COURIER_ASSIGN_OR_RETURN(FetchedBatch batch, backfill_->Fetch(max));
       if (!batch.empty()) return batch;
       // Drained: every row that predates the slot is published; the stream has the rest.
-      RETURN_IF_ERROR(PgExec(conn_.get(),
-                             "DELETE FROM " + QuoteIdent(options_.tables.CdcBackfill()) +
-                                 " WHERE slot_name = $1",
-                             {names_.slot})
-                          .status());
+      COURIER_RETURN_IF_ERROR(PgExec(conn_.get(),
+                                     "DELETE FROM " + QuoteIdent(options_.tables.CdcBackfill()) +
+                                         " WHERE slot_name = $1",
+                                     {names_.slot})
+                                  .status());
       backfill_.reset();
-      RETURN_IF_ERROR(StartStreaming());
+      COURIER_RETURN_IF_ERROR(StartStreaming());
       state_ = State::kStreaming;
     }
     return ReadStream(max);
@@ -169,7 +170,7 @@ class PostgresCdcSource final : public Source {
     // even after a server crash, which sets the slot back to its last server checkpoint.
     const std::optional<Lsn> record = ledger_.ToRecord();
     if (!rows.empty() || !dead.empty() || record) {
-      RETURN_IF_ERROR(PgRun(conn_.get(), "BEGIN"));
+      COURIER_RETURN_IF_ERROR(PgRun(conn_.get(), "BEGIN"));
       Status st = rows.empty() ? Status::Ok() : CheckpointRows(checkpoint_sql_, rows, xids);
       for (size_t i = 0; st.ok() && i < dead.size(); ++i) {
         st = DeadLetter(*dead[i].first, dead[i].second, sink_name);
@@ -238,7 +239,7 @@ class PostgresCdcSource final : public Source {
     const StopSignal never;
     bool settled = false;
     while (true) {
-      ASSIGN_OR_RETURN(PgResult res, PgExec(conn_.get(), sql, {IdArray(missing)}));
+      COURIER_ASSIGN_OR_RETURN(PgResult res, PgExec(conn_.get(), sql, {IdArray(missing)}));
       std::set<int64_t> found;
       for (int i = 0; i < PQntuples(res.get()); ++i) {
         found.insert(ParseInt64(PQgetvalue(res.get(), i, 0)).value_or(0));
@@ -256,11 +257,11 @@ class PostgresCdcSource final : public Source {
       missing = std::move(still);
       // Wait until none of their transactions is still committing.
       while (true) {
-        ASSIGN_OR_RETURN(PgResult held,
-                         PgExec(conn_.get(),
-                                "SELECT 1 FROM pg_locks WHERE locktype = 'transactionid' AND"
-                                " transactionid::text::int8 = ANY($1::int8[]) LIMIT 1",
-                                {IdArray(waiting)}));
+        COURIER_ASSIGN_OR_RETURN(
+            PgResult held, PgExec(conn_.get(),
+                                  "SELECT 1 FROM pg_locks WHERE locktype = 'transactionid' AND"
+                                  " transactionid::text::int8 = ANY($1::int8[]) LIMIT 1",
+                                  {IdArray(waiting)}));
         if (PQntuples(held.get()) == 0) break;
         if (Clock::Real().Now() >= deadline) {
           return RetriableError("outbox rows " + IdArray(missing) +
@@ -284,8 +285,8 @@ class PostgresCdcSource final : public Source {
   }
 
   Status StartStreaming() {
-    ASSIGN_OR_RETURN(const cdc::SlotPosition slot,
-                     cdc::ReadSlotPosition(conn_.get(), options_.tables, names_.slot));
+    COURIER_ASSIGN_OR_RETURN(const cdc::SlotPosition slot,
+                             cdc::ReadSlotPosition(conn_.get(), options_.tables, names_.slot));
     // After a server crash the slot is back at its position of the last server checkpoint;
     // the relay's own position, committed with the rows it deleted, is exact. Asking to start
     // there makes the server skip every transaction that committed before it.
@@ -297,10 +298,11 @@ class PostgresCdcSource final : public Source {
                  {"checkpoint_lsn", pgoutput::FormatLsn(start)}});
     }
     // The server streams up to its flushed WAL, which holds every (synchronous) commit.
-    ASSIGN_OR_RETURN(PgResult end, PgExec(conn_.get(), "SELECT pg_current_wal_flush_lsn()::text"));
-    ASSIGN_OR_RETURN(catch_up_lsn_, pgoutput::ParseLsn(PQgetvalue(end.get(), 0, 0)));
+    COURIER_ASSIGN_OR_RETURN(PgResult end,
+                             PgExec(conn_.get(), "SELECT pg_current_wal_flush_lsn()::text"));
+    COURIER_ASSIGN_OR_RETURN(catch_up_lsn_, pgoutput::ParseLsn(PQgetvalue(end.get(), 0, 0)));
     catch_up_deadline_ = Clock::Real().Now() + kCatchUpWait;
-    RETURN_IF_ERROR(stream_.Start(conninfo_, names_.slot, names_.publication, start));
+    COURIER_RETURN_IF_ERROR(stream_.Start(conninfo_, names_.slot, names_.publication, start));
     ledger_.Reset(start, slot.checkpoint_lsn);
     log::Info("streaming from replication slot", {{"slot", names_.slot},
                                                   {"publication", names_.publication},
@@ -329,7 +331,7 @@ class PostgresCdcSource final : public Source {
     }
     std::string buf;
     while (batch.size() < max) {
-      ASSIGN_OR_RETURN(bool got, NextCopyData(&buf));
+      COURIER_ASSIGN_OR_RETURN(bool got, NextCopyData(&buf));
       if (!got && batch.empty() && ledger_.received() < catch_up_lsn_ &&
           Clock::Real().Now() < catch_up_deadline_) {
         // Just started: an empty answer must mean "nothing committed is left" (what --once
@@ -340,15 +342,15 @@ class PostgresCdcSource final : public Source {
       }
       if (!got) break;
       catch_up_deadline_ = Clock::Real().Now() + kCatchUpWait;
-      ASSIGN_OR_RETURN(pgoutput::CopyMessage copy, pgoutput::ParseCopyMessage(buf));
+      COURIER_ASSIGN_OR_RETURN(pgoutput::CopyMessage copy, pgoutput::ParseCopyMessage(buf));
       if (copy.kind == pgoutput::CopyMessage::Kind::kKeepalive) {
         OnKeepalive(copy.keepalive);
         continue;
       }
       if (copy.kind != pgoutput::CopyMessage::Kind::kXLogData) continue;
       ledger_.Received(copy.data.start);
-      ASSIGN_OR_RETURN(pgoutput::Message m, pgoutput::ParseMessage(copy.data.payload));
-      RETURN_IF_ERROR(OnMessage(m, &batch));
+      COURIER_ASSIGN_OR_RETURN(pgoutput::Message m, pgoutput::ParseMessage(copy.data.payload));
+      COURIER_RETURN_IF_ERROR(OnMessage(m, &batch));
     }
     Report(/*force=*/false);
     return batch;
@@ -445,11 +447,11 @@ class PostgresCdcSource final : public Source {
         r.error,
         sink_name,
         r.status};
-    RETURN_IF_ERROR(PgExec(conn_.get(), dead_letter_sql_, params).status());
+    COURIER_RETURN_IF_ERROR(PgExec(conn_.get(), dead_letter_sql_, params).status());
     if (f.row_id > 0) {
-      RETURN_IF_ERROR(CheckpointRows("DELETE FROM " + QuoteIdent(options_.tables.outbox) +
-                                         " WHERE id = ANY($1::int8[]) RETURNING id",
-                                     {f.row_id}, {static_cast<int64_t>(f.xid)}));
+      COURIER_RETURN_IF_ERROR(CheckpointRows("DELETE FROM " + QuoteIdent(options_.tables.outbox) +
+                                                 " WHERE id = ANY($1::int8[]) RETURNING id",
+                                             {f.row_id}, {static_cast<int64_t>(f.xid)}));
     }
     return Status::Ok();
   }

@@ -35,7 +35,8 @@ Result<int64_t> DeletePublishedRows(PGconn* conn, const std::string& cleanup_sql
                                     Duration retention) {
   int64_t total = 0;
   while (true) {
-    ASSIGN_OR_RETURN(PgResult res, PgExec(conn, cleanup_sql, {std::to_string(retention.count())}));
+    COURIER_ASSIGN_OR_RETURN(PgResult res,
+                             PgExec(conn, cleanup_sql, {std::to_string(retention.count())}));
     const int64_t n = ParseInt64(PQcmdTuples(res.get())).value_or(0);
     total += n;
     if (n < 10000) return total;
@@ -53,17 +54,18 @@ std::string UnescapeBytea(const std::string& escaped) {
 }
 
 Result<bool> PayloadIsBytea(PGconn* conn, const std::string& quoted_outbox) {
-  ASSIGN_OR_RETURN(PgResult res, PgExec(conn,
-                                        "SELECT format_type(atttypid, NULL) FROM pg_attribute WHERE"
-                                        " attrelid = to_regclass($1) AND attname = 'payload'",
-                                        {quoted_outbox}));
+  COURIER_ASSIGN_OR_RETURN(PgResult res,
+                           PgExec(conn,
+                                  "SELECT format_type(atttypid, NULL) FROM pg_attribute WHERE"
+                                  " attrelid = to_regclass($1) AND attname = 'payload'",
+                                  {quoted_outbox}));
   return PQntuples(res.get()) == 1 && std::string(PQgetvalue(res.get(), 0, 0)) == "bytea";
 }
 
 Status CheckRelayPrivileges(PGconn* conn, const TableNames& tables, CheckpointMode mode) {
   const std::string outbox = QuoteIdent(tables.outbox);
   const std::string dead = QuoteIdent(tables.dead_letter);
-  ASSIGN_OR_RETURN(
+  COURIER_ASSIGN_OR_RETURN(
       PgResult res,
       PgExec(conn,
              "SELECT current_user, has_table_privilege($1, 'SELECT'),"
@@ -135,10 +137,10 @@ class PostgresPollSource final : public Source {
 
   Status Open() override {
     conn_.reset();
-    ASSIGN_OR_RETURN(conn_, PgConnect(conninfo_));
+    COURIER_ASSIGN_OR_RETURN(conn_, PgConnect(conninfo_));
     const std::string outbox = QuoteIdent(options_.tables.outbox);
     const std::string dead = QuoteIdent(options_.tables.dead_letter);
-    ASSIGN_OR_RETURN(
+    COURIER_ASSIGN_OR_RETURN(
         PgResult res,
         PgExec(conn_.get(), "SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL",
                {outbox, dead}));
@@ -158,7 +160,7 @@ class PostgresPollSource final : public Source {
       conn_.reset();
       return st;
     }
-    ASSIGN_OR_RETURN(payload_is_bytea_, PayloadIsBytea(conn_.get(), outbox));
+    COURIER_ASSIGN_OR_RETURN(payload_is_bytea_, PayloadIsBytea(conn_.get(), outbox));
     fetch_sql_ = "SELECT id, event_id::text, aggregate_type, aggregate_id, event_type, payload" +
                  std::string(payload_is_bytea_ ? "" : "::text") + ", headers::text, " +
                  PgCreatedAtSql("o.created_at") + " FROM " + outbox +
@@ -202,7 +204,7 @@ class PostgresPollSource final : public Source {
   Result<FetchedBatch> Fetch(size_t max) override {
     PgParams params = {std::to_string(max)};
     if (!options_.filter.empty()) params.push_back(options_.filter_arg);
-    ASSIGN_OR_RETURN(PgResult res, PgExec(conn_.get(), fetch_sql_, params));
+    COURIER_ASSIGN_OR_RETURN(PgResult res, PgExec(conn_.get(), fetch_sql_, params));
     PGresult* r = res.get();
     const int rows = PQntuples(r);
     FetchedBatch batch;
@@ -215,7 +217,7 @@ class PostgresPollSource final : public Source {
       OutboxRow row{column(0), column(1), column(2), column(3),
                     column(4), column(5), column(6), column(7)};
       if (payload_is_bytea_ && row.payload) row.payload = UnescapeBytea(*row.payload);
-      RETURN_IF_ERROR(AddOutboxRow(row, &batch));
+      COURIER_RETURN_IF_ERROR(AddOutboxRow(row, &batch));
     }
     return batch;
   }
@@ -240,7 +242,7 @@ class PostgresPollSource final : public Source {
       errors.push_back(r.error);
       statuses.push_back(r.status);
     }
-    RETURN_IF_ERROR(PgRun(conn_.get(), "BEGIN"));
+    COURIER_RETURN_IF_ERROR(PgRun(conn_.get(), "BEGIN"));
     Status st = PgExec(conn_.get(), checkpoint_sql_, {IdArray(acked)}).status();
     if (st.ok()) {
       st = PgExec(conn_.get(), dead_letter_sql_,

@@ -132,7 +132,7 @@ Status MigratePostgres(PGconn* conn, const TableNames& t) {
       " error text NOT NULL,"
       " attempts integer NOT NULL,"
       " parked_at timestamptz NOT NULL DEFAULT now());";
-  RETURN_IF_ERROR(PgRun(conn, "BEGIN"));
+  COURIER_RETURN_IF_ERROR(PgRun(conn, "BEGIN"));
   Status st = PgRun(conn, sql);
   if (st.ok()) {
     // The dead-letter table copies the outbox's payload and headers types, so a row moves
@@ -315,7 +315,7 @@ template <typename Exists>
 Result<std::vector<bool>> Existing(const std::vector<std::string>& names, Exists exists) {
   std::vector<bool> out;
   for (const std::string& name : names) {
-    ASSIGN_OR_RETURN(bool e, exists(name));
+    COURIER_ASSIGN_OR_RETURN(bool e, exists(name));
     out.push_back(e);
   }
   return out;
@@ -332,24 +332,25 @@ void Report(const std::vector<std::string>& names, const std::vector<bool>& befo
 
 Status Migrate(const std::string& source_url, const TableNames& tables, const CdcOptions& cdc,
                const StopSignal* stop, MigrateReport* report) {
-  ASSIGN_OR_RETURN(SourceLocation loc, ParseSourceUrl(source_url));
+  COURIER_ASSIGN_OR_RETURN(SourceLocation loc, ParseSourceUrl(source_url));
   const bool postgres = loc.kind == SourceLocation::Kind::kPostgres;
   const std::vector<std::string> names = TablesOf(tables, postgres);
   if (postgres) {
-    RETURN_IF_ERROR(CheckTableNames(tables));
-    ASSIGN_OR_RETURN(PgConn conn, PgConnect(loc.target));
+    COURIER_RETURN_IF_ERROR(CheckTableNames(tables));
+    COURIER_ASSIGN_OR_RETURN(PgConn conn, PgConnect(loc.target));
     // An existing table the relay cannot use is named before anything changes.
-    RETURN_IF_ERROR(CheckTableShapes(conn.get(), tables));
+    COURIER_RETURN_IF_ERROR(CheckTableShapes(conn.get(), tables));
     std::vector<bool> before;
     if (report != nullptr) {
-      ASSIGN_OR_RETURN(before, Existing(names, [&](const std::string& name) -> Result<bool> {
-                         ASSIGN_OR_RETURN(PgResult res,
-                                          PgExec(conn.get(), "SELECT to_regclass($1) IS NOT NULL",
-                                                 {QuoteIdent(name)}));
-                         return std::string(PQgetvalue(res.get(), 0, 0)) == "t";
-                       }));
+      COURIER_ASSIGN_OR_RETURN(
+          before, Existing(names, [&](const std::string& name) -> Result<bool> {
+            COURIER_ASSIGN_OR_RETURN(
+                PgResult res,
+                PgExec(conn.get(), "SELECT to_regclass($1) IS NOT NULL", {QuoteIdent(name)}));
+            return std::string(PQgetvalue(res.get(), 0, 0)) == "t";
+          }));
     }
-    RETURN_IF_ERROR(MigratePostgres(conn.get(), tables));
+    COURIER_RETURN_IF_ERROR(MigratePostgres(conn.get(), tables));
     if (report != nullptr) Report(names, before, report);
     const StopSignal never;
     if (cdc.enabled) return PrepareCdc(conn.get(), loc.target, tables, cdc, stop ? *stop : never);
@@ -358,24 +359,25 @@ Status Migrate(const std::string& source_url, const TableNames& tables, const Cd
   if (cdc.enabled) {
     return InvalidArgumentError("--mode cdc needs PostgreSQL; a SQLite outbox is polled");
   }
-  ASSIGN_OR_RETURN(SqliteDb db, SqliteOpen(loc.target, /*create=*/true));
-  RETURN_IF_ERROR(CheckTableShapes(db.get(), tables));
+  COURIER_ASSIGN_OR_RETURN(SqliteDb db, SqliteOpen(loc.target, /*create=*/true));
+  COURIER_RETURN_IF_ERROR(CheckTableShapes(db.get(), tables));
   std::vector<bool> before;
   if (report != nullptr) {
-    ASSIGN_OR_RETURN(before, Existing(names, [&](const std::string& name) -> Result<bool> {
-                       ASSIGN_OR_RETURN(SqliteStmt stmt,
-                                        SqlitePrepare(db.get(),
-                                                      "SELECT 1 FROM sqlite_master WHERE type ="
-                                                      " 'table' AND name = " +
-                                                          QuoteLiteral(name)));
-                       const int rc = sqlite3_step(stmt.get());
-                       if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-                         return SqliteError(db.get(), rc, "read the schema");
-                       }
-                       return rc == SQLITE_ROW;
-                     }));
+    COURIER_ASSIGN_OR_RETURN(before, Existing(names, [&](const std::string& name) -> Result<bool> {
+                               COURIER_ASSIGN_OR_RETURN(
+                                   SqliteStmt stmt,
+                                   SqlitePrepare(db.get(),
+                                                 "SELECT 1 FROM sqlite_master WHERE type ="
+                                                 " 'table' AND name = " +
+                                                     QuoteLiteral(name)));
+                               const int rc = sqlite3_step(stmt.get());
+                               if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+                                 return SqliteError(db.get(), rc, "read the schema");
+                               }
+                               return rc == SQLITE_ROW;
+                             }));
   }
-  RETURN_IF_ERROR(MigrateSqlite(db.get(), tables));
+  COURIER_RETURN_IF_ERROR(MigrateSqlite(db.get(), tables));
   if (report != nullptr) Report(names, before, report);
   return Status::Ok();
 }

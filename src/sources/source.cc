@@ -9,7 +9,7 @@ Result<SourceLocation> ParseSourceUrl(const std::string& url) {
   const std::string scheme = sep == std::string::npos ? "" : url.substr(0, sep);
   if (scheme == "postgres" || scheme == "postgresql") {
     // Refused here, before libpq splits a bad user or password and echoes the pieces.
-    RETURN_IF_ERROR(ParseUrl(url).status());
+    COURIER_RETURN_IF_ERROR(ParseUrl(url).status());
     return SourceLocation{SourceLocation::Kind::kPostgres, url};
   }
   if (scheme == "sqlite") {
@@ -24,9 +24,9 @@ Result<SourceLocation> ParseSourceUrl(const std::string& url) {
 }
 
 Result<std::unique_ptr<Source>> MakeSource(const SourceOptions& options) {
-  ASSIGN_OR_RETURN(SourceLocation loc, ParseSourceUrl(options.url));
+  COURIER_ASSIGN_OR_RETURN(SourceLocation loc, ParseSourceUrl(options.url));
   if (loc.kind == SourceLocation::Kind::kPostgres) {
-    RETURN_IF_ERROR(CheckTableNames(options.tables));
+    COURIER_RETURN_IF_ERROR(CheckTableNames(options.tables));
     if (options.cdc.enabled) return MakePostgresCdcSource(options, loc.target);
     return MakePostgresPollSource(options, loc.target);
   }

@@ -32,11 +32,11 @@ class SqlitePollSource final : public Source {
 
   Status Open() override {
     Close();
-    ASSIGN_OR_RETURN(db_, SqliteOpen(path_, /*create=*/false));
+    COURIER_ASSIGN_OR_RETURN(db_, SqliteOpen(path_, /*create=*/false));
     const std::string outbox = QuoteIdent(options_.tables.outbox);
     const std::string dead = QuoteIdent(options_.tables.dead_letter);
     for (const std::string* table : {&options_.tables.outbox, &options_.tables.dead_letter}) {
-      ASSIGN_OR_RETURN(
+      COURIER_ASSIGN_OR_RETURN(
           SqliteStmt check,
           SqlitePrepare(db_.get(), "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?1"));
       sqlite3_bind_text(check.get(), 1, table->c_str(), -1, SQLITE_TRANSIENT);
@@ -50,19 +50,19 @@ class SqlitePollSource final : public Source {
       Close();
       return shape;
     }
-    ASSIGN_OR_RETURN(fetch_,
-                     SqlitePrepare(db_.get(),
-                                   "SELECT id, event_id, aggregate_type, aggregate_id, event_type,"
-                                   " payload, headers, " +
-                                       SqliteCreatedAtSql("created_at") + " FROM " + outbox +
-                                       " WHERE published_at IS NULL ORDER BY id LIMIT ?1"));
-    ASSIGN_OR_RETURN(checkpoint_,
-                     SqlitePrepare(db_.get(), options_.mode == CheckpointMode::kDelete
+    COURIER_ASSIGN_OR_RETURN(
+        fetch_, SqlitePrepare(db_.get(),
+                              "SELECT id, event_id, aggregate_type, aggregate_id, event_type,"
+                              " payload, headers, " +
+                                  SqliteCreatedAtSql("created_at") + " FROM " + outbox +
+                                  " WHERE published_at IS NULL ORDER BY id LIMIT ?1"));
+    COURIER_ASSIGN_OR_RETURN(
+        checkpoint_, SqlitePrepare(db_.get(), options_.mode == CheckpointMode::kDelete
                                                   ? "DELETE FROM " + outbox + " WHERE id = ?1"
                                                   : "UPDATE " + outbox +
                                                         " SET published_at = strftime('%Y-%m-%dT"
                                                         "%H:%M:%fZ', 'now') WHERE id = ?1"));
-    ASSIGN_OR_RETURN(
+    COURIER_ASSIGN_OR_RETURN(
         dead_letter_,
         SqlitePrepare(db_.get(), "INSERT INTO " + dead +
                                      " (outbox, outbox_id, event_id, aggregate_type,"
@@ -79,16 +79,17 @@ class SqlitePollSource final : public Source {
                                      " coalesce(created_at, strftime('%Y-%m-%dT%H:%M:%fZ',"
                                      " 'now')), ?2, ?3, ?4 FROM " +
                                      outbox + " WHERE id = ?1"));
-    ASSIGN_OR_RETURN(delete_, SqlitePrepare(db_.get(), "DELETE FROM " + outbox + " WHERE id = ?1"));
-    ASSIGN_OR_RETURN(cleanup_,
-                     SqlitePrepare(db_.get(), "DELETE FROM " + outbox +
-                                                  " WHERE id IN (SELECT id"
-                                                  " FROM " +
-                                                  outbox +
-                                                  " WHERE published_at IS NOT NULL AND"
-                                                  " julianday(published_at) < julianday('now') -"
-                                                  " ?1 / 86400000.0 LIMIT 10000)"));
-    ASSIGN_OR_RETURN(data_version_, SqlitePrepare(db_.get(), "PRAGMA data_version"));
+    COURIER_ASSIGN_OR_RETURN(delete_,
+                             SqlitePrepare(db_.get(), "DELETE FROM " + outbox + " WHERE id = ?1"));
+    COURIER_ASSIGN_OR_RETURN(
+        cleanup_, SqlitePrepare(db_.get(), "DELETE FROM " + outbox +
+                                               " WHERE id IN (SELECT id"
+                                               " FROM " +
+                                               outbox +
+                                               " WHERE published_at IS NOT NULL AND"
+                                               " julianday(published_at) < julianday('now') -"
+                                               " ?1 / 86400000.0 LIMIT 10000)"));
+    COURIER_ASSIGN_OR_RETURN(data_version_, SqlitePrepare(db_.get(), "PRAGMA data_version"));
     return Status::Ok();
   }
 
@@ -133,7 +134,7 @@ class SqlitePollSource final : public Source {
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
       OutboxRow row{Column(s, 0), Column(s, 1), Column(s, 2), Column(s, 3),
                     Column(s, 4), Column(s, 5), Column(s, 6), Column(s, 7)};
-      RETURN_IF_ERROR(AddOutboxRow(row, &batch));
+      COURIER_RETURN_IF_ERROR(AddOutboxRow(row, &batch));
     }
     sqlite3_reset(s);
     if (rc != SQLITE_DONE) return SqliteError(db_.get(), rc, "fetch outbox rows");
@@ -154,7 +155,7 @@ class SqlitePollSource final : public Source {
   Status Checkpoint(std::span<const int64_t> acked, std::span<const Rejected> rejected,
                     const std::string& sink_name) override {
     if (acked.empty() && rejected.empty()) return Status::Ok();
-    RETURN_IF_ERROR(SqliteExec(db_.get(), "BEGIN IMMEDIATE"));
+    COURIER_RETURN_IF_ERROR(SqliteExec(db_.get(), "BEGIN IMMEDIATE"));
     Status st = Status::Ok();
     for (int64_t id : acked) {
       st = StepWithId(checkpoint_.get(), id, "checkpoint");

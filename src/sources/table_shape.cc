@@ -58,7 +58,7 @@ Status CheckTableShapes(PGconn* conn, const TableNames& tables) {
       " LEFT JOIN pg_type bt ON t.typtype = 'd' AND bt.oid = t.typbasetype"
       " WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped";
   const std::string outbox = QuoteIdent(tables.outbox);
-  ASSIGN_OR_RETURN(PgResult cols, PgExec(conn, sql, {outbox}));
+  COURIER_ASSIGN_OR_RETURN(PgResult cols, PgExec(conn, sql, {outbox}));
   if (PQntuples(cols.get()) > 0) {
     for (const Required& r : OutboxColumns()) {
       int row = -1;
@@ -82,7 +82,7 @@ Status CheckTableShapes(PGconn* conn, const TableNames& tables) {
     }
   }
   const std::string dead = QuoteIdent(tables.dead_letter);
-  ASSIGN_OR_RETURN(PgResult dead_cols, PgExec(conn, sql, {dead}));
+  COURIER_ASSIGN_OR_RETURN(PgResult dead_cols, PgExec(conn, sql, {dead}));
   for (int i = 0; i < PQntuples(dead_cols.get()); ++i) {
     const std::string name = PQgetvalue(dead_cols.get(), i, 0);
     if (std::string(PQgetvalue(dead_cols.get(), i, 3)) == "t" &&
@@ -96,10 +96,10 @@ Status CheckTableShapes(PGconn* conn, const TableNames& tables) {
 Status CheckTableShapes(sqlite3* db, const TableNames& tables) {
   // SQLite's columns take any value whatever their declared type: only presence is checked.
   const std::string outbox = QuoteIdent(tables.outbox);
-  ASSIGN_OR_RETURN(SqliteStmt cols,
-                   SqlitePrepare(db,
-                                 "SELECT name, \"notnull\" AND dflt_value IS NULL AND pk = 0"
-                                 " FROM pragma_table_info(?1)"));
+  COURIER_ASSIGN_OR_RETURN(
+      SqliteStmt cols, SqlitePrepare(db,
+                                     "SELECT name, \"notnull\" AND dflt_value IS NULL AND pk = 0"
+                                     " FROM pragma_table_info(?1)"));
   auto read = [&](const std::string& table) -> Result<std::vector<std::pair<std::string, bool>>> {
     sqlite3_reset(cols.get());
     sqlite3_bind_text(cols.get(), 1, table.c_str(), -1, SQLITE_TRANSIENT);
@@ -112,7 +112,7 @@ Status CheckTableShapes(sqlite3* db, const TableNames& tables) {
     if (rc != SQLITE_DONE) return SqliteError(db, rc, "read the columns of " + table);
     return out;
   };
-  ASSIGN_OR_RETURN(auto outbox_cols, read(tables.outbox));
+  COURIER_ASSIGN_OR_RETURN(auto outbox_cols, read(tables.outbox));
   if (!outbox_cols.empty()) {
     for (const Required& r : OutboxColumns()) {
       bool found = false;
@@ -124,7 +124,7 @@ Status CheckTableShapes(sqlite3* db, const TableNames& tables) {
       }
     }
   }
-  ASSIGN_OR_RETURN(auto dead_cols, read(tables.dead_letter));
+  COURIER_ASSIGN_OR_RETURN(auto dead_cols, read(tables.dead_letter));
   for (const auto& [name, strict] : dead_cols) {
     if (strict && DeadLetterColumns().count(name) == 0) {
       return ExtraNotNull(QuoteIdent(tables.dead_letter), name);

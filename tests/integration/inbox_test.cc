@@ -28,18 +28,18 @@ class InboxTest : public ::testing::TestWithParam<bool> {
                                "', 1) ON CONFLICT (event_id) DO UPDATE SET runs = effects.runs + 1";
     if (postgres()) {
       if (!pg_) {
-        ASSIGN_OR_RETURN(pg_, PgConnect(db_->url));
+        COURIER_ASSIGN_OR_RETURN(pg_, PgConnect(db_->url));
       }
       return inbox.Process(pg_.get(), event_id, [&](pg_conn* c) -> Status {
-        RETURN_IF_ERROR(PgRun(c, upsert));
+        COURIER_RETURN_IF_ERROR(PgRun(c, upsert));
         return fail ? InternalError("handler failed") : Status::Ok();
       });
     }
     if (!lite_) {
-      ASSIGN_OR_RETURN(lite_, SqliteOpen(db_->url.substr(9), false));
+      COURIER_ASSIGN_OR_RETURN(lite_, SqliteOpen(db_->url.substr(9), false));
     }
     return inbox.Process(lite_.get(), event_id, [&](sqlite3* d) -> Status {
-      RETURN_IF_ERROR(SqliteExec(d, upsert));
+      COURIER_RETURN_IF_ERROR(SqliteExec(d, upsert));
       return fail ? InternalError("handler failed") : Status::Ok();
     });
   }

@@ -63,10 +63,10 @@ struct TestDb {
     for (const std::string& s : statements) sql += s + ";";
     sql += commit ? "COMMIT;" : "ROLLBACK;";
     if (postgres) {
-      ASSIGN_OR_RETURN(PgConn conn, PgConnect(url));
+      COURIER_ASSIGN_OR_RETURN(PgConn conn, PgConnect(url));
       return PgRun(conn.get(), sql);
     }
-    ASSIGN_OR_RETURN(SqliteDb db, SqliteOpen(url.substr(9), false));
+    COURIER_ASSIGN_OR_RETURN(SqliteDb db, SqliteOpen(url.substr(9), false));
     return SqliteExec(db.get(), sql);
   }
 

@@ -34,7 +34,7 @@ bool IsRoot() { return ::geteuid() == 0; }
 // Runs argv (as the postgres user when we are root) and waits.
 Status RunAsPostgres(std::vector<std::string> argv, const std::string& log) {
   if (IsRoot()) argv.insert(argv.begin(), {"/usr/sbin/runuser", "-u", "postgres", "--"});
-  ASSIGN_OR_RETURN(Subprocess p, Subprocess::Spawn(argv, log, log));
+  COURIER_ASSIGN_OR_RETURN(Subprocess p, Subprocess::Spawn(argv, log, log));
   auto code = p.Wait(Duration(120000));
   if (!code || *code != 0) {
     return InternalError("command failed: " + argv[IsRoot() ? 4 : 0] + " (see " + log + ")");
@@ -122,9 +122,9 @@ Result<std::unique_ptr<PostgresServer>> PostgresServer::Start(bool durable) {
     if (pw == nullptr) return FailedPreconditionError("no postgres user");
     if (::chown(s->dir_.c_str(), pw->pw_uid, pw->pw_gid) != 0) return InternalError("chown");
   }
-  RETURN_IF_ERROR(RunAsPostgres({s->bin_ + "/initdb", "-D", s->dir_ + "/data", "-A", "trust", "-U",
-                                 "postgres", "--no-sync", "-E", "UTF8"},
-                                s->dir_ + "/initdb.log"));
+  COURIER_RETURN_IF_ERROR(RunAsPostgres({s->bin_ + "/initdb", "-D", s->dir_ + "/data", "-A",
+                                         "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"},
+                                        s->dir_ + "/initdb.log"));
   s->port_ = FreePort();
   {
     std::ofstream conf(s->dir_ + "/data/postgresql.conf", std::ios::app);
@@ -146,7 +146,7 @@ Result<std::unique_ptr<PostgresServer>> PostgresServer::Start(bool durable) {
         << initdb_rules
         << "host all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n";
   }
-  RETURN_IF_ERROR(s->StartAgain());
+  COURIER_RETURN_IF_ERROR(s->StartAgain());
   return s;
 }
 
@@ -158,19 +158,20 @@ Status PostgresServer::PgCtl(const std::vector<std::string>& args) {
 }
 
 Status PostgresServer::StartAgain() {
-  RETURN_IF_ERROR(PgCtl({"-w", "-t", "60", "start"}));
+  COURIER_RETURN_IF_ERROR(PgCtl({"-w", "-t", "60", "start"}));
   running_ = true;
   return Status::Ok();
 }
 
 Status PostgresServer::Stop(bool immediate) {
-  RETURN_IF_ERROR(PgCtl({"-w", "-t", "60", "-m", immediate ? "immediate" : "fast", "stop"}));
+  COURIER_RETURN_IF_ERROR(
+      PgCtl({"-w", "-t", "60", "-m", immediate ? "immediate" : "fast", "stop"}));
   running_ = false;
   return Status::Ok();
 }
 
 Status PostgresServer::Restart(bool immediate) {
-  RETURN_IF_ERROR(Stop(immediate));
+  COURIER_RETURN_IF_ERROR(Stop(immediate));
   return StartAgain();
 }
 
@@ -187,8 +188,8 @@ std::string PostgresServer::Url(const std::string& db) const {
 Result<std::string> PostgresServer::NewDatabase(const std::string& prefix) {
   const std::string name =
       prefix + "_" + std::to_string(::getpid()) + "_" + std::to_string(next_db_++);
-  ASSIGN_OR_RETURN(PgConn conn, PgConnect(Url("postgres")));
-  RETURN_IF_ERROR(PgRun(conn.get(), "CREATE DATABASE " + name));
+  COURIER_ASSIGN_OR_RETURN(PgConn conn, PgConnect(Url("postgres")));
+  COURIER_RETURN_IF_ERROR(PgRun(conn.get(), "CREATE DATABASE " + name));
   return Url(name);
 }
 
@@ -226,8 +227,8 @@ Result<Subprocess> SpawnCourier(const std::vector<std::string>& args, const std:
 }
 
 Result<std::vector<std::string>> PgQuery(const std::string& url, const std::string& sql) {
-  ASSIGN_OR_RETURN(PgConn conn, PgConnect(url));
-  ASSIGN_OR_RETURN(PgResult res, PgExec(conn.get(), sql));
+  COURIER_ASSIGN_OR_RETURN(PgConn conn, PgConnect(url));
+  COURIER_ASSIGN_OR_RETURN(PgResult res, PgExec(conn.get(), sql));
   std::vector<std::string> rows;
   for (int i = 0; i < PQntuples(res.get()); ++i) {
     rows.emplace_back(PQgetisnull(res.get(), i, 0) ? "" : PQgetvalue(res.get(), i, 0));
@@ -256,7 +257,7 @@ Result<std::unique_ptr<RedisServer>> RedisServer::Start() {
   }
   std::unique_ptr<RedisServer> s(new RedisServer());
   s->port_ = FreePort();
-  RETURN_IF_ERROR(s->StartAgain());
+  COURIER_RETURN_IF_ERROR(s->StartAgain());
   return s;
 }
 
@@ -265,7 +266,7 @@ std::string RedisServer::Url(const std::string& stream) const {
 }
 
 Status RedisServer::StartAgain() {
-  ASSIGN_OR_RETURN(
+  COURIER_ASSIGN_OR_RETURN(
       Subprocess p,
       Subprocess::Spawn({"/usr/bin/redis-server", "--port", std::to_string(port_), "--bind",
                          "127.0.0.1", "--dir", dir_.path(), "--appendonly", "yes", "--appendfsync",
@@ -291,7 +292,7 @@ Status RedisServer::Stop() { return StopChild(process_, "redis-server"); }
 Result<std::unique_ptr<WebhookServer>> WebhookServer::Start() {
   std::unique_ptr<WebhookServer> s(new WebhookServer());
   s->port_ = FreePort();
-  RETURN_IF_ERROR(s->StartAgain());
+  COURIER_RETURN_IF_ERROR(s->StartAgain());
   return s;
 }
 
@@ -300,7 +301,7 @@ std::string WebhookServer::Url(const std::string& path) const {
 }
 
 Status WebhookServer::StartAgain() {
-  ASSIGN_OR_RETURN(
+  COURIER_ASSIGN_OR_RETURN(
       Subprocess p,
       Subprocess::Spawn({"/usr/bin/python3", COURIER_SOURCE_DIR "/tests/support/webhook_server.py",
                          std::to_string(port_), log()},
@@ -319,7 +320,7 @@ Result<std::unique_ptr<TestCertificates>> TestCertificates::Make() {
   const std::string log = c->dir_.File("openssl.log");
   auto run = [&](std::vector<std::string> args) -> Status {
     args.insert(args.begin(), "/usr/bin/openssl");
-    ASSIGN_OR_RETURN(Subprocess p, Subprocess::Spawn(args, log, log));
+    COURIER_ASSIGN_OR_RETURN(Subprocess p, Subprocess::Spawn(args, log, log));
     auto code = p.Wait(Duration(60000));
     if (!code || *code != 0) return InternalError("openssl failed: " + ReadFile(log));
     return Status::Ok();
@@ -332,7 +333,7 @@ Result<std::unique_ptr<TestCertificates>> TestCertificates::Make() {
     args.insert(args.end(),
                 {"-keyout", c->dir_.File(name + ".key"), "-out", c->dir_.File(name + ".pem"),
                  "-days", "3", "-subj", "/CN=courier test " + name});
-    RETURN_IF_ERROR(run(args));
+    COURIER_RETURN_IF_ERROR(run(args));
   }
   std::ofstream(c->dir_.File("leaf.ext")) << "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
                                           << "extendedKeyUsage=serverAuth,clientAuth\n";
@@ -340,10 +341,10 @@ Result<std::unique_ptr<TestCertificates>> TestCertificates::Make() {
   args.insert(args.end(), ec.begin(), ec.end());
   args.insert(args.end(),
               {"-keyout", c->key(), "-out", c->dir_.File("leaf.csr"), "-subj", "/CN=localhost"});
-  RETURN_IF_ERROR(run(args));
-  RETURN_IF_ERROR(run({"x509", "-req", "-in", c->dir_.File("leaf.csr"), "-CA", c->ca(), "-CAkey",
-                       c->dir_.File("ca.key"), "-CAcreateserial", "-out", c->cert(), "-days", "3",
-                       "-extfile", c->dir_.File("leaf.ext")}));
+  COURIER_RETURN_IF_ERROR(run(args));
+  COURIER_RETURN_IF_ERROR(run({"x509", "-req", "-in", c->dir_.File("leaf.csr"), "-CA", c->ca(),
+                               "-CAkey", c->dir_.File("ca.key"), "-CAcreateserial", "-out",
+                               c->cert(), "-days", "3", "-extfile", c->dir_.File("leaf.ext")}));
   return c;
 }
 
@@ -354,7 +355,7 @@ Result<std::unique_ptr<NatsServer>> NatsServer::Start(const TestCertificates* tl
   std::unique_ptr<NatsServer> s(new NatsServer());
   s->tls_ = tls;
   s->port_ = FreePort();
-  RETURN_IF_ERROR(s->StartAgain());
+  COURIER_RETURN_IF_ERROR(s->StartAgain());
   return s;
 }
 
@@ -372,8 +373,8 @@ Status NatsServer::StartAgain() {
     argv.insert(argv.end(), {"--tlsverify", "--tlscert", tls_->cert(), "--tlskey", tls_->key(),
                              "--tlscacert", tls_->ca()});
   }
-  ASSIGN_OR_RETURN(Subprocess p,
-                   Subprocess::Spawn(argv, dir_.File("nats.log"), dir_.File("nats.log")));
+  COURIER_ASSIGN_OR_RETURN(Subprocess p,
+                           Subprocess::Spawn(argv, dir_.File("nats.log"), dir_.File("nats.log")));
   process_.emplace(std::move(p));
   if (!WaitUntil([&] { return PortAccepts(port_); })) {
     return InternalError("nats-server did not start; see " + dir_.File("nats.log"));
@@ -384,8 +385,8 @@ Status NatsServer::StartAgain() {
 Status NatsServer::Stop() { return StopChild(process_, "nats-server"); }
 
 Status NatsServer::AddStream(const std::string& name, const std::vector<std::string>& subjects) {
-  ASSIGN_OR_RETURN(NatsEndpoint endpoint, ParseNatsUrl(Url()));
-  ASSIGN_OR_RETURN(natsConnection * conn, ConnectNats(endpoint));
+  COURIER_ASSIGN_OR_RETURN(NatsEndpoint endpoint, ParseNatsUrl(Url()));
+  COURIER_ASSIGN_OR_RETURN(natsConnection * conn, ConnectNats(endpoint));
   jsCtx* js = nullptr;
   natsStatus s = NATS_OK;
   // Connected in the background: JetStream calls fail until then.
@@ -416,7 +417,7 @@ Result<std::unique_ptr<RabbitMqServer>> RabbitMqServer::Start() {
   Status last;
   for (int attempt = 0; attempt < 3; ++attempt) {
     std::unique_ptr<RabbitMqServer> s(new RabbitMqServer());
-    ASSIGN_OR_RETURN(s->certs_, TestCertificates::Make());
+    COURIER_ASSIGN_OR_RETURN(s->certs_, TestCertificates::Make());
     std::set<int> ports;
     while (ports.size() < 4) ports.insert(FreePort());
     auto it = ports.begin();
@@ -463,7 +464,7 @@ std::string RabbitMqServer::TlsUrl(const std::string& exchange, const std::strin
 Status RabbitMqServer::StartAgain() {
   const std::string d = dir_.path();
   const std::string node = "courier" + std::to_string(port_) + "@localhost";
-  ASSIGN_OR_RETURN(
+  COURIER_ASSIGN_OR_RETURN(
       Subprocess p,
       Subprocess::Spawn(
           {"/usr/bin/env", "HOME=" + d, "RABBITMQ_NODENAME=" + node,
@@ -503,28 +504,28 @@ Status RabbitMqServer::StartAgain() {
 Status RabbitMqServer::Stop() { return StopChild(process_, "rabbitmq-server"); }
 
 Status RabbitMqServer::DeclareExchange(const std::string& name) {
-  ASSIGN_OR_RETURN(AmqpEndpoint endpoint, ParseAmqpUrl(Url("")));
-  ASSIGN_OR_RETURN(auto session, AmqpSession::Connect(endpoint, Duration(5000)));
+  COURIER_ASSIGN_OR_RETURN(AmqpEndpoint endpoint, ParseAmqpUrl(Url("")));
+  COURIER_ASSIGN_OR_RETURN(auto session, AmqpSession::Connect(endpoint, Duration(5000)));
   return session->DeclareExchange(name, "topic");
 }
 
 Status RabbitMqServer::DeclareQueue(const std::string& queue, const std::string& exchange,
                                     const std::string& binding_key) {
-  ASSIGN_OR_RETURN(AmqpEndpoint endpoint, ParseAmqpUrl(Url("")));
-  ASSIGN_OR_RETURN(auto session, AmqpSession::Connect(endpoint, Duration(5000)));
+  COURIER_ASSIGN_OR_RETURN(AmqpEndpoint endpoint, ParseAmqpUrl(Url("")));
+  COURIER_ASSIGN_OR_RETURN(auto session, AmqpSession::Connect(endpoint, Duration(5000)));
   return session->DeclareQueue(queue, exchange, binding_key);
 }
 
 Result<int64_t> RabbitMqServer::QueueLength(const std::string& queue) {
-  ASSIGN_OR_RETURN(AmqpEndpoint endpoint, ParseAmqpUrl(Url("")));
-  ASSIGN_OR_RETURN(auto session, AmqpSession::Connect(endpoint, Duration(5000)));
+  COURIER_ASSIGN_OR_RETURN(AmqpEndpoint endpoint, ParseAmqpUrl(Url("")));
+  COURIER_ASSIGN_OR_RETURN(auto session, AmqpSession::Connect(endpoint, Duration(5000)));
   amqp_bytes_t name;
   name.len = queue.size();
   name.bytes = const_cast<char*>(queue.data());
   amqp_queue_declare_ok_t* ok =
       amqp_queue_declare(session->conn(), static_cast<amqp_channel_t>(session->channel()), name,
                          /*passive=*/1, 0, 0, 0, amqp_empty_table);
-  RETURN_IF_ERROR(session->RpcStatus("queue.declare"));
+  COURIER_RETURN_IF_ERROR(session->RpcStatus("queue.declare"));
   return static_cast<int64_t>(ok->message_count);
 }
 

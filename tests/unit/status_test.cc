@@ -11,8 +11,8 @@ Result<int> Half(int x) {
 }
 
 Status Quarter(int x, int* out) {
-  ASSIGN_OR_RETURN(int h, Half(x));
-  ASSIGN_OR_RETURN(*out, Half(h));
+  COURIER_ASSIGN_OR_RETURN(int h, Half(x));
+  COURIER_ASSIGN_OR_RETURN(*out, Half(h));
   return Status::Ok();
 }
 

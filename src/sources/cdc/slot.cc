@@ -47,19 +47,20 @@ constexpr const char* kCreating = "0/0";
 // Another outbox's CDC registry (`<outbox>_cdc_slot`) in this database that lists `slot`, or
 // "" when none does. Registries this user may not read are not looked at.
 Result<std::string> OtherOwner(PGconn* conn, const TableNames& t, const std::string& slot) {
-  ASSIGN_OR_RETURN(PgResult tables,
-                   PgExec(conn,
-                          "SELECT c.oid::regclass::text FROM pg_class c"
-                          " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'slot_name'"
-                          " JOIN pg_attribute b ON b.attrelid = c.oid AND"
-                          " b.attname = 'consistent_lsn'"
-                          " WHERE c.relkind = 'r' AND c.relname LIKE '%\\_cdc\\_slot' AND"
-                          " c.oid <> $1::regclass AND has_table_privilege(c.oid, 'SELECT')",
-                          {QuoteIdent(t.CdcSlots())}));
+  COURIER_ASSIGN_OR_RETURN(
+      PgResult tables,
+      PgExec(conn,
+             "SELECT c.oid::regclass::text FROM pg_class c"
+             " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'slot_name'"
+             " JOIN pg_attribute b ON b.attrelid = c.oid AND"
+             " b.attname = 'consistent_lsn'"
+             " WHERE c.relkind = 'r' AND c.relname LIKE '%\\_cdc\\_slot' AND"
+             " c.oid <> $1::regclass AND has_table_privilege(c.oid, 'SELECT')",
+             {QuoteIdent(t.CdcSlots())}));
   for (int i = 0; i < PQntuples(tables.get()); ++i) {
     const std::string table = PQgetvalue(tables.get(), i, 0);
-    ASSIGN_OR_RETURN(PgResult row,
-                     PgExec(conn, "SELECT 1 FROM " + table + " WHERE slot_name = $1", {slot}));
+    COURIER_ASSIGN_OR_RETURN(
+        PgResult row, PgExec(conn, "SELECT 1 FROM " + table + " WHERE slot_name = $1", {slot}));
     if (PQntuples(row.get()) > 0) return table;
   }
   return std::string();
@@ -75,18 +76,19 @@ Result<std::string> OtherOwner(PGconn* conn, const TableNames& t, const std::str
 // registered with the slot, else the table's name in schema public, else schema_table with
 // the hash.
 Result<CdcNames> ResolveNames(PGconn* conn, const TableNames& t, const CdcOptions& cdc) {
-  ASSIGN_OR_RETURN(PgResult res, PgExec(conn,
-                                        "SELECT current_database(), n.nspname, c.relname FROM"
-                                        " pg_class c JOIN pg_namespace n ON n.oid ="
-                                        " c.relnamespace WHERE c.oid = $1::regclass",
-                                        {QuoteIdent(t.outbox)}));
+  COURIER_ASSIGN_OR_RETURN(PgResult res,
+                           PgExec(conn,
+                                  "SELECT current_database(), n.nspname, c.relname FROM"
+                                  " pg_class c JOIN pg_namespace n ON n.oid ="
+                                  " c.relnamespace WHERE c.oid = $1::regclass",
+                                  {QuoteIdent(t.outbox)}));
   const std::string database = PQgetvalue(res.get(), 0, 0);
   const std::string schema = PQgetvalue(res.get(), 0, 1);
   const std::string table = PQgetvalue(res.get(), 0, 2);
   CdcNames names{cdc.slot, cdc.publication, schema + "." + table, schema, table};
   const std::string identity = database + '\0' + schema + '\0' + table;
-  ASSIGN_OR_RETURN(PgResult registry,
-                   PgExec(conn, "SELECT slot_name, publication FROM " + QuoteIdent(t.CdcSlots())));
+  COURIER_ASSIGN_OR_RETURN(PgResult registry, PgExec(conn, "SELECT slot_name, publication FROM " +
+                                                               QuoteIdent(t.CdcSlots())));
   auto registered = [&](const std::string& slot) -> const char* {
     for (int i = 0; i < PQntuples(registry.get()); ++i) {
       if (slot == PQgetvalue(registry.get(), i, 0)) return PQgetvalue(registry.get(), i, 1);
@@ -101,7 +103,7 @@ Result<CdcNames> ResolveNames(PGconn* conn, const TableNames& t, const CdcOption
     if (legacy.rfind("courier_", 0) == 0) legacy = legacy.substr(8);
     legacy = SlotSafe("courier_" + database + "_" + legacy);
     if (registered(names.slot) == nullptr && registered(legacy) != nullptr) {
-      ASSIGN_OR_RETURN(const std::string other, OtherOwner(conn, t, legacy));
+      COURIER_ASSIGN_OR_RETURN(const std::string other, OtherOwner(conn, t, legacy));
       if (other.empty()) {
         names.slot = legacy;
       } else {
@@ -129,13 +131,13 @@ Result<CdcNames> ResolveNames(PGconn* conn, const TableNames& t, const CdcOption
 }
 
 Status CheckCdcTables(PGconn* conn, const TableNames& t) {
-  ASSIGN_OR_RETURN(PgResult res,
-                   PgExec(conn,
-                          "SELECT current_setting('wal_level'), to_regclass($1) IS NOT NULL,"
-                          " to_regclass($2) IS NOT NULL, to_regclass($3) IS NOT NULL,"
-                          " to_regclass($4) IS NOT NULL",
-                          {QuoteIdent(t.outbox), QuoteIdent(t.dead_letter),
-                           QuoteIdent(t.CdcSlots()), QuoteIdent(t.CdcBackfill())}));
+  COURIER_ASSIGN_OR_RETURN(
+      PgResult res, PgExec(conn,
+                           "SELECT current_setting('wal_level'), to_regclass($1) IS NOT NULL,"
+                           " to_regclass($2) IS NOT NULL, to_regclass($3) IS NOT NULL,"
+                           " to_regclass($4) IS NOT NULL",
+                           {QuoteIdent(t.outbox), QuoteIdent(t.dead_letter),
+                            QuoteIdent(t.CdcSlots()), QuoteIdent(t.CdcBackfill())}));
   if (std::string(PQgetvalue(res.get(), 0, 0)) != "logical") {
     return FailedPreconditionError(
         "PostgreSQL runs with wal_level = " + std::string(PQgetvalue(res.get(), 0, 0)) +
@@ -158,12 +160,13 @@ namespace {
 // True when it had to create the publication.
 Result<bool> EnsurePublication(PGconn* conn, const TableNames& t, const std::string& publication) {
   const std::string outbox = QuoteIdent(t.outbox);
-  ASSIGN_OR_RETURN(PgResult res, PgExec(conn,
-                                        "SELECT p.pubinsert, p.puballtables OR EXISTS (SELECT 1"
-                                        " FROM pg_publication_rel r WHERE r.prpubid = p.oid AND"
-                                        " r.prrelid = $2::regclass)"
-                                        " FROM pg_publication p WHERE p.pubname = $1",
-                                        {publication, outbox}));
+  COURIER_ASSIGN_OR_RETURN(PgResult res,
+                           PgExec(conn,
+                                  "SELECT p.pubinsert, p.puballtables OR EXISTS (SELECT 1"
+                                  " FROM pg_publication_rel r WHERE r.prpubid = p.oid AND"
+                                  " r.prrelid = $2::regclass)"
+                                  " FROM pg_publication p WHERE p.pubname = $1",
+                                  {publication, outbox}));
   if (PQntuples(res.get()) == 0) {
     const std::string create = "CREATE PUBLICATION " + QuoteIdent(publication) + " FOR TABLE " +
                                outbox + " WITH (publish = 'insert')";
@@ -261,9 +264,9 @@ Status CreateSlot(PGconn* conn, const std::string& conninfo, const TableNames& t
                   const CdcNames& names, const StopSignal& stop) {
   // Registered first, as being created: a slot found later with this mark is this outbox's,
   // left behind by a crash before the backfill was recorded, and is recreated.
-  RETURN_IF_ERROR(RegisterSlot(conn, t, names, kCreating));
-  ASSIGN_OR_RETURN(PgConn repl, PgConnect(conninfo, /*replication=*/true));
-  ASSIGN_OR_RETURN(PgResult created, CreateSlotCommand(conn, repl.get(), names.slot, stop));
+  COURIER_RETURN_IF_ERROR(RegisterSlot(conn, t, names, kCreating));
+  COURIER_ASSIGN_OR_RETURN(PgConn repl, PgConnect(conninfo, /*replication=*/true));
+  COURIER_ASSIGN_OR_RETURN(PgResult created, CreateSlotCommand(conn, repl.get(), names.slot, stop));
   const std::string consistent = PQgetvalue(created.get(), 0, 1);
   const std::string snapshot = PQgetvalue(created.get(), 0, 2);
   // The exported snapshot lives until the replication connection's next command.
@@ -307,7 +310,7 @@ Status CreateSlot(PGconn* conn, const std::string& conninfo, const TableNames& t
 // while both relays look healthy.
 Status EnsureSlot(PGconn* conn, const std::string& conninfo, const TableNames& t,
                   const CdcNames& names, bool stale, const StopSignal& stop) {
-  ASSIGN_OR_RETURN(
+  COURIER_ASSIGN_OR_RETURN(
       PgResult slot,
       PgExec(conn,
              "SELECT s.slot_type = 'logical' AND s.plugin = 'pgoutput' AND"
@@ -327,7 +330,7 @@ Status EnsureSlot(PGconn* conn, const std::string& conninfo, const TableNames& t
                                 " exists but belongs to another database or plugin; choose "
                                 "another --slot");
   }
-  ASSIGN_OR_RETURN(const std::string other, OtherOwner(conn, t, names.slot));
+  COURIER_ASSIGN_OR_RETURN(const std::string other, OtherOwner(conn, t, names.slot));
   if (!other.empty()) {
     return InvalidArgumentError("replication slot " + names.slot +
                                 " is registered to another outbox (in " + other +
@@ -348,7 +351,8 @@ Status EnsureSlot(PGconn* conn, const std::string& conninfo, const TableNames& t
                       : "replication slot's creation was interrupted before its backfill was "
                         "recorded; recreating it so rows already in the outbox are not missed",
               {{"slot", names.slot}});
-    RETURN_IF_ERROR(PgExec(conn, "SELECT pg_drop_replication_slot($1)", {names.slot}).status());
+    COURIER_RETURN_IF_ERROR(
+        PgExec(conn, "SELECT pg_drop_replication_slot($1)", {names.slot}).status());
   } else if (registered && !interrupted) {
     log::Warn(
         "replication slot is gone; recreating it and re-reading un-acked events from the outbox "
@@ -365,11 +369,12 @@ Status EnsureSlot(PGconn* conn, const std::string& conninfo, const TableNames& t
 // to the slot until wal_sender_timeout, and the slot refuses every other stream meanwhile
 // ("replication slot is active for PID"): end that walsender, and wait until it let go.
 Status EndPreviousStream(PGconn* conn, const std::string& slot) {
-  ASSIGN_OR_RETURN(PgResult res, PgExec(conn,
-                                        "SELECT active_pid::text, pg_terminate_backend(active_pid)"
-                                        " FROM pg_replication_slots WHERE slot_name = $1 AND"
-                                        " database = current_database() AND active_pid IS NOT NULL",
-                                        {slot}));
+  COURIER_ASSIGN_OR_RETURN(PgResult res,
+                           PgExec(conn,
+                                  "SELECT active_pid::text, pg_terminate_backend(active_pid)"
+                                  " FROM pg_replication_slots WHERE slot_name = $1 AND"
+                                  " database = current_database() AND active_pid IS NOT NULL",
+                                  {slot}));
   if (PQntuples(res.get()) == 0) return Status::Ok();
   const std::string pid = PQgetvalue(res.get(), 0, 0);
   log::Warn("a previous relay's stream still held the replication slot; ended it",
@@ -377,10 +382,11 @@ Status EndPreviousStream(PGconn* conn, const std::string& slot) {
   const TimePoint deadline = Clock::Real().Now() + Duration(10000);
   const StopSignal never;
   while (Clock::Real().Now() < deadline) {
-    ASSIGN_OR_RETURN(PgResult held, PgExec(conn,
-                                           "SELECT 1 FROM pg_replication_slots WHERE slot_name ="
-                                           " $1 AND active_pid IS NOT NULL",
-                                           {slot}));
+    COURIER_ASSIGN_OR_RETURN(PgResult held,
+                             PgExec(conn,
+                                    "SELECT 1 FROM pg_replication_slots WHERE slot_name ="
+                                    " $1 AND active_pid IS NOT NULL",
+                                    {slot}));
     if (PQntuples(held.get()) == 0) return Status::Ok();
     Clock::Real().SleepFor(Duration(20), never);
   }
@@ -389,18 +395,20 @@ Status EndPreviousStream(PGconn* conn, const std::string& slot) {
 }
 
 Result<SlotPosition> ReadSlotPosition(PGconn* conn, const TableNames& t, const std::string& slot) {
-  ASSIGN_OR_RETURN(PgResult res, PgExec(conn,
-                                        "SELECT s.confirmed_flush_lsn::text, r.checkpoint_lsn::text"
-                                        " FROM pg_replication_slots s LEFT JOIN " +
-                                            QuoteIdent(t.CdcSlots()) +
-                                            " r ON r.slot_name = s.slot_name"
-                                            " WHERE s.slot_name = $1",
-                                        {slot}));
+  COURIER_ASSIGN_OR_RETURN(PgResult res,
+                           PgExec(conn,
+                                  "SELECT s.confirmed_flush_lsn::text, r.checkpoint_lsn::text"
+                                  " FROM pg_replication_slots s LEFT JOIN " +
+                                      QuoteIdent(t.CdcSlots()) +
+                                      " r ON r.slot_name = s.slot_name"
+                                      " WHERE s.slot_name = $1",
+                                  {slot}));
   if (PQntuples(res.get()) != 1) return RetriableError("replication slot " + slot + " disappeared");
   SlotPosition position;
-  ASSIGN_OR_RETURN(position.confirmed, pgoutput::ParseLsn(PQgetvalue(res.get(), 0, 0)));
+  COURIER_ASSIGN_OR_RETURN(position.confirmed, pgoutput::ParseLsn(PQgetvalue(res.get(), 0, 0)));
   if (!PQgetisnull(res.get(), 0, 1)) {
-    ASSIGN_OR_RETURN(position.checkpoint_lsn, pgoutput::ParseLsn(PQgetvalue(res.get(), 0, 1)));
+    COURIER_ASSIGN_OR_RETURN(position.checkpoint_lsn,
+                             pgoutput::ParseLsn(PQgetvalue(res.get(), 0, 1)));
   }
   return position;
 }
@@ -412,11 +420,11 @@ std::string RecordCheckpointSql(const TableNames& t) {
 
 Status EnsureCheckpointColumn(PGconn* conn, const TableNames& t, const std::string& source) {
   const std::string table = QuoteIdent(t.CdcSlots());
-  ASSIGN_OR_RETURN(PgResult has, PgExec(conn,
-                                        "SELECT 1 FROM pg_attribute WHERE attrelid ="
-                                        " $1::regclass AND attname = 'checkpoint_lsn' AND"
-                                        " NOT attisdropped",
-                                        {table}));
+  COURIER_ASSIGN_OR_RETURN(PgResult has, PgExec(conn,
+                                                "SELECT 1 FROM pg_attribute WHERE attrelid ="
+                                                " $1::regclass AND attname = 'checkpoint_lsn' AND"
+                                                " NOT attisdropped",
+                                                {table}));
   if (PQntuples(has.get()) == 1) return Status::Ok();
   Status st =
       PgRun(conn, "ALTER TABLE " + table + " ADD COLUMN IF NOT EXISTS checkpoint_lsn pg_lsn");
@@ -431,9 +439,10 @@ Status EnsureCheckpointColumn(PGconn* conn, const TableNames& t, const std::stri
 
 Status PrepareCdc(PGconn* conn, const std::string& conninfo, const TableNames& tables,
                   const CdcOptions& cdc, const StopSignal& stop, bool slot_stale) {
-  RETURN_IF_ERROR(cdc::CheckCdcTables(conn, tables));
-  ASSIGN_OR_RETURN(cdc::CdcNames names, cdc::ResolveNames(conn, tables, cdc));
-  ASSIGN_OR_RETURN(const bool created, cdc::EnsurePublication(conn, tables, names.publication));
+  COURIER_RETURN_IF_ERROR(cdc::CheckCdcTables(conn, tables));
+  COURIER_ASSIGN_OR_RETURN(cdc::CdcNames names, cdc::ResolveNames(conn, tables, cdc));
+  COURIER_ASSIGN_OR_RETURN(const bool created,
+                           cdc::EnsurePublication(conn, tables, names.publication));
   return cdc::EnsureSlot(conn, conninfo, tables, names, created || slot_stale, stop);
 }
 

@@ -15,8 +15,8 @@ Status ReplicationStream::Start(const std::string& conninfo, const std::string& 
   Close();
   slot_ = slot;
   publication_missing_ = false;
-  ASSIGN_OR_RETURN(PgConn repl, PgConnect(conninfo, /*replication=*/true));
-  ASSIGN_OR_RETURN(PgResult id, PgSimple(repl.get(), "IDENTIFY_SYSTEM"));
+  COURIER_ASSIGN_OR_RETURN(PgConn repl, PgConnect(conninfo, /*replication=*/true));
+  COURIER_ASSIGN_OR_RETURN(PgResult id, PgSimple(repl.get(), "IDENTIFY_SYSTEM"));
   system_id_ = std::stoull(PQgetvalue(id.get(), 0, 0));
   const std::string cmd = "START_REPLICATION SLOT " + QuoteIdent(slot) + " LOGICAL " +
                           pgoutput::FormatLsn(start) + " (proto_version '1', publication_names " +
