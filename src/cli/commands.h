@@ -1,19 +1,97 @@
-// Subcommands implemented in their own files.
+// The subcommands, one file each (cli/cmd_<name>.cc, dead_letters.cc, demo.cc): each adds
+// its subcommand and options to the parser (Add...Command, bound to its flags struct) and runs
+// it (Run...). cli/main.cc parses the command line and calls them.
+//
+// Thread-safety: none; used by main() before anything runs, except StopRequest and
+// SetRunningRelay, which the signal handler reads.
 #pragma once
 
+#include <CLI/CLI.hpp>
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "cli/relay_config.h"
 #include "core/clock.h"
+#include "courier/relay.h"
 #include "courier/status.h"
 #include "inbox/consume.h"
+#include "sources/source.h"
 
 namespace courier::cli {
+
+inline constexpr int kExitFailure = 1;
+inline constexpr int kExitUsage = 2;
 
 // Prints a command's final error (scrubbed of secrets; a JSON record with --log-format json)
 // and returns the exit code: 2 for bad input (kInvalidArgument, kNotFound), else 1.
 int Fail(const Status& st);
+
+// Requested by SIGTERM and SIGINT (cli/main.cc): long-running commands stop on it.
+StopSignal& StopRequest();
+// The relay that SIGTERM and SIGINT also stop (Relay::RequestStop) while it runs; nullptr
+// once it returned.
+void SetRunningRelay(Relay* relay);
+
+// The flags every command but config and demo-app takes.
+struct CommonFlags {
+  std::string config;  // read by ExpandConfig before parsing; declared so every command takes it
+  std::string log_level = "info";
+  std::string log_format = "logfmt";
+};
+void AddCommonFlags(CLI::App* cmd, CommonFlags* f);
+
+// `courier relay` (cli/cmd_relay.cc).
+CLI::App* AddRelayCommand(CLI::App& app, RelayFlags* f, CommonFlags* common);
+int RunRelay(RelayFlags& f);
+
+// `courier migrate` (cli/cmd_migrate.cc).
+struct MigrateFlags {
+  std::string source;
+  TableNames tables;
+  std::string mode = "poll";
+  CdcOptions cdc;
+};
+CLI::App* AddMigrateCommand(CLI::App& app, MigrateFlags* f, CommonFlags* common);
+int RunMigrate(const MigrateFlags& f);
+
+// `courier status` (cli/cmd_status.cc).
+struct StatusFlags {
+  std::string source;
+  TableNames tables;
+  bool json = false;
+};
+CLI::App* AddStatusCommand(CLI::App& app, StatusFlags* f, CommonFlags* common);
+int RunStatus(const StatusFlags& f);
+
+// `courier config check FILE` (cli/cmd_config.cc; the checks are CheckConfig's).
+struct ConfigFlags {
+  std::string action;
+  std::string file;
+};
+CLI::App* AddConfigCommand(CLI::App& app, ConfigFlags* f);
+
+// `courier tail` (cli/cmd_tail.cc).
+struct TailFlags {
+  std::string url;
+  bool from_beginning = false;
+  bool exit_at_end = false;
+  bool wait_for_topic = false;
+  long long limit = 0;
+};
+CLI::App* AddTailCommand(CLI::App& app, TailFlags* f, CommonFlags* common);
+int RunTail(const TailFlags& f);
+
+// `courier dev-broker` (cli/cmd_dev_broker.cc).
+struct DevBrokerFlags {
+  int brokers = 1;
+  int port = 0;
+  int partitions = 4;
+  std::string bootstrap_file;
+  std::vector<std::string> topics;
+};
+CLI::App* AddDevBrokerCommand(CLI::App& app, DevBrokerFlags* f, CommonFlags* common);
+int RunDevBroker(const DevBrokerFlags& f);
 
 struct DemoOptions {
   int orders = 300;
@@ -23,6 +101,7 @@ struct DemoOptions {
   bool keep = false;
   unsigned seed = 0;  // 0: random
 };
+CLI::App* AddDemoCommand(CLI::App& app, DemoOptions* f, CommonFlags* common);
 // Interrupted (cleanly, children killed) when `stop` is requested.
 int RunDemo(const DemoOptions& options, const StopSignal& stop);
 
@@ -35,6 +114,7 @@ struct DemoAppOptions {
   int rate = 50;  // transactions per second
   unsigned seed = 0;
 };
+CLI::App* AddDemoAppCommand(CLI::App& app, DemoAppOptions* f);
 // The demo's "orders" service, run as a child process so that it can be SIGKILLed.
 int RunDemoApp(const DemoAppOptions& options);
 
@@ -51,6 +131,7 @@ struct DeadLettersOptions {
 };
 // `courier dead-letters`: list the parked events, queue them for the relay to publish again,
 // or drop them (cli/dead_letters.cc).
+CLI::App* AddDeadLettersCommand(CLI::App& app, DeadLettersOptions* f, CommonFlags* common);
 int RunDeadLetters(const DeadLettersOptions& options);
 
 struct ConsumeParkedOptions {
@@ -62,5 +143,19 @@ struct ConsumeParkedOptions {
 // `courier consume parked`: list a consumer's parked events, deliver them to the handler once
 // more (through the inbox), or drop them (cli/consume_parked.cc).
 int RunConsumeParked(const ConsumeOptions& consume, const ConsumeParkedOptions& options);
+
+// `courier consume` and `courier consume parked` (cli/cmd_consume.cc).
+struct ConsumeFlags {
+  ConsumeOptions options;
+  std::string handler_timeout = "30s";
+  std::string backoff_initial = "200ms";
+  std::string backoff_max = "30s";
+  std::string claim_idle = "30s";
+  std::string retention = "0";
+  ConsumeParkedOptions parked;
+  CLI::App* parked_command = nullptr;  // parsed(): `consume parked`
+};
+CLI::App* AddConsumeCommand(CLI::App& app, ConsumeFlags* f, CommonFlags* common);
+int RunConsume(const ConsumeFlags& f);
 
 }  // namespace courier::cli

@@ -1,5 +1,6 @@
 // `courier dead-letters list|retry|drop`: the operator's side of the dead-letter table
 // (relay/dead_letters.h).
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
 #include <map>
@@ -141,6 +142,41 @@ Status ReportMissed(DeadLetterStore& store, const DeadLettersOptions& o,
 }
 
 }  // namespace
+
+CLI::App* AddDeadLettersCommand(CLI::App& app, DeadLettersOptions* f, CommonFlags* common) {
+  CLI::App* cmd = app.add_subcommand(
+      "dead-letters",
+      "Events the sink rejected for good, parked with the reason (and, under the park policy,\n"
+      "the later events of their aggregates, held behind them); those of the outbox --table.\n"
+      "  list              show them, oldest first\n"
+      "  retry ID...|--all queue parked events for the active relay to publish again (fix the\n"
+      "                    cause first); the events held behind them follow, in order\n"
+      "  drop ID...|--all  delete them for good; the events held behind them go out");
+  cmd->add_option("action", f->action, "list, retry or drop")
+      ->type_name("ACTION")
+      ->required()
+      ->check(CLI::IsMember({"list", "retry", "drop"}));
+  cmd->add_option("ids", f->ids, "Dead-letter ids (the ID column of list)")
+      ->type_name("ID")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  cmd->add_option("--source", f->source, "Database URL")->type_name("URL")->required();
+  cmd->add_option("--table", f->outbox_table, "Outbox table whose dead letters to act on")
+      ->type_name("NAME")
+      ->capture_default_str();
+  cmd->add_option("--dead-letter-table", f->dead_letter_table, "Dead-letter table")
+      ->type_name("NAME")
+      ->capture_default_str();
+  cmd->add_flag("--all", f->all, "retry/drop: every dead letter of the outbox");
+  cmd->add_flag("--json", f->json,
+                "list: one JSON object per dead letter and line (JSON Lines), oldest first");
+  cmd->add_option("--limit", f->limit, "list: show at most the newest N")
+      ->type_name("N")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1000000}));
+  AddCommonFlags(cmd, common);
+
+  return cmd;
+}
 
 int RunDeadLetters(const DeadLettersOptions& o) {
   if ((o.action == "retry" || o.action == "drop") && o.ids.empty() && !o.all) {

@@ -1,0 +1,136 @@
+// `courier status`: the outbox's backlog, dead letters, leases and replication slots.
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "core/url.h"
+#include "relay/status_report.h"
+
+namespace courier::cli {
+namespace {
+
+std::string Bytes(int64_t n) {
+  char buf[32];
+  if (n < 1024) {
+    std::snprintf(buf, sizeof buf, "%lld B", static_cast<long long>(n));
+  } else if (n < (1LL << 20)) {
+    std::snprintf(buf, sizeof buf, "%.1f kB", static_cast<double>(n) / 1024);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.1f MB", static_cast<double>(n) / (1 << 20));
+  }
+  return buf;
+}
+
+}  // namespace
+
+CLI::App* AddStatusCommand(CLI::App& app, StatusFlags* f, CommonFlags* common) {
+  CLI::App* cmd = app.add_subcommand(
+      "status", "Show backlog, oldest pending event, dead letters and whether a relay is active.");
+  cmd->add_option("--source", f->source, "Database URL")->type_name("URL")->required();
+  cmd->add_option("--table", f->tables.outbox, "Outbox table")
+      ->type_name("NAME")
+      ->capture_default_str();
+  cmd->add_option("--dead-letter-table", f->tables.dead_letter, "Dead-letter table")
+      ->type_name("NAME")
+      ->capture_default_str();
+  cmd->add_flag("--json", f->json, "One JSON object instead of text");
+  AddCommonFlags(cmd, common);
+  return cmd;
+}
+
+int RunStatus(const StatusFlags& f) {
+  const std::string& source = f.source;
+  const TableNames& tables = f.tables;
+  auto s = ReadOutboxStatus(source, tables);
+  if (!s.ok()) return Fail(s.status());
+  if (f.json) {
+    std::string slots = "[";
+    for (const SlotStatus& slot : s->slots) {
+      if (slots.size() > 1) slots += ",";
+      char buf[512];
+      std::snprintf(buf, sizeof buf,
+                    "{\"name\":\"%s\",\"exists\":%s,\"active\":%s,\"confirmed_lsn\":\"%s\","
+                    "\"lag_bytes\":%lld,\"retained_bytes\":%lld,\"wal_status\":\"%s\"}",
+                    slot.name.c_str(), slot.exists ? "true" : "false",
+                    slot.active ? "true" : "false", slot.confirmed_lsn.c_str(),
+                    static_cast<long long>(slot.lag_bytes),
+                    static_cast<long long>(slot.retained_bytes), slot.wal_status.c_str());
+      slots += buf;
+    }
+    slots += "]";
+    std::string leases = "[";
+    for (const LeaseStatus& l : s->leases) {
+      if (leases.size() > 1) leases += ",";
+      nlohmann::json j = {{"name", l.name},
+                          {"holder", l.holder},
+                          {"epoch", l.epoch},
+                          {"live", l.live},
+                          {"renewed_ago_s", l.renewed_ago_s},
+                          {"expires_in_s", l.expires_in_s},
+                          {"published", l.published},
+                          {"per_second", l.per_second}};
+      leases += j.dump();
+    }
+    leases += "]";
+    std::printf(
+        "{\"pending\":%lld,\"oldest_pending_age_s\":%.3f,\"published_retained\":%lld,"
+        "\"dead_letters\":%lld,\"relay_active\":%s,\"slots\":%s,\"leases\":%s}\n",
+        static_cast<long long>(s->pending), s->oldest_pending_age_s,
+        static_cast<long long>(s->published_retained), static_cast<long long>(s->dead_letters),
+        s->relay_active ? "true" : "false", slots.c_str(), leases.c_str());
+    return 0;
+  }
+  std::printf("source             %s\n", RedactUrl(source).c_str());
+  std::printf("outbox             %s\n", tables.outbox.c_str());
+  std::printf("pending events     %lld\n", static_cast<long long>(s->pending));
+  std::printf("oldest pending     %.1f s\n", s->oldest_pending_age_s);
+  std::printf("published, kept    %lld\n", static_cast<long long>(s->published_retained));
+  std::printf("dead letters       %lld  (table %s)\n", static_cast<long long>(s->dead_letters),
+              tables.dead_letter.c_str());
+  std::printf("active relay       %s\n", s->relay_active ? "yes" : "no");
+  for (const LeaseStatus& l : s->leases) {
+    if (l.live) {
+      std::printf("lease              %s  held by %s (epoch %lld), renewed %.1f s ago\n",
+                  l.name.c_str(), l.holder.c_str(), static_cast<long long>(l.epoch),
+                  l.renewed_ago_s);
+      std::printf(
+          "throughput         %.1f events/s over the last minute (%lld since it took over)\n",
+          l.per_second, static_cast<long long>(l.published));
+    } else if (l.epoch > 0) {
+      std::printf("lease              %s  free (last held by %s, expired %.0f s ago)\n",
+                  l.name.c_str(), l.holder.c_str(), -l.expires_in_s);
+    }
+  }
+  std::vector<std::string> warnings;
+  for (const SlotStatus& slot : s->slots) {
+    if (!slot.exists) {
+      std::printf("cdc slot           %s  missing\n", slot.name.c_str());
+      warnings.push_back("slot " + slot.name +
+                         " is gone; the next CDC relay recreates it and re-reads the un-acked "
+                         "rows from the outbox");
+      continue;
+    }
+    std::printf("cdc slot           %s  %s  confirmed %s  lag %s  retains %s of WAL\n",
+                slot.name.c_str(), slot.active ? "active" : "inactive", slot.confirmed_lsn.c_str(),
+                Bytes(slot.lag_bytes).c_str(), Bytes(slot.retained_bytes).c_str());
+    if (slot.wal_status == "lost") {
+      warnings.push_back("slot " + slot.name +
+                         " was invalidated (the WAL it needed is gone); the next CDC relay "
+                         "recreates it");
+    } else if (!slot.active) {
+      warnings.push_back("slot " + slot.name + " is inactive and retains " +
+                         Bytes(slot.retained_bytes) +
+                         " of WAL, growing with every write; start the relay (courier relay "
+                         "--mode cdc) or drop the slot: SELECT pg_drop_replication_slot('" +
+                         slot.name + "')");
+    }
+  }
+  for (const std::string& w : warnings) std::printf("warning: %s\n", w.c_str());
+  return 0;
+}
+
+}  // namespace courier::cli
