@@ -10,29 +10,6 @@
 namespace courier::test {
 namespace {
 
-std::vector<Event> Events(int n, const std::string& aggregate = "o-1") {
-  std::vector<Event> events;
-  for (int i = 0; i < n; ++i) {
-    Event e;
-    e.event_id = NewUuidV7();
-    e.aggregate_type = "order";
-    e.aggregate_id = aggregate;
-    e.event_type = "OrderCreated";
-    e.payload = "{\"seq\":" + std::to_string(i + 1) + "}";
-    e.created_at_us = 1700000000000000 + i;
-    events.push_back(std::move(e));
-  }
-  return events;
-}
-
-void Publish(const std::string& sink_url, const std::vector<Event>& events) {
-  auto sink = MakeSink({.url = sink_url});
-  ASSERT_OK(sink);
-  ASSERT_OK((*sink)->Open());
-  const StopSignal never;
-  for (const Status& st : (*sink)->Publish(events, never)) ASSERT_OK(st);
-}
-
 size_t Occurrences(const std::string& text, const std::string& what) {
   size_t n = 0;
   for (size_t p = 0; (p = text.find(what, p)) != std::string::npos; p += what.size()) ++n;
@@ -46,14 +23,10 @@ size_t Posts(const WebhookServer& server, const std::string& event_id) {
   return n;
 }
 
-class ConsumeRetry : public ::testing::Test {
+class ConsumeRetry : public BrokerWithTopic {
  protected:
   void SetUp() override {
-    auto broker = DevBroker::Start(1);
-    ASSERT_OK(broker);
-    broker_ = std::move(broker).value();
-    ASSERT_OK(broker_->CreateTopic("orders", 1));
-    topic_ = "kafka://" + broker_->bootstrap() + "/orders";
+    BrokerWithTopic::SetUp();
     auto webhook = WebhookServer::Start();
     ASSERT_OK(webhook);
     webhook_ = std::move(webhook).value();
@@ -62,9 +35,9 @@ class ConsumeRetry : public ::testing::Test {
 
   Result<Subprocess> Consume(const std::vector<std::string>& handler,
                              const std::vector<std::string>& more = {}) {
-    std::vector<std::string> args = {"consume", "--from",        topic_,   "--db",
-                                     db_->url,  "--consumer",    "mailer", "--backoff-initial",
-                                     "10ms",    "--backoff-max", "50ms",   "--log-level",
+    std::vector<std::string> args = {"consume", "--from",        topic_url_, "--db",
+                                     db_->url,  "--consumer",    "mailer",   "--backoff-initial",
+                                     "10ms",    "--backoff-max", "50ms",     "--log-level",
                                      "debug"};
     args.insert(args.end(), handler.begin(), handler.end());
     args.insert(args.end(), more.begin(), more.end());
@@ -80,17 +53,15 @@ class ConsumeRetry : public ::testing::Test {
 
   std::string log() const { return db_->dir.File("consume.log"); }
 
-  std::unique_ptr<DevBroker> broker_;
   std::unique_ptr<WebhookServer> webhook_;
-  std::string topic_;
   std::optional<TestDb> db_;
 };
 
 // The old consumer parked an event after 5 attempts, ~1.6 s of 503s. Now 503s are retried
 // until the handler answers 200: 9 calls for each event, nothing parked.
 TEST_F(ConsumeRetry, HandlerAnswering503ForAWhileGetsEveryEventWithoutParking) {
-  const std::vector<Event> events = Events(3);
-  Publish(topic_, events);
+  const std::vector<Event> events = MakeEvents(3);
+  PublishEvents(topic_url_, events);
   auto consumer = Consume({"--to", webhook_->Url("hooks/flaky/8")});
   ASSERT_OK(consumer);
   ASSERT_TRUE(WaitUntil([&] { return db_->Count("courier_inbox") == 3; }, Duration(60000)))
@@ -108,8 +79,8 @@ TEST_F(ConsumeRetry, HandlerAnswering503ForAWhileGetsEveryEventWithoutParking) {
 
 // A 400 is a permanent refusal: parked after one call, the next event goes on.
 TEST_F(ConsumeRetry, Http400ParksAtOnce) {
-  const std::vector<Event> events = Events(2);
-  Publish(topic_, events);
+  const std::vector<Event> events = MakeEvents(2);
+  PublishEvents(topic_url_, events);
   auto consumer = Consume({"--to", webhook_->Url("hooks/status/400")});
   ASSERT_OK(consumer);
   ASSERT_TRUE(WaitUntil([&] { return db_->Count("courier_inbox_parked") == 2; }, Duration(30000)))
@@ -125,9 +96,9 @@ TEST_F(ConsumeRetry, Http400ParksAtOnce) {
 
 // --exec: an exit code named permanent parks at once; any other is retried until it passes.
 TEST_F(ConsumeRetry, ExecExitCodesNamedPermanentParkOthersAreRetried) {
-  std::vector<Event> events = Events(2);
+  std::vector<Event> events = MakeEvents(2);
   events[0].payload = R"({"poison":true})";
-  Publish(topic_, events);
+  PublishEvents(topic_url_, events);
   const std::string calls = db_->dir.File("calls");
   const std::string handled = db_->dir.File("handled");
   // Exits 3 for the poison event; 75 for the first 6 calls of the other, then succeeds.
@@ -152,8 +123,8 @@ TEST_F(ConsumeRetry, ExecExitCodesNamedPermanentParkOthersAreRetried) {
 }
 
 TEST_F(ConsumeRetry, ParkedListRetryDropEndToEnd) {
-  const std::vector<Event> events = Events(3);
-  Publish(topic_, events);
+  const std::vector<Event> events = MakeEvents(3);
+  PublishEvents(topic_url_, events);
   {
     auto consumer = Consume({"--to", webhook_->Url("hooks/status/400")});
     ASSERT_OK(consumer);
@@ -223,22 +194,20 @@ TEST_F(ConsumeRetry, ParkedListRetryDropEndToEnd) {
 
 // The inbox's PostgreSQL restarted under a running consumer: the claims fail while it is
 // away, which is no failure of the handler. Nothing is parked; every event is handled once.
-TEST(ConsumeDbOutage, RestartedPostgresParksNothing) {
+using ConsumeDbOutage = BrokerWithTopic;
+TEST_F(ConsumeDbOutage, RestartedPostgresParksNothing) {
   auto pg = PostgresServer::Start();
   ASSERT_OK(pg);
   auto db_url = (*pg)->NewDatabase("inbox");
   ASSERT_OK(db_url);
   ASSERT_OK(Migrate(*db_url, TableNames{}));
-  auto broker = DevBroker::Start(1);
-  ASSERT_OK(broker);
-  ASSERT_OK((*broker)->CreateTopic("orders", 1));
-  const std::string topic = "kafka://" + (*broker)->bootstrap() + "/orders";
+  const std::string& topic = topic_url_;
   auto webhook = WebhookServer::Start();
   ASSERT_OK(webhook);
   TempDir dir;
   const std::string log = dir.File("consume.log");
-  const std::vector<Event> before = Events(5);
-  Publish(topic, before);
+  const std::vector<Event> before = MakeEvents(5);
+  PublishEvents(topic, before);
   auto consumer = SpawnCourier(
       {"consume", "--from", topic, "--db", *db_url, "--consumer", "mailer", "--to",
        (*webhook)->Url("hooks/ok"), "--backoff-initial", "10ms", "--backoff-max", "200ms"},
@@ -251,8 +220,8 @@ TEST(ConsumeDbOutage, RestartedPostgresParksNothing) {
   ASSERT_TRUE(WaitUntil([&] { return count("courier_inbox") == 5; })) << ReadFile(log);
 
   ASSERT_OK((*pg)->Stop(/*immediate=*/false));
-  const std::vector<Event> during = Events(5, "o-2");
-  Publish(topic, during);
+  const std::vector<Event> during = MakeEvents(5, "o-2");
+  PublishEvents(topic, during);
   ASSERT_TRUE(WaitUntil([&] {
     return Occurrences(ReadFile(log), "inbox database unavailable; retrying") >= 10;
   })) << ReadFile(log);

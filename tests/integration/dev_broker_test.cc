@@ -138,30 +138,20 @@ TEST(DevBroker, KeepsTheNewest5MiBOfEachPartition) {
 // The mock cluster, after a member leaves, waits the leaver's session timeout (less a second)
 // for the group's other members before it assigns partitions to anyone: with librdkafka's
 // default of 45 s a restarted consumer sat idle ~43 s. courier's consumers ask for 6 s.
-TEST(DevBroker, ConsumeStoppedCleanlyResumesWithinSeconds) {
-  auto broker = DevBroker::Start(1);
-  ASSERT_OK(broker);
-  ASSERT_OK((*broker)->CreateTopic("orders", 2));
+class DevBrokerConsume : public BrokerWithTopic {
+ protected:
+  int partitions() const override { return 2; }
+};
+
+TEST_F(DevBrokerConsume, StoppedCleanlyResumesWithinSeconds) {
   TempDir dir;
   const std::string inbox = "sqlite://" + dir.File("inbox.db");
   ASSERT_OK(Migrate(inbox, TableNames{}));
-  const std::string url = "kafka://" + (*broker)->bootstrap() + "/orders";
+  const std::string& url = topic_url_;
   auto publish = [&](int n) {
-    std::vector<Event> events;
-    for (int i = 0; i < n; ++i) {
-      Event e;
-      e.event_id = NewUuidV7();
-      e.aggregate_type = "order";
-      e.aggregate_id = "o-" + std::to_string(i);
-      e.event_type = "OrderCreated";
-      e.payload = "{}";
-      events.push_back(std::move(e));
-    }
-    auto sink = MakeSink({.url = url});
-    ASSERT_OK(sink);
-    ASSERT_OK((*sink)->Open());
-    const StopSignal never;
-    for (const Status& st : (*sink)->Publish(events, never)) ASSERT_OK(st);
+    std::vector<Event> events = MakeEvents(n);
+    for (int i = 0; i < n; ++i) events[i].aggregate_id = "o-" + std::to_string(i);
+    PublishEvents(url, events);
   };
   const std::string handled = dir.File("handled");
   const std::vector<std::string> args = {"consume",   "--from", url,

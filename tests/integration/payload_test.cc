@@ -5,7 +5,6 @@
 #include <signal.h>
 
 #include "core/uuid.h"
-#include "sinks/sink.h"
 #include "support/fixtures.h"
 
 namespace courier::test {
@@ -49,14 +48,10 @@ TEST(PayloadBytes, JsonlFileHasTheCommittedPayload) {
   EXPECT_NE(text.find(id), std::string::npos);
 }
 
-class PayloadKafka : public ::testing::Test {
+class PayloadKafka : public BrokerWithTopic {
  protected:
   void SetUp() override {
-    auto broker = DevBroker::Start(1);
-    ASSERT_OK(broker);
-    broker_ = std::move(broker).value();
-    ASSERT_OK(broker_->CreateTopic("orders", 1));
-    topic_url_ = "kafka://" + broker_->bootstrap() + "/orders";
+    BrokerWithTopic::SetUp();
     db_.emplace(TestDb::Make(true));
     // Long ago: a relay stamping messages with its own time would be caught out.
     id_ = InsertPayloadEvent(*db_, "2024-01-02 03:04:05.678901+00");
@@ -66,8 +61,6 @@ class PayloadKafka : public ::testing::Test {
     ASSERT_TRUE(WaitUntil([&] { return db_->Count("courier_outbox") == 0; }));
   }
 
-  std::unique_ptr<DevBroker> broker_;
-  std::string topic_url_;
   std::optional<TestDb> db_;
   std::string id_;
   int64_t created_at_us_ = 0;

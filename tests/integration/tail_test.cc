@@ -28,32 +28,28 @@ bool TopicExists(const DevBroker& broker, const std::string& topic) {
   return found;
 }
 
-TEST(TailMissingTopic, SaysSoInOneLineExits2AndCreatesNothing) {
-  auto broker = DevBroker::Start(1);
-  ASSERT_OK(broker);
-  ASSERT_OK((*broker)->CreateTopic("orders", 1));
-  const std::string url = "kafka://" + (*broker)->bootstrap() + "/ordres";
+using TailMissingTopic = BrokerWithTopic;
+TEST_F(TailMissingTopic, SaysSoInOneLineExits2AndCreatesNothing) {
+  const std::string url = "kafka://" + broker_->bootstrap() + "/ordres";
   for (const std::vector<std::string>& flags :
        {std::vector<std::string>{}, {"--exit-at-end"}, {"--from-beginning", "--limit", "1"}}) {
     std::vector<std::string> args = {"tail", url};
     args.insert(args.end(), flags.begin(), flags.end());
     CommandResult tail = RunCourier(args, Duration(30000));
     EXPECT_EQ(tail.exit_code, 2) << tail.err;
-    EXPECT_EQ(tail.err, "courier: error: no topic ordres on kafka://" + (*broker)->bootstrap() +
+    EXPECT_EQ(tail.err, "courier: error: no topic ordres on kafka://" + broker_->bootstrap() +
                             " (tail creates none; --wait-for-topic waits until it is created)\n");
     EXPECT_EQ(tail.out, "");
   }
-  EXPECT_FALSE(TopicExists(**broker, "ordres")) << "tail created the topic it was asked about";
-  EXPECT_TRUE(TopicExists(**broker, "orders"));
+  EXPECT_FALSE(TopicExists(*broker_, "ordres")) << "tail created the topic it was asked about";
+  EXPECT_TRUE(TopicExists(*broker_, "orders"));
 }
 
 // With --wait-for-topic it says it waits, creates nothing, and prints the topic's events
 // from its beginning once something else created it.
-TEST(TailMissingTopic, WaitForTopicWaitsWithoutCreatingIt) {
-  auto broker = DevBroker::Start(1);
-  ASSERT_OK(broker);
+TEST_F(TailMissingTopic, WaitForTopicWaitsWithoutCreatingIt) {
   TempDir dir;
-  const std::string url = "kafka://" + (*broker)->bootstrap() + "/later";
+  const std::string url = "kafka://" + broker_->bootstrap() + "/later";
   auto tail = Subprocess::Spawn({COURIER_BINARY, "tail", url, "--wait-for-topic", "--limit", "2"},
                                 dir.File("out"), dir.File("err"));
   ASSERT_OK(tail);
@@ -62,7 +58,7 @@ TEST(TailMissingTopic, WaitForTopicWaitsWithoutCreatingIt) {
            std::string::npos;
   })) << ReadFile(dir.File("err"));
   // Several metadata rounds of the waiting tail.
-  ASSERT_FALSE(WaitUntil([&] { return TopicExists(**broker, "later"); }, Duration(2000)))
+  ASSERT_FALSE(WaitUntil([&] { return TopicExists(*broker_, "later"); }, Duration(2000)))
       << "the waiting tail created the topic";
   TestDb db = TestDb::Make(false);
   ASSERT_OK(

@@ -22,6 +22,7 @@
 #include "sinks/kafka_reader.h"
 #include "sinks/nats.h"
 #include "sinks/redis.h"
+#include "sinks/sink.h"
 #include "sources/source.h"
 #include "support/harness.h"
 #include "support/matchers.h"
@@ -95,6 +96,13 @@ inline RelayOptions TestRelayOptions(const std::string& source, const std::strin
   return o;
 }
 
+// Runs a relay with `o` until the outbox is empty (--once).
+inline Status RunRelayOnce(RelayOptions o) {
+  o.once = true;
+  COURIER_ASSIGN_OR_RETURN(std::unique_ptr<Relay> relay, Relay::Create(o));
+  return relay->Run();
+}
+
 // INSERT through the plain-SQL contract; payload {"seq":N}; event_id chosen by the test.
 inline std::string InsertEventSql(const std::string& event_id, const std::string& aggregate_id,
                                   int64_t seq, const std::string& aggregate_type = "order",
@@ -123,6 +131,17 @@ inline std::set<std::string> CommitEvents(const TestDb& db, int n, int aggregate
   }
   return ids;
 }
+
+// A fresh PostgreSQL outbox and the next payload seq: what a sink's tests commit into.
+struct Outbox {
+  TestDb db = TestDb::Make(true);
+  int64_t seq = 1;
+
+  // `n` events over `aggregates` aggregates of `type` (see CommitEvents); returns their ids.
+  std::set<std::string> Commit(int n, int aggregates, const std::string& type = "order") {
+    return CommitEvents(db, n, aggregates, &seq, type);
+  }
+};
 
 // True if the outbox holds exactly `rows` rows throughout `how_long` (checked every 100 ms):
 // while a sink is away, nothing may be deleted without its ack.
@@ -183,6 +202,50 @@ inline int64_t ExpectDelivered(const std::vector<KafkaRecord>& records,
   EXPECT_EQ(v.order_violations, 0) << "per-aggregate order broken" << ExamplesOf(v);
   return v.duplicates;
 }
+
+// `n` events of aggregate `aggregate`, payloads {"seq":1}..{"seq":n}, made in the test
+// rather than by a relay.
+inline std::vector<Event> MakeEvents(int n, const std::string& aggregate = "o-1") {
+  std::vector<Event> events;
+  for (int i = 0; i < n; ++i) {
+    Event e;
+    e.event_id = NewUuidV7();
+    e.aggregate_type = "order";
+    e.aggregate_id = aggregate;
+    e.event_type = "OrderCreated";
+    e.payload = "{\"seq\":" + std::to_string(i + 1) + "}";
+    e.created_at_us = 1700000000000000 + i;
+    events.push_back(std::move(e));
+  }
+  return events;
+}
+
+// Publishes `events` through a sink of `sink_url`, each acked.
+inline void PublishEvents(const std::string& sink_url, const std::vector<Event>& events) {
+  auto sink = MakeSink({.url = sink_url});
+  ASSERT_OK(sink);
+  ASSERT_OK((*sink)->Open());
+  const StopSignal never;
+  for (const Status& st : (*sink)->Publish(events, never)) ASSERT_OK(st);
+}
+
+// A dev broker with one topic "orders" (of partitions() partitions), for the tests of what
+// reads Kafka (consume, tail, payloads).
+class BrokerWithTopic : public ::testing::Test {
+ protected:
+  virtual int partitions() const { return 1; }
+
+  void SetUp() override {
+    auto broker = DevBroker::Start(1);
+    ASSERT_OK(broker);
+    broker_ = std::move(broker).value();
+    ASSERT_OK(broker_->CreateTopic("orders", partitions()));
+    topic_url_ = "kafka://" + broker_->bootstrap() + "/orders";
+  }
+
+  std::unique_ptr<DevBroker> broker_;
+  std::string topic_url_;
+};
 
 // A relay running in a thread, stopped (and joined) at scope exit.
 class BackgroundRelay {
