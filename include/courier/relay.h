@@ -25,6 +25,9 @@
 
 namespace courier {
 
+class Clock;        // core/clock.h: time and sleeping
+class FaultPoints;  // core/fault_points.h: named places where a test makes the relay fail
+
 struct RelayOptions {
   std::string source_url;  // postgres://... or sqlite:///path.db
   std::string sink_url;    // kafka://host:port/topic-template or file:///path.jsonl
@@ -68,6 +71,11 @@ struct RelayOptions {
   int shard_count = 1;
   // Drain what is pending and return; any failure ends the run with its Status.
   bool once = false;
+  // Injected, as leveldb passes its Env (not owned; they outlive the relay). The clock times
+  // backoff, the lease, retention and the release of dead letters; null: the real clock.
+  // Fault points: null in normal runs (the courier binary sets them from COURIER_FAILPOINTS).
+  Clock* clock = nullptr;
+  FaultPoints* fault_points = nullptr;
 };
 
 struct RelayStats {

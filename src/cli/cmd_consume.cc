@@ -109,6 +109,7 @@ int RunConsume(const ConsumeFlags& f) {
   o.retention = std::chrono::duration_cast<std::chrono::seconds>(retention);
   if (f.parked_command->parsed()) return RunConsumeParked(o, f.parked);
   if (o.from_url.empty()) return Fail(InvalidArgumentError("consume needs --from URL"));
+  o.fault_points = FaultPointsFromEnvironment();
   Status st = RunConsumer(o, StopRequest());
   if (!st.ok()) return Fail(st);
   return 0;

@@ -171,6 +171,7 @@ int RunRelay(RelayFlags& flags) {
   // The checks `courier config check` makes (cli/relay_config.h).
   const std::vector<FlagError> errors = CheckRelayFlags(flags);
   if (!errors.empty()) return Fail(errors.front().status);
+  flags.options.fault_points = FaultPointsFromEnvironment();
   auto relay = Relay::Create(flags.options);
   if (!relay.ok()) return Fail(relay.status());
   std::unique_ptr<HttpEndpoint> endpoint;

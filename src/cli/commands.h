@@ -13,6 +13,7 @@
 
 #include "cli/relay_config.h"
 #include "core/clock.h"
+#include "core/fault_points.h"
 #include "courier/relay.h"
 #include "courier/status.h"
 #include "inbox/consume.h"
@@ -92,6 +93,10 @@ struct DevBrokerFlags {
 };
 CLI::App* AddDevBrokerCommand(CLI::App& app, DevBrokerFlags* f, CommonFlags* common);
 int RunDevBroker(const DevBrokerFlags& f);
+
+// The fault points named in COURIER_FAILPOINTS ("a,b": the process SIGKILLs itself there), for
+// the crash tests; null when it is unset. Read once; only the CLI reads it.
+FaultPoints* FaultPointsFromEnvironment();
 
 struct DemoOptions {
   int orders = 300;

@@ -29,8 +29,8 @@ Clock& Clock::Real() {
   return clock;
 }
 
-Backoff::Backoff(Duration initial, Duration max, uint64_t seed)
-    : initial_(initial), max_(max), rng_(seed) {}
+Backoff::Backoff(Duration initial, Duration max, Clock* clock, uint64_t seed)
+    : initial_(initial), max_(max), clock_(clock), rng_(seed) {}
 
 Duration Backoff::Next() {
   const int shift = std::min(attempt_, 30);

@@ -32,18 +32,6 @@
 namespace courier {
 namespace {
 
-// Fault injection for the crash tests: COURIER_FAILPOINTS=name[,name] makes the process
-// SIGKILL itself where the named point is reached.
-void Failpoint(const char* name) {
-  static const std::string points = [] {
-    const char* env = std::getenv("COURIER_FAILPOINTS");
-    return env != nullptr ? "," + std::string(env) + "," : std::string();
-  }();
-  if (!points.empty() && points.find("," + std::string(name) + ",") != std::string::npos) {
-    ::raise(SIGKILL);
-  }
-}
-
 // One message taken from the broker, acknowledged once its event is handled or parked.
 struct Delivery {
   Event event;
@@ -510,20 +498,21 @@ Status RunConsumer(const ConsumeOptions& o, const StopSignal& stop) {
                                   {"db", RedactUrl(o.db_url)},
                                   {"consumer", o.consumer},
                                   {"handler", handler_name}});
-  Backoff source_backoff(o.backoff_initial, o.backoff_max);
-  TimePoint next_prune = Clock::Real().Now();
+  Clock& clock = o.clock != nullptr ? *o.clock : Clock::Real();
+  Backoff source_backoff(o.backoff_initial, o.backoff_max, &clock);
+  TimePoint next_prune = clock.Now();
   int64_t handled = 0, duplicates = 0, parked = 0;
   Status fatal;
   while (!stop.requested() && fatal.ok()) {
-    if (o.retention.count() > 0 && Clock::Real().Now() >= next_prune) {
+    if (o.retention.count() > 0 && clock.Now() >= next_prune) {
       auto pruned = db.Prune(inbox, o.retention);
       if (!pruned.ok()) log::Warn("inbox prune failed", {{"error", pruned.status().message()}});
-      next_prune = Clock::Real().Now() + std::chrono::seconds(60);
+      next_prune = clock.Now() + std::chrono::seconds(60);
     }
     auto next = source->Next(Duration(500));
     if (!next.ok()) {
       log::Warn("reading failed; retrying", {{"error", next.status().message()}});
-      Clock::Real().SleepFor(source_backoff.Next(), stop);
+      source_backoff.Wait(stop);
       continue;
     }
     source_backoff.Reset();
@@ -532,7 +521,7 @@ Status RunConsumer(const ConsumeOptions& o, const StopSignal& stop) {
     const Event& e = d.event;
     // One backoff for the event, like the relay's: transient failures of the handler and of
     // the database are retried until they pass, the delay doubling up to --backoff-max.
-    Backoff backoff(o.backoff_initial, o.backoff_max);
+    Backoff backoff(o.backoff_initial, o.backoff_max, &clock);
     int attempts = 0;  // calls of the handler that failed
     std::optional<Status> park_reason;
     if (e.event_id.empty()) park_reason = RejectedError("the message carries no event_id");
@@ -547,7 +536,7 @@ Status RunConsumer(const ConsumeOptions& o, const StopSignal& stop) {
           return handler_status;
         });
         if (ran.ok()) {
-          Failpoint("consume-after-commit");
+          ReachFaultPoint(o.fault_points, "consume-after-commit");
           if (*ran) {
             ++handled;
           } else {
@@ -568,7 +557,7 @@ Status RunConsumer(const ConsumeOptions& o, const StopSignal& stop) {
           log::Warn("inbox database unavailable; retrying",
                     {{"event_id", e.event_id}, {"error", ran.status().message()}});
           db.Reset();
-          Clock::Real().SleepFor(backoff.Next(), stop);
+          backoff.Wait(stop);
           continue;
         }
         ++attempts;
@@ -577,7 +566,7 @@ Status RunConsumer(const ConsumeOptions& o, const StopSignal& stop) {
           log::Warn("handler failed; retrying", {{"event_id", e.event_id},
                                                  {"attempt", attempts},
                                                  {"error", handler_status.message()}});
-          Clock::Real().SleepFor(backoff.Next(), stop);
+          backoff.Wait(stop);
           continue;
         }
         park_reason = handler_status;
@@ -592,7 +581,7 @@ Status RunConsumer(const ConsumeOptions& o, const StopSignal& stop) {
         log::Warn("cannot park the event; retrying",
                   {{"event_id", e.event_id}, {"error", st.message()}});
         db.Reset();
-        Clock::Real().SleepFor(backoff.Next(), stop);
+        backoff.Wait(stop);
         continue;
       }
       ++parked;

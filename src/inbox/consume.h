@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "core/clock.h"
+#include "core/fault_points.h"
 #include "courier/event.h"
 #include "courier/status.h"
 
@@ -50,6 +51,10 @@ struct ConsumeOptions {
   std::chrono::seconds retention{0};
   std::string inbox_table = "courier_inbox";
   std::string parked_table = "courier_inbox_parked";
+  // Injected (not owned): the clock that times backoff and pruning (null: the real one), and
+  // the fault points (null in normal runs; the CLI sets them from COURIER_FAILPOINTS).
+  Clock* clock = nullptr;
+  FaultPoints* fault_points = nullptr;
 };
 
 class InboxDb;

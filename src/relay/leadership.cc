@@ -18,8 +18,8 @@ int64_t SteadyNs(TimePoint t) {
 
 // Runs one statement, waiting for its result until `deadline` at most; kRetriable when the
 // deadline passes or the session is gone.
-Result<PgResult> ExecBefore(PGconn* conn, const std::string& sql, const PgParams& params,
-                            TimePoint deadline) {
+Result<PgResult> ExecBefore(const Clock& clock, PGconn* conn, const std::string& sql,
+                            const PgParams& params, TimePoint deadline) {
   std::vector<const char*> values;
   for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
   if (PQsendQueryParams(conn, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
@@ -27,7 +27,7 @@ Result<PgResult> ExecBefore(PGconn* conn, const std::string& sql, const PgParams
     return PgError(conn, nullptr);
   }
   while (PQisBusy(conn)) {
-    const auto left = std::chrono::duration_cast<Duration>(deadline - Clock::Real().Now());
+    const auto left = std::chrono::duration_cast<Duration>(deadline - clock.Now());
     if (left.count() <= 0) return RetriableError("no answer from the database in time");
     pollfd p{PQsocket(conn), POLLIN, 0};
     if (::poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 100))) < 0) continue;
@@ -50,7 +50,9 @@ std::string Ms(Duration d) { return std::to_string(d.count()); }
 
 }  // namespace
 
-Leadership::Leadership(LeaseOptions options) : options_(std::move(options)) {}
+Leadership::Leadership(LeaseOptions options)
+    : options_(std::move(options)),
+      clock_(options_.clock != nullptr ? options_.clock : &Clock::Real()) {}
 
 Leadership::~Leadership() { Release(); }
 
@@ -106,7 +108,7 @@ Status Leadership::WaitForExpiry(const StopSignal& stop) {
           {{"holder", PQgetvalue(res.get(), 0, 1)}, {"ms", static_cast<int64_t>(left.count())}});
       logged = true;
     }
-    Clock::Real().SleepFor(std::min(left, Duration(200)), stop);
+    clock_->SleepFor(std::min(left, Duration(200)), stop);
   }
   return CancelledError("stopped while standing by");
 }
@@ -147,11 +149,11 @@ Status Leadership::Acquire(const StopSignal& stop, bool wait, StopSignal* fence)
       log::Warn("the active relay stopped renewing its lease; ended its session",
                 {{"pid", PQgetvalue(evicted->get(), 0, 1)}, {"lease", options_.name}});
     }
-    Clock::Real().SleepFor(Duration(500), stop);
+    clock_->SleepFor(Duration(500), stop);
   }
   COURIER_RETURN_IF_ERROR(WaitForExpiry(stop));
   if (stop.requested()) return CancelledError("stopped while standing by");
-  const TimePoint sent = Clock::Real().Now();
+  const TimePoint sent = clock_->Now();
   COURIER_ASSIGN_OR_RETURN(PgResult res,
                            PgExec(conn_.get(),
                                   "UPDATE " + table +
@@ -167,10 +169,7 @@ Status Leadership::Acquire(const StopSignal& stop, bool wait, StopSignal* fence)
   // resumes, even before the renewer below wakes up to notice.
   if (fence_ != nullptr) fence_->BeginTerm(sent + options_.lease * 3 / 4);
   held_ = true;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    quit_ = false;
-  }
+  quit_.Reset();
   renewer_ = std::thread([this] { Renew(); });
   log::Info(logged ? "took over the outbox" : "holding the outbox lease",
             {{"lease", options_.name},
@@ -186,13 +185,10 @@ void Leadership::Renew() {
                           " WHERE name = $1 AND epoch = $2";
   // The last minute of published counts, from the start of the term: what is published
   // before the first renewal counts too.
-  std::deque<std::pair<TimePoint, int64_t>> samples = {{Clock::Real().Now(), published_.load()}};
+  std::deque<std::pair<TimePoint, int64_t>> samples = {{clock_->Now(), published_.load()}};
   while (true) {
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      if (cv_.wait_for(lock, options_.lease / 4, [this] { return quit_; })) return;
-    }
-    const TimePoint sent = Clock::Real().Now();
+    if (!clock_->SleepFor(options_.lease / 4, quit_)) return;
+    const TimePoint sent = clock_->Now();
     const TimePoint valid_until{std::chrono::nanoseconds(valid_until_ns_.load())};
     if (sent >= valid_until) return Lose("the lease was not renewed in time");
     const int64_t published = published_.load();
@@ -203,7 +199,7 @@ void Leadership::Renew() {
     const double secs = std::chrono::duration<double>(sent - samples.front().first).count();
     const double rate =
         secs > 0 ? static_cast<double>(published - samples.front().second) / secs : 0;
-    auto res = ExecBefore(conn_.get(), sql,
+    auto res = ExecBefore(*clock_, conn_.get(), sql,
                           {options_.name, std::to_string(epoch_), Ms(options_.lease),
                            std::to_string(published), std::to_string(rate)},
                           valid_until);
@@ -217,7 +213,7 @@ void Leadership::Renew() {
 }
 
 bool Leadership::held() const {
-  return held_.load() && Clock::Real().Now() < TimePoint(std::chrono::nanoseconds(valid_until_ns_));
+  return held_.load() && clock_->Now() < TimePoint(std::chrono::nanoseconds(valid_until_ns_));
 }
 
 void Leadership::Lose(const std::string& why) {
@@ -228,11 +224,7 @@ void Leadership::Lose(const std::string& why) {
 }
 
 void Leadership::Release() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    quit_ = true;
-  }
-  cv_.notify_all();
+  quit_.Request();
   if (renewer_.joinable()) renewer_.join();
   if (held_ && !held()) {
     // The deadline passed before the renewer ran (a frozen process that resumed): the lease
@@ -240,10 +232,10 @@ void Leadership::Release() {
     Lose("the lease ran out before it was renewed");
   } else if (conn_ && held_) {
     // Best effort: a standby otherwise waits for the lease to expire.
-    (void)ExecBefore(conn_.get(),
+    (void)ExecBefore(*clock_, conn_.get(),
                      "UPDATE " + QuoteIdent(options_.table) +
                          " SET expires_at = now() WHERE name = $1 AND epoch = $2",
-                     {options_.name, std::to_string(epoch_)}, Clock::Real().Now() + Duration(2000));
+                     {options_.name, std::to_string(epoch_)}, clock_->Now() + Duration(2000));
   }
   held_ = false;
   fence_ = nullptr;

@@ -19,10 +19,8 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <deque>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
@@ -38,6 +36,8 @@ struct LeaseOptions {
   std::string table;     // the lease table (TableNames::Leases())
   std::string name;      // "courier relay <outbox>" [+ " shard K/N"]: the lock and row key
   Duration lease{5000};
+  // Measures the lease and times the renewals and waits (not owned); null: the real clock.
+  Clock* clock = nullptr;
 };
 
 class Leadership {
@@ -70,15 +70,14 @@ class Leadership {
   void Lose(const std::string& why);
 
   LeaseOptions options_;
+  Clock* clock_;  // options_.clock, or the real one
   PgConn conn_;
   int64_t epoch_ = 0;
   StopSignal* fence_ = nullptr;
   std::atomic<bool> held_{false};
   std::atomic<int64_t> valid_until_ns_{0};  // steady clock: stop publishing at this point
   std::atomic<int64_t> published_{0};
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool quit_ = false;  // guarded by mu_
+  StopSignal quit_{};  // Release() asks the renewer to end
   std::thread renewer_;
 };
 

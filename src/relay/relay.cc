@@ -10,6 +10,7 @@
 #include <unordered_set>
 
 #include "core/backoff.h"
+#include "core/fault_points.h"
 #include "core/log.h"
 #include "core/url.h"
 #include "relay/dead_letters.h"
@@ -57,7 +58,10 @@ class RelayImpl final : public Relay {
       : options_(std::move(options)),
         source_(std::move(source)),
         sink_(std::move(sink)),
-        backoff_(options_.backoff_initial, options_.backoff_max) {
+        clock_(options_.clock != nullptr ? options_.clock : &Clock::Real()),
+        stop_(clock_),
+        publish_stop_(clock_),
+        backoff_(options_.backoff_initial, options_.backoff_max, clock_) {
     auto loc = ParseSourceUrl(options_.source_url);
     if (loc.ok() && loc->kind == SourceLocation::Kind::kPostgres) {
       const TableNames tables{options_.outbox_table, options_.dead_letter_table};
@@ -67,8 +71,9 @@ class RelayImpl final : public Relay {
                 std::to_string(options_.shard_count);
         ready_filter_ = ShardCondition("d", options_.shard_index, options_.shard_count);
       }
-      leadership_ = std::make_unique<Leadership>(LeaseOptions{
-          loc->target, RedactUrl(options_.source_url), tables.Leases(), name, options_.lease});
+      leadership_ =
+          std::make_unique<Leadership>(LeaseOptions{loc->target, RedactUrl(options_.source_url),
+                                                    tables.Leases(), name, options_.lease, clock_});
     }
   }
 
@@ -119,7 +124,7 @@ class RelayImpl final : public Relay {
     if (options_.once) return st;
     const Duration delay = backoff_.Next();
     log::Warn("retrying", {{"error", st.ToString()}, {"in_ms", delay.count()}});
-    Clock::Real().SleepFor(delay, stop_);
+    clock_->SleepFor(delay, stop_);
     return Status::Ok();
   }
 
@@ -148,7 +153,7 @@ class RelayImpl final : public Relay {
       if (st.code() != StatusCode::kRetriable) return st;
       return Retry(st, /*reconnect=*/true);
     }
-    next_release_ = Clock::Real().Now();
+    next_release_ = clock_->Now();
     connected_ = true;
     SetState(RelayStats::State::kActive, "");
     log::Info("connected to source", {{"source", source_->Describe()}});
@@ -184,7 +189,7 @@ class RelayImpl final : public Relay {
   // event that was resolved, in order, before any newer event of their aggregates (those are
   // held meanwhile). Then re-reads which aggregates are still blocked.
   Status ReleaseDeadLetters() {
-    const TimePoint now = Clock::Real().Now();
+    const TimePoint now = clock_->Now();
     if (now < next_release_) return Status::Ok();
     next_release_ = now + kReleaseEvery;
     COURIER_ASSIGN_OR_RETURN(std::vector<DeadLetter> ready,
@@ -259,7 +264,7 @@ class RelayImpl final : public Relay {
     {
       std::lock_guard<std::mutex> lock(stats_mutex_);
       stats_.awaiting_ack = static_cast<int64_t>(events.size());
-      stats_.awaiting_since = std::chrono::steady_clock::now();
+      stats_.awaiting_since = clock_->Now();
     }
     std::vector<Status> results = sink_->Publish(events, publish_stop_);
     std::lock_guard<std::mutex> lock(stats_mutex_);
@@ -269,7 +274,7 @@ class RelayImpl final : public Relay {
 
   // Every 30 s, when something moved: how much was published and how fast.
   void MaybeLogProgress() {
-    const TimePoint now = Clock::Real().Now();
+    const TimePoint now = clock_->Now();
     if (now < next_progress_) return;
     const RelayStats s = stats();
     if (s.published != progress_published_ || s.dead_lettered != progress_dead_) {
@@ -287,8 +292,8 @@ class RelayImpl final : public Relay {
   }
 
   Status Loop() {
-    TimePoint next_cleanup = Clock::Real().Now();
-    progress_since_ = Clock::Real().Now();
+    TimePoint next_cleanup = clock_->Now();
+    progress_since_ = clock_->Now();
     next_progress_ = progress_since_ + kProgressEvery;
     while (!stop_.requested()) {
       MaybeLogProgress();
@@ -302,7 +307,7 @@ class RelayImpl final : public Relay {
         StandDown();
         continue;
       }
-      if (options_.retain && Clock::Real().Now() >= next_cleanup) {
+      if (options_.retain && clock_->Now() >= next_cleanup) {
         auto removed = source_->DeletePublishedBefore(options_.retention);
         if (!removed.ok()) {
           // Not fatal: the rows are published; the cleaner tries again next interval.
@@ -311,7 +316,7 @@ class RelayImpl final : public Relay {
         } else if (*removed > 0) {
           log::Info("deleted published rows past retention", {{"rows", *removed}});
         }
-        next_cleanup = Clock::Real().Now() + options_.cleanup_interval;
+        next_cleanup = clock_->Now() + options_.cleanup_interval;
       }
       if (Status st = ReleaseDeadLetters(); !st.ok()) {
         if (st.code() == StatusCode::kFenced && leadership_) {
@@ -364,7 +369,7 @@ class RelayImpl final : public Relay {
     connected_ = false;
     // Give the standbys the first chance: a relay that just lost its session is the likelier
     // one to lose it again.
-    Clock::Real().SleepFor(options_.lease, stop_);
+    clock_->SleepFor(options_.lease, stop_);
   }
 
   // Publishes one batch and checkpoints what the sink acked. Returns a retriable error when
@@ -398,9 +403,10 @@ class RelayImpl final : public Relay {
       for (const auto& [key, id] : malformed_at) blocked_.insert(key);
     }
     const std::vector<Event>& batch = *to_send;
-    const TimePoint publish_start = Clock::Real().Now();
+    const TimePoint publish_start = clock_->Now();
     const std::vector<Status> results = PublishTracked(batch);
-    const TimePoint publish_end = Clock::Real().Now();
+    const TimePoint publish_end = clock_->Now();
+    ReachFaultPoint(options_.fault_points, "relay-after-publish");
     std::vector<int64_t> acked;
     acked.reserve(batch.size());
     // Once an event of an aggregate is not acked, its later events in this batch are not
@@ -448,9 +454,10 @@ class RelayImpl final : public Relay {
       connected_ = false;
       return st.WithContext("checkpoint");
     }
+    ReachFaultPoint(options_.fault_points, "relay-after-checkpoint");
     log::Debug("batch", {{"events", batch.size()},
                          {"publish_us", Micros(publish_end - publish_start)},
-                         {"checkpoint_us", Micros(Clock::Real().Now() - publish_end)}});
+                         {"checkpoint_us", Micros(clock_->Now() - publish_end)}});
     const int64_t now_us = std::chrono::duration_cast<std::chrono::microseconds>(
                                std::chrono::system_clock::now().time_since_epoch())
                                .count();
@@ -488,6 +495,7 @@ class RelayImpl final : public Relay {
   RelayOptions options_;
   std::unique_ptr<Source> source_;
   std::unique_ptr<Sink> sink_;
+  Clock* clock_;  // options_.clock, or the real one
   StopSignal stop_;
   // What Publish() watches: requested on stop, abandoned when the lease is lost.
   StopSignal publish_stop_;
@@ -545,6 +553,7 @@ Result<std::unique_ptr<Relay>> Relay::Create(const RelayOptions& options) {
   source_options.tables = {options.outbox_table, options.dead_letter_table};
   source_options.mode = options.retain ? CheckpointMode::kRetain : CheckpointMode::kDelete;
   source_options.poll_interval = options.poll_interval;
+  source_options.clock = options.clock;
   source_options.cdc.enabled = options.mode == RelayOptions::Mode::kCdc;
   source_options.cdc.slot = options.slot;
   source_options.cdc.publication = options.publication;

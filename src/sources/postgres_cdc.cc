@@ -235,7 +235,7 @@ class PostgresCdcSource final : public Source {
   Status CheckpointRows(const std::string& sql, const std::vector<int64_t>& rows,
                         const std::vector<int64_t>& xids) {
     std::vector<int64_t> missing = rows;
-    const TimePoint deadline = Clock::Real().Now() + kVisibleWait;
+    const TimePoint deadline = ClockOf(options_).Now() + kVisibleWait;
     const StopSignal never;
     bool settled = false;
     while (true) {
@@ -263,12 +263,12 @@ class PostgresCdcSource final : public Source {
                                   " transactionid::text::int8 = ANY($1::int8[]) LIMIT 1",
                                   {IdArray(waiting)}));
         if (PQntuples(held.get()) == 0) break;
-        if (Clock::Real().Now() >= deadline) {
+        if (ClockOf(options_).Now() >= deadline) {
           return RetriableError("outbox rows " + IdArray(missing) +
                                 " were streamed but are not visible yet: their transaction is "
                                 "still committing (waiting for a synchronous standby?)");
         }
-        Clock::Real().SleepFor(Duration(2), never);
+        ClockOf(options_).SleepFor(Duration(2), never);
       }
       settled = true;
     }
@@ -301,7 +301,7 @@ class PostgresCdcSource final : public Source {
     COURIER_ASSIGN_OR_RETURN(PgResult end,
                              PgExec(conn_.get(), "SELECT pg_current_wal_flush_lsn()::text"));
     COURIER_ASSIGN_OR_RETURN(catch_up_lsn_, pgoutput::ParseLsn(PQgetvalue(end.get(), 0, 0)));
-    catch_up_deadline_ = Clock::Real().Now() + kCatchUpWait;
+    catch_up_deadline_ = ClockOf(options_).Now() + kCatchUpWait;
     COURIER_RETURN_IF_ERROR(stream_.Start(conninfo_, names_.slot, names_.publication, start));
     ledger_.Reset(start, slot.checkpoint_lsn);
     log::Info("streaming from replication slot", {{"slot", names_.slot},
@@ -333,7 +333,7 @@ class PostgresCdcSource final : public Source {
     while (batch.size() < max) {
       COURIER_ASSIGN_OR_RETURN(bool got, NextCopyData(&buf));
       if (!got && batch.empty() && ledger_.received() < catch_up_lsn_ &&
-          Clock::Real().Now() < catch_up_deadline_) {
+          ClockOf(options_).Now() < catch_up_deadline_) {
         // Just started: an empty answer must mean "nothing committed is left" (what --once
         // relies on), so wait for the stream to reach the WAL position seen at the start,
         // unless it stalls for kCatchUpWait.
@@ -341,7 +341,7 @@ class PostgresCdcSource final : public Source {
         continue;
       }
       if (!got) break;
-      catch_up_deadline_ = Clock::Real().Now() + kCatchUpWait;
+      catch_up_deadline_ = ClockOf(options_).Now() + kCatchUpWait;
       COURIER_ASSIGN_OR_RETURN(pgoutput::CopyMessage copy, pgoutput::ParseCopyMessage(buf));
       if (copy.kind == pgoutput::CopyMessage::Kind::kKeepalive) {
         OnKeepalive(copy.keepalive);

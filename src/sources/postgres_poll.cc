@@ -223,7 +223,7 @@ class PostgresPollSource final : public Source {
   }
 
   void Wait(const StopSignal& stop) override {
-    Clock::Real().SleepFor(options_.poll_interval, stop);
+    ClockOf(options_).SleepFor(options_.poll_interval, stop);
   }
 
   Status Checkpoint(std::span<const int64_t> acked, std::span<const Rejected> rejected,

@@ -101,7 +101,14 @@ struct SourceOptions {
   std::string filter_arg;
   // Polling PostgreSQL: only this shard's aggregates (ShardCondition on alias o).
   std::string shard;
+  // Times Wait() and the CDC source's deadlines (not owned); null: the real clock.
+  Clock* clock = nullptr;
 };
+
+// The clock a source waits and measures deadlines by.
+inline Clock& ClockOf(const SourceOptions& options) {
+  return options.clock != nullptr ? *options.clock : Clock::Real();
+}
 
 // The SQL condition "aggregate_id of `alias` falls in shard `index` of `count`": equal ranges
 // of hashtext(aggregate_id) & 0x7fffffff.

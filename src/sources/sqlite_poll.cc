@@ -119,7 +119,7 @@ class SqlitePollSource final : public Source {
         log::Info("another relay is active on this outbox; standing by", {{"database", path_}});
         logged = true;
       }
-      Clock::Real().SleepFor(Duration(200), stop);
+      ClockOf(options_).SleepFor(Duration(200), stop);
     }
     ::close(fd);
     return CancelledError("stopped while standing by");
@@ -145,10 +145,10 @@ class SqlitePollSource final : public Source {
     // data_version changes when another connection commits; checking it is a few
     // instructions, so poll it often and go back to Fetch only when something changed.
     const int64_t start = DataVersion();
-    const TimePoint deadline = Clock::Real().Now() + options_.poll_interval;
-    while (!stop.requested() && Clock::Real().Now() < deadline) {
+    const TimePoint deadline = ClockOf(options_).Now() + options_.poll_interval;
+    while (!stop.requested() && ClockOf(options_).Now() < deadline) {
       if (DataVersion() != start) return;
-      Clock::Real().SleepFor(Duration(2), stop);
+      ClockOf(options_).SleepFor(Duration(2), stop);
     }
   }
 
