@@ -54,14 +54,16 @@ std::string StillUnpublishable(const DeadLetter& d) {
 
 class RelayImpl final : public Relay {
  public:
-  RelayImpl(RelayOptions options, std::unique_ptr<Source> source, std::unique_ptr<Sink> sink)
+  RelayImpl(RelayOptions options, std::unique_ptr<Source> source, std::unique_ptr<Sink> sink,
+            OpenDeadLetters open_dead_letters)
       : options_(std::move(options)),
         source_(std::move(source)),
         sink_(std::move(sink)),
         clock_(options_.clock != nullptr ? options_.clock : &Clock::Real()),
         stop_(clock_),
         publish_stop_(clock_),
-        backoff_(options_.backoff_initial, options_.backoff_max, clock_) {
+        backoff_(options_.backoff_initial, options_.backoff_max, clock_),
+        open_dead_letters_(std::move(open_dead_letters)) {
     auto loc = ParseSourceUrl(options_.source_url);
     if (loc.ok() && loc->kind == SourceLocation::Kind::kPostgres) {
       const TableNames tables{options_.outbox_table, options_.dead_letter_table};
@@ -74,6 +76,13 @@ class RelayImpl final : public Relay {
       leadership_ =
           std::make_unique<Leadership>(LeaseOptions{loc->target, RedactUrl(options_.source_url),
                                                     tables.Leases(), name, options_.lease, clock_});
+    }
+    if (!open_dead_letters_) {
+      open_dead_letters_ = [this] {
+        return DeadLetterStore::Open(options_.source_url,
+                                     {options_.outbox_table, options_.dead_letter_table},
+                                     ready_filter_);
+      };
     }
   }
 
@@ -141,8 +150,7 @@ class RelayImpl final : public Relay {
       if (st.code() != StatusCode::kRetriable) return st;  // fix the input: retrying won't help
       return Retry(st, /*reconnect=*/true);
     }
-    auto store = DeadLetterStore::Open(
-        options_.source_url, {options_.outbox_table, options_.dead_letter_table}, ready_filter_);
+    auto store = open_dead_letters_();
     if (store.ok()) {
       dead_letters_ = std::move(store).value();
       st = RefreshBlocked();
@@ -502,6 +510,7 @@ class RelayImpl final : public Relay {
   std::unique_ptr<Leadership> leadership_;  // PostgreSQL sources
   std::string ready_filter_;                // sharded: this shard's dead letters
   Backoff backoff_;
+  OpenDeadLetters open_dead_letters_;
   bool connected_ = false;
   std::unique_ptr<DeadLetterStore> dead_letters_;
   std::unordered_set<std::string> blocked_;  // aggregates with unresolved dead letters (park)
@@ -586,8 +595,9 @@ Result<std::unique_ptr<Relay>> Relay::Create(const RelayOptions& options) {
 }
 
 std::unique_ptr<Relay> MakeRelay(const RelayOptions& options, std::unique_ptr<Source> source,
-                                 std::unique_ptr<Sink> sink) {
-  return std::make_unique<RelayImpl>(options, std::move(source), std::move(sink));
+                                 std::unique_ptr<Sink> sink, OpenDeadLetters open_dead_letters) {
+  return std::make_unique<RelayImpl>(options, std::move(source), std::move(sink),
+                                     std::move(open_dead_letters));
 }
 
 }  // namespace courier

@@ -2,16 +2,24 @@
 // For embedding courier with a custom sink, and for testing the pipeline's own logic.
 #pragma once
 
+#include <functional>
 #include <memory>
 
 #include "courier/relay.h"
+#include "relay/dead_letters.h"
 #include "sinks/sink.h"
 #include "sources/source.h"
 
 namespace courier {
 
+// Opens the dead-letter store; the relay calls it at each (re)connect.
+using OpenDeadLetters = std::function<Result<std::unique_ptr<DeadLetterStore>>()>;
+
+// `open_dead_letters` empty: DeadLetterStore::Open on the source URL. A relay whose source URL
+// is not PostgreSQL's has no lease.
 std::unique_ptr<Relay> MakeRelay(const RelayOptions& options, std::unique_ptr<Source> source,
-                                 std::unique_ptr<Sink> sink);
+                                 std::unique_ptr<Sink> sink,
+                                 OpenDeadLetters open_dead_letters = {});
 
 // The Kafka transactional.id of a PostgreSQL outbox's producer, the same for every relay of
 // that outbox (so each new lease holder fences the previous one) and distinct between
