@@ -1,5 +1,5 @@
 // `courier dead-letters list|retry|drop`: the operator's side of the dead-letter table
-// (relay/dead_letters.h).
+// (stores/dead_letters.h).
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
@@ -8,7 +8,7 @@
 
 #include "cli/commands.h"
 #include "core/encoding.h"
-#include "relay/dead_letters.h"
+#include "stores/dead_letters.h"
 
 namespace courier::cli {
 namespace {

@@ -13,8 +13,8 @@
 #include "core/fault_points.h"
 #include "core/log.h"
 #include "core/url.h"
-#include "relay/dead_letters.h"
-#include "relay/leadership.h"
+#include "stores/dead_letters.h"
+#include "stores/leadership.h"
 #include "sinks/sink.h"
 #include "sources/source.h"
 

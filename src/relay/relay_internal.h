@@ -6,7 +6,7 @@
 #include <memory>
 
 #include "courier/relay.h"
-#include "relay/dead_letters.h"
+#include "stores/dead_letters.h"
 #include "sinks/sink.h"
 #include "sources/source.h"
 

@@ -24,7 +24,7 @@ struct SlotStatus {
   std::string wal_status;      // reserved, extended, unreserved or lost
 };
 
-// An active relay's lease (relay/leadership.h), one per outbox or per shard.
+// An active relay's lease (stores/leadership.h), one per outbox or per shard.
 struct LeaseStatus {
   std::string name;
   std::string holder;  // host:pid

@@ -198,7 +198,7 @@ class PostgresPollSource final : public Source {
     return Status::Ok();
   }
 
-  // The relay holds the lease (relay/leadership.h); nothing here is only the leader's.
+  // The relay holds the lease (stores/leadership.h); nothing here is only the leader's.
   Status AcquireLeadership(const StopSignal&, bool) override { return Status::Ok(); }
 
   Result<FetchedBatch> Fetch(size_t max) override {

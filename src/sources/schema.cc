@@ -97,7 +97,7 @@ Status MigratePostgres(PGconn* conn, const TableNames& t) {
       " slot_name text NOT NULL,"
       " outbox_id bigint NOT NULL,"
       " PRIMARY KEY (slot_name, outbox_id));"
-      // One lease per active relay (relay/leadership.h): who holds the outbox (or a shard of
+      // One lease per active relay (stores/leadership.h): who holds the outbox (or a shard of
       // it), since when, and until when a standby must wait before taking over.
       "CREATE TABLE IF NOT EXISTS " +
       QuoteIdent(t.Leases()) +

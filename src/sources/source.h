@@ -42,7 +42,7 @@ struct TableNames {
   // were already in the outbox when a slot was created (drained before the stream).
   std::string CdcSlots() const { return DerivedName(outbox, "_cdc_slot"); }
   std::string CdcBackfill() const { return DerivedName(outbox, "_cdc_backfill"); }
-  // Leases of the active relays (relay/leadership.h): one row per outbox, or per shard.
+  // Leases of the active relays (stores/leadership.h): one row per outbox, or per shard.
   std::string Leases() const { return DerivedName(outbox, "_lease"); }
 };
 
@@ -149,7 +149,7 @@ class Source {
   // Blocks until this process is the only relay on the outbox (or `stop`: kCancelled then),
   // then prepares what only the active relay may touch (the CDC slot). With `wait` false,
   // kFailedPrecondition at once when another relay is active. PostgreSQL sources leave the
-  // election to the relay's lease (relay/leadership.h) and only prepare; SQLite's is a file
+  // election to the relay's lease (stores/leadership.h) and only prepare; SQLite's is a file
   // lock, released by the kernel when the holder dies.
   virtual Status AcquireLeadership(const StopSignal& stop, bool wait) = 0;
   // Up to `max` pending events. Polling: rows in id order; rows of transactions still open

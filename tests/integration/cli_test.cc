@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/uuid.h"
-#include "relay/dead_letters.h"
+#include "stores/dead_letters.h"
 #include "support/fixtures.h"
 
 namespace courier::test {

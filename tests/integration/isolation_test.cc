@@ -1,7 +1,7 @@
 // G9: outboxes sharing one dead-letter table never touch each other's dead letters: a parked
 // event of one outbox holds back only its own outbox's events, and `courier dead-letters`
 // lists, retries and drops only the dead letters of the outbox named by --table.
-#include "relay/dead_letters.h"
+#include "stores/dead_letters.h"
 
 #include "core/uuid.h"
 #include "support/fixtures.h"

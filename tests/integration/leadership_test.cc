@@ -1,6 +1,6 @@
 // G7 with fencing: one active relay per outbox (or shard), and a relay that lost its lease
 // stops publishing before another starts.
-#include "relay/leadership.h"
+#include "stores/leadership.h"
 
 #include <future>
 #include <thread>

@@ -2,7 +2,7 @@
 // is real; only time is not, so a lease period passes without waiting for it.
 #include <thread>
 
-#include "relay/leadership.h"
+#include "stores/leadership.h"
 #include "sources/source.h"
 #include "support/fake_clock.h"
 #include "support/fixtures.h"

@@ -5,7 +5,7 @@
 
 #include "core/encoding.h"
 #include "core/uuid.h"
-#include "relay/dead_letters.h"
+#include "stores/dead_letters.h"
 #include "support/fixtures.h"
 
 namespace courier::test {

@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "relay/dead_letters.h"
+#include "stores/dead_letters.h"
 #include "relay/relay_internal.h"
 #include "sinks/sink.h"
 #include "sources/source.h"

@@ -364,7 +364,7 @@ Status EnsureSlot(PGconn* conn, const std::string& conninfo, const TableNames& t
 
 }  // namespace
 
-// Called only by the lease holder (relay/leadership.h guarantees the previous holder's lease
+// Called only by the lease holder (stores/leadership.h guarantees the previous holder's lease
 // ran out). A previous holder that froze (SIGSTOP, a stalled host) leaves its walsender attached
 // to the slot until wal_sender_timeout, and the slot refuses every other stream meanwhile
 // ("replication slot is active for PID"): end that walsender, and wait until it let go.

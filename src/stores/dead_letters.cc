@@ -1,4 +1,4 @@
-#include "relay/dead_letters.h"
+#include "stores/dead_letters.h"
 
 #include <algorithm>
 

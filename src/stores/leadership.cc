@@ -1,4 +1,4 @@
-#include "relay/leadership.h"
+#include "stores/leadership.h"
 
 #include <poll.h>
 #include <signal.h>
