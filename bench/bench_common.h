@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "brokers/dev/dev_broker.h"
 #include "core/clock.h"
 #include "core/postgres.h"
-#include "sinks/dev_broker.h"
 
 namespace courier::bench {
 

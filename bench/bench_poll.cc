@@ -11,8 +11,8 @@
 #include <fstream>
 
 #include "bench/bench_common.h"
+#include "brokers/kafka/kafka_common.h"
 #include "core/postgres.h"
-#include "sinks/kafka_common.h"
 #include "sources/source.h"
 #include "support/harness.h"
 

@@ -5,9 +5,9 @@
 #include <string>
 #include <vector>
 
+#include "brokers/dev/dev_broker.h"
 #include "cli/commands.h"
 #include "core/log.h"
-#include "sinks/dev_broker.h"
 
 namespace courier::cli {
 

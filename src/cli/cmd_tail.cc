@@ -8,14 +8,14 @@
 #include <string>
 #include <vector>
 
+#include "brokers/amqp/amqp.h"
+#include "brokers/kafka/kafka_reader.h"
+#include "brokers/nats/nats.h"
+#include "brokers/redis/redis.h"
 #include "cli/commands.h"
 #include "core/encoding.h"
 #include "core/log.h"
 #include "core/url.h"
-#include "sinks/amqp.h"
-#include "sinks/kafka_reader.h"
-#include "sinks/nats.h"
-#include "sinks/redis.h"
 
 namespace courier::cli {
 namespace {

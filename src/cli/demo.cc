@@ -22,6 +22,8 @@
 #include <set>
 
 #include "audit/verdict.h"
+#include "brokers/dev/dev_broker.h"
+#include "brokers/kafka/kafka_reader.h"
 #include "cli/commands.h"
 #include "cli/config.h"
 #include "core/log.h"
@@ -30,8 +32,6 @@
 #include "core/uuid.h"
 #include "courier/outbox.h"
 #include "relay/status_report.h"
-#include "sinks/dev_broker.h"
-#include "sinks/kafka_reader.h"
 #include "sources/source.h"
 
 namespace courier::cli {

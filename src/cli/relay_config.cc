@@ -7,13 +7,13 @@
 #include <optional>
 #include <set>
 
+#include "brokers/sink.h"
 #include "cli/commands.h"
 #include "cli/config.h"
 #include "core/encoding.h"
 #include "core/http_endpoint.h"
 #include "core/url.h"
 #include "relay/relay_internal.h"
-#include "sinks/sink.h"
 
 namespace courier::cli {
 

@@ -13,6 +13,11 @@
 #include <optional>
 #include <sstream>
 
+#include "brokers/amqp/amqp.h"
+#include "brokers/http/http.h"
+#include "brokers/kafka/kafka_reader.h"
+#include "brokers/nats/nats.h"
+#include "brokers/redis/redis.h"
 #include "core/backoff.h"
 #include "core/encoding.h"
 #include "core/log.h"
@@ -22,11 +27,6 @@
 #include "core/url.h"
 #include "courier/inbox.h"
 #include "inbox/inbox_db.h"
-#include "sinks/amqp.h"
-#include "sinks/http.h"
-#include "sinks/kafka_reader.h"
-#include "sinks/nats.h"
-#include "sinks/redis.h"
 #include "sources/source.h"
 
 namespace courier {

@@ -9,14 +9,14 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "brokers/sink.h"
 #include "core/backoff.h"
 #include "core/fault_points.h"
 #include "core/log.h"
 #include "core/url.h"
+#include "sources/source.h"
 #include "stores/dead_letters.h"
 #include "stores/leadership.h"
-#include "sinks/sink.h"
-#include "sources/source.h"
 
 namespace courier {
 namespace {

@@ -5,10 +5,10 @@
 #include <functional>
 #include <memory>
 
+#include "brokers/sink.h"
 #include "courier/relay.h"
-#include "stores/dead_letters.h"
-#include "sinks/sink.h"
 #include "sources/source.h"
+#include "stores/dead_letters.h"
 
 namespace courier {
 

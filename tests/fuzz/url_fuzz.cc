@@ -6,12 +6,12 @@
 #include <cstdlib>
 #include <string>
 
+#include "brokers/amqp/amqp.h"
+#include "brokers/kafka/kafka_common.h"
+#include "brokers/nats/nats.h"
+#include "brokers/redis/redis.h"
+#include "brokers/sink.h"
 #include "core/url.h"
-#include "sinks/amqp.h"
-#include "sinks/kafka_common.h"
-#include "sinks/nats.h"
-#include "sinks/redis.h"
-#include "sinks/sink.h"
 #include "sources/source.h"
 
 namespace {

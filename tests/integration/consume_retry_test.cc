@@ -3,8 +3,8 @@
 // parks nothing; `consume parked list|retry|drop` manages what was parked.
 #include <signal.h>
 
+#include "brokers/sink.h"
 #include "core/uuid.h"
-#include "sinks/sink.h"
 #include "support/fixtures.h"
 
 namespace courier::test {

@@ -3,8 +3,8 @@
 #include <signal.h>
 #include <stdlib.h>
 
+#include "brokers/sink.h"
 #include "core/uuid.h"
-#include "sinks/sink.h"
 #include "support/fixtures.h"
 
 namespace courier::test {

@@ -3,8 +3,8 @@
 // seconds, not after the mock's ~45 s rebalance wait.
 #include <signal.h>
 
+#include "brokers/sink.h"
 #include "core/uuid.h"
-#include "sinks/sink.h"
 #include "support/fixtures.h"
 
 namespace courier::test {

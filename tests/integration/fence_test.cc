@@ -1,8 +1,8 @@
 // G8 at each sink: a relay whose lease deadline has passed (frozen past it, then resumed)
 // hands nothing more to any client library, even on a connection that is open and healthy,
 // and without anyone having called Abandon() yet (the renewer thread may not have run).
+#include "brokers/sink.h"
 #include "core/uuid.h"
-#include "sinks/sink.h"
 #include "support/fixtures.h"
 
 namespace courier::test {

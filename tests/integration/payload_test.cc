@@ -4,6 +4,7 @@
 // created_at as their timestamp.
 #include <signal.h>
 
+#include "brokers/sink.h"
 #include "core/uuid.h"
 #include "support/fixtures.h"
 

@@ -1,5 +1,5 @@
 // The Redis Streams sink against a real redis-server (append-only file, fsync always).
-#include "sinks/redis.h"
+#include "brokers/redis/redis.h"
 #include "support/fixtures.h"
 
 namespace courier::test {

@@ -21,10 +21,10 @@
 #include <sstream>
 #include <thread>
 
+#include "brokers/amqp/amqp.h"
+#include "brokers/nats/nats.h"
+#include "brokers/redis/redis.h"
 #include "core/postgres.h"
-#include "sinks/amqp.h"
-#include "sinks/nats.h"
-#include "sinks/redis.h"
 
 namespace courier::test {
 namespace {

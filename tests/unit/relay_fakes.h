@@ -17,10 +17,9 @@
 #include <string>
 #include <vector>
 
-#include "stores/dead_letters.h"
 #include "relay/relay_internal.h"
-#include "sinks/sink.h"
 #include "sources/source.h"
+#include "stores/dead_letters.h"
 #include "support/fake_clock.h"
 
 namespace courier::test {

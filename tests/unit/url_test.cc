@@ -2,9 +2,9 @@
 
 #include <gtest/gtest.h>
 
-#include "sinks/amqp.h"
-#include "sinks/nats.h"
-#include "sinks/sink.h"
+#include "brokers/amqp/amqp.h"
+#include "brokers/nats/nats.h"
+#include "brokers/sink.h"
 #include "sources/source.h"
 #include "support/matchers.h"
 

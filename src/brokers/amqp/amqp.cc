@@ -5,7 +5,7 @@
 //
 //   amqp[s]://[user:password@]host[:port]/VHOST/EXCHANGE[?routing_key=TEMPLATE]
 //
-// amqps:// is TLS (port 5671 by default; cacert, cert, key and verify as in sinks/tls.h).
+// amqps:// is TLS (port 5671 by default; cacert, cert, key and verify as in brokers/tls.h).
 // VHOST is percent-encoded ("%2F" is "/"); the exchange must exist (checked at start);
 // TEMPLATE may use {aggregate_type} and {event_type} (default {aggregate_type}). Each message
 // carries message_id = event_id (the consumers' dedup key), type = event_type, timestamp,
@@ -17,7 +17,7 @@
 // retriable; a message the broker refuses by itself (larger than max_message_size: the
 // broker closes the channel with PRECONDITION_FAILED) is rejected. Which message closed the
 // channel is found by sending the unconfirmed ones again one at a time.
-#include "sinks/amqp.h"
+#include "brokers/amqp/amqp.h"
 
 #include <amqp.h>
 #include <amqp_ssl_socket.h>
@@ -31,10 +31,10 @@
 #include <optional>
 #include <unordered_map>
 
+#include "brokers/sink.h"
 #include "core/encoding.h"
 #include "core/log.h"
 #include "core/url.h"
-#include "sinks/sink.h"
 
 namespace courier {
 namespace {

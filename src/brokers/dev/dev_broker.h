@@ -16,8 +16,8 @@
 #include <string>
 #include <thread>
 
+#include "brokers/kafka/kafka_common.h"
 #include "courier/status.h"
-#include "sinks/kafka_common.h"
 
 typedef struct rd_kafka_mock_cluster_s rd_kafka_mock_cluster_t;
 

@@ -1,4 +1,4 @@
-#include "sinks/kafka_reader.h"
+#include "brokers/kafka/kafka_reader.h"
 
 #include <algorithm>
 #include <cstring>

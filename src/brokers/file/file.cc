@@ -13,10 +13,10 @@
 #include <cerrno>
 #include <cstring>
 
+#include "brokers/sink.h"
 #include "core/encoding.h"
 #include "core/log.h"
 #include "core/url.h"
-#include "sinks/sink.h"
 
 namespace courier {
 namespace {

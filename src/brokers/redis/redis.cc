@@ -12,7 +12,7 @@
 //     the event's version (its outbox row id) with the last one applied, kept in
 //     courier:version:<key>, so an older event never overwrites a newer value, whatever the
 //     order of redeliveries.
-#include "sinks/redis.h"
+#include "brokers/redis/redis.h"
 
 #include <hiredis/hiredis.h>
 #include <poll.h>
@@ -25,10 +25,10 @@
 #include <set>
 #include <sstream>
 
+#include "brokers/sink.h"
 #include "core/encoding.h"
 #include "core/log.h"
 #include "core/url.h"
-#include "sinks/sink.h"
 
 namespace courier {
 namespace {

@@ -8,7 +8,7 @@
 #include <thread>
 #include <unordered_map>
 
-#include "sinks/sink.h"
+#include "brokers/sink.h"
 
 namespace courier {
 namespace {

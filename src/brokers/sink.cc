@@ -1,4 +1,4 @@
-#include "sinks/sink.h"
+#include "brokers/sink.h"
 
 #include "core/url.h"
 

@@ -8,10 +8,10 @@
 #include <string>
 #include <vector>
 
+#include "brokers/tls.h"
 #include "core/clock.h"
 #include "courier/event.h"
 #include "courier/status.h"
-#include "sinks/tls.h"
 
 typedef struct __natsConnection natsConnection;
 typedef struct __natsMsg natsMsg;
@@ -27,7 +27,7 @@ struct NatsEndpoint {
 };
 
 // nats[+tls]://[user:password@]host:port[,host:port]/SUBJECT[?TLS parameters]
-// nats+tls:// is NATS's tls:// (TLS from the first byte); it takes the parameters of sinks/tls.h.
+// nats+tls:// is NATS's tls:// (TLS from the first byte); it takes the parameters of brokers/tls.h.
 Result<NatsEndpoint> ParseNatsUrl(const std::string& url);
 
 // A connection that keeps reconnecting forever (also when the server is away at first). A

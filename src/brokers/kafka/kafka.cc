@@ -18,10 +18,10 @@
 #include <set>
 #include <utility>
 
+#include "brokers/kafka/kafka_common.h"
+#include "brokers/sink.h"
 #include "core/log.h"
 #include "core/url.h"
-#include "sinks/kafka_common.h"
-#include "sinks/sink.h"
 
 namespace courier {
 

@@ -8,10 +8,10 @@
 #include <optional>
 #include <string>
 
+#include "brokers/tls.h"
 #include "core/clock.h"
 #include "courier/event.h"
 #include "courier/status.h"
-#include "sinks/tls.h"
 
 typedef struct amqp_connection_state_t_* amqp_connection_state_t;
 typedef struct amqp_message_t_ amqp_message_t;
@@ -32,7 +32,7 @@ struct AmqpEndpoint {
 
 // amqp[s]://[user:password@]host[:port]/VHOST/EXCHANGE[?routing_key=TEMPLATE&queue=NAME]
 // VHOST is percent-encoded ("%2F" for "/"); an empty EXCHANGE is the default exchange.
-// amqps:// connects with TLS (default port 5671) and takes the parameters of sinks/tls.h.
+// amqps:// connects with TLS (default port 5671) and takes the parameters of brokers/tls.h.
 Result<AmqpEndpoint> ParseAmqpUrl(const std::string& url);
 
 // A connection logged in to the endpoint's vhost with channel 1 open. Unreachable, refused

@@ -8,7 +8,7 @@
 // headers (event_id, event_type, aggregate_type, aggregate_id, created_at_us, plus the event's
 // own headers); the body is the payload. Messages of a batch are published in order on one
 // connection, so a stream stores an aggregate's events in commit order.
-#include "sinks/nats.h"
+#include "brokers/nats/nats.h"
 
 #include <nats/nats.h>
 
@@ -16,9 +16,9 @@
 #include <map>
 #include <mutex>
 
+#include "brokers/sink.h"
 #include "core/log.h"
 #include "core/url.h"
-#include "sinks/sink.h"
 
 namespace courier {
 namespace {

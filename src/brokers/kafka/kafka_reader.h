@@ -12,10 +12,10 @@
 #include <utility>
 #include <vector>
 
+#include "brokers/kafka/kafka_common.h"
 #include "core/clock.h"
 #include "courier/event.h"
 #include "courier/status.h"
-#include "sinks/kafka_common.h"
 
 namespace courier {
 

@@ -21,10 +21,10 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "sinks/http.h"
+#include "brokers/http/http.h"
 
+#include "brokers/sink.h"
 #include "core/url.h"
-#include "sinks/sink.h"
 
 namespace courier {
 namespace {

@@ -1,4 +1,4 @@
-#include "sinks/dev_broker.h"
+#include "brokers/dev/dev_broker.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>

@@ -100,7 +100,7 @@ std::unique_ptr<Sink> MakeRedisCacheSink(const SinkOptions& options);
 std::unique_ptr<Sink> MakeHttpSink(const SinkOptions& options);
 std::unique_ptr<Sink> MakeNatsSink(const SinkOptions& options);
 std::unique_ptr<Sink> MakeAmqpSink(const SinkOptions& options);
-// Several sinks as one: an event is acked when every sink acked it (sinks/fanout.cc).
+// Several sinks as one: an event is acked when every sink acked it (brokers/fanout/fanout.cc).
 std::unique_ptr<Sink> MakeFanOutSink(std::vector<std::unique_ptr<Sink>> sinks);
 
 }  // namespace courier
