@@ -2,8 +2,8 @@
 // is real; only time is not, so a lease period passes without waiting for it.
 #include <thread>
 
-#include "stores/leadership.h"
 #include "sources/source.h"
+#include "stores/leadership.h"
 #include "support/fake_clock.h"
 #include "support/fixtures.h"
 
