@@ -78,6 +78,7 @@ class HeldBack {
   std::set<std::pair<std::string, std::string>> failed_;
 };
 
+// The sink of the URL's broker, found in the registry by scheme (brokers/registry.h):
 // kafka://host:port[,host:port]/topic-template[?librdkafka.property=value&...]
 // redis://[user:password@]host:port/stream-template[?db=N&maxlen=N]
 // redis-cache://[user:password@]host:port/prefix[?db=N&delete_on=Type,Type&ttl=SECONDS]
@@ -87,12 +88,14 @@ class HeldBack {
 // file:///path/events.jsonl
 Result<std::unique_ptr<Sink>> MakeSink(const SinkOptions& options);
 
-// MakeSink(options), then Configure(): everything the sink refuses that is known without I/O.
+// MakeSink(options), then Configure(): everything the sink refuses that is known without I/O
+// (what `courier config check` and the relay's start-up check).
 Status CheckSink(const SinkOptions& options);
 
 // Replaces {aggregate_type} and {event_type} in `tmpl`.
 std::string ExpandTemplate(std::string_view tmpl, const Event& event);
 
+// One per broker, each in its folder; the registry names them.
 std::unique_ptr<Sink> MakeKafkaSink(const SinkOptions& options);
 std::unique_ptr<Sink> MakeFileSink(const SinkOptions& options);
 std::unique_ptr<Sink> MakeRedisSink(const SinkOptions& options);

@@ -1,0 +1,106 @@
+#include "brokers/registry.h"
+
+#include "core/url.h"
+
+namespace courier {
+namespace {
+
+// One line per broker. The order is the order of the lists in errors and help.
+const std::vector<Broker>& Table() {
+  static const std::vector<Broker> table = {
+      {"kafka",
+       {"kafka"},
+       "kafka://host:port/topic",
+       MakeKafkaSink,
+       "kafka://host:port/TOPIC",
+       MakeKafkaGroupReader},
+      {"redis",
+       {"redis"},
+       "redis://host:port/stream",
+       MakeRedisSink,
+       "redis://host:port/STREAM",
+       MakeRedisGroupReader},
+      {"redis-cache", {"redis-cache"}, "redis-cache://host:port/prefix", MakeRedisCacheSink},
+      {"nats",
+       {"nats", "nats+tls"},
+       "nats[+tls]://host:port/subject",
+       MakeNatsSink,
+       "nats[+tls]://host:port/SUBJECT",
+       MakeNatsGroupReader},
+      {"amqp",
+       {"amqp", "amqps"},
+       "amqp[s]://host:port/vhost/exchange",
+       MakeAmqpSink,
+       "amqp[s]://host:port/VHOST/?queue=NAME",
+       MakeAmqpGroupReader},
+      {"http", {"http", "https"}, "http(s)://host/path", MakeHttpSink},
+      {"file", {"file"}, "file:///path/events.jsonl", MakeFileSink},
+  };
+  return table;
+}
+
+// "a, b or c".
+std::string JoinOr(const std::vector<std::string_view>& items) {
+  std::string out;
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out += i + 1 == items.size() ? " or " : ", ";
+    out += items[i];
+  }
+  return out;
+}
+
+}  // namespace
+
+std::span<const Broker> Brokers() { return Table(); }
+
+const Broker* FindBroker(std::string_view scheme) {
+  for (const Broker& b : Table()) {
+    for (std::string_view s : b.schemes) {
+      if (s == scheme) return &b;
+    }
+  }
+  return nullptr;
+}
+
+std::string SinkUsages() {
+  std::vector<std::string_view> usages;
+  for (const Broker& b : Table()) {
+    if (b.make_sink != nullptr) usages.push_back(b.sink_usage);
+  }
+  return JoinOr(usages);
+}
+
+std::string ReaderUsages() {
+  std::vector<std::string_view> usages;
+  for (const Broker& b : Table()) {
+    if (b.make_reader != nullptr) usages.push_back(b.reader_usage);
+  }
+  return JoinOr(usages);
+}
+
+Result<std::unique_ptr<Sink>> MakeSink(const SinkOptions& options) {
+  COURIER_ASSIGN_OR_RETURN(Url url, ParseUrl(options.url));
+  const Broker* broker = FindBroker(url.scheme);
+  if (broker == nullptr || broker->make_sink == nullptr) {
+    return InvalidArgumentError("unknown sink scheme '" + url.scheme + "' in " +
+                                RedactUrl(options.url) + "; expected " + SinkUsages());
+  }
+  return broker->make_sink(options);
+}
+
+Status CheckSink(const SinkOptions& options) {
+  COURIER_ASSIGN_OR_RETURN(std::unique_ptr<Sink> sink, MakeSink(options));
+  return sink->Configure();
+}
+
+Result<std::unique_ptr<Reader>> MakeReader(const ReaderOptions& options, std::string_view command) {
+  COURIER_ASSIGN_OR_RETURN(Url url, ParseUrl(options.url));
+  const Broker* broker = FindBroker(url.scheme);
+  if (broker == nullptr || broker->make_reader == nullptr) {
+    return InvalidArgumentError(std::string(command) + " reads " + ReaderUsages() + ", not '" +
+                                url.scheme + "://'");
+  }
+  return broker->make_reader(options);
+}
+
+}  // namespace courier
