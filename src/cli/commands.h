@@ -1,6 +1,7 @@
 // The subcommands, one file each (cli/cmd_<name>.cc, dead_letters.cc, demo.cc): each adds
 // its subcommand and options to the parser (Add...Command, bound to its flags struct) and runs
-// it (Run...). cli/main.cc parses the command line and calls them.
+// it (Run...). The command table in cli/main.cc (rows of Command) lists them for help, sets
+// them up and runs the one parsed.
 //
 // Thread-safety: none; used by main() before anything runs, except StopRequest and
 // SetRunningRelay, which the signal handler reads.
@@ -8,9 +9,11 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "cli/config.h"
 #include "cli/relay_config.h"
 #include "core/clock.h"
 #include "core/fault_points.h"
@@ -42,6 +45,24 @@ struct CommonFlags {
 };
 void AddCommonFlags(CLI::App* cmd, CommonFlags* f);
 
+// What the commands share while they are set up and run: the parser, the flags every command
+// takes, and the relay's flags (`config check` checks a file as the relay would read it).
+struct CommandContext {
+  CLI::App& app;
+  CommonFlags common;
+  RelayFlags relay;
+};
+
+// One row of the command table (cli/main.cc): `courier help` lists the rows in order with
+// their summaries, and the one parsed runs.
+struct Command {
+  const char* name;
+  const char* summary;  // one line; `courier NAME --help` shows the whole description
+  // Adds the subcommand and its options to ctx.app, bound to flags the returned run function
+  // keeps; that function runs the command once the command line is parsed (its exit code).
+  std::function<int()> (*setup)(CommandContext& ctx);
+};
+
 // `courier relay` (cli/cmd_relay.cc).
 CLI::App* AddRelayCommand(CLI::App& app, RelayFlags* f, CommonFlags* common);
 int RunRelay(RelayFlags& f);
@@ -50,8 +71,8 @@ int RunRelay(RelayFlags& f);
 struct MigrateFlags {
   std::string source;
   TableNames tables;
-  std::string mode = "poll";
   CdcOptions cdc;
+  std::string mode = cdc.enabled ? "cdc" : "poll";
 };
 CLI::App* AddMigrateCommand(CLI::App& app, MigrateFlags* f, CommonFlags* common);
 int RunMigrate(const MigrateFlags& f);
@@ -152,11 +173,12 @@ int RunConsumeParked(const ConsumeOptions& consume, const ConsumeParkedOptions& 
 // `courier consume` and `courier consume parked` (cli/cmd_consume.cc).
 struct ConsumeFlags {
   ConsumeOptions options;
-  std::string handler_timeout = "30s";
-  std::string backoff_initial = "200ms";
-  std::string backoff_max = "30s";
-  std::string claim_idle = "30s";
-  std::string retention = "0";
+  // The durations as given; their defaults are ConsumeOptions' own (inbox/consume.h).
+  std::string handler_timeout = FormatDuration(options.handler_timeout);
+  std::string backoff_initial = FormatDuration(options.backoff_initial);
+  std::string backoff_max = FormatDuration(options.backoff_max);
+  std::string claim_idle = FormatDuration(options.claim_idle);
+  std::string retention = FormatDuration(options.retention);
   ConsumeParkedOptions parked;
   CLI::App* parked_command = nullptr;  // parsed(): `consume parked`
 };

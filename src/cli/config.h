@@ -6,8 +6,10 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "courier/status.h"
@@ -44,5 +46,17 @@ Result<std::vector<ConfigArg>> ConfigToArgs(const std::string& text, const std::
 
 // Parses durations: "250ms", "5s", "2m", "1h", "7d", or a bare number of milliseconds.
 Result<std::chrono::milliseconds> ParseDuration(const std::string& text);
+
+// The shortest text ParseDuration reads back as `d`, in the largest unit that divides it
+// ("100ms", "5s", "7d"; "0" for zero): how the commands show the library's defaults.
+inline std::string FormatDuration(std::chrono::milliseconds d) {
+  if (d.count() == 0) return "0";
+  constexpr std::pair<int64_t, const char*> kUnits[] = {
+      {86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}, {1, "ms"}};
+  for (const auto& [ms, unit] : kUnits) {
+    if (d.count() % ms == 0) return std::to_string(d.count() / ms) + unit;
+  }
+  return std::to_string(d.count()) + "ms";  // not reached: every count divides by 1
+}
 
 }  // namespace courier

@@ -1,12 +1,18 @@
 // courier: one binary for the relay and its tools. See `courier --help`. Each command is in
-// its own file (cli/commands.h); this one parses the command line and runs the command.
+// its own file (cli/commands.h); the table here lists them for help, adds them to the parser
+// and runs the one parsed.
 #include <signal.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstring>
+#include <functional>
+#include <iterator>
+#include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -99,6 +105,81 @@ Status ApplyCommonFlags(const CommonFlags& f) {
   return Status::Ok();
 }
 
+// Binds a command's Add...Command and Run... to flags of its own, kept by the run function.
+template <typename Flags, typename Run>
+std::function<int()> Bind(CommandContext& ctx, CLI::App* (*add)(CLI::App&, Flags*, CommonFlags*),
+                          Run run) {
+  auto flags = std::make_shared<Flags>();
+  add(ctx.app, flags.get(), &ctx.common);
+  return [flags, run] { return run(*flags); };
+}
+
+constexpr const char* kHelpSummary = "Show this help, or a command's: courier help COMMAND";
+
+// The commands, in the order `courier help` lists them.
+const Command kCommands[] = {
+    {"relay", "Publish committed outbox events to sinks, forever (or --once)",
+     [](CommandContext& ctx) -> std::function<int()> {
+       AddRelayCommand(ctx.app, &ctx.relay, &ctx.common);
+       return [&ctx] { return RunRelay(ctx.relay); };
+     }},
+    {"migrate", "Create the outbox's tables (with --mode cdc, its publication and slot)",
+     [](CommandContext& ctx) { return Bind(ctx, AddMigrateCommand, RunMigrate); }},
+    {"status", "Backlog, oldest pending event, dead letters, leases and replication slots",
+     [](CommandContext& ctx) { return Bind(ctx, AddStatusCommand, RunStatus); }},
+    {"dead-letters", "List, retry or drop the events the sink rejected for good",
+     [](CommandContext& ctx) { return Bind(ctx, AddDeadLettersCommand, RunDeadLetters); }},
+    {"config", "check FILE: validate a relay config file without connecting",
+     [](CommandContext& ctx) -> std::function<int()> {
+       auto flags = std::make_shared<ConfigFlags>();
+       AddConfigCommand(ctx.app, flags.get());
+       // Checks the file as `courier relay --config FILE` would read it.
+       return [&ctx, flags] {
+         return CheckConfig(ctx.app, ctx.app.get_subcommand("relay"), ctx.relay, flags->file);
+       };
+     }},
+    {"tail", "Print the events arriving at a sink, one JSON line each",
+     [](CommandContext& ctx) { return Bind(ctx, AddTailCommand, RunTail); }},
+    {"consume", "Deliver each event of a topic or stream once to a handler (and parked ones)",
+     [](CommandContext& ctx) { return Bind(ctx, AddConsumeCommand, RunConsume); }},
+    {"dev-broker", "Run the built-in Kafka-protocol broker for development",
+     [](CommandContext& ctx) { return Bind(ctx, AddDevBrokerCommand, RunDevBroker); }},
+    {"demo", "The dual-write problem, live: the outbox and the naive way under SIGKILLs",
+     [](CommandContext& ctx) {
+       return Bind(ctx, AddDemoCommand,
+                   [](const DemoOptions& o) { return RunDemo(o, StopRequest()); });
+     }},
+    {"demo-app", "The demo's orders service (used by the demo and examples/inventory)",
+     [](CommandContext& ctx) -> std::function<int()> {
+       auto flags = std::make_shared<DemoAppOptions>();
+       AddDemoAppCommand(ctx.app, flags.get());
+       return [flags] { return RunDemoApp(*flags); };
+     }},
+    // `courier help [COMMAND]` is `courier [COMMAND] --help` (rewritten before parsing).
+    {"help", kHelpSummary,
+     [](CommandContext& ctx) -> std::function<int()> {
+       ctx.app.add_subcommand("help", kHelpSummary);
+       return [] { return kExitUsage; };
+     }},
+};
+
+// Lists each command with its one-line summary from the table; `courier COMMAND --help` shows
+// the command's whole description.
+class SummaryFormatter : public CLI::Formatter {
+ public:
+  std::string make_subcommand(const CLI::App* sub) const override {
+    if (sub->get_parent() != nullptr && sub->get_parent()->get_parent() == nullptr) {
+      for (const Command& c : kCommands) {
+        if (sub->get_name() != c.name) continue;
+        std::stringstream out;
+        CLI::detail::format_help(out, sub->get_display_name(true), c.summary, column_width_);
+        return out.str();
+      }
+    }
+    return CLI::Formatter::make_subcommand(sub);
+  }
+};
+
 }  // namespace
 
 int Main(int argc, char** argv) {
@@ -114,31 +195,10 @@ int Main(int argc, char** argv) {
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.set_version_flag("--version", std::string("courier ") + COURIER_VERSION);
 
-  CommonFlags common;
-
-  RelayFlags rf;
-  CLI::App* relay = AddRelayCommand(app, &rf, &common);
-  MigrateFlags mf;
-  CLI::App* migrate = AddMigrateCommand(app, &mf, &common);
-  StatusFlags sf;
-  CLI::App* status = AddStatusCommand(app, &sf, &common);
-  DeadLettersOptions dlo;
-  CLI::App* dead = AddDeadLettersCommand(app, &dlo, &common);
-  ConfigFlags config_flags;
-  CLI::App* config = AddConfigCommand(app, &config_flags);
-  TailFlags tf;
-  CLI::App* tail = AddTailCommand(app, &tf, &common);
-  ConsumeFlags cf;
-  CLI::App* consume = AddConsumeCommand(app, &cf, &common);
-  DevBrokerFlags dbf;
-  CLI::App* dev = AddDevBrokerCommand(app, &dbf, &common);
-  DemoOptions demo_options;
-  CLI::App* demo = AddDemoCommand(app, &demo_options, &common);
-  DemoAppOptions app_options;
-  CLI::App* demo_app = AddDemoAppCommand(app, &app_options);
-
-  // Listed among the commands; `courier help [COMMAND]` is `courier [COMMAND] --help`.
-  app.add_subcommand("help", "Show this help, or a command's: courier help COMMAND");
+  app.formatter(std::make_shared<SummaryFormatter>());
+  CommandContext ctx{app};
+  std::vector<std::function<int()>> runs;
+  for (const Command& c : kCommands) runs.push_back(c.setup(ctx));
 
   std::vector<std::string> args(argv, argv + argc);
   if (args.size() >= 2 && args[1] == "help") {
@@ -146,15 +206,12 @@ int Main(int argc, char** argv) {
       std::fprintf(stderr, "courier: error: help takes one command (courier help COMMAND)\n");
       return kExitUsage;
     }
-    if (args.size() == 3) {
-      try {
-        (void)app.get_subcommand(args[2]);
-      } catch (const CLI::OptionNotFound&) {
-        std::fprintf(stderr,
-                     "courier: error: unknown command '%s'; courier help lists the commands\n",
-                     log::Scrub(args[2]).c_str());
-        return kExitUsage;
-      }
+    if (args.size() == 3 && std::none_of(std::begin(kCommands), std::end(kCommands),
+                                         [&](const Command& c) { return args[2] == c.name; })) {
+      std::fprintf(stderr,
+                   "courier: error: unknown command '%s'; courier help lists the commands\n",
+                   log::Scrub(args[2]).c_str());
+      return kExitUsage;
     }
     args.erase(args.begin() + 1);
     args.push_back("--help");
@@ -175,20 +232,13 @@ int Main(int argc, char** argv) {
         app.get_subcommands().empty() ? "" : (app.get_subcommands()[0]->get_name() + " ").c_str());
     return kExitUsage;
   }
-  Status st = ApplyCommonFlags(common);
+  Status st = ApplyCommonFlags(ctx.common);
   if (!st.ok()) return Fail(st);
   InstallSignalHandlers();
 
-  if (*relay) return RunRelay(rf);
-  if (*migrate) return RunMigrate(mf);
-  if (*status) return RunStatus(sf);
-  if (*tail) return RunTail(tf);
-  if (*dead) return RunDeadLetters(dlo);
-  if (*config) return CheckConfig(app, relay, rf, config_flags.file);
-  if (*consume) return RunConsume(cf);
-  if (*dev) return RunDevBroker(dbf);
-  if (*demo) return RunDemo(demo_options, g_stop);
-  if (*demo_app) return RunDemoApp(app_options);
+  for (size_t i = 0; i < std::size(kCommands); ++i) {
+    if (app.get_subcommand(kCommands[i].name)->parsed()) return runs[i]();
+  }
   return kExitUsage;
 }
 

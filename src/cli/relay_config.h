@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/config.h"
 #include "core/clock.h"
 #include "courier/relay.h"
 #include "courier/status.h"
@@ -17,25 +18,28 @@
 namespace courier::cli {
 
 // The relay's flags as given (strings: their parsers below name the flag in every error).
+// Their defaults are RelayOptions' own, shown in --help: each is defined once, in relay.h.
 struct RelayFlags {
   RelayOptions options;
   std::vector<std::string> sinks;
-  std::string mode = "poll";
-  std::string batch_size = "1000";
-  std::string poll_interval = "100ms";
-  std::string retention = "7d";
-  std::string cleanup_interval = "1m";
-  std::string delivery_timeout;
-  std::string shutdown_timeout = "10s";
-  std::string backoff_initial = "200ms";
-  std::string backoff_max = "30s";
-  std::string dead_letter_policy = "park";
-  std::string lease = "5s";
+  std::string mode = options.mode == RelayOptions::Mode::kCdc ? "cdc" : "poll";
+  std::string batch_size = std::to_string(options.batch_size);
+  std::string poll_interval = FormatDuration(options.poll_interval);
+  std::string retention = FormatDuration(options.retention);
+  std::string cleanup_interval = FormatDuration(options.cleanup_interval);
+  std::string delivery_timeout;  // empty: 0, or 30s with --once (CheckRelayFlags)
+  std::string shutdown_timeout = FormatDuration(options.shutdown_timeout);
+  std::string backoff_initial = FormatDuration(options.backoff_initial);
+  std::string backoff_max = FormatDuration(options.backoff_max);
+  std::string dead_letter_policy =
+      options.dead_letter_policy == RelayOptions::DeadLetterPolicy::kSkip ? "skip" : "park";
+  std::string lease = FormatDuration(options.lease);
   std::string shard;
   int metrics_port = 0;
   std::string metrics_host = "127.0.0.1";
-  std::string ready_ack_timeout = "30s";
+  // /readyz (CheckReadiness): a setting of the command's HTTP endpoint, not of the relay.
   Duration ready_ack_timeout_ms{30000};
+  std::string ready_ack_timeout = FormatDuration(ready_ack_timeout_ms);
 };
 
 // poll → false, cdc → true.

@@ -4,10 +4,14 @@
 
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
+#include "cli/config.h"
 #include "core/uuid.h"
+#include "courier/relay.h"
+#include "inbox/consume.h"
 #include "stores/dead_letters.h"
 #include "support/fixtures.h"
 
@@ -28,6 +32,44 @@ TEST(Cli, HelpTeaches) {
   CommandResult relay = RunCourier({"relay", "--help"});
   EXPECT_EQ(relay.exit_code, 0);
   EXPECT_NE(relay.out.find("{aggregate_type}"), std::string::npos);
+}
+
+// The value --help shows as `flag`'s default ("  --batch-size N=1000  ..." gives "1000"); empty
+// when it shows none.
+std::string HelpDefault(const std::string& help, const std::string& flag) {
+  const size_t at = help.find("  " + flag + " ");
+  if (at == std::string::npos) return "";
+  const size_t eq = help.find('=', at);
+  if (eq == std::string::npos || eq > help.find('\n', at)) return "";
+  return help.substr(eq + 1, help.find_first_of(" \n", eq) - eq - 1);
+}
+
+// Each default is defined once, in the library's options structs; the commands' help (and
+// their flags) take it from there.
+TEST(Cli, HelpShowsTheLibrarysDefaults) {
+  const RelayOptions relay;
+  const std::string relay_help = RunCourier({"relay", "--help"}).out;
+  EXPECT_EQ(HelpDefault(relay_help, "--batch-size"), std::to_string(relay.batch_size));
+  for (auto [flag, value] : {std::pair{"--poll-interval", relay.poll_interval},
+                             {"--lease", relay.lease},
+                             {"--retention", relay.retention},
+                             {"--cleanup-interval", relay.cleanup_interval},
+                             {"--shutdown-timeout", relay.shutdown_timeout},
+                             {"--backoff-initial", relay.backoff_initial},
+                             {"--backoff-max", relay.backoff_max}}) {
+    EXPECT_EQ(HelpDefault(relay_help, flag), FormatDuration(value)) << flag;
+  }
+  EXPECT_EQ(HelpDefault(relay_help, "--table"), relay.outbox_table);
+  EXPECT_EQ(HelpDefault(relay_help, "--dead-letter-policy"), "park");
+  const ConsumeOptions consume;
+  const std::string consume_help = RunCourier({"consume", "--help"}).out;
+  for (auto [flag, value] : {std::pair{"--handler-timeout", consume.handler_timeout},
+                             {"--backoff-initial", consume.backoff_initial},
+                             {"--backoff-max", consume.backoff_max},
+                             {"--claim-idle", consume.claim_idle},
+                             {"--inbox-retention", Duration(consume.retention)}}) {
+    EXPECT_EQ(HelpDefault(consume_help, flag), FormatDuration(value)) << flag;
+  }
 }
 
 TEST(Cli, UnknownSinkSchemeIsOneLineAndExit2) {

@@ -157,6 +157,24 @@ TEST(Config, Durations) {
 
 // Found by tests/fuzz/config_fuzz.cc: NaN, infinity and huge values were converted to int64
 // (undefined behaviour; GCC's code made 1e300 a negative duration).
+// The commands show the library's default durations with FormatDuration: each reads back as
+// the same duration, in the largest unit that divides it.
+TEST(Config, FormattedDurationsReadBackExactly) {
+  for (auto [ms, text] : {std::pair<int64_t, const char*>{0, "0"},
+                          {100, "100ms"},
+                          {1500, "1500ms"},
+                          {5000, "5s"},
+                          {60000, "1m"},
+                          {90000, "90s"},
+                          {3600000, "1h"},
+                          {7 * 86400000LL, "7d"}}) {
+    EXPECT_EQ(FormatDuration(std::chrono::milliseconds(ms)), text);
+    auto back = ParseDuration(text);
+    ASSERT_TRUE(back.ok()) << text;
+    EXPECT_EQ(back->count(), ms) << text;
+  }
+}
+
 TEST(Config, DurationsOutOfRangeAreErrors) {
   EXPECT_EQ(ParseDuration("36500d")->count(), 36500 * 86400000LL);
   for (const char* text : {"36501d", "1e300", "inf", "1e300d"}) {
