@@ -16,7 +16,7 @@ CLI::App* AddMigrateCommand(CLI::App& app, MigrateFlags* f, CommonFlags* common)
       "migrate",
       "Create the outbox and dead-letter tables (idempotent, safe to re-run). With --mode cdc\n"
       "also the publication and the replication slot (run it as the table's owner).");
-  cmd->add_option("--source", f->source, "Database URL")->type_name("URL")->required();
+  AddSourceOption(cmd, &f->source);
   cmd->add_option("--mode", f->mode, "poll, or cdc to prepare change data capture")
       ->type_name("poll|cdc")
       ->capture_default_str();
@@ -26,12 +26,7 @@ CLI::App* AddMigrateCommand(CLI::App& app, MigrateFlags* f, CommonFlags* common)
   cmd->add_option("--publication", f->cdc.publication,
                   "CDC: publication (default: the table's name)")
       ->type_name("NAME");
-  cmd->add_option("--table", f->tables.outbox, "Outbox table")
-      ->type_name("NAME")
-      ->capture_default_str();
-  cmd->add_option("--dead-letter-table", f->tables.dead_letter, "Dead-letter table")
-      ->type_name("NAME")
-      ->capture_default_str();
+  AddTableOptions(cmd, &f->tables.outbox, &f->tables.dead_letter);
   AddCommonFlags(cmd, common);
   return cmd;
 }

@@ -42,7 +42,6 @@ HttpResponse ServeRelay(const std::string& path, const Relay& relay, const Relay
 }  // namespace
 
 CLI::App* AddRelayCommand(CLI::App& app, RelayFlags* f, CommonFlags* common) {
-  const std::string kTables = "Tables";
   CLI::App* cmd = app.add_subcommand(
       "relay",
       "Publish committed outbox events to a sink, forever (or --once).\n"
@@ -64,24 +63,14 @@ CLI::App* AddRelayCommand(CLI::App& app, RelayFlags* f, CommonFlags* common) {
       "         http(s)://host:port/PATH (webhook: a POST per event, Idempotency-Key, 2xx acks)\n"
       "         file:///path/events.jsonl (one JSON line per event, fsynced before ack)\n"
       "Exit codes: 0 done or stopped by SIGTERM/SIGINT; 1 failure; 2 bad input.");
-  cmd->add_option("--source", f->options.source_url, "Database URL holding the outbox")
-      ->type_name("URL")
-      ->required();
+  AddSourceOption(cmd, &f->options.source_url);
   cmd->add_option("--sink", f->sinks,
                   "Destination URL; repeat it to fan out (an event is done once every sink "
                   "acked it)")
       ->type_name("URL")
       ->required()
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  cmd->add_option("--table", f->options.outbox_table, "Outbox table (may be schema.table)")
-      ->type_name("NAME")
-      ->capture_default_str()
-      ->group(kTables);
-  cmd->add_option("--dead-letter-table", f->options.dead_letter_table,
-                  "Where events the sink rejects for good are parked")
-      ->type_name("NAME")
-      ->capture_default_str()
-      ->group(kTables);
+  AddTableOptions(cmd, &f->options.outbox_table, &f->options.dead_letter_table, "Tables");
   cmd->add_option("--dead-letter-policy", f->dead_letter_policy,
                   "park: an event the sink rejects for good holds back the later events of its "
                   "aggregate until `courier dead-letters retry|drop`; skip: they go on without "

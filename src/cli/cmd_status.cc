@@ -30,13 +30,8 @@ std::string Bytes(int64_t n) {
 CLI::App* AddStatusCommand(CLI::App& app, StatusFlags* f, CommonFlags* common) {
   CLI::App* cmd = app.add_subcommand(
       "status", "Show backlog, oldest pending event, dead letters and whether a relay is active.");
-  cmd->add_option("--source", f->source, "Database URL")->type_name("URL")->required();
-  cmd->add_option("--table", f->tables.outbox, "Outbox table")
-      ->type_name("NAME")
-      ->capture_default_str();
-  cmd->add_option("--dead-letter-table", f->tables.dead_letter, "Dead-letter table")
-      ->type_name("NAME")
-      ->capture_default_str();
+  AddSourceOption(cmd, &f->source);
+  AddTableOptions(cmd, &f->tables.outbox, &f->tables.dead_letter);
   cmd->add_flag("--json", f->json, "One JSON object instead of text");
   AddCommonFlags(cmd, common);
   return cmd;

@@ -45,6 +45,13 @@ struct CommonFlags {
 };
 void AddCommonFlags(CLI::App* cmd, CommonFlags* f);
 
+// The options naming the outbox, one text each in every command that takes them (relay,
+// migrate, status, dead-letters). --source: its database URL, required.
+void AddSourceOption(CLI::App* cmd, std::string* url);
+// --table and --dead-letter-table, showing the defaults they hold; in `group` unless empty.
+void AddTableOptions(CLI::App* cmd, std::string* outbox, std::string* dead_letter,
+                     const std::string& group = "");
+
 // What the commands share while they are set up and run: the parser, the flags every command
 // takes, and the relay's flags (`config check` checks a file as the relay would read it).
 struct CommandContext {

@@ -159,13 +159,8 @@ CLI::App* AddDeadLettersCommand(CLI::App& app, DeadLettersOptions* f, CommonFlag
   cmd->add_option("ids", f->ids, "Dead-letter ids (the ID column of list)")
       ->type_name("ID")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  cmd->add_option("--source", f->source, "Database URL")->type_name("URL")->required();
-  cmd->add_option("--table", f->outbox_table, "Outbox table whose dead letters to act on")
-      ->type_name("NAME")
-      ->capture_default_str();
-  cmd->add_option("--dead-letter-table", f->dead_letter_table, "Dead-letter table")
-      ->type_name("NAME")
-      ->capture_default_str();
+  AddSourceOption(cmd, &f->source);
+  AddTableOptions(cmd, &f->outbox_table, &f->dead_letter_table);
   cmd->add_flag("--all", f->all, "retry/drop: every dead letter of the outbox");
   cmd->add_flag("--json", f->json,
                 "list: one JSON object per dead letter and line (JSON Lines), oldest first");

@@ -90,6 +90,27 @@ void AddCommonFlags(CLI::App* cmd, CommonFlags* f) {
       ->capture_default_str();
 }
 
+void AddSourceOption(CLI::App* cmd, std::string* url) {
+  cmd->add_option("--source", *url, "Database URL holding the outbox")
+      ->type_name("URL")
+      ->required();
+}
+
+void AddTableOptions(CLI::App* cmd, std::string* outbox, std::string* dead_letter,
+                     const std::string& group) {
+  CLI::Option* table = cmd->add_option("--table", *outbox, "Outbox table (may be schema.table)")
+                           ->type_name("NAME")
+                           ->capture_default_str();
+  CLI::Option* dead = cmd->add_option("--dead-letter-table", *dead_letter,
+                                      "Where events the sink rejects for good are parked")
+                          ->type_name("NAME")
+                          ->capture_default_str();
+  if (!group.empty()) {
+    table->group(group);
+    dead->group(group);
+  }
+}
+
 namespace {
 
 Status ApplyCommonFlags(const CommonFlags& f) {

@@ -72,6 +72,40 @@ TEST(Cli, HelpShowsTheLibrarysDefaults) {
   }
 }
 
+// What --help says of `flag`: its line and the lines its text wraps onto, spaces collapsed.
+std::string HelpEntry(const std::string& help, const std::string& flag) {
+  size_t at = help.find("  " + flag + " ");
+  if (at == std::string::npos) return "";
+  size_t end = help.find('\n', at);
+  // A wrapped text goes on in lines that start with spaces and no option.
+  while (end != std::string::npos && end + 1 < help.size() && help[end + 1] == ' ' &&
+         help[help.find_first_not_of(' ', end + 1)] != '-') {
+    end = help.find('\n', end + 1);
+  }
+  std::string entry;
+  for (char c : help.substr(at, end - at)) {
+    if (c == '\n') c = ' ';
+    if (c != ' ' || (!entry.empty() && entry.back() != ' ')) entry += c;
+  }
+  return entry;
+}
+
+// The options naming the outbox read the same, with the same defaults, in every command that
+// takes them.
+TEST(Cli, OutboxOptionsReadTheSameInEveryCommand) {
+  const RelayOptions defaults;
+  const std::string relay_help = RunCourier({"relay", "--help"}).out;
+  EXPECT_EQ(HelpDefault(relay_help, "--table"), defaults.outbox_table);
+  EXPECT_EQ(HelpDefault(relay_help, "--dead-letter-table"), defaults.dead_letter_table);
+  for (const char* command : {"migrate", "status", "dead-letters"}) {
+    const std::string help = RunCourier({command, "--help"}).out;
+    for (const char* flag : {"--source", "--table", "--dead-letter-table"}) {
+      ASSERT_NE(HelpEntry(relay_help, flag), "") << flag;
+      EXPECT_EQ(HelpEntry(help, flag), HelpEntry(relay_help, flag)) << command << " " << flag;
+    }
+  }
+}
+
 TEST(Cli, UnknownSinkSchemeIsOneLineAndExit2) {
   TempDir dir;
   CommandResult r = RunCourier({"relay", "--source", "sqlite://" + dir.File("a.db"), "--sink",
