@@ -13,6 +13,7 @@
 #include "bench/bench_common.h"
 #include "brokers/kafka/kafka_common.h"
 #include "core/postgres.h"
+#include "schema/migrate.h"
 #include "sources/source.h"
 #include "support/harness.h"
 

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "bench/bench_common.h"
+#include "schema/migrate.h"
 #include "sources/source.h"
 #include "support/harness.h"
 

@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 #include "cli/relay_config.h"
 #include "core/url.h"
+#include "schema/migrate.h"
 #include "sources/source.h"
 
 namespace courier::cli {

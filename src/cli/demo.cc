@@ -32,6 +32,7 @@
 #include "core/uuid.h"
 #include "courier/outbox.h"
 #include "relay/status_report.h"
+#include "schema/migrate.h"
 #include "sources/source.h"
 
 namespace courier::cli {

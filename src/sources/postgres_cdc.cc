@@ -29,6 +29,7 @@
 #include "core/postgres.h"
 #include "core/url.h"
 #include "core/uuid.h"
+#include "schema/table_shape.h"
 #include "sources/cdc/decode.h"
 #include "sources/cdc/lsn_ledger.h"
 #include "sources/cdc/slot.h"
@@ -37,7 +38,6 @@
 #include "sources/postgres_common.h"
 #include "sources/row_codec.h"
 #include "sources/source.h"
-#include "sources/table_shape.h"
 
 namespace courier {
 namespace {

@@ -9,10 +9,10 @@
 #include "core/log.h"
 #include "core/postgres.h"
 #include "core/url.h"
+#include "schema/table_shape.h"
 #include "sources/postgres_common.h"
 #include "sources/row_codec.h"
 #include "sources/source.h"
-#include "sources/table_shape.h"
 
 namespace courier {
 

@@ -14,9 +14,9 @@
 #include "core/postgres.h"  // QuoteIdent: the same double-quote rules apply
 #include "core/sqlite.h"
 #include "core/url.h"
+#include "schema/table_shape.h"
 #include "sources/row_codec.h"
 #include "sources/source.h"
-#include "sources/table_shape.h"
 
 namespace courier {
 namespace {

@@ -26,7 +26,7 @@ std::string Columns(const std::string& payload, const std::string& created_us,
 }
 
 // Several outboxes may share one dead-letter table: every statement touches only the rows
-// of its own outbox (the `outbox` column, see sources/schema.cc), so that one outbox's parked
+// of its own outbox (the `outbox` column, see schema/migrate.cc), so that one outbox's parked
 // events never hold back, release or republish another's.
 std::string OwnedBy(const std::string& outbox) { return "outbox = " + QuoteLiteral(outbox); }
 

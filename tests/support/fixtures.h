@@ -23,6 +23,7 @@
 #include "core/sqlite.h"
 #include "core/uuid.h"
 #include "courier/relay.h"
+#include "schema/migrate.h"
 #include "sources/source.h"
 #include "support/harness.h"
 #include "support/matchers.h"

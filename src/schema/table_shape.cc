@@ -1,4 +1,4 @@
-#include "sources/table_shape.h"
+#include "schema/table_shape.h"
 
 #include <set>
 #include <string>

@@ -1,8 +1,10 @@
 // `courier migrate`: the table contracts of DESIGN §3, created idempotently.
+#include "schema/migrate.h"
+
 #include "core/postgres.h"
 #include "core/sqlite.h"
+#include "schema/table_shape.h"
 #include "sources/source.h"
-#include "sources/table_shape.h"
 
 namespace courier {
 namespace {
