@@ -52,6 +52,12 @@ int RunMigrate(const MigrateFlags& f) {
   }
   std::printf("migrated %s: %s%s\n", RedactUrl(f.source).c_str(), what.c_str(),
               cdc.enabled ? "; publication and replication slot ready" : "");
+  std::string applied;
+  for (const AppliedMigration& m : report.applied) {
+    applied += (applied.empty() ? "applied " : ", ") + std::to_string(m.version) + " " + m.name;
+  }
+  std::printf("schema version %d (%s): %s\n", report.version, SchemaVersionsTable(f.tables).c_str(),
+              applied.empty() ? "up to date" : applied.c_str());
   return 0;
 }
 
