@@ -1,7 +1,9 @@
 // A Reader takes a broker's messages back as courier events, one at a time, and acknowledges
-// each once its consumer is done with it. `courier consume` reads through one (as a consumer
-// group, acking after the inbox committed); every broker that can be read implements it in its
-// folder and names its factory in the registry (brokers/registry.h).
+// each once its consumer is done with it. `courier consume` reads through one as a consumer
+// group (acking after the inbox committed); `courier tail` and the tests' checks read without a
+// group, from the oldest message or from new ones, acknowledging nothing. Every broker that can
+// be read implements both in its folder and names its factory in the registry
+// (brokers/registry.h).
 //
 // Thread-safety: a Reader is used by one thread.
 #pragma once
@@ -21,10 +23,21 @@ struct ReaderOptions {
   std::string url;
   // The consumer group (Kafka group.id, Redis Streams group, NATS durable): members of one
   // group share the messages, and an acknowledged message is not given to the group again.
+  // Empty: read without a group; nothing is acknowledged (Ack does nothing), a queue's
+  // messages stay in it, and no topic, stream or queue is created.
   std::string group;
   // Redis Streams: entries another member read but did not acknowledge for this long are
   // taken over (the member died). NATS: the consumer's AckWait.
   Duration claim_idle{30000};
+  // Without a group: start at the oldest message there, not at the next new one.
+  bool from_beginning = false;
+  // Without a group: read what is there and end; Next's nullopt then means the end (Kafka:
+  // every partition read up to where it ended when reading began; the others: nothing
+  // arrived within the timeout).
+  bool to_end = false;
+  // Kafka without a group: a topic that does not exist is waited for (Next gives nothing
+  // until it is created, and then its first message) instead of kNotFound.
+  bool wait_for_topic = false;
 };
 
 // One message as the sink wrote it, and where it was.
@@ -37,6 +50,12 @@ struct Message {
   // The reader's own state for Ack (the NATS message; the RabbitMQ connection it came on).
   std::shared_ptr<void> handle;
   uint64_t generation = 0;
+  // Where it was, as the JSON object `courier tail` prints with the event:
+  // {"topic":…,"partition":…,"offset":…}, {"stream":…,"id":…}, {"subject":…}, {"queue":…}
+  // or {"exchange":…}.
+  std::string where;
+  // A file's line as the sink wrote it (the file reader gives it as it is, not re-encoded).
+  std::string line;
 };
 
 class Reader {
@@ -50,10 +69,13 @@ class Reader {
   virtual Status Ack(const Message& message) = 0;
 };
 
-// One per readable broker, each in its folder; the registry names them.
-Result<std::unique_ptr<Reader>> MakeKafkaGroupReader(const ReaderOptions& options);
-Result<std::unique_ptr<Reader>> MakeRedisGroupReader(const ReaderOptions& options);
-Result<std::unique_ptr<Reader>> MakeNatsGroupReader(const ReaderOptions& options);
-Result<std::unique_ptr<Reader>> MakeAmqpGroupReader(const ReaderOptions& options);
+// One per readable broker, each in its folder (a group reader when options.group is set, else
+// a plain one); the registry names them. What a reader refuses in its URL it refuses here,
+// before connecting.
+Result<std::unique_ptr<Reader>> MakeKafkaReader(const ReaderOptions& options);
+Result<std::unique_ptr<Reader>> MakeRedisReader(const ReaderOptions& options);
+Result<std::unique_ptr<Reader>> MakeNatsReader(const ReaderOptions& options);
+Result<std::unique_ptr<Reader>> MakeAmqpReader(const ReaderOptions& options);
+Result<std::unique_ptr<Reader>> MakeFileReader(const ReaderOptions& options);
 
 }  // namespace courier

@@ -5,37 +5,27 @@
 namespace courier {
 namespace {
 
-// One line per broker. The order is the order of the lists in errors and help.
+// One entry per broker. The order is the order of the lists in errors and help.
 const std::vector<Broker>& Table() {
+  // clang-format off
   static const std::vector<Broker> table = {
-      {"kafka",
-       {"kafka"},
-       "kafka://host:port/topic",
-       MakeKafkaSink,
-       "kafka://host:port/TOPIC",
-       MakeKafkaGroupReader},
-      {"redis",
-       {"redis"},
-       "redis://host:port/stream",
-       MakeRedisSink,
-       "redis://host:port/STREAM",
-       MakeRedisGroupReader},
+      // name, schemes, sink URL, make sink, tail URL, consume URL, make reader
+      {"kafka", {"kafka"}, "kafka://host:port/topic", MakeKafkaSink,
+       "kafka://host:port/TOPIC", "kafka://host:port/TOPIC", MakeKafkaReader},
+      {"redis", {"redis"}, "redis://host:port/stream", MakeRedisSink,
+       "redis://host:port/STREAM", "redis://host:port/STREAM", MakeRedisReader},
       {"redis-cache", {"redis-cache"}, "redis-cache://host:port/prefix", MakeRedisCacheSink},
-      {"nats",
-       {"nats", "nats+tls"},
-       "nats[+tls]://host:port/subject",
-       MakeNatsSink,
-       "nats[+tls]://host:port/SUBJECT",
-       MakeNatsGroupReader},
-      {"amqp",
-       {"amqp", "amqps"},
-       "amqp[s]://host:port/vhost/exchange",
-       MakeAmqpSink,
-       "amqp[s]://host:port/VHOST/?queue=NAME",
-       MakeAmqpGroupReader},
+      {"nats", {"nats", "nats+tls"}, "nats[+tls]://host:port/subject", MakeNatsSink,
+       "nats[+tls]://host:port/SUBJECT", "nats[+tls]://host:port/SUBJECT", MakeNatsReader},
+      {"amqp", {"amqp", "amqps"}, "amqp[s]://host:port/vhost/exchange", MakeAmqpSink,
+       "amqp[s]://host:port/VHOST/EXCHANGE (new events), "
+       "amqp[s]://host:port/VHOST/?queue=NAME (a queue, left as it is)",
+       "amqp[s]://host:port/VHOST/?queue=NAME", MakeAmqpReader},
       {"http", {"http", "https"}, "http(s)://host/path", MakeHttpSink},
-      {"file", {"file"}, "file:///path/events.jsonl", MakeFileSink},
+      {"file", {"file"}, "file:///path/events.jsonl", MakeFileSink,
+       "file:///path", "", MakeFileReader},
   };
+  // clang-format on
   return table;
 }
 
@@ -70,10 +60,18 @@ std::string SinkUsages() {
   return JoinOr(usages);
 }
 
-std::string ReaderUsages() {
+std::string TailUsages() {
   std::vector<std::string_view> usages;
   for (const Broker& b : Table()) {
-    if (b.make_reader != nullptr) usages.push_back(b.reader_usage);
+    if (!b.tail_usage.empty()) usages.push_back(b.tail_usage);
+  }
+  return JoinOr(usages);
+}
+
+std::string GroupUsages() {
+  std::vector<std::string_view> usages;
+  for (const Broker& b : Table()) {
+    if (!b.group_usage.empty()) usages.push_back(b.group_usage);
   }
   return JoinOr(usages);
 }
@@ -96,9 +94,15 @@ Status CheckSink(const SinkOptions& options) {
 Result<std::unique_ptr<Reader>> MakeReader(const ReaderOptions& options, std::string_view command) {
   COURIER_ASSIGN_OR_RETURN(Url url, ParseUrl(options.url));
   const Broker* broker = FindBroker(url.scheme);
-  if (broker == nullptr || broker->make_reader == nullptr) {
-    return InvalidArgumentError(std::string(command) + " reads " + ReaderUsages() + ", not '" +
-                                url.scheme + "://'");
+  const bool group = !options.group.empty();
+  if (broker == nullptr || broker->make_reader == nullptr ||
+      (group ? broker->group_usage : broker->tail_usage).empty()) {
+    if (group) {
+      return InvalidArgumentError(std::string(command) + " reads " + GroupUsages() + ", not '" +
+                                  url.scheme + "://'");
+    }
+    return InvalidArgumentError(std::string(command) + " cannot read '" + url.scheme +
+                                "://' URLs; expected " + TailUsages());
   }
   return broker->make_reader(options);
 }

@@ -1,7 +1,7 @@
 // The brokers courier knows, one entry each: the URL schemes it answers to, how to make its
 // sink and its reader, and the URL shapes the help and the errors show. The relay (MakeSink),
-// `courier config check` (CheckSink) and `courier consume` (MakeReader) find a broker here by
-// the URL's scheme, so a new broker is its folder plus one entry in registry.cc.
+// `courier config check` (CheckSink), `courier consume` and `courier tail` (MakeReader) find a
+// broker here by the URL's scheme, so a new broker is its folder plus one entry in registry.cc.
 //
 // Thread-safety: the table is constant.
 #pragma once
@@ -24,8 +24,11 @@ struct Broker {
   // The sink's URL as errors show it ("kafka://host:port/topic").
   std::string_view sink_usage;
   std::unique_ptr<Sink> (*make_sink)(const SinkOptions&) = nullptr;
-  // The reader's URL as errors show it; empty, with no make_reader, when it cannot be read.
-  std::string_view reader_usage;
+  // The URLs a reader takes without a group (`courier tail`) and as a consumer group
+  // (`courier consume`), as help and errors show them; empty when it cannot be read so.
+  std::string_view tail_usage;
+  std::string_view group_usage;
+  // Null when the broker cannot be read back.
   Result<std::unique_ptr<Reader>> (*make_reader)(const ReaderOptions&) = nullptr;
 };
 
@@ -35,12 +38,14 @@ std::span<const Broker> Brokers();
 // The broker answering to `scheme`, or nullptr.
 const Broker* FindBroker(std::string_view scheme);
 
-// "a, b or c" of the sink URLs, and of the URLs a reader takes.
+// "a, b or c" of the sink URLs, of the URLs read without a group and as a group.
 std::string SinkUsages();
-std::string ReaderUsages();
+std::string TailUsages();
+std::string GroupUsages();
 
-// The reader for `options.url`'s broker. A scheme no broker reads is kInvalidArgument:
-// "<command> reads <ReaderUsages()>, not '<scheme>://'".
+// The reader for `options.url`'s broker. A scheme no broker reads that way is
+// kInvalidArgument: "<command> reads <GroupUsages()>, not '<scheme>://'" for a group,
+// "<command> cannot read '<scheme>://' URLs; expected <TailUsages()>" without one.
 Result<std::unique_ptr<Reader>> MakeReader(const ReaderOptions& options, std::string_view command);
 
 }  // namespace courier

@@ -18,6 +18,7 @@
 #include "brokers/kafka/kafka_reader.h"
 #include "brokers/nats/nats.h"
 #include "brokers/redis/redis.h"
+#include "brokers/registry.h"
 #include "brokers/sink.h"
 #include "core/postgres.h"
 #include "core/sqlite.h"
@@ -316,39 +317,32 @@ inline std::vector<KafkaRecord> ReadWebhook(const WebhookServer& server) {
   return out;
 }
 
-// Every event a reader yields (Next(timeout) -> Result<optional<Event>>) until none arrives
-// for a second, as records of `topic` for ExpectDelivered.
-template <typename Reader>
-std::vector<KafkaRecord> ReadAll(Reader& reader, const std::string& topic) {
+// Every event a reader without a group (brokers/reader.h) yields from `url`'s oldest message
+// until none arrives for a second, as records of `topic` for ExpectDelivered.
+inline std::vector<KafkaRecord> ReadAll(const std::string& url, const std::string& topic) {
+  auto reader = MakeReader(ReaderOptions{.url = url, .from_beginning = true}, "test");
+  EXPECT_OK(reader);
+  if (!reader.ok()) return {};
   std::vector<KafkaRecord> out;
   while (true) {
-    auto next = reader.Next(Duration(1000));
+    auto next = (*reader)->Next(Duration(1000));
     EXPECT_OK(next);
     if (!next.ok() || !next->has_value()) return out;
     KafkaRecord r;
     r.topic = topic;
-    r.event = std::move(**next);
+    r.event = std::move((*next)->event);
     out.push_back(std::move(r));
   }
 }
 
 // Every message of a JetStream subject, oldest first.
 inline std::vector<KafkaRecord> ReadNats(const NatsServer& server, const std::string& subject) {
-  auto endpoint = ParseNatsUrl(server.Url(subject));
-  EXPECT_OK(endpoint);
-  auto reader = NatsReader::Open(*endpoint, /*from_beginning=*/true);
-  EXPECT_OK(reader);
-  return reader.ok() ? ReadAll(**reader, subject) : std::vector<KafkaRecord>{};
+  return ReadAll(server.Url(subject), subject);
 }
 
 // Every message in a RabbitMQ queue, oldest first. The messages stay in the queue.
 inline std::vector<KafkaRecord> ReadAmqp(const RabbitMqServer& server, const std::string& queue) {
-  auto endpoint = ParseAmqpUrl(server.Url("", "queue=" + queue));
-  EXPECT_OK(endpoint);
-  if (!endpoint.ok()) return {};
-  auto reader = AmqpReader::Open(*endpoint);
-  EXPECT_OK(reader);
-  return reader.ok() ? ReadAll(**reader, queue) : std::vector<KafkaRecord>{};
+  return ReadAll(server.Url("", "queue=" + queue), queue);
 }
 
 }  // namespace courier::test

@@ -32,7 +32,7 @@ TEST(Registry, EverySchemeResolvesToItsBroker) {
   for (const Broker& b : Brokers()) {
     EXPECT_NE(b.make_sink, nullptr) << b.name;
     EXPECT_FALSE(b.sink_usage.empty()) << b.name;
-    EXPECT_EQ(b.make_reader == nullptr, b.reader_usage.empty()) << b.name;
+    EXPECT_EQ(b.make_reader == nullptr, b.tail_usage.empty() && b.group_usage.empty()) << b.name;
     for (std::string_view s : b.schemes) {
       EXPECT_TRUE(listed.insert(std::string(s)).second) << "two brokers answer to " << s;
       EXPECT_EQ(FindBroker(s), &b) << s;
@@ -54,15 +54,21 @@ TEST(Registry, EverySinkUrlMakesItsSinkWithoutConnecting) {
   }
 }
 
-TEST(Registry, ReadableBrokersAreKafkaRedisNatsAndAmqp) {
-  std::set<std::string> readable;
+TEST(Registry, ConsumeReadsKafkaRedisNatsAndAmqpAndTailTheFileToo) {
+  std::set<std::string> groups, tails;
   for (const Broker& b : Brokers()) {
-    if (b.make_reader != nullptr) readable.insert(std::string(b.name));
+    if (!b.group_usage.empty()) groups.insert(std::string(b.name));
+    if (!b.tail_usage.empty()) tails.insert(std::string(b.name));
   }
-  EXPECT_EQ(readable, (std::set<std::string>{"amqp", "kafka", "nats", "redis"}));
-  EXPECT_EQ(ReaderUsages(),
+  EXPECT_EQ(groups, (std::set<std::string>{"amqp", "kafka", "nats", "redis"}));
+  EXPECT_EQ(tails, (std::set<std::string>{"amqp", "file", "kafka", "nats", "redis"}));
+  EXPECT_EQ(GroupUsages(),
             "kafka://host:port/TOPIC, redis://host:port/STREAM, nats[+tls]://host:port/SUBJECT "
             "or amqp[s]://host:port/VHOST/?queue=NAME");
+  EXPECT_EQ(TailUsages(),
+            "kafka://host:port/TOPIC, redis://host:port/STREAM, nats[+tls]://host:port/SUBJECT, "
+            "amqp[s]://host:port/VHOST/EXCHANGE (new events), "
+            "amqp[s]://host:port/VHOST/?queue=NAME (a queue, left as it is) or file:///path");
 }
 
 TEST(Registry, UnknownSinkSchemeIsOneErrorListingTheKnownOnes) {
@@ -80,11 +86,36 @@ TEST(Registry, UnknownReaderSchemeIsOneErrorListingTheReadableOnes) {
     EXPECT_STATUS(reader, StatusCode::kInvalidArgument);
     const std::string scheme = std::string(url).substr(0, std::string(url).find(':'));
     EXPECT_EQ(reader.status().message(),
-              "consume reads " + ReaderUsages() + ", not '" + scheme + "://'");
+              "consume reads " + GroupUsages() + ", not '" + scheme + "://'");
+  }
+}
+
+TEST(Registry, UnknownTailSchemeIsOneErrorListingTheTailableOnes) {
+  for (const char* url : {"mqtt://h/x", "redis-cache://h/p", "https://h/hook"}) {
+    auto reader = MakeReader(ReaderOptions{.url = url}, "tail");
+    EXPECT_STATUS(reader, StatusCode::kInvalidArgument);
+    const std::string scheme = std::string(url).substr(0, std::string(url).find(':'));
+    EXPECT_EQ(reader.status().message(),
+              "tail cannot read '" + scheme + "://' URLs; expected " + TailUsages());
   }
 }
 
 // What a reader refuses in its URL it refuses before connecting (the ports are closed).
+TEST(Registry, TailReadersRefuseTemplatesAndHistoryOfAnExchangeWithoutConnecting) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"kafka://127.0.0.1:1/{aggregate_type}", "tail needs a concrete topic"},
+      {"redis://127.0.0.1:1/{aggregate_type}", "tail needs a concrete stream"},
+      {"nats://127.0.0.1:1/{aggregate_type}", "tail needs a concrete subject"},
+      {"amqp://127.0.0.1:1/%2F/x", "an exchange keeps no history"},
+      {"file:///nonexistent/courier-registry-test.jsonl",
+       "cannot open /nonexistent/courier-registry-test.jsonl"}};
+  for (const auto& [url, error] : cases) {
+    auto reader = MakeReader(ReaderOptions{.url = url, .from_beginning = true}, "tail");
+    EXPECT_STATUS(reader, StatusCode::kInvalidArgument);
+    EXPECT_EQ(reader.status().message().rfind(error, 0), 0u) << reader.status().message();
+  }
+}
+
 TEST(Registry, ReadersRefuseTemplatesAndMissingQueuesWithoutConnecting) {
   const std::pair<const char*, const char*> cases[] = {
       {"kafka://127.0.0.1:1/{aggregate_type}", "consume needs concrete topics"},

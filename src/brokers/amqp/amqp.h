@@ -1,4 +1,4 @@
-// RabbitMQ (AMQP 0-9-1) endpoints shared by the sink, its reader (`courier tail`) and the
+// RabbitMQ (AMQP 0-9-1) endpoints shared by the sink, its readers (amqp_readers.cc) and the
 // tests' set-up: URL parsing and one logged-in connection with an open channel.
 //
 // Thread-safety: a session belongs to one thread at a time (librabbitmq's rule).
@@ -70,16 +70,5 @@ bool IsAmqpSetupError(const Status& status);
 
 // Rebuilds an Event from a message the sink published (properties, headers, body).
 Event EventFromAmqpMessage(const amqp_message_t& message);
-
-// Reads events back: from `endpoint.queue` when set, without removing them (they are never
-// acked, so they return to the queue when the reader closes); otherwise from a temporary
-// queue bound to the exchange, which sees only events published after Open.
-class AmqpReader {
- public:
-  static Result<std::unique_ptr<AmqpReader>> Open(const AmqpEndpoint& endpoint);
-  virtual ~AmqpReader() = default;
-  // The next event, or nullopt when none arrived within `timeout`.
-  virtual Result<std::optional<Event>> Next(Duration timeout) = 0;
-};
 
 }  // namespace courier

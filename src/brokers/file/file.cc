@@ -1,4 +1,5 @@
-// JSONL file sink: one line per event (core/encoding.h), acked after fsync.
+// JSONL file sink: one line per event (core/encoding.h), acked after fsync; and its reader
+// (`courier tail`), which gives the lines as they are.
 //
 // Every line of the file is always a whole event: a write or fsync that fails part way (a
 // full disk, a file size limit) is cut back to the last complete line before anything is
@@ -12,7 +13,9 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 
+#include "brokers/reader.h"
 #include "brokers/sink.h"
 #include "core/encoding.h"
 #include "core/log.h"
@@ -176,10 +179,53 @@ class FileSink final : public Sink {
   off_t torn_at_ = -1;  // >= 0: the file must be cut back to this size before the next write
 };
 
+// The file's lines from its start, or those appended after the reader opened it; with
+// to_end, the end of the file is the end.
+class FileReader final : public Reader {
+ public:
+  Status Open(const ReaderOptions& o) {
+    COURIER_ASSIGN_OR_RETURN(Url url, ParseUrl(o.url));
+    path_ = "/" + url.path;
+    in_.open(path_);
+    if (!in_) return InvalidArgumentError("cannot open " + path_);
+    if (!o.from_beginning && !o.to_end) in_.seekg(0, std::ios::end);
+    to_end_ = o.to_end;
+    return Status::Ok();
+  }
+
+  Result<std::optional<Message>> Next(Duration timeout) override {
+    const TimePoint deadline = Clock::Real().Now() + timeout;
+    std::string line;
+    while (!std::getline(in_, line)) {
+      // At the end for now: a writer may append more (the sink writes whole lines only).
+      in_.clear();
+      if (to_end_ || Clock::Real().Now() >= deadline) return std::optional<Message>();
+      Clock::Real().SleepFor(Duration(100), StopSignal());
+    }
+    Message m;
+    m.topic = path_;
+    m.line = std::move(line);
+    return std::optional<Message>(std::move(m));
+  }
+
+  Status Ack(const Message&) override { return Status::Ok(); }
+
+ private:
+  std::string path_;
+  std::ifstream in_;
+  bool to_end_ = false;
+};
+
 }  // namespace
 
 std::unique_ptr<Sink> MakeFileSink(const SinkOptions& options) {
   return std::make_unique<FileSink>(options);
+}
+
+Result<std::unique_ptr<Reader>> MakeFileReader(const ReaderOptions& options) {
+  auto reader = std::make_unique<FileReader>();
+  COURIER_RETURN_IF_ERROR(reader->Open(options));
+  return std::unique_ptr<Reader>(std::move(reader));
 }
 
 }  // namespace courier

@@ -334,57 +334,6 @@ Event EventFromNatsMsg(natsMsg* msg) {
   return e;
 }
 
-namespace {
-
-class NatsReaderImpl final : public NatsReader {
- public:
-  ~NatsReaderImpl() override {
-    if (sub_ != nullptr) natsSubscription_Destroy(sub_);
-    if (js_ != nullptr) jsCtx_Destroy(js_);
-    if (conn_ != nullptr) natsConnection_Destroy(conn_);
-  }
-
-  Status Init(const NatsEndpoint& e, bool from_beginning) {
-    COURIER_ASSIGN_OR_RETURN(conn_, ConnectNats(e));
-    natsStatus s = natsConnection_JetStream(&js_, conn_, nullptr);
-    jsSubOptions so;
-    jsSubOptions_Init(&so);
-    so.Ordered = true;
-    so.Config.DeliverPolicy = from_beginning ? js_DeliverAll : js_DeliverNew;
-    jsErrCode code = static_cast<jsErrCode>(0);
-    if (s == NATS_OK) s = js_SubscribeSync(&sub_, js_, e.subject.c_str(), nullptr, &so, &code);
-    if (s != NATS_OK) {
-      return InvalidArgumentError("nats: cannot read " + e.subject + ": " + natsStatus_GetText(s) +
-                                  " (is there a stream for it?)");
-    }
-    return Status::Ok();
-  }
-
-  Result<std::optional<Event>> Next(Duration timeout) override {
-    natsMsg* msg = nullptr;
-    const natsStatus s = natsSubscription_NextMsg(&msg, sub_, timeout.count());
-    if (s == NATS_TIMEOUT) return std::optional<Event>();
-    if (s != NATS_OK) return RetriableError(std::string("nats: ") + natsStatus_GetText(s));
-    Event e = EventFromNatsMsg(msg);
-    natsMsg_Destroy(msg);
-    return std::optional<Event>(std::move(e));
-  }
-
- private:
-  natsConnection* conn_ = nullptr;
-  jsCtx* js_ = nullptr;
-  natsSubscription* sub_ = nullptr;
-};
-
-}  // namespace
-
-Result<std::unique_ptr<NatsReader>> NatsReader::Open(const NatsEndpoint& endpoint,
-                                                     bool from_beginning) {
-  auto reader = std::make_unique<NatsReaderImpl>();
-  COURIER_RETURN_IF_ERROR(reader->Init(endpoint, from_beginning));
-  return std::unique_ptr<NatsReader>(std::move(reader));
-}
-
 std::unique_ptr<Sink> MakeNatsSink(const SinkOptions& options) {
   return std::make_unique<NatsSink>(options);
 }

@@ -1,6 +1,4 @@
-// NATS endpoints shared by the JetStream sink and its reader (`courier tail`).
-//
-// Thread-safety: a NatsReader is used by one thread.
+// NATS endpoints shared by the JetStream sink and its readers (nats_readers.cc).
 #pragma once
 
 #include <memory>
@@ -39,16 +37,5 @@ Result<natsConnection*> ConnectNats(const NatsEndpoint& endpoint, bool in_backgr
 
 // Rebuilds an Event from a message the sink published (headers + body).
 Event EventFromNatsMsg(natsMsg* msg);
-
-// Reads a subject's messages from its JetStream stream, oldest first or only new ones, through
-// an ordered consumer.
-class NatsReader {
- public:
-  static Result<std::unique_ptr<NatsReader>> Open(const NatsEndpoint& endpoint,
-                                                  bool from_beginning);
-  virtual ~NatsReader() = default;
-  // The next event, or nullopt when none arrived within `timeout`.
-  virtual Result<std::optional<Event>> Next(Duration timeout) = 0;
-};
 
 }  // namespace courier

@@ -1,5 +1,6 @@
-// The Reader of NATS JetStream as a durable consumer: `courier consume` reads through it
-// (brokers/reader.h).
+// NATS JetStream's readers (brokers/reader.h): a durable pull consumer for `courier consume`,
+// and an ordered consumer from the oldest message or new ones for `courier tail` and the
+// tests' checks.
 //
 // Thread-safety: one thread.
 #include <nats/nats.h>
@@ -99,9 +100,66 @@ class NatsGroupReader final : public Reader {
   std::deque<Message> buffer_;
 };
 
+// A subject read through an ordered consumer, no durable: oldest first or only new ones.
+class NatsTailReader final : public Reader {
+ public:
+  ~NatsTailReader() override {
+    if (sub_ != nullptr) natsSubscription_Destroy(sub_);
+    if (js_ != nullptr) jsCtx_Destroy(js_);
+    if (conn_ != nullptr) natsConnection_Destroy(conn_);
+  }
+
+  Status Open(const ReaderOptions& o) {
+    COURIER_ASSIGN_OR_RETURN(NatsEndpoint e, ParseNatsUrl(o.url));
+    if (e.subject.find('{') != std::string::npos) {
+      return InvalidArgumentError("tail needs a concrete subject: nats://host:port/SUBJECT");
+    }
+    where_ = "{\"subject\":\"" + e.subject + "\"}";
+    COURIER_ASSIGN_OR_RETURN(conn_, ConnectNats(e));
+    natsStatus s = natsConnection_JetStream(&js_, conn_, nullptr);
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Ordered = true;
+    so.Config.DeliverPolicy = o.from_beginning || o.to_end ? js_DeliverAll : js_DeliverNew;
+    jsErrCode code = static_cast<jsErrCode>(0);
+    if (s == NATS_OK) s = js_SubscribeSync(&sub_, js_, e.subject.c_str(), nullptr, &so, &code);
+    if (s != NATS_OK) {
+      return InvalidArgumentError("nats: cannot read " + e.subject + ": " + natsStatus_GetText(s) +
+                                  " (is there a stream for it?)");
+    }
+    return Status::Ok();
+  }
+
+  Result<std::optional<Message>> Next(Duration timeout) override {
+    natsMsg* msg = nullptr;
+    const natsStatus s = natsSubscription_NextMsg(&msg, sub_, timeout.count());
+    if (s == NATS_TIMEOUT) return std::optional<Message>();
+    if (s != NATS_OK) return RetriableError(std::string("nats: ") + natsStatus_GetText(s));
+    Message m;
+    m.event = EventFromNatsMsg(msg);
+    m.topic = natsMsg_GetSubject(msg);
+    m.where = where_;
+    natsMsg_Destroy(msg);
+    return std::optional<Message>(std::move(m));
+  }
+
+  Status Ack(const Message&) override { return Status::Ok(); }
+
+ private:
+  natsConnection* conn_ = nullptr;
+  jsCtx* js_ = nullptr;
+  natsSubscription* sub_ = nullptr;
+  std::string where_;
+};
+
 }  // namespace
 
-Result<std::unique_ptr<Reader>> MakeNatsGroupReader(const ReaderOptions& options) {
+Result<std::unique_ptr<Reader>> MakeNatsReader(const ReaderOptions& options) {
+  if (options.group.empty()) {
+    auto reader = std::make_unique<NatsTailReader>();
+    COURIER_RETURN_IF_ERROR(reader->Open(options));
+    return std::unique_ptr<Reader>(std::move(reader));
+  }
   auto reader = std::make_unique<NatsGroupReader>();
   COURIER_RETURN_IF_ERROR(reader->Open(options.url, options.group, options.claim_idle));
   return std::unique_ptr<Reader>(std::move(reader));

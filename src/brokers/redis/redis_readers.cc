@@ -1,5 +1,5 @@
-// The Reader of Redis Streams as a consumer group: `courier consume` reads through it
-// (brokers/reader.h).
+// Redis Streams' readers (brokers/reader.h): a consumer group for `courier consume`, and
+// XREAD from the oldest entry or from new ones for `courier tail` and the tests' checks.
 //
 // Thread-safety: one thread.
 #include <hiredis/hiredis.h>
@@ -103,9 +103,58 @@ class RedisGroupReader final : public Reader {
   std::deque<Message> buffer_;
 };
 
+// A stream read with XREAD, no group: from its oldest entry or only entries added after the
+// first read.
+class RedisTailReader final : public Reader {
+ public:
+  Status Open(const ReaderOptions& o) {
+    COURIER_ASSIGN_OR_RETURN(endpoint_, ParseRedisUrl(o.url));
+    if (endpoint_.stream.find('{') != std::string::npos || endpoint_.stream.empty()) {
+      return InvalidArgumentError("tail needs a concrete stream: redis://host:port/STREAM");
+    }
+    // Replies wait up to the read's block; the connection's own timeout must be longer.
+    COURIER_ASSIGN_OR_RETURN(conn_, ConnectRedis(endpoint_, Duration(5000)));
+    after_ = o.from_beginning || o.to_end ? "0" : "$";
+    return Status::Ok();
+  }
+
+  Result<std::optional<Message>> Next(Duration timeout) override {
+    if (buffer_.empty()) {
+      COURIER_ASSIGN_OR_RETURN(std::vector<RedisEntry> entries,
+                               ReadRedisStream(conn_.get(), endpoint_.stream, after_, timeout));
+      for (RedisEntry& e : entries) {
+        after_ = e.id;
+        Message m;
+        m.where = "{\"stream\":\"" + endpoint_.stream + "\",\"id\":\"" + e.id + "\"}";
+        m.topic = endpoint_.stream;
+        m.id = std::move(e.id);
+        m.event = std::move(e.event);
+        buffer_.push_back(std::move(m));
+      }
+    }
+    if (buffer_.empty()) return std::optional<Message>();
+    Message m = std::move(buffer_.front());
+    buffer_.pop_front();
+    return std::optional<Message>(std::move(m));
+  }
+
+  Status Ack(const Message&) override { return Status::Ok(); }
+
+ private:
+  RedisEndpoint endpoint_;
+  RedisConn conn_;
+  std::string after_;  // the last entry's id, "0" (the beginning) or "$" (new ones)
+  std::deque<Message> buffer_;
+};
+
 }  // namespace
 
-Result<std::unique_ptr<Reader>> MakeRedisGroupReader(const ReaderOptions& options) {
+Result<std::unique_ptr<Reader>> MakeRedisReader(const ReaderOptions& options) {
+  if (options.group.empty()) {
+    auto reader = std::make_unique<RedisTailReader>();
+    COURIER_RETURN_IF_ERROR(reader->Open(options));
+    return std::unique_ptr<Reader>(std::move(reader));
+  }
   auto reader = std::make_unique<RedisGroupReader>();
   COURIER_RETURN_IF_ERROR(reader->Open(options.url, options.group, options.claim_idle));
   return std::unique_ptr<Reader>(std::move(reader));
