@@ -28,6 +28,11 @@ namespace courier {
 class Clock;        // core/clock.h: time and sleeping
 class FaultPoints;  // core/fault_points.h: named places where a test makes the relay fail
 
+// Defaults the relay's parts share with RelayOptions, defined once: how long an idle source
+// waits before polling again, and the active relay's lease.
+inline constexpr std::chrono::milliseconds kDefaultPollInterval{100};
+inline constexpr std::chrono::milliseconds kDefaultLease{5000};
+
 struct RelayOptions {
   std::string source_url;  // postgres://... or sqlite:///path.db
   std::string sink_url;    // kafka://host:port/topic-template or file:///path.jsonl
@@ -42,7 +47,7 @@ struct RelayOptions {
   std::string slot;         // CDC: empty means courier_<database>_<table>
   std::string publication;  // CDC: empty means the outbox table's name
   size_t batch_size = 1000;
-  std::chrono::milliseconds poll_interval{100};
+  std::chrono::milliseconds poll_interval = kDefaultPollInterval;
   // Retain mode: stamp published_at instead of deleting; delete after `retention`.
   bool retain = false;
   std::chrono::milliseconds retention = std::chrono::hours(24 * 7);
@@ -62,7 +67,7 @@ struct RelayOptions {
   std::chrono::milliseconds backoff_max{30000};
   // PostgreSQL: the active relay's lease. It renews it every lease/4 and stops publishing
   // when 3/4 of it passed without a renewal; a standby takes over once it expired.
-  std::chrono::milliseconds lease{5000};
+  std::chrono::milliseconds lease = kDefaultLease;
   // Polling PostgreSQL scale-out: this relay publishes only the aggregates whose
   // hashtext(aggregate_id) falls in the shard_index-th of shard_count equal ranges; each
   // shard has its own lease (and standbys). Per-aggregate order holds: an aggregate is in

@@ -139,7 +139,8 @@ CLI::App* AddRelayCommand(CLI::App& app, RelayFlags* f, CommonFlags* common) {
       ->capture_default_str();
   cmd->add_option("--delivery-timeout", f->delivery_timeout,
                   "Give up waiting for one event's ack after this long and retry it later; "
-                  "0 waits forever (default 0, or 30s with --once)")
+                  "0 waits forever (default 0, or " +
+                      FormatDuration(kOnceDeliveryTimeout) + " with --once)")
       ->type_name("DURATION");
   cmd->add_option("--shutdown-timeout", f->shutdown_timeout,
                   "On SIGTERM, wait this long for in-flight acks")

@@ -155,8 +155,7 @@ struct DeadLettersOptions {
   std::string action;  // list, retry or drop
   std::string source;
   // The outbox whose dead letters these are (several may share one dead-letter table).
-  std::string outbox_table = "courier_outbox";
-  std::string dead_letter_table = "courier_dead_letter";
+  TableNames tables;
   std::vector<int64_t> ids;
   bool all = false;
   int64_t limit = 100;

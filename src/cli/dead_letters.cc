@@ -31,9 +31,9 @@ std::string Shorten(std::string text, size_t max) {
 std::string TableFlags(const DeadLettersOptions& o) {
   const DeadLettersOptions defaults;
   std::string flags;
-  if (o.outbox_table != defaults.outbox_table) flags += " --table " + o.outbox_table;
-  if (o.dead_letter_table != defaults.dead_letter_table) {
-    flags += " --dead-letter-table " + o.dead_letter_table;
+  if (o.tables.outbox != defaults.tables.outbox) flags += " --table " + o.tables.outbox;
+  if (o.tables.dead_letter != defaults.tables.dead_letter) {
+    flags += " --dead-letter-table " + o.tables.dead_letter;
   }
   return flags;
 }
@@ -55,16 +55,16 @@ int List(DeadLetterStore& store, const DeadLettersOptions& o) {
   auto rows = store.List(static_cast<size_t>(o.limit));
   if (!rows.ok()) return Fail(rows.status());
   if (o.json) {
-    for (const DeadLetter& d : *rows) PrintJson(d, o.outbox_table);
+    for (const DeadLetter& d : *rows) PrintJson(d, o.tables.outbox);
     return 0;
   }
   if (rows->empty()) {
-    std::printf("no dead letters of outbox %s in %s\n", o.outbox_table.c_str(),
-                o.dead_letter_table.c_str());
+    std::printf("no dead letters of outbox %s in %s\n", o.tables.outbox.c_str(),
+                o.tables.dead_letter.c_str());
     return 0;
   }
-  std::printf("dead letters of outbox %s (table %s)\n", o.outbox_table.c_str(),
-              o.dead_letter_table.c_str());
+  std::printf("dead letters of outbox %s (table %s)\n", o.tables.outbox.c_str(),
+              o.tables.dead_letter.c_str());
   std::printf("%-8s %-8s %-8s %-24s %-18s %-36s %-20s %s\n", "ID", "STATUS", "ATTEMPTS",
               "AGGREGATE", "EVENT TYPE", "EVENT ID", "FAILED AT", "ERROR");
   std::map<std::string, int> by_status;
@@ -127,7 +127,7 @@ Status ReportMissed(DeadLetterStore& store, const DeadLettersOptions& o,
   }
   std::string what;
   if (!unknown.empty()) {
-    what = "no dead letter of outbox " + o.outbox_table + " in " + o.dead_letter_table +
+    what = "no dead letter of outbox " + o.tables.outbox + " in " + o.tables.dead_letter +
            " has id " + IdList(unknown);
   }
   if (!not_parked.empty()) {
@@ -160,7 +160,7 @@ CLI::App* AddDeadLettersCommand(CLI::App& app, DeadLettersOptions* f, CommonFlag
       ->type_name("ID")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   AddSourceOption(cmd, &f->source);
-  AddTableOptions(cmd, &f->outbox_table, &f->dead_letter_table);
+  AddTableOptions(cmd, &f->tables.outbox, &f->tables.dead_letter);
   cmd->add_flag("--all", f->all, "retry/drop: every dead letter of the outbox");
   cmd->add_flag("--json", f->json,
                 "list: one JSON object per dead letter and line (JSON Lines), oldest first");
@@ -178,10 +178,7 @@ int RunDeadLetters(const DeadLettersOptions& o) {
     return Fail(InvalidArgumentError("dead-letters " + o.action + " needs the ids to " + o.action +
                                      " (see dead-letters list), or --all"));
   }
-  TableNames tables;
-  tables.outbox = o.outbox_table;
-  tables.dead_letter = o.dead_letter_table;
-  auto store = DeadLetterStore::Open(o.source, tables);
+  auto store = DeadLetterStore::Open(o.source, o.tables);
   if (!store.ok()) return Fail(store.status());
   if (o.action == "list") return List(**store, o);
   const std::vector<int64_t> ids = o.all ? std::vector<int64_t>{} : o.ids;
@@ -194,7 +191,7 @@ int RunDeadLetters(const DeadLettersOptions& o) {
     std::printf(
         "queued %zu dead letter(s) of outbox %s for retry%s%s; its active relay publishes them, "
         "then the events held behind them, within a second\n",
-        queued->size(), o.outbox_table.c_str(), queued->empty() ? "" : ": ",
+        queued->size(), o.tables.outbox.c_str(), queued->empty() ? "" : ": ",
         IdList(*queued).c_str());
     return 0;
   }
@@ -204,7 +201,7 @@ int RunDeadLetters(const DeadLettersOptions& o) {
     if (Status st = ReportMissed(**store, o, *dropped); !st.ok()) return Fail(st);
   }
   std::printf("dropped %zu dead letter(s) of outbox %s%s%s; events held behind them go out next\n",
-              dropped->size(), o.outbox_table.c_str(), dropped->empty() ? "" : ": ",
+              dropped->size(), o.tables.outbox.c_str(), dropped->empty() ? "" : ": ",
               IdList(*dropped).c_str());
   return 0;
 }

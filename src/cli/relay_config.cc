@@ -87,9 +87,10 @@ std::vector<FlagError> CheckRelayFlags(RelayFlags& f) {
           InvalidArgumentError("--dead-letter-policy must be park or skip, not '" +
                                f.dead_letter_policy + "'"));
   }
-  // --once must end: by default an unacked event fails after 30 s instead of waiting forever.
-  const std::string delivery =
-      f.delivery_timeout.empty() ? (o.once ? "30s" : "0") : f.delivery_timeout;
+  // --once must end: by default an unacked event fails instead of waiting forever.
+  const std::string delivery = f.delivery_timeout.empty()
+                                   ? FormatDuration(o.once ? kOnceDeliveryTimeout : Duration(0))
+                                   : f.delivery_timeout;
   check("delivery-timeout", ParseFlagDuration("--delivery-timeout", delivery, &o.delivery_timeout));
   // A whole number: std::stoll read "1e3" as 1 and "500 events" as 500.
   const std::optional<int64_t> batch = ParseInt64(f.batch_size);

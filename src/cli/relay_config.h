@@ -42,6 +42,10 @@ struct RelayFlags {
   std::string ready_ack_timeout = FormatDuration(ready_ack_timeout_ms);
 };
 
+// --delivery-timeout when not given: with --once an unacked event fails after this long (the
+// run must end); without it, 0 (it waits for its ack as long as the broker is away).
+inline constexpr Duration kOnceDeliveryTimeout{30000};
+
 // poll → false, cdc → true.
 Result<bool> ParseMode(const std::string& mode);
 

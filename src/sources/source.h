@@ -14,6 +14,7 @@
 #include "core/clock.h"
 #include "core/postgres.h"
 #include "courier/event.h"
+#include "courier/relay.h"
 #include "courier/status.h"
 
 namespace courier {
@@ -78,8 +79,8 @@ struct SourceOptions {
   std::string url;
   TableNames tables;
   CheckpointMode mode = CheckpointMode::kDelete;
-  Duration poll_interval{100};  // how long Wait() waits for new rows before polling again
-  CdcOptions cdc;               // enabled: read the write-ahead log instead of polling
+  Duration poll_interval = kDefaultPollInterval;  // Wait()'s wait for new rows between polls
+  CdcOptions cdc;  // enabled: read the write-ahead log instead of polling
   // Polling only: an extra SQL condition on the outbox rows (alias o) with $2 bound to
   // `filter_arg`. The CDC source drains its backfill through it.
   std::string filter;

@@ -26,6 +26,7 @@
 
 #include "core/clock.h"
 #include "core/postgres.h"
+#include "courier/relay.h"
 #include "courier/status.h"
 
 namespace courier {
@@ -35,7 +36,7 @@ struct LeaseOptions {
   std::string describe;  // the source URL without secrets, for messages
   std::string table;     // the lease table (TableNames::Leases())
   std::string name;      // "courier relay <outbox>" [+ " shard K/N"]: the lock and row key
-  Duration lease{5000};
+  Duration lease = kDefaultLease;
   // Measures the lease and times the renewals and waits (not owned); null: the real clock.
   Clock* clock = nullptr;
 };

@@ -10,6 +10,7 @@
 
 #include "core/fault_points.h"
 #include "relay/relay_internal.h"
+#include "stores/leadership.h"
 #include "support/fake_clock.h"
 #include "support/matchers.h"
 #include "unit/relay_fakes.h"
@@ -279,6 +280,13 @@ TEST_F(RelayLoopTest, OnceModeEndsWithTheFirstFailure) {
   EXPECT_EQ(st.code(), StatusCode::kRetriable);
   EXPECT_EQ(st.message(), "1 of 1 events not acked by fake sink: broker away");
   EXPECT_EQ(clock_.sleeps(), 0) << "no backoff in once mode";
+}
+
+// The source's poll interval and the lease default to the relay's own (one constant each in
+// courier/relay.h), so a part built without RelayOptions behaves as the relay would.
+TEST(RelayDefaults, SourceAndLeaseTakeTheRelaysDefaults) {
+  EXPECT_EQ(SourceOptions{}.poll_interval, RelayOptions{}.poll_interval);
+  EXPECT_EQ(LeaseOptions{}.lease, RelayOptions{}.lease);
 }
 
 }  // namespace
