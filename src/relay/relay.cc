@@ -54,37 +54,16 @@ std::string StillUnpublishable(const DeadLetter& d) {
 
 class RelayImpl final : public Relay {
  public:
-  RelayImpl(RelayOptions options, std::unique_ptr<Source> source, std::unique_ptr<Sink> sink,
-            OpenDeadLetters open_dead_letters)
+  RelayImpl(RelayOptions options, RelayParts parts)
       : options_(std::move(options)),
-        source_(std::move(source)),
-        sink_(std::move(sink)),
+        source_(std::move(parts.source)),
+        sink_(std::move(parts.sink)),
         clock_(options_.clock != nullptr ? options_.clock : &Clock::Real()),
         stop_(clock_),
         publish_stop_(clock_),
-        backoff_(options_.backoff_initial, options_.backoff_max, clock_),
-        open_dead_letters_(std::move(open_dead_letters)) {
-    auto loc = ParseSourceUrl(options_.source_url);
-    if (loc.ok() && loc->kind == SourceLocation::Kind::kPostgres) {
-      const TableNames tables{options_.outbox_table, options_.dead_letter_table};
-      std::string name = "courier relay " + options_.outbox_table;
-      if (options_.shard_count > 1) {
-        name += " shard " + std::to_string(options_.shard_index) + "/" +
-                std::to_string(options_.shard_count);
-        ready_filter_ = ShardCondition("d", options_.shard_index, options_.shard_count);
-      }
-      leadership_ =
-          std::make_unique<Leadership>(LeaseOptions{loc->target, RedactUrl(options_.source_url),
-                                                    tables.Leases(), name, options_.lease, clock_});
-    }
-    if (!open_dead_letters_) {
-      open_dead_letters_ = [this] {
-        return DeadLetterStore::Open(options_.source_url,
-                                     {options_.outbox_table, options_.dead_letter_table},
-                                     ready_filter_);
-      };
-    }
-  }
+        leadership_(std::move(parts.leadership)),
+        open_dead_letters_(std::move(parts.dead_letters)),
+        backoff_(options_.backoff_initial, options_.backoff_max, clock_) {}
 
   Status Run() override {
     log::Info("relay starting",
@@ -96,7 +75,7 @@ class RelayImpl final : public Relay {
     COURIER_RETURN_IF_ERROR(sink_->Open());
     Status st = Loop();
     source_->Close();
-    if (leadership_) leadership_->Release();
+    leadership_->Release();
     SetState(RelayStats::State::kStopped, st.ok() ? "" : st.ToString());
     const RelayStats s = stats();
     log::Info("relay stopped", {{"published", s.published},
@@ -139,12 +118,12 @@ class RelayImpl final : public Relay {
 
   Status Connect() {
     Status st = source_->Open();
-    if (st.ok() && leadership_ && !leadership_->held()) {
+    if (st.ok() && !leadership_->held()) {
       SetState(RelayStats::State::kStandby, "");
       if (!stop_.requested()) publish_stop_.Reset();  // a new term (the renewer is stopped)
       st = leadership_->Acquire(stop_, /*wait=*/!options_.once, &publish_stop_);
     }
-    if (st.ok()) st = source_->AcquireLeadership(stop_, /*wait=*/!options_.once);
+    if (st.ok()) st = source_->Activate(stop_);
     if (st.code() == StatusCode::kCancelled) return Status::Ok();
     if (!st.ok()) {
       if (st.code() != StatusCode::kRetriable) return st;  // fix the input: retrying won't help
@@ -177,9 +156,7 @@ class RelayImpl final : public Relay {
   // Hands the lease the count of events published so far (its renewals store it with the rate
   // for `courier status`). Called at every checkpoint, whatever else went wrong in the batch:
   // one event the sink keeps refusing must not freeze the throughput of all the others.
-  void ReportPublished() {
-    if (leadership_) leadership_->ReportPublished(stats().published + stats().republished);
-  }
+  void ReportPublished() { leadership_->ReportPublished(stats().published + stats().republished); }
 
   bool park() const { return options_.dead_letter_policy == RelayOptions::DeadLetterPolicy::kPark; }
   const char* failed_status() const { return park() ? kParked : kSkipped; }
@@ -309,7 +286,7 @@ class RelayImpl final : public Relay {
         COURIER_RETURN_IF_ERROR(Connect());
         continue;
       }
-      if (leadership_ && !leadership_->held()) {
+      if (!leadership_->held()) {
         // Fenced: the lease could not be renewed in time, so a standby may take over soon.
         // Publishing stopped when it lapsed; stand by again.
         StandDown();
@@ -327,7 +304,7 @@ class RelayImpl final : public Relay {
         next_cleanup = clock_->Now() + options_.cleanup_interval;
       }
       if (Status st = ReleaseDeadLetters(); !st.ok()) {
-        if (st.code() == StatusCode::kFenced && leadership_) {
+        if (st.code() == StatusCode::kFenced) {
           StandDown();
           continue;
         }
@@ -348,7 +325,7 @@ class RelayImpl final : public Relay {
         continue;
       }
       Status st = PublishAndCheckpoint(*batch);
-      if (st.code() == StatusCode::kFenced && leadership_) {
+      if (st.code() == StatusCode::kFenced) {
         log::Warn("not published: this relay is fenced; standing down",
                   {{"events", batch->size()}, {"error", st.message()}});
         StandDown();
@@ -507,10 +484,9 @@ class RelayImpl final : public Relay {
   StopSignal stop_;
   // What Publish() watches: requested on stop, abandoned when the lease is lost.
   StopSignal publish_stop_;
-  std::unique_ptr<Leadership> leadership_;  // PostgreSQL sources
-  std::string ready_filter_;                // sharded: this shard's dead letters
+  std::unique_ptr<Leadership> leadership_;
+  DeadLetterOpener open_dead_letters_;
   Backoff backoff_;
-  OpenDeadLetters open_dead_letters_;
   bool connected_ = false;
   std::unique_ptr<DeadLetterStore> dead_letters_;
   std::unordered_set<std::string> blocked_;  // aggregates with unresolved dead letters (park)
@@ -594,10 +570,25 @@ Result<std::unique_ptr<Relay>> Relay::Create(const RelayOptions& options) {
   return MakeRelay(options, std::move(source), std::move(sink));
 }
 
-std::unique_ptr<Relay> MakeRelay(const RelayOptions& options, std::unique_ptr<Source> source,
-                                 std::unique_ptr<Sink> sink, OpenDeadLetters open_dead_letters) {
-  return std::make_unique<RelayImpl>(options, std::move(source), std::move(sink),
-                                     std::move(open_dead_letters));
+std::unique_ptr<Relay> MakeRelay(const RelayOptions& options, RelayParts parts) {
+  return std::make_unique<RelayImpl>(options, std::move(parts));
+}
+
+Result<std::unique_ptr<Relay>> MakeRelay(const RelayOptions& options,
+                                         std::unique_ptr<Source> source,
+                                         std::unique_ptr<Sink> sink) {
+  RelayParts parts{std::move(source), std::move(sink), nullptr, nullptr};
+  COURIER_ASSIGN_OR_RETURN(
+      parts.leadership,
+      MakeLeadership({options.source_url, options.outbox_table, options.shard_index,
+                      options.shard_count, options.lease, options.clock}));
+  const TableNames tables{options.outbox_table, options.dead_letter_table};
+  const std::string ready_filter =
+      options.shard_count > 1 ? ShardCondition("d", options.shard_index, options.shard_count) : "";
+  parts.dead_letters = [url = options.source_url, tables, ready_filter] {
+    return DeadLetterStore::Open(url, tables, ready_filter);
+  };
+  return MakeRelay(options, std::move(parts));
 }
 
 }  // namespace courier

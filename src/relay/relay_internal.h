@@ -1,5 +1,5 @@
-// The relay built from a Source and a Sink already made (Relay::Create makes them from URLs).
-// For embedding courier with a custom sink, and for testing the pipeline's own logic.
+// The relay built from parts already made (Relay::Create makes them from URLs). For embedding
+// courier with a custom sink, and for testing the pipeline's own logic with fakes.
 #pragma once
 
 #include <functional>
@@ -9,17 +9,27 @@
 #include "courier/relay.h"
 #include "sources/source.h"
 #include "stores/dead_letters.h"
+#include "stores/leadership.h"
 
 namespace courier {
 
-// Opens the dead-letter store; the relay calls it at each (re)connect.
-using OpenDeadLetters = std::function<Result<std::unique_ptr<DeadLetterStore>>()>;
+// Opens the dead-letter store; the relay calls it at every (re)connection to the source.
+using DeadLetterOpener = std::function<Result<std::unique_ptr<DeadLetterStore>>()>;
 
-// `open_dead_letters` empty: DeadLetterStore::Open on the source URL. A relay whose source URL
-// is not PostgreSQL's has no lease.
-std::unique_ptr<Relay> MakeRelay(const RelayOptions& options, std::unique_ptr<Source> source,
-                                 std::unique_ptr<Sink> sink,
-                                 OpenDeadLetters open_dead_letters = {});
+struct RelayParts {
+  std::unique_ptr<Source> source;
+  std::unique_ptr<Sink> sink;
+  std::unique_ptr<Leadership> leadership;  // held while publishing
+  DeadLetterOpener dead_letters;
+};
+
+std::unique_ptr<Relay> MakeRelay(const RelayOptions& options, RelayParts parts);
+
+// The leadership and dead-letter store of `options.source_url` (MakeLeadership,
+// DeadLetterStore::Open, each limited to the shard), around `source` and `sink`.
+Result<std::unique_ptr<Relay>> MakeRelay(const RelayOptions& options,
+                                         std::unique_ptr<Source> source,
+                                         std::unique_ptr<Sink> sink);
 
 // The Kafka transactional.id of a PostgreSQL outbox's producer, the same for every relay of
 // that outbox (so each new lease holder fences the previous one) and distinct between

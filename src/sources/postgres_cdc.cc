@@ -38,23 +38,12 @@
 #include "sources/postgres_common.h"
 #include "sources/row_codec.h"
 #include "sources/source.h"
+#include "stores/parking.h"
 
 namespace courier {
 namespace {
 
 using pgoutput::Lsn;
-
-// A dead letter's bytea payload, as decode($6, 'hex') reads it.
-std::string Hex(std::string_view bytes) {
-  static const char* kHex = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (unsigned char ch : bytes) {
-    out.push_back(kHex[ch >> 4]);
-    out.push_back(kHex[ch & 0x0f]);
-  }
-  return out;
-}
 
 class PostgresCdcSource final : public Source {
  public:
@@ -71,31 +60,13 @@ class PostgresCdcSource final : public Source {
     COURIER_RETURN_IF_ERROR(CheckTableShapes(conn_.get(), options_.tables));
     COURIER_RETURN_IF_ERROR(CheckRelayPrivileges(conn_.get(), options_.tables, options_.mode));
     COURIER_ASSIGN_OR_RETURN(names_, cdc::ResolveNames(conn_.get(), options_.tables, options_.cdc));
-    COURIER_ASSIGN_OR_RETURN(PgResult res,
-                             PgExec(conn_.get(),
-                                    "SELECT (SELECT format_type(atttypid, atttypmod) FROM"
-                                    " pg_attribute WHERE attrelid = $1::regclass AND"
-                                    " attname = 'payload'),"
-                                    " (SELECT format_type(atttypid, atttypmod) FROM"
-                                    " pg_attribute WHERE attrelid = $1::regclass AND"
-                                    " attname = 'headers')",
-                                    {QuoteIdent(options_.tables.dead_letter)}));
-    const std::string dead_payload = PQgetvalue(res.get(), 0, 0);
-    dead_payload_bytea_ = dead_payload == "bytea";
+    COURIER_ASSIGN_OR_RETURN(parking_, PgEventParking::Prepare(conn_.get(), options_.tables));
     const std::string outbox = QuoteIdent(options_.tables.outbox);
     checkpoint_sql_ = options_.mode == CheckpointMode::kDelete
                           ? "DELETE FROM " + outbox + " WHERE id = ANY($1::int8[]) RETURNING id"
                           : "UPDATE " + outbox +
                                 " SET published_at = now() WHERE id = ANY($1::int8[])"
                                 " RETURNING id";
-    dead_letter_sql_ =
-        "INSERT INTO " + QuoteIdent(options_.tables.dead_letter) +
-        " (outbox, outbox_id, event_id, aggregate_type, aggregate_id, event_type, payload,"
-        " headers, created_at, error, sink, status) VALUES (" +
-        QuoteLiteral(options_.tables.outbox) + ", $1::int8, $2::uuid, $3, $4, $5, " +
-        (dead_payload == "bytea" ? "decode($6, 'hex')" : "$6::" + dead_payload) +
-        ", $7::" + std::string(PQgetvalue(res.get(), 0, 1)) +
-        ", to_timestamp($8::float8 / 1000000), $9, $10, $11)";
     record_sql_ = cdc::RecordCheckpointSql(options_.tables);
     cleanup_sql_ = "DELETE FROM " + outbox + " WHERE id IN (SELECT id FROM " + outbox +
                    " WHERE published_at < now() - make_interval(secs => $1::float8 / 1000)"
@@ -108,7 +79,7 @@ class PostgresCdcSource final : public Source {
   // Once the one relay of the outbox, sets up the publication and slot (they are ours now).
   // The relay calls this only while it holds the outbox's lease, so a stream still attached to
   // the slot is a previous holder's, which must let go.
-  Status AcquireLeadership(const StopSignal& stop, bool /*wait*/) override {
+  Status Activate(const StopSignal& stop) override {
     COURIER_RETURN_IF_ERROR(cdc::EndPreviousStream(conn_.get(), names_.slot));
     COURIER_RETURN_IF_ERROR(
         PrepareCdc(conn_.get(), conninfo_, options_.tables, options_.cdc, stop, slot_stale_));
@@ -120,7 +91,7 @@ class PostgresCdcSource final : public Source {
 
   Result<FetchedBatch> Fetch(size_t max) override {
     if (state_ == State::kSetUp) {
-      return FailedPreconditionError("CDC source fetched from before AcquireLeadership");
+      return FailedPreconditionError("CDC source fetched from before Activate");
     }
     if (state_ == State::kBackfill) {
       COURIER_ASSIGN_OR_RETURN(FetchedBatch batch, backfill_->Fetch(max));
@@ -431,23 +402,14 @@ class PostgresCdcSource final : public Source {
   }
 
   Status DeadLetter(const Rejected& r, const Inflight& f, const std::string& sink_name) {
-    const Event& e = f.event;
-    std::optional<std::string> payload;
-    if (!e.payload.empty()) payload = dead_payload_bytea_ ? Hex(e.payload) : e.payload;
-    const bool valid_id = IsUuid(e.event_id);
-    PgParams params = {
-        f.row_id > 0 ? std::optional<std::string>(std::to_string(f.row_id)) : std::nullopt,
-        valid_id ? e.event_id : cdc::MessageEventId(0, 0),
-        e.aggregate_type,
-        e.aggregate_id,
-        e.event_type,
-        payload,
-        e.headers.empty() ? std::nullopt : std::optional<std::string>(HeadersToJson(e.headers)),
-        std::to_string(e.created_at_us),
-        r.error,
-        sink_name,
-        r.status};
-    COURIER_RETURN_IF_ERROR(PgExec(conn_.get(), dead_letter_sql_, params).status());
+    if (IsUuid(f.event.event_id)) {
+      COURIER_RETURN_IF_ERROR(parking_.Park(conn_.get(), f.event, f.row_id, r, sink_name));
+    } else {
+      // A logical message whose id is not a UUID (the error says so) keeps a fixed one.
+      Event e = f.event;
+      e.event_id = cdc::MessageEventId(0, 0);
+      COURIER_RETURN_IF_ERROR(parking_.Park(conn_.get(), e, f.row_id, r, sink_name));
+    }
     if (f.row_id > 0) {
       COURIER_RETURN_IF_ERROR(CheckpointRows("DELETE FROM " + QuoteIdent(options_.tables.outbox) +
                                                  " WHERE id = ANY($1::int8[]) RETURNING id",
@@ -467,15 +429,14 @@ class PostgresCdcSource final : public Source {
   State state_ = State::kClosed;
   std::unique_ptr<Source> backfill_;
   std::string checkpoint_sql_;
-  std::string dead_letter_sql_;
+  PgEventParking parking_;
   std::string cleanup_sql_;
   std::string record_sql_;  // stores the relay's checkpoint position
   static constexpr Duration kCatchUpWait{10000};
   static constexpr Duration kVisibleWait{30000};
   Lsn catch_up_lsn_ = 0;
   TimePoint catch_up_deadline_{};
-  bool dead_payload_bytea_ = false;
-  bool slot_stale_ = false;  // survives Close(): the next AcquireLeadership recreates the slot
+  bool slot_stale_ = false;  // survives Close(): the next Activate recreates the slot
 
   // Stream state (relay thread).
   cdc::ReplicationStream stream_;

@@ -13,6 +13,7 @@
 #include "sources/postgres_common.h"
 #include "sources/row_codec.h"
 #include "sources/source.h"
+#include "stores/parking.h"
 
 namespace courier {
 
@@ -114,26 +115,10 @@ Status ExplainCheckpointFailure(PGconn* conn, const TableNames& tables, Checkpoi
 
 namespace {
 
-// A text[] literal: every element double-quoted with \ and " escaped.
-std::string TextArray(const std::vector<std::string>& items) {
-  std::string out = "{";
-  for (size_t i = 0; i < items.size(); ++i) {
-    if (i > 0) out.push_back(',');
-    out.push_back('"');
-    for (char c : items[i]) {
-      if (c == '"' || c == '\\') out.push_back('\\');
-      out.push_back(c);
-    }
-    out.push_back('"');
-  }
-  out.push_back('}');
-  return out;
-}
-
 class PostgresPollSource final : public Source {
  public:
   PostgresPollSource(SourceOptions options, std::string conninfo)
-      : options_(std::move(options)), conninfo_(std::move(conninfo)) {}
+      : options_(std::move(options)), conninfo_(std::move(conninfo)), parking_(options_.tables) {}
 
   Status Open() override {
     conn_.reset();
@@ -171,25 +156,6 @@ class PostgresPollSource final : public Source {
         options_.mode == CheckpointMode::kDelete
             ? "DELETE FROM " + outbox + " WHERE id = ANY($1::int8[])"
             : "UPDATE " + outbox + " SET published_at = now() WHERE id = ANY($1::int8[])";
-    dead_letter_sql_ =
-        "WITH e AS (SELECT * FROM unnest($1::int8[], $2::text[], $4::text[]) AS e(id, error,"
-        " status)),"
-        " moved AS (DELETE FROM " +
-        outbox +
-        " o USING e WHERE o.id = e.id"
-        " RETURNING o.id, o.event_id, o.aggregate_type, o.aggregate_id, o.event_type, o.payload,"
-        " o.headers, o.created_at, e.error, e.status)"
-        " INSERT INTO " +
-        dead +
-        " (outbox, outbox_id, event_id, aggregate_type, aggregate_id,"
-        " event_type, payload, headers, created_at, error, sink, status)"
-        // A malformed row's NULLs become values the dead-letter table takes (the error says
-        // which column was NULL).
-        " SELECT " +
-        QuoteLiteral(options_.tables.outbox) +
-        ", id, coalesce(event_id, '00000000-0000-0000-0000-000000000000'),"
-        " coalesce(aggregate_type, ''), coalesce(aggregate_id, ''), coalesce(event_type, ''),"
-        " payload, headers, coalesce(created_at, now()), error, $3, status FROM moved ORDER BY id";
     // SKIP LOCKED: cleaners (one per shard) never wait on each other's rows.
     cleanup_sql_ = "DELETE FROM " + outbox + " WHERE id IN (SELECT id FROM " + outbox +
                    " o WHERE published_at < now() - make_interval(secs => $1::float8 / 1000)" +
@@ -199,7 +165,7 @@ class PostgresPollSource final : public Source {
   }
 
   // The relay holds the lease (stores/leadership.h); nothing here is only the leader's.
-  Status AcquireLeadership(const StopSignal&, bool) override { return Status::Ok(); }
+  Status Activate(const StopSignal&) override { return Status::Ok(); }
 
   Result<FetchedBatch> Fetch(size_t max) override {
     PgParams params = {std::to_string(max)};
@@ -234,21 +200,9 @@ class PostgresPollSource final : public Source {
           conn_.get(), options_.tables, options_.mode,
           PgExec(conn_.get(), checkpoint_sql_, {IdArray(acked)}).status());
     }
-    std::vector<int64_t> ids;
-    std::vector<std::string> errors;
-    std::vector<std::string> statuses;
-    for (const Rejected& r : rejected) {
-      ids.push_back(r.id);
-      errors.push_back(r.error);
-      statuses.push_back(r.status);
-    }
     COURIER_RETURN_IF_ERROR(PgRun(conn_.get(), "BEGIN"));
     Status st = PgExec(conn_.get(), checkpoint_sql_, {IdArray(acked)}).status();
-    if (st.ok()) {
-      st = PgExec(conn_.get(), dead_letter_sql_,
-                  {IdArray(ids), TextArray(errors), sink_name, TextArray(statuses)})
-               .status();
-    }
+    if (st.ok()) st = parking_.Park(conn_.get(), rejected, sink_name);
     if (st.ok()) st = PgRun(conn_.get(), "COMMIT");
     if (!st.ok()) (void)PgRun(conn_.get(), "ROLLBACK");
     return ExplainCheckpointFailure(conn_.get(), options_.tables, options_.mode, st);
@@ -265,10 +219,10 @@ class PostgresPollSource final : public Source {
   SourceOptions options_;
   std::string conninfo_;
   PgConn conn_;
+  PgOutboxParking parking_;
   bool payload_is_bytea_ = false;
   std::string fetch_sql_;
   std::string checkpoint_sql_;
-  std::string dead_letter_sql_;
   std::string cleanup_sql_;
 };
 

@@ -132,12 +132,9 @@ class Source {
 
   // Connects and checks the tables exist (kNotFound says to run courier migrate).
   virtual Status Open() = 0;
-  // Blocks until this process is the only relay on the outbox (or `stop`: kCancelled then),
-  // then prepares what only the active relay may touch (the CDC slot). With `wait` false,
-  // kFailedPrecondition at once when another relay is active. PostgreSQL sources leave the
-  // election to the relay's lease (stores/leadership.h) and only prepare; SQLite's is a file
-  // lock, released by the kernel when the holder dies.
-  virtual Status AcquireLeadership(const StopSignal& stop, bool wait) = 0;
+  // Called once this process is the outbox's only active relay (stores/leadership.h, which
+  // the relay holds): prepares what only the active relay may touch (the CDC slot).
+  virtual Status Activate(const StopSignal& stop) = 0;
   // Up to `max` pending events. Polling: rows in id order; rows of transactions still open
   // are not visible and so are picked up by a later call, whatever their id. CDC: commit
   // order; events handed out but neither acked nor rejected by the following Checkpoint()

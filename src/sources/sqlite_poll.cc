@@ -2,21 +2,14 @@
 // transaction, so ids commit in order; the source still reads every pending row rather than
 // keeping a watermark, like the PostgreSQL source. New commits by other connections are
 // noticed cheaply through PRAGMA data_version.
-#include <fcntl.h>
-#include <sys/file.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
-
 #include "core/encoding.h"
-#include "core/log.h"
 #include "core/postgres.h"  // QuoteIdent: the same double-quote rules apply
 #include "core/sqlite.h"
 #include "core/url.h"
 #include "schema/table_shape.h"
 #include "sources/row_codec.h"
 #include "sources/source.h"
+#include "stores/parking.h"
 
 namespace courier {
 namespace {
@@ -26,15 +19,10 @@ class SqlitePollSource final : public Source {
   SqlitePollSource(SourceOptions options, std::string path)
       : options_(std::move(options)), path_(std::move(path)) {}
 
-  ~SqlitePollSource() override {
-    if (lock_fd_ >= 0) ::close(lock_fd_);
-  }
-
   Status Open() override {
     Close();
     COURIER_ASSIGN_OR_RETURN(db_, SqliteOpen(path_, /*create=*/false));
     const std::string outbox = QuoteIdent(options_.tables.outbox);
-    const std::string dead = QuoteIdent(options_.tables.dead_letter);
     for (const std::string* table : {&options_.tables.outbox, &options_.tables.dead_letter}) {
       COURIER_ASSIGN_OR_RETURN(
           SqliteStmt check,
@@ -62,25 +50,7 @@ class SqlitePollSource final : public Source {
                                                   : "UPDATE " + outbox +
                                                         " SET published_at = strftime('%Y-%m-%dT"
                                                         "%H:%M:%fZ', 'now') WHERE id = ?1"));
-    COURIER_ASSIGN_OR_RETURN(
-        dead_letter_,
-        SqlitePrepare(db_.get(), "INSERT INTO " + dead +
-                                     " (outbox, outbox_id, event_id, aggregate_type,"
-                                     " aggregate_id, event_type, payload, headers, created_at,"
-                                     " error, sink,"
-                                     // A malformed row's NULLs become values the table
-                                     // takes (the error says which column was NULL).
-                                     " status) SELECT " +
-                                     QuoteLiteral(options_.tables.outbox) +
-                                     ", id, coalesce(event_id,"
-                                     " '00000000-0000-0000-0000-000000000000'),"
-                                     " coalesce(aggregate_type, ''), coalesce(aggregate_id, ''),"
-                                     " coalesce(event_type, ''), payload, headers,"
-                                     " coalesce(created_at, strftime('%Y-%m-%dT%H:%M:%fZ',"
-                                     " 'now')), ?2, ?3, ?4 FROM " +
-                                     outbox + " WHERE id = ?1"));
-    COURIER_ASSIGN_OR_RETURN(delete_,
-                             SqlitePrepare(db_.get(), "DELETE FROM " + outbox + " WHERE id = ?1"));
+    COURIER_ASSIGN_OR_RETURN(parking_, SqliteOutboxParking::Prepare(db_.get(), options_.tables));
     COURIER_ASSIGN_OR_RETURN(
         cleanup_, SqlitePrepare(db_.get(), "DELETE FROM " + outbox +
                                                " WHERE id IN (SELECT id"
@@ -93,37 +63,8 @@ class SqlitePollSource final : public Source {
     return Status::Ok();
   }
 
-  Status AcquireLeadership(const StopSignal& stop, bool wait) override {
-    if (lock_fd_ >= 0) return Status::Ok();
-    // A lock file beside the database: flock is released by the kernel when the holder dies,
-    // so a restarted or standby relay takes over at once.
-    const std::string lock_path = path_ + ".courier-relay.lock";
-    int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) {
-      return InvalidArgumentError("cannot open lock file " + lock_path + ": " +
-                                  std::strerror(errno));
-    }
-    bool logged = false;
-    while (!stop.requested()) {
-      if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
-        lock_fd_ = fd;
-        if (logged) log::Info("took over the outbox", {{"database", path_}});
-        return Status::Ok();
-      }
-      if (!wait) {
-        ::close(fd);
-        return FailedPreconditionError("another relay is active on this outbox (" + Describe() +
-                                       "); stop it first, or run without --once to stand by");
-      }
-      if (!logged) {
-        log::Info("another relay is active on this outbox; standing by", {{"database", path_}});
-        logged = true;
-      }
-      ClockOf(options_).SleepFor(Duration(200), stop);
-    }
-    ::close(fd);
-    return CancelledError("stopped while standing by");
-  }
+  // The relay holds the file lock (stores/leadership.h); nothing here is only the leader's.
+  Status Activate(const StopSignal&) override { return Status::Ok(); }
 
   Result<FetchedBatch> Fetch(size_t max) override {
     sqlite3_stmt* s = fetch_.get();
@@ -161,15 +102,7 @@ class SqlitePollSource final : public Source {
       st = StepWithId(checkpoint_.get(), id, "checkpoint");
       if (!st.ok()) break;
     }
-    for (size_t i = 0; st.ok() && i < rejected.size(); ++i) {
-      sqlite3_stmt* s = dead_letter_.get();
-      sqlite3_reset(s);
-      sqlite3_bind_text(s, 2, rejected[i].error.c_str(), -1, SQLITE_TRANSIENT);
-      sqlite3_bind_text(s, 3, sink_name.c_str(), -1, SQLITE_TRANSIENT);
-      sqlite3_bind_text(s, 4, rejected[i].status.c_str(), -1, SQLITE_TRANSIENT);
-      st = StepWithId(s, rejected[i].id, "dead letter");
-      if (st.ok()) st = StepWithId(delete_.get(), rejected[i].id, "dead letter");
-    }
+    if (st.ok()) st = parking_.Park(db_.get(), rejected, sink_name);
     if (st.ok()) st = SqliteExec(db_.get(), "COMMIT");
     if (!st.ok()) (void)SqliteExec(db_.get(), "ROLLBACK");
     return st;
@@ -193,8 +126,7 @@ class SqlitePollSource final : public Source {
   void Close() override {
     fetch_.reset();
     checkpoint_.reset();
-    dead_letter_.reset();
-    delete_.reset();
+    parking_ = SqliteOutboxParking{};
     cleanup_.reset();
     data_version_.reset();
     db_.reset();
@@ -230,9 +162,9 @@ class SqlitePollSource final : public Source {
 
   SourceOptions options_;
   std::string path_;
-  int lock_fd_ = -1;
   SqliteDb db_;
-  SqliteStmt fetch_, checkpoint_, dead_letter_, delete_, cleanup_, data_version_;
+  SqliteStmt fetch_, checkpoint_, cleanup_, data_version_;
+  SqliteOutboxParking parking_;
 };
 
 }  // namespace

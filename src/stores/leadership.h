@@ -1,85 +1,56 @@
-// One active relay per outbox (or per shard of it) on PostgreSQL: an advisory lock elects it,
-// a lease fences it.
+// Who may publish an outbox: one active relay per outbox (or per shard of it). The relay is
+// handed a Leadership made by MakeLeadership from the source's location: a PostgreSQL lease
+// (stores/postgres_lease.h) or, for SQLite, a file lock beside the database
+// (stores/sqlite_lock.cc). Tests hand it a fake.
 //
-// The lock (pg_try_advisory_lock on a session of its own) makes the election immediate and
-// exclusive. The lease row (`<outbox>_lease`) bounds how long a relay that lost its session
-// can go on believing it is active: the holder renews `expires_at = now() + lease` every
-// lease/4 and stops publishing (abandoning in-flight sends) once lease * 3/4 has passed since
-// the last renewal it *sent* that succeeded — before the row can expire. A standby that gets
-// the lock still waits until `expires_at` has passed in the database's clock. So a fenced
-// relay has stopped before its successor starts, without trusting wall clocks: each side
-// measures the same interval with its own monotonic clock.
-//
-// A holder whose session is alive but who stopped renewing (frozen process, SIGSTOP, a
-// network partition that keeps the TCP session half-open) is cut off by the standby with
-// pg_terminate_backend once its lease is a whole lease period overdue.
-//
-// Thread-safety: Acquire/Release/held from the relay thread; the renewer runs on its own
-// thread and only touches `fence` and atomics.
+// Thread-safety: Acquire/Release/held from the relay thread.
 #pragma once
 
-#include <atomic>
-#include <deque>
+#include <cstdint>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include "core/clock.h"
-#include "core/postgres.h"
 #include "courier/relay.h"
 #include "courier/status.h"
 
 namespace courier {
 
-struct LeaseOptions {
-  std::string conninfo;
-  std::string describe;  // the source URL without secrets, for messages
-  std::string table;     // the lease table (TableNames::Leases())
-  std::string name;      // "courier relay <outbox>" [+ " shard K/N"]: the lock and row key
-  Duration lease = kDefaultLease;
-  // Measures the lease and times the renewals and waits (not owned); null: the real clock.
-  Clock* clock = nullptr;
-};
-
 class Leadership {
  public:
-  explicit Leadership(LeaseOptions options);
-  ~Leadership();
+  virtual ~Leadership() = default;
 
-  // Blocks until this process holds the lock and the previous holder's lease has run out, then
-  // renews the lease in the background until Release(). If renewing fails for too long,
-  // `fence` is abandoned (publishing stops at once) and held() turns false. `fence` also
-  // carries the lease's deadline (StopSignal::BeginTerm/Extend), so it turns abandoned by
-  // itself when renewals stop arriving, however late the renewer thread runs. kCancelled on
-  // `stop`; kFailedPrecondition at once when `wait` is false and another relay is active;
-  // kNotFound when the lease table is missing (run courier migrate).
-  Status Acquire(const StopSignal& stop, bool wait, StopSignal* fence);
-  // False once the lease is lost or its deadline has passed (also before the renewer noticed).
-  bool held() const;
-  int64_t epoch() const { return epoch_; }
-  // Events published so far; each renewal stores it with the rate over the last minute in
-  // the lease row, for `courier status`.
-  void ReportPublished(int64_t total) { published_ = total; }
-  // Hands the lease back (expires_at = now(), so a standby takes over at once when this
-  // relay stops cleanly) and ends the session, with it the lock.
-  void Release();
-
- private:
-  Status TryLock(bool* locked);
-  Status WaitForExpiry(const StopSignal& stop);
-  void Renew();
-  void Lose(const std::string& why);
-
-  LeaseOptions options_;
-  Clock* clock_;  // options_.clock, or the real one
-  PgConn conn_;
-  int64_t epoch_ = 0;
-  StopSignal* fence_ = nullptr;
-  std::atomic<bool> held_{false};
-  std::atomic<int64_t> valid_until_ns_{0};  // steady clock: stop publishing at this point
-  std::atomic<int64_t> published_{0};
-  StopSignal quit_{};  // Release() asks the renewer to end
-  std::thread renewer_;
+  // Blocks until this process is the only active relay of the outbox (kCancelled on `stop`);
+  // with `wait` false, kFailedPrecondition at once when another relay is active. While held,
+  // losing it abandons `fence` (when given), so publishing stops at once; an implementation
+  // that cannot lose it while the process lives (a kernel file lock) never touches `fence`.
+  virtual Status Acquire(const StopSignal& stop, bool wait, StopSignal* fence) = 0;
+  // True from a successful Acquire until it is released or lost.
+  virtual bool held() const = 0;
+  // Events published so far, for `courier status` where the implementation records it.
+  virtual void ReportPublished(int64_t total) { (void)total; }
+  // Hands it back, so a standby takes over at once.
+  virtual void Release() = 0;
 };
+
+struct LeadershipOptions {
+  std::string source_url;
+  std::string outbox = "courier_outbox";  // the outbox table (TableNames::outbox)
+  int shard_index = 0;
+  int shard_count = 1;     // above 1: one leader per shard (PostgreSQL only)
+  Duration lease{5000};    // PostgreSQL: how long a lost leader may go on believing it leads
+  Clock* clock = nullptr;  // times the lease (not owned); null: the real clock
+};
+
+// The Leadership of the source at `options.source_url`: on PostgreSQL the lease row
+// `<outbox>_lease` and an advisory lock named "courier relay <outbox>" [+ " shard K/N"]; on
+// SQLite an exclusive flock on `<database>.courier-relay.lock`.
+Result<std::unique_ptr<Leadership>> MakeLeadership(const LeadershipOptions& options);
+
+// SQLite: an exclusive flock on `<database>.courier-relay.lock`, released by the kernel when
+// the holder dies, so a restarted or standby relay takes over at once. `describe` names the
+// outbox in messages; `clock` times the wait for the lock (null: the real clock).
+std::unique_ptr<Leadership> MakeFileLock(std::string database, std::string describe,
+                                         Clock* clock = nullptr);
 
 }  // namespace courier

@@ -298,7 +298,9 @@ TEST(HostileCheckpoint, PrivilegeRevokedWhileRunningStopsAfterPublishingTheBatch
   ASSERT_OK(source);
   auto sink = std::make_unique<RevokingSink>(db.url, role);
   RevokingSink* seen = sink.get();
-  std::unique_ptr<Relay> relay = MakeRelay(o, std::move(source).value(), std::move(sink));
+  auto made = MakeRelay(o, std::move(source).value(), std::move(sink));
+  ASSERT_OK(made);
+  std::unique_ptr<Relay> relay = std::move(made).value();
   std::atomic<bool> done{false};
   Status result;
   std::thread runner([&] {

@@ -1,6 +1,6 @@
 // G7 with fencing: one active relay per outbox (or shard), and a relay that lost its lease
 // stops publishing before another starts.
-#include "stores/leadership.h"
+#include "stores/postgres_lease.h"
 
 #include <future>
 #include <thread>
@@ -39,13 +39,13 @@ class LeadershipTest : public ::testing::Test {
 using Steady = std::chrono::steady_clock;
 
 TEST_F(LeadershipTest, CutSessionFencesTheHolderBeforeTheStandbyStarts) {
-  Leadership a(Lease(Duration(2000)));
+  PostgresLease a(Lease(Duration(2000)));
   StopSignal stop, fence_a, fence_b;
   ASSERT_OK(a.Acquire(stop, true, &fence_a));
   ASSERT_TRUE(a.held());
   const int64_t first_epoch = a.epoch();
 
-  Leadership b(Lease(Duration(2000)));
+  PostgresLease b(Lease(Duration(2000)));
   std::promise<Steady::time_point> b_started;
   std::thread standby([&] {
     EXPECT_OK(b.Acquire(stop, true, &fence_b));
@@ -74,10 +74,10 @@ TEST_F(LeadershipTest, CutSessionFencesTheHolderBeforeTheStandbyStarts) {
 }
 
 TEST_F(LeadershipTest, CleanReleaseHandsOverAtOnce) {
-  Leadership a(Lease(Duration(30000)));
+  PostgresLease a(Lease(Duration(30000)));
   StopSignal stop, fence;
   ASSERT_OK(a.Acquire(stop, true, &fence));
-  Leadership b(Lease(Duration(30000)));
+  PostgresLease b(Lease(Duration(30000)));
   StopSignal fence_b;
   EXPECT_EQ(b.Acquire(stop, /*wait=*/false, &fence_b).code(), StatusCode::kFailedPrecondition);
   a.Release();
@@ -98,7 +98,7 @@ TEST_F(LeadershipTest, StandbyEndsTheSessionOfAHolderThatStoppedRenewing) {
   ASSERT_OK(PgExec(zombie->get(),
                    "INSERT INTO courier_outbox_lease (name, holder, epoch, expires_at) VALUES"
                    " ('courier relay courier_outbox', 'frozen:1', 7, now())"));
-  Leadership b(Lease(Duration(1000)));
+  PostgresLease b(Lease(Duration(1000)));
   StopSignal stop, fence;
   const Steady::time_point start = Steady::now();
   ASSERT_OK(b.Acquire(stop, true, &fence));
@@ -111,7 +111,7 @@ TEST_F(LeadershipTest, StandbyEndsTheSessionOfAHolderThatStoppedRenewing) {
 // holds the same advisory key. A standby ends only its own database's frozen holder.
 TEST_F(LeadershipTest, StandbyEndsOnlyTheFrozenHolderOfItsOwnDatabase) {
   // A healthy relay of courier_outbox in this database.
-  Leadership healthy(Lease(Duration(1000)));
+  PostgresLease healthy(Lease(Duration(1000)));
   StopSignal stop, healthy_fence;
   ASSERT_OK(healthy.Acquire(stop, true, &healthy_fence));
   // In another database on the same server: a frozen holder, whose lease ran out, and a
@@ -124,8 +124,8 @@ TEST_F(LeadershipTest, StandbyEndsOnlyTheFrozenHolderOfItsOwnDatabase) {
   ASSERT_OK(PgExec(zombie->get(),
                    "INSERT INTO courier_outbox_lease (name, holder, epoch, expires_at) VALUES"
                    " ('courier relay courier_outbox', 'frozen:1', 7, now())"));
-  Leadership standby(LeaseOptions{other.url, other.url, TableNames{}.Leases(),
-                                  "courier relay courier_outbox", Duration(1000)});
+  PostgresLease standby(LeaseOptions{other.url, other.url, TableNames{}.Leases(),
+                                     "courier relay courier_outbox", Duration(1000)});
   StopSignal standby_fence;
   ASSERT_OK(standby.Acquire(stop, true, &standby_fence));
   EXPECT_EQ(standby.epoch(), 8);
@@ -147,7 +147,7 @@ TEST_F(LeadershipTest, StandbyEndsOnlyTheFrozenHolderOfItsOwnDatabase) {
 
 // `courier status` reports the active relay of its own database only.
 TEST_F(LeadershipTest, StatusSeesOnlyTheRelayOfItsOwnDatabase) {
-  Leadership active(Lease(Duration(30000)));
+  PostgresLease active(Lease(Duration(30000)));
   StopSignal stop, fence;
   ASSERT_OK(active.Acquire(stop, true, &fence));
   TestDb other = TestDb::Make(true);  // same outbox name, never had a relay
@@ -164,11 +164,45 @@ TEST_F(LeadershipTest, MissingLeaseTableSaysToMigrate) {
   auto conn = PgConnect(db_->url);
   ASSERT_OK(conn);
   ASSERT_OK(PgExec(conn->get(), "DROP TABLE courier_outbox_lease"));
-  Leadership a(Lease(Duration(2000)));
+  PostgresLease a(Lease(Duration(2000)));
   StopSignal stop, fence;
   const Status st = a.Acquire(stop, true, &fence);
   EXPECT_EQ(st.code(), StatusCode::kNotFound);
   EXPECT_NE(st.message().find("courier migrate"), std::string::npos) << st.message();
+}
+
+// MakeLeadership chooses by the source URL: the PostgreSQL lease (its lock excludes a second
+// relay of the same outbox, and a shard has its own), or for SQLite the file lock.
+TEST_F(LeadershipTest, MadeFromTheSourceUrlExcludesASecondRelay) {
+  StopSignal stop, fence;
+  auto a = MakeLeadership({db_->url, "courier_outbox", 0, 1, Duration(30000)});
+  ASSERT_OK(a);
+  ASSERT_NE(dynamic_cast<PostgresLease*>(a->get()), nullptr);
+  ASSERT_OK((*a)->Acquire(stop, /*wait=*/false, &fence));
+  EXPECT_TRUE((*a)->held());
+  auto b = MakeLeadership({db_->url, "courier_outbox", 0, 1, Duration(30000)});
+  ASSERT_OK(b);
+  EXPECT_EQ((*b)->Acquire(stop, /*wait=*/false, &fence).code(), StatusCode::kFailedPrecondition);
+  EXPECT_FALSE((*b)->held());
+  (*a)->Release();
+  EXPECT_FALSE((*a)->held());
+  ASSERT_OK((*b)->Acquire(stop, /*wait=*/false, &fence));
+  (*b)->Release();
+
+  TestDb lite = TestDb::Make(false);
+  auto c = MakeLeadership({lite.url, "courier_outbox", 0, 1, Duration(30000)});
+  auto d = MakeLeadership({lite.url, "courier_outbox", 0, 1, Duration(30000)});
+  ASSERT_OK(c);
+  ASSERT_OK(d);
+  EXPECT_EQ(dynamic_cast<PostgresLease*>(c->get()), nullptr);
+  ASSERT_OK((*c)->Acquire(stop, /*wait=*/false, nullptr));
+  const Status refused = (*d)->Acquire(stop, /*wait=*/false, nullptr);
+  EXPECT_EQ(refused.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.message().find("another relay is active on this outbox"), std::string::npos)
+      << refused.message();
+  (*c)->Release();
+  ASSERT_OK((*d)->Acquire(stop, /*wait=*/false, nullptr));
+  EXPECT_TRUE((*d)->held());
 }
 
 // G8 with Kafka: each batch is one transaction of the outbox's transactional.id, and the

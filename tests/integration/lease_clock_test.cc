@@ -3,7 +3,7 @@
 #include <thread>
 
 #include "sources/source.h"
-#include "stores/leadership.h"
+#include "stores/postgres_lease.h"
 #include "support/fake_clock.h"
 #include "support/fixtures.h"
 
@@ -35,7 +35,7 @@ class LeaseClockTest : public ::testing::Test {
 // The holder renews every lease/4 of its clock; each renewal moves the fence's deadline, so
 // across many lease periods it stays the holder.
 TEST_F(LeaseClockTest, RenewalsEveryQuarterKeepTheLeaseAcrossManyPeriods) {
-  Leadership a(Lease());
+  PostgresLease a(Lease());
   StopSignal stop, fence(&clock_);
   ASSERT_OK(a.Acquire(stop, true, &fence));
   for (int i = 0; i < 20; ++i) {
@@ -54,7 +54,7 @@ TEST_F(LeaseClockTest, RenewalsEveryQuarterKeepTheLeaseAcrossManyPeriods) {
 // the fence is down as soon as the clock reaches the deadline, and the renewer, when it runs,
 // gives the lease up instead of renewing it late.
 TEST_F(LeaseClockTest, WithoutARenewalForThreeQuartersOfTheLeaseItIsLost) {
-  Leadership a(Lease());
+  PostgresLease a(Lease());
   StopSignal stop, fence(&clock_);
   ASSERT_OK(a.Acquire(stop, true, &fence));
   ASSERT_TRUE(clock_.WaitForSleepers(1));

@@ -63,8 +63,10 @@ TEST(Pipeline, AFailedEventHoldsBackTheRestOfItsAggregateOnly) {
   SourceOptions source_options{.url = db.url, .poll_interval = Duration(10)};
   auto sink = std::make_unique<ScriptedSink>(std::set<std::string>{a[0]});
   ScriptedSink* sink_view = sink.get();
-  auto relay =
+  auto made =
       MakeRelay(options, MakeSqlitePollSource(source_options, db.url.substr(9)), std::move(sink));
+  ASSERT_OK(made);
+  std::unique_ptr<Relay> relay = std::move(made).value();
   Status result;
   std::thread runner([&] { result = relay->Run(); });
   const bool drained = WaitUntil([&] { return db.Count("courier_outbox") == 0; });

@@ -17,9 +17,11 @@
 #include <string>
 #include <vector>
 
+#include "brokers/sink.h"
 #include "relay/relay_internal.h"
 #include "sources/source.h"
 #include "stores/dead_letters.h"
+#include "stores/leadership.h"
 #include "support/fake_clock.h"
 
 namespace courier::test {
@@ -77,7 +79,7 @@ class FakeSource final : public Source {
   FakeSource(World& world, FakeClock& clock, Duration poll)
       : w_(world), clock_(clock), poll_(poll) {}
   Status Open() override { return Status::Ok(); }
-  Status AcquireLeadership(const StopSignal&, bool) override { return Status::Ok(); }
+  Status Activate(const StopSignal&) override { return Status::Ok(); }
   Result<FetchedBatch> Fetch(size_t max) override {
     std::lock_guard<std::mutex> lock(w_.mu);
     FetchedBatch batch;
@@ -224,14 +226,31 @@ class FakeDeadLetterStore final : public DeadLetterStore {
   World& w_;
 };
 
+// Always the leader: the relay loop's own logic does not depend on how leadership is won.
+class FakeLeadership final : public Leadership {
+ public:
+  Status Acquire(const StopSignal&, bool, StopSignal*) override {
+    held_ = true;
+    return Status::Ok();
+  }
+  bool held() const override { return held_; }
+  void Release() override { held_ = false; }
+
+ private:
+  bool held_ = false;
+};
+
 // A relay over World's outbox, sink and dead letters; `options.clock` must be a FakeClock.
 inline std::unique_ptr<Relay> MakeTestRelay(const RelayOptions& options, World& world) {
   auto& clock = *static_cast<FakeClock*>(options.clock);
-  return MakeRelay(
-      options, std::make_unique<FakeSource>(world, clock, options.poll_interval),
-      std::make_unique<FakeSink>(world), [&world]() -> Result<std::unique_ptr<DeadLetterStore>> {
-        return std::unique_ptr<DeadLetterStore>(std::make_unique<FakeDeadLetterStore>(world));
-      });
+  RelayParts parts;
+  parts.source = std::make_unique<FakeSource>(world, clock, options.poll_interval);
+  parts.sink = std::make_unique<FakeSink>(world);
+  parts.leadership = std::make_unique<FakeLeadership>();
+  parts.dead_letters = [&world]() -> Result<std::unique_ptr<DeadLetterStore>> {
+    return std::unique_ptr<DeadLetterStore>(std::make_unique<FakeDeadLetterStore>(world));
+  };
+  return MakeRelay(options, std::move(parts));
 }
 
 }  // namespace courier::test

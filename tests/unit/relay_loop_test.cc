@@ -11,6 +11,7 @@
 #include "core/fault_points.h"
 #include "relay/relay_internal.h"
 #include "stores/leadership.h"
+#include "stores/postgres_lease.h"
 #include "support/fake_clock.h"
 #include "support/matchers.h"
 #include "unit/relay_fakes.h"
@@ -287,6 +288,7 @@ TEST_F(RelayLoopTest, OnceModeEndsWithTheFirstFailure) {
 TEST(RelayDefaults, SourceAndLeaseTakeTheRelaysDefaults) {
   EXPECT_EQ(SourceOptions{}.poll_interval, RelayOptions{}.poll_interval);
   EXPECT_EQ(LeaseOptions{}.lease, RelayOptions{}.lease);
+  EXPECT_EQ(LeadershipOptions{}.lease, RelayOptions{}.lease);
 }
 
 }  // namespace
