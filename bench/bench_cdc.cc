@@ -19,6 +19,7 @@
 
 #include "bench/bench_common.h"
 #include "core/encoding.h"
+#include "core/postgres.h"
 #include "schema/migrate.h"
 #include "sources/pgoutput.h"
 #include "sources/source.h"

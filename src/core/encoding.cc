@@ -1,11 +1,25 @@
 #include "core/encoding.h"
 
 #include <charconv>
+#include <cstdio>
 #include <nlohmann/json.hpp>
 
 namespace courier {
 
 using nlohmann::json;
+
+std::string Version::ToString() const {
+  // A version without a minor part is only the 20 digits (what the cache stored before
+  // versions had two parts); a prefix sorts first, so the text still sorts as versions compare.
+  char text[48];
+  if (minor == 0) {
+    std::snprintf(text, sizeof text, "%020llu", static_cast<unsigned long long>(major));
+  } else {
+    std::snprintf(text, sizeof text, "%020llu.%020llu", static_cast<unsigned long long>(major),
+                  static_cast<unsigned long long>(minor));
+  }
+  return text;
+}
 
 std::string Base64Encode(std::string_view bytes) {
   static constexpr char kTable[] =

@@ -9,7 +9,7 @@
 #include <string>
 #include <string_view>
 
-#include "courier/event.h"
+#include "core/event.h"
 #include "courier/status.h"
 
 namespace courier {

@@ -23,8 +23,8 @@
 #include <vector>
 
 #include "core/clock.h"
+#include "core/event.h"
 #include "core/fault_points.h"
-#include "courier/event.h"
 #include "courier/status.h"
 
 namespace courier {

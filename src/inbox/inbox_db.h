@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "core/event.h"
 #include "core/postgres.h"
 #include "core/sqlite.h"
-#include "courier/event.h"
 #include "courier/inbox.h"
 #include "courier/status.h"
 #include "sources/source.h"

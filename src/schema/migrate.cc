@@ -8,6 +8,7 @@
 #include "core/sqlite.h"
 #include "schema/migrations.h"
 #include "schema/table_shape.h"
+#include "sources/cdc/slot.h"
 #include "sources/source.h"
 
 namespace courier {

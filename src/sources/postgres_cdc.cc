@@ -39,6 +39,7 @@
 #include "sources/row_codec.h"
 #include "sources/source.h"
 #include "stores/parking.h"
+#include "stores/slot_checkpoints.h"
 
 namespace courier {
 namespace {
@@ -67,7 +68,9 @@ class PostgresCdcSource final : public Source {
                           : "UPDATE " + outbox +
                                 " SET published_at = now() WHERE id = ANY($1::int8[])"
                                 " RETURNING id";
-    record_sql_ = cdc::RecordCheckpointSql(options_.tables);
+    checkpoints_ = options_.checkpoints
+                       ? options_.checkpoints(names_.slot)
+                       : MakeSlotTableCheckpoints(conn_.get(), options_.tables, names_.slot);
     cleanup_sql_ = "DELETE FROM " + outbox + " WHERE id IN (SELECT id FROM " + outbox +
                    " WHERE published_at < now() - make_interval(secs => $1::float8 / 1000)"
                    " LIMIT 10000)";
@@ -147,7 +150,7 @@ class PostgresCdcSource final : public Source {
         st = DeadLetter(*dead[i].first, dead[i].second, sink_name);
       }
       if (st.ok() && record) {
-        st = PgExec(conn_.get(), record_sql_, {names_.slot, pgoutput::FormatLsn(*record)}).status();
+        st = checkpoints_->Save(*record);
       }
       if (st.ok()) st = PgRun(conn_.get(), "COMMIT");
       if (!st.ok()) {
@@ -174,6 +177,7 @@ class PostgresCdcSource final : public Source {
   void Close() override {
     stream_.Close();
     backfill_.reset();
+    checkpoints_.reset();
     conn_.reset();
     inflight_.clear();
     redeliver_.clear();
@@ -256,16 +260,16 @@ class PostgresCdcSource final : public Source {
   }
 
   Status StartStreaming() {
-    COURIER_ASSIGN_OR_RETURN(const cdc::SlotPosition slot,
-                             cdc::ReadSlotPosition(conn_.get(), options_.tables, names_.slot));
+    COURIER_ASSIGN_OR_RETURN(const Lsn confirmed, cdc::ReadSlotConfirmed(conn_.get(), names_.slot));
+    COURIER_ASSIGN_OR_RETURN(const std::optional<Lsn> checkpoint, checkpoints_->Load());
     // After a server crash the slot is back at its position of the last server checkpoint;
     // the relay's own position, committed with the rows it deleted, is exact. Asking to start
     // there makes the server skip every transaction that committed before it.
-    const Lsn start = cdc::StartLsn(slot.confirmed, slot.checkpoint_lsn);
-    if (start > slot.confirmed) {
+    const Lsn start = cdc::StartLsn(confirmed, checkpoint);
+    if (start > confirmed) {
       log::Info("resuming after the slot's position, where this relay last checkpointed",
                 {{"slot", names_.slot},
-                 {"slot_lsn", pgoutput::FormatLsn(slot.confirmed)},
+                 {"slot_lsn", pgoutput::FormatLsn(confirmed)},
                  {"checkpoint_lsn", pgoutput::FormatLsn(start)}});
     }
     // The server streams up to its flushed WAL, which holds every (synchronous) commit.
@@ -274,7 +278,7 @@ class PostgresCdcSource final : public Source {
     COURIER_ASSIGN_OR_RETURN(catch_up_lsn_, pgoutput::ParseLsn(PQgetvalue(end.get(), 0, 0)));
     catch_up_deadline_ = ClockOf(options_).Now() + kCatchUpWait;
     COURIER_RETURN_IF_ERROR(stream_.Start(conninfo_, names_.slot, names_.publication, start));
-    ledger_.Reset(start, slot.checkpoint_lsn);
+    ledger_.Reset(start, checkpoint);
     log::Info("streaming from replication slot", {{"slot", names_.slot},
                                                   {"publication", names_.publication},
                                                   {"from_lsn", pgoutput::FormatLsn(start)}});
@@ -431,7 +435,7 @@ class PostgresCdcSource final : public Source {
   std::string checkpoint_sql_;
   PgEventParking parking_;
   std::string cleanup_sql_;
-  std::string record_sql_;  // stores the relay's checkpoint position
+  std::unique_ptr<CheckpointStore> checkpoints_;  // the relay's position (on conn_)
   static constexpr Duration kCatchUpWait{10000};
   static constexpr Duration kVisibleWait{30000};
   Lsn catch_up_lsn_ = 0;

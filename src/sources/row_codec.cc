@@ -22,6 +22,7 @@ DecodedRow DecodeOutboxRow(const OutboxRow& row) {
   } else if (std::optional<int64_t> id = ParseInt64(*row.id)) {
     e.id = *id;
     e.row_id = *id;
+    if (*id > 0) e.version = Version{static_cast<uint64_t>(*id), 0};
   } else {
     fail("column id '" + *row.id + "' is not an integer");
   }

@@ -16,7 +16,7 @@
 #include <optional>
 #include <string>
 
-#include "courier/event.h"
+#include "core/event.h"
 #include "courier/status.h"
 #include "sources/source.h"
 

@@ -5,6 +5,7 @@
 // Thread-safety: a Source is used by one relay thread.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -12,10 +13,10 @@
 #include <vector>
 
 #include "core/clock.h"
-#include "core/postgres.h"
-#include "courier/event.h"
+#include "core/event.h"
 #include "courier/relay.h"
 #include "courier/status.h"
+#include "stores/checkpoint_store.h"
 
 namespace courier {
 
@@ -89,6 +90,9 @@ struct SourceOptions {
   std::string shard;
   // Times Wait() and the CDC source's deadlines (not owned); null: the real clock.
   Clock* clock = nullptr;
+  // CDC: where the relay's position is kept, made for the slot's name once the source knows
+  // it; empty: the slot table on the source's connection (MakeSlotTableCheckpoints).
+  std::function<std::unique_ptr<CheckpointStore>(const std::string& slot)> checkpoints;
 };
 
 // The clock a source waits and measures deadlines by.
@@ -161,13 +165,5 @@ Result<std::unique_ptr<Source>> MakeSource(const SourceOptions& options);
 std::unique_ptr<Source> MakePostgresPollSource(const SourceOptions& options, std::string conninfo);
 std::unique_ptr<Source> MakeSqlitePollSource(const SourceOptions& options, std::string path);
 std::unique_ptr<Source> MakePostgresCdcSource(const SourceOptions& options, std::string conninfo);
-
-// CDC set-up shared by the source and `courier migrate`: the publication, then the slot. A
-// missing (or invalidated) slot is created with an exported snapshot, and the outbox rows
-// visible in that snapshot are recorded in the backfill table in the same step.
-// Creating a slot waits for transactions open at that moment to end; `stop` cancels it.
-// `slot_stale` recreates an existing slot (it cannot decode with the current publication).
-Status PrepareCdc(PGconn* conn, const std::string& conninfo, const TableNames& tables,
-                  const CdcOptions& cdc, const StopSignal& stop, bool slot_stale = false);
 
 }  // namespace courier

@@ -23,7 +23,7 @@
 #include <utility>
 #include <vector>
 
-#include "courier/event.h"
+#include "core/event.h"
 #include "courier/status.h"
 #include "sources/source.h"
 

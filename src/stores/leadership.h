@@ -37,9 +37,9 @@ struct LeadershipOptions {
   std::string source_url;
   std::string outbox = "courier_outbox";  // the outbox table (TableNames::outbox)
   int shard_index = 0;
-  int shard_count = 1;     // above 1: one leader per shard (PostgreSQL only)
-  Duration lease{5000};    // PostgreSQL: how long a lost leader may go on believing it leads
-  Clock* clock = nullptr;  // times the lease (not owned); null: the real clock
+  int shard_count = 1;             // above 1: one leader per shard (PostgreSQL only)
+  Duration lease = kDefaultLease;  // PostgreSQL: how long a lost leader may believe it leads
+  Clock* clock = nullptr;          // times the lease (not owned); null: the real clock
 };
 
 // The Leadership of the source at `options.source_url`: on PostgreSQL the lease row

@@ -7,9 +7,9 @@
 #include <span>
 #include <string>
 
+#include "core/event.h"
 #include "core/postgres.h"
 #include "core/sqlite.h"
-#include "courier/event.h"
 #include "courier/status.h"
 #include "sources/source.h"
 

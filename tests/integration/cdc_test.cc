@@ -4,11 +4,15 @@
 #include <signal.h>
 
 #include <fstream>
+#include <mutex>
 #include <random>
 #include <thread>
 
 #include "core/encoding.h"
 #include "core/uuid.h"
+#include "relay/relay_internal.h"
+#include "sources/pgoutput.h"
+#include "stores/checkpoint_store.h"
 #include "support/fixtures.h"
 
 namespace courier::test {
@@ -236,6 +240,81 @@ TEST_F(CdcTest, SlotCreatedByMigrateStillPublishesOlderRows) {
   ASSERT_TRUE(WaitUntil([&] { return relay.stats().published == 80; }));
   ASSERT_OK(relay.Stop());
   EXPECT_EQ(ExpectDelivered(ReadTopic(*broker_, "order"), ids), 0);
+}
+
+// Where the relay keeps its stream position is a seam (stores/checkpoint_store.h): the CDC
+// source saves it to the store it is given, and resumes where that store says, whatever the
+// slot and the slot table say.
+TEST_F(CdcTest, PositionIsKeptInTheCheckpointStoreItIsGiven) {
+  CdcOptions cdc;
+  cdc.enabled = true;
+  ASSERT_OK(Migrate(db_->url, TableNames{}, cdc));  // the slot first: what follows is streamed
+  struct Kept {
+    std::mutex mu;
+    std::optional<uint64_t> position;
+    int saves = 0;
+  };
+  class MemoryCheckpoints final : public CheckpointStore {
+   public:
+    explicit MemoryCheckpoints(std::shared_ptr<Kept> kept) : kept_(std::move(kept)) {}
+    Result<std::optional<uint64_t>> Load() override {
+      std::lock_guard<std::mutex> lock(kept_->mu);
+      return kept_->position;
+    }
+    Status Save(uint64_t position) override {
+      std::lock_guard<std::mutex> lock(kept_->mu);
+      kept_->position = position;
+      ++kept_->saves;
+      return Status::Ok();
+    }
+
+   private:
+    std::shared_ptr<Kept> kept_;
+  };
+  auto kept = std::make_shared<Kept>();
+  auto run_once = [&]() -> Status {
+    RelayOptions o = Options();
+    o.once = true;
+    SourceOptions so;
+    so.url = o.source_url;
+    so.poll_interval = o.poll_interval;
+    so.cdc.enabled = true;
+    so.checkpoints = [kept](const std::string&) -> std::unique_ptr<CheckpointStore> {
+      return std::make_unique<MemoryCheckpoints>(kept);
+    };
+    COURIER_ASSIGN_OR_RETURN(std::unique_ptr<Source> source, MakeSource(so));
+    COURIER_ASSIGN_OR_RETURN(std::unique_ptr<Sink> sink, MakeSink(SinkOptions{o.sink_url}));
+    COURIER_ASSIGN_OR_RETURN(std::unique_ptr<Relay> relay,
+                             MakeRelay(o, std::move(source), std::move(sink)));
+    return relay->Run();
+  };
+
+  const std::set<std::string> first = Commit(20, 4);
+  ASSERT_OK(run_once());
+  EXPECT_EQ(ExpectDelivered(ReadTopic(*broker_, "order"), first), 0);
+  {
+    std::lock_guard<std::mutex> lock(kept->mu);
+    EXPECT_GE(kept->saves, 1);
+    ASSERT_TRUE(kept->position.has_value());
+    EXPECT_GT(*kept->position, 0u);
+  }
+  EXPECT_EQ(Query1("SELECT count(*) FROM courier_outbox_cdc_slot WHERE checkpoint_lsn IS NOT NULL"),
+            "0")
+      << "the position went to the given store, not to the slot table";
+
+  // The store says everything up to now is done: the next relay starts there, so the server
+  // skips the transactions committed before it, although the slot is behind them.
+  Commit(5, 1);
+  auto now = pgoutput::ParseLsn(Query1("SELECT pg_current_wal_lsn()::text"));
+  ASSERT_OK(now);
+  {
+    std::lock_guard<std::mutex> lock(kept->mu);
+    kept->position = *now;
+  }
+  ASSERT_OK(run_once());
+  EXPECT_EQ(ReadTopic(*broker_, "order").size(), first.size())
+      << "nothing before the store's position is streamed";
+  EXPECT_EQ(db_->Count("courier_outbox"), 5) << "so nothing of it was checkpointed either";
 }
 
 // A slot needs the transactions open at its creation to end first. The relay says so, stops

@@ -2,6 +2,7 @@
 // is real; only time is not, so a lease period passes without waiting for it.
 #include <thread>
 
+#include "core/postgres.h"
 #include "sources/source.h"
 #include "stores/postgres_lease.h"
 #include "support/fake_clock.h"

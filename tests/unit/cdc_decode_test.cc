@@ -47,6 +47,7 @@ TEST(CdcDecode, AnInsertGoesThroughTheRowCodec) {
   const DecodedRow d = DecodeInsert(OutboxColumnsOf(Outbox(true)), values, kCommit + 1);
   EXPECT_EQ(d.error, "");
   EXPECT_EQ(d.event.row_id, 12);
+  EXPECT_EQ(d.event.version, (Version{12, 0}));
   EXPECT_EQ(d.event.event_id, kEventId);
   EXPECT_EQ(d.event.payload, "{}");  // bytea unescaped
   EXPECT_EQ(d.event.created_at_us, kCommit);
@@ -92,6 +93,7 @@ TEST(CdcDecode, ALogicalMessageWithoutEventIdGetsAStableOne) {
   EXPECT_EQ(d.event.payload, R"({"n":1})");
   EXPECT_EQ(d.event.created_at_us, kCommit);
   EXPECT_EQ(d.event.row_id, 0);
+  EXPECT_TRUE(d.event.version.empty());  // its LSN does not order it against row ids
   // Redelivered, the same message keeps its id; another LSN or cluster gets another.
   EXPECT_EQ(MessageEventId(0x16B374D848, 42), MessageEventId(0x16B374D848, 42));
   EXPECT_NE(MessageEventId(0x16B374D848, 42), MessageEventId(0x16B374D849, 42));

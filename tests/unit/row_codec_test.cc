@@ -2,6 +2,8 @@
 // classification of PostgreSQL errors.
 #include <gtest/gtest.h>
 
+#include <cstdint>
+
 #include "core/encoding.h"
 #include "core/postgres.h"
 #include "sources/row_codec.h"
@@ -25,6 +27,7 @@ TEST(RowCodec, DecodesAGoodRow) {
   EXPECT_EQ(d.error, "");
   EXPECT_EQ(d.event.id, 7);
   EXPECT_EQ(d.event.row_id, 7);
+  EXPECT_EQ(d.event.version, (Version{7, 0}));
   EXPECT_EQ(d.event.aggregate_id, "o-1");
   EXPECT_EQ(d.event.created_at_us, 1700000000000000);
   ASSERT_EQ(d.event.headers.size(), 1u);
@@ -91,6 +94,30 @@ TEST(PgStatusCode, ClassesBySqlState) {
     EXPECT_EQ(PgStatusCode(retriable), StatusCode::kRetriable) << retriable;
   }
   EXPECT_EQ(PgStatusCode("XX000"), StatusCode::kInternal);
+}
+
+// The version orders an aggregate's changes, and its text (what the redis-cache sink stores and
+// compares in Lua) sorts the same way; a version without a minor part keeps the 20-digit form
+// caches written by earlier releases hold.
+TEST(EventVersion, TextSortsAsVersionsCompare) {
+  const Version versions[] = {{0, 0}, {7, 0},  {7, 1},  {7, 12},
+                              {8, 0}, {10, 0}, {10, 3}, {UINT64_MAX, 0}};
+  for (const Version& a : versions) {
+    for (const Version& b : versions) {
+      EXPECT_EQ(a < b, a.ToString() < b.ToString()) << a.ToString() << " vs " << b.ToString();
+      EXPECT_EQ(a == b, a.ToString() == b.ToString());
+    }
+  }
+  EXPECT_EQ((Version{42, 0}).ToString(), "00000000000000000042");
+  EXPECT_EQ((Version{42, 5}).ToString(), "00000000000000000042.00000000000000000005");
+  EXPECT_TRUE((Version{}).empty());
+}
+
+// A row without an id has no version (no row orders it), and neither has a row of id 0.
+TEST(EventVersion, OnlyARowWithAnIdHasOne) {
+  OutboxRow row = GoodRow();
+  row.id = "0";
+  EXPECT_TRUE(DecodeOutboxRow(row).event.version.empty());
 }
 
 }  // namespace

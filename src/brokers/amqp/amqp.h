@@ -10,7 +10,7 @@
 
 #include "brokers/tls.h"
 #include "core/clock.h"
-#include "courier/event.h"
+#include "core/event.h"
 #include "courier/status.h"
 
 typedef struct amqp_connection_state_t_* amqp_connection_state_t;

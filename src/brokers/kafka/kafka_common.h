@@ -11,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include "courier/event.h"
+#include "core/event.h"
 #include "courier/status.h"
 
 namespace courier {

@@ -14,7 +14,7 @@
 
 #include "brokers/kafka/kafka_common.h"
 #include "core/clock.h"
-#include "courier/event.h"
+#include "core/event.h"
 #include "courier/status.h"
 
 namespace courier {

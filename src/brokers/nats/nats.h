@@ -8,7 +8,7 @@
 
 #include "brokers/tls.h"
 #include "core/clock.h"
-#include "courier/event.h"
+#include "core/event.h"
 #include "courier/status.h"
 
 typedef struct __natsConnection natsConnection;

@@ -9,7 +9,7 @@
 //   redis-cache://[user:password@]host:port/PREFIX[?db=N&delete_on=TYPE,TYPE&ttl=SECONDS]
 //     Cache sync: PREFIX:{aggregate_type}:{aggregate_id} holds the payload of the aggregate's
 //     newest event, or is deleted by an event of a `delete_on` type. A Lua script compares
-//     the event's version (its outbox row id) with the last one applied, kept in
+//     the event's version (Event::version: its outbox row id) with the last one applied, kept in
 //     courier:version:<key>, so an older event never overwrites a newer value, whatever the
 //     order of redeliveries.
 #include "brokers/redis/redis.h"
@@ -300,15 +300,14 @@ class RedisCacheSink final : public RedisPipelineSink {
   }
 
   Status Append(const Event& e) override {
-    if (e.row_id <= 0) {
+    if (e.version.empty()) {
       return RejectedError(
           "redis-cache: the event is no outbox row (a logical message), so it has no version to "
           "order it by; write it to the outbox table");
     }
     const std::string key = Key(e);
     const std::string version_key = "courier:version:" + key;
-    char version[24];
-    std::snprintf(version, sizeof version, "%020lld", static_cast<long long>(e.row_id));
+    const std::string version = e.version.ToString();
     const bool del = delete_on_.count(e.event_type) > 0;
     AppendArgv({"EVAL", kCacheScript, "2", key, version_key, version, del ? "del" : "set",
                 del ? std::string_view() : std::string_view(e.payload), ttl_});

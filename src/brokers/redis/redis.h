@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "core/clock.h"
-#include "courier/event.h"
+#include "core/event.h"
 #include "courier/status.h"
 
 struct redisContext;

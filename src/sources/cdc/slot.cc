@@ -394,28 +394,13 @@ Status EndPreviousStream(PGconn* conn, const std::string& slot) {
                         " after ending it");
 }
 
-Result<SlotPosition> ReadSlotPosition(PGconn* conn, const TableNames& t, const std::string& slot) {
-  COURIER_ASSIGN_OR_RETURN(PgResult res,
-                           PgExec(conn,
-                                  "SELECT s.confirmed_flush_lsn::text, r.checkpoint_lsn::text"
-                                  " FROM pg_replication_slots s LEFT JOIN " +
-                                      QuoteIdent(t.CdcSlots()) +
-                                      " r ON r.slot_name = s.slot_name"
-                                      " WHERE s.slot_name = $1",
-                                  {slot}));
+Result<pgoutput::Lsn> ReadSlotConfirmed(PGconn* conn, const std::string& slot) {
+  COURIER_ASSIGN_OR_RETURN(PgResult res, PgExec(conn,
+                                                "SELECT confirmed_flush_lsn::text FROM"
+                                                " pg_replication_slots WHERE slot_name = $1",
+                                                {slot}));
   if (PQntuples(res.get()) != 1) return RetriableError("replication slot " + slot + " disappeared");
-  SlotPosition position;
-  COURIER_ASSIGN_OR_RETURN(position.confirmed, pgoutput::ParseLsn(PQgetvalue(res.get(), 0, 0)));
-  if (!PQgetisnull(res.get(), 0, 1)) {
-    COURIER_ASSIGN_OR_RETURN(position.checkpoint_lsn,
-                             pgoutput::ParseLsn(PQgetvalue(res.get(), 0, 1)));
-  }
-  return position;
-}
-
-std::string RecordCheckpointSql(const TableNames& t) {
-  return "UPDATE " + QuoteIdent(t.CdcSlots()) +
-         " SET checkpoint_lsn = $2::pg_lsn WHERE slot_name = $1";
+  return pgoutput::ParseLsn(PQgetvalue(res.get(), 0, 0));
 }
 
 Status EnsureCheckpointColumn(PGconn* conn, const TableNames& t, const std::string& source) {

@@ -2,7 +2,7 @@
 // replication slot and publication, the publication and the slot themselves (created, verified,
 // recreated when lost, stale or half-created; slots other outboxes or programs own refused),
 // the bookkeeping table that registers them (`<outbox>_cdc_slot`), and ending a previous
-// relay's walsender that still holds the slot. PrepareCdc (sources/source.h) is all of it that
+// relay's walsender that still holds the slot. PrepareCdc (at the end) is all of it that
 // `courier migrate --mode cdc` needs.
 //
 // Thread-safety: functions over a caller-owned connection.
@@ -42,16 +42,20 @@ Status EnsureCheckpointColumn(PGconn* conn, const TableNames& tables, const std:
 // (a frozen relay keeps it until wal_sender_timeout) and waits until the slot is free.
 Status EndPreviousStream(PGconn* conn, const std::string& slot);
 
-// Where the slot's stream starts: the slot's confirmed position, and the relay's own
-// checkpoint_lsn from the bookkeeping table if it stored one. kRetriable when the slot is gone.
-struct SlotPosition {
-  pgoutput::Lsn confirmed = 0;
-  std::optional<pgoutput::Lsn> checkpoint_lsn;
-};
-Result<SlotPosition> ReadSlotPosition(PGconn* conn, const TableNames& tables,
-                                      const std::string& slot);
-
-// The statement that stores the relay's checkpoint_lsn: $1 the slot, $2 the LSN as text.
-std::string RecordCheckpointSql(const TableNames& tables);
+// The slot's confirmed position (the relay's own, more exact one is in its CheckpointStore,
+// stores/checkpoint_store.h). kRetriable when the slot is gone.
+Result<pgoutput::Lsn> ReadSlotConfirmed(PGconn* conn, const std::string& slot);
 
 }  // namespace courier::cdc
+
+namespace courier {
+
+// CDC set-up shared by the source and `courier migrate`: the publication, then the slot. A
+// missing (or invalidated) slot is created with an exported snapshot, and the outbox rows
+// visible in that snapshot are recorded in the backfill table in the same step.
+// Creating a slot waits for transactions open at that moment to end; `stop` cancels it.
+// `slot_stale` recreates an existing slot (it cannot decode with the current publication).
+Status PrepareCdc(PGconn* conn, const std::string& conninfo, const TableNames& tables,
+                  const CdcOptions& cdc, const StopSignal& stop, bool slot_stale = false);
+
+}  // namespace courier
