@@ -549,7 +549,8 @@ Result<std::unique_ptr<Relay>> Relay::Create(const RelayOptions& options) {
           "--shard needs a polled PostgreSQL outbox (CDC reads one slot in commit order; "
           "SQLite has one writer)");
     }
-    source_options.shard = ShardCondition("o", options.shard_index, options.shard_count);
+    source_options.shard_index = options.shard_index;
+    source_options.shard_count = options.shard_count;
   }
   COURIER_ASSIGN_OR_RETURN(std::unique_ptr<Source> source, MakeSource(source_options));
   std::vector<std::unique_ptr<Sink>> sinks;

@@ -252,9 +252,7 @@ class PostgresCdcSource final : public Source {
   Status OpenBackfill() {
     SourceOptions o = options_;
     o.cdc = CdcOptions{};
-    o.filter = "o.id IN (SELECT outbox_id FROM " + QuoteIdent(options_.tables.CdcBackfill()) +
-               " WHERE slot_name = $2)";
-    o.filter_arg = names_.slot;
+    o.backfill_slot = names_.slot;
     backfill_ = MakePostgresPollSource(o, conninfo_);
     return backfill_->Open();
   }

@@ -146,12 +146,19 @@ class PostgresPollSource final : public Source {
       return st;
     }
     COURIER_ASSIGN_OR_RETURN(payload_is_bytea_, PayloadIsBytea(conn_.get(), outbox));
+    const std::string backfill = options_.backfill_slot.empty()
+                                     ? ""
+                                     : " AND o.id IN (SELECT outbox_id FROM " +
+                                           QuoteIdent(options_.tables.CdcBackfill()) +
+                                           " WHERE slot_name = $2)";
+    const std::string shard =
+        options_.shard_count > 1
+            ? " AND " + ShardCondition("o", options_.shard_index, options_.shard_count)
+            : "";
     fetch_sql_ = "SELECT id, event_id::text, aggregate_type, aggregate_id, event_type, payload" +
                  std::string(payload_is_bytea_ ? "" : "::text") + ", headers::text, " +
                  PgCreatedAtSql("o.created_at") + " FROM " + outbox +
-                 " o WHERE published_at IS NULL" +
-                 (options_.filter.empty() ? "" : " AND (" + options_.filter + ")") +
-                 (options_.shard.empty() ? "" : " AND " + options_.shard) + " ORDER BY id LIMIT $1";
+                 " o WHERE published_at IS NULL" + backfill + shard + " ORDER BY id LIMIT $1";
     checkpoint_sql_ =
         options_.mode == CheckpointMode::kDelete
             ? "DELETE FROM " + outbox + " WHERE id = ANY($1::int8[])"
@@ -159,8 +166,7 @@ class PostgresPollSource final : public Source {
     // SKIP LOCKED: cleaners (one per shard) never wait on each other's rows.
     cleanup_sql_ = "DELETE FROM " + outbox + " WHERE id IN (SELECT id FROM " + outbox +
                    " o WHERE published_at < now() - make_interval(secs => $1::float8 / 1000)" +
-                   (options_.shard.empty() ? "" : " AND " + options_.shard) +
-                   " LIMIT 10000 FOR UPDATE SKIP LOCKED)";
+                   shard + " LIMIT 10000 FOR UPDATE SKIP LOCKED)";
     return Status::Ok();
   }
 
@@ -169,7 +175,7 @@ class PostgresPollSource final : public Source {
 
   Result<FetchedBatch> Fetch(size_t max) override {
     PgParams params = {std::to_string(max)};
-    if (!options_.filter.empty()) params.push_back(options_.filter_arg);
+    if (!options_.backfill_slot.empty()) params.push_back(options_.backfill_slot);
     COURIER_ASSIGN_OR_RETURN(PgResult res, PgExec(conn_.get(), fetch_sql_, params));
     PGresult* r = res.get();
     const int rows = PQntuples(r);

@@ -82,12 +82,12 @@ struct SourceOptions {
   CheckpointMode mode = CheckpointMode::kDelete;
   Duration poll_interval = kDefaultPollInterval;  // Wait()'s wait for new rows between polls
   CdcOptions cdc;  // enabled: read the write-ahead log instead of polling
-  // Polling only: an extra SQL condition on the outbox rows (alias o) with $2 bound to
-  // `filter_arg`. The CDC source drains its backfill through it.
-  std::string filter;
-  std::string filter_arg;
-  // Polling PostgreSQL: only this shard's aggregates (ShardCondition on alias o).
-  std::string shard;
+  // Polling PostgreSQL: only the outbox rows that the CDC slot of this name recorded in its
+  // backfill table (TableNames::CdcBackfill); the CDC source drains its backfill this way.
+  std::string backfill_slot;
+  // Polling PostgreSQL: only the aggregates of shard `shard_index` of `shard_count` (1: all).
+  int shard_index = 0;
+  int shard_count = 1;
   // Times Wait() and the CDC source's deadlines (not owned); null: the real clock.
   Clock* clock = nullptr;
   // CDC: where the relay's position is kept, made for the slot's name once the source knows
