@@ -30,8 +30,17 @@ Result<SqliteDb> SqliteOpen(const std::string& path, bool create) {
                                 "': " + sqlite3_errstr(rc) +
                                 (create ? "" : " (does the file exist? run courier migrate)"));
   }
-  sqlite3_busy_timeout(db.get(), 10000);
-  COURIER_RETURN_IF_ERROR(SqliteExec(db.get(), "PRAGMA journal_mode=WAL"));
+  constexpr int kBusyMs = 10000;
+  sqlite3_busy_timeout(db.get(), kBusyMs);
+  // Switching a new file to WAL needs it to itself; SQLite answers SQLITE_BUSY at once, without
+  // the busy handler, while another connection is opening it too (two migrates, or a relay
+  // and a migrate, on a file that did not exist): try again for as long as the busy timeout.
+  Status wal = SqliteExec(db.get(), "PRAGMA journal_mode=WAL");
+  for (int waited = 0; wal.code() == StatusCode::kRetriable && waited < kBusyMs; waited += 5) {
+    sqlite3_sleep(5);
+    wal = SqliteExec(db.get(), "PRAGMA journal_mode=WAL");
+  }
+  COURIER_RETURN_IF_ERROR(wal);
   // NORMAL is durable in WAL mode against process crashes, which is what the relay needs.
   COURIER_RETURN_IF_ERROR(SqliteExec(db.get(), "PRAGMA synchronous=NORMAL"));
   return db;
