@@ -12,6 +12,17 @@ namespace {
 class SchemaVersions : public ::testing::TestWithParam<bool> {
  protected:
   bool postgres() const { return GetParam(); }
+  // A database nothing was migrated in yet (TestDb::Make migrates).
+  void EmptyDatabase(TestDb* db) const {
+    db->postgres = postgres();
+    if (!postgres()) {
+      db->url = "sqlite://" + db->dir.File("app.db");
+      return;
+    }
+    auto url = SharedPostgres().NewDatabase();
+    ASSERT_OK(url);
+    db->url = *url;
+  }
   // PostgreSQL knows 1 outbox … 5 cdc_bookkeeping; SQLite 1 outbox … 3 inbox.
   std::vector<std::string> Known() const {
     if (postgres()) {
@@ -122,14 +133,7 @@ std::vector<std::string> WithVersion(std::vector<std::string> names) {
 
 TEST_P(SchemaVersions, FreshDatabaseRecordsEveryVersionThenAppliesNothing) {
   TestDb db;
-  db.postgres = postgres();
-  if (postgres()) {
-    auto url = SharedPostgres().NewDatabase();
-    ASSERT_OK(url);
-    db.url = *url;
-  } else {
-    db.url = "sqlite://" + db.dir.File("app.db");
-  }
+  ASSERT_NO_FATAL_FAILURE(EmptyDatabase(&db));
   MigrateReport first;
   ASSERT_OK(Migrate(db.url, TableNames{}, CdcOptions{}, nullptr, &first));
   EXPECT_EQ(Names(first.applied), Known());
@@ -222,14 +226,7 @@ TEST_P(SchemaVersions, TwoOutboxesInOneDatabaseKeepSeparateRecords) {
 // each version is applied by exactly one of them, and recorded once.
 TEST_P(SchemaVersions, ConcurrentMigratesApplyEachVersionOnce) {
   TestDb db;
-  db.postgres = postgres();
-  if (postgres()) {
-    auto url = SharedPostgres().NewDatabase();
-    ASSERT_OK(url);
-    db.url = *url;
-  } else {
-    db.url = "sqlite://" + db.dir.File("app.db");
-  }
+  ASSERT_NO_FATAL_FAILURE(EmptyDatabase(&db));
   constexpr int kRuns = 4;
   std::vector<MigrateReport> reports(kRuns);
   std::vector<Status> results(kRuns);
