@@ -26,6 +26,10 @@ struct Event {
   Headers headers;             // user headers, passed as broker headers
   int64_t created_at_us = 0;   // commit-side time, microseconds since the Unix epoch
   Version version;             // orders the events of one aggregate (courier/event.h)
+  // A change of a captured table (sources/cdc/change.h): aggregate_type is the table,
+  // aggregate_id its primary key, event_type insert/update/delete/read/truncate, and the
+  // payload carries the row ("after") for sinks that mirror rows (cache, search index).
+  bool table_change = false;
 };
 
 }  // namespace courier

@@ -54,6 +54,7 @@ void RenderChange(const RowChange& change, ChangeFormat /*format*/, uint64_t sys
     out->aggregate_id = key.empty() ? "" : key.dump();
   }
   out->event_type = OpName(change.op);
+  out->table_change = true;
   out->event_id = MessageEventId(change.commit_lsn + change.position, system_id);
   out->version = Version{change.commit_lsn, change.position};
   out->created_at_us = change.commit_time_us;

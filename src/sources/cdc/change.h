@@ -61,9 +61,9 @@ enum class ChangeFormat {
               // aggregate_id (the Kafka key) = the key object {"id":42}
 };
 
-// Fills aggregate_type, aggregate_id, event_type, event_id, version, payload and created_at_us
-// of `out` (id, row_id and headers are the caller's). `system_id`: the cluster's identifier
-// (IDENTIFY_SYSTEM), part of the event id.
+// Fills table_change (true), aggregate_type, aggregate_id, event_type, event_id, version, payload
+// and created_at_us of `out` (id, row_id and headers are the caller's). `system_id`: the cluster's
+// identifier (IDENTIFY_SYSTEM), part of the event id.
 void RenderChange(const RowChange& change, ChangeFormat format, uint64_t system_id, Event* out);
 
 // A column value in pgoutput's text form as JSON, exactly as to_jsonb renders it: numbers as
