@@ -37,11 +37,11 @@ build() {  # build DIR [cmake args...]
 }
 
 run_tests() {  # run_tests DIR [CHAOS_FILTER]
-  # Two test binaries at a time (each starts its own servers on free ports, and they spend
-  # most of their time waiting on them); the chaos tests run alone, as they want the machine's
-  # two cores. The chaos run is verbose so that its counters (lost, ghosts, duplicates, kills)
+  # Three test processes at a time (binaries, or gtest shards of the big ones: each starts its
+  # own servers on free ports, and they spend most of their time waiting on them); the chaos
+  # tests run alone, as they want the machine's two cores. The chaos run is verbose so that its counters (lost, ghosts, duplicates, kills)
   # are in the log. CHAOS_FILTER (a gtest filter) picks which chaos tests.
-  (cd "$1" && ctest --output-on-failure -j 2 -L 'unit|integration' &&
+  (cd "$1" && ctest --output-on-failure -j 3 -L 'unit|integration' &&
      GTEST_FILTER=${2:-*} ctest --output-on-failure -V -L chaos)
 }
 
@@ -83,7 +83,7 @@ case "${1:-}" in
     run_tests build ;;
   sanitize)
     install "${BUILD_DEPS[@]}" "${TEST_DEPS[@]}"
-    build build-asan -DCOURIER_SANITIZE=ON
+    build build-asan -DCOURIER_SANITIZE=ON -DCOURIER_BENCH=OFF
     # The chaos budgets ran once already, in `test`: here only the production chaos run (every
     # fault at once: kills, freezes, broker and database restarts) checks the same paths under
     # the sanitizers, for a shorter time.
