@@ -46,6 +46,12 @@ struct RelayOptions {
   Mode mode = Mode::kPoll;
   std::string slot;         // CDC: empty means courier_<database>_<table>
   std::string publication;  // CDC: empty means the outbox table's name
+  // CDC: tables whose inserts, updates, deletes and truncates are published too, beside the
+  // outbox's events ("public.products, public.orders (id, status) WHERE (status <> 'x')";
+  // docs/table-cdc.md), and the shape of their events: courier's or Debezium's envelope.
+  std::vector<std::string> capture;
+  enum class ChangeFormat { kCourier, kDebezium };
+  ChangeFormat change_format = ChangeFormat::kCourier;
   size_t batch_size = 1000;
   std::chrono::milliseconds poll_interval = kDefaultPollInterval;
   // Retain mode: stamp published_at instead of deleting; delete after `retention`.

@@ -16,7 +16,8 @@ CLI::App* AddMigrateCommand(CLI::App& app, MigrateFlags* f, CommonFlags* common)
   CLI::App* cmd = app.add_subcommand(
       "migrate",
       "Create the outbox and dead-letter tables (idempotent, safe to re-run). With --mode cdc\n"
-      "also the publication and the replication slot (run it as the table's owner).");
+      "also the publication and the replication slot (run it as the table's owner); with\n"
+      "--capture also the tables whose changes the relay publishes (docs/table-cdc.md).");
   AddSourceOption(cmd, &f->source);
   cmd->add_option("--mode", f->mode, "poll, or cdc to prepare change data capture")
       ->type_name("poll|cdc")
@@ -27,6 +28,7 @@ CLI::App* AddMigrateCommand(CLI::App& app, MigrateFlags* f, CommonFlags* common)
   cmd->add_option("--publication", f->cdc.publication,
                   "CDC: publication (default: the table's name)")
       ->type_name("NAME");
+  AddCaptureOption(cmd, &f->cdc.capture);
   AddTableOptions(cmd, &f->tables.outbox, &f->tables.dead_letter);
   AddCommonFlags(cmd, common);
   return cmd;
@@ -36,7 +38,8 @@ int RunMigrate(const MigrateFlags& f) {
   auto is_cdc = ParseMode(f.mode);
   if (!is_cdc.ok()) return Fail(is_cdc.status());
   CdcOptions cdc = f.cdc;
-  cdc.enabled = *is_cdc;
+  // Capturing tables is change data capture.
+  cdc.enabled = *is_cdc || !cdc.capture.empty();
   MigrateReport report;
   Status st = Migrate(f.source, f.tables, cdc, &StopRequest(), &report);
   if (!st.ok()) return Fail(st);
@@ -52,6 +55,10 @@ int RunMigrate(const MigrateFlags& f) {
   }
   std::printf("migrated %s: %s%s\n", RedactUrl(f.source).c_str(), what.c_str(),
               cdc.enabled ? "; publication and replication slot ready" : "");
+  if (!report.captured.empty()) {
+    std::printf("capturing %s (publication %s)\n", join(report.captured).c_str(),
+                report.publication.c_str());
+  }
   std::string applied;
   for (const AppliedMigration& m : report.applied) {
     applied += (applied.empty() ? "applied " : ", ") + std::to_string(m.version) + " " + m.name;

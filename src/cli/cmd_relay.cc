@@ -91,6 +91,13 @@ CLI::App* AddRelayCommand(CLI::App& app, RelayFlags* f, CommonFlags* common) {
                   "Publication of the outbox, created if missing (default: the table's name)")
       ->type_name("NAME")
       ->group(kCdc);
+  AddCaptureOption(cmd, &f->options.capture, kCdc);
+  cmd->add_option("--format", f->format,
+                  "Shape of captured tables' events: courier, or debezium (Debezium's change "
+                  "event envelope)")
+      ->type_name("courier|debezium")
+      ->capture_default_str()
+      ->group(kCdc);
   const std::string kHa = "High availability and scale-out";
   cmd->add_option("--lease", f->lease,
                   "PostgreSQL: the active relay's lease; a standby (the same command run "

@@ -51,6 +51,10 @@ void AddSourceOption(CLI::App* cmd, std::string* url);
 // --table and --dead-letter-table, showing the defaults they hold; in `group` unless empty.
 void AddTableOptions(CLI::App* cmd, std::string* outbox, std::string* dead_letter,
                      const std::string& group = "");
+// --capture (relay, migrate): tables whose changes are published (sources/cdc/capture_setup.h),
+// comma-separated and repeatable.
+void AddCaptureOption(CLI::App* cmd, std::vector<std::string>* capture,
+                      const std::string& group = "");
 
 // What the commands share while they are set up and run: the parser, the flags every command
 // takes, and the relay's flags (`config check` checks a file as the relay would read it).

@@ -111,6 +111,17 @@ void AddTableOptions(CLI::App* cmd, std::string* outbox, std::string* dead_lette
   }
 }
 
+void AddCaptureOption(CLI::App* cmd, std::vector<std::string>* capture, const std::string& group) {
+  CLI::Option* o =
+      cmd->add_option("--capture", *capture,
+                      "Tables whose inserts, updates, deletes and truncates are published too "
+                      "(change data capture): 'public.products, public.orders (id, status) "
+                      "WHERE (status <> ''draft'')'; repeatable (docs/table-cdc.md)")
+          ->type_name("TABLES")
+          ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  if (!group.empty()) o->group(group);
+}
+
 namespace {
 
 Status ApplyCommonFlags(const CommonFlags& f) {

@@ -14,6 +14,7 @@
 #include "core/http_endpoint.h"
 #include "core/url.h"
 #include "relay/relay_internal.h"
+#include "sources/cdc/capture_setup.h"
 
 namespace courier::cli {
 
@@ -78,6 +79,17 @@ std::vector<FlagError> CheckRelayFlags(RelayFlags& f) {
   check("backoff-max", ParseFlagDuration("--backoff-max", f.backoff_max, &o.backoff_max));
   check("lease", ParseFlagDuration("--lease", f.lease, &o.lease));
   if (!f.shard.empty()) check("shard", ParseShard(f.shard, &o));
+  if (f.format == "courier" || f.format == "debezium") {
+    o.change_format = f.format == "debezium" ? RelayOptions::ChangeFormat::kDebezium
+                                             : RelayOptions::ChangeFormat::kCourier;
+  } else {
+    check("format",
+          InvalidArgumentError("--format must be courier or debezium, not '" + f.format + "'"));
+  }
+  for (size_t i = 0; i < o.capture.size(); ++i) {
+    Status st = cdc::ParseCaptureList({o.capture[i]}).status();
+    if (!st.ok()) errors.push_back({"capture", i, std::move(st)});
+  }
   if (f.dead_letter_policy == "park") {
     o.dead_letter_policy = RelayOptions::DeadLetterPolicy::kPark;
   } else if (f.dead_letter_policy == "skip") {

@@ -35,6 +35,8 @@ struct RelayFlags {
       options.dead_letter_policy == RelayOptions::DeadLetterPolicy::kSkip ? "skip" : "park";
   std::string lease = FormatDuration(options.lease);
   std::string shard;
+  std::string format =
+      options.change_format == RelayOptions::ChangeFormat::kDebezium ? "debezium" : "courier";
   int metrics_port = 0;
   std::string metrics_host = "127.0.0.1";
   // /readyz (CheckReadiness): a setting of the command's HTTP endpoint, not of the relay.

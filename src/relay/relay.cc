@@ -542,6 +542,14 @@ Result<std::unique_ptr<Relay>> Relay::Create(const RelayOptions& options) {
   source_options.cdc.enabled = options.mode == RelayOptions::Mode::kCdc;
   source_options.cdc.slot = options.slot;
   source_options.cdc.publication = options.publication;
+  source_options.cdc.capture = options.capture;
+  source_options.cdc.change_format = options.change_format == RelayOptions::ChangeFormat::kDebezium
+                                         ? cdc::ChangeFormat::kDebezium
+                                         : cdc::ChangeFormat::kCourier;
+  if (!options.capture.empty() && options.mode != RelayOptions::Mode::kCdc) {
+    return InvalidArgumentError(
+        "--capture needs --mode cdc: table changes are read from the write-ahead log");
+  }
   if (options.shard_count > 1) {
     COURIER_ASSIGN_OR_RETURN(SourceLocation loc, ParseSourceUrl(options.source_url));
     if (loc.kind != SourceLocation::Kind::kPostgres || options.mode != RelayOptions::Mode::kPoll) {

@@ -8,6 +8,7 @@
 #include "core/sqlite.h"
 #include "schema/migrations.h"
 #include "schema/table_shape.h"
+#include "sources/cdc/capture_setup.h"
 #include "sources/cdc/slot.h"
 #include "sources/source.h"
 
@@ -241,14 +242,27 @@ Status Migrate(const std::string& source_url, const TableNames& tables, const Cd
     COURIER_RETURN_IF_ERROR(RefuseNewer(tables, recorded, migrations.back().version));
     // An existing table the relay cannot use is named before anything changes.
     COURIER_RETURN_IF_ERROR(CheckTableShapes(conn.get(), tables));
+    // So is a table that cannot be captured.
+    COURIER_ASSIGN_OR_RETURN(std::vector<cdc::CaptureSpec> capture,
+                             cdc::ParseCaptureList(cdc.capture));
+    if (!capture.empty()) COURIER_RETURN_IF_ERROR(cdc::CheckCapture(conn.get(), tables, capture));
     COURIER_RETURN_IF_ERROR(
         Apply(db, tables, migrations, out).WithContext("migrate " + QuoteIdent(tables.outbox)));
     const StopSignal never;
-    if (cdc.enabled) return PrepareCdc(conn.get(), loc.target, tables, cdc, stop ? *stop : never);
+    if (!cdc.enabled && capture.empty()) return Status::Ok();
+    COURIER_RETURN_IF_ERROR(PrepareCdc(conn.get(), loc.target, tables, cdc, stop ? *stop : never));
+    if (capture.empty()) return Status::Ok();
+    COURIER_ASSIGN_OR_RETURN(cdc::CdcNames names, cdc::ResolveNames(conn.get(), tables, cdc));
+    COURIER_ASSIGN_OR_RETURN(std::vector<cdc::CapturedTable> captured,
+                             cdc::PrepareCapture(conn.get(), tables, names.publication, capture,
+                                                 cdc::CaptureSetup::kMigrate));
+    for (const cdc::CapturedTable& t : captured) out->captured.push_back(t.qualified);
+    out->publication = names.publication;
     return Status::Ok();
   }
-  if (cdc.enabled) {
-    return InvalidArgumentError("--mode cdc needs PostgreSQL; a SQLite outbox is polled");
+  if (cdc.enabled || !cdc.capture.empty()) {
+    return InvalidArgumentError(std::string(cdc.enabled ? "--mode cdc" : "--capture") +
+                                " needs PostgreSQL; a SQLite outbox is polled");
   }
   COURIER_ASSIGN_OR_RETURN(SqliteDb sqlite, SqliteOpen(loc.target, /*create=*/true));
   SqliteSchemaDb db(sqlite.get());

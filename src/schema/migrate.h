@@ -29,6 +29,9 @@ struct MigrateReport {
   int recorded_before = 0;
   int version = 0;
   std::vector<AppliedMigration> applied;
+  // --capture: the tables captured (schema.table) and the publication that carries them.
+  std::vector<std::string> captured;
+  std::string publication;
 };
 
 // The outbox's version table, beside it: one row per migration applied (version, name,
@@ -41,7 +44,9 @@ std::string SchemaVersionsTable(const TableNames& tables);
 // and CDC bookkeeping tables. Tables of a courier that recorded nothing are adopted unchanged.
 // A recorded version above what this courier knows is refused (kInvalidArgument) before
 // anything changes. With `cdc.enabled` (PostgreSQL only) also the publication and the
-// replication slot, recording the rows already in the outbox to be published first.
+// replication slot, recording the rows already in the outbox to be published first. With
+// `cdc.capture` also (implying CDC) the captured tables, checked before anything changes and
+// added to the publication (sources/cdc/capture_setup.h).
 // `report`, when given, receives what it did.
 Status Migrate(const std::string& source_url, const TableNames& tables,
                const CdcOptions& cdc = CdcOptions{}, const StopSignal* stop = nullptr,

@@ -188,6 +188,17 @@ Status CdcBookkeeping(PGconn* conn, const TableNames& t) {
                    " PRIMARY KEY (slot_name, outbox_id))");
 }
 
+// 6: table capture (sources/cdc/capture_setup.h): the tables whose changes the outbox's
+// stream carries, as `courier migrate --capture` (or the relay) added them.
+Status CdcCapture(PGconn* conn, const TableNames& t) {
+  return PgRun(conn, "CREATE TABLE IF NOT EXISTS " + QuoteIdent(t.CdcCapture()) +
+                         " ("
+                         " table_name text PRIMARY KEY,"
+                         " relation oid NOT NULL,"
+                         " spec text NOT NULL,"
+                         " added_at timestamptz NOT NULL DEFAULT now())");
+}
+
 }  // namespace
 
 std::string BaseName(const std::string& name) {
@@ -205,6 +216,7 @@ std::vector<Migration> PostgresMigrations(PGconn* conn, const TableNames& t) {
       {3, "leases", {t.Leases()}, bind(Leases)},
       {4, "inbox", {t.inbox, t.InboxParked()}, bind(Inbox)},
       {5, "cdc_bookkeeping", {t.CdcSlots(), t.CdcBackfill()}, bind(CdcBookkeeping)},
+      {6, "cdc_capture", {t.CdcCapture()}, bind(CdcCapture)},
   };
 }
 

@@ -179,13 +179,22 @@ Result<Message> ParseMessage(std::string_view payload) {
           !r.Byte(&identity) || !r.Int(&ncols) || ncols < 0) {
         return Truncated(kind);
       }
+      m.relation.replica_identity = static_cast<char>(identity);
       m.relation.columns.resize(static_cast<size_t>(ncols));
       for (Column& c : m.relation.columns) {
         uint8_t flags = 0;
-        int32_t typmod = 0;
-        if (!r.Byte(&flags) || !r.String(&c.name) || !r.Int(&c.type_oid) || !r.Int(&typmod)) {
+        if (!r.Byte(&flags) || !r.String(&c.name) || !r.Int(&c.type_oid) ||
+            !r.Int(&c.type_modifier)) {
           return Truncated(kind);
         }
+        c.key = (flags & 1) != 0;
+      }
+      return m;
+    }
+    case 'Y': {
+      m.kind = Message::Kind::kType;
+      if (!r.Int(&m.type_oid) || !r.String(&m.type_schema) || !r.String(&m.type_name)) {
+        return Truncated(kind);
       }
       return m;
     }
@@ -194,6 +203,42 @@ Result<Message> ParseMessage(std::string_view payload) {
       uint8_t marker = 0;
       if (!r.Int(&m.relation_id) || !r.Byte(&marker) || marker != 'N' || !ReadTuple(r, &m.values)) {
         return Truncated(kind);
+      }
+      return m;
+    }
+    case 'U': {
+      m.kind = Message::Kind::kUpdate;
+      uint8_t marker = 0;
+      if (!r.Int(&m.relation_id) || !r.Byte(&marker)) return Truncated(kind);
+      if (marker == 'K' || marker == 'O') {
+        m.old_kind = static_cast<char>(marker);
+        if (!ReadTuple(r, &m.old_values) || !r.Byte(&marker)) return Truncated(kind);
+      }
+      if (marker != 'N' || !ReadTuple(r, &m.values)) return Truncated(kind);
+      return m;
+    }
+    case 'D': {
+      m.kind = Message::Kind::kDelete;
+      uint8_t marker = 0;
+      if (!r.Int(&m.relation_id) || !r.Byte(&marker) || (marker != 'K' && marker != 'O') ||
+          !ReadTuple(r, &m.old_values)) {
+        return Truncated(kind);
+      }
+      m.old_kind = static_cast<char>(marker);
+      return m;
+    }
+    case 'T': {
+      m.kind = Message::Kind::kTruncate;
+      int32_t n = 0;
+      uint8_t options = 0;
+      if (!r.Int(&n) || n < 0 || !r.Byte(&options)) return Truncated(kind);
+      m.truncate_cascade = (options & 1) != 0;
+      m.truncate_restart_identity = (options & 2) != 0;
+      // Bounded by what the message holds, not by what it claims.
+      for (int32_t i = 0; i < n; ++i) {
+        uint32_t id = 0;
+        if (!r.Int(&id)) return Truncated(kind);
+        m.relation_ids.push_back(id);
       }
       return m;
     }

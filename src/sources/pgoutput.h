@@ -2,8 +2,9 @@
 // logical decoding protocol (version 1, with logical messages), as documented in
 // "Streaming Replication Protocol" and "Logical Replication Message Formats".
 //
-// Only what the CDC source needs is decoded: transaction boundaries, relations, inserts and
-// logical messages. Everything else is recognised and skipped.
+// Decoded: transaction boundaries, relations (with their replica identity and key columns),
+// types, inserts, updates and deletes (with the old key or old row when the server sends it),
+// truncates and logical messages. Origin and streaming messages are recognised and skipped.
 //
 // Thread-safety: plain functions over caller-owned buffers.
 #pragma once
@@ -50,11 +51,17 @@ std::string StandbyStatusUpdate(Lsn received, Lsn flush, int64_t now_unix_us, bo
 struct Column {
   std::string name;
   uint32_t type_oid = 0;
+  int32_t type_modifier = -1;
+  // Part of the replica identity (the primary key, the REPLICA IDENTITY index, or every
+  // column under REPLICA IDENTITY FULL).
+  bool key = false;
 };
 struct Relation {
-  uint32_t id = 0;
+  uint32_t id = 0;  // the table's OID
   std::string schema;
   std::string name;
+  // relreplident: 'd' default (the primary key), 'n' nothing, 'f' full, 'i' an index.
+  char replica_identity = 'd';
   std::vector<Column> columns;
 };
 
@@ -70,8 +77,12 @@ struct Message {
     kCommit,
     kRelation,
     kInsert,
+    kUpdate,
+    kDelete,
+    kTruncate,
+    kType,
     kLogicalMessage,
-    kOther  // update, delete, truncate, type, origin: not needed by the outbox
+    kOther  // origin, streaming: not used
   } kind = Kind::kOther;
   // kBegin
   Lsn final_lsn = 0;
@@ -82,9 +93,23 @@ struct Message {
   Lsn end_lsn = 0;
   // kRelation
   Relation relation;
-  // kInsert: the relation id and the new tuple's values, in the relation's column order
+  // kInsert, kUpdate: the relation id and the new tuple's values, in the relation's column
+  // order. kDelete: the relation id (values empty).
   uint32_t relation_id = 0;
   std::vector<Value> values;
+  // kUpdate, kDelete: the old tuple as the server sent it: 'K' only the replica identity's
+  // columns (the others are null), 'O' the whole old row (REPLICA IDENTITY FULL), or 0 when
+  // an update sent none (its key did not change). Always 'K' or 'O' for a delete.
+  char old_kind = 0;
+  std::vector<Value> old_values;
+  // kTruncate: the tables truncated together, and TRUNCATE's options.
+  std::vector<uint32_t> relation_ids;
+  bool truncate_cascade = false;
+  bool truncate_restart_identity = false;
+  // kType: a type the relations use that is not built in (its OID is `type_oid`).
+  uint32_t type_oid = 0;
+  std::string type_schema;
+  std::string type_name;
   // kLogicalMessage
   bool transactional = false;
   Lsn message_lsn = 0;

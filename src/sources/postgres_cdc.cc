@@ -11,10 +11,11 @@
 // the stream of everything committed after the snapshot.
 //
 // This file glues the pieces under cdc/: slot administration (slot.h), the replication stream
-// and its keepalive thread (stream.h), the LSN ledger (lsn_ledger.h) and the decoding of what
-// the stream carries into events (decode.h). What stays here is the Source: its states, the
-// events in flight and their redelivery, and checkpoints (rows deleted, dead letters written,
-// checkpoint_lsn stored, in one transaction).
+// and its keepalive thread (stream.h), the LSN ledger (lsn_ledger.h), the decoding of what
+// the stream carries into events (decode.h), and table capture (capture_setup.h, capture.h:
+// the changes of captured tables, rendered by change.h, beside the outbox's events). What stays
+// here is the Source: its states, the events in flight and their redelivery, and checkpoints (rows
+// deleted, dead letters written, checkpoint_lsn stored, in one transaction).
 //
 // Threads: the relay thread drives the source; the stream's keepalive thread only reports the
 // positions the source handed it.
@@ -30,6 +31,8 @@
 #include "core/url.h"
 #include "core/uuid.h"
 #include "schema/table_shape.h"
+#include "sources/cdc/capture.h"
+#include "sources/cdc/capture_setup.h"
 #include "sources/cdc/decode.h"
 #include "sources/cdc/lsn_ledger.h"
 #include "sources/cdc/slot.h"
@@ -61,6 +64,7 @@ class PostgresCdcSource final : public Source {
     COURIER_RETURN_IF_ERROR(CheckTableShapes(conn_.get(), options_.tables));
     COURIER_RETURN_IF_ERROR(CheckRelayPrivileges(conn_.get(), options_.tables, options_.mode));
     COURIER_ASSIGN_OR_RETURN(names_, cdc::ResolveNames(conn_.get(), options_.tables, options_.cdc));
+    COURIER_ASSIGN_OR_RETURN(capture_specs_, cdc::ParseCaptureList(options_.cdc.capture));
     COURIER_ASSIGN_OR_RETURN(parking_, PgEventParking::Prepare(conn_.get(), options_.tables));
     const std::string outbox = QuoteIdent(options_.tables.outbox);
     checkpoint_sql_ = options_.mode == CheckpointMode::kDelete
@@ -87,6 +91,7 @@ class PostgresCdcSource final : public Source {
     COURIER_RETURN_IF_ERROR(
         PrepareCdc(conn_.get(), conninfo_, options_.tables, options_.cdc, stop, slot_stale_));
     slot_stale_ = false;
+    COURIER_RETURN_IF_ERROR(ActivateCapture());
     COURIER_RETURN_IF_ERROR(OpenBackfill());
     state_ = State::kBackfill;
     return Status::Ok();
@@ -184,6 +189,7 @@ class PostgresCdcSource final : public Source {
     handed_.clear();
     ledger_ = cdc::LsnLedger{};
     columns_.clear();
+    capture_.Reset();
     state_ = State::kClosed;
   }
 
@@ -247,6 +253,20 @@ class PostgresCdcSource final : public Source {
       }
       settled = true;
     }
+  }
+
+  // The captured tables are in the publication (added now if `courier migrate --capture` did
+  // not), and their changes are decoded from here on.
+  Status ActivateCapture() {
+    std::set<uint32_t> oids;
+    if (!capture_specs_.empty()) {
+      COURIER_ASSIGN_OR_RETURN(std::vector<cdc::CapturedTable> captured,
+                               cdc::PrepareCapture(conn_.get(), options_.tables, names_.publication,
+                                                   capture_specs_, cdc::CaptureSetup::kRelay));
+      for (const cdc::CapturedTable& t : captured) oids.insert(t.oid);
+    }
+    capture_.SetTables(std::move(oids));
+    return Status::Ok();
   }
 
   Status OpenBackfill() {
@@ -340,19 +360,25 @@ class PostgresCdcSource final : public Source {
       case Kind::kBegin:
         ledger_.Begin(m.commit_time_us);
         xid_ = m.xid;
+        capture_.Begin(m);
         return Status::Ok();
       case Kind::kCommit:
         ledger_.Commit(m.end_lsn);
         return Status::Ok();
       case Kind::kRelation:
         OnRelation(m.relation);
-        return Status::Ok();
+        return capture_.OnRelation(m.relation, conn_.get());
       case Kind::kInsert: {
         auto rel = columns_.find(m.relation_id);
-        if (rel == columns_.end()) return Status::Ok();  // another table of the publication
+        if (rel == columns_.end()) return HandChanges(m, batch);  // a captured table's, or none
         Hand(cdc::DecodeInsert(rel->second, m.values, CurrentCommitTime()), batch);
         return Status::Ok();
       }
+      case Kind::kUpdate:
+      case Kind::kDelete:
+      case Kind::kTruncate:
+        // The outbox's own deletes and updates (checkpoints) are not captured.
+        return HandChanges(m, batch);
       case Kind::kLogicalMessage:
         if (m.prefix != cdc::kMessagePrefix) return Status::Ok();
         if (!m.transactional) {
@@ -367,6 +393,7 @@ class PostgresCdcSource final : public Source {
         }
         Hand(cdc::DecodeLogicalMessage(m, stream_.system_id(), CurrentCommitTime()), batch);
         return Status::Ok();
+      case Kind::kType:
       case Kind::kOther:
         return Status::Ok();
     }
@@ -379,6 +406,18 @@ class PostgresCdcSource final : public Source {
       return;
     }
     columns_[r.id] = cdc::OutboxColumnsOf(r);
+  }
+
+  // The changes of captured tables `m` makes, as events (row_id 0: no outbox row).
+  Status HandChanges(const pgoutput::Message& m, FetchedBatch* batch) {
+    changes_.clear();
+    capture_.OnChange(m, &changes_);
+    for (const cdc::RowChange& change : changes_) {
+      DecodedRow d;
+      cdc::RenderChange(change, options_.cdc.change_format, stream_.system_id(), &d.event);
+      Hand(std::move(d), batch);
+    }
+    return Status::Ok();
   }
 
   int64_t CurrentCommitTime() const { return ledger_.commit_time_us().value_or(UnixMicrosNow()); }
@@ -448,6 +487,9 @@ class PostgresCdcSource final : public Source {
   std::deque<int64_t> redeliver_;  // handed out, not done: offered again first
   std::vector<int64_t> handed_;    // positions of the last batch
   uint32_t xid_ = 0;               // of the transaction being decoded
+  std::vector<cdc::CaptureSpec> capture_specs_;
+  cdc::TableCapture capture_;            // captured tables' changes
+  std::vector<cdc::RowChange> changes_;  // scratch of HandChanges
 };
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include "core/event.h"
 #include "courier/relay.h"
 #include "courier/status.h"
+#include "sources/cdc/change.h"
 #include "stores/checkpoint_store.h"
 
 namespace courier {
@@ -44,6 +45,8 @@ struct TableNames {
   // were already in the outbox when a slot was created (drained before the stream).
   std::string CdcSlots() const { return DerivedName(outbox, "_cdc_slot"); }
   std::string CdcBackfill() const { return DerivedName(outbox, "_cdc_backfill"); }
+  // Table capture (sources/cdc/capture_setup.h): the tables captured into this outbox's stream.
+  std::string CdcCapture() const { return DerivedName(outbox, "_cdc_capture"); }
   // Leases of the active relays (stores/leadership.h): one row per outbox, or per shard.
   std::string Leases() const { return DerivedName(outbox, "_lease"); }
 };
@@ -63,6 +66,10 @@ struct CdcOptions {
   // How often the confirmed position is reported to the server even when nothing moved, so
   // the server never times out the stream while a sink is slow.
   Duration status_interval{10000};
+  // Table capture: the --capture entries (sources/cdc/capture_setup.h), whose changes are
+  // published beside the outbox's events, and the shape of their events.
+  std::vector<std::string> capture;
+  cdc::ChangeFormat change_format = cdc::ChangeFormat::kCourier;
 };
 
 struct SourceLocation {

@@ -46,6 +46,22 @@ void Decode(std::string_view payload, std::map<uint32_t, Relation>* relations) {
       }
       break;
     }
+    case Message::Kind::kUpdate:
+    case Message::Kind::kDelete: {
+      for (const Value& v : m->values) CheckView(v.text, payload);
+      for (const Value& v : m->old_values) CheckView(v.text, payload);
+      // What table capture reads: an unchanged TOASTed value is taken from the old row.
+      auto rel = relations->find(m->relation_id);
+      if (rel == relations->end()) break;
+      for (size_t i = 0; i < m->values.size() && i < m->old_values.size(); ++i) {
+        if (m->values[i].kind == Value::Kind::kUnchangedToast)
+          CheckView(m->old_values[i].text, payload);
+      }
+      break;
+    }
+    case Message::Kind::kTruncate:
+      for (uint32_t id : m->relation_ids) (void)relations->count(id);
+      break;
     case Message::Kind::kLogicalMessage:
       CheckView(m->content, payload);
       break;

@@ -56,6 +56,49 @@ TEST(Cli, ConfigCheckReportsEveryErrorOfTheFile) {
   EXPECT_EQ(r.out, "");
 }
 
+// Table capture's keys: a list of tables (or one string) and the event format, checked as the
+// relay checks them.
+TEST(Cli, ConfigCheckReadsCaptureAndFormat) {
+  TempDir dir;
+  const std::string file = dir.File("relay.toml");
+  const std::string source = "source = \"postgres://app@127.0.0.1:1/app\"\n";
+  std::ofstream(file) << source << "sink = \"file://" << dir.File("out.jsonl") << "\"\n"
+                      << "mode = \"cdc\"\n"
+                      << "capture = [\"public.products, sales.orders (id, status)\",\n"
+                      << "           \"public.items WHERE (id > 0)\"]\n"
+                      << "format = \"debezium\"\n";
+  CommandResult ok = RunCourier({"config", "check", file});
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_NE(ok.out.find(": ok: relay from "), std::string::npos) << ok.out;
+
+  std::ofstream(file, std::ios::trunc)
+      << source << "sink = \"file://" << dir.File("out.jsonl") << "\"\n"  // 1, 2
+      << "mode = \"cdc\"\n"                                               // 3
+      << "capture = [\"public.products\",\n"                              // 4
+      << "           \"public.items junk\"]\n"                            // 5
+      << "format = \"avro\"\n";                                           // 6
+  CommandResult bad = RunCourier({"config", "check", file});
+  EXPECT_EQ(bad.exit_code, 2);
+  const std::string e = "courier: error: " + file;
+  EXPECT_EQ(Lines(bad.err),
+            (std::vector<std::string>{
+                e + ":5: --capture 'public.items junk': unexpected 'junk'; write TABLE "
+                    "[(COLUMN, ...)] [WHERE (CONDITION)], entries separated by commas",
+                e + ":6: --format must be courier or debezium, not 'avro'",
+            }))
+      << bad.err;
+
+  std::ofstream(file, std::ios::trunc)
+      << source << "sink = \"file://" << dir.File("out.jsonl") << "\"\n"
+      << "capture = \"public.products\"\n";
+  CommandResult polled = RunCourier({"config", "check", file});
+  EXPECT_EQ(polled.exit_code, 2);
+  EXPECT_NE(polled.err.find(":3: --capture needs --mode cdc: table changes are read from the "
+                            "write-ahead log"),
+            std::string::npos)
+      << polled.err;
+}
+
 // One code path: for each setting, `config check` and the relay refuse it with the same
 // message, exit 2, before connecting anywhere; and what config check accepts, the relay runs.
 TEST(Cli, RelayRefusesExactlyWhatConfigCheckRefuses) {

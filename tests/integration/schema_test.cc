@@ -23,10 +23,11 @@ class SchemaVersions : public ::testing::TestWithParam<bool> {
     ASSERT_OK(url);
     db->url = *url;
   }
-  // PostgreSQL knows 1 outbox … 5 cdc_bookkeeping; SQLite 1 outbox … 3 inbox.
+  // PostgreSQL knows 1 outbox … 6 cdc_capture; SQLite 1 outbox … 3 inbox.
   std::vector<std::string> Known() const {
     if (postgres()) {
-      return {"1 outbox", "2 dead_letters", "3 leases", "4 inbox", "5 cdc_bookkeeping"};
+      return {"1 outbox", "2 dead_letters",    "3 leases",
+              "4 inbox",  "5 cdc_bookkeeping", "6 cdc_capture"};
     }
     return {"1 outbox", "2 dead_letters", "3 inbox"};
   }
@@ -276,13 +277,13 @@ TEST(SchemaVersionsCli, MigratePrintsTheVersionAndWhatItApplied) {
   ASSERT_OK(url);
   const CommandResult first = RunCourier({"migrate", "--source", *url, "--table", "orders"});
   ASSERT_EQ(first.exit_code, 0) << first.err;
-  EXPECT_NE(first.out.find("\nschema version 5 (orders_schema): applied 1 outbox, 2 dead_letters,"
-                           " 3 leases, 4 inbox, 5 cdc_bookkeeping\n"),
+  EXPECT_NE(first.out.find("\nschema version 6 (orders_schema): applied 1 outbox, 2 dead_letters,"
+                           " 3 leases, 4 inbox, 5 cdc_bookkeeping, 6 cdc_capture\n"),
             std::string::npos)
       << first.out;
   const CommandResult again = RunCourier({"migrate", "--source", *url, "--table", "orders"});
   ASSERT_EQ(again.exit_code, 0) << again.err;
-  EXPECT_NE(again.out.find("\nschema version 5 (orders_schema): up to date\n"), std::string::npos)
+  EXPECT_NE(again.out.find("\nschema version 6 (orders_schema): up to date\n"), std::string::npos)
       << again.out;
 }
 

@@ -18,6 +18,14 @@ Status ReplicationStream::Start(const std::string& conninfo, const std::string& 
   COURIER_ASSIGN_OR_RETURN(PgConn repl, PgConnect(conninfo, /*replication=*/true));
   COURIER_ASSIGN_OR_RETURN(PgResult id, PgSimple(repl.get(), "IDENTIFY_SYSTEM"));
   system_id_ = std::stoull(PQgetvalue(id.get(), 0, 0));
+  // pgoutput writes column values with this session's output functions: captured tables'
+  // values (docs/table-cdc.md) must read the same whatever the server's or role's settings,
+  // timestamps in UTC.
+  for (const char* setting :
+       {"SET DateStyle = ISO", "SET TimeZone = 'UTC'", "SET IntervalStyle = postgres",
+        "SET bytea_output = hex", "SET extra_float_digits = 3"}) {
+    COURIER_RETURN_IF_ERROR(PgSimple(repl.get(), setting).status());
+  }
   const std::string cmd = "START_REPLICATION SLOT " + QuoteIdent(slot) + " LOGICAL " +
                           pgoutput::FormatLsn(start) + " (proto_version '1', publication_names " +
                           QuoteLiteral(QuoteIdent(publication)) + ", messages 'true')";
