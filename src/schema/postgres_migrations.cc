@@ -199,6 +199,16 @@ Status CdcCapture(PGconn* conn, const TableNames& t) {
                          " added_at timestamptz NOT NULL DEFAULT now())");
 }
 
+// 7: snapshots of captured tables (sources/cdc/snapshot.h): per table, how far its rows that
+// predate capture were published (the last primary key done, as a JSON array of text).
+Status CdcCaptureSnapshot(PGconn* conn, const TableNames& t) {
+  return PgRun(conn, "ALTER TABLE " + QuoteIdent(t.CdcCapture()) +
+                         " ADD COLUMN IF NOT EXISTS snapshot_state text NOT NULL DEFAULT"
+                         " 'pending',"
+                         " ADD COLUMN IF NOT EXISTS snapshot_last_key jsonb,"
+                         " ADD COLUMN IF NOT EXISTS snapshot_rows bigint NOT NULL DEFAULT 0");
+}
+
 }  // namespace
 
 std::string BaseName(const std::string& name) {
@@ -217,6 +227,7 @@ std::vector<Migration> PostgresMigrations(PGconn* conn, const TableNames& t) {
       {4, "inbox", {t.inbox, t.InboxParked()}, bind(Inbox)},
       {5, "cdc_bookkeeping", {t.CdcSlots(), t.CdcBackfill()}, bind(CdcBookkeeping)},
       {6, "cdc_capture", {t.CdcCapture()}, bind(CdcCapture)},
+      {7, "cdc_capture_snapshot", {}, bind(CdcCaptureSnapshot)},
   };
 }
 

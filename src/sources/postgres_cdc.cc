@@ -36,6 +36,7 @@
 #include "sources/cdc/decode.h"
 #include "sources/cdc/lsn_ledger.h"
 #include "sources/cdc/slot.h"
+#include "sources/cdc/snapshot.h"
 #include "sources/cdc/stream.h"
 #include "sources/pgoutput.h"
 #include "sources/postgres_common.h"
@@ -154,6 +155,8 @@ class PostgresCdcSource final : public Source {
       for (size_t i = 0; st.ok() && i < dead.size(); ++i) {
         st = DeadLetter(*dead[i].first, dead[i].second, sink_name);
       }
+      // A snapshot chunk's progress is saved with the position past its high watermark.
+      if (st.ok() && record) st = snapshot_.Save(conn_.get(), *record);
       if (st.ok() && record) {
         st = checkpoints_->Save(*record);
       }
@@ -190,6 +193,7 @@ class PostgresCdcSource final : public Source {
     ledger_ = cdc::LsnLedger{};
     columns_.clear();
     capture_.Reset();
+    snapshot_.Reset();
     state_ = State::kClosed;
   }
 
@@ -265,6 +269,8 @@ class PostgresCdcSource final : public Source {
                                                    capture_specs_, cdc::CaptureSetup::kRelay));
       for (const cdc::CapturedTable& t : captured) oids.insert(t.oid);
     }
+    COURIER_RETURN_IF_ERROR(snapshot_.Load(conn_.get(), options_.tables, names_.publication,
+                                           std::vector<uint32_t>(oids.begin(), oids.end())));
     capture_.SetTables(std::move(oids));
     return Status::Ok();
   }
@@ -323,13 +329,19 @@ class PostgresCdcSource final : public Source {
       handed_.push_back(pos);
     }
     std::string buf;
+    // The next snapshot chunk of a captured table, when none is on its way.
+    if (!snapshot_.in_progress() && !snapshot_.done()) {
+      COURIER_RETURN_IF_ERROR(snapshot_.Step(conn_.get()));
+      catch_up_deadline_ = ClockOf(options_).Now() + kCatchUpWait;
+    }
     while (batch.size() < max) {
       COURIER_ASSIGN_OR_RETURN(bool got, NextCopyData(&buf));
-      if (!got && batch.empty() && ledger_.received() < catch_up_lsn_ &&
+      if (!got && batch.empty() &&
+          (ledger_.received() < catch_up_lsn_ || snapshot_.in_progress()) &&
           ClockOf(options_).Now() < catch_up_deadline_) {
         // Just started: an empty answer must mean "nothing committed is left" (what --once
         // relies on), so wait for the stream to reach the WAL position seen at the start,
-        // unless it stalls for kCatchUpWait.
+        // unless it stalls for kCatchUpWait; likewise for a snapshot chunk's watermarks.
         stream_.WaitReadable(Duration(50));
         continue;
       }
@@ -345,6 +357,7 @@ class PostgresCdcSource final : public Source {
       COURIER_ASSIGN_OR_RETURN(pgoutput::Message m, pgoutput::ParseMessage(copy.data.payload));
       COURIER_RETURN_IF_ERROR(OnMessage(m, &batch));
     }
+    COURIER_RETURN_IF_ERROR(snapshot_.SaveEmpty(conn_.get()));
     Report(/*force=*/false);
     return batch;
   }
@@ -360,6 +373,7 @@ class PostgresCdcSource final : public Source {
       case Kind::kBegin:
         ledger_.Begin(m.commit_time_us);
         xid_ = m.xid;
+        begin_lsn_ = m.final_lsn;
         capture_.Begin(m);
         return Status::Ok();
       case Kind::kCommit:
@@ -380,6 +394,11 @@ class PostgresCdcSource final : public Source {
         // The outbox's own deletes and updates (checkpoints) are not captured.
         return HandChanges(m, batch);
       case Kind::kLogicalMessage:
+        if (m.prefix == cdc::kWatermarkPrefix && m.transactional) {
+          changes_.clear();
+          snapshot_.OnWatermark(m, begin_lsn_, CurrentCommitTime(), &changes_);
+          return HandRendered(batch);
+        }
         if (m.prefix != cdc::kMessagePrefix) return Status::Ok();
         if (!m.transactional) {
           // Written even if its transaction rolled back: publishing it could be a ghost.
@@ -412,6 +431,12 @@ class PostgresCdcSource final : public Source {
   Status HandChanges(const pgoutput::Message& m, FetchedBatch* batch) {
     changes_.clear();
     capture_.OnChange(m, &changes_);
+    for (const cdc::RowChange& change : changes_) snapshot_.Saw(change);
+    return HandRendered(batch);
+  }
+
+  // Hands changes_ as events.
+  Status HandRendered(FetchedBatch* batch) {
     for (const cdc::RowChange& change : changes_) {
       DecodedRow d;
       cdc::RenderChange(change, options_.cdc.change_format, stream_.system_id(), &d.event);
@@ -489,6 +514,8 @@ class PostgresCdcSource final : public Source {
   uint32_t xid_ = 0;               // of the transaction being decoded
   std::vector<cdc::CaptureSpec> capture_specs_;
   cdc::TableCapture capture_;            // captured tables' changes
+  cdc::Snapshot snapshot_;               // their rows from before capture began
+  Lsn begin_lsn_ = 0;                    // the final_lsn of the transaction being decoded
   std::vector<cdc::RowChange> changes_;  // scratch of HandChanges
 };
 

@@ -23,11 +23,11 @@ class SchemaVersions : public ::testing::TestWithParam<bool> {
     ASSERT_OK(url);
     db->url = *url;
   }
-  // PostgreSQL knows 1 outbox … 6 cdc_capture; SQLite 1 outbox … 3 inbox.
+  // PostgreSQL knows 1 outbox … 7 cdc_capture_snapshot; SQLite 1 outbox … 3 inbox.
   std::vector<std::string> Known() const {
     if (postgres()) {
-      return {"1 outbox", "2 dead_letters",    "3 leases",
-              "4 inbox",  "5 cdc_bookkeeping", "6 cdc_capture"};
+      return {"1 outbox",      "2 dead_letters",        "3 leases", "4 inbox", "5 cdc_bookkeeping",
+              "6 cdc_capture", "7 cdc_capture_snapshot"};
     }
     return {"1 outbox", "2 dead_letters", "3 inbox"};
   }
@@ -181,14 +181,14 @@ TEST_P(SchemaVersions, NewerRecordedVersionIsRefusedAndNothingChanges) {
   AddRows(db);
   ASSERT_OK(
       db.Transaction({"INSERT INTO courier_outbox_schema (version, name, courier_version)"
-                      " VALUES (7, 'future', '9.9.9')",
+                      " VALUES (99, 'future', '9.9.9')",
                       "DROP TABLE courier_inbox_parked"}));
   const std::vector<std::string> before = Snapshot(db);
   const std::vector<std::string> recorded = Recorded(db);
   const CommandResult r = RunCourier({"migrate", "--source", db.url});
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_EQ(r.err,
-            "courier: error: table \"courier_outbox\" is at schema version 7 (recorded in"
+            "courier: error: table \"courier_outbox\" is at schema version 99 (recorded in"
             " \"courier_outbox_schema\"), this courier knows up to " +
                 std::to_string(Known().size()) + ": upgrade courier\n");
   EXPECT_EQ(r.out, "");
@@ -277,13 +277,14 @@ TEST(SchemaVersionsCli, MigratePrintsTheVersionAndWhatItApplied) {
   ASSERT_OK(url);
   const CommandResult first = RunCourier({"migrate", "--source", *url, "--table", "orders"});
   ASSERT_EQ(first.exit_code, 0) << first.err;
-  EXPECT_NE(first.out.find("\nschema version 6 (orders_schema): applied 1 outbox, 2 dead_letters,"
-                           " 3 leases, 4 inbox, 5 cdc_bookkeeping, 6 cdc_capture\n"),
+  EXPECT_NE(first.out.find(
+                "\nschema version 7 (orders_schema): applied 1 outbox, 2 dead_letters,"
+                " 3 leases, 4 inbox, 5 cdc_bookkeeping, 6 cdc_capture, 7 cdc_capture_snapshot\n"),
             std::string::npos)
       << first.out;
   const CommandResult again = RunCourier({"migrate", "--source", *url, "--table", "orders"});
   ASSERT_EQ(again.exit_code, 0) << again.err;
-  EXPECT_NE(again.out.find("\nschema version 6 (orders_schema): up to date\n"), std::string::npos)
+  EXPECT_NE(again.out.find("\nschema version 7 (orders_schema): up to date\n"), std::string::npos)
       << again.out;
 }
 

@@ -52,6 +52,16 @@ class TableCdcTest : public ::testing::Test {
     });
   }
 
+  // Every captured table's snapshot (of the rows from before capture) is done, so that what a
+  // test writes next is seen once, by the stream.
+  bool WaitSnapshotted() const {
+    return WaitUntil([&] {
+      return Query1(
+                 "SELECT count(*) FROM courier_outbox_cdc_capture WHERE snapshot_state <>"
+                 " 'done'") == "0";
+    });
+  }
+
   CommandResult MigrateCapture(const std::vector<std::string>& capture) const {
     std::vector<std::string> args = {"migrate", "--source", db_->url};
     for (const std::string& c : capture) args.insert(args.end(), {"--capture", c});
@@ -112,6 +122,7 @@ TEST_F(TableCdcTest, InsertUpdateDeleteTruncateArriveInCommitOrderBesideTheOutbo
 
   BackgroundRelay relay(Options({"public.products,sales.orders"}));
   ASSERT_TRUE(WaitStreaming());
+  ASSERT_TRUE(WaitSnapshotted());
   const std::string event_id = NewUuidV7();
   ASSERT_OK(db_->Transaction({"INSERT INTO products VALUES (1, 'lamp', true), (2, 'desk', NULL)",
                               InsertEventSql(event_id, "a", 1),
@@ -252,6 +263,7 @@ TEST_F(TableCdcTest, UnchangedToastedValueIsCarriedWholeOrListedAsUnavailable) {
 
   BackgroundRelay relay(Options({"docs,notes"}));
   ASSERT_TRUE(WaitStreaming());
+  ASSERT_TRUE(WaitSnapshotted());
   // Random text does not compress: it is stored out of line (TOASTed).
   const std::string big =
       "(SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 4000))";
@@ -286,6 +298,7 @@ TEST_F(TableCdcTest, SchemaChangesMidStreamGiveLaterEventsTheNewShape) {
   ASSERT_EQ(MigrateCapture({"items"}).exit_code, 0);
   BackgroundRelay relay(Options({"items"}));
   ASSERT_TRUE(WaitStreaming());
+  ASSERT_TRUE(WaitSnapshotted());
   ASSERT_OK(db_->Transaction({"INSERT INTO items VALUES (1, 'x', 1)"}));
   ASSERT_OK(db_->Transaction({"ALTER TABLE items ADD COLUMN c text DEFAULT 'new'",
                               "INSERT INTO items VALUES (2, 'y', 2)"}));
@@ -318,6 +331,8 @@ TEST_F(TableCdcTest, CapturedTableDroppedOrRenamedMidStreamDoesNotStopTheRelay) 
   {
     BackgroundRelay relay(Options({"a,b,c"}));
     ASSERT_TRUE(WaitStreaming());
+    ASSERT_TRUE(WaitSnapshotted());
+    ASSERT_TRUE(WaitSnapshotted());
     ASSERT_OK(db_->Transaction({"INSERT INTO a VALUES (1)", "INSERT INTO b VALUES (1)"}));
     ASSERT_OK(db_->Transaction({"ALTER TABLE a RENAME TO a2", "DROP TABLE b"}));
     ASSERT_OK(db_->Transaction({"INSERT INTO a2 VALUES (2)", "INSERT INTO c VALUES (1)",
@@ -334,12 +349,133 @@ TEST_F(TableCdcTest, CapturedTableDroppedOrRenamedMidStreamDoesNotStopTheRelay) 
 
   BackgroundRelay relay(Options({"a,b,c"}));
   ASSERT_TRUE(WaitStreaming());
+  ASSERT_TRUE(WaitSnapshotted());
   ASSERT_OK(db_->Transaction({"INSERT INTO a2 VALUES (3)", "INSERT INTO c VALUES (2)",
                               InsertEventSql(NewUuidV7(), "x", 2)}));
   ASSERT_TRUE(WaitUntil([&] { return relay.stats().published == 2; })) << relay.stats().published;
   ASSERT_OK(relay.Stop());
   EXPECT_EQ(Read("c").size(), 2u);
   EXPECT_EQ(Read("a2").size(), 1u) << "a2 is not among the tables this relay captures";
+}
+
+// Rows that exist when capture starts arrive as `read` events, chunk by chunk, while the
+// application keeps updating them: for every row, its last event is the row as it is, never a
+// stale read that came after a newer change.
+TEST_F(TableCdcTest, RowsThatExistBeforeCaptureArriveAsReadEventsWithoutGoingStale) {
+  ASSERT_OK(db_->Transaction(
+      {"CREATE TABLE stock (id int PRIMARY KEY, qty int NOT NULL, sku text)",
+       "INSERT INTO stock SELECT g, 0, 'sku-' || g FROM generate_series(1, 3500) g"}));
+  ASSERT_EQ(MigrateCapture({"stock"}).exit_code, 0);
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    std::mt19937 rng(3);
+    auto conn = PgConnect(db_->url);
+    if (!conn.ok()) return;
+    while (!stop) {
+      (void)PgRun(conn->get(),
+                  "UPDATE stock SET qty = qty + 1 WHERE id = " + std::to_string(1 + rng() % 3500));
+    }
+  });
+  BackgroundRelay relay(Options({"stock"}));
+  const bool snapshotted = WaitSnapshotted();
+  stop = true;
+  writer.join();
+  ASSERT_TRUE(snapshotted);
+  ASSERT_OK(relay.Stop());
+  std::vector<std::string> once = {"relay",
+                                   "--source",
+                                   db_->url,
+                                   "--sink",
+                                   "kafka://" + broker_->bootstrap() + "/{aggregate_type}",
+                                   "--mode",
+                                   "cdc",
+                                   "--capture",
+                                   "stock",
+                                   "--once"};
+  const CommandResult last = RunCourier(once, Duration(120000));
+  ASSERT_EQ(last.exit_code, 0) << last.err;
+  const std::map<std::string, json> rows = Rows(db_->url, "stock", "id");
+  std::map<std::string, Change> last_of;
+  int64_t reads = 0;
+  for (const Change& c : Read("stock")) {
+    last_of[c.key] = c;
+    if (c.type != "read") continue;
+    ++reads;
+    EXPECT_EQ(c.payload["source"]["snapshot"], true);
+    EXPECT_TRUE(c.payload["before"].is_null());
+  }
+  EXPECT_GT(reads, 0);
+  EXPECT_LE(reads, 3500) << "a row is read once (a key changed during its chunk is left out)";
+  ASSERT_EQ(last_of.size(), rows.size());
+  for (const auto& [key, row] : rows) {
+    ASSERT_EQ(last_of.count(key), 1u) << "key " << key;
+    EXPECT_EQ(last_of[key].payload["after"], row) << "key " << key;
+  }
+  EXPECT_EQ(Query1("SELECT snapshot_rows FROM courier_outbox_cdc_capture"), std::to_string(reads));
+}
+
+// The relay is SIGKILLed again and again in the middle of a snapshot while rows change: the
+// snapshot resumes from its last saved chunk, and every row ends at its current value.
+TEST_F(TableCdcTest, RelayKilledMidSnapshotResumesWithoutLoss) {
+  ASSERT_OK(db_->Transaction({"CREATE TABLE big (id int PRIMARY KEY, n int NOT NULL)",
+                              "INSERT INTO big SELECT g, 0 FROM generate_series(1, 40000) g"}));
+  ASSERT_EQ(MigrateCapture({"big"}).exit_code, 0);
+  const std::vector<std::string> relay_args = {
+      "relay",
+      "--source",
+      db_->url,
+      "--sink",
+      "kafka://" + broker_->bootstrap() + "/{aggregate_type}",
+      "--mode",
+      "cdc",
+      "--capture",
+      "big"};
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    std::mt19937 rng(9);
+    auto conn = PgConnect(db_->url);
+    if (!conn.ok()) return;
+    while (!stop) {
+      const std::string id = std::to_string(1 + rng() % 40000);
+      (void)PgRun(conn->get(), rng() % 10 == 0 ? "DELETE FROM big WHERE id = " + id
+                                               : "UPDATE big SET n = n + 1 WHERE id = " + id);
+    }
+  });
+  std::mt19937 rng(4);
+  int resumed = 0;
+  std::string before;
+  for (int i = 0; i < 6; ++i) {
+    auto relay = SpawnCourier(relay_args, db_->dir.File("relay.log"));
+    ASSERT_OK(relay);
+    std::this_thread::sleep_for(std::chrono::milliseconds(400 + rng() % 600));
+    relay->Signal(SIGKILL);
+    relay->Wait(Duration(10000));
+    const std::string now = Query1(
+        "SELECT coalesce(snapshot_last_key::text, '') FROM"
+        " courier_outbox_cdc_capture");
+    if (!now.empty() && now != before) ++resumed;
+    before = now;
+  }
+  stop = true;
+  writer.join();
+  std::vector<std::string> once = relay_args;
+  once.push_back("--once");
+  const CommandResult last = RunCourier(once, Duration(180000));
+  ASSERT_EQ(last.exit_code, 0) << last.err;
+  EXPECT_EQ(Query1("SELECT snapshot_state FROM courier_outbox_cdc_capture"), "done");
+  EXPECT_GE(resumed, 1) << "the kills came before any chunk was saved";
+  const std::map<std::string, json> rows = Rows(db_->url, "big", "id");
+  std::map<std::string, Change> last_of;
+  for (const Change& c : Read("big")) last_of[c.key] = c;
+  for (const auto& [key, row] : rows) {
+    ASSERT_EQ(last_of.count(key), 1u) << "key " << key << " never arrived";
+    EXPECT_EQ(last_of[key].payload["after"], row) << "key " << key;
+  }
+  for (const auto& [key, c] : last_of) {
+    if (rows.count(key) == 0) {
+      EXPECT_EQ(c.type, "delete") << "key " << key;
+    }
+  }
 }
 
 // The relay binary is SIGKILLed again and again while writers insert, update and delete
