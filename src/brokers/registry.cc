@@ -24,6 +24,8 @@ const std::vector<Broker>& Table() {
       {"http", {"http", "https"}, "http(s)://host/path", MakeHttpSink},
       {"file", {"file"}, "file:///path/events.jsonl", MakeFileSink,
        "file:///path", "", MakeFileReader},
+      {"groonga", {"groonga", "groonga+https"}, "groonga[+https]://host:port/prefix",
+       MakeGroongaSink},
   };
   // clang-format on
   return table;

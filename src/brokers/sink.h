@@ -86,6 +86,7 @@ class HeldBack {
 // amqp://[user:password@]host:port/vhost/exchange[?routing_key=template] (RabbitMQ)
 // http(s)://host:port/path-template (webhook: one POST per event)
 // file:///path/events.jsonl
+// groonga[+https]://host:port[/prefix][?tombstone_ttl=SECONDS] (search index of captured tables)
 Result<std::unique_ptr<Sink>> MakeSink(const SinkOptions& options);
 
 // MakeSink(options), then Configure(): everything the sink refuses that is known without I/O
@@ -103,6 +104,7 @@ std::unique_ptr<Sink> MakeRedisCacheSink(const SinkOptions& options);
 std::unique_ptr<Sink> MakeHttpSink(const SinkOptions& options);
 std::unique_ptr<Sink> MakeNatsSink(const SinkOptions& options);
 std::unique_ptr<Sink> MakeAmqpSink(const SinkOptions& options);
+std::unique_ptr<Sink> MakeGroongaSink(const SinkOptions& options);
 // Several sinks as one: an event is acked when every sink acked it (brokers/fanout/fanout.cc).
 std::unique_ptr<Sink> MakeFanOutSink(std::vector<std::unique_ptr<Sink>> sinks);
 

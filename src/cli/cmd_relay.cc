@@ -54,7 +54,8 @@ CLI::App* AddRelayCommand(CLI::App& app, RelayFlags* f, CommonFlags* common) {
       "         redis://[user:pass@]host:port/STREAM[?db=N&maxlen=N] (Redis Streams, XADD)\n"
       "           STREAM may use {aggregate_type} and {event_type}; default {aggregate_type}\n"
       "         redis-cache://host:port/PREFIX[?delete_on=Type,Type&ttl=S] (PREFIX:{type}:{id}\n"
-      "           = the newest payload; an older event never overwrites a newer one)\n"
+      "           = the newest payload, or a captured table's row; an older event never\n"
+      "           overwrites a newer one)\n"
       "         nats://host:port[,host:port]/SUBJECT (NATS JetStream, Nats-Msg-Id = event_id)\n"
       "         amqp://user:pass@host:port/VHOST/EXCHANGE[?routing_key=T] (RabbitMQ: publisher\n"
       "           confirms, persistent, mandatory; message_id = event_id; VHOST / is %2F)\n"
@@ -62,6 +63,8 @@ CLI::App* AddRelayCommand(CLI::App& app, RelayFlags* f, CommonFlags* common) {
       "           system's CAs), &cert=CLIENT.pem&key=CLIENT.key, verify=false (tests only)\n"
       "         http(s)://host:port/PATH (webhook: a POST per event, Idempotency-Key, 2xx acks)\n"
       "         file:///path/events.jsonl (one JSON line per event, fsynced before ack)\n"
+      "         groonga://host:port/PREFIX (search index of captured tables: a document per\n"
+      "           row, never an older version; docs/table-cdc.md)\n"
       "Exit codes: 0 done or stopped by SIGTERM/SIGINT; 1 failure; 2 bad input.");
   AddSourceOption(cmd, &f->options.source_url);
   cmd->add_option("--sink", f->sinks,

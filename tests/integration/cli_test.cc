@@ -115,8 +115,8 @@ TEST(Cli, UnknownSinkSchemeIsOneLineAndExit2) {
             "courier: error: unknown sink scheme 'rabbit' in rabbit://localhost/x; expected "
             "kafka://host:port/topic, redis://host:port/stream, redis-cache://host:port/prefix, "
             "nats[+tls]://host:port/subject, amqp[s]://host:port/vhost/exchange, "
-            "http(s)://host/path or "
-            "file:///path/events.jsonl");
+            "http(s)://host/path, "
+            "file:///path/events.jsonl or groonga[+https]://host:port/prefix");
 }
 
 TEST(Cli, UnknownSourceSchemeIsExit2) {

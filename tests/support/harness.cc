@@ -42,6 +42,8 @@ Status RunAsPostgres(std::vector<std::string> argv, const std::string& log) {
   return Status::Ok();
 }
 
+}  // namespace
+
 bool PortAccepts(int port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
@@ -62,8 +64,6 @@ Status StopChild(std::optional<Subprocess>& process, const std::string& name) {
   if (!code) return InternalError(name + " did not stop");
   return Status::Ok();
 }
-
-}  // namespace
 
 int FreePort() {
   static std::mt19937 rng{std::random_device{}()};

@@ -172,6 +172,28 @@ class RabbitMqServer {
   std::optional<Subprocess> process_;
 };
 
+// groonga (Debian's groonga-bin) as an HTTP server on a free loopback port, its database in a
+// temp dir (groonga_server.cc). Command() reads through groonga's own HTTP API with plain
+// libcurl, independently of the sink's client.
+class GroongaServer {
+ public:
+  static Result<std::unique_ptr<GroongaServer>> Start();
+  // groonga://127.0.0.1:PORT/PREFIX
+  std::string Url(const std::string& prefix = "") const;
+  int port() const { return port_; }
+  // GET /d/COMMAND?ARGS&command_version=3: the answer's body, or the error groonga gave.
+  Result<std::string> Command(const std::string& command,
+                              const std::vector<std::pair<std::string, std::string>>& args);
+  Status Stop();
+  Status StartAgain();
+
+ private:
+  GroongaServer() = default;
+  TempDir dir_;
+  int port_ = 0;
+  std::optional<Subprocess> process_;
+};
+
 // A TCP listener on 127.0.0.1 (port 0, read back) that accepts every connection and never
 // sends or reads a byte: a server that hangs. Connections stay open until destruction.
 class SilentServer {
@@ -202,6 +224,12 @@ CommandResult RunCourier(const std::vector<std::string>& args, Duration timeout 
 // Starts `courier args...`; its stderr goes to `log_path` when given.
 Result<Subprocess> SpawnCourier(const std::vector<std::string>& args,
                                 const std::string& log_path = "");
+
+// SIGTERM to a server the test started, and wait for it.
+Status StopChild(std::optional<Subprocess>& process, const std::string& name);
+
+// Whether something accepts TCP connections on 127.0.0.1:port.
+bool PortAccepts(int port);
 
 // Polls `condition` until it holds or `timeout` passes.
 bool WaitUntil(const std::function<bool()>& condition, Duration timeout = Duration(30000));

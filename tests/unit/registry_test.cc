@@ -14,15 +14,15 @@ namespace {
 
 const char* const kSinkList =
     "kafka://host:port/topic, redis://host:port/stream, redis-cache://host:port/prefix, "
-    "nats[+tls]://host:port/subject, amqp[s]://host:port/vhost/exchange, http(s)://host/path or "
-    "file:///path/events.jsonl";
+    "nats[+tls]://host:port/subject, amqp[s]://host:port/vhost/exchange, http(s)://host/path, "
+    "file:///path/events.jsonl or groonga[+https]://host:port/prefix";
 
 TEST(Registry, EverySchemeResolvesToItsBroker) {
   const std::pair<const char*, const char*> schemes[] = {
-      {"kafka", "kafka"}, {"redis", "redis"},   {"redis-cache", "redis-cache"},
-      {"nats", "nats"},   {"nats+tls", "nats"}, {"amqp", "amqp"},
-      {"amqps", "amqp"},  {"http", "http"},     {"https", "http"},
-      {"file", "file"}};
+      {"kafka", "kafka"}, {"redis", "redis"},     {"redis-cache", "redis-cache"},
+      {"nats", "nats"},   {"nats+tls", "nats"},   {"amqp", "amqp"},
+      {"amqps", "amqp"},  {"http", "http"},       {"https", "http"},
+      {"file", "file"},   {"groonga", "groonga"}, {"groonga+https", "groonga"}};
   for (const auto& [scheme, name] : schemes) {
     const Broker* b = FindBroker(scheme);
     ASSERT_NE(b, nullptr) << scheme;

@@ -6,13 +6,10 @@
 //     dedup key. STREAM-TEMPLATE may use {aggregate_type} and {event_type} (default
 //     {aggregate_type}); `maxlen` trims each stream approximately (XADD MAXLEN ~ N).
 //
-//   redis-cache://[user:password@]host:port/PREFIX[?db=N&delete_on=TYPE,TYPE&ttl=SECONDS]
-//     Cache sync: PREFIX:{aggregate_type}:{aggregate_id} holds the payload of the aggregate's
-//     newest event, or is deleted by an event of a `delete_on` type. A Lua script compares
-//     the event's version (Event::version: its outbox row id) with the last one applied, kept in
-//     courier:version:<key>, so an older event never overwrites a newer value, whatever the
-//     order of redeliveries.
+// The cache sink (redis-cache://) is in redis_cache.cc.
 #include "brokers/redis/redis.h"
+
+#include "brokers/redis/redis_pipeline.h"
 
 #include <hiredis/hiredis.h>
 #include <poll.h>
@@ -96,108 +93,86 @@ bool IsRetriableReplyError(std::string_view error) {
   return false;
 }
 
-// Pipelines one command per event on one connection, in order, and reads the replies: an
-// event is acked by a reply that is not an error.
-class RedisPipelineSink : public Sink {
- public:
-  explicit RedisPipelineSink(SinkOptions options) : options_(std::move(options)) {}
+}  // namespace
 
-  Status Configure() override {
-    COURIER_ASSIGN_OR_RETURN(endpoint_, ParseRedisUrl(options_.url));
-    for (const auto& [key, value] : endpoint_.query) {
-      if (key == "db") continue;
-      COURIER_RETURN_IF_ERROR(Setting(key, value));
-    }
-    return Status::Ok();
+Status RedisPipelineSink::Configure() {
+  COURIER_ASSIGN_OR_RETURN(endpoint_, ParseRedisUrl(options_.url));
+  for (const auto& [key, value] : endpoint_.query) {
+    if (key == "db") continue;
+    COURIER_RETURN_IF_ERROR(Setting(key, value));
   }
+  return Status::Ok();
+}
 
-  Status Open() override {
-    // The server may be away now; Publish connects (and reconnects) as needed.
-    return Configure();
+std::string RedisPipelineSink::Describe() const { return RedactUrl(options_.url); }
+
+void RedisPipelineSink::AppendArgv(const std::vector<std::string_view>& args) {
+  std::vector<const char*> argv;
+  std::vector<size_t> lens;
+  argv.reserve(args.size());
+  lens.reserve(args.size());
+  for (std::string_view a : args) {
+    argv.push_back(a.data());
+    lens.push_back(a.size());
   }
+  redisAppendCommandArgv(conn_.get(), static_cast<int>(argv.size()), argv.data(), lens.data());
+}
 
-  std::vector<Status> Publish(std::span<const Event> batch, const StopSignal& stop) override {
-    std::vector<Status> results(batch.size());
-    if (Status fenced = CheckFence(stop); !fenced.ok()) {
-      std::fill(results.begin(), results.end(), fenced);
-      return results;
-    }
-    if (!conn_) {
-      auto conn = ConnectRedis(endpoint_, options_.delivery_timeout);
-      if (!conn.ok()) {
-        std::fill(results.begin(), results.end(), conn.status());
-        return results;
-      }
-      conn_ = std::move(conn).value();
-    }
-    std::vector<bool> sent(batch.size());
-    HeldBack held;  // a command refused before it was sent holds back its aggregate
-    for (size_t i = 0; i < batch.size(); ++i) {
-      if (held.Holds(batch[i], &results[i])) continue;
-      results[i] = Append(batch[i]);
-      sent[i] = results[i].ok();
-      if (!sent[i]) held.Failed(batch[i]);
-    }
-    const Duration timeout =
-        options_.delivery_timeout.count() > 0 ? options_.delivery_timeout : kReplyTimeout;
-    // The commands are only buffered so far: the first read below writes them. A relay whose
-    // lease ran out meanwhile (frozen while connecting) drops the buffer with the connection.
-    if (Status fenced = CheckFence(stop); !fenced.ok()) {
-      conn_.reset();
-      std::fill(results.begin(), results.end(), fenced);
-      return results;
-    }
-    for (size_t i = 0; i < batch.size(); ++i) {
-      if (!sent[i]) continue;
-      auto next = NextReply(conn_.get(), timeout, options_.shutdown_timeout, stop);
-      if (!next.ok()) {
-        // This reply and the ones after it are unknown.
-        for (size_t j = i; j < batch.size(); ++j) {
-          if (sent[j]) results[j] = next.status();
-        }
-        conn_.reset();
-        break;
-      }
-      Reply reply = std::move(next).value();
-      if (reply->type == REDIS_REPLY_ERROR) {
-        const std::string error(reply->str, reply->len);
-        results[i] = IsRetriableReplyError(error)
-                         ? RetriableError("redis: " + error)
-                         : RejectedError("redis refused " + What(batch[i]) + ": " + error);
-      }
-    }
+std::vector<Status> RedisPipelineSink::Publish(std::span<const Event> batch,
+                                               const StopSignal& stop) {
+  std::vector<Status> results(batch.size());
+  if (Status fenced = CheckFence(stop); !fenced.ok()) {
+    std::fill(results.begin(), results.end(), fenced);
     return results;
   }
-
-  std::string Describe() const override { return RedactUrl(options_.url); }
-
- protected:
-  // A URL parameter other than db; kInvalidArgument for an unknown one.
-  virtual Status Setting(const std::string& key, const std::string& value) = 0;
-  // Appends the event's command to the pipeline; or, not ok, the event's result unsent.
-  virtual Status Append(const Event& e) = 0;
-  // The command and key, for error messages.
-  virtual std::string What(const Event& e) const = 0;
-
-  void AppendArgv(const std::vector<std::string_view>& args) {
-    std::vector<const char*> argv;
-    std::vector<size_t> lens;
-    argv.reserve(args.size());
-    lens.reserve(args.size());
-    for (std::string_view a : args) {
-      argv.push_back(a.data());
-      lens.push_back(a.size());
+  if (!conn_) {
+    auto conn = ConnectRedis(endpoint_, options_.delivery_timeout);
+    if (!conn.ok()) {
+      std::fill(results.begin(), results.end(), conn.status());
+      return results;
     }
-    redisAppendCommandArgv(conn_.get(), static_cast<int>(argv.size()), argv.data(), lens.data());
+    conn_ = std::move(conn).value();
   }
+  std::vector<bool> sent(batch.size());
+  HeldBack held;  // a command refused before it was sent holds back its aggregate
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (held.Holds(batch[i], &results[i])) continue;
+    results[i] = Append(batch[i]);
+    sent[i] = results[i].ok();
+    if (!sent[i]) held.Failed(batch[i]);
+  }
+  const Duration timeout =
+      options_.delivery_timeout.count() > 0 ? options_.delivery_timeout : kReplyTimeout;
+  // The commands are only buffered so far: the first read below writes them. A relay whose
+  // lease ran out meanwhile (frozen while connecting) drops the buffer with the connection.
+  if (Status fenced = CheckFence(stop); !fenced.ok()) {
+    conn_.reset();
+    std::fill(results.begin(), results.end(), fenced);
+    return results;
+  }
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (!sent[i]) continue;
+    auto next = NextReply(conn_.get(), timeout, options_.shutdown_timeout, stop);
+    if (!next.ok()) {
+      // This reply and the ones after it are unknown.
+      for (size_t j = i; j < batch.size(); ++j) {
+        if (sent[j]) results[j] = next.status();
+      }
+      conn_.reset();
+      break;
+    }
+    Reply reply = std::move(next).value();
+    if (reply->type == REDIS_REPLY_ERROR) {
+      const std::string error(reply->str, reply->len);
+      results[i] = IsRetriableReplyError(error)
+                       ? RetriableError("redis: " + error)
+                       : RejectedError("redis refused " + What(batch[i]) + ": " + error);
+    }
+  }
+  return results;
+}
 
-  // Without a delivery timeout, how long a reply may take before the link counts as broken.
-  static constexpr Duration kReplyTimeout{10000};
-
-  SinkOptions options_;
-  RedisEndpoint endpoint_;
-  RedisConn conn_;
-};
+namespace {
 
 class RedisStreamSink final : public RedisPipelineSink {
  public:
@@ -238,90 +213,6 @@ class RedisStreamSink final : public RedisPipelineSink {
   }
 
   std::string maxlen_;
-};
-
-// Keeps KEYS[1] equal to the payload of the newest event (ARGV[1]: its version, a zero-padded
-// decimal, so that string order is numeric order) unless a newer or the same version was
-// applied already (KEYS[2] remembers it, also after a delete). ARGV[2] 'del' deletes the key;
-// ARGV[4] > 0 sets a time to live in seconds on both keys. Returns 1 when applied, 0 when stale.
-constexpr std::string_view kCacheScript = R"lua(
-local applied = redis.call('GET', KEYS[2])
-if applied and applied >= ARGV[1] then return 0 end
-local ttl = tonumber(ARGV[4])
-if ARGV[2] == 'del' then
-  redis.call('DEL', KEYS[1])
-elseif ttl > 0 then
-  redis.call('SET', KEYS[1], ARGV[3], 'EX', ttl)
-else
-  redis.call('SET', KEYS[1], ARGV[3])
-end
-if ttl > 0 then
-  redis.call('SET', KEYS[2], ARGV[1], 'EX', ttl)
-else
-  redis.call('SET', KEYS[2], ARGV[1])
-end
-return 1
-)lua";
-
-class RedisCacheSink final : public RedisPipelineSink {
- public:
-  using RedisPipelineSink::RedisPipelineSink;
-
-  Status Configure() override {
-    COURIER_RETURN_IF_ERROR(RedisPipelineSink::Configure());
-    COURIER_ASSIGN_OR_RETURN(Url url, ParseUrl(options_.url));
-    if (url.path.empty() || url.path.find('{') != std::string::npos) {
-      return InvalidArgumentError("redis-cache URL " + RedactUrl(options_.url) +
-                                  " needs a plain key prefix: redis-cache://host:port/PREFIX");
-    }
-    return Status::Ok();
-  }
-
- private:
-  Status Setting(const std::string& key, const std::string& value) override {
-    if (key == "delete_on") {
-      std::stringstream ss(value);
-      for (std::string type; std::getline(ss, type, ',');) {
-        if (!type.empty()) delete_on_.insert(type);
-      }
-      return Status::Ok();
-    }
-    if (key == "ttl") {
-      const std::optional<int64_t> n = ParseInt64(value);
-      if (!n || *n < 0) {
-        return InvalidArgumentError("redis-cache sink: ttl must be seconds (0: none), not '" +
-                                    value + "'");
-      }
-      ttl_ = std::to_string(*n);
-      return Status::Ok();
-    }
-    return InvalidArgumentError("redis-cache sink: unknown parameter '" + key +
-                                "' (known: db, delete_on, ttl)");
-  }
-
-  Status Append(const Event& e) override {
-    if (e.version.empty()) {
-      return RejectedError(
-          "redis-cache: the event is no outbox row (a logical message), so it has no version to "
-          "order it by; write it to the outbox table");
-    }
-    const std::string key = Key(e);
-    const std::string version_key = "courier:version:" + key;
-    const std::string version = e.version.ToString();
-    const bool del = delete_on_.count(e.event_type) > 0;
-    AppendArgv({"EVAL", kCacheScript, "2", key, version_key, version, del ? "del" : "set",
-                del ? std::string_view() : std::string_view(e.payload), ttl_});
-    return Status::Ok();
-  }
-
-  std::string What(const Event& e) const override { return "the cache update of " + Key(e); }
-
-  std::string Key(const Event& e) const {
-    return endpoint_.stream + ":" + e.aggregate_type + ":" + e.aggregate_id;
-  }
-
-  std::set<std::string> delete_on_;
-  std::string ttl_ = "0";
 };
 
 }  // namespace
@@ -453,10 +344,6 @@ Result<std::vector<RedisEntry>> ReadRedisStream(redisContext* conn, const std::s
 
 std::unique_ptr<Sink> MakeRedisSink(const SinkOptions& options) {
   return std::make_unique<RedisStreamSink>(options);
-}
-
-std::unique_ptr<Sink> MakeRedisCacheSink(const SinkOptions& options) {
-  return std::make_unique<RedisCacheSink>(options);
 }
 
 }  // namespace courier
