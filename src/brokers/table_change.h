@@ -1,6 +1,6 @@
 // What the sinks that mirror rows (the Redis cache, the search index) read of a change of a
 // captured table (Event::table_change, sources/cdc/change.h): which row, what happened to it,
-// and the row itself as the JSON text the event carries, byte for byte. The text is cut out of
+// and the row itself as the JSON text the event carries, made compact. The text is cut out of
 // the payload, never parsed into numbers and printed again, so a numeric with 30 digits or a
 // bigint above 2^53 reaches the cache exactly as PostgreSQL's to_jsonb rendered it.
 //

@@ -119,6 +119,29 @@ TEST_F(GroongaSinkTest, DeleteLeavesATombstoneSoAnOlderInsertCannotResurrectTheD
   EXPECT_EQ(Document("cdc_products", "1"), nlohmann::json::parse(R"({"id":1,"again":true})"));
 }
 
+// Tombstones have a bounded life: a sink removes the expired ones when it starts writing.
+TEST_F(GroongaSinkTest, ExpiredTombstonesAreRemoved) {
+  for (const Status& s :
+       Publish({TableChangeEvent("insert", "products", "1", 100, 1, R"({"id":1})"),
+                TableChangeEvent("delete", "products", "1", 110, 1)},
+               "tombstone_ttl=1")) {
+    ASSERT_OK(s);
+  }
+  auto tombstones = [&] {
+    return Select({{"table", "cdc_courier_tombstones"}, {"output_columns", "_key"}})["records"];
+  };
+  ASSERT_EQ(tombstones().size(), 1u);
+  uint64_t lsn = 200;
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        // Each new sink purges once, before its first write.
+        Publish({TableChangeEvent("insert", "orders", "1", ++lsn, 1, R"({"id":1})")},
+                "tombstone_ttl=1");
+        return tombstones().empty();
+      },
+      Duration(10000)));
+}
+
 TEST_F(GroongaSinkTest, TruncateDeletesTheTablesDocumentsOlderThanItself) {
   Apply({TableChangeEvent("insert", "products", "1", 100, 1, R"({"id":1})"),
          TableChangeEvent("insert", "products", "2", 100, 2, R"({"id":2})"),

@@ -8,7 +8,7 @@
 // own, created the first time it holds a value (strings, JSON objects and arrays: LongText with
 // a full-text index in PREFIXcourier_terms; numbers: Float; booleans: Bool), so that
 // `select --match_columns body --query word` finds rows. Three more columns per table:
-// courier_source, the row's `after` exactly as the event carried it (the document a reader
+// courier_source, the row's `after` as the event carried it, compact (the document a reader
 // compares with the database, as Elasticsearch's _source), and courier_lsn / courier_position,
 // its version.
 //
