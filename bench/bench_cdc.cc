@@ -44,22 +44,6 @@ Result<std::string> NewOutbox(test::PostgresServer& pg, const std::string& name,
   return url;
 }
 
-// A dev broker whose topic "bench" keeps all `events` (it keeps 5 MiB per partition).
-Result<std::string> StartBroker(const test::TempDir& dir, const std::string& name, int events) {
-  const std::string file = dir.File(name);
-  COURIER_ASSIGN_OR_RETURN(Subprocess broker,
-                           test::SpawnCourier({"dev-broker", "--bootstrap-file", file, "--topic",
-                                               "bench", "--partitions", BenchPartitions(events)}));
-  if (!test::WaitUntil([&] { return !test::ReadFile(file).empty(); })) {
-    return InternalError("cannot start courier dev-broker");
-  }
-  static std::vector<Subprocess> brokers;  // live until the benchmark exits
-  brokers.push_back(std::move(broker));
-  std::string bootstrap = test::ReadFile(file);
-  bootstrap.pop_back();
-  return bootstrap;
-}
-
 Result<double> TimeCourier(const std::vector<std::string>& args) {
   const TimePoint start = Clock::Real().Now();
   test::CommandResult r = test::RunCourier(args, Duration(1200000));
@@ -213,13 +197,13 @@ int main(int argc, char** argv) {
   if (!b.ok()) return Fail(b.status());
   std::fprintf(stderr, "(b) courier cdc → file: %.0f events/s\n", events / *b);
 
-  auto broker_c = StartBroker(dir, "bootstrap-c", events);
+  auto broker_c = StartDevBroker(dir, "bootstrap-c", events);
   if (!broker_c.ok()) return Fail(broker_c.status());
   auto c = cdc_run("bench_cdc_kafka", "kafka://" + *broker_c + "/bench");
   if (!c.ok()) return Fail(c.status());
   std::fprintf(stderr, "(c) courier cdc → dev broker: %.0f events/s\n", events / *c);
 
-  auto broker_d = StartBroker(dir, "bootstrap-d", events);
+  auto broker_d = StartDevBroker(dir, "bootstrap-d", events);
   if (!broker_d.ok()) return Fail(broker_d.status());
   auto poll_url = NewOutbox(**pg, "bench_poll", false);
   if (!poll_url.ok()) return Fail(poll_url.status());

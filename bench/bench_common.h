@@ -12,6 +12,7 @@
 #include "brokers/dev/dev_broker.h"
 #include "core/clock.h"
 #include "core/postgres.h"
+#include "support/harness.h"
 
 namespace courier::bench {
 
@@ -39,6 +40,23 @@ inline Status Fill(const std::string& url, int events) {
 // Kafka records; 512 leaves room) instead of dropping the oldest.
 inline std::string BenchPartitions(int events) {
   return std::to_string(DevBrokerPartitionsFor(events, 512));
+}
+
+// A dev broker whose topic "bench" keeps all `events` (it keeps 5 MiB per partition).
+inline Result<std::string> StartDevBroker(const test::TempDir& dir, const std::string& name,
+                                          int events) {
+  const std::string file = dir.File(name);
+  COURIER_ASSIGN_OR_RETURN(Subprocess broker,
+                           test::SpawnCourier({"dev-broker", "--bootstrap-file", file, "--topic",
+                                               "bench", "--partitions", BenchPartitions(events)}));
+  if (!test::WaitUntil([&] { return !test::ReadFile(file).empty(); })) {
+    return InternalError("cannot start courier dev-broker");
+  }
+  static std::vector<Subprocess> brokers;  // live until the benchmark exits
+  brokers.push_back(std::move(broker));
+  std::string bootstrap = test::ReadFile(file);
+  bootstrap.pop_back();
+  return bootstrap;
 }
 
 inline double Median(std::vector<double> v) {
