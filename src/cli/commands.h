@@ -88,6 +88,16 @@ struct MigrateFlags {
 CLI::App* AddMigrateCommand(CLI::App& app, MigrateFlags* f, CommonFlags* common);
 int RunMigrate(const MigrateFlags& f);
 
+// `courier backfill` (cli/cmd_backfill.cc).
+struct BackfillFlags {
+  std::string source;
+  TableNames tables;
+  std::vector<std::string> capture;
+  std::string where;
+};
+CLI::App* AddBackfillCommand(CLI::App& app, BackfillFlags* f, CommonFlags* common);
+int RunBackfill(const BackfillFlags& f);
+
 // `courier status` (cli/cmd_status.cc).
 struct StatusFlags {
   std::string source;

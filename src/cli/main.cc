@@ -157,6 +157,8 @@ const Command kCommands[] = {
      }},
     {"migrate", "Create the outbox's tables (with --mode cdc, its publication and slot)",
      [](CommandContext& ctx) { return Bind(ctx, AddMigrateCommand, RunMigrate); }},
+    {"backfill", "Publish captured tables' rows again, through the running relay",
+     [](CommandContext& ctx) { return Bind(ctx, AddBackfillCommand, RunBackfill); }},
     {"status", "Backlog, oldest pending event, dead letters, leases and replication slots",
      [](CommandContext& ctx) { return Bind(ctx, AddStatusCommand, RunStatus); }},
     {"dead-letters", "List, retry or drop the events the sink rejected for good",

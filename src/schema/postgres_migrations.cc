@@ -209,6 +209,15 @@ Status CdcCaptureSnapshot(PGconn* conn, const TableNames& t) {
                          " ADD COLUMN IF NOT EXISTS snapshot_rows bigint NOT NULL DEFAULT 0");
 }
 
+// 8: backfills (`courier backfill`): the condition of the rows to publish again, and a
+// request number, so that a relay still saving an earlier run's progress does not overwrite
+// a new request.
+Status CdcCaptureBackfill(PGconn* conn, const TableNames& t) {
+  return PgRun(conn, "ALTER TABLE " + QuoteIdent(t.CdcCapture()) +
+                         " ADD COLUMN IF NOT EXISTS snapshot_where text,"
+                         " ADD COLUMN IF NOT EXISTS snapshot_request bigint NOT NULL DEFAULT 0");
+}
+
 }  // namespace
 
 std::string BaseName(const std::string& name) {
@@ -228,6 +237,7 @@ std::vector<Migration> PostgresMigrations(PGconn* conn, const TableNames& t) {
       {5, "cdc_bookkeeping", {t.CdcSlots(), t.CdcBackfill()}, bind(CdcBookkeeping)},
       {6, "cdc_capture", {t.CdcCapture()}, bind(CdcCapture)},
       {7, "cdc_capture_snapshot", {}, bind(CdcCaptureSnapshot)},
+      {8, "cdc_capture_backfill", {}, bind(CdcCaptureBackfill)},
   };
 }
 

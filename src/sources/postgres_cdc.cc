@@ -329,7 +329,12 @@ class PostgresCdcSource final : public Source {
       handed_.push_back(pos);
     }
     std::string buf;
-    // The next snapshot chunk of a captured table, when none is on its way.
+    // Backfills requested since (`courier backfill`), once a second at most; then the next
+    // snapshot chunk of a captured table, when none is on its way.
+    if (!capture_.empty() && snapshot_.done() && ClockOf(options_).Now() >= next_backfill_check_) {
+      next_backfill_check_ = ClockOf(options_).Now() + kBackfillCheck;
+      COURIER_RETURN_IF_ERROR(snapshot_.Reload(conn_.get()));
+    }
     if (!snapshot_.in_progress() && !snapshot_.done()) {
       COURIER_RETURN_IF_ERROR(snapshot_.Step(conn_.get()));
       catch_up_deadline_ = ClockOf(options_).Now() + kCatchUpWait;
@@ -357,6 +362,9 @@ class PostgresCdcSource final : public Source {
       COURIER_ASSIGN_OR_RETURN(pgoutput::Message m, pgoutput::ParseMessage(copy.data.payload));
       COURIER_RETURN_IF_ERROR(OnMessage(m, &batch));
     }
+    // Snapshot chunks whose events are all done by now (their transaction's end arrived
+    // after the checkpoint of its events), and those that published nothing.
+    COURIER_RETURN_IF_ERROR(snapshot_.Save(conn_.get(), ledger_.Confirmable()));
     COURIER_RETURN_IF_ERROR(snapshot_.SaveEmpty(conn_.get()));
     Report(/*force=*/false);
     return batch;
@@ -500,6 +508,8 @@ class PostgresCdcSource final : public Source {
   std::unique_ptr<CheckpointStore> checkpoints_;  // the relay's position (on conn_)
   static constexpr Duration kCatchUpWait{10000};
   static constexpr Duration kVisibleWait{30000};
+  static constexpr Duration kBackfillCheck{1000};
+  TimePoint next_backfill_check_{};
   Lsn catch_up_lsn_ = 0;
   TimePoint catch_up_deadline_{};
   bool slot_stale_ = false;  // survives Close(): the next Activate recreates the slot

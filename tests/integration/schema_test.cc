@@ -23,11 +23,17 @@ class SchemaVersions : public ::testing::TestWithParam<bool> {
     ASSERT_OK(url);
     db->url = *url;
   }
-  // PostgreSQL knows 1 outbox … 7 cdc_capture_snapshot; SQLite 1 outbox … 3 inbox.
+  // PostgreSQL knows 1 outbox … 8 cdc_capture_backfill; SQLite 1 outbox … 3 inbox.
   std::vector<std::string> Known() const {
     if (postgres()) {
-      return {"1 outbox",      "2 dead_letters",        "3 leases", "4 inbox", "5 cdc_bookkeeping",
-              "6 cdc_capture", "7 cdc_capture_snapshot"};
+      return {"1 outbox",
+              "2 dead_letters",
+              "3 leases",
+              "4 inbox",
+              "5 cdc_bookkeeping",
+              "6 cdc_capture",
+              "7 cdc_capture_snapshot",
+              "8 cdc_capture_backfill"};
     }
     return {"1 outbox", "2 dead_letters", "3 inbox"};
   }
@@ -277,14 +283,14 @@ TEST(SchemaVersionsCli, MigratePrintsTheVersionAndWhatItApplied) {
   ASSERT_OK(url);
   const CommandResult first = RunCourier({"migrate", "--source", *url, "--table", "orders"});
   ASSERT_EQ(first.exit_code, 0) << first.err;
-  EXPECT_NE(first.out.find(
-                "\nschema version 7 (orders_schema): applied 1 outbox, 2 dead_letters,"
-                " 3 leases, 4 inbox, 5 cdc_bookkeeping, 6 cdc_capture, 7 cdc_capture_snapshot\n"),
+  EXPECT_NE(first.out.find("\nschema version 8 (orders_schema): applied 1 outbox, 2 dead_letters,"
+                           " 3 leases, 4 inbox, 5 cdc_bookkeeping, 6 cdc_capture, 7 "
+                           "cdc_capture_snapshot, 8 cdc_capture_backfill\n"),
             std::string::npos)
       << first.out;
   const CommandResult again = RunCourier({"migrate", "--source", *url, "--table", "orders"});
   ASSERT_EQ(again.exit_code, 0) << again.err;
-  EXPECT_NE(again.out.find("\nschema version 7 (orders_schema): up to date\n"), std::string::npos)
+  EXPECT_NE(again.out.find("\nschema version 8 (orders_schema): up to date\n"), std::string::npos)
       << again.out;
 }
 

@@ -39,14 +39,28 @@ Status Snapshot::Load(PGconn* conn, const TableNames& tables, const std::string&
   chunk_.reset();
   unsaved_.clear();
   table_names_capture_ = QuoteIdent(tables.CdcCapture());
-  for (uint32_t oid : captured) {
+  publication_ = publication;
+  captured_ = captured;
+  return ReadPending(conn);
+}
+
+Status Snapshot::Reload(PGconn* conn) {
+  if (!done() || !unsaved_.empty()) return Status::Ok();
+  return ReadPending(conn);
+}
+
+Status Snapshot::ReadPending(PGconn* conn) {
+  pending_.clear();
+  const std::string& publication = publication_;
+  for (uint32_t oid : captured_) {
     COURIER_ASSIGN_OR_RETURN(
         PgResult row,
         PgExec(conn,
                "SELECT coalesce(c.snapshot_last_key::text, ''), c.snapshot_rows::text,"
                " n.nspname, r.relname,"
                " '',"
-               " coalesce(array_to_string(pt.attnames, ','), ''), coalesce(pt.rowfilter, '')"
+               " coalesce(array_to_string(pt.attnames, ','), ''), coalesce(pt.rowfilter, ''),"
+               " coalesce(c.snapshot_where, ''), c.snapshot_request::text"
                " FROM " +
                    table_names_capture_ +
                    " c JOIN pg_class r ON r.oid = c.relation JOIN pg_namespace n ON n.oid ="
@@ -86,6 +100,8 @@ Status Snapshot::Load(PGconn* conn, const TableNames& tables, const std::string&
     }
     t.columns = split(PQgetvalue(row.get(), 0, 5));
     t.row_filter = PQgetvalue(row.get(), 0, 6);
+    t.where = PQgetvalue(row.get(), 0, 7);
+    t.request = ParseInt64(PQgetvalue(row.get(), 0, 8)).value_or(0);
     if (t.key_columns.empty() || t.columns.empty()) {
       log::Warn("captured table has no primary key: its existing rows are not snapshotted",
                 {{"table", t.schema + "." + t.table}});
@@ -120,6 +136,7 @@ Status Snapshot::Step(PGconn* conn) {
   select.resize(select.size() - 2);
   std::string where = t.last_key.empty() ? "true" : "(" + keys + ") > (" + params + ")";
   if (!t.row_filter.empty()) where += " AND (" + t.row_filter + ")";
+  if (!t.where.empty()) where += " AND (" + t.where + ")";
   // The rendering of to_jsonb depends on the session's time zone, as the stream's on its own.
   COURIER_RETURN_IF_ERROR(PgRun(conn, "SET TimeZone = 'UTC'"));
   const std::string sql = "SELECT " + select + " FROM " + t.sql_name + " t WHERE " + where +
@@ -194,7 +211,8 @@ void Snapshot::OnWatermark(const pgoutput::Message& m, uint64_t commit_lsn, int6
   }
   t.rows += static_cast<int64_t>(position);
   t.last_key = chunk_->last_key;
-  unsaved_[commit_lsn] = Progress{t.oid, t.last_key, t.rows, chunk_->last, position == 0};
+  unsaved_[commit_lsn] =
+      Progress{t.oid, t.request, t.last_key, t.rows, chunk_->last, position == 0};
   if (chunk_->last) {
     log::Info("snapshot of captured table done",
               {{"table", t.schema + "." + t.table}, {"rows", t.rows}});
@@ -219,10 +237,12 @@ Status Snapshot::Save(PGconn* conn, pgoutput::Lsn lsn) {
         PgExec(conn,
                "UPDATE " + table_names_capture_ +
                    " SET snapshot_last_key = $2::jsonb, snapshot_rows = $3,"
-                   " snapshot_state = $4 WHERE relation = $1::int8::oid",
+                   " snapshot_state = $4 WHERE relation = $1::int8::oid"
+                   // A backfill requested since starts the table over.
+                   " AND snapshot_request = $5",
                {std::to_string(p.oid),
                 p.last_key.empty() ? std::nullopt : PgParams::value_type(p.last_key),
-                std::to_string(p.rows), p.done ? "done" : "running"})
+                std::to_string(p.rows), p.done ? "done" : "running", std::to_string(p.request)})
             .status());
     it = unsaved_.erase(it);
   }

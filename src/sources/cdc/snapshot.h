@@ -36,6 +36,9 @@ class Snapshot {
   // The captured tables (by OID) whose snapshot is not done, from the bookkeeping table.
   Status Load(PGconn* conn, const TableNames& tables, const std::string& publication,
               const std::vector<uint32_t>& captured);
+  // Once the snapshots are done and saved: reads the bookkeeping again, for backfills that
+  // `courier backfill` requested since.
+  Status Reload(PGconn* conn);
 
   // A chunk's watermarks are on their way through the stream.
   bool in_progress() const { return chunk_.has_value(); }
@@ -71,6 +74,8 @@ class Snapshot {
     std::vector<std::string> key_types;  // format_type of each
     std::vector<std::string> columns;    // published, in table order
     std::string row_filter;              // the publication's, or ""
+    std::string where;                   // a backfill's condition, or ""
+    int64_t request = 0;                 // the backfill request it serves
     std::string last_key;                // JSON array of the key columns' text, or "" (start)
     int64_t rows = 0;
   };
@@ -82,14 +87,19 @@ class Snapshot {
     std::string last_key;
     std::map<std::string, RowChange> rows;  // by key (the event's aggregate key)
   };
+  Status ReadPending(PGconn* conn);
+
   struct Progress {
     uint32_t oid;
+    int64_t request;
     std::string last_key;
     int64_t rows;
     bool done;
     bool empty;  // the chunk published nothing
   };
 
+  std::string publication_;
+  std::vector<uint32_t> captured_;
   std::string table_names_capture_;  // the bookkeeping table, quoted
   std::vector<Table> pending_;
   std::optional<Chunk> chunk_;
