@@ -100,6 +100,10 @@ int RunStatus(const StatusFlags& f) {
                   l.name.c_str(), l.holder.c_str(), -l.expires_in_s);
     }
   }
+  for (const CaptureStatus& c : s->captured) {
+    std::printf("captured table     %s  snapshot %s (%lld rows read)\n", c.table.c_str(),
+                c.snapshot_state.c_str(), static_cast<long long>(c.snapshot_rows));
+  }
   std::vector<std::string> warnings;
   for (const SlotStatus& slot : s->slots) {
     if (!slot.exists) {

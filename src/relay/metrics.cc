@@ -130,6 +130,20 @@ std::string RenderMetrics(const RelayStats& s, const OutboxStatus* status,
     w.One("courier_dead_letter_rows", "gauge",
           "Dead letters of this outbox (its rows in the dead-letter table).",
           static_cast<double>(status->dead_letters));
+    if (!status->captured.empty()) {
+      w.Head("courier_capture_snapshot_rows", "gauge",
+             "Rows of a captured table read by its snapshot or backfill so far.");
+      for (const CaptureStatus& c : status->captured) {
+        w.Sample("courier_capture_snapshot_rows", static_cast<double>(c.snapshot_rows),
+                 "table=\"" + Escape(c.table) + "\"");
+      }
+      w.Head("courier_capture_snapshot_done", "gauge",
+             "1 once a captured table's snapshot or backfill is done.");
+      for (const CaptureStatus& c : status->captured) {
+        w.Sample("courier_capture_snapshot_done", c.snapshot_state == "done" ? 1 : 0,
+                 "table=\"" + Escape(c.table) + "\"");
+      }
+    }
     if (!status->slots.empty()) {
       w.Head("courier_cdc_slot_lag_bytes", "gauge",
              "WAL written since the slot's confirmed position.");

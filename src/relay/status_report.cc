@@ -66,6 +66,16 @@ Result<OutboxStatus> PostgresStatus(const std::string& conninfo, const TableName
     slot.wal_status = PQgetvalue(q, i, 6);
     s.slots.push_back(std::move(slot));
   }
+  auto captured = PgExec(conn.get(), "SELECT table_name, snapshot_state, snapshot_rows FROM " +
+                                         QuoteIdent(t.CdcCapture()) + " ORDER BY 1");
+  // Outboxes migrated before table capture existed have no such table: nothing captured then.
+  if (!captured.ok() && captured.status().code() != StatusCode::kNotFound) {
+    return captured.status();
+  }
+  for (int i = 0; captured.ok() && i < PQntuples(captured->get()); ++i) {
+    s.captured.push_back({PQgetvalue(captured->get(), i, 0), PQgetvalue(captured->get(), i, 1),
+                          std::stoll(PQgetvalue(captured->get(), i, 2))});
+  }
   auto leases = PgExec(conn.get(),
                        "SELECT name, holder, epoch, expires_at > now(),"
                        " extract(epoch FROM now() - renewed_at)::float8,"

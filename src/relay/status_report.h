@@ -36,14 +36,22 @@ struct LeaseStatus {
   double per_second = 0;    // over the last minute
 };
 
+// A captured table (table CDC) and the progress of its snapshot or backfill.
+struct CaptureStatus {
+  std::string table;           // schema.table
+  std::string snapshot_state;  // pending, running, done
+  int64_t snapshot_rows = 0;
+};
+
 struct OutboxStatus {
   int64_t pending = 0;
   double oldest_pending_age_s = 0;  // 0 when nothing is pending
   int64_t published_retained = 0;   // retain mode: published rows not yet cleaned
   int64_t dead_letters = 0;
   bool relay_active = false;
-  std::vector<SlotStatus> slots;    // PostgreSQL, CDC
-  std::vector<LeaseStatus> leases;  // PostgreSQL
+  std::vector<SlotStatus> slots;        // PostgreSQL, CDC
+  std::vector<LeaseStatus> leases;      // PostgreSQL
+  std::vector<CaptureStatus> captured;  // PostgreSQL, table CDC
 };
 
 Result<OutboxStatus> ReadOutboxStatus(const std::string& source_url, const TableNames& tables);

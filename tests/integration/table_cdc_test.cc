@@ -412,6 +412,11 @@ TEST_F(TableCdcTest, RowsThatExistBeforeCaptureArriveAsReadEventsWithoutGoingSta
     EXPECT_EQ(last_of[key].payload["after"], row) << "key " << key;
   }
   EXPECT_EQ(Query1("SELECT snapshot_rows FROM courier_outbox_cdc_capture"), std::to_string(reads));
+  const CommandResult status = RunCourier({"status", "--source", db_->url});
+  EXPECT_NE(status.out.find("captured table     public.stock  snapshot done (" +
+                            std::to_string(reads) + " rows read)\n"),
+            std::string::npos)
+      << status.out;
 }
 
 // The relay is SIGKILLed again and again in the middle of a snapshot while rows change: the
