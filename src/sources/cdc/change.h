@@ -36,8 +36,9 @@ struct ColumnValue {
 
 struct RowChange {
   enum class Op { kInsert, kUpdate, kDelete, kRead, kTruncate } op = Op::kInsert;
-  std::string schema;  // e.g. public
-  std::string table;   // e.g. products
+  std::string database;  // the database's name (Debezium's source.db)
+  std::string schema;    // e.g. public
+  std::string table;     // e.g. products
   // The primary key's columns, in key order (for REPLICA IDENTITY FULL tables without a
   // primary key: every column).
   std::vector<std::string> key_columns;
@@ -65,6 +66,11 @@ enum class ChangeFormat {
 // and created_at_us of `out` (id, row_id and headers are the caller's). `system_id`: the cluster's
 // identifier (IDENTIFY_SYSTEM), part of the event id.
 void RenderChange(const RowChange& change, ChangeFormat format, uint64_t system_id, Event* out);
+
+// The event id of a change: a version-8 UUID that holds the commit LSN and, mixed with the
+// cluster's identifier, the position; distinct for every (LSN, position) of one cluster, and
+// the same each time the change is rendered again.
+std::string ChangeEventId(uint64_t commit_lsn, uint64_t position, uint64_t system_id);
 
 // A column value in pgoutput's text form as JSON, exactly as to_jsonb renders it: numbers as
 // numbers (NaN and infinities as strings), booleans, json/jsonb nested, timestamps in ISO 8601,
