@@ -44,7 +44,12 @@ struct RelayOptions {
   // replication slot (created if missing) instead of polling the table.
   enum class Mode { kPoll, kCdc };
   Mode mode = Mode::kPoll;
-  std::string slot;         // CDC: empty means courier_<database>_<table>
+  std::string slot;  // CDC: empty means courier_<database>_<table>
+  // kDebezium (CDC only): the outbox has Debezium's outbox shape (id uuid, aggregatetype,
+  // aggregateid, type, payload) and is read as Debezium's Outbox Event Router reads it: key
+  // aggregateid, value payload, header `id`; the default route is outbox.event.{aggregatetype}.
+  enum class OutboxFormat { kCourier, kDebezium };
+  OutboxFormat outbox_format = OutboxFormat::kCourier;
   std::string publication;  // CDC: empty means the outbox table's name
   // CDC: tables whose inserts, updates, deletes and truncates are published too, beside the
   // outbox's events ("public.products, public.orders (id, status) WHERE (status <> 'x')";

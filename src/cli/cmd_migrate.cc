@@ -29,6 +29,11 @@ CLI::App* AddMigrateCommand(CLI::App& app, MigrateFlags* f, CommonFlags* common)
                   "CDC: publication (default: the table's name)")
       ->type_name("NAME");
   AddCaptureOption(cmd, &f->cdc.capture);
+  cmd->add_option("--outbox-format", f->outbox_format,
+                  "courier, or debezium to create Debezium's outbox table (id uuid, "
+                  "aggregatetype, aggregateid, type, payload jsonb) if absent")
+      ->type_name("courier|debezium")
+      ->capture_default_str();
   AddTableOptions(cmd, &f->tables.outbox, &f->tables.dead_letter);
   AddCommonFlags(cmd, common);
   return cmd;
@@ -40,8 +45,12 @@ int RunMigrate(const MigrateFlags& f) {
   CdcOptions cdc = f.cdc;
   // Capturing tables is change data capture.
   cdc.enabled = *is_cdc || !cdc.capture.empty();
+  TableNames tables = f.tables;
+  bool debezium = false;
+  if (Status st = ParseOutboxFormat(f.outbox_format, &debezium); !st.ok()) return Fail(st);
+  if (debezium) tables.outbox_format = TableNames::OutboxFormat::kDebezium;
   MigrateReport report;
-  Status st = Migrate(f.source, f.tables, cdc, &StopRequest(), &report);
+  Status st = Migrate(f.source, tables, cdc, &StopRequest(), &report);
   if (!st.ok()) return Fail(st);
   auto join = [](const std::vector<std::string>& names) {
     std::string out;

@@ -86,6 +86,13 @@ CLI::App* AddRelayCommand(CLI::App& app, RelayFlags* f, CommonFlags* common) {
       ->type_name("poll|cdc")
       ->capture_default_str();
   const std::string kCdc = "Change data capture (--mode cdc)";
+  cmd->add_option("--outbox-format", f->outbox_format,
+                  "courier: courier's outbox table; debezium: Debezium's outbox table (id, "
+                  "aggregatetype, aggregateid, type, payload) read as its Outbox Event Router "
+                  "does: key aggregateid, header id, default topic outbox.event.{aggregatetype}")
+      ->type_name("courier|debezium")
+      ->capture_default_str()
+      ->group(kCdc);
   cmd->add_option("--slot", f->options.slot,
                   "Replication slot, created if missing (default courier_<db>_<table>_<hash>)")
       ->type_name("NAME")

@@ -84,6 +84,7 @@ struct MigrateFlags {
   TableNames tables;
   CdcOptions cdc;
   std::string mode = cdc.enabled ? "cdc" : "poll";
+  std::string outbox_format = "courier";
 };
 CLI::App* AddMigrateCommand(CLI::App& app, MigrateFlags* f, CommonFlags* common);
 int RunMigrate(const MigrateFlags& f);

@@ -53,12 +53,42 @@ Status ParseShard(const std::string& text, RelayOptions* o) {
 
 }  // namespace
 
+Status ParseOutboxFormat(const std::string& text, bool* debezium) {
+  if (text != "courier" && text != "debezium") {
+    return InvalidArgumentError("--outbox-format must be courier or debezium, not '" + text + "'");
+  }
+  *debezium = text == "debezium";
+  return Status::Ok();
+}
+
+std::string WithDebeziumRoute(const std::string& sink_url) {
+  auto url = ParseUrl(sink_url);
+  if (!url.ok() || !url->path.empty()) return sink_url;
+  static const std::set<std::string> kRouted = {"kafka", "redis", "rediss", "nats", "nats+tls"};
+  if (kRouted.count(url->scheme) == 0) return sink_url;
+  std::string out = sink_url;
+  const size_t start = out.find("://");
+  if (start == std::string::npos) return sink_url;
+  const size_t end = out.find_first_of("/?#", start + 3);
+  if (end == std::string::npos) return out + "/" + kDebeziumOutboxRoute;
+  if (out[end] == '/') return out.insert(end + 1, kDebeziumOutboxRoute);
+  return out.insert(end, std::string("/") + kDebeziumOutboxRoute);
+}
+
 std::vector<FlagError> CheckRelayFlags(RelayFlags& f) {
   std::vector<FlagError> errors;
   auto check = [&](const char* key, Status st) {
     if (!st.ok()) errors.push_back({key, 0, std::move(st)});
   };
   RelayOptions& o = f.options;
+  bool debezium = false;
+  check("outbox-format", ParseOutboxFormat(f.outbox_format, &debezium));
+  if (debezium) {
+    o.outbox_format = RelayOptions::OutboxFormat::kDebezium;
+    // Debezium's Outbox Event Router routes to outbox.event.<aggregatetype>: so does a sink
+    // URL that names no topic (stream, subject).
+    for (std::string& sink : f.sinks) sink = WithDebeziumRoute(sink);
+  }
   if (!f.sinks.empty()) {
     o.sink_url = f.sinks.front();
     o.extra_sink_urls.assign(f.sinks.begin() + 1, f.sinks.end());

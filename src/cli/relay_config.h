@@ -23,6 +23,7 @@ struct RelayFlags {
   RelayOptions options;
   std::vector<std::string> sinks;
   std::string mode = options.mode == RelayOptions::Mode::kCdc ? "cdc" : "poll";
+  std::string outbox_format = "courier";
   std::string batch_size = std::to_string(options.batch_size);
   std::string poll_interval = FormatDuration(options.poll_interval);
   std::string retention = FormatDuration(options.retention);
@@ -50,6 +51,15 @@ inline constexpr Duration kOnceDeliveryTimeout{30000};
 
 // poll → false, cdc → true.
 Result<bool> ParseMode(const std::string& mode);
+
+// --outbox-format: courier → false, debezium → true.
+Status ParseOutboxFormat(const std::string& text, bool* debezium);
+
+// Debezium's Outbox Event Router's topic: outbox.event.<aggregatetype>.
+inline constexpr const char* kDebeziumOutboxRoute = "outbox.event.{aggregate_type}";
+// `sink_url` routed there when it names no topic, stream or subject (Kafka, Redis, NATS);
+// otherwise unchanged.
+std::string WithDebeziumRoute(const std::string& sink_url);
 
 // A duration flag's value; the error names the flag.
 Status ParseFlagDuration(const char* flag, const std::string& text, Duration* out);

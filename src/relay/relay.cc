@@ -536,6 +536,16 @@ Result<std::unique_ptr<Relay>> Relay::Create(const RelayOptions& options) {
   SourceOptions source_options;
   source_options.url = options.source_url;
   source_options.tables = {options.outbox_table, options.dead_letter_table};
+  if (options.outbox_format == RelayOptions::OutboxFormat::kDebezium) {
+    // Polling walks the outbox in the order of a serial id and deletes what it published;
+    // Debezium's outbox has neither (its id is a uuid, its rows are the application's).
+    if (options.mode != RelayOptions::Mode::kCdc) {
+      return InvalidArgumentError(
+          "--outbox-format debezium needs --mode cdc: polling orders the outbox by a serial id "
+          "column, which Debezium's outbox table has not (its id is a uuid)");
+    }
+    source_options.tables.outbox_format = TableNames::OutboxFormat::kDebezium;
+  }
   source_options.mode = options.retain ? CheckpointMode::kRetain : CheckpointMode::kDelete;
   source_options.poll_interval = options.poll_interval;
   source_options.clock = options.clock;

@@ -264,6 +264,10 @@ Status Migrate(const std::string& source_url, const TableNames& tables, const Cd
     return InvalidArgumentError(std::string(cdc.enabled ? "--mode cdc" : "--capture") +
                                 " needs PostgreSQL; a SQLite outbox is polled");
   }
+  if (tables.outbox_format == TableNames::OutboxFormat::kDebezium) {
+    return InvalidArgumentError(
+        "--outbox-format debezium needs PostgreSQL (it is read from the write-ahead log)");
+  }
   COURIER_ASSIGN_OR_RETURN(SqliteDb sqlite, SqliteOpen(loc.target, /*create=*/true));
   SqliteSchemaDb db(sqlite.get());
   const std::vector<Migration> migrations = SqliteMigrations(sqlite.get(), tables);

@@ -11,8 +11,21 @@ std::string SchemaPrefix(const std::string& name) {
   return dot == std::string::npos ? "" : QuoteIdent(name.substr(0, dot)) + ".";
 }
 
+// 1 for Debezium's outbox shape (--outbox-format debezium): the table of Debezium's outbox
+// documentation; the application writes and deletes its rows, courier only reads the log.
+Status DebeziumOutbox(PGconn* conn, const TableNames& t) {
+  return PgRun(conn, "CREATE TABLE IF NOT EXISTS " + QuoteIdent(t.outbox) +
+                         " ("
+                         " id uuid PRIMARY KEY,"
+                         " aggregatetype varchar(255) NOT NULL,"
+                         " aggregateid varchar(255) NOT NULL,"
+                         " type varchar(255) NOT NULL,"
+                         " payload jsonb)");
+}
+
 // 1: the outbox, the UUIDv7 function its event_id defaults to, and its indexes.
 Status Outbox(PGconn* conn, const TableNames& t) {
+  if (t.outbox_format == TableNames::OutboxFormat::kDebezium) return DebeziumOutbox(conn, t);
   const std::string outbox = QuoteIdent(t.outbox);
   const std::string uuid_fn = SchemaPrefix(t.outbox) + "courier_uuid_v7";
   return PgRun(
@@ -75,6 +88,8 @@ Status DeadLetters(PGconn* conn, const TableNames& t) {
   const std::string dead = QuoteIdent(t.dead_letter);
   // The dead-letter table copies the outbox's payload and headers types, so a row moves
   // between them unchanged even when the application created the outbox with bytea.
+  // Debezium's outbox has no headers column: its events carry the header `id`, as jsonb.
+  const bool debezium = t.outbox_format == TableNames::OutboxFormat::kDebezium;
   COURIER_ASSIGN_OR_RETURN(
       PgResult types,
       PgExec(conn,
@@ -82,11 +97,11 @@ Status DeadLetters(PGconn* conn, const TableNames& t) {
              "WHERE a.attrelid = $1::regclass AND a.attname IN ('payload','headers') "
              "ORDER BY a.attname DESC",
              {outbox}));
-  if (PQntuples(types.get()) != 2) {
+  if (PQntuples(types.get()) != 2 && !(debezium && PQntuples(types.get()) == 1)) {
     return InvalidArgumentError("table " + outbox + " exists but lacks payload/headers columns");
   }
   const std::string payload_type = PQgetvalue(types.get(), 0, 0);
-  const std::string headers_type = PQgetvalue(types.get(), 1, 0);
+  const std::string headers_type = debezium ? "jsonb" : PQgetvalue(types.get(), 1, 0);
   COURIER_RETURN_IF_ERROR(PgRun(conn, "CREATE TABLE IF NOT EXISTS " + dead +
                                           " ("
                                           " id bigserial PRIMARY KEY,"

@@ -30,6 +30,23 @@ const std::vector<Required>& OutboxColumns() {
   return columns;
 }
 
+// Debezium's outbox table (its documentation's example), as its Outbox Event Router reads it.
+const std::vector<Required>& DebeziumOutboxColumns() {
+  static const std::vector<Required> columns = {
+      {"id", {"uuid"}, "uuid PRIMARY KEY"},
+      {"aggregatetype", {"text", "varchar", "bpchar"}, "varchar(255) NOT NULL"},
+      {"aggregateid", {"text", "varchar", "bpchar"}, "varchar(255) NOT NULL"},
+      {"type", {"text", "varchar", "bpchar"}, "varchar(255) NOT NULL"},
+      {"payload", {"json", "jsonb", "text", "varchar", "bytea"}, "jsonb"},
+  };
+  return columns;
+}
+
+const std::vector<Required>& OutboxColumnsOf(const TableNames& tables) {
+  return tables.outbox_format == TableNames::OutboxFormat::kDebezium ? DebeziumOutboxColumns()
+                                                                     : OutboxColumns();
+}
+
 // What the relay writes when it moves a row to the dead-letter table (the sources'
 // Checkpoint), or what has a default there when migrate made it.
 const std::set<std::string>& DeadLetterColumns() {
@@ -60,7 +77,7 @@ Status CheckTableShapes(PGconn* conn, const TableNames& tables) {
   const std::string outbox = QuoteIdent(tables.outbox);
   COURIER_ASSIGN_OR_RETURN(PgResult cols, PgExec(conn, sql, {outbox}));
   if (PQntuples(cols.get()) > 0) {
-    for (const Required& r : OutboxColumns()) {
+    for (const Required& r : OutboxColumnsOf(tables)) {
       int row = -1;
       for (int i = 0; i < PQntuples(cols.get()); ++i) {
         if (std::string(PQgetvalue(cols.get(), i, 0)) == r.name) row = i;
@@ -114,7 +131,7 @@ Status CheckTableShapes(sqlite3* db, const TableNames& tables) {
   };
   COURIER_ASSIGN_OR_RETURN(auto outbox_cols, read(tables.outbox));
   if (!outbox_cols.empty()) {
-    for (const Required& r : OutboxColumns()) {
+    for (const Required& r : OutboxColumnsOf(tables)) {
       bool found = false;
       for (const auto& c : outbox_cols) found = found || c.first == r.name;
       if (!found) {

@@ -93,6 +93,12 @@ class PostgresCdcSource final : public Source {
         PrepareCdc(conn_.get(), conninfo_, options_.tables, options_.cdc, stop, slot_stale_));
     slot_stale_ = false;
     COURIER_RETURN_IF_ERROR(ActivateCapture());
+    if (options_.tables.outbox_format == TableNames::OutboxFormat::kDebezium) {
+      // Nothing to backfill: Debezium's outbox rows are not courier's to publish or delete.
+      COURIER_RETURN_IF_ERROR(StartStreaming());
+      state_ = State::kStreaming;
+      return Status::Ok();
+    }
     COURIER_RETURN_IF_ERROR(OpenBackfill());
     state_ = State::kBackfill;
     return Status::Ok();
@@ -432,7 +438,7 @@ class PostgresCdcSource final : public Source {
       columns_.erase(r.id);
       return;
     }
-    columns_[r.id] = cdc::OutboxColumnsOf(r);
+    columns_[r.id] = cdc::OutboxColumnsOf(r, options_.tables.outbox_format);
   }
 
   // The changes of captured tables `m` makes, as events (row_id 0: no outbox row).

@@ -36,6 +36,12 @@ std::string DerivedName(const std::string& name, const std::string& suffix);
 struct TableNames {
   std::string outbox = "courier_outbox";
   std::string dead_letter = "courier_dead_letter";
+  // The outbox's shape: courier's (DESIGN §3), or Debezium's outbox table (id uuid,
+  // aggregatetype, aggregateid, type, payload), read as Debezium's Outbox Event Router reads
+  // it (docs/table-cdc.md, "Debezium's outbox"); that one is only read from the write-ahead
+  // log, and its rows are left to the application.
+  enum class OutboxFormat { kCourier, kDebezium };
+  OutboxFormat outbox_format = OutboxFormat::kCourier;
   // Consumers' side (courier/inbox.h): created beside the outbox, as a service usually both
   // consumes and produces.
   std::string inbox = "courier_inbox";

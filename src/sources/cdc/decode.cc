@@ -13,10 +13,50 @@ namespace {
 
 constexpr uint32_t kByteaOid = 17;
 
+// A row of Debezium's outbox (OutboxRow's fields hold its columns: event_id its id): the
+// event its Outbox Event Router publishes, with the header `id`, created at the commit.
+DecodedRow DecodeDebeziumRow(OutboxRow row, int64_t commit_time_us) {
+  const std::optional<std::string> id = row.event_id;
+  row.id = "0";  // no row id: courier neither deletes nor stamps the application's rows
+  row.created_at_us = std::to_string(commit_time_us);
+  if (id) row.headers = "{\"id\":" + nlohmann::json(*id).dump() + "}";
+  DecodedRow d = DecodeOutboxRow(row);
+  if (!d.error.empty()) {
+    // The reason in the names of Debezium's columns.
+    std::string why = d.error.substr(d.error.find(": ") + 2);
+    for (const auto& [ours, theirs] : {std::pair<std::string, std::string>{"event_id", "id"},
+                                       {"aggregate_type", "aggregatetype"},
+                                       {"aggregate_id", "aggregateid"},
+                                       {"event_type", "type"}}) {
+      const std::string from = "column " + ours + " ";
+      if (why.rfind(from, 0) == 0) why = "column " + theirs + " " + why.substr(from.size());
+    }
+    d.error = "outbox row " + id.value_or("with a NULL id") + ": " + why;
+    if (d.event.created_at_us == 0) d.event.created_at_us = commit_time_us;
+  }
+  return d;
+}
+
 }  // namespace
 
-OutboxColumns OutboxColumnsOf(const pgoutput::Relation& relation) {
+OutboxColumns OutboxColumnsOf(const pgoutput::Relation& relation, TableNames::OutboxFormat format) {
   OutboxColumns c;
+  if (format == TableNames::OutboxFormat::kDebezium) {
+    c.debezium = true;
+    for (size_t i = 0; i < relation.columns.size(); ++i) {
+      const std::string& n = relation.columns[i].name;
+      const int idx = static_cast<int>(i);
+      if (n == "id") c.event_id = idx;
+      if (n == "aggregatetype") c.aggregate_type = idx;
+      if (n == "aggregateid") c.aggregate_id = idx;
+      if (n == "type") c.event_type = idx;
+      if (n == "payload") {
+        c.payload = idx;
+        c.payload_bytea = relation.columns[i].type_oid == kByteaOid;
+      }
+    }
+    return c;
+  }
   for (size_t i = 0; i < relation.columns.size(); ++i) {
     const std::string& n = relation.columns[i].name;
     const int idx = static_cast<int>(i);
@@ -47,6 +87,7 @@ DecodedRow DecodeInsert(const OutboxColumns& c, const std::vector<pgoutput::Valu
                 column(c.aggregate_id), column(c.event_type), column(c.payload),
                 column(c.headers),      std::nullopt};
   if (c.payload_bytea && row.payload) row.payload = UnescapeBytea(*row.payload);
+  if (c.debezium) return DecodeDebeziumRow(std::move(row), commit_time_us);
   if (c.created_at < 0) {
     row.created_at_us = std::to_string(commit_time_us);  // an outbox without the column
   } else if (std::optional<std::string> text = column(c.created_at)) {

@@ -12,6 +12,7 @@
 
 #include "sources/pgoutput.h"
 #include "sources/row_codec.h"
+#include "sources/source.h"
 
 namespace courier::cdc {
 
@@ -20,15 +21,22 @@ inline constexpr const char* kMessagePrefix = "courier";
 
 // The outbox columns the source reads, by position in the relation as the stream sends it
 // (-1: the table has no such column).
+// In Debezium's outbox shape (`debezium`), event_id is the uuid column `id` and there is no
+// row id: aggregatetype, aggregateid and type stand for aggregate_type, aggregate_id and
+// event_type, and there are no headers or created_at columns.
 struct OutboxColumns {
   int id = -1, event_id = -1, aggregate_type = -1, aggregate_id = -1, event_type = -1, payload = -1,
       headers = -1, created_at = -1;
   bool payload_bytea = false;
+  bool debezium = false;
 };
-OutboxColumns OutboxColumnsOf(const pgoutput::Relation& relation);
+OutboxColumns OutboxColumnsOf(const pgoutput::Relation& relation,
+                              TableNames::OutboxFormat format = TableNames::OutboxFormat::kCourier);
 
 // An inserted outbox row. `commit_time_us` (of its transaction) stands for created_at when the
-// outbox lacks the column, and for a dead letter's when the row's own is unusable.
+// outbox lacks the column, and for a dead letter's when the row's own is unusable. A row of
+// Debezium's outbox becomes what its Outbox Event Router publishes: key aggregateid, value
+// payload, header `id` (the row's id, also the event id); its row_id is 0 (nothing to delete).
 DecodedRow DecodeInsert(const OutboxColumns& columns, const std::vector<pgoutput::Value>& values,
                         int64_t commit_time_us);
 

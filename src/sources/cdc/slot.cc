@@ -283,7 +283,9 @@ Status CreateSlot(PGconn* conn, const std::string& conninfo, const TableNames& t
                 {names.slot})
              .status();
   }
-  if (st.ok()) {
+  // Debezium's outbox rows are the application's (it deletes them, or keeps them as a log):
+  // as with Debezium's Outbox Event Router, only inserts after the slot exists are events.
+  if (st.ok() && t.outbox_format == TableNames::OutboxFormat::kCourier) {
     auto res = PgExec(conn,
                       "INSERT INTO " + QuoteIdent(t.CdcBackfill()) +
                           " (slot_name, outbox_id) SELECT $1, id FROM " + QuoteIdent(t.outbox) +
