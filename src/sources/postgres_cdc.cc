@@ -61,6 +61,8 @@ class PostgresCdcSource final : public Source {
   Status Open() override {
     Close();
     COURIER_ASSIGN_OR_RETURN(conn_, PgConnect(conninfo_));
+    COURIER_ASSIGN_OR_RETURN(PgResult db, PgExec(conn_.get(), "SELECT current_database()"));
+    database_ = PQgetvalue(db.get(), 0, 0);
     COURIER_RETURN_IF_ERROR(cdc::CheckCdcTables(conn_.get(), options_.tables));
     COURIER_RETURN_IF_ERROR(CheckTableShapes(conn_.get(), options_.tables));
     COURIER_RETURN_IF_ERROR(CheckRelayPrivileges(conn_.get(), options_.tables, options_.mode));
@@ -451,7 +453,8 @@ class PostgresCdcSource final : public Source {
 
   // Hands changes_ as events.
   Status HandRendered(FetchedBatch* batch) {
-    for (const cdc::RowChange& change : changes_) {
+    for (cdc::RowChange& change : changes_) {
+      change.database = database_;  // Debezium's source.db
       DecodedRow d;
       cdc::RenderChange(change, options_.cdc.change_format, stream_.system_id(), &d.event);
       Hand(std::move(d), batch);
@@ -533,6 +536,7 @@ class PostgresCdcSource final : public Source {
   cdc::Snapshot snapshot_;               // their rows from before capture began
   Lsn begin_lsn_ = 0;                    // the final_lsn of the transaction being decoded
   std::vector<cdc::RowChange> changes_;  // scratch of HandChanges
+  std::string database_;                 // the source's database, for the changes' source.db
 };
 
 }  // namespace

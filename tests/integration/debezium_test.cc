@@ -90,6 +90,51 @@ TEST(DebeziumFormat, ADebeziumConsumerParsesEveryEventKind) {
   EXPECT_EQ(summary["rows"][R"({"id": 1})"]["updated"], "2026-11-26T22:18:23.5+00:00");
 }
 
+// The same consumer on what a real relay publishes: `courier relay --capture --format
+// debezium` streams a table's inserts, updates, deletes and truncate to a file sink; every event
+// parses, and the rows it ends with are the table's rows as to_jsonb writes them.
+TEST(DebeziumFormat, ADebeziumConsumerParsesWhatTheRelayPublishes) {
+  const TestDb db = TestDb::Make(true);
+  ASSERT_OK(db.Transaction(
+      {"CREATE TABLE products (id int PRIMARY KEY, name text, price numeric(30, 4), tags text[],"
+       " attrs jsonb, updated timestamptz)"}));
+  const CommandResult migrated =
+      RunCourier({"migrate", "--source", db.url, "--capture", "products"});
+  ASSERT_EQ(migrated.exit_code, 0) << migrated.err;
+  ASSERT_OK(db.Transaction(
+      {"INSERT INTO products VALUES (1, 'tea', 12345678901234567890.0100, '{\"a b\",NULL}',"
+       " '{\"k\": [1, 2.5]}', '2026-11-26 22:18:23.5+00')",
+       "INSERT INTO products VALUES (2, 'cup', 3.5, '{}', NULL, now())"}));
+  ASSERT_OK(db.Transaction({"UPDATE products SET name = 'green tea', tags = '{x}' WHERE id = 1"}));
+  ASSERT_OK(db.Transaction({"DELETE FROM products WHERE id = 2"}));
+  const std::map<std::string, json> rows = [&] {
+    std::map<std::string, json> out;
+    auto r = PgQuery(db.url, "SELECT to_jsonb(p)::text FROM products p");
+    EXPECT_OK(r);
+    for (const std::string& row : r.ok() ? *r : std::vector<std::string>{}) {
+      const json j = json::parse(row);
+      out["{\"id\": " + j["id"].dump() + "}"] = j;
+    }
+    return out;
+  }();
+  ASSERT_OK(db.Transaction({"TRUNCATE products"}));
+
+  TempDir dir;
+  const std::string file = dir.File("events.jsonl");
+  const CommandResult relay =
+      RunCourier({"relay", "--source", db.url, "--mode", "cdc", "--capture", "products", "--format",
+                  "debezium", "--sink", "file://" + file, "--once"});
+  ASSERT_EQ(relay.exit_code, 0) << relay.err;
+  const json summary = Consume(dir, file);
+  ASSERT_TRUE(summary.is_object()) << ReadFile(file);
+  EXPECT_EQ(summary["counts"], json::parse(R"({"c":2,"d":1,"r":0,"t":1,"u":1})"));
+  EXPECT_EQ(summary["tables"], json::parse(R"(["public.products"])"));
+  EXPECT_EQ(summary["dbs"], json::array({db.url.substr(db.url.rfind('/') + 1)}));
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(summary["rows"]["{\"id\": 1}"], rows.at("{\"id\": 1}"));
+  EXPECT_TRUE(summary["rows"]["{\"id\": 2}"].is_null());
+}
+
 class DebeziumOutbox : public ::testing::Test {
  protected:
   void SetUp() override {

@@ -83,6 +83,7 @@ def main():
     counts = {op: 0 for op in sorted(OPS)}
     rows = {}
     tables = set()
+    dbs = set()
     with open(sys.argv[1], encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             record = json.loads(line)
@@ -91,9 +92,11 @@ def main():
             op, key_id, row, source = check(n, key, record["payload"])
             counts[op] += 1
             tables.add(source["schema"] + "." + source["table"])
+            dbs.add(source["db"])
             if key_id is not None:
                 rows[key_id] = None if op == "d" else row
-    print(json.dumps({"counts": counts, "rows": rows, "tables": sorted(tables)}, sort_keys=True))
+    print(json.dumps({"counts": counts, "rows": rows, "tables": sorted(tables), "dbs": sorted(dbs)},
+                     sort_keys=True))
 
 
 if __name__ == "__main__":
