@@ -91,6 +91,10 @@ TEST(CdcColumn, InvalidUtf8BecomesTheReplacementCharacter) {
             "\"a\xef\xbf\xbd"
             "b\xef\xbf\xbd\"");
   EXPECT_EQ(RenderColumn(kText, "\xed\xa0\x80"), "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"");
+  // In a json key too, before keys are sorted, so that rendering again gives the same text.
+  const std::string key = RenderColumn(kJson, "{\"bb\":1,\"a\x8b\":2}");
+  EXPECT_EQ(key, "{\"bb\": 1, \"a\xef\xbf\xbd\": 2}");
+  EXPECT_EQ(RenderColumn(kJson, key), key);
 }
 
 TEST(CdcColumn, DatesAndTimestampsInXsdForm) {

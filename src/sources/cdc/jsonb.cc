@@ -207,6 +207,13 @@ class Reader {
         return true;
       }
       if (static_cast<unsigned char>(c) < 0x20) return false;
+      if (static_cast<unsigned char>(c) >= 0x80) {
+        // Not UTF-8 (a SQL_ASCII database): U+FFFD already here, so that keys sort as written.
+        const size_t n = Utf8Length(in_, pos_);
+        s->append(n == 0 ? std::string_view("\xef\xbf\xbd") : in_.substr(pos_, n));
+        pos_ += n == 0 ? 1 : n;
+        continue;
+      }
       if (c != '\\') {
         s->push_back(c);
         ++pos_;
