@@ -179,12 +179,42 @@ TEST_F(TableCdcTest, InsertUpdateDeleteTruncateArriveInCommitOrderBesideTheOutbo
 
 // Each refusal is one line, exit 2, and leaves the publication and the bookkeeping as they
 // were.
+// Keyed consumers (a cache, a search index, a compacted topic) must see the old key's row end:
+// an update of the key is a delete of the old key and an insert of the new one. A key read by
+// the snapshot and the same key in the stream are the same text (a numeric keeps its scale).
+TEST_F(TableCdcTest, PrimaryKeyUpdateIsADeleteOfTheOldKeyAndAnInsertOfTheNew) {
+  ASSERT_OK(db_->Transaction({"CREATE TABLE items (code numeric PRIMARY KEY, name text)",
+                              "INSERT INTO items VALUES (1.10, 'a')"}));
+  const CommandResult migrated = MigrateCapture({"items"});
+  ASSERT_EQ(migrated.exit_code, 0) << migrated.err;
+  BackgroundRelay relay(Options({"items"}));
+  ASSERT_TRUE(WaitStreaming());
+  ASSERT_TRUE(WaitSnapshotted());
+  ASSERT_OK(db_->Transaction({"UPDATE items SET code = 2.50 WHERE code = 1.10",
+                              "UPDATE items SET name = 'b' WHERE code = 2.50"}));
+  ASSERT_TRUE(WaitUntil([&] { return relay.stats().published == 4; })) << relay.stats().published;
+  ASSERT_OK(relay.Stop());
+  auto items = ByKey("items");
+  ASSERT_EQ(items.size(), 2u);
+  ASSERT_EQ(items["1.10"].size(), 2u);
+  EXPECT_EQ(items["1.10"][0].type, "read");
+  EXPECT_EQ(items["1.10"][1].type, "delete");
+  EXPECT_EQ(items["1.10"][1].payload["after"], json(nullptr));
+  ASSERT_EQ(items["2.50"].size(), 2u);
+  EXPECT_EQ(items["2.50"][0].type, "insert");
+  EXPECT_EQ(items["2.50"][0].payload["after"]["name"], "a");
+  EXPECT_EQ(items["2.50"][1].type, "update");
+  EXPECT_EQ(items["2.50"][1].payload["after"]["name"], "b");
+}
+
 TEST_F(TableCdcTest, MigrateRefusesWhatCannotBeCapturedAndChangesNothing) {
-  ASSERT_OK(
-      db_->Transaction({"CREATE TABLE orders (id int PRIMARY KEY, status text, note text)",
-                        "CREATE TABLE good (id int PRIMARY KEY)", "CREATE TABLE logs (msg text)",
-                        "CREATE TABLE nothing (id int PRIMARY KEY)",
-                        "ALTER TABLE nothing REPLICA IDENTITY NOTHING"}));
+  ASSERT_OK(db_->Transaction(
+      {"CREATE TABLE orders (id int PRIMARY KEY, status text, note text)",
+       "CREATE TABLE good (id int PRIMARY KEY)", "CREATE TABLE logs (msg text)",
+       "CREATE TABLE nothing (id int PRIMARY KEY)", "ALTER TABLE nothing REPLICA IDENTITY NOTHING",
+       "CREATE TABLE part (id int, region text, PRIMARY KEY (id, region))"
+       " PARTITION BY LIST (region)",
+       "CREATE TABLE \"a.b\" (id int PRIMARY KEY)"}));
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"public.nope", "--capture public.nope: table public.nope does not exist"},
       {"logs",
@@ -213,6 +243,16 @@ TEST_F(TableCdcTest, MigrateRefusesWhatCannotBeCapturedAndChangesNothing) {
        "UPDATEs and DELETEs of the table; list those columns too"},
       {"orders WHERE (nosuch > 1)",
        "--capture orders WHERE (nosuch > 1): column \"nosuch\" does not exist"},
+      {"part",
+       "--capture part: public.part is a partitioned table, whose changes PostgreSQL logs "
+       "under its partitions; capture the partitions instead"},
+      {"\"a.b\"",
+       "--capture \"a.b\": table public.\"a.b\" has a '.' or ':' in its name, which would "
+       "make its events' aggregate_type (and the keys of cache and search-index sinks) "
+       "ambiguous with another table's; rename it"},
+      {"",
+       "--capture 'good,': an empty entry (no table between two commas, or none at all); write "
+       "TABLE [(COLUMN, ...)] [WHERE (CONDITION)], entries separated by commas"},
   };
   for (const auto& [capture, message] : cases) {
     // The good table first: it must not be added either.

@@ -1,6 +1,7 @@
 #include "sources/cdc/capture.h"
 
 #include <algorithm>
+#include <optional>
 
 namespace courier::cdc {
 namespace {
@@ -22,6 +23,19 @@ std::vector<ColumnValue> Image(const pgoutput::Relation& r,
     if (keys_only && !r.columns[i].key) continue;
     if (values[i].kind == Kind::kUnchangedToast) continue;
     out.push_back({r.columns[i].name, Render(r.columns[i], values[i])});
+  }
+  return out;
+}
+
+// The values of `keys` in `image`, or nullopt when it lacks one of them.
+std::optional<std::vector<std::string>> KeyOf(const std::vector<std::string>& keys,
+                                              const std::vector<ColumnValue>& image) {
+  std::vector<std::string> out;
+  for (const std::string& k : keys) {
+    auto v =
+        std::find_if(image.begin(), image.end(), [&](const ColumnValue& c) { return c.name == k; });
+    if (v == image.end()) return std::nullopt;
+    out.push_back(v->json);
   }
   return out;
 }
@@ -133,6 +147,23 @@ void TableCapture::OnChange(const pgoutput::Message& m, std::vector<RowChange>* 
         c.before = Image(rel, m.values, /*keys_only=*/true);
       }
       c.after = std::move(after);
+      // An update of the primary key is, for every keyed consumer (a cache, a search index,
+      // a compacted topic), the end of one row and the start of another: a delete of the old
+      // key, then an insert of the new one, as Debezium does. One update event under the new
+      // key would leave the old key's row alive downstream.
+      const auto old_key = KeyOf(c.key_columns, *c.before);
+      const auto new_key = KeyOf(c.key_columns, *c.after);
+      if (old_key && new_key && *old_key != *new_key) {
+        RowChange gone = c;
+        gone.op = RowChange::Op::kDelete;
+        gone.after.reset();
+        gone.unavailable.clear();
+        out->push_back(std::move(gone));
+        RowChange born = Start(it->second, RowChange::Op::kInsert);
+        born.after = std::move(c.after);
+        born.unavailable = std::move(c.unavailable);
+        c = std::move(born);
+      }
       out->push_back(std::move(c));
       return;
     }

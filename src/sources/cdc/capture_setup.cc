@@ -189,8 +189,25 @@ Status CheckTable(const TableInfo& info, const std::set<uint32_t>& own) {
                                 "its bookkeeping is not for consumers); capture the "
                                 "application's tables");
   }
-  if (info.kind != 'r' && info.kind != 'p') {
+  if (info.kind == 'p') {
+    // Its changes are logged under its partitions, not under it.
+    return InvalidArgumentError(flag + name +
+                                " is a partitioned table, whose changes PostgreSQL logs under "
+                                "its partitions; capture the partitions instead");
+  }
+  if (info.kind != 'r') {
     return InvalidArgumentError(flag + name + " is not a table; capture the tables it reads");
+  }
+  // The event names the table `schema.table` (aggregate_type), and keyed sinks put it in their
+  // keys (`PREFIX:table:key`): a '.' or ':' in a name would let two tables share a name there,
+  // and a delete or truncate of one reach the other's rows.
+  for (const std::string* part : {&info.table.schema, &info.table.table}) {
+    if (part->find_first_of(".:") != std::string::npos) {
+      return InvalidArgumentError(
+          flag + "table " + name +
+          " has a '.' or ':' in its name, which would make its events' aggregate_type (and the "
+          "keys of cache and search-index sinks) ambiguous with another table's; rename it");
+    }
   }
   if (info.identity == 'n') {
     return InvalidArgumentError(flag + "table " + name +
@@ -380,7 +397,9 @@ Result<std::vector<CaptureSpec>> ParseCaptureList(const std::vector<std::string>
       if (i < s.size() && (s[i] != ',' || depth > 0)) continue;
       const std::string entry = Trim(s.substr(start, i - start));
       start = i + 1;
-      if (entry.empty()) continue;
+      if (entry.empty()) {
+        return BadEntry(value, "an empty entry (no table between two commas, or none at all)");
+      }
       COURIER_ASSIGN_OR_RETURN(CaptureSpec spec, ParseEntry(entry));
       specs.push_back(std::move(spec));
     }

@@ -72,6 +72,13 @@ void RenderChange(const RowChange& change, ChangeFormat format, uint64_t system_
 // the same each time the change is rendered again.
 std::string ChangeEventId(uint64_t commit_lsn, uint64_t position, uint64_t system_id);
 
+// The session settings under which column values are read, by the stream (pgoutput uses the
+// walsender's session) and by snapshots alike: a value's text then never depends on the
+// server's or the role's settings, and RenderColumn reads one form. Timestamps are in UTC.
+inline constexpr const char* kValueSettings[] = {
+    "SET DateStyle = ISO", "SET TimeZone = 'UTC'", "SET IntervalStyle = postgres",
+    "SET bytea_output = hex", "SET extra_float_digits = 3"};
+
 // A column value in pgoutput's text form as JSON, exactly as to_jsonb renders it: numbers as
 // numbers (NaN and infinities as strings), booleans, json/jsonb nested, timestamps in ISO 8601,
 // arrays as JSON arrays, bytea as "\\x..", everything else as a JSON string. `type_oid`: the

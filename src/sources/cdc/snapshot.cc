@@ -76,15 +76,6 @@ Status Snapshot::ReadPending(PGconn* conn) {
     t.schema = PQgetvalue(row.get(), 0, 2);
     t.table = PQgetvalue(row.get(), 0, 3);
     t.sql_name = QuoteOne(t.schema) + "." + QuoteOne(t.table);
-    auto split = [](const std::string& text) {
-      std::vector<std::string> out;
-      for (size_t b = 0; b < text.size();) {
-        const size_t e = std::min(text.find(',', b), text.size());
-        out.push_back(text.substr(b, e - b));
-        b = e + 1;
-      }
-      return out;
-    };
     // The primary key's columns and types, in key order.
     COURIER_ASSIGN_OR_RETURN(
         PgResult key,
@@ -98,7 +89,22 @@ Status Snapshot::ReadPending(PGconn* conn) {
       t.key_columns.push_back(PQgetvalue(key.get(), i, 0));
       t.key_types.push_back(PQgetvalue(key.get(), i, 1));
     }
-    t.columns = split(PQgetvalue(row.get(), 0, 5));
+    // The published columns and their types, in table order, as the stream's relation
+    // messages list them (generated columns are not published).
+    COURIER_ASSIGN_OR_RETURN(
+        PgResult cols,
+        PgExec(conn,
+               "SELECT a.attname, a.atttypid::int8 FROM pg_attribute a WHERE a.attrelid ="
+               " $1::int8::oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''"
+               " AND a.attname = ANY(coalesce((SELECT pt.attnames FROM pg_publication_tables pt"
+               " WHERE pt.pubname = $2 AND pt.schemaname = $3 AND pt.tablename = $4),"
+               " '{}'::name[])) ORDER BY a.attnum",
+               {std::to_string(oid), publication, t.schema, t.table}));
+    for (int i = 0; i < PQntuples(cols.get()); ++i) {
+      t.columns.push_back(PQgetvalue(cols.get(), i, 0));
+      t.column_types.push_back(
+          static_cast<uint32_t>(ParseInt64(PQgetvalue(cols.get(), i, 1)).value_or(0)));
+    }
     t.row_filter = PQgetvalue(row.get(), 0, 6);
     t.where = PQgetvalue(row.get(), 0, 7);
     t.request = ParseInt64(PQgetvalue(row.get(), 0, 8)).value_or(0);
@@ -132,13 +138,14 @@ Status Snapshot::Step(PGconn* conn) {
     params +=
         std::string(i ? ", " : "") + "($1::jsonb->>" + std::to_string(i) + ")::" + t.key_types[i];
   }
-  for (const std::string& c : t.columns) select += "to_jsonb(t." + QuoteOne(c) + ")::text, ";
+  // Each value's text under the stream's session settings, rendered as the stream's are
+  // (RenderColumn): a row then reads the same, and keys match, whichever way it came.
+  for (const std::string& c : t.columns) select += "t." + QuoteOne(c) + "::text, ";
   select.resize(select.size() - 2);
   std::string where = t.last_key.empty() ? "true" : "(" + keys + ") > (" + params + ")";
   if (!t.row_filter.empty()) where += " AND (" + t.row_filter + ")";
   if (!t.where.empty()) where += " AND (" + t.where + ")";
-  // The rendering of to_jsonb depends on the session's time zone, as the stream's on its own.
-  COURIER_RETURN_IF_ERROR(PgRun(conn, "SET TimeZone = 'UTC'"));
+  for (const char* setting : kValueSettings) COURIER_RETURN_IF_ERROR(PgRun(conn, setting));
   const std::string sql = "SELECT " + select + " FROM " + t.sql_name + " t WHERE " + where +
                           " ORDER BY " + keys + " LIMIT " + std::to_string(kChunkRows);
   COURIER_ASSIGN_OR_RETURN(
@@ -155,9 +162,10 @@ Status Snapshot::Step(PGconn* conn) {
     std::vector<ColumnValue> image;
     for (size_t i = 0; i < t.columns.size(); ++i) {
       const int col = nkeys + static_cast<int>(i);
-      image.push_back({t.columns[i], PQgetisnull(rows.get(), r, col)
-                                         ? std::string("null")
-                                         : std::string(PQgetvalue(rows.get(), r, col))});
+      image.push_back(
+          {t.columns[i], PQgetisnull(rows.get(), r, col)
+                             ? std::string("null")
+                             : RenderColumn(t.column_types[i], PQgetvalue(rows.get(), r, col))});
     }
     c.after = std::move(image);
     if (r == n - 1) {

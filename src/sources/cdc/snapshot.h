@@ -73,6 +73,7 @@ class Snapshot {
     std::vector<std::string> key_columns;
     std::vector<std::string> key_types;  // format_type of each
     std::vector<std::string> columns;    // published, in table order
+    std::vector<uint32_t> column_types;  // their types, as relation messages give them
     std::string row_filter;              // the publication's, or ""
     std::string where;                   // a backfill's condition, or ""
     int64_t request = 0;                 // the backfill request it serves

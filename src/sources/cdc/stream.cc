@@ -2,6 +2,8 @@
 
 #include <chrono>
 
+#include "sources/cdc/change.h"
+
 namespace courier::cdc {
 namespace {
 
@@ -21,9 +23,7 @@ Status ReplicationStream::Start(const std::string& conninfo, const std::string& 
   // pgoutput writes column values with this session's output functions: captured tables'
   // values (docs/table-cdc.md) must read the same whatever the server's or role's settings,
   // timestamps in UTC.
-  for (const char* setting :
-       {"SET DateStyle = ISO", "SET TimeZone = 'UTC'", "SET IntervalStyle = postgres",
-        "SET bytea_output = hex", "SET extra_float_digits = 3"}) {
+  for (const char* setting : kValueSettings) {
     COURIER_RETURN_IF_ERROR(PgSimple(repl.get(), setting).status());
   }
   const std::string cmd = "START_REPLICATION SLOT " + QuoteIdent(slot) + " LOGICAL " +
