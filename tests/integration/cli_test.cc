@@ -359,7 +359,7 @@ TEST(Cli, MigrateNamesEveryTableItCreates) {
     ASSERT_EQ(first.exit_code, 0) << first.err;
     const std::string tables =
         postgres ? "orders, courier_dead_letter, orders_lease, courier_inbox,"
-                   " courier_inbox_parked, orders_cdc_slot, orders_cdc_backfill"
+                   " courier_inbox_parked, orders_cdc_slot, orders_cdc_backfill, orders_cdc_capture"
                  : "orders, courier_dead_letter, courier_inbox, courier_inbox_parked";
     EXPECT_NE(first.out.find(": created tables " + tables + "\n"), std::string::npos) << first.out;
     const CommandResult again = RunCourier({"migrate", "--source", url, "--table", "orders"});

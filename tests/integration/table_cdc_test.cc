@@ -247,7 +247,7 @@ TEST_F(TableCdcTest, MigrateRefusesWhatCannotBeCapturedAndChangesNothing) {
        "--capture part: public.part is a partitioned table, whose changes PostgreSQL logs "
        "under its partitions; capture the partitions instead"},
       {"\"a.b\"",
-       "--capture \"a.b\": table public.\"a.b\" has a '.' or ':' in its name, which would "
+       "--capture \"a.b\": table public.a.b has a '.' or ':' in its name, which would "
        "make its events' aggregate_type (and the keys of cache and search-index sinks) "
        "ambiguous with another table's; rename it"},
       {"",

@@ -32,11 +32,12 @@ TEST(Migrate, IsIdempotentAndQuotesConfiguredNames) {
       *tables,
       (std::vector<std::string>{
           "app.Inbox", "app.Inbox_parked", "app.Order Events", "app.Order Events_cdc_backfill",
-          "app.Order Events_cdc_slot", "app.Order Events_lease", "app.Order Events_schema",
-          "app.Parked \"Events\"", "public.courier_dead_letter", "public.courier_inbox",
-          "public.courier_inbox_parked", "public.courier_outbox",
-          "public.courier_outbox_cdc_backfill", "public.courier_outbox_cdc_slot",
-          "public.courier_outbox_lease", "public.courier_outbox_schema"}));
+          "app.Order Events_cdc_capture", "app.Order Events_cdc_slot", "app.Order Events_lease",
+          "app.Order Events_schema", "app.Parked \"Events\"", "public.courier_dead_letter",
+          "public.courier_inbox", "public.courier_inbox_parked", "public.courier_outbox",
+          "public.courier_outbox_cdc_backfill", "public.courier_outbox_cdc_capture",
+          "public.courier_outbox_cdc_slot", "public.courier_outbox_lease",
+          "public.courier_outbox_schema"}));
 }
 
 TEST(Migrate, SqliteIsIdempotent) {

@@ -138,9 +138,11 @@ Status Snapshot::Step(PGconn* conn) {
     params +=
         std::string(i ? ", " : "") + "($1::jsonb->>" + std::to_string(i) + ")::" + t.key_types[i];
   }
-  // Each value's text under the stream's session settings, rendered as the stream's are
-  // (RenderColumn): a row then reads the same, and keys match, whichever way it came.
-  for (const std::string& c : t.columns) select += "t." + QuoteOne(c) + "::text, ";
+  // Each value as its type's output function writes it (libpq's text format, as pgoutput's;
+  // not a cast to text, which for bool says 'true' where the output function says 't'), under
+  // the stream's session settings, rendered as the stream's are (RenderColumn): a row then
+  // reads the same, and keys match, whichever way it came.
+  for (const std::string& c : t.columns) select += "t." + QuoteOne(c) + ", ";
   select.resize(select.size() - 2);
   std::string where = t.last_key.empty() ? "true" : "(" + keys + ") > (" + params + ")";
   if (!t.row_filter.empty()) where += " AND (" + t.row_filter + ")";
