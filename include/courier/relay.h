@@ -17,6 +17,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -115,6 +116,13 @@ struct RelayStats {
   std::array<int64_t, kLatencyBuckets.size()> latency_buckets{};
   int64_t latency_count = 0;
   double latency_sum_s = 0;
+  // Per captured table (`schema.table`; table CDC, --capture): its changes published, and the
+  // commit-to-ack time of the last one (seconds): how far behind its changes arrive.
+  struct CapturedTable {
+    int64_t published = 0;
+    double last_lag_s = 0;
+  };
+  std::map<std::string, CapturedTable> captured;
 };
 
 class Relay {

@@ -459,6 +459,15 @@ class RelayImpl final : public Relay {
         }
         ++stats_.latency_count;
         stats_.latency_sum_s += latency;
+        if (e.table_change) {
+          // Names with '.' are refused for capture, so this is the table's schema.table.
+          RelayStats::CapturedTable& t =
+              stats_.captured[e.aggregate_type.find('.') == std::string::npos
+                                  ? "public." + e.aggregate_type
+                                  : e.aggregate_type];
+          ++t.published;
+          t.last_lag_s = latency;
+        }
       }
       stats_.published += static_cast<int64_t>(acked.size());
       for (const Rejected& r : rejected) ++(r.status == kHeld ? stats_.held : stats_.dead_lettered);

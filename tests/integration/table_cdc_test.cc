@@ -193,6 +193,11 @@ TEST_F(TableCdcTest, PrimaryKeyUpdateIsADeleteOfTheOldKeyAndAnInsertOfTheNew) {
   ASSERT_OK(db_->Transaction({"UPDATE items SET code = 2.50 WHERE code = 1.10",
                               "UPDATE items SET name = 'b' WHERE code = 2.50"}));
   ASSERT_TRUE(WaitUntil([&] { return relay.stats().published == 4; })) << relay.stats().published;
+  // /metrics' courier_capture_events_total and courier_capture_lag_seconds, per table.
+  const RelayStats stats = relay.stats();
+  ASSERT_EQ(stats.captured.count("public.items"), 1u);
+  EXPECT_EQ(stats.captured.at("public.items").published, 4);
+  EXPECT_GE(stats.captured.at("public.items").last_lag_s, 0);
   ASSERT_OK(relay.Stop());
   auto items = ByKey("items");
   ASSERT_EQ(items.size(), 2u);

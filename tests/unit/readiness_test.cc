@@ -58,3 +58,27 @@ TEST(Readiness, EventsWaitingLongerThanTheAckTimeoutMakeItUnready) {
 
 }  // namespace
 }  // namespace courier
+
+namespace courier {
+namespace {
+
+// Each captured table's published changes and lag, labelled with its schema.table like the
+// snapshot series (which need the database, read at scrape time).
+TEST(Metrics, EachCapturedTableHasItsEventsAndLag) {
+  RelayStats s;
+  s.captured["public.items"] = {4, 0.25};
+  s.captured["sales.orders"] = {7, 1.5};
+  const std::string text = RenderMetrics(s, nullptr, "courier_outbox");
+  for (const char* line :
+       {"courier_capture_events_total{outbox=\"courier_outbox\",table=\"public.items\"} 4\n",
+        "courier_capture_events_total{outbox=\"courier_outbox\",table=\"sales.orders\"} 7\n",
+        "courier_capture_lag_seconds{outbox=\"courier_outbox\",table=\"public.items\"} 0.25\n",
+        "courier_capture_lag_seconds{outbox=\"courier_outbox\",table=\"sales.orders\"} 1.5\n"}) {
+    EXPECT_NE(text.find(line), std::string::npos) << line << text;
+  }
+  EXPECT_EQ(RenderMetrics(RelayStats{}, nullptr, "o").find("courier_capture_"), std::string::npos)
+      << "no capture series without captured tables";
+}
+
+}  // namespace
+}  // namespace courier
