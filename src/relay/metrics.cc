@@ -122,16 +122,16 @@ std::string RenderMetrics(const RelayStats& s, const OutboxStatus* status,
   w.One("courier_outbox_status_up", "gauge",
         "1 when the outbox's backlog could be read from the database at this scrape.",
         status != nullptr ? 1 : 0);
-  if (!stats.captured.empty()) {
+  if (!s.captured.empty()) {
     w.Head("courier_capture_events_total", "counter",
            "Changes of a captured table published (acked by the sink and checkpointed).");
-    for (const auto& [table, t] : stats.captured) {
+    for (const auto& [table, t] : s.captured) {
       w.Sample("courier_capture_events_total", static_cast<double>(t.published),
                "table=\"" + Escape(table) + "\"");
     }
     w.Head("courier_capture_lag_seconds", "gauge",
            "Commit to sink ack of the last published change of a captured table.");
-    for (const auto& [table, t] : stats.captured) {
+    for (const auto& [table, t] : s.captured) {
       w.Sample("courier_capture_lag_seconds", t.last_lag_s, "table=\"" + Escape(table) + "\"");
     }
   }

@@ -119,6 +119,9 @@ TEST_F(TableCaptureTest, UpdateWithoutOldTupleHasTheKeyAsBeforeAndListsUnchanged
   EXPECT_EQ(out[0].unavailable, std::vector<std::string>{"body"});
 }
 
+// Without a catalog (no connection) the key is what pgoutput flags: no primary key known, so
+// the update stays one event carrying the old key. With the primary key from the catalog it is
+// a delete of the old key and an insert of the new (TableCdcTest.PrimaryKeyUpdate...).
 TEST_F(TableCaptureTest, UpdateOfTheKeyCarriesTheOldKey) {
   const auto out = On(Change(pgoutput::Message::Kind::kUpdate, {Text("8"), Text("lamp"), Null()},
                              'K', {Text("7"), Null(), Null()}));
@@ -214,9 +217,13 @@ TEST(CaptureList, RefusesWhatItCannotRead) {
             "[WHERE (CONDITION)], entries separated by commas");
   EXPECT_STATUS(ParseCaptureList({"orders WHERE"}), StatusCode::kInvalidArgument);
   EXPECT_STATUS(ParseCaptureList({"orders (id"}), StatusCode::kInvalidArgument);
-  auto empty = ParseCaptureList({" , ", ""});
-  ASSERT_OK(empty);
-  EXPECT_TRUE(empty->empty());
+  // An empty entry is a typo (or an unset variable), not "capture nothing".
+  EXPECT_EQ(ParseCaptureList({"a,,b"}).status().message(),
+            "--capture 'a,,b': an empty entry (no table between two commas, or none at all); "
+            "write TABLE [(COLUMN, ...)] [WHERE (CONDITION)], entries separated by commas");
+  EXPECT_STATUS(ParseCaptureList({" , "}), StatusCode::kInvalidArgument);
+  EXPECT_STATUS(ParseCaptureList({""}), StatusCode::kInvalidArgument);
+  EXPECT_STATUS(ParseCaptureList({"a,"}), StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -70,9 +70,11 @@ Status TableCapture::OnRelation(const pgoutput::Relation& relation, PGconn* conn
     return std::any_of(relation.columns.begin(), relation.columns.end(),
                        [&](const pgoutput::Column& c) { return c.name == name; });
   };
+  r.primary_key = !r.key_columns.empty();
   if (r.key_columns.empty() ||
       !std::all_of(r.key_columns.begin(), r.key_columns.end(), in_relation)) {
     r.key_columns.clear();
+    r.primary_key = false;
     for (const pgoutput::Column& c : relation.columns) {
       if (c.key) r.key_columns.push_back(c.name);
     }
@@ -153,7 +155,9 @@ void TableCapture::OnChange(const pgoutput::Message& m, std::vector<RowChange>* 
       // key would leave the old key's row alive downstream.
       const auto old_key = KeyOf(c.key_columns, *c.before);
       const auto new_key = KeyOf(c.key_columns, *c.after);
-      if (old_key && new_key && *old_key != *new_key) {
+      // (Only for a primary key: without one, every column of a REPLICA IDENTITY FULL table
+      // keys the row, and every update would be split.)
+      if (it->second.primary_key && old_key && new_key && *old_key != *new_key) {
         RowChange gone = c;
         gone.op = RowChange::Op::kDelete;
         gone.after.reset();

@@ -51,6 +51,7 @@ class TableCapture {
   struct Relation {
     pgoutput::Relation relation;
     std::vector<std::string> key_columns;
+    bool primary_key = false;  // key_columns are the catalog's primary key
   };
   RowChange Start(const Relation& r, RowChange::Op op);
 
