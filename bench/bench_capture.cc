@@ -27,12 +27,6 @@ constexpr const char* kTable =
     "CREATE TABLE products (id int8 PRIMARY KEY, name text NOT NULL, price numeric(12,2),"
     " stock int, active bool, tags jsonb, updated_at timestamptz NOT NULL DEFAULT now())";
 
-Result<std::string> Query1(const std::string& url, const std::string& sql) {
-  COURIER_ASSIGN_OR_RETURN(std::vector<std::string> rows, test::PgQuery(url, sql));
-  if (rows.empty()) return InternalError("no rows: " + sql);
-  return rows[0];
-}
-
 Result<std::string> NewTable(test::PostgresServer& pg, const std::string& name) {
   COURIER_ASSIGN_OR_RETURN(std::string url, pg.NewDatabase(name));
   COURIER_RETURN_IF_ERROR(test::PgQuery(url, kTable).status());
@@ -62,13 +56,6 @@ Status Write(const std::string& url, int rows, bool updates) {
                                 .status());
   }
   return Status::Ok();
-}
-
-Result<double> TimeCourier(const std::vector<std::string>& args) {
-  const TimePoint start = Clock::Real().Now();
-  test::CommandResult r = test::RunCourier(args, Duration(1200000));
-  if (r.exit_code != 0) return InternalError("courier failed: " + r.err);
-  return Seconds(start, Clock::Real().Now());
 }
 
 Result<double> TimeRecvlogical(test::PostgresServer& pg, int rows) {

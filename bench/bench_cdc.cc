@@ -30,25 +30,12 @@ using namespace courier::bench;
 
 namespace {
 
-Result<std::string> Query1(const std::string& url, const std::string& sql) {
-  COURIER_ASSIGN_OR_RETURN(std::vector<std::string> rows, test::PgQuery(url, sql));
-  if (rows.empty()) return InternalError("no rows: " + sql);
-  return rows[0];
-}
-
 Result<std::string> NewOutbox(test::PostgresServer& pg, const std::string& name, bool cdc) {
   COURIER_ASSIGN_OR_RETURN(std::string url, pg.NewDatabase(name));
   CdcOptions options;
   options.enabled = cdc;
   COURIER_RETURN_IF_ERROR(Migrate(url, TableNames{}, options));
   return url;
-}
-
-Result<double> TimeCourier(const std::vector<std::string>& args) {
-  const TimePoint start = Clock::Real().Now();
-  test::CommandResult r = test::RunCourier(args, Duration(1200000));
-  if (r.exit_code != 0) return InternalError("courier relay failed: " + r.err);
-  return Seconds(start, Clock::Real().Now());
 }
 
 // (a): the server's own logical decoding, streamed by PostgreSQL's client to /dev/null.

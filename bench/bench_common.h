@@ -59,6 +59,21 @@ inline Result<std::string> StartDevBroker(const test::TempDir& dir, const std::s
   return bootstrap;
 }
 
+// The first column of the first row of `sql`.
+inline Result<std::string> Query1(const std::string& url, const std::string& sql) {
+  COURIER_ASSIGN_OR_RETURN(std::vector<std::string> rows, test::PgQuery(url, sql));
+  if (rows.empty()) return InternalError("no rows: " + sql);
+  return rows[0];
+}
+
+// Runs courier with `args` to the end: its wall time, or why it failed.
+inline Result<double> TimeCourier(const std::vector<std::string>& args) {
+  const TimePoint start = Clock::Real().Now();
+  test::CommandResult r = test::RunCourier(args, Duration(1200000));
+  if (r.exit_code != 0) return InternalError("courier failed: " + r.err);
+  return Seconds(start, Clock::Real().Now());
+}
+
 inline double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
