@@ -181,22 +181,77 @@ Result<std::optional<KafkaRecord>> KafkaReader::Poll(Duration timeout) {
   return std::optional<KafkaRecord>(std::move(record));
 }
 
+// A partition is at its end when librdkafka says so (PARTITION_EOF) or, checked after a quiet
+// spell, when the consumer's position has reached the partition's high watermark: an EOF event
+// is emitted once per reaching the end, and one lost to a reconnect must not stall the read.
+Status KafkaReader::MarkPartitionsAtTheirEnd() {
+  rd_kafka_topic_partition_list_t* list =
+      rd_kafka_topic_partition_list_new(static_cast<int>(assigned_.size()));
+  for (const auto& [topic, partition] : assigned_) {
+    if (at_end_.count({topic, partition}) == 0) {
+      rd_kafka_topic_partition_list_add(list, topic.c_str(), partition);
+    }
+  }
+  Status st = Status::Ok();
+  if (rd_kafka_position(consumer_.get(), list) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    for (int i = 0; i < list->cnt; ++i) {
+      const rd_kafka_topic_partition_t& tp = list->elems[i];
+      int64_t low = 0, high = 0;
+      const rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
+          consumer_.get(), tp.topic, tp.partition, &low, &high, 5000);
+      if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        st = RetriableError(std::string("Kafka offsets for ") + tp.topic + ": " +
+                            rd_kafka_err2str(err));
+        continue;
+      }
+      // An empty partition has no position yet (RD_KAFKA_OFFSET_INVALID) and nothing to read.
+      if (high == low || (tp.offset >= 0 && tp.offset >= high)) {
+        at_end_.emplace(tp.topic, tp.partition);
+      } else if (stalled_.empty()) {
+        stalled_ = std::string(tp.topic) + "[" + std::to_string(tp.partition) + "] at offset " +
+                   std::to_string(tp.offset) + " of " + std::to_string(high);
+      }
+    }
+  }
+  rd_kafka_topic_partition_list_destroy(list);
+  return st;
+}
+
 Result<std::vector<KafkaRecord>> KafkaReader::ReadToEnd(Duration timeout) {
   std::vector<KafkaRecord> records;
   const TimePoint deadline = Clock::Real().Now() + timeout;
   next_metadata_ = {};
   COURIER_RETURN_IF_ERROR(AssignNewPartitions());
   if (assigned_.empty()) return records;  // no such topic: nothing was ever published
+  TimePoint quiet_since = Clock::Real().Now();
+  std::string last_error;
   while (at_end_.size() < assigned_.size()) {
-    if (Clock::Real().Now() >= deadline) {
-      return RetriableError("timed out reading Kafka topics to their end");
+    const TimePoint now = Clock::Real().Now();
+    if (now >= deadline) {
+      stalled_.clear();
+      (void)MarkPartitionsAtTheirEnd();
+      if (at_end_.size() == assigned_.size()) break;
+      return RetriableError("timed out reading Kafka topics to their end (" +
+                            std::to_string(at_end_.size()) + " of " +
+                            std::to_string(assigned_.size()) + " partitions at their end" +
+                            (stalled_.empty() ? "" : "; " + stalled_) +
+                            (last_error.empty() ? "" : "; last error: " + last_error) + ")");
+    }
+    if (now - quiet_since >= std::chrono::seconds(2)) {
+      quiet_since = now;
+      if (Status st = MarkPartitionsAtTheirEnd(); !st.ok()) last_error = st.message();
+      continue;
     }
     auto r = Poll(Duration(100));
     if (!r.ok()) {
-      if (r.status().code() == StatusCode::kRetriable) continue;
-      return r.status();
+      if (r.status().code() != StatusCode::kRetriable) return r.status();
+      last_error = r.status().message();
+      continue;
     }
-    if (r->has_value()) records.push_back(std::move(**r));
+    if (r->has_value()) {
+      records.push_back(std::move(**r));
+      quiet_since = Clock::Real().Now();
+    }
   }
   return records;
 }

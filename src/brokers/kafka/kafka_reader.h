@@ -47,6 +47,8 @@ class KafkaReader {
  private:
   KafkaReader() = default;
   Status AssignNewPartitions();
+  // Adds to at_end_ each assigned partition whose position reached its high watermark.
+  Status MarkPartitionsAtTheirEnd();
   // Calls `visit` with the metadata of each of the topics the cluster has.
   Status VisitTopicMetadata(const std::function<void(const rd_kafka_metadata_topic_t&)>& visit);
 
@@ -56,6 +58,7 @@ class KafkaReader {
   std::set<std::pair<std::string, int32_t>> assigned_;
   std::set<std::pair<std::string, int32_t>> at_end_;
   TimePoint next_metadata_{};
+  std::string stalled_;  // the first partition found short of its end, for the timeout's message
 };
 
 // Rebuilds an Event from a consumed message (see the wire format in DESIGN §2).
