@@ -50,6 +50,20 @@ Result<KafkaConf> MakeKafkaConf(const std::vector<std::pair<std::string, std::st
   return conf;
 }
 
+std::vector<std::pair<std::string, std::string>> KafkaProducerSettings(const std::string& bootstrap,
+                                                                       Duration delivery_timeout) {
+  return {
+      {"bootstrap.servers", bootstrap},
+      {"enable.idempotence", "true"},
+      {"acks", "all"},
+      {"linger.ms", "5"},
+      {"batch.num.messages", "10000"},
+      {"queue.buffering.max.messages", "1000000"},
+      {"message.timeout.ms", std::to_string(delivery_timeout.count())},
+      {"reconnect.backoff.max.ms", "5000"},
+  };
+}
+
 KafkaHeaders MakeEventHeaders(const Event& e) {
   KafkaHeaders headers(rd_kafka_headers_new(3 + e.headers.size()));
   auto add = [&](std::string_view name, std::string_view value) {
@@ -61,6 +75,17 @@ KafkaHeaders MakeEventHeaders(const Event& e) {
   add("aggregate_type", e.aggregate_type);
   for (const auto& [k, v] : e.headers) add(k, v);
   return headers;
+}
+
+void FetchTopicMetadata(rd_kafka_t* producer, const std::string& topic, Duration timeout) {
+  rd_kafka_topic_t* rkt = rd_kafka_topic_new(producer, topic.c_str(), nullptr);
+  if (rkt == nullptr) return;
+  const rd_kafka_metadata_t* md = nullptr;
+  if (rd_kafka_metadata(producer, 0, rkt, &md, static_cast<int>(timeout.count())) ==
+      RD_KAFKA_RESP_ERR_NO_ERROR) {
+    rd_kafka_metadata_destroy(md);
+  }
+  rd_kafka_topic_destroy(rkt);
 }
 
 bool IsPermanentKafkaError(rd_kafka_resp_err_t err) {
@@ -109,16 +134,8 @@ class KafkaSink final : public Sink {
       }
     }
     if (transactions_off) transactional_id_.clear();
-    std::vector<std::pair<std::string, std::string>> props = {
-        {"bootstrap.servers", url.hosts},
-        {"enable.idempotence", "true"},
-        {"acks", "all"},
-        {"linger.ms", "5"},
-        {"batch.num.messages", "10000"},
-        {"queue.buffering.max.messages", "1000000"},
-        {"message.timeout.ms", std::to_string(options_.delivery_timeout.count())},
-        {"reconnect.backoff.max.ms", "5000"},
-    };
+    std::vector<std::pair<std::string, std::string>> props =
+        KafkaProducerSettings(url.hosts, options_.delivery_timeout);
     if (!transactional_id_.empty()) props.emplace_back("transactional.id", transactional_id_);
     // The URL's query sets any other librdkafka property (security.protocol, sasl.*, ...).
     for (const auto& kv : query) props.push_back(kv);
@@ -263,18 +280,9 @@ class KafkaSink final : public Sink {
     }
   }
 
-  // librdkafka parks the first messages for a topic it has no metadata for until a broker
-  // thread wakes up (up to a second). Asking for the topic's metadata once, synchronously,
-  // makes the first batch to each topic go out at once.
+  // The first batch to each topic goes out at once (FetchTopicMetadata).
   void WarmUpTopic(const std::string& topic) {
-    if (!known_topics_.insert(topic).second) return;
-    rd_kafka_topic_t* rkt = rd_kafka_topic_new(producer_.get(), topic.c_str(), nullptr);
-    if (rkt == nullptr) return;
-    const rd_kafka_metadata_t* md = nullptr;
-    if (rd_kafka_metadata(producer_.get(), 0, rkt, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-      rd_kafka_metadata_destroy(md);
-    }
-    rd_kafka_topic_destroy(rkt);
+    if (known_topics_.insert(topic).second) FetchTopicMetadata(producer_.get(), topic);
   }
 
   // A new producer and init_transactions once per lease term: the broker then fences every

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/clock.h"
 #include "core/event.h"
 #include "courier/status.h"
 
@@ -33,9 +34,21 @@ using KafkaHeaders = std::unique_ptr<rd_kafka_headers_t, KafkaHeadersDeleter>;
 // kInvalidArgument naming it (secret values are not repeated).
 Result<KafkaConf> MakeKafkaConf(const std::vector<std::pair<std::string, std::string>>& props);
 
+// The settings every courier producer starts from (the relay's Kafka sink, the command log):
+// idempotent, acks=all, so the broker's retries neither lose, reorder nor duplicate what one
+// producer sends; `delivery_timeout` 0 waits for an ack however long the broker is away.
+std::vector<std::pair<std::string, std::string>> KafkaProducerSettings(const std::string& bootstrap,
+                                                                       Duration delivery_timeout);
+
 // The wire headers of DESIGN §2: event_id, event_type, aggregate_type, then the event's own.
 // (EventFromKafkaMessage in kafka_reader.h reads them back.)
 KafkaHeaders MakeEventHeaders(const Event& event);
+
+// Asks for `topic`'s metadata once, synchronously (up to `timeout`): librdkafka parks the first
+// messages for a topic it has no metadata for until a broker thread wakes up (up to a second),
+// so a producer that asks first sends its first message to a topic at once.
+void FetchTopicMetadata(rd_kafka_t* producer, const std::string& topic,
+                        Duration timeout = Duration(5000));
 
 // Errors the broker or client will give again for the same message, whatever the retries.
 bool IsPermanentKafkaError(rd_kafka_resp_err_t err);
