@@ -35,6 +35,7 @@ CLI::App* AddMigrateCommand(CLI::App& app, MigrateFlags* f, CommonFlags* common)
       ->type_name("courier|debezium")
       ->capture_default_str();
   AddTableOptions(cmd, &f->tables.outbox, &f->tables.dead_letter);
+  AddEventStoreOption(cmd, &f->event_store);
   AddCommonFlags(cmd, common);
   return cmd;
 }
@@ -49,6 +50,14 @@ int RunMigrate(const MigrateFlags& f) {
   bool debezium = false;
   if (Status st = ParseOutboxFormat(f.outbox_format, &debezium); !st.ok()) return Fail(st);
   if (debezium) tables.outbox_format = TableNames::OutboxFormat::kDebezium;
+  if (f.event_store) {
+    if (debezium || cdc.enabled) {
+      return Fail(InvalidArgumentError(std::string("--event-store makes an event store; ") +
+                                       (debezium ? "--outbox-format debezium" : "--mode cdc") +
+                                       " is for an outbox"));
+    }
+    UseEventStore(true, &tables);
+  }
   MigrateReport report;
   Status st = Migrate(f.source, tables, cdc, &StopRequest(), &report);
   if (!st.ok()) return Fail(st);
@@ -72,7 +81,7 @@ int RunMigrate(const MigrateFlags& f) {
   for (const AppliedMigration& m : report.applied) {
     applied += (applied.empty() ? "applied " : ", ") + std::to_string(m.version) + " " + m.name;
   }
-  std::printf("schema version %d (%s): %s\n", report.version, SchemaVersionsTable(f.tables).c_str(),
+  std::printf("schema version %d (%s): %s\n", report.version, SchemaVersionsTable(tables).c_str(),
               applied.empty() ? "up to date" : applied.c_str());
   return 0;
 }

@@ -56,6 +56,13 @@ void AddTableOptions(CLI::App* cmd, std::string* outbox, std::string* dead_lette
 void AddCaptureOption(CLI::App* cmd, std::vector<std::string>* capture,
                       const std::string& group = "");
 
+// --event-store (migrate, relay, status): the table is an event store
+// (include/courier/event_store.h, docs/event-sourcing.md).
+void AddEventStoreOption(CLI::App* cmd, bool* event_store, const std::string& group = "");
+// With `event_store`, makes `tables` an event store's (EventStoreTables): --table left at the
+// outbox's default names courier_events.
+void UseEventStore(bool event_store, TableNames* tables);
+
 // What the commands share while they are set up and run: the parser, the flags every command
 // takes, and the relay's flags (`config check` checks a file as the relay would read it).
 struct CommandContext {
@@ -85,6 +92,7 @@ struct MigrateFlags {
   CdcOptions cdc;
   std::string mode = cdc.enabled ? "cdc" : "poll";
   std::string outbox_format = "courier";
+  bool event_store = false;
 };
 CLI::App* AddMigrateCommand(CLI::App& app, MigrateFlags* f, CommonFlags* common);
 int RunMigrate(const MigrateFlags& f);

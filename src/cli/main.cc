@@ -122,6 +122,23 @@ void AddCaptureOption(CLI::App* cmd, std::vector<std::string>* capture, const st
   if (!group.empty()) o->group(group);
 }
 
+void AddEventStoreOption(CLI::App* cmd, bool* event_store, const std::string& group) {
+  CLI::Option* o = cmd->add_flag("--event-store", *event_store,
+                                 "The table is an event store (docs/event-sourcing.md): --table "
+                                 "names it, courier_events unless given");
+  if (!group.empty()) o->group(group);
+}
+
+void UseEventStore(bool event_store, TableNames* tables) {
+  if (!event_store) return;
+  const TableNames outbox_defaults;
+  TableNames t = EventStoreTables(tables->outbox == outbox_defaults.outbox ? "courier_events"
+                                                                           : tables->outbox);
+  t.dead_letter = tables->dead_letter;
+  t.inbox = tables->inbox;
+  *tables = t;
+}
+
 namespace {
 
 Status ApplyCommonFlags(const CommonFlags& f) {

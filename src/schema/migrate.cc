@@ -209,8 +209,10 @@ Status Apply(SchemaDb& db, const TableNames& t, const std::vector<Migration>& mi
     if (applied) report->applied.push_back({m.version, m.name});
   }
   // Dead letters parked without an outbox by a relay of a version before the column (while
-  // others were upgraded) become this outbox's, on every run (docs/operations.md).
+  // others were upgraded) become this outbox's, on every run (docs/operations.md). No relay of
+  // such a version published an event store.
   COURIER_RETURN_IF_ERROR(InTransaction(db, [&]() -> Status {
+    if (t.event_store()) return Status::Ok();
     COURIER_ASSIGN_OR_RETURN(bool has_column, db.ColumnExists(t.dead_letter, "outbox"));
     if (!has_column) return Status::Ok();
     return db.Run("UPDATE " + QuoteIdent(t.dead_letter) +

@@ -233,6 +233,53 @@ Status CdcCaptureBackfill(PGconn* conn, const TableNames& t) {
                          " ADD COLUMN IF NOT EXISTS snapshot_request bigint NOT NULL DEFAULT 0");
 }
 
+// Event store 1: the events (include/courier/event_store.h), their snapshots and the
+// projections' checkpoints. position comes from an identity with CACHE 1, so positions
+// increase in the order they are allocated (the gap-safe readers rely on it, horizon.h); the
+// unique (stream_type, stream_id, version) is the expected-version check of plain-SQL
+// writers (a stale one is SQLSTATE 23505). Constraints are named, so an append tells a version
+// conflict from a duplicate event_id.
+Status EventStore(PGconn* conn, const TableNames& t) {
+  const std::string events = QuoteIdent(t.outbox);
+  const std::string base = BaseName(t.outbox);
+  return PgRun(conn, "CREATE TABLE IF NOT EXISTS " + events +
+                         " ("
+                         " position bigint GENERATED ALWAYS AS IDENTITY (CACHE 1) PRIMARY KEY,"
+                         " stream_type text NOT NULL,"
+                         " stream_id text NOT NULL,"
+                         " version bigint NOT NULL CHECK (version > 0),"
+                         " event_id uuid NOT NULL DEFAULT gen_random_uuid(),"
+                         " event_type text NOT NULL,"
+                         " payload json NOT NULL,"
+                         " headers json,"
+                         " created_at timestamptz NOT NULL DEFAULT now(),"
+                         " published_at timestamptz,"
+                         " CONSTRAINT " +
+                         QuoteIdent(DerivedName(base, "_event_id_key")) +
+                         " UNIQUE (event_id),"
+                         " CONSTRAINT " +
+                         QuoteIdent(DerivedName(base, "_stream_version_key")) +
+                         " UNIQUE (stream_type, stream_id, version));"
+                         "CREATE INDEX IF NOT EXISTS " +
+                         QuoteIdent(DerivedName(base, "_unpublished")) + " ON " + events +
+                         " (position) WHERE published_at IS NULL;"
+                         "CREATE TABLE IF NOT EXISTS " +
+                         QuoteIdent(t.Snapshots()) +
+                         " ("
+                         " stream_type text NOT NULL,"
+                         " stream_id text NOT NULL,"
+                         " version bigint NOT NULL,"
+                         " state text NOT NULL,"
+                         " created_at timestamptz NOT NULL DEFAULT now(),"
+                         " PRIMARY KEY (stream_type, stream_id, version));"
+                         "CREATE TABLE IF NOT EXISTS " +
+                         QuoteIdent(t.Projections()) +
+                         " ("
+                         " name text PRIMARY KEY,"
+                         " position bigint NOT NULL DEFAULT 0,"
+                         " updated_at timestamptz NOT NULL DEFAULT now())");
+}
+
 }  // namespace
 
 std::string BaseName(const std::string& name) {
@@ -244,6 +291,15 @@ std::vector<Migration> PostgresMigrations(PGconn* conn, const TableNames& t) {
   auto bind = [conn, t](Status (*step)(PGconn*, const TableNames&)) {
     return [conn, t, step] { return step(conn, t); };
   };
+  if (t.event_store()) {
+    // An event store's own list, recorded in its own version table (<events>_schema). Its
+    // relay parks and leases as an outbox's does, so those tables come too.
+    return {
+        {1, "event_store", {t.outbox, t.Snapshots(), t.Projections()}, bind(EventStore)},
+        {2, "dead_letters", {t.dead_letter}, bind(DeadLetters)},
+        {3, "leases", {t.Leases()}, bind(Leases)},
+    };
+  }
   return {
       {1, "outbox", {t.outbox}, bind(Outbox)},
       {2, "dead_letters", {t.dead_letter}, bind(DeadLetters)},

@@ -111,12 +111,63 @@ Status Inbox(sqlite3* db, const TableNames& t) {
                             kNowText + ");");
 }
 
+// Event store 1 (schema/postgres_migrations.cc's EventStore): one writer at a time, so
+// AUTOINCREMENT positions commit in order.
+Status EventStore(sqlite3* db, const TableNames& t) {
+  const std::string base = BaseName(t.outbox);
+  return SqliteExec(db, "CREATE TABLE IF NOT EXISTS " + QuoteIdent(t.outbox) +
+                            " ("
+                            " position INTEGER PRIMARY KEY AUTOINCREMENT,"
+                            " stream_type TEXT NOT NULL,"
+                            " stream_id TEXT NOT NULL,"
+                            " version INTEGER NOT NULL CHECK (version > 0),"
+                            " event_id TEXT NOT NULL UNIQUE DEFAULT " +
+                            kUuidV4 +
+                            ","
+                            " event_type TEXT NOT NULL,"
+                            " payload TEXT NOT NULL,"
+                            " headers TEXT,"
+                            " created_at TEXT NOT NULL DEFAULT " +
+                            kNowText +
+                            ","
+                            " published_at TEXT,"
+                            " UNIQUE (stream_type, stream_id, version));"
+                            "CREATE INDEX IF NOT EXISTS " +
+                            QuoteIdent(DerivedName(base, "_unpublished")) + " ON " +
+                            QuoteIdent(base) +
+                            " (position) WHERE published_at IS NULL;"
+                            "CREATE TABLE IF NOT EXISTS " +
+                            QuoteIdent(t.Snapshots()) +
+                            " ("
+                            " stream_type TEXT NOT NULL,"
+                            " stream_id TEXT NOT NULL,"
+                            " version INTEGER NOT NULL,"
+                            " state TEXT NOT NULL,"
+                            " created_at TEXT NOT NULL DEFAULT " +
+                            kNowText +
+                            ","
+                            " PRIMARY KEY (stream_type, stream_id, version));"
+                            "CREATE TABLE IF NOT EXISTS " +
+                            QuoteIdent(t.Projections()) +
+                            " ("
+                            " name TEXT PRIMARY KEY,"
+                            " position INTEGER NOT NULL DEFAULT 0,"
+                            " updated_at TEXT NOT NULL DEFAULT " +
+                            kNowText + ");");
+}
+
 }  // namespace
 
 std::vector<Migration> SqliteMigrations(sqlite3* db, const TableNames& t) {
   auto bind = [db, t](Status (*step)(sqlite3*, const TableNames&)) {
     return [db, t, step] { return step(db, t); };
   };
+  if (t.event_store()) {
+    return {
+        {1, "event_store", {t.outbox, t.Snapshots(), t.Projections()}, bind(EventStore)},
+        {2, "dead_letters", {t.dead_letter}, bind(DeadLetters)},
+    };
+  }
   return {
       {1, "outbox", {t.outbox}, bind(Outbox)},
       {2, "dead_letters", {t.dead_letter}, bind(DeadLetters)},

@@ -42,9 +42,33 @@ const std::vector<Required>& DebeziumOutboxColumns() {
   return columns;
 }
 
+// The event store (include/courier/event_store.h), as the relay and the readers read it.
+const std::vector<Required>& EventStoreColumns() {
+  static const std::vector<Required> columns = {
+      {"position", {"int8"}, "bigint GENERATED ALWAYS AS IDENTITY (CACHE 1) PRIMARY KEY"},
+      {"stream_type", {"text", "varchar", "bpchar"}, "text NOT NULL"},
+      {"stream_id", {"text", "varchar", "bpchar"}, "text NOT NULL"},
+      {"version", {"int8", "int4"}, "bigint NOT NULL"},
+      {"event_id", {"uuid"}, "uuid NOT NULL UNIQUE"},
+      {"event_type", {"text", "varchar", "bpchar"}, "text NOT NULL"},
+      {"payload", {"json", "jsonb", "text"}, "json NOT NULL"},
+      {"headers", {"json", "jsonb", "text"}, "json"},
+      {"created_at", {"timestamptz", "timestamp"}, "timestamptz NOT NULL DEFAULT now()"},
+      {"published_at", {"timestamptz", "timestamp"}, "timestamptz"},
+  };
+  return columns;
+}
+
 const std::vector<Required>& OutboxColumnsOf(const TableNames& tables) {
-  return tables.outbox_format == TableNames::OutboxFormat::kDebezium ? DebeziumOutboxColumns()
-                                                                     : OutboxColumns();
+  switch (tables.outbox_format) {
+    case TableNames::OutboxFormat::kDebezium:
+      return DebeziumOutboxColumns();
+    case TableNames::OutboxFormat::kEventStore:
+      return EventStoreColumns();
+    case TableNames::OutboxFormat::kCourier:
+      break;
+  }
+  return OutboxColumns();
 }
 
 // What the relay writes when it moves a row to the dead-letter table (the sources'

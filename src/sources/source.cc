@@ -78,6 +78,13 @@ Status CheckTableNames(const TableNames& tables) {
   return Status::Ok();
 }
 
+TableNames EventStoreTables(const std::string& events) {
+  TableNames t;
+  t.outbox = events;
+  t.outbox_format = TableNames::OutboxFormat::kEventStore;
+  return t;
+}
+
 std::string ShardCondition(const std::string& alias, int index, int count) {
   return "((hashtext(" + alias + ".aggregate_id) & 2147483647)::int8 * " + std::to_string(count) +
          " / 2147483648) = " + std::to_string(index);

@@ -39,8 +39,10 @@ struct TableNames {
   // The outbox's shape: courier's (DESIGN §3), or Debezium's outbox table (id uuid,
   // aggregatetype, aggregateid, type, payload), read as Debezium's Outbox Event Router reads
   // it (docs/table-cdc.md, "Debezium's outbox"); that one is only read from the write-ahead
-  // log, and its rows are left to the application.
-  enum class OutboxFormat { kCourier, kDebezium };
+  // log, and its rows are left to the application. kEventStore: `outbox` names an event store
+  // (courier_events, include/courier/event_store.h), whose rows are never deleted; its
+  // snapshots and projection checkpoints live beside it.
+  enum class OutboxFormat { kCourier, kDebezium, kEventStore };
   OutboxFormat outbox_format = OutboxFormat::kCourier;
   // Consumers' side (courier/inbox.h): created beside the outbox, as a service usually both
   // consumes and produces.
@@ -55,7 +57,16 @@ struct TableNames {
   std::string CdcCapture() const { return DerivedName(outbox, "_cdc_capture"); }
   // Leases of the active relays (stores/leadership.h): one row per outbox, or per shard.
   std::string Leases() const { return DerivedName(outbox, "_lease"); }
+  // kEventStore: the streams' snapshots, and the projections' checkpoints (one row per
+  // projection: the position it has applied up to).
+  std::string Snapshots() const { return DerivedName(outbox, "_snapshots"); }
+  std::string Projections() const { return DerivedName(outbox, "_projections"); }
+  bool event_store() const { return outbox_format == OutboxFormat::kEventStore; }
 };
+
+// The table names of the event store `events` (courier migrate --event-store): its dead
+// letters are those of the relay that publishes it, kept in the usual dead-letter table.
+TableNames EventStoreTables(const std::string& events = "courier_events");
 
 // PostgreSQL: kInvalidArgument, with one line, when a table name (or its schema) is longer
 // than PostgreSQL keeps, as the server would silently cut it and mix it up with others.
