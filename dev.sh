@@ -6,7 +6,7 @@
 #   ./dev.sh sanitize   the test suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   ./dev.sh lint       clang-format check
 #   ./dev.sh fuzz [SECONDS]  build the libFuzzer targets (clang) and run each SECONDS (60)
-#   ./dev.sh bench [poll|cdc|capture|sinks]  the benchmarks, all by default (docs/benchmarks.md)
+#   ./dev.sh bench [poll|cdc|capture|sinks|eventstore]  the benchmarks, all by default (docs/benchmarks.md)
 #   ./dev.sh build      just build (build/courier)
 #   ./dev.sh package    Release build, install into a prefix, build a project against it, .deb
 set -euo pipefail
@@ -114,8 +114,10 @@ case "${1:-}" in
       cdc) exec build/bench/courier_bench_cdc ;;
       capture) exec build/bench/courier_bench_capture ;;
       sinks) exec build/bench/courier_bench_sinks ;;
+      eventstore) exec build/bench/courier_bench_eventstore ;;
       *) build/bench/courier_bench && build/bench/courier_bench_cdc &&
-         build/bench/courier_bench_capture && build/bench/courier_bench_sinks ;;
+         build/bench/courier_bench_capture && build/bench/courier_bench_sinks &&
+         build/bench/courier_bench_eventstore ;;
     esac ;;
   *)
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
