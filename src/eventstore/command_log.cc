@@ -121,6 +121,9 @@ Result<std::unique_ptr<CommandLog>> CommandLog::Open(const CommandLogOptions& op
   auto props = KafkaProducerSettings(url.hosts, options.timeout);
   // A command waits for its ack: send at once rather than linger for a fuller batch.
   props.emplace_back("linger.ms", "0");
+  // ...and without Nagle's delay of small writes, which would hold each lone request back
+  // until the previous one is acknowledged at the TCP level.
+  props.emplace_back("socket.nagle.disable", "true");
   for (const auto& kv : url.query) props.push_back(kv);
   COURIER_ASSIGN_OR_RETURN(KafkaConf conf, MakeKafkaConf(props));
   rd_kafka_conf_set_opaque(conf.get(), impl.get());
