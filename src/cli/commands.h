@@ -17,6 +17,7 @@
 #include "cli/relay_config.h"
 #include "core/clock.h"
 #include "core/fault_points.h"
+#include "courier/projection.h"
 #include "courier/relay.h"
 #include "courier/status.h"
 #include "inbox/consume.h"
@@ -213,5 +214,27 @@ struct ConsumeFlags {
 };
 CLI::App* AddConsumeCommand(CLI::App& app, ConsumeFlags* f, CommonFlags* common);
 int RunConsume(const ConsumeFlags& f);
+
+// `courier project` and `courier project wait` (cli/cmd_project.cc).
+struct ProjectFlags {
+  ProjectionOptions options;
+  bool event_store = false;  // the source is the event store in --db
+  std::string to_url;
+  std::string exec;
+  bool rebuild = false;
+  std::string reset_sql;
+  std::string handler_timeout = "30s";
+  std::string backoff_initial = FormatDuration(options.backoff_initial);
+  std::string backoff_max = FormatDuration(options.backoff_max);
+  // `project wait`
+  CLI::App* wait_command = nullptr;
+  std::string topic;
+  int partition = -1;
+  long long offset = -1;
+  long long position = -1;
+  std::string timeout = "5s";
+};
+CLI::App* AddProjectCommand(CLI::App& app, ProjectFlags* f, CommonFlags* common);
+int RunProject(const ProjectFlags& f);
 
 }  // namespace courier::cli

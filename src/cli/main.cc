@@ -193,6 +193,8 @@ const Command kCommands[] = {
      [](CommandContext& ctx) { return Bind(ctx, AddTailCommand, RunTail); }},
     {"consume", "Deliver each event of a topic or stream once to a handler (and parked ones)",
      [](CommandContext& ctx) { return Bind(ctx, AddConsumeCommand, RunConsume); }},
+    {"project", "Apply every event once, in order, to a projection (and wait for one)",
+     [](CommandContext& ctx) { return Bind(ctx, AddProjectCommand, RunProject); }},
     {"dev-broker", "Run the built-in Kafka-protocol broker for development",
      [](CommandContext& ctx) { return Bind(ctx, AddDevBrokerCommand, RunDevBroker); }},
     {"demo", "The dual-write problem, live: the outbox and the naive way under SIGKILLs",

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <optional>
 
 extern char** environ;
 
@@ -88,6 +89,62 @@ std::optional<int> Subprocess::Wait(Duration timeout) {
 }
 
 bool Subprocess::Running() { return !Wait(Duration(0)).has_value(); }
+
+namespace {
+
+// A temp file removed when it goes out of scope.
+class TempFile {
+ public:
+  TempFile() : fd_(::mkstemp(path_)) {}
+  ~TempFile() {
+    if (fd_ >= 0) {
+      ::close(fd_);
+      ::unlink(path_);
+    }
+  }
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
+  bool ok() const { return fd_ >= 0; }
+  int fd() const { return fd_; }
+  const char* path() const { return path_; }
+
+ private:
+  char path_[32] = "/tmp/courier-shell-XXXXXX";
+  int fd_;
+};
+
+}  // namespace
+
+Result<ShellRun> RunShell(const std::string& command, std::string_view input, Duration timeout,
+                          bool capture_stdout) {
+  TempFile in;
+  if (!in.ok()) return InternalError("cannot create a temp file for the command's input");
+  if (::write(in.fd(), input.data(), input.size()) != static_cast<ssize_t>(input.size())) {
+    return InternalError("cannot write the command's input");
+  }
+  std::optional<TempFile> out;
+  if (capture_stdout) {
+    out.emplace();
+    if (!out->ok()) return InternalError("cannot create a temp file for the command's output");
+  }
+  COURIER_ASSIGN_OR_RETURN(
+      Subprocess child,
+      Subprocess::Spawn({"/bin/sh", "-c", command}, out ? out->path() : "", "", in.path()));
+  const std::optional<int> code = child.Wait(timeout);
+  if (!code) {
+    return RetriableError("command still running after " + std::to_string(timeout.count()) +
+                          " ms; killed");
+  }
+  ShellRun run{.exit_code = *code, .output = {}};
+  if (out) {
+    char buf[65536];
+    for (ssize_t n;
+         (n = ::pread(out->fd(), buf, sizeof buf, static_cast<off_t>(run.output.size()))) > 0;) {
+      run.output.append(buf, static_cast<size_t>(n));
+    }
+  }
+  return run;
+}
 
 std::string SelfExecutable() {
   char buf[PATH_MAX];

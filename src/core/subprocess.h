@@ -8,6 +8,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/clock.h"
@@ -41,6 +42,19 @@ class Subprocess {
   pid_t pid_ = -1;
   std::optional<int> exit_;
 };
+
+// A shell command run to its end by RunShell.
+struct ShellRun {
+  int exit_code = 0;   // or 128 + the signal that ended it
+  std::string output;  // its stdout, when captured
+};
+
+// Runs `command` with /bin/sh -c, `input` on its stdin (through a temp file, so a command
+// that does not read it never blocks the writer), stdout captured when `capture_stdout` (else
+// inherited), stderr inherited. A command still running after `timeout` is killed: kRetriable.
+// The handlers of `courier consume` and `courier project --exec` run through it.
+Result<ShellRun> RunShell(const std::string& command, std::string_view input, Duration timeout,
+                          bool capture_stdout);
 
 // The path of the running executable.
 std::string SelfExecutable();

@@ -25,31 +25,19 @@ namespace {
 // Runs the handler command with the event as a JSON line on stdin. An exit code named
 // permanent is a refusal (kRejected); any other failure is retried.
 Status RunCommand(const ConsumeOptions& o, const Event& e) {
-  char path[] = "/tmp/courier-event-XXXXXX";
-  const int fd = ::mkstemp(path);
-  if (fd < 0) return InternalError("cannot create a temp file for the handler's input");
-  const std::string line = EventToJsonLine(e) + "\n";
-  const bool written = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
-  ::close(fd);
-  Status st;
-  if (!written) {
-    st = InternalError("cannot write the handler's input");
-  } else {
-    auto child = Subprocess::Spawn({"/bin/sh", "-c", o.exec}, "", "", path);
-    if (!child.ok()) {
-      st = child.status();
-    } else if (auto code = child->Wait(o.handler_timeout); !code) {
-      st = RetriableError("handler still running after " +
-                          std::to_string(o.handler_timeout.count()) + " ms; killed");
-    } else if (*code != 0) {
-      const bool permanent = std::find(o.permanent_exit_codes.begin(), o.permanent_exit_codes.end(),
-                                       *code) != o.permanent_exit_codes.end();
-      const std::string what = "handler exited with " + std::to_string(*code);
-      st = permanent ? RejectedError(what + " (a permanent failure)") : RetriableError(what);
+  auto run = RunShell(o.exec, EventToJsonLine(e) + "\n", o.handler_timeout,
+                      /*capture_stdout=*/false);
+  if (!run.ok()) {
+    if (run.status().code() == StatusCode::kRetriable) {
+      return RetriableError("handler " + run.status().message());
     }
+    return run.status();
   }
-  ::unlink(path);
-  return st;
+  if (run->exit_code == 0) return Status::Ok();
+  const bool permanent = std::find(o.permanent_exit_codes.begin(), o.permanent_exit_codes.end(),
+                                   run->exit_code) != o.permanent_exit_codes.end();
+  const std::string what = "handler exited with " + std::to_string(run->exit_code);
+  return permanent ? RejectedError(what + " (a permanent failure)") : RetriableError(what);
 }
 
 // A database error that retrying cannot fix: the inbox or parked table is missing (run

@@ -131,7 +131,9 @@ Status KafkaReader::AssignNewPartitions() {
       rd_kafka_topic_partition_list_new(static_cast<int>(assigned_.size()));
   for (const auto& [topic, partition] : assigned_) {
     int64_t offset = RD_KAFKA_OFFSET_BEGINNING;
-    if (!from_beginning_) {
+    if (auto at = start_at_.find({topic, partition}); at != start_at_.end()) {
+      offset = at->second;
+    } else if (!from_beginning_) {
       // A concrete end offset, resolved now: every event produced after this call is read.
       int64_t low = 0, high = 0;
       const rd_kafka_resp_err_t werr = rd_kafka_query_watermark_offsets(

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -41,6 +42,12 @@ class KafkaReader {
   Result<std::optional<KafkaRecord>> Poll(Duration timeout);
   // Every record up to the current end of every partition. kRetriable after `timeout`.
   Result<std::vector<KafkaRecord>> ReadToEnd(Duration timeout);
+  // Partitions to start at a given offset (the next one to read) instead of the beginning or
+  // the end, when they are assigned: a reader that keeps its own positions (a Kafka-sourced
+  // projection). Call before the first Poll.
+  void StartAt(std::map<std::pair<std::string, int32_t>, int64_t> offsets) {
+    start_at_ = std::move(offsets);
+  }
   // Partitions currently read.
   size_t assigned_partitions() const { return assigned_.size(); }
 
@@ -56,6 +63,7 @@ class KafkaReader {
   std::vector<std::string> topics_;
   bool from_beginning_ = true;
   std::set<std::pair<std::string, int32_t>> assigned_;
+  std::map<std::pair<std::string, int32_t>, int64_t> start_at_;
   std::set<std::pair<std::string, int32_t>> at_end_;
   TimePoint next_metadata_{};
   std::string stalled_;  // the first partition found short of its end, for the timeout's message
