@@ -8,6 +8,8 @@
 //   consume-after-commit   consume: the inbox transaction committed, the broker not acked yet
 //   relay-after-publish    relay: the sink acked a batch, the checkpoint not written yet
 //   relay-after-checkpoint relay: the batch checkpointed
+//   project-before-commit  project: a batch's effects and checkpoint written, not committed
+//   project-after-commit   project: the batch committed, the next one not read yet
 //
 // Thread-safety: Reached() may be called from any thread.
 #pragma once

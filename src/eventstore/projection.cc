@@ -107,6 +107,7 @@ Status Projection::Subscribe(const From& from, const ProjectionHandler& handler)
       }
       // Whatever committed before (even a COMMIT whose answer was lost) is in the checkpoint.
       if (Status st = source->Resume(conn.get()); !st.ok()) {
+        if (st.code() == StatusCode::kInvalidArgument) return st;  // e.g. a bad Kafka setting
         wait("projection cannot read its checkpoint; retrying", st);
         conn.reset();
         continue;
