@@ -83,13 +83,16 @@ case "${1:-}" in
     run_tests build ;;
   sanitize)
     install "${BUILD_DEPS[@]}" "${TEST_DEPS[@]}"
-    # Under the sanitizers: the unit, integration, CDC and hostile-input suites (courier's own
-    # parsing, decoding and relay code) and one chaos run. The sink suites, which mostly drive
-    # the client libraries, run once, in `test`: CI's time goes to what the sanitizers can find.
+    # Under the sanitizers: every test binary but the sink suites (courier's own parsing,
+    # decoding, relay and event-store code; each binary builds the programs it runs) and one
+    # chaos run. The sink suites, which mostly drive the client libraries, run once, in `test`:
+    # CI's time goes to what the sanitizers can find.
     cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOURIER_WERROR=ON \
       -DCOURIER_SANITIZE=ON -DCOURIER_BENCH=OFF >/dev/null
-    cmake --build build-asan -j "$JOBS" --target courier courier_inventory_example unit_tests \
-      integration_tests cdc_tests hostile_tests chaos_tests
+    targets=$(cmake --build build-asan --target help | sed -n 's/^\.\.\. \(.*_tests\)$/\1/p' |
+      grep -vx sink_tests)
+    # shellcheck disable=SC2086  # one target per word
+    cmake --build build-asan -j "$JOBS" --target $targets
     # The chaos budgets ran once already, in `test`: here only the production chaos run (every
     # fault at once: kills, freezes, broker and database restarts) checks the same paths under
     # the sanitizers, for a shorter time.
