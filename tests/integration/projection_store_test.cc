@@ -1,0 +1,255 @@
+// `courier project --event-store` and courier::Projection against a real PostgreSQL: global
+// order without gaps while writers hold transactions open, exactly-once effects across
+// SIGKILLs, --rebuild into the same state.
+#include <signal.h>
+
+#include <random>
+
+#include "support/fixtures.h"
+#include "support/projection.h"
+
+namespace courier::test {
+namespace {
+
+// Appends one event through the plain-SQL contract (`amount` in the payload).
+std::string AppendSql(const std::string& stream, int64_t version, int amount) {
+  return "INSERT INTO courier_events (stream_type, stream_id, version, event_type, payload) "
+         "VALUES ('account', '" +
+         stream + "', " + std::to_string(version) +
+         ", 'FundsDeposited', '{\"amount\":" + std::to_string(amount) + "}')";
+}
+
+// A --exec handler recording, per event, its position, stream and amount, and how many times
+// it was applied; `applied.seq` keeps the order in which the effects committed.
+std::string RecordingHandler() {
+  return R"SH(sed -E 's/.*"aggregate_id":"([^"]*)".*"event_id":"([^"]+)".*"position":([0-9]+).*"amount":([0-9]+).*/INSERT INTO applied (event_id, stream, n, amount, position) VALUES ('"'"'\2'"'"', '"'"'\1'"'"', 1, \4, \3) ON CONFLICT (event_id) DO UPDATE SET n = applied.n + 1;/')SH";
+}
+
+class ProjectionStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const CommandResult migrated = RunCourier({"migrate", "--event-store", "--source", db_.url});
+    ASSERT_EQ(migrated.exit_code, 0) << migrated.err;
+    ASSERT_OK(CreateAppliedTable(db_.url));
+    ASSERT_OK(PgQuery(db_.url,
+                      "ALTER TABLE applied ADD COLUMN position bigint, ADD COLUMN seq bigserial"));
+  }
+
+  std::vector<std::string> Args(const std::string& name = "balances") const {
+    return {"project",
+            "--event-store",
+            "--db",
+            db_.url,
+            "--name",
+            name,
+            "--exec",
+            RecordingHandler(),
+            "--batch",
+            "10",
+            "--backoff-initial",
+            "20ms",
+            "--backoff-max",
+            "200ms",
+            "--log-level",
+            "debug"};
+  }
+
+  int64_t Count(const std::string& sql) const {
+    auto rows = PgQuery(db_.url, sql);
+    return rows.ok() && !rows->empty() ? std::atoll((*rows)[0].c_str()) : -1;
+  }
+
+  // Each event of the store applied once, in position order, and nothing else; the balances
+  // equal the fold of the store.
+  void ExpectTheFoldOfTheStore() {
+    EXPECT_EQ(Count("SELECT count(*) FROM courier_events e LEFT JOIN applied a ON a.event_id = "
+                    "e.event_id::text WHERE a.n IS DISTINCT FROM 1"),
+              0)
+        << "events not applied exactly once";
+    EXPECT_EQ(Count("SELECT count(*) FROM applied"), Count("SELECT count(*) FROM courier_events"));
+    EXPECT_EQ(Count("SELECT count(*) FROM (SELECT position < lag(position) OVER (ORDER BY seq) "
+                    "AS back FROM applied) x WHERE back"),
+              0)
+        << "effects committed out of position order";
+    EXPECT_EQ(PgQuery(db_.url,
+                      "SELECT stream || '=' || sum(amount) FROM applied GROUP BY stream "
+                      "ORDER BY stream")
+                  .value(),
+              PgQuery(db_.url,
+                      "SELECT stream_id || '=' || sum((payload->>'amount')::bigint) "
+                      "FROM courier_events GROUP BY stream_id ORDER BY stream_id")
+                  .value());
+  }
+
+  bool CaughtUp() const {
+    return Count("SELECT count(*) FROM applied") == Count("SELECT count(*) FROM courier_events");
+  }
+
+  TempDir dir_;
+  TestDb db_ = TestDb::Make(true);
+};
+
+TEST_F(ProjectionStoreTest, LateCommitOfALowerPositionIsWaitedForNotSkipped) {
+  const std::string log = dir_.File("project.log");
+  auto projector = SpawnCourier(Args(), log);
+  ASSERT_OK(projector);
+  // Takes position 1 and holds its transaction open.
+  auto holder = PgConnect(db_.url);
+  ASSERT_OK(holder);
+  ASSERT_OK(PgRun(holder->get(), "BEGIN; " + AppendSql("acct-late", 1, 5)));
+  // Positions 2..6 commit.
+  for (int v = 1; v <= 5; ++v) ASSERT_OK(PgQuery(db_.url, AppendSql("acct-on-time", v, 1)));
+  // The projection does not pass position 1 while it may still commit.
+  EXPECT_STATUS(WaitForPosition(db_.url, "balances", 6, std::chrono::milliseconds(1500)),
+                StatusCode::kRetriable);
+  EXPECT_EQ(Count("SELECT count(*) FROM applied"), 0);
+  ASSERT_OK(PgRun(holder->get(), "COMMIT"));
+  const Status caught_up =
+      WaitForPosition(db_.url, "balances", 6, std::chrono::milliseconds(20000));
+  EXPECT_TRUE(caught_up.ok()) << caught_up.ToString() << ReadFile(log);
+  ExpectTheFoldOfTheStore();
+  EXPECT_EQ(PgQuery(db_.url, "SELECT position FROM applied WHERE stream = 'acct-late'").value(),
+            std::vector<std::string>{"1"});
+}
+
+TEST_F(ProjectionStoreTest, ConcurrentWritersHoldingTransactionsOpenNeverMakeItSkip) {
+  const std::string log = dir_.File("project.log");
+  auto projector = SpawnCourier(Args(), log);
+  ASSERT_OK(projector);
+  // Writers, each on its own stream, commit events while holding some transactions open for
+  // up to 300 ms, so later positions commit before earlier ones.
+  std::vector<std::thread> writers;
+  std::atomic<int> failures{0};
+  for (int w = 0; w < 4; ++w) {
+    writers.emplace_back([&, w] {
+      std::mt19937 rng(static_cast<unsigned>(w + 1));
+      auto conn = PgConnect(db_.url);
+      if (!conn.ok()) {
+        ++failures;
+        return;
+      }
+      for (int v = 1; v <= 60; ++v) {
+        const std::string stream = "acct-" + std::to_string(w);
+        std::string sql = "BEGIN; " + AppendSql(stream, v, 1 + static_cast<int>(rng() % 9));
+        if (!PgRun(conn->get(), sql).ok()) ++failures;
+        if (rng() % 4 == 0) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 300));
+        }
+        if (!PgRun(conn->get(), "COMMIT").ok()) ++failures;
+      }
+    });
+  }
+  for (std::thread& t : writers) t.join();
+  ASSERT_EQ(failures.load(), 0);
+  ASSERT_TRUE(WaitUntil([&] { return CaughtUp(); })) << ReadFile(log);
+  ExpectTheFoldOfTheStore();
+}
+
+TEST_F(ProjectionStoreTest, SigkilledRepeatedlyWhileEventsFlowAppliesEachEventOnce) {
+  std::atomic<bool> writing{true};
+  std::thread writer([&] {
+    auto conn = PgConnect(db_.url);
+    ASSERT_OK(conn);
+    int64_t v = 0;
+    while (writing.load()) {
+      std::string sql = "BEGIN";
+      for (int i = 0; i < 5; ++i) {
+        ++v;
+        sql += "; " + AppendSql("acct-" + std::to_string(v % 3), (v + 2) / 3, 1 + v % 7);
+      }
+      EXPECT_OK(PgRun(conn->get(), sql + "; COMMIT"));
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  const std::string log = dir_.File("project.log");
+  std::mt19937 rng(11);
+  int kills = 0;
+  const TimePoint until = Clock::Real().Now() + std::chrono::seconds(6);
+  while (Clock::Real().Now() < until) {
+    auto projector = SpawnCourier(Args(), log);
+    ASSERT_OK(projector);
+    std::this_thread::sleep_for(std::chrono::milliseconds(150 + rng() % 400));
+    projector->Signal(SIGKILL);
+    projector->Wait(Duration(10000));
+    ++kills;
+  }
+  writing.store(false);
+  writer.join();
+  auto projector = SpawnCourier(Args(), log);
+  ASSERT_OK(projector);
+  ASSERT_TRUE(WaitUntil([&] { return CaughtUp(); })) << ReadFile(log);
+  ExpectTheFoldOfTheStore();
+  EXPECT_GE(kills, 8);
+  EXPECT_GT(Count("SELECT count(*) FROM courier_events"), 100);
+}
+
+TEST_F(ProjectionStoreTest, RebuildGivesTheSameState) {
+  for (int v = 1; v <= 30; ++v) {
+    ASSERT_OK(PgQuery(db_.url, AppendSql("acct-" + std::to_string(v % 4), (v + 3) / 4, v % 7 + 1)));
+  }
+  const std::string log = dir_.File("project.log");
+  {
+    auto projector = SpawnCourier(Args(), log);
+    ASSERT_OK(projector);
+    ASSERT_TRUE(WaitUntil([&] { return CaughtUp(); })) << ReadFile(log);
+  }
+  const auto before = PgQuery(db_.url,
+                              "SELECT stream || '=' || sum(amount) FROM applied GROUP "
+                              "BY stream ORDER BY stream");
+  ASSERT_OK(before);
+  const int64_t last_seq = Count("SELECT max(seq) FROM applied");
+  std::vector<std::string> args = Args();
+  args.insert(args.end(), {"--rebuild", "--reset", "TRUNCATE applied"});
+  auto rebuilding = SpawnCourier(args, log);
+  ASSERT_OK(rebuilding);
+  // Every event applied again into the truncated table (new seq values), once each.
+  ASSERT_TRUE(WaitUntil([&] {
+    return Count("SELECT count(*) FROM applied WHERE seq > " + std::to_string(last_seq)) == 30;
+  })) << ReadFile(log);
+  ExpectTheFoldOfTheStore();
+  EXPECT_EQ(PgQuery(db_.url,
+                    "SELECT stream || '=' || sum(amount) FROM applied GROUP BY stream "
+                    "ORDER BY stream")
+                .value(),
+            *before);
+}
+
+// The C++ API: the handler writes through the projection's connection inside the
+// transaction; a failing handler leaves no effect and is retried.
+TEST_F(ProjectionStoreTest, SubscribeInCxxAppliesOnceAndRetriesAFailure) {
+  for (int v = 1; v <= 12; ++v) {
+    ASSERT_OK(PgQuery(db_.url, AppendSql("acct-" + std::to_string(v % 2), (v + 1) / 2, v)));
+  }
+  ProjectionOptions o;
+  o.db_url = db_.url;
+  o.name = "cxx";
+  o.batch_size = 5;
+  o.backoff_initial = std::chrono::milliseconds(10);
+  o.backoff_max = std::chrono::milliseconds(50);
+  Projection projection(o);
+  int calls = 0;
+  std::thread run([&] {
+    EXPECT_OK(projection.Subscribe(
+        From::Checkpoint(), [&](pg_conn* conn, const ProjectedEvent& e) -> Status {
+          ++calls;
+          COURIER_RETURN_IF_ERROR(
+              PgExec(
+                  conn,
+                  "INSERT INTO applied (event_id, stream, n, amount, position) VALUES ($1, "
+                  "$2, 1, $3, $4) ON CONFLICT (event_id) DO UPDATE SET n = applied.n + 1",
+                  {e.event_id, e.stream_id, std::to_string(e.version), std::to_string(e.position)})
+                  .status());
+          // The 8th call fails after writing: its write must roll back.
+          if (calls == 8) return RetriableError("the handler failed once");
+          return Status::Ok();
+        }));
+  });
+  ASSERT_TRUE(WaitUntil([&] { return projection.applied() == 12; }));
+  projection.RequestStop();
+  run.join();
+  EXPECT_EQ(Count("SELECT count(*) FROM applied WHERE n = 1"), 12);
+  EXPECT_EQ(Count("SELECT position FROM courier_events_projections WHERE name = 'cxx'"), 12);
+}
+
+}  // namespace
+}  // namespace courier::test
