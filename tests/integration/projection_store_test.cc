@@ -214,6 +214,33 @@ TEST_F(ProjectionStoreTest, RebuildGivesTheSameState) {
             *before);
 }
 
+// --to: a POST per event, Idempotency-Key = event_id, in position order; a 503 is retried
+// (the checkpoint only follows a 2xx).
+TEST_F(ProjectionStoreTest, ToUrlPostsEachEventInOrderRetryingUntil2xx) {
+  auto webhook = WebhookServer::Start();
+  ASSERT_OK(webhook);
+  for (int v = 1; v <= 8; ++v) {
+    ASSERT_OK(PgQuery(db_.url, AppendSql("acct-" + std::to_string(v % 3), (v + 2) / 3, v)));
+  }
+  const std::string log = dir_.File("project.log");
+  auto projector =
+      SpawnCourier({"project", "--event-store", "--db", db_.url, "--name", "hook", "--to",
+                    (*webhook)->Url("flaky"), "--backoff-initial", "10ms", "--backoff-max", "50ms"},
+                   log);
+  ASSERT_OK(projector);
+  ASSERT_TRUE(WaitForPosition(db_.url, "hook", 8, std::chrono::milliseconds(30000)).ok())
+      << ReadFile(log);
+  std::vector<std::string> keys;
+  std::stringstream lines(ReadFile((*webhook)->log()));
+  for (std::string line; std::getline(lines, line);) {
+    keys.push_back(nlohmann::json::parse(line)["headers"]["idempotency-key"].get<std::string>());
+  }
+  EXPECT_EQ(
+      keys,
+      PgQuery(db_.url, "SELECT event_id::text FROM courier_events ORDER BY position").value());
+  EXPECT_NE(ReadFile(log).find("projection handler failed; retrying"), std::string::npos);
+}
+
 // The C++ API: the handler writes through the projection's connection inside the
 // transaction; a failing handler leaves no effect and is retried.
 TEST_F(ProjectionStoreTest, SubscribeInCxxAppliesOnceAndRetriesAFailure) {
