@@ -91,7 +91,19 @@ class EventStoreProjectionSource final : public ProjectionSource {
     COURIER_RETURN_IF_ERROR(Events());
     auto read = store_.ReadAll(events_.get(), handed_, static_cast<size_t>(limit));
     if (!read.ok()) {
-      if (PQstatus(events_.get()) != CONNECTION_OK) events_.reset();
+      if (PQstatus(events_.get()) != CONNECTION_OK) {
+        events_.reset();
+        return read.status();
+      }
+      if (read.status().code() == StatusCode::kRetriable) {
+        // The horizon still waits on a transaction that may commit a lower position (ReadAll
+        // waited, and names it): never passed, and read again at once, without the backoff
+        // that would delay the catch-up after it ends.
+        log::Warn(
+            "projection waits for a transaction that may still commit an event",
+            {{"name", name_}, {"after_position", handed_}, {"error", read.status().message()}});
+        return std::vector<ProjectedEvent>();
+      }
       return read.status();
     }
     std::vector<ProjectedEvent> out;

@@ -183,6 +183,30 @@ TEST_F(ProjectionStoreTest, SigkilledRepeatedlyWhileEventsFlowAppliesEachEventOn
   EXPECT_GT(Count("SELECT count(*) FROM courier_events"), 100);
 }
 
+// Two projectors of one name (a standby): each batch checks the checkpoint it started from,
+// so one applies it and the other resumes after it; nothing is applied twice.
+TEST_F(ProjectionStoreTest, TwoProjectorsOfOneNameApplyEachEventOnce) {
+  const std::string log = dir_.File("project.log");
+  auto first = SpawnCourier(Args(), log);
+  auto second = SpawnCourier(Args(), log);
+  ASSERT_OK(first);
+  ASSERT_OK(second);
+  auto conn = PgConnect(db_.url);
+  ASSERT_OK(conn);
+  for (int v = 1; v <= 200; v += 5) {
+    std::string sql = "BEGIN";
+    for (int i = v; i < v + 5; ++i) {
+      sql += "; " + AppendSql("acct-" + std::to_string(i % 4), (i + 3) / 4, i % 7 + 1);
+    }
+    ASSERT_OK(PgRun(conn->get(), sql + "; COMMIT"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(WaitUntil([&] { return CaughtUp(); })) << ReadFile(log);
+  ExpectTheFoldOfTheStore();
+  EXPECT_TRUE(first->Running());
+  EXPECT_TRUE(second->Running());
+}
+
 TEST_F(ProjectionStoreTest, RebuildGivesTheSameState) {
   for (int v = 1; v <= 30; ++v) {
     ASSERT_OK(PgQuery(db_.url, AppendSql("acct-" + std::to_string(v % 4), (v + 3) / 4, v % 7 + 1)));
