@@ -49,7 +49,12 @@ struct RelayOptions {
   // kDebezium (CDC only): the outbox has Debezium's outbox shape (id uuid, aggregatetype,
   // aggregateid, type, payload) and is read as Debezium's Outbox Event Router reads it: key
   // aggregateid, value payload, header `id`; the default route is outbox.event.{aggregatetype}.
-  enum class OutboxFormat { kCourier, kDebezium };
+  // kEventStore: `outbox_table` is an event store (include/courier/event_store.h;
+  // courier_events unless named): its events go out in position order, never past a position
+  // whose transaction may still commit, each with the headers `version` and `position`
+  // (aggregate_type = stream_type, aggregate_id = stream_id); published_at is stamped after
+  // the ack and nothing is deleted. Polling PostgreSQL, one shard.
+  enum class OutboxFormat { kCourier, kDebezium, kEventStore };
   OutboxFormat outbox_format = OutboxFormat::kCourier;
   std::string publication;  // CDC: empty means the outbox table's name
   // CDC: tables whose inserts, updates, deletes and truncates are published too, beside the

@@ -74,6 +74,7 @@ CLI::App* AddRelayCommand(CLI::App& app, RelayFlags* f, CommonFlags* common) {
       ->required()
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   AddTableOptions(cmd, &f->options.outbox_table, &f->options.dead_letter_table, "Tables");
+  AddEventStoreOption(cmd, &f->event_store, "Tables");
   cmd->add_option("--dead-letter-policy", f->dead_letter_policy,
                   "park: an event the sink rejects for good holds back the later events of its "
                   "aggregate until `courier dead-letters retry|drop`; skip: they go on without "

@@ -32,6 +32,7 @@ CLI::App* AddStatusCommand(CLI::App& app, StatusFlags* f, CommonFlags* common) {
       "status", "Show backlog, oldest pending event, dead letters and whether a relay is active.");
   AddSourceOption(cmd, &f->source);
   AddTableOptions(cmd, &f->tables.outbox, &f->tables.dead_letter);
+  AddEventStoreOption(cmd, &f->event_store);
   cmd->add_flag("--json", f->json, "One JSON object instead of text");
   AddCommonFlags(cmd, common);
   return cmd;
@@ -39,7 +40,8 @@ CLI::App* AddStatusCommand(CLI::App& app, StatusFlags* f, CommonFlags* common) {
 
 int RunStatus(const StatusFlags& f) {
   const std::string& source = f.source;
-  const TableNames& tables = f.tables;
+  TableNames tables = f.tables;
+  UseEventStore(f.event_store, &tables);
   auto s = ReadOutboxStatus(source, tables);
   if (!s.ok()) return Fail(s.status());
   if (f.json) {
@@ -71,19 +73,34 @@ int RunStatus(const StatusFlags& f) {
       leases += j.dump();
     }
     leases += "]";
+    std::string event_store;
+    if (tables.event_store()) {
+      nlohmann::json waits = nlohmann::json::array();
+      for (const HorizonBlocker& b : s->horizon_waits_on) {
+        waits.push_back({{"pid", b.pid}, {"xid", b.xid}, {"age_s", b.age_seconds}});
+      }
+      event_store = ",\"event_store\":true,\"horizon_waits_on\":" + waits.dump();
+    }
     std::printf(
         "{\"pending\":%lld,\"oldest_pending_age_s\":%.3f,\"published_retained\":%lld,"
-        "\"dead_letters\":%lld,\"relay_active\":%s,\"slots\":%s,\"leases\":%s}\n",
+        "\"dead_letters\":%lld,\"relay_active\":%s,\"slots\":%s,\"leases\":%s%s}\n",
         static_cast<long long>(s->pending), s->oldest_pending_age_s,
         static_cast<long long>(s->published_retained), static_cast<long long>(s->dead_letters),
-        s->relay_active ? "true" : "false", slots.c_str(), leases.c_str());
+        s->relay_active ? "true" : "false", slots.c_str(), leases.c_str(), event_store.c_str());
     return 0;
   }
-  std::printf("source             %s\n", RedactUrl(source).c_str());
-  std::printf("outbox             %s\n", tables.outbox.c_str());
-  std::printf("pending events     %lld\n", static_cast<long long>(s->pending));
-  std::printf("oldest pending     %.1f s\n", s->oldest_pending_age_s);
-  std::printf("published, kept    %lld\n", static_cast<long long>(s->published_retained));
+  if (tables.event_store()) {
+    std::printf("source             %s\n", RedactUrl(source).c_str());
+    std::printf("event store        %s\n", tables.outbox.c_str());
+    std::printf("unpublished events %lld\n", static_cast<long long>(s->pending));
+    std::printf("oldest unpublished %.1f s\n", s->oldest_pending_age_s);
+  } else {
+    std::printf("source             %s\n", RedactUrl(source).c_str());
+    std::printf("outbox             %s\n", tables.outbox.c_str());
+    std::printf("pending events     %lld\n", static_cast<long long>(s->pending));
+    std::printf("oldest pending     %.1f s\n", s->oldest_pending_age_s);
+    std::printf("published, kept    %lld\n", static_cast<long long>(s->published_retained));
+  }
   std::printf("dead letters       %lld  (table %s)\n", static_cast<long long>(s->dead_letters),
               tables.dead_letter.c_str());
   std::printf("active relay       %s\n", s->relay_active ? "yes" : "no");
@@ -105,6 +122,12 @@ int RunStatus(const StatusFlags& f) {
                 c.snapshot_state.c_str(), static_cast<long long>(c.snapshot_rows));
   }
   std::vector<std::string> warnings;
+  for (const HorizonBlocker& b : s->horizon_waits_on) {
+    std::printf("horizon waits on   %s\n", b.ToString().c_str());
+    warnings.push_back("a transaction writing " + tables.outbox + " is open (" + b.ToString() +
+                       "): events committed after it wait until it ends (readers never pass "
+                       "a position that may still commit)");
+  }
   for (const SlotStatus& slot : s->slots) {
     if (!slot.exists) {
       std::printf("cdc slot           %s  missing\n", slot.name.c_str());

@@ -112,6 +112,7 @@ int RunBackfill(const BackfillFlags& f);
 struct StatusFlags {
   std::string source;
   TableNames tables;
+  bool event_store = false;
   bool json = false;
 };
 CLI::App* AddStatusCommand(CLI::App& app, StatusFlags* f, CommonFlags* common);

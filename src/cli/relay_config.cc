@@ -89,6 +89,15 @@ std::vector<FlagError> CheckRelayFlags(RelayFlags& f) {
     // URL that names no topic (stream, subject).
     for (std::string& sink : f.sinks) sink = WithDebeziumRoute(sink);
   }
+  if (f.event_store) {
+    if (debezium) {
+      check("event-store",
+            InvalidArgumentError("--event-store publishes an event store; --outbox-format "
+                                 "debezium is for an outbox"));
+    }
+    o.outbox_format = RelayOptions::OutboxFormat::kEventStore;
+    if (o.outbox_table == RelayOptions{}.outbox_table) o.outbox_table = "courier_events";
+  }
   if (!f.sinks.empty()) {
     o.sink_url = f.sinks.front();
     o.extra_sink_urls.assign(f.sinks.begin() + 1, f.sinks.end());

@@ -24,6 +24,7 @@ struct RelayFlags {
   std::vector<std::string> sinks;
   std::string mode = options.mode == RelayOptions::Mode::kCdc ? "cdc" : "poll";
   std::string outbox_format = "courier";
+  bool event_store = false;  // --event-store: outbox_table names an event store
   std::string batch_size = std::to_string(options.batch_size);
   std::string poll_interval = FormatDuration(options.poll_interval);
   std::string retention = FormatDuration(options.retention);

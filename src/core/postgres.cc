@@ -163,6 +163,24 @@ std::string QuoteIdent(std::string_view name) {
   return out;
 }
 
+std::string PgTextArray(const std::vector<std::optional<std::string>>& values) {
+  std::string out = "{";
+  for (const auto& v : values) {
+    if (out.size() > 1) out += ",";
+    if (!v) {
+      out += "NULL";
+      continue;
+    }
+    out += "\"";
+    for (char c : *v) {
+      if (c == '"' || c == '\\') out += "\\";
+      out += c;
+    }
+    out += "\"";
+  }
+  return out + "}";
+}
+
 std::string QuoteLiteral(std::string_view text) {
   std::string out = "'";
   for (char c : text) {

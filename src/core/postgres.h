@@ -57,6 +57,10 @@ std::string PgSqlState(const PGresult* res);
 // kInvalidArgument, kFailedPrecondition or, for states it does not know, kInternal.
 StatusCode PgStatusCode(std::string_view sqlstate);
 
+// A text[] literal for a parameter ("{\"a\",NULL}"): each value double-quoted with \ and "
+// escaped, nullopt as NULL.
+std::string PgTextArray(const std::vector<std::optional<std::string>>& values);
+
 // "schema.table" or "table" as a quoted identifier: "schema"."table".
 std::string QuoteIdent(std::string_view name);
 // The text as a single-quoted SQL literal.

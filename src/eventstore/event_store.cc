@@ -35,25 +35,6 @@ Executed Exec(PGconn* conn, const std::string& sql, const PgParams& params) {
   return {std::move(res), Status::Ok()};
 }
 
-// A PostgreSQL array literal of text values; nullopt is NULL.
-std::string TextArray(const std::vector<std::optional<std::string>>& values) {
-  std::string out = "{";
-  for (const auto& v : values) {
-    if (out.size() > 1) out += ",";
-    if (!v) {
-      out += "NULL";
-      continue;
-    }
-    out += "\"";
-    for (char c : *v) {
-      if (c == '"' || c == '\\') out += "\\";
-      out += c;
-    }
-    out += "\"";
-  }
-  return out + "}";
-}
-
 constexpr const char* kColumns =
     "position, stream_type, stream_id, version, event_id::text, event_type, payload::text,"
     " headers::text,"
@@ -136,9 +117,10 @@ Result<AppendResult> EventStore::Append(pg_conn* conn, const std::string& stream
       " AS e(id, type, payload, headers, n)"
       " WHERE $3::bigint < 0 OR cur.v = $3::bigint ORDER BY e.n"
       " RETURNING position, version, event_id::text";
-  const PgParams params = {stream_type,       stream_id,        std::to_string(expected_version),
-                           TextArray(ids),    TextArray(types), TextArray(payloads),
-                           TextArray(headers)};
+  const PgParams params = {
+      stream_type,         stream_id,          std::to_string(expected_version),
+      PgTextArray(ids),    PgTextArray(types), PgTextArray(payloads),
+      PgTextArray(headers)};
   const std::string stream = stream_type + "/" + stream_id;
   const std::string version_key = DerivedName(BaseName(table_), "_stream_version_key");
   const std::string event_id_key = DerivedName(BaseName(table_), "_event_id_key");

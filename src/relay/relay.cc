@@ -70,7 +70,9 @@ class RelayImpl final : public Relay {
               {{"source", source_->Describe()},
                {"sink", sink_->Describe()},
                {"mode", options_.mode == RelayOptions::Mode::kCdc ? "cdc" : "poll"},
-               {"checkpoint", options_.retain ? "retain" : "delete"},
+               {"checkpoint", options_.outbox_format == RelayOptions::OutboxFormat::kEventStore
+                                  ? "stamp published_at (event store)"
+                                  : (options_.retain ? "retain" : "delete")},
                {"once", options_.once}});
     COURIER_RETURN_IF_ERROR(sink_->Open());
     Status st = Loop();
@@ -554,6 +556,18 @@ Result<std::unique_ptr<Relay>> Relay::Create(const RelayOptions& options) {
           "column, which Debezium's outbox table has not (its id is a uuid)");
     }
     source_options.tables.outbox_format = TableNames::OutboxFormat::kDebezium;
+  }
+  if (options.outbox_format == RelayOptions::OutboxFormat::kEventStore) {
+    if (options.mode != RelayOptions::Mode::kPoll) {
+      return InvalidArgumentError("--event-store is published by polling (--mode poll)");
+    }
+    // One reader walks the global order; a shard of streams would still keep each stream's
+    // order, but not that one.
+    if (options.shard_count > 1) {
+      return InvalidArgumentError(
+          "--shard does not apply to --event-store: one relay publishes in position order");
+    }
+    source_options.tables.outbox_format = TableNames::OutboxFormat::kEventStore;
   }
   source_options.mode = options.retain ? CheckpointMode::kRetain : CheckpointMode::kDelete;
   source_options.poll_interval = options.poll_interval;

@@ -27,11 +27,18 @@ Result<OutboxStatus> PostgresStatus(const std::string& conninfo, const TableName
           "  database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND"
           "  objid = (hashtext($1)::bigint & 4294967295)::oid)"
           " FROM " +
-          outbox,
+          outbox +
+          // An event store keeps every event: only the unpublished ones are counted (its
+          // partial index), never a scan of the whole history.
+          (t.event_store() ? " WHERE published_at IS NULL" : ""),
       {"courier relay " + t.outbox, t.outbox});
   if (!res.ok()) {
     if (res.status().code() == StatusCode::kNotFound) {
-      return NotFoundError("outbox tables missing; create them with: courier migrate --source URL");
+      return NotFoundError(t.event_store()
+                               ? "event store tables missing; create them with: courier "
+                                 "migrate --event-store --source URL"
+                               : "outbox tables missing; create them with: courier "
+                                 "migrate --source URL");
     }
     return res.status();
   }
@@ -97,6 +104,13 @@ Result<OutboxStatus> PostgresStatus(const std::string& conninfo, const TableName
     l.per_second = std::stod(PQgetvalue(q, i, 7));
     if (l.live) s.relay_active = true;
     s.leases.push_back(std::move(l));
+  }
+  if (t.event_store()) {
+    COURIER_ASSIGN_OR_RETURN(std::vector<HorizonBlocker> writers,
+                             TableWriters(conn.get(), t.outbox));
+    for (HorizonBlocker& w : writers) {
+      if (w.age_seconds > 1) s.horizon_waits_on.push_back(std::move(w));
+    }
   }
   return s;
 }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "courier/status.h"
+#include "eventstore/horizon.h"
 #include "sources/source.h"
 
 namespace courier {
@@ -52,6 +53,11 @@ struct OutboxStatus {
   std::vector<SlotStatus> slots;        // PostgreSQL, CDC
   std::vector<LeaseStatus> leases;      // PostgreSQL
   std::vector<CaptureStatus> captured;  // PostgreSQL, table CDC
+  // An event store (TableNames::event_store()): pending counts the events without
+  // published_at (published ones are kept, not counted), and these are the transactions
+  // writing the table that have been open for more than a second: readers (the relay,
+  // projections) wait for them before passing their positions (eventstore/horizon.h).
+  std::vector<HorizonBlocker> horizon_waits_on;
 };
 
 Result<OutboxStatus> ReadOutboxStatus(const std::string& source_url, const TableNames& tables);

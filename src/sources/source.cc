@@ -27,8 +27,19 @@ Result<std::unique_ptr<Source>> MakeSource(const SourceOptions& options) {
   COURIER_ASSIGN_OR_RETURN(SourceLocation loc, ParseSourceUrl(options.url));
   if (loc.kind == SourceLocation::Kind::kPostgres) {
     COURIER_RETURN_IF_ERROR(CheckTableNames(options.tables));
+    if (options.tables.event_store()) {
+      if (options.cdc.enabled) {
+        return InvalidArgumentError("an event store is published by polling (--mode poll)");
+      }
+      return MakeEventStorePollSource(options, loc.target);
+    }
     if (options.cdc.enabled) return MakePostgresCdcSource(options, loc.target);
     return MakePostgresPollSource(options, loc.target);
+  }
+  if (options.tables.event_store()) {
+    return InvalidArgumentError(
+        "relay --event-store publishes a PostgreSQL event store; a SQLite one is read with "
+        "courier::EventStore::ReadAll");
   }
   if (options.cdc.enabled) {
     return InvalidArgumentError(

@@ -189,5 +189,8 @@ Result<std::unique_ptr<Source>> MakeSource(const SourceOptions& options);
 std::unique_ptr<Source> MakePostgresPollSource(const SourceOptions& options, std::string conninfo);
 std::unique_ptr<Source> MakeSqlitePollSource(const SourceOptions& options, std::string path);
 std::unique_ptr<Source> MakePostgresCdcSource(const SourceOptions& options, std::string conninfo);
+// An event store (TableNames::event_store()), polled in position order up to its horizon.
+std::unique_ptr<Source> MakeEventStorePollSource(const SourceOptions& options,
+                                                 std::string conninfo);
 
 }  // namespace courier
