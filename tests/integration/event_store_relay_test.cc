@@ -177,6 +177,33 @@ TEST(EventStoreRelay, AnUnpublishableEventIsParkedAndTheRestFlows) {
   EXPECT_EQ((*rows)[0], "2/2");
 }
 
+TEST(EventStoreCli, MigrateCreatesTheStoreOnceAndSaysSo) {
+  auto url = SharedPostgres().NewDatabase();
+  ASSERT_OK(url);
+  CommandResult first = RunCourier({"migrate", "--event-store", "--source", *url});
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  EXPECT_NE(first.out.find("created tables courier_events, courier_events_snapshots, "
+                           "courier_events_projections, courier_dead_letter, courier_events_lease"),
+            std::string::npos)
+      << first.out;
+  EXPECT_NE(first.out.find("schema version 3 (courier_events_schema): applied 1 event_store, 2 "
+                           "dead_letters, 3 leases"),
+            std::string::npos)
+      << first.out;
+  CommandResult again = RunCourier({"migrate", "--event-store", "--source", *url});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(again.out.find("schema version 3 (courier_events_schema): up to date"),
+            std::string::npos)
+      << again.out;
+  CommandResult cdc = RunCourier({"migrate", "--event-store", "--mode", "cdc", "--source", *url});
+  EXPECT_EQ(cdc.exit_code, 2);
+  EXPECT_NE(cdc.err.find("--event-store makes an event store; --mode cdc is for an outbox"),
+            std::string::npos)
+      << cdc.err;
+  CommandResult help = RunCourier({"relay", "--help"});
+  EXPECT_NE(help.out.find("--event-store"), std::string::npos);
+}
+
 TEST(EventStoreRelay, RefusesWhatDoesNotApply) {
   CommandResult cdc = RunCourier({"relay", "--event-store", "--mode", "cdc", "--source",
                                   "postgres://127.0.0.1:1/x", "--sink", "file:///tmp/x.jsonl"});
