@@ -150,9 +150,19 @@ TEST(EventStoreApi, AConcurrentAppendWaitsAndIsRefusedWithTheCurrentVersion) {
     b_done = true;
   });
   // b blocks on a's uncommitted version 1 until a commits.
-  // b holds the table's lock once its insert waits on a's row.
-  ASSERT_TRUE(WaitUntil([&] { return !TableWriters(a.get(), "courier_events")->empty(); },
-                        Duration(10000)));
+  // b's insert waits on a's uncommitted row (holding the table's lock alone is not enough:
+  // it is taken when the statement is parsed, before its snapshot).
+  const std::string b_pid = std::to_string(PQbackendPID(b.get()));
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        auto waiting = PgExec(a.get(),
+                              "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND"
+                              " wait_event_type = 'Lock'",
+                              {b_pid});
+        return waiting.ok() && std::string(PQgetvalue(waiting->get(), 0, 0)) == "1";
+      },
+      Duration(10000)));
+  EXPECT_EQ(TableWriters(a.get(), "courier_events").value().size(), 1u);
   EXPECT_FALSE(b_done.load());
   ASSERT_OK(PgRun(a.get(), "COMMIT"));
   writer.join();
