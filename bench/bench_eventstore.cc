@@ -3,7 +3,8 @@
 //    transaction and 100 per transaction, from 4 clients each writing its own streams;
 //  - the same rows as plain INSERTs into a table of the same columns without the store's
 //    constraints (no unique (stream, version), no unique event_id): the ceiling;
-//  - reading them back: ReadAll (gap-safe) against a plain keyset read of the same rows.
+//  - projection events/s: a Subscribe handler folding every event into a balance table, its
+//    checkpoint in the same transaction, against a plain keyset read of the same rows.
 // Prints Markdown for docs/benchmarks.md. Usage: courier_bench_eventstore [--single N]
 //   [--batches N] [--runs R]
 #include <cstdio>
@@ -15,6 +16,7 @@
 #include "bench/bench_common.h"
 #include "core/postgres.h"
 #include "courier/event_store.h"
+#include "courier/projection.h"
 #include "support/harness.h"
 
 using namespace courier;
@@ -166,6 +168,42 @@ Result<double> StoreReadAll(const std::string& url, int64_t events) {
   return read / Seconds(start, Clock::Real().Now());
 }
 
+// A projection folding every event into a balance per account (one upsert per event), its
+// checkpoint committed with each batch of 100: events/s from the first event to the last.
+Result<double> Projected(const std::string& url, int64_t events, const std::string& name) {
+  {
+    COURIER_ASSIGN_OR_RETURN(PgConn conn, PgConnect(url));
+    COURIER_RETURN_IF_ERROR(PgRun(conn.get(),
+                                  "CREATE TABLE IF NOT EXISTS bench_balances (account text "
+                                  "PRIMARY KEY, balance bigint NOT NULL)"));
+  }
+  ProjectionOptions o;
+  o.db_url = url;
+  o.name = name;
+  o.poll_interval = Duration(10);
+  Projection projection(o);
+  Status result;
+  const TimePoint start = Clock::Real().Now();
+  std::thread runner([&] {
+    result = projection.Subscribe(From::Checkpoint(), [](PGconn* c, const ProjectedEvent& e) {
+      const std::string amount = std::to_string(e.payload.size());
+      return PgExec(c,
+                    "INSERT INTO bench_balances VALUES ($1, $2) ON CONFLICT (account) DO "
+                    "UPDATE SET balance = bench_balances.balance + EXCLUDED.balance",
+                    {e.stream_id, amount})
+          .status();
+    });
+  });
+  const bool done = test::WaitUntil([&] { return projection.applied() >= events || !result.ok(); },
+                                    Duration(1200000));
+  const double seconds = Seconds(start, Clock::Real().Now());
+  projection.RequestStop();
+  runner.join();
+  COURIER_RETURN_IF_ERROR(result);
+  if (!done) return InternalError("the projection did not catch up");
+  return events / seconds;
+}
+
 int Fail(const Status& st) {
   std::fprintf(stderr, "benchmark failed: %s\n", st.message().c_str());
   return 1;
@@ -185,7 +223,7 @@ int main(int argc, char** argv) {
   auto pg = test::PostgresServer::Start(/*durable=*/true);
   if (!pg.ok()) return Fail(pg.status());
   std::vector<double> plain_single, plain_batched, store_single, store_batched;
-  std::vector<double> keyset, read_all;
+  std::vector<double> keyset, read_all, projected;
   for (int r = 0; r < runs; ++r) {
     auto url = (*pg)->NewDatabase("bench_es");
     if (!url.ok()) return Fail(url.status());
@@ -209,6 +247,9 @@ int main(int argc, char** argv) {
     auto ra = StoreReadAll(*url, events);
     if (!ra.ok()) return Fail(ra.status());
     read_all.push_back(*ra);
+    auto p = Projected(*url, events, "bench");
+    if (!p.ok()) return Fail(p.status().WithContext("projection"));
+    projected.push_back(*p);
   }
   std::printf("### %s\n\n", Machine().c_str());
   std::printf("| %d clients, own streams, fsync on (median of %d runs) | events/s | ratio |\n",
@@ -222,11 +263,13 @@ int main(int argc, char** argv) {
   std::printf("| plain INSERT, %d rows per transaction | %.0f | 1.00 |\n", kBatch, pb);
   std::printf("| EventStore::Append, %d events per transaction, expected version | %.0f | %.2f |\n",
               kBatch, sb, sb / pb);
-  const double kr = Median(keyset), rr = Median(read_all);
+  const double kr = Median(keyset), rr = Median(read_all), pr = Median(projected);
   std::printf("\n| reading the %d events back | events/s | ratio |\n|---|---:|---:|\n",
               static_cast<int>(kClients * (single + batches * kBatch)));
   std::printf("| plain keyset SELECT, 1000 per query | %.0f | 1.00 |\n", kr);
   std::printf("| EventStore::ReadAll (gap-safe horizon), 1000 per call | %.0f | %.2f |\n", rr,
               rr / kr);
+  std::printf("| Projection::Subscribe, an upsert per event, checkpoint per 100 | %.0f | %.2f |\n",
+              pr, pr / kr);
   return 0;
 }
