@@ -175,6 +175,13 @@ TEST(EventStoreRelay, AnUnpublishableEventIsParkedAndTheRestFlows) {
   auto rows = PgQuery(url, "SELECT count(*) || '/' || count(published_at) FROM courier_events");
   ASSERT_OK(rows);
   EXPECT_EQ((*rows)[0], "2/2");
+  // `courier dead-letters` finds it under the event store's name.
+  CommandResult list =
+      RunCourier({"dead-letters", "list", "--source", url, "--table", "courier_events"});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_NE(list.out.find("bad"), std::string::npos) << list.out;
+  CommandResult status = RunCourier({"status", "--event-store", "--source", url});
+  EXPECT_NE(status.out.find("dead letters       1"), std::string::npos) << status.out;
 }
 
 TEST(EventStoreCli, MigrateCreatesTheStoreOnceAndSaysSo) {
