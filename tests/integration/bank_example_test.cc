@@ -135,6 +135,46 @@ std::map<std::string, int64_t> FoldKafka(const DevBroker& broker, const std::str
   return out;
 }
 
+// The event-sourced store published by `courier relay --event-store` (SIGKILLed twice on the
+// way): the fold of what Kafka received, each event_id once, equals the fold of the store.
+TEST(BankExample, EventSourcedStoreFoldEqualsTheFoldOfWhatKafkaReceivedThroughRelayKills) {
+  auto url = SharedPostgres().NewDatabase("bank_pub");
+  ASSERT_OK(url);
+  ASSERT_EQ(RunCourier({"migrate", "--event-store", "--source", *url}).exit_code, 0);
+  RunBank({"event-sourced", "--db", *url, "--accounts", "3", "--writers", "4", "--commands", "60",
+           "--seed", "11"});
+  const int64_t total = Scalar(*url, "SELECT count(*) FROM courier_events");
+  ASSERT_GT(total, 30);
+  auto broker = DevBroker::Start(1);
+  ASSERT_OK(broker);
+  ASSERT_OK((*broker)->CreateTopic("account", 3));
+  const std::vector<std::string> relay = {
+      "relay",        "--event-store",
+      "--source",     *url,
+      "--sink",       "kafka://" + (*broker)->bootstrap() + "/account",
+      "--batch-size", "10"};
+  TempDir dir;
+  for (int kill = 1; kill <= 2; ++kill) {
+    auto child = SpawnCourier(relay, dir.File("relay.log"));
+    ASSERT_OK(child);
+    EXPECT_TRUE(WaitUntil([&] {
+      return Scalar(*url, "SELECT count(*) FROM courier_events WHERE published_at IS NOT NULL") >=
+             total * kill / 3;
+    })) << ReadFile(dir.File("relay.log"));
+    child->Signal(SIGKILL);
+    child->Wait(Duration(10000));
+  }
+  std::vector<std::string> once = relay;
+  once.push_back("--once");
+  CommandResult r = RunCourier(once);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(Scalar(*url, "SELECT count(*) FROM courier_events WHERE published_at IS NULL"), 0);
+  EXPECT_EQ(Scalar(*url, "SELECT count(*) FROM courier_events"), total) << "nothing deleted";
+  int64_t events = 0;
+  EXPECT_EQ(FoldKafka(**broker, "account", &events), Balances(*url, kStoreFold));
+  EXPECT_EQ(events, total);
+}
+
 class BankListenTest : public BrokerWithTopic {
  protected:
   int partitions() const override { return 3; }
