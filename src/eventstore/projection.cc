@@ -107,7 +107,11 @@ Status Projection::Subscribe(const From& from, const ProjectionHandler& handler)
       }
       // Whatever committed before (even a COMMIT whose answer was lost) is in the checkpoint.
       if (Status st = source->Resume(conn.get()); !st.ok()) {
-        if (st.code() == StatusCode::kInvalidArgument) return st;  // e.g. a bad Kafka setting
+        // A bad Kafka setting, or records gone from the broker before they were applied.
+        if (st.code() == StatusCode::kInvalidArgument ||
+            st.code() == StatusCode::kFailedPrecondition) {
+          return st;
+        }
         wait("projection cannot read its checkpoint; retrying", st);
         conn.reset();
         continue;
@@ -139,6 +143,17 @@ Status Projection::Subscribe(const From& from, const ProjectionHandler& handler)
       pending.clear();
       failing_event_id.clear();
       continue;
+    }
+    // The transaction's id, to find a handler that ended it and began another ("ROLLBACK;
+    // BEGIN; ..."): its effects would commit without the checkpoint, again on every retry.
+    std::string xact;
+    if (st.ok()) {
+      auto id = PgExec(conn.get(), "SELECT pg_current_xact_id()::text");
+      if (id.ok()) {
+        xact = PQgetvalue(id->get(), 0, 0);
+      } else {
+        st = id.status();
+      }
     }
     if (!st.ok()) {
       Rollback(conn.get());
@@ -176,6 +191,14 @@ Status Projection::Subscribe(const From& from, const ProjectionHandler& handler)
                                                         {"error", handler_status.message()}});
       backoff.Wait(stop);
       continue;
+    }
+    auto still = PgExec(conn.get(), "SELECT coalesce(pg_current_xact_id_if_assigned()::text, '')");
+    if (still.ok() && PQgetvalue(still->get(), 0, 0) != xact) {
+      Rollback(conn.get());
+      return FailedPreconditionError(
+          "the projection handler ended the transaction itself (COMMIT, ROLLBACK or END) in the "
+          "batch ending at event " +
+          batch.back().event_id + ": effects and checkpoint must commit together");
     }
     ReachFaultPoint(o.fault_points, "project-before-commit");
     st = PgRun(conn.get(), "COMMIT");

@@ -49,6 +49,19 @@ class KafkaProjectionSource final : public ProjectionSource {
     reader_.reset();
     COURIER_ASSIGN_OR_RETURN(reader_, KafkaReader::Open(url_.hosts, topics_,
                                                         /*from_beginning=*/true, url_.query));
+    // Records the projection has not applied yet but the broker no longer holds (retention)
+    // would be skipped without a word: stop instead, and let the operator decide.
+    for (const auto& [tp, next] : committed_) {
+      COURIER_ASSIGN_OR_RETURN(int64_t first, reader_->FirstOffset(tp.first, tp.second));
+      if (next < first) {
+        return FailedPreconditionError(
+            tp.first + "[" + std::to_string(tp.second) + "]: projection " + name_ +
+            " has applied the records before offset " + std::to_string(next) +
+            ", but the broker keeps only those from offset " + std::to_string(first) +
+            " on (retention deleted the rest): raise the topic's retention, then rebuild the "
+            "projection (--rebuild) from a source that has every event");
+      }
+    }
     reader_->StartAt(committed_);
     log::Info("projection resuming from stored offsets",
               {{"name", name_}, {"partitions", static_cast<int64_t>(committed_.size())}});

@@ -173,6 +173,28 @@ TEST_F(ProjectionKafkaTest, DatabaseDownIsWaitedForThenCaughtUp) {
   EXPECT_TRUE(projector->Running());
 }
 
+// Records the broker deleted (retention) before the projection applied them are not skipped
+// without a word: the restarted projector stops with one line naming the partition.
+TEST_F(ProjectionKafkaTest, RecordsGoneFromTheBrokerStopTheProjectorInsteadOfBeingSkipped) {
+  const std::vector<Event> first = AccountEvents(4, 1);
+  Publish(topic_url_, first);
+  const std::string log = dir_.File("project.log");
+  auto projector = SpawnCourier(Args(), log);
+  ASSERT_OK(projector);
+  ASSERT_TRUE(WaitUntil([&] { return Applied(db_.url).size() == first.size(); })) << ReadFile(log);
+  projector->Signal(SIGTERM);
+  ASSERT_TRUE(projector->Wait(Duration(30000)).has_value());
+  // Over the dev broker's 5 MiB per partition, to the same stream (the same partition): the
+  // oldest records, applied or not, are dropped.
+  std::vector<Event> big = AccountEvents(80, 1);
+  for (Event& e : big) e.payload.insert(1, "\"pad\":\"" + std::string(100000, 'x') + "\",");
+  Publish(topic_url_, big);
+  const CommandResult again = RunCourier(Args(), Duration(60000));
+  EXPECT_NE(again.exit_code, 0);
+  EXPECT_NE(again.err.find("retention deleted the rest"), std::string::npos) << again.err;
+  EXPECT_EQ(Applied(db_.url).size(), first.size()) << "nothing applied past the gap";
+}
+
 TEST_F(ProjectionKafkaTest, RefusesWhatItCannotDo) {
   const CommandResult both = RunCourier({"project", "--from", topic_url_, "--event-store", "--db",
                                          db_.url, "--name", "x", "--exec", "true"});

@@ -302,5 +302,22 @@ TEST_F(ProjectionStoreTest, SubscribeInCxxAppliesOnceAndRetriesAFailure) {
   EXPECT_EQ(Count("SELECT position FROM courier_events_projections WHERE name = 'cxx'"), 12);
 }
 
+// A handler whose SQL ends the transaction and begins another would commit its effects
+// without the checkpoint, again on every retry: the projection stops with one line instead,
+// having applied nothing twice.
+TEST_F(ProjectionStoreTest, HandlerThatEndsTheTransactionStopsTheProjection) {
+  ASSERT_OK(PgQuery(db_.url, AppendSql("acct-1", 1, 5)));
+  const std::vector<std::string> ends = {"ROLLBACK", "COMMIT", "END"};
+  for (const std::string& end : ends) {
+    std::vector<std::string> args = Args("ends-" + end);
+    args[7] = "printf '" + end + "; BEGIN; '; " + RecordingHandler();
+    const CommandResult r = RunCourier(args, Duration(60000));
+    EXPECT_NE(r.exit_code, 0) << end;
+    EXPECT_NE(r.err.find("the projection handler ended the transaction itself"), std::string::npos)
+        << end << ": " << r.err;
+    EXPECT_EQ(Count("SELECT count(*) FROM applied WHERE n > 1"), 0) << end;
+  }
+}
+
 }  // namespace
 }  // namespace courier::test

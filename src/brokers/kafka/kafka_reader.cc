@@ -183,6 +183,17 @@ Result<std::optional<KafkaRecord>> KafkaReader::Poll(Duration timeout) {
   return std::optional<KafkaRecord>(std::move(record));
 }
 
+Result<int64_t> KafkaReader::FirstOffset(const std::string& topic, int32_t partition) {
+  int64_t low = 0, high = 0;
+  const rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(consumer_.get(), topic.c_str(),
+                                                                   partition, &low, &high, 5000);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return RetriableError("Kafka offsets for " + topic + "[" + std::to_string(partition) +
+                          "]: " + rd_kafka_err2str(err));
+  }
+  return low;
+}
+
 // A partition is at its end when librdkafka says so (PARTITION_EOF) or, checked after a quiet
 // spell, when the consumer's position has reached the partition's high watermark: an EOF event
 // is emitted once per reaching the end, and one lost to a reconnect must not stall the read.

@@ -48,6 +48,9 @@ class KafkaReader {
   void StartAt(std::map<std::pair<std::string, int32_t>, int64_t> offsets) {
     start_at_ = std::move(offsets);
   }
+  // The oldest offset the broker still holds for the partition (its low watermark): records
+  // below it were deleted by retention. kRetriable when the cluster does not answer.
+  Result<int64_t> FirstOffset(const std::string& topic, int32_t partition);
   // Partitions currently read.
   size_t assigned_partitions() const { return assigned_.size(); }
 
