@@ -17,7 +17,7 @@ namespace courier {
 
 Result<Subprocess> Subprocess::Spawn(const std::vector<std::string>& argv,
                                      const std::string& stdout_path, const std::string& stderr_path,
-                                     const std::string& stdin_path) {
+                                     const std::string& stdin_path, bool own_group) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   if (!stdin_path.empty()) {
@@ -34,24 +34,33 @@ Result<Subprocess> Subprocess::Spawn(const std::vector<std::string>& argv,
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  if (own_group) {
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setpgroup(&attr, 0);
+  }
   pid_t pid = -1;
-  const int rc = posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ);
+  const int rc = posix_spawn(&pid, args[0], &actions, &attr, args.data(), environ);
+  posix_spawnattr_destroy(&attr);
   posix_spawn_file_actions_destroy(&actions);
   if (rc != 0) return InternalError("spawn " + argv[0] + ": " + std::strerror(rc));
-  return Subprocess(pid);
+  return Subprocess(pid, own_group);
 }
 
-Subprocess::Subprocess(Subprocess&& other) noexcept : pid_(other.pid_), exit_(other.exit_) {
+Subprocess::Subprocess(Subprocess&& other) noexcept
+    : pid_(other.pid_), group_(other.group_), exit_(other.exit_) {
   other.pid_ = -1;
 }
 
 Subprocess& Subprocess::operator=(Subprocess&& other) noexcept {
   if (this != &other) {
     if (pid_ > 0 && !exit_) {
-      ::kill(pid_, SIGKILL);
+      ::kill(Target(), SIGKILL);
       ::waitpid(pid_, nullptr, 0);
     }
     pid_ = other.pid_;
+    group_ = other.group_;
     exit_ = other.exit_;
     other.pid_ = -1;
   }
@@ -60,13 +69,13 @@ Subprocess& Subprocess::operator=(Subprocess&& other) noexcept {
 
 Subprocess::~Subprocess() {
   if (pid_ > 0 && !exit_) {
-    ::kill(pid_, SIGKILL);
+    ::kill(Target(), SIGKILL);
     ::waitpid(pid_, nullptr, 0);
   }
 }
 
 void Subprocess::Signal(int sig) const {
-  if (pid_ > 0 && !exit_) ::kill(pid_, sig);
+  if (pid_ > 0 && !exit_) ::kill(Target(), sig);
 }
 
 std::optional<int> Subprocess::Wait(Duration timeout) {
@@ -129,7 +138,8 @@ Result<ShellRun> RunShell(const std::string& command, std::string_view input, Du
   }
   COURIER_ASSIGN_OR_RETURN(
       Subprocess child,
-      Subprocess::Spawn({"/bin/sh", "-c", command}, out ? out->path() : "", "", in.path()));
+      Subprocess::Spawn({"/bin/sh", "-c", command}, out ? out->path() : "", "", in.path(),
+                        /*own_group=*/true));
   const std::optional<int> code = child.Wait(timeout);
   if (!code) {
     return RetriableError("command still running after " + std::to_string(timeout.count()) +

@@ -19,11 +19,13 @@ namespace courier {
 class Subprocess {
  public:
   // stdout/stderr go to the given files (appended), or are inherited when empty; stdin is
-  // read from `stdin_path` when given.
+  // read from `stdin_path` when given. With `own_group` the child leads a new process group,
+  // and signals (and the kill when it is dropped running) go to the whole group: a shell's
+  // children do not outlive it.
   static Result<Subprocess> Spawn(const std::vector<std::string>& argv,
                                   const std::string& stdout_path = "",
                                   const std::string& stderr_path = "",
-                                  const std::string& stdin_path = "");
+                                  const std::string& stdin_path = "", bool own_group = false);
   Subprocess(Subprocess&& other) noexcept;
   Subprocess& operator=(Subprocess&& other) noexcept;
   Subprocess(const Subprocess&) = delete;
@@ -38,8 +40,11 @@ class Subprocess {
   bool Running();
 
  private:
-  explicit Subprocess(pid_t pid) : pid_(pid) {}
+  Subprocess(pid_t pid, bool group) : pid_(pid), group_(group) {}
+  // Where signals go: the child, or its whole process group.
+  pid_t Target() const { return group_ ? -pid_ : pid_; }
   pid_t pid_ = -1;
+  bool group_ = false;
   std::optional<int> exit_;
 };
 
@@ -51,7 +56,8 @@ struct ShellRun {
 
 // Runs `command` with /bin/sh -c, `input` on its stdin (through a temp file, so a command
 // that does not read it never blocks the writer), stdout captured when `capture_stdout` (else
-// inherited), stderr inherited. A command still running after `timeout` is killed: kRetriable.
+// inherited), stderr inherited. A command still running after `timeout` is killed with every
+// process it started (its own process group): kRetriable.
 // The handlers of `courier consume` and `courier project --exec` run through it.
 Result<ShellRun> RunShell(const std::string& command, std::string_view input, Duration timeout,
                           bool capture_stdout);

@@ -3,6 +3,9 @@
 // SIGKILLs, --rebuild into the same state.
 #include <signal.h>
 
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
 #include <random>
 
 #include "support/fixtures.h"
@@ -23,6 +26,22 @@ std::string AppendSql(const std::string& stream, int64_t version, int amount) {
 // it was applied; `applied.seq` keeps the order in which the effects committed.
 std::string RecordingHandler() {
   return R"SH(sed -E 's/.*"aggregate_id":"([^"]*)".*"event_id":"([^"]+)".*"position":([0-9]+).*"amount":([0-9]+).*/INSERT INTO applied (event_id, stream, n, amount, position) VALUES ('"'"'\2'"'"', '"'"'\1'"'"', 1, \4, \3) ON CONFLICT (event_id) DO UPDATE SET n = applied.n + 1;/')SH";
+}
+
+// Processes of process group `pgid` that have not ended (zombies not counted: whether they
+// are reaped depends on the machine's init), from /proc/PID/stat.
+int LiveMembersOfGroup(pid_t pgid) {
+  int live = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string stat = ReadFile(entry.path().string() + "/stat");
+    const size_t close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    char state = 0;
+    int ppid = 0, group = 0;
+    if (std::sscanf(stat.c_str() + close + 1, " %c %d %d", &state, &ppid, &group) != 3) continue;
+    if (group == pgid && state != 'Z') ++live;
+  }
+  return live;
 }
 
 class ProjectionStoreTest : public ::testing::Test {
@@ -317,6 +336,30 @@ TEST_F(ProjectionStoreTest, HandlerThatEndsTheTransactionStopsTheProjection) {
         << end << ": " << r.err;
     EXPECT_EQ(Count("SELECT count(*) FROM applied WHERE n > 1"), 0) << end;
   }
+}
+
+// A handler killed for running past --handler-timeout is killed with what it started: its
+// children do not pile up as orphans, one per retry.
+TEST_F(ProjectionStoreTest, HandlerPastItsTimeoutIsKilledWithItsChildren) {
+  ASSERT_OK(PgQuery(db_.url, AppendSql("acct-1", 1, 5)));
+  const std::string groups = dir_.File("groups");
+  std::vector<std::string> args = Args("slow");
+  args[7] = "echo $$ >> " + groups + "; sleep 30; echo never";
+  args.insert(args.end(), {"--handler-timeout", "300ms"});
+  auto projector = SpawnCourier(args, dir_.File("project.log"));
+  ASSERT_OK(projector);
+  // A second attempt has begun: the first one's time ran out.
+  ASSERT_TRUE(WaitUntil([&] {
+    const std::string seen = ReadFile(groups);
+    return std::count(seen.begin(), seen.end(), '\n') >= 2;
+  }));
+  const pid_t first = static_cast<pid_t>(std::atoi(ReadFile(groups).c_str()));
+  ASSERT_GT(first, 0);
+  // The shell led its own process group; nothing of it (the sleep) is left running.
+  EXPECT_TRUE(WaitUntil([&] { return LiveMembersOfGroup(first) == 0; }))
+      << "process group " << first << " still has members";
+  projector->Signal(SIGTERM);
+  EXPECT_TRUE(projector->Wait(Duration(30000)).has_value());
 }
 
 }  // namespace
