@@ -31,19 +31,11 @@ class EventStorePollSource final : public Source {
   Status Open() override {
     conn_.reset();
     COURIER_ASSIGN_OR_RETURN(conn_, PgConnect(conninfo_));
-    const std::string events = QuoteIdent(options_.tables.outbox);
-    const std::string dead = QuoteIdent(options_.tables.dead_letter);
-    COURIER_ASSIGN_OR_RETURN(
-        PgResult res,
-        PgExec(conn_.get(), "SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL",
-               {events, dead}));
-    if (std::string(PQgetvalue(res.get(), 0, 0)) != "t" ||
-        std::string(PQgetvalue(res.get(), 0, 1)) != "t") {
-      const std::string& missing = std::string(PQgetvalue(res.get(), 0, 0)) != "t" ? events : dead;
+    if (Status st = CheckTablesExist(conn_.get(), options_.tables, Describe(),
+                                     "courier migrate --event-store --source");
+        !st.ok()) {
       conn_.reset();
-      return NotFoundError("table " + missing + " does not exist in " + Describe() +
-                           "; create it with: courier migrate --event-store --source " +
-                           Describe());
+      return st;
     }
     Status st = CheckTableShapes(conn_.get(), options_.tables);
     // Stamping published_at needs UPDATE, as retain mode does; nothing is deleted.
@@ -52,6 +44,8 @@ class EventStorePollSource final : public Source {
       conn_.reset();
       return st;
     }
+    const std::string events = QuoteIdent(options_.tables.outbox);
+    const std::string dead = QuoteIdent(options_.tables.dead_letter);
     // The row as an outbox row (aggregate = stream), with its version for the headers.
     fetch_sql_ =
         "SELECT position, event_id::text, stream_type, stream_id, event_type,"

@@ -33,6 +33,12 @@ Result<int64_t> DeletePublishedRows(PGconn* conn, const std::string& cleanup_sql
 // without it would publish a batch, fail to checkpoint it and publish it again, forever.
 Status CheckRelayPrivileges(PGconn* conn, const TableNames& tables, CheckpointMode mode);
 
+// kNotFound naming the first of the outbox (or events) table and the dead-letter table that
+// does not exist in `where`, with the command that creates it (`migrate_command`, given the
+// source URL to append).
+Status CheckTablesExist(PGconn* conn, const TableNames& tables, const std::string& where,
+                        const std::string& migrate_command);
+
 // A checkpoint failed with `st`: when it is permanent (retrying republishes the batch and
 // fails again), says which privilege is missing if one is (CheckRelayPrivileges), else
 // returns `st` as it is.

@@ -63,6 +63,19 @@ Result<bool> PayloadIsBytea(PGconn* conn, const std::string& quoted_outbox) {
   return PQntuples(res.get()) == 1 && std::string(PQgetvalue(res.get(), 0, 0)) == "bytea";
 }
 
+Status CheckTablesExist(PGconn* conn, const TableNames& tables, const std::string& where,
+                        const std::string& migrate_command) {
+  const std::string outbox = QuoteIdent(tables.outbox);
+  const std::string dead = QuoteIdent(tables.dead_letter);
+  COURIER_ASSIGN_OR_RETURN(
+      PgResult res, PgExec(conn, "SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL",
+                           {outbox, dead}));
+  const bool has_outbox = std::string(PQgetvalue(res.get(), 0, 0)) == "t";
+  if (has_outbox && std::string(PQgetvalue(res.get(), 0, 1)) == "t") return Status::Ok();
+  return NotFoundError("table " + (has_outbox ? dead : outbox) + " does not exist in " + where +
+                       "; create it with: " + migrate_command + " " + where);
+}
+
 Status CheckRelayPrivileges(PGconn* conn, const TableNames& tables, CheckpointMode mode) {
   const std::string outbox = QuoteIdent(tables.outbox);
   const std::string dead = QuoteIdent(tables.dead_letter);
@@ -124,19 +137,13 @@ class PostgresPollSource final : public Source {
   Status Open() override {
     conn_.reset();
     COURIER_ASSIGN_OR_RETURN(conn_, PgConnect(conninfo_));
-    const std::string outbox = QuoteIdent(options_.tables.outbox);
-    const std::string dead = QuoteIdent(options_.tables.dead_letter);
-    COURIER_ASSIGN_OR_RETURN(
-        PgResult res,
-        PgExec(conn_.get(), "SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL",
-               {outbox, dead}));
-    if (std::string(PQgetvalue(res.get(), 0, 0)) != "t" ||
-        std::string(PQgetvalue(res.get(), 0, 1)) != "t") {
-      const std::string& missing = std::string(PQgetvalue(res.get(), 0, 0)) != "t" ? outbox : dead;
+    if (Status st =
+            CheckTablesExist(conn_.get(), options_.tables, Describe(), "courier migrate --source");
+        !st.ok()) {
       conn_.reset();
-      return NotFoundError("table " + missing + " does not exist in " + Describe() +
-                           "; create it with: courier migrate --source " + Describe());
+      return st;
     }
+    const std::string outbox = QuoteIdent(options_.tables.outbox);
     Status shape = CheckTableShapes(conn_.get(), options_.tables);
     if (!shape.ok()) {
       conn_.reset();
