@@ -128,7 +128,7 @@ class PostgresCdcSource final : public Source {
 
   void Wait(const StopSignal& stop) override {
     if (state_ != State::kStreaming) return;
-    if (!redeliver_.empty()) return;
+    if (!redeliver_.empty() || pushed_back_) return;
     stream_.Wait(stop, options_.poll_interval);
   }
 
@@ -192,6 +192,7 @@ class PostgresCdcSource final : public Source {
 
   void Close() override {
     stream_.Close();
+    pushed_back_.reset();
     backfill_.reset();
     checkpoints_.reset();
     conn_.reset();
@@ -319,6 +320,11 @@ class PostgresCdcSource final : public Source {
 
   // The next CopyData message, without blocking; false when none is buffered.
   Result<bool> NextCopyData(std::string* out) {
+    if (pushed_back_) {
+      *out = std::move(*pushed_back_);
+      pushed_back_.reset();
+      return true;
+    }
     Result<bool> got = stream_.Next(out);
     // Whatever the class, the stream restarts from the slot after reconnecting (a dropped
     // slot is recreated then). A publication dropped and created again under the slot makes
@@ -370,12 +376,45 @@ class PostgresCdcSource final : public Source {
       COURIER_ASSIGN_OR_RETURN(pgoutput::Message m, pgoutput::ParseMessage(copy.data.payload));
       COURIER_RETURN_IF_ERROR(OnMessage(m, &batch));
     }
+    if (ledger_.in_transaction()) COURIER_RETURN_IF_ERROR(ReadOnToCommit(&buf));
     // Snapshot chunks whose events are all done by now (their transaction's end arrived
     // after the checkpoint of its events), and those that published nothing.
     COURIER_RETURN_IF_ERROR(snapshot_.Save(conn_.get(), ledger_.Confirmable()));
     COURIER_RETURN_IF_ERROR(snapshot_.SaveEmpty(conn_.get()));
     Report(/*force=*/false);
     return batch;
+  }
+
+  // A batch often ends with its transaction's last change while that transaction's Commit is
+  // still on the way (the server sends a transaction whole, so it follows at once).
+  // Reading on to it lets this batch's checkpoint record the position past the transaction;
+  // stopping short would leave it to be decoded again, and published once more, after a
+  // server crash, on top of the batch in flight then. Anything but the Commit is kept for
+  // the next batch.
+  Status ReadOnToCommit(std::string* buf) {
+    const TimePoint deadline = ClockOf(options_).Now() + kCommitWait;
+    while (ledger_.in_transaction()) {
+      COURIER_ASSIGN_OR_RETURN(bool got, NextCopyData(buf));
+      if (!got) {
+        if (ClockOf(options_).Now() >= deadline) return Status::Ok();
+        stream_.WaitReadable(Duration(10));
+        continue;
+      }
+      COURIER_ASSIGN_OR_RETURN(pgoutput::CopyMessage copy, pgoutput::ParseCopyMessage(*buf));
+      if (copy.kind == pgoutput::CopyMessage::Kind::kKeepalive) {
+        OnKeepalive(copy.keepalive);
+        continue;
+      }
+      if (copy.kind != pgoutput::CopyMessage::Kind::kXLogData) continue;
+      COURIER_ASSIGN_OR_RETURN(pgoutput::Message m, pgoutput::ParseMessage(copy.data.payload));
+      if (m.kind != pgoutput::Message::Kind::kCommit) {
+        pushed_back_ = std::move(*buf);
+        return Status::Ok();
+      }
+      ledger_.Received(copy.data.start);
+      COURIER_RETURN_IF_ERROR(OnMessage(m, nullptr));
+    }
+    return Status::Ok();
   }
 
   void OnKeepalive(const pgoutput::Keepalive& k) {
@@ -516,6 +555,8 @@ class PostgresCdcSource final : public Source {
   std::string cleanup_sql_;
   std::unique_ptr<CheckpointStore> checkpoints_;  // the relay's position (on conn_)
   static constexpr Duration kCatchUpWait{10000};
+  // How long a batch waits for its last transaction's Commit (see ReadOnToCommit).
+  static constexpr Duration kCommitWait{200};
   static constexpr Duration kVisibleWait{30000};
   static constexpr Duration kBackfillCheck{1000};
   TimePoint next_backfill_check_{};
@@ -532,11 +573,12 @@ class PostgresCdcSource final : public Source {
   std::vector<int64_t> handed_;    // positions of the last batch
   uint32_t xid_ = 0;               // of the transaction being decoded
   std::vector<cdc::CaptureSpec> capture_specs_;
-  cdc::TableCapture capture_;            // captured tables' changes
-  cdc::Snapshot snapshot_;               // their rows from before capture began
-  Lsn begin_lsn_ = 0;                    // the final_lsn of the transaction being decoded
-  std::vector<cdc::RowChange> changes_;  // scratch of HandChanges
-  std::string database_;                 // the source's database, for the changes' source.db
+  cdc::TableCapture capture_;               // captured tables' changes
+  cdc::Snapshot snapshot_;                  // their rows from before capture began
+  std::optional<std::string> pushed_back_;  // a message read ahead, for the next batch
+  Lsn begin_lsn_ = 0;                       // the final_lsn of the transaction being decoded
+  std::vector<cdc::RowChange> changes_;     // scratch of HandChanges
+  std::string database_;                    // the source's database, for the changes' source.db
 };
 
 }  // namespace

@@ -343,6 +343,30 @@ TEST_F(CdcSafety, StandbyTakesTheSlotFromAFrozenRelayWithinAFewLeases) {
   std::printf("[takeover] duplicates=%lld\n", static_cast<long long>(duplicates));
 }
 
+// The position a checkpoint stores is past the last transaction of its batch, not one short
+// of it: a batch used to end at its transaction's last change, the Commit unread, so the
+// stored position lagged one transaction behind the rows deleted, and a server crash then
+// published that transaction once more on top of the batch in flight.
+TEST_F(CdcSafety, CheckpointStoresThePositionPastTheBatchsLastTransaction) {
+  const std::string log = db_->dir.File("relay.log");
+  auto relay = SpawnCourier(RelayArgs(), log);
+  ASSERT_OK(relay);
+  ASSERT_TRUE(LogSays(log, "streaming from replication slot")) << ReadFile(log);
+  for (int i = 0; i < 5; ++i) {
+    const std::string before = Query1("SELECT pg_current_wal_insert_lsn()::text");
+    Commit(1, 1);
+    // The rows are deleted in the transaction that stores the position.
+    ASSERT_TRUE(WaitUntil([&] { return db_->Count("courier_outbox") == 0; })) << ReadFile(log);
+    EXPECT_EQ(
+        Query1("SELECT checkpoint_lsn > '" + before + "'::pg_lsn FROM courier_outbox_cdc_slot"),
+        "t")
+        << "stored " << Query1("SELECT checkpoint_lsn FROM courier_outbox_cdc_slot")
+        << ", short of the event's transaction, which began after " << before;
+  }
+  relay->Signal(SIGTERM);
+  EXPECT_EQ(relay->Wait(Duration(20000)).value_or(-1), 0);
+}
+
 // A steady writer of one-event transactions while PostgreSQL crashes three times
 // (pg_ctl restart -m immediate) under a CDC relay. The server keeps a slot's confirmed
 // position on disk only as of its last checkpoint; the relay's own position, committed with
