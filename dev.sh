@@ -83,21 +83,22 @@ case "${1:-}" in
     run_tests build ;;
   sanitize)
     install "${BUILD_DEPS[@]}" "${TEST_DEPS[@]}"
-    # Under the sanitizers: every test binary but the sink suites (courier's own parsing,
-    # decoding, relay and event-store code; each binary builds the programs it runs) and one
-    # chaos run. The sink suites, which mostly drive the client libraries, run once, in `test`:
-    # CI's time goes to what the sanitizers can find.
+    # Under the sanitizers: every test binary but the sink and CLI suites (courier's own
+    # parsing, decoding, relay, CDC and event-store code; each binary builds the programs it
+    # runs) and one chaos run. The sink suites mostly drive the client libraries and the CLI
+    # suite mostly the command line's messages; they run once, in `test`: CI's time goes to
+    # what the sanitizers can find.
     cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOURIER_WERROR=ON \
       -DCOURIER_SANITIZE=ON -DCOURIER_BENCH=OFF >/dev/null
     targets=$(cmake --build build-asan --target help | sed -n 's/^\.\.\. \(.*_tests\)$/\1/p' |
-      grep -vx sink_tests)
+      grep -vxE 'sink_tests|integration_tests')
     # shellcheck disable=SC2086  # one target per word
     cmake --build build-asan -j "$JOBS" --target $targets
     # The chaos budgets ran once already, in `test`: here only the production chaos run (every
     # fault at once: kills, freezes, broker and database restarts) checks the same paths under
     # the sanitizers, for a shorter time.
     COURIER_CHAOS_SECONDS=${COURIER_CHAOS_SECONDS:-20} ASAN_OPTIONS=detect_leaks=1 \
-      UBSAN_OPTIONS=print_stacktrace=1 CTEST_EXCLUDE='^sink_tests' \
+      UBSAN_OPTIONS=print_stacktrace=1 CTEST_EXCLUDE='^(sink|integration)_tests' \
       run_tests build-asan 'Modes/ProductionChaos.*' ;;
   fuzz)
     install "${BUILD_DEPS[@]}" "${FUZZ_DEPS[@]}"
