@@ -79,62 +79,50 @@ void OnSignal(int) {
   if (courier::Projection* p = running_projection.load()) p->RequestStop();
 }
 
-class ListenAccounts {
- public:
-  ListenAccounts(const ListenOptions& options, courier::CommandLog* log)
-      : options_(options), log_(log) {}
+}  // namespace
 
-  courier::Result<Outcome> Handle(PGconn* conn, const Command& command) const {
-    if (command.type == CommandType::kWithdraw && options_.read_your_writes) {
-      // A quick refusal from what is applied so far; the projector has the last word.
-      COURIER_ASSIGN_OR_RETURN(
-          Rows row,
-          Query(conn, "SELECT balance FROM account_ledger WHERE account = $1", {command.account}));
-      const int64_t balance =
-          PQntuples(row.get()) == 1 ? std::stoll(PQgetvalue(row.get(), 0, 0)) : 0;
-      if (command.amount > balance) {
-        return Outcome{.accepted = false, .balance = balance, .reason = "insufficient funds"};
-      }
-    }
-    courier::CommandEvent event{
-        .stream_type = std::string(kStreamType),
-        .stream_id = command.account,
-        .event_type = std::string(command.type == CommandType::kDeposit ? kFundsDeposited
-                                                                        : kWithdrawalRequested),
-        .payload = AmountPayload(command.amount),
-        .event_id = courier::CommandLog::NewEventId()};
-    // Not acknowledged in time: send the same event again (the projector dedupes by event_id).
-    courier::Result<courier::LogPosition> at = log_->Append(event);
-    for (int attempt = 1;
-         !at.ok() && at.status().code() == courier::StatusCode::kRetriable && attempt < 5;
-         ++attempt) {
-      at = log_->Append(event);
-    }
-    if (!at.ok()) return at.status();
-    if (!options_.read_your_writes) return Outcome{.accepted = true, .event_id = at->event_id};
-    COURIER_RETURN_IF_ERROR(courier::WaitFor(options_.db_url, kListenProjection, at->topic,
-                                             at->partition, at->offset, options_.timeout));
+courier::Result<Outcome> ListenAccounts::Handle(PGconn* conn, const Command& command) const {
+  if (command.type == CommandType::kWithdraw && options_.read_your_writes) {
+    // A quick refusal from what is applied so far; the projector has the last word.
     COURIER_ASSIGN_OR_RETURN(
         Rows row,
-        Query(conn, "SELECT applied, balance_after FROM account_events WHERE event_id = $1",
-              {at->event_id}));
-    if (PQntuples(row.get()) != 1) {
-      return courier::InternalError("event " + at->event_id + " applied but not in account_events");
+        Query(conn, "SELECT balance FROM account_ledger WHERE account = $1", {command.account}));
+    const int64_t balance = PQntuples(row.get()) == 1 ? std::stoll(PQgetvalue(row.get(), 0, 0)) : 0;
+    if (command.amount > balance) {
+      return Outcome{.accepted = false, .balance = balance, .reason = "insufficient funds"};
     }
-    Outcome o;
-    o.accepted = std::string(PQgetvalue(row.get(), 0, 0)) == "t";
-    o.balance = std::stoll(PQgetvalue(row.get(), 0, 1));
-    o.event_id = at->event_id;
-    if (!o.accepted) o.reason = "insufficient funds (bounced by the projector)";
-    return o;
   }
-
- private:
-  ListenOptions options_;
-  courier::CommandLog* log_;
-};
-
-}  // namespace
+  courier::CommandEvent event{
+      .stream_type = std::string(kStreamType),
+      .stream_id = command.account,
+      .event_type = std::string(command.type == CommandType::kDeposit ? kFundsDeposited
+                                                                      : kWithdrawalRequested),
+      .payload = AmountPayload(command.amount),
+      .event_id = courier::CommandLog::NewEventId()};
+  // Not acknowledged in time: send the same event again (the projector dedupes by event_id).
+  courier::Result<courier::LogPosition> at = log_->Append(event);
+  for (int attempt = 1;
+       !at.ok() && at.status().code() == courier::StatusCode::kRetriable && attempt < 5;
+       ++attempt) {
+    at = log_->Append(event);
+  }
+  if (!at.ok()) return at.status();
+  if (!options_.read_your_writes) return Outcome{.accepted = true, .event_id = at->event_id};
+  COURIER_RETURN_IF_ERROR(courier::WaitFor(options_.db_url, kListenProjection, at->topic,
+                                           at->partition, at->offset, options_.timeout));
+  COURIER_ASSIGN_OR_RETURN(
+      Rows row, Query(conn, "SELECT applied, balance_after FROM account_events WHERE event_id = $1",
+                      {at->event_id}));
+  if (PQntuples(row.get()) != 1) {
+    return courier::InternalError("event " + at->event_id + " applied but not in account_events");
+  }
+  Outcome o;
+  o.accepted = std::string(PQgetvalue(row.get(), 0, 0)) == "t";
+  o.balance = std::stoll(PQgetvalue(row.get(), 0, 1));
+  o.event_id = at->event_id;
+  if (!o.accepted) o.reason = "insufficient funds (bounced by the projector)";
+  return o;
+}
 
 courier::Result<Totals> RunListenWriters(const ListenOptions& listen,
                                          const WorkloadOptions& options) {
@@ -176,18 +164,21 @@ courier::Result<Totals> RunListenWriters(const ListenOptions& listen,
   return sum;
 }
 
-Status RunListenProjector(const ListenOptions& listen) {
-  {
-    Conn conn(PQconnectdb(listen.db_url.c_str()));
-    if (PQstatus(conn.get()) != CONNECTION_OK) {
-      return courier::RetriableError(PQerrorMessage(conn.get()));
-    }
-    Rows made(PQexec(conn.get(), kSchema));
-    if (PQresultStatus(made.get()) != PGRES_COMMAND_OK) {
-      return courier::RetriableError(std::string("creating the ledger: ") +
-                                     PQerrorMessage(conn.get()));
-    }
+Status CreateLedger(const std::string& db_url) {
+  Conn conn(PQconnectdb(db_url.c_str()));
+  if (PQstatus(conn.get()) != CONNECTION_OK) {
+    return courier::RetriableError(PQerrorMessage(conn.get()));
   }
+  Rows made(PQexec(conn.get(), kSchema));
+  if (PQresultStatus(made.get()) != PGRES_COMMAND_OK) {
+    return courier::RetriableError(std::string("creating the ledger: ") +
+                                   PQerrorMessage(conn.get()));
+  }
+  return Status::Ok();
+}
+
+Status RunListenProjector(const ListenOptions& listen) {
+  COURIER_RETURN_IF_ERROR(CreateLedger(listen.db_url));
   courier::ProjectionOptions o;
   o.db_url = listen.db_url;
   o.name = kListenProjection;

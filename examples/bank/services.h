@@ -9,6 +9,7 @@
 #include <string>
 
 #include "bank/account.h"
+#include "courier/command_log.h"
 #include "courier/event_store.h"
 #include "courier/status.h"
 
@@ -110,6 +111,27 @@ struct ListenOptions {
   // a command is accepted once Kafka acknowledged it, even with the database down.
   bool read_your_writes = true;
 };
+
+// One command, listen-to-yourself: a deposit becomes FundsDeposited, a withdrawal
+// WithdrawalRequested, appended to Kafka through `log` (sent again with the same event_id
+// while not acknowledged in time). With read_your_writes, a withdrawal is first pre-checked
+// against account_ledger on `conn`, and the outcome is the projector's, read once it passed
+// the command's offset (WaitFor); without, it is accepted once Kafka acknowledged it and
+// `conn` is not used (it may be null).
+// Thread-safety: Handle may be called from several threads, each with its own connection.
+class ListenAccounts {
+ public:
+  ListenAccounts(const ListenOptions& options, courier::CommandLog* log)
+      : options_(options), log_(log) {}
+  courier::Result<Outcome> Handle(pg_conn* conn, const Command& command) const;
+
+ private:
+  ListenOptions options_;
+  courier::CommandLog* log_;
+};
+
+// Creates the projector's tables (account_ledger, account_events) when missing.
+courier::Status CreateLedger(const std::string& db_url);
 
 // Writers send their commands to Kafka first (courier::CommandLog) and wait for the
 // projector to have applied each (read-your-writes). The projector must run meanwhile.
