@@ -46,53 +46,38 @@ class EventStorePollSource final : public Source {
     }
     const std::string events = QuoteIdent(options_.tables.outbox);
     const std::string dead = QuoteIdent(options_.tables.dead_letter);
-    // The row as an outbox row (aggregate = stream), with its version for the headers.
+    // The row as an outbox row (aggregate = stream), with its version for the headers. The
+    // CDC source's backfill (backfill_slot) reads the rows its slot's snapshot saw unpublished:
+    // all committed, so no horizon to wait for.
+    const std::string which = options_.backfill_slot.empty()
+                                  ? " AND position <= $2"
+                                  : " AND position IN (SELECT outbox_id FROM " +
+                                        QuoteIdent(options_.tables.CdcBackfill()) +
+                                        " WHERE slot_name = $2)";
     fetch_sql_ =
         "SELECT position, event_id::text, stream_type, stream_id, event_type,"
         " payload::text, headers::text, " +
         PgCreatedAtSql("e.created_at") + ", version FROM " + events +
-        " e WHERE published_at IS NULL AND position <= $2 ORDER BY position LIMIT $1";
+        " e WHERE published_at IS NULL" + which + " ORDER BY position LIMIT $1";
     checkpoint_sql_ =
         "UPDATE " + events + " SET published_at = now() WHERE position = ANY($1::int8[])";
-    // A parked event is copied to the dead-letter table and stamped: the relay is done with
-    // it (`courier dead-letters` publishes it again from there); it is never deleted. The
-    // dead-letter table may be an outbox's, with other payload and headers types.
-    COURIER_ASSIGN_OR_RETURN(
-        PgResult types,
-        PgExec(conn_.get(),
-               "SELECT (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE"
-               " attrelid = $1::regclass AND attname = 'payload'),"
-               " (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE"
-               " attrelid = $1::regclass AND attname = 'headers')",
-               {dead}));
-    const std::string payload_type = PQgetvalue(types.get(), 0, 0);
-    const std::string payload = payload_type == "bytea" ? "convert_to(payload::text, 'UTF8')"
-                                                        : "payload::text::" + payload_type;
-    const std::string headers = "headers::text::" + std::string(PQgetvalue(types.get(), 0, 1));
-    park_sql_ =
-        "WITH r AS (SELECT * FROM unnest($1::int8[], $2::text[], $4::text[]) AS r(id,"
-        " error, status)),"
-        " done AS (UPDATE " +
-        events +
-        " e SET published_at = now() FROM r WHERE e.position = r.id"
-        " RETURNING e.position, e.event_id, e.stream_type, e.stream_id, e.event_type,"
-        " e.payload, e.headers, e.created_at, r.error, r.status)"
-        " INSERT INTO " +
-        dead + dead_letters::kParkColumns + " SELECT " + QuoteLiteral(options_.tables.outbox) +
-        ", position, event_id, stream_type, stream_id, event_type, " + payload + ", " + headers +
-        ", created_at, error, $3, status FROM done ORDER BY position";
+    COURIER_ASSIGN_OR_RETURN(park_sql_, EventStoreParkSql(conn_.get(), options_.tables));
     return Status::Ok();
   }
 
   Status Activate(const StopSignal&) override { return Status::Ok(); }
 
   Result<FetchedBatch> Fetch(size_t max) override {
-    COURIER_ASSIGN_OR_RETURN(int64_t horizon, horizon_.Advance(conn_.get()));
-    ReportWait(horizon);
     FetchedBatch batch;
-    if (horizon <= 0) return batch;
-    COURIER_ASSIGN_OR_RETURN(PgResult res, PgExec(conn_.get(), fetch_sql_,
-                                                  {std::to_string(max), std::to_string(horizon)}));
+    std::string bound = options_.backfill_slot;
+    if (bound.empty()) {
+      COURIER_ASSIGN_OR_RETURN(int64_t horizon, horizon_.Advance(conn_.get()));
+      ReportWait(horizon);
+      if (horizon <= 0) return batch;
+      bound = std::to_string(horizon);
+    }
+    COURIER_ASSIGN_OR_RETURN(PgResult res,
+                             PgExec(conn_.get(), fetch_sql_, {std::to_string(max), bound}));
     PGresult* r = res.get();
     const int rows = PQntuples(r);
     batch.events.reserve(static_cast<size_t>(rows));
@@ -103,15 +88,7 @@ class EventStorePollSource final : public Source {
       };
       OutboxRow row{column(0), column(1), column(2), column(3),
                     column(4), column(5), column(6), column(7)};
-      const size_t before = batch.events.size();
-      COURIER_RETURN_IF_ERROR(AddOutboxRow(row, &batch));
-      if (batch.events.size() > before) {
-        // The envelope of an event store's event (docs/event-sourcing.md): the row's headers
-        // plus its stream version and global position.
-        Event& e = batch.events.back();
-        e.headers.emplace_back("version", PQgetvalue(r, i, 8));
-        e.headers.emplace_back("position", PQgetvalue(r, i, 0));
-      }
+      COURIER_RETURN_IF_ERROR(AddEventStoreRow(row, column(8), &batch));
     }
     return batch;
   }
@@ -143,16 +120,7 @@ class EventStorePollSource final : public Source {
 
  private:
   Status Park(std::span<const Rejected> rejected, const std::string& sink) {
-    std::vector<int64_t> ids;
-    std::vector<std::optional<std::string>> errors, statuses;
-    for (const Rejected& r : rejected) {
-      ids.push_back(r.id);
-      errors.emplace_back(r.error);
-      statuses.emplace_back(r.status);
-    }
-    return PgExec(conn_.get(), park_sql_,
-                  {IdArray(ids), PgTextArray(errors), sink, PgTextArray(statuses)})
-        .status();
+    return ParkEventStoreRows(conn_.get(), park_sql_, rejected, sink);
   }
 
   // A writer left open holds the horizon (and every later event) back: never skipped, but
@@ -189,6 +157,48 @@ class EventStorePollSource final : public Source {
 };
 
 }  // namespace
+
+Result<std::string> EventStoreParkSql(PGconn* conn, const TableNames& tables) {
+  const std::string events = QuoteIdent(tables.outbox);
+  const std::string dead = QuoteIdent(tables.dead_letter);
+  // The dead-letter table may be an outbox's, with other payload and headers types.
+  COURIER_ASSIGN_OR_RETURN(
+      PgResult types,
+      PgExec(conn,
+             "SELECT (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE"
+             " attrelid = $1::regclass AND attname = 'payload'),"
+             " (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE"
+             " attrelid = $1::regclass AND attname = 'headers')",
+             {dead}));
+  const std::string payload_type = PQgetvalue(types.get(), 0, 0);
+  const std::string payload = payload_type == "bytea" ? "convert_to(payload::text, 'UTF8')"
+                                                      : "payload::text::" + payload_type;
+  const std::string headers = "headers::text::" + std::string(PQgetvalue(types.get(), 0, 1));
+  return "WITH r AS (SELECT * FROM unnest($1::int8[], $2::text[], $4::text[]) AS r(id,"
+         " error, status)),"
+         " done AS (UPDATE " +
+         events +
+         " e SET published_at = now() FROM r WHERE e.position = r.id"
+         " RETURNING e.position, e.event_id, e.stream_type, e.stream_id, e.event_type,"
+         " e.payload, e.headers, e.created_at, r.error, r.status)"
+         " INSERT INTO " +
+         dead + dead_letters::kParkColumns + " SELECT " + QuoteLiteral(tables.outbox) +
+         ", position, event_id, stream_type, stream_id, event_type, " + payload + ", " + headers +
+         ", created_at, error, $3, status FROM done ORDER BY position";
+}
+
+Status ParkEventStoreRows(PGconn* conn, const std::string& park_sql,
+                          std::span<const Rejected> rejected, const std::string& sink) {
+  std::vector<int64_t> ids;
+  std::vector<std::optional<std::string>> errors, statuses;
+  for (const Rejected& r : rejected) {
+    ids.push_back(r.id);
+    errors.emplace_back(r.error);
+    statuses.emplace_back(r.status);
+  }
+  return PgExec(conn, park_sql, {IdArray(ids), PgTextArray(errors), sink, PgTextArray(statuses)})
+      .status();
+}
 
 std::unique_ptr<Source> MakeEventStorePollSource(const SourceOptions& options,
                                                  std::string conninfo) {

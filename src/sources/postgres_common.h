@@ -51,4 +51,12 @@ std::string UnescapeBytea(const std::string& escaped);
 // Whether the outbox's payload column is bytea (else it is read as text).
 Result<bool> PayloadIsBytea(PGconn* conn, const std::string& quoted_outbox);
 
+// An event store's parking (sources/event_store_poll.cc), for its polling and CDC sources: one
+// statement that copies the rows ($1 positions, $2 errors, $4 statuses; $3 the sink) to the
+// dead-letter table and stamps their published_at. Events are never deleted: the relay is done
+// with them, and `courier dead-letters` publishes them again from there.
+Result<std::string> EventStoreParkSql(PGconn* conn, const TableNames& tables);
+Status ParkEventStoreRows(PGconn* conn, const std::string& park_sql,
+                          std::span<const Rejected> rejected, const std::string& sink);
+
 }  // namespace courier

@@ -91,8 +91,24 @@ std::string SqliteCreatedAtSql(const std::string& column) {
          column + " AS TEXT)) END";
 }
 
-Status AddOutboxRow(const OutboxRow& row, FetchedBatch* batch) {
+DecodedRow DecodeEventStoreRow(const OutboxRow& row, const std::optional<std::string>& version) {
   DecodedRow d = DecodeOutboxRow(row);
+  if (!version) {
+    if (d.error.empty())
+      d.error = "outbox row " + row.id.value_or("?") + ": column version is NULL";
+    return d;
+  }
+  if (d.error.empty()) {
+    d.event.headers.emplace_back("version", *version);
+    d.event.headers.emplace_back("position", *row.id);
+  }
+  return d;
+}
+
+namespace {
+
+// A decoded row into `batch`: an event, or a malformed row to park when its id can be read.
+Status AddDecoded(const OutboxRow& row, DecodedRow d, FetchedBatch* batch) {
   if (d.error.empty()) {
     batch->events.push_back(std::move(d.event));
     return Status::Ok();
@@ -101,6 +117,17 @@ Status AddOutboxRow(const OutboxRow& row, FetchedBatch* batch) {
   batch->malformed.push_back({d.event.id, d.error, kParked, d.event.aggregate_type,
                               d.event.aggregate_id, d.event.event_id});
   return Status::Ok();
+}
+
+}  // namespace
+
+Status AddOutboxRow(const OutboxRow& row, FetchedBatch* batch) {
+  return AddDecoded(row, DecodeOutboxRow(row), batch);
+}
+
+Status AddEventStoreRow(const OutboxRow& row, const std::optional<std::string>& version,
+                        FetchedBatch* batch) {
+  return AddDecoded(row, DecodeEventStoreRow(row, version), batch);
 }
 
 }  // namespace courier

@@ -50,6 +50,17 @@ DecodedRow DecodeOutboxRow(const OutboxRow& row);
 // again forever: kInvalidArgument then.
 Status AddOutboxRow(const OutboxRow& row, FetchedBatch* batch);
 
+// An event store's row (docs/event-sourcing.md), read as an outbox row (id = position,
+// aggregate_type = stream_type, aggregate_id = stream_id), into the envelope every event store
+// relay publishes, by polling or CDC: the row's headers plus `version` (`version`, its text)
+// and `position` as strings. A NULL version is a row that cannot be published, like any NULL
+// where the envelope needs a value.
+DecodedRow DecodeEventStoreRow(const OutboxRow& row, const std::optional<std::string>& version);
+
+// AddOutboxRow for an event store's row (DecodeEventStoreRow).
+Status AddEventStoreRow(const OutboxRow& row, const std::optional<std::string>& version,
+                        FetchedBatch* batch);
+
 // SQL for created_at as OutboxRow wants it: decimal microseconds when finite, else the value
 // quoted ("'infinity'"), NULL for NULL. `column` is an SQL expression of a timestamp type.
 std::string PgCreatedAtSql(const std::string& column);
