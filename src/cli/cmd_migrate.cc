@@ -51,9 +51,9 @@ int RunMigrate(const MigrateFlags& f) {
   if (Status st = ParseOutboxFormat(f.outbox_format, &debezium); !st.ok()) return Fail(st);
   if (debezium) tables.outbox_format = TableNames::OutboxFormat::kDebezium;
   if (f.event_store) {
-    if (debezium || cdc.enabled) {
+    if (debezium || !cdc.capture.empty()) {
       return Fail(InvalidArgumentError(std::string("--event-store makes an event store; ") +
-                                       (debezium ? "--outbox-format debezium" : "--mode cdc") +
+                                       (debezium ? "--outbox-format debezium" : "--capture") +
                                        " is for an outbox"));
     }
     UseEventStore(true, &tables);

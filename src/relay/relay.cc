@@ -558,8 +558,9 @@ Result<std::unique_ptr<Relay>> Relay::Create(const RelayOptions& options) {
     source_options.tables.outbox_format = TableNames::OutboxFormat::kDebezium;
   }
   if (options.outbox_format == RelayOptions::OutboxFormat::kEventStore) {
-    if (options.mode != RelayOptions::Mode::kPoll) {
-      return InvalidArgumentError("--event-store is published by polling (--mode poll)");
+    if (!options.capture.empty()) {
+      return InvalidArgumentError(
+          "--capture does not apply to --event-store: its stream carries the store's events only");
     }
     // One reader walks the global order; a shard of streams would still keep each stream's
     // order, but not that one.

@@ -298,6 +298,9 @@ std::vector<Migration> PostgresMigrations(PGconn* conn, const TableNames& t) {
         {1, "event_store", {t.outbox, t.Snapshots(), t.Projections()}, bind(EventStore)},
         {2, "dead_letters", {t.dead_letter}, bind(DeadLetters)},
         {3, "leases", {t.Leases()}, bind(Leases)},
+        // Publishing by CDC (relay --event-store --mode cdc): the outbox's bookkeeping, its
+        // backfill's outbox_id holding positions.
+        {4, "cdc_bookkeeping", {t.CdcSlots(), t.CdcBackfill()}, bind(CdcBookkeeping)},
     };
   }
   return {

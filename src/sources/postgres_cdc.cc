@@ -60,6 +60,9 @@ class PostgresCdcSource final : public Source {
 
   Status Open() override {
     Close();
+    // An event store's checkpoint stamps published_at, as its polling relay's does: events
+    // are never deleted.
+    if (options_.tables.event_store()) options_.mode = CheckpointMode::kRetain;
     COURIER_ASSIGN_OR_RETURN(conn_, PgConnect(conninfo_));
     COURIER_ASSIGN_OR_RETURN(PgResult db, PgExec(conn_.get(), "SELECT current_database()"));
     database_ = PQgetvalue(db.get(), 0, 0);
@@ -70,11 +73,17 @@ class PostgresCdcSource final : public Source {
     COURIER_ASSIGN_OR_RETURN(capture_specs_, cdc::ParseCaptureList(options_.cdc.capture));
     COURIER_ASSIGN_OR_RETURN(parking_, PgEventParking::Prepare(conn_.get(), options_.tables));
     const std::string outbox = QuoteIdent(options_.tables.outbox);
+    const std::string id = options_.tables.event_store() ? "position" : "id";
     checkpoint_sql_ = options_.mode == CheckpointMode::kDelete
                           ? "DELETE FROM " + outbox + " WHERE id = ANY($1::int8[]) RETURNING id"
-                          : "UPDATE " + outbox +
-                                " SET published_at = now() WHERE id = ANY($1::int8[])"
-                                " RETURNING id";
+                          : "UPDATE " + outbox + " SET published_at = now() WHERE " + id +
+                                " = ANY($1::int8[]) RETURNING " + id;
+    if (options_.tables.event_store()) {
+      COURIER_ASSIGN_OR_RETURN(event_park_sql_, EventStoreParkSql(conn_.get(), options_.tables));
+      published_sql_ = "SELECT position FROM " + outbox +
+                       " WHERE position = ANY($1::int8[]) AND published_at IS NOT NULL";
+      visible_sql_ = "SELECT position FROM " + outbox + " WHERE position = ANY($1::int8[])";
+    }
     checkpoints_ = options_.checkpoints
                        ? options_.checkpoints(names_.slot)
                        : MakeSlotTableCheckpoints(conn_.get(), options_.tables, names_.slot);
@@ -123,7 +132,12 @@ class PostgresCdcSource final : public Source {
       COURIER_RETURN_IF_ERROR(StartStreaming());
       state_ = State::kStreaming;
     }
-    return ReadStream(max);
+    while (true) {
+      dropped_ = false;
+      COURIER_ASSIGN_OR_RETURN(FetchedBatch batch, ReadStream(max));
+      // Empty only because its rows were published already: not "nothing left" (--once).
+      if (!batch.empty() || !dropped_) return batch;
+    }
   }
 
   void Wait(const StopSignal& stop) override {
@@ -187,6 +201,7 @@ class PostgresCdcSource final : public Source {
   }
 
   Result<int64_t> DeletePublishedBefore(Duration retention) override {
+    if (options_.tables.event_store()) return int64_t{0};  // events are kept for ever
     return DeletePublishedRows(conn_.get(), cleanup_sql_, retention);
   }
 
@@ -288,7 +303,8 @@ class PostgresCdcSource final : public Source {
     SourceOptions o = options_;
     o.cdc = CdcOptions{};
     o.backfill_slot = names_.slot;
-    backfill_ = MakePostgresPollSource(o, conninfo_);
+    backfill_ = options_.tables.event_store() ? MakeEventStorePollSource(o, conninfo_)
+                                              : MakePostgresPollSource(o, conninfo_);
     return backfill_->Open();
   }
 
@@ -377,6 +393,7 @@ class PostgresCdcSource final : public Source {
       COURIER_RETURN_IF_ERROR(OnMessage(m, &batch));
     }
     if (ledger_.in_transaction()) COURIER_RETURN_IF_ERROR(ReadOnToCommit(&buf));
+    if (options_.tables.event_store()) COURIER_RETURN_IF_ERROR(DropPublished(&batch));
     // Snapshot chunks whose events are all done by now (their transaction's end arrived
     // after the checkpoint of its events), and those that published nothing.
     COURIER_RETURN_IF_ERROR(snapshot_.Save(conn_.get(), ledger_.Confirmable()));
@@ -523,7 +540,44 @@ class PostgresCdcSource final : public Source {
     ledger_.Done(pos);
   }
 
+  // An event store polled before (or between) runs of this source: what its polling relay
+  // published after the slot's start is streamed too, and is not published again. A row
+  // streamed before it is visible cannot have been published by anyone.
+  Status DropPublished(FetchedBatch* batch) {
+    std::map<int64_t, int64_t> by_row;  // position in the store -> position in the ledger
+    for (int64_t pos : handed_) {
+      auto it = inflight_.find(pos);
+      if (it != inflight_.end() && it->second.row_id > 0) by_row[it->second.row_id] = pos;
+    }
+    if (by_row.empty()) return Status::Ok();
+    std::vector<int64_t> rows;
+    for (const auto& [row, pos] : by_row) rows.push_back(row);
+    COURIER_ASSIGN_OR_RETURN(PgResult res, PgExec(conn_.get(), published_sql_, {IdArray(rows)}));
+    if (PQntuples(res.get()) == 0) return Status::Ok();
+    std::set<int64_t> drop;
+    for (int i = 0; i < PQntuples(res.get()); ++i) {
+      drop.insert(by_row[ParseInt64(PQgetvalue(res.get(), i, 0)).value_or(0)]);
+    }
+    std::erase_if(batch->events, [&drop](const Event& e) { return drop.count(e.id) > 0; });
+    std::erase_if(batch->malformed, [&drop](const Rejected& r) { return drop.count(r.id) > 0; });
+    std::erase_if(handed_, [&drop](int64_t pos) { return drop.count(pos) > 0; });
+    for (int64_t pos : drop) Done(pos);
+    dropped_ = true;
+    // Nothing of theirs is left to checkpoint: the slot may move past them.
+    ledger_.Advance();
+    return Status::Ok();
+  }
+
   Status DeadLetter(const Rejected& r, const Inflight& f, const std::string& sink_name) {
+    if (options_.tables.event_store() && f.row_id > 0) {
+      // As the polling relay parks it: the row as it is (headers that are not a JSON object
+      // too) copied to the dead-letter table, and stamped, once visible.
+      COURIER_RETURN_IF_ERROR(
+          CheckpointRows(visible_sql_, {f.row_id}, {static_cast<int64_t>(f.xid)}));
+      Rejected row = r;
+      row.id = f.row_id;
+      return ParkEventStoreRows(conn_.get(), event_park_sql_, {&row, 1}, sink_name);
+    }
     if (IsUuid(f.event.event_id)) {
       COURIER_RETURN_IF_ERROR(parking_.Park(conn_.get(), f.event, f.row_id, r, sink_name));
     } else {
@@ -552,6 +606,12 @@ class PostgresCdcSource final : public Source {
   std::unique_ptr<Source> backfill_;
   std::string checkpoint_sql_;
   PgEventParking parking_;
+  // An event store's: its parking (EventStoreParkSql), the query of which streamed rows are
+  // published already, and of which are visible.
+  std::string event_park_sql_;
+  std::string published_sql_;
+  std::string visible_sql_;
+  bool dropped_ = false;  // the last ReadStream dropped rows published already
   std::string cleanup_sql_;
   std::unique_ptr<CheckpointStore> checkpoints_;  // the relay's position (on conn_)
   static constexpr Duration kCatchUpWait{10000};

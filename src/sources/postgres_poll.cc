@@ -104,7 +104,8 @@ Status CheckRelayPrivileges(PGconn* conn, const TableNames& tables, CheckpointMo
                    "GRANT DELETE ON " + outbox);
   }
   if (mode == CheckpointMode::kRetain && !yes(3)) {
-    return missing("cannot stamp published_at in " + outbox + " (--retain)",
+    return missing("cannot stamp published_at in " + outbox +
+                       (tables.event_store() ? " (the event store's checkpoint)" : " (--retain)"),
                    "GRANT UPDATE ON " + outbox);
   }
   if (!yes(4)) {

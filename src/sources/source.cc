@@ -27,10 +27,7 @@ Result<std::unique_ptr<Source>> MakeSource(const SourceOptions& options) {
   COURIER_ASSIGN_OR_RETURN(SourceLocation loc, ParseSourceUrl(options.url));
   if (loc.kind == SourceLocation::Kind::kPostgres) {
     COURIER_RETURN_IF_ERROR(CheckTableNames(options.tables));
-    if (options.tables.event_store()) {
-      if (options.cdc.enabled) {
-        return InvalidArgumentError("an event store is published by polling (--mode poll)");
-      }
+    if (options.tables.event_store() && !options.cdc.enabled) {
       return MakeEventStorePollSource(options, loc.target);
     }
     if (options.cdc.enabled) return MakePostgresCdcSource(options, loc.target);

@@ -1,7 +1,7 @@
-// `courier relay --event-store` SIGKILLed at random moments, mid-batch, while writers append
-// to shared streams with expected versions (conflicts retried, some transactions rolled back,
-// some held open so that positions commit out of order). Afterwards an independent Kafka
-// reader must find every committed event, none of the rolled-back ones, each stream in
+// `courier relay --event-store` (polling, and CDC) SIGKILLed at random moments, mid-batch, while
+// writers append to shared streams with expected versions (conflicts retried, some transactions
+// rolled back, some held open so that positions commit out of order). Afterwards an independent
+// Kafka reader must find every committed event, none of the rolled-back ones, each stream in
 // version order; every event is stamped published_at and none is deleted.
 #include <signal.h>
 
@@ -64,17 +64,30 @@ void AppendLoop(const std::string& url, int writer_id, std::atomic<bool>& stop, 
   }
 }
 
-TEST(EventStoreKillTest, SigkillMidBatchLosesNothingKeepsStreamOrderAndStampsEveryEvent) {
+// The relay's mode: "poll" or "cdc".
+class EventStoreKillTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(EventStoreKillTest, SigkillMidBatchLosesNothingKeepsStreamOrderAndStampsEveryEvent) {
+  const std::string mode = GetParam();
   auto broker = DevBroker::Start(1);
   ASSERT_OK(broker);
   ASSERT_OK((*broker)->CreateTopic("account", 4));
   auto url = SharedPostgres().NewDatabase();
   ASSERT_OK(url);
-  ASSERT_OK(Migrate(*url, EventStoreTables()));
+  CdcOptions cdc;
+  cdc.enabled = mode == "cdc";  // the slot is made before the writers start
+  ASSERT_OK(Migrate(*url, EventStoreTables(), cdc));
+  // Slots keep WAL on the shared server: dropped at the end, whatever happens.
+  struct DropSlots {
+    std::string url;
+    ~DropSlots() { DropReplicationSlots(url); }
+  } drop_slots{*url};
   TempDir dir;
   const std::string sink = "kafka://" + (*broker)->bootstrap() + "/{aggregate_type}";
   const std::vector<std::string> relay_args = {"relay",
                                                "--event-store",
+                                               "--mode",
+                                               mode,
                                                "--source",
                                                *url,
                                                "--sink",
@@ -108,7 +121,8 @@ TEST(EventStoreKillTest, SigkillMidBatchLosesNothingKeepsStreamOrderAndStampsEve
   const size_t published_by_killed_relays = ReadTopic(**broker, "account").size();
 
   CommandResult last = RunCourier(
-      {"relay", "--event-store", "--source", *url, "--sink", sink, "--once"}, Duration(120000));
+      {"relay", "--event-store", "--mode", mode, "--source", *url, "--sink", sink, "--once"},
+      Duration(120000));
   ASSERT_EQ(last.exit_code, 0) << last.err;
 
   std::set<std::string> committed;
@@ -125,9 +139,9 @@ TEST(EventStoreKillTest, SigkillMidBatchLosesNothingKeepsStreamOrderAndStampsEve
   EXPECT_EQ((*rows)[0], std::to_string(committed.size()) + "/" + std::to_string(committed.size()))
       << "every committed event kept and stamped";
   std::printf(
-      "[chaos] event store kills=%d committed=%zu rolled_back_tx=%lld conflicts=%lld "
+      "[chaos] event store (%s) kills=%d committed=%zu rolled_back_tx=%lld conflicts=%lld "
       "delivered=%zu duplicates=%lld published_before_drain=%zu\n",
-      kills, committed.size(), static_cast<long long>(rolled_back),
+      mode.c_str(), kills, committed.size(), static_cast<long long>(rolled_back),
       static_cast<long long>(conflicts), records.size(), static_cast<long long>(duplicates),
       published_by_killed_relays);
   EXPECT_GT(kills, 5);
@@ -135,6 +149,11 @@ TEST(EventStoreKillTest, SigkillMidBatchLosesNothingKeepsStreamOrderAndStampsEve
   EXPECT_GT(rolled_back, 0);
   EXPECT_GT(published_by_killed_relays, committed.size() / 4);
 }
+
+INSTANTIATE_TEST_SUITE_P(Modes, EventStoreKillTest, ::testing::Values("poll", "cdc"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           return info.param == "poll" ? std::string("Poll") : std::string("Cdc");
+                         });
 
 }  // namespace
 }  // namespace courier::test

@@ -190,33 +190,36 @@ TEST(EventStoreCli, MigrateCreatesTheStoreOnceAndSaysSo) {
   CommandResult first = RunCourier({"migrate", "--event-store", "--source", *url});
   ASSERT_EQ(first.exit_code, 0) << first.err;
   EXPECT_NE(first.out.find("created tables courier_events, courier_events_snapshots, "
-                           "courier_events_projections, courier_dead_letter, courier_events_lease"),
+                           "courier_events_projections, courier_dead_letter, courier_events_lease, "
+                           "courier_events_cdc_slot, courier_events_cdc_backfill"),
             std::string::npos)
       << first.out;
-  EXPECT_NE(first.out.find("schema version 3 (courier_events_schema): applied 1 event_store, 2 "
-                           "dead_letters, 3 leases"),
+  EXPECT_NE(first.out.find("schema version 4 (courier_events_schema): applied 1 event_store, 2 "
+                           "dead_letters, 3 leases, 4 cdc_bookkeeping"),
             std::string::npos)
       << first.out;
   CommandResult again = RunCourier({"migrate", "--event-store", "--source", *url});
   ASSERT_EQ(again.exit_code, 0) << again.err;
-  EXPECT_NE(again.out.find("schema version 3 (courier_events_schema): up to date"),
+  EXPECT_NE(again.out.find("schema version 4 (courier_events_schema): up to date"),
             std::string::npos)
       << again.out;
-  CommandResult cdc = RunCourier({"migrate", "--event-store", "--mode", "cdc", "--source", *url});
-  EXPECT_EQ(cdc.exit_code, 2);
-  EXPECT_NE(cdc.err.find("--event-store makes an event store; --mode cdc is for an outbox"),
+  CommandResult capture =
+      RunCourier({"migrate", "--event-store", "--capture", "public.orders", "--source", *url});
+  EXPECT_EQ(capture.exit_code, 2);
+  EXPECT_NE(capture.err.find("--event-store makes an event store; --capture is for an outbox"),
             std::string::npos)
-      << cdc.err;
+      << capture.err;
   CommandResult help = RunCourier({"relay", "--help"});
   EXPECT_NE(help.out.find("--event-store"), std::string::npos);
 }
 
 TEST(EventStoreRelay, RefusesWhatDoesNotApply) {
-  CommandResult cdc = RunCourier({"relay", "--event-store", "--mode", "cdc", "--source",
-                                  "postgres://127.0.0.1:1/x", "--sink", "file:///tmp/x.jsonl"});
-  EXPECT_EQ(cdc.exit_code, 2);
-  EXPECT_NE(cdc.err.find("--event-store is published by polling (--mode poll)"), std::string::npos)
-      << cdc.err;
+  CommandResult capture =
+      RunCourier({"relay", "--event-store", "--mode", "cdc", "--capture", "public.orders",
+                  "--source", "postgres://127.0.0.1:1/x", "--sink", "file:///tmp/x.jsonl"});
+  EXPECT_EQ(capture.exit_code, 2);
+  EXPECT_NE(capture.err.find("--capture does not apply to --event-store"), std::string::npos)
+      << capture.err;
   CommandResult shard = RunCourier({"relay", "--event-store", "--shard", "0/2", "--source",
                                     "postgres://127.0.0.1:1/x", "--sink", "file:///tmp/x.jsonl"});
   EXPECT_EQ(shard.exit_code, 2);

@@ -43,13 +43,14 @@ TEST(EventStoreSchema, MigrateIsIdempotentAndQuotesTheName) {
   MigrateReport again;
   ASSERT_OK(Migrate(*url, names, CdcOptions{}, nullptr, &again));
   EXPECT_TRUE(again.applied.empty());
-  EXPECT_EQ(again.version, 3);
+  EXPECT_EQ(again.version, 4);
   auto tables = PgQuery(*url,
                         "SELECT table_schema || '.' || table_name FROM information_schema.tables "
                         "WHERE table_schema IN ('app', 'public') ORDER BY 1");
   ASSERT_OK(tables);
   EXPECT_EQ(*tables, (std::vector<std::string>{
-                         "app.Account \"Events\"", "app.Account \"Events\"_lease",
+                         "app.Account \"Events\"", "app.Account \"Events\"_cdc_backfill",
+                         "app.Account \"Events\"_cdc_slot", "app.Account \"Events\"_lease",
                          "app.Account \"Events\"_projections", "app.Account \"Events\"_schema",
                          "app.Account \"Events\"_snapshots", "public.courier_dead_letter"}));
   // The plain-SQL contract: no position, no event_id, no version check but the constraint.

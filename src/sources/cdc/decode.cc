@@ -57,13 +57,20 @@ OutboxColumns OutboxColumnsOf(const pgoutput::Relation& relation, TableNames::Ou
     }
     return c;
   }
+  c.event_store = format == TableNames::OutboxFormat::kEventStore;
   for (size_t i = 0; i < relation.columns.size(); ++i) {
     const std::string& n = relation.columns[i].name;
     const int idx = static_cast<int>(i);
-    if (n == "id") c.id = idx;
+    if (c.event_store) {
+      if (n == "position") c.id = idx;
+      if (n == "stream_type") c.aggregate_type = idx;
+      if (n == "stream_id") c.aggregate_id = idx;
+      if (n == "version") c.version = idx;
+    }
+    if (n == "id" && !c.event_store) c.id = idx;
     if (n == "event_id") c.event_id = idx;
-    if (n == "aggregate_type") c.aggregate_type = idx;
-    if (n == "aggregate_id") c.aggregate_id = idx;
+    if (n == "aggregate_type" && !c.event_store) c.aggregate_type = idx;
+    if (n == "aggregate_id" && !c.event_store) c.aggregate_id = idx;
     if (n == "event_type") c.event_type = idx;
     if (n == "headers") c.headers = idx;
     if (n == "created_at") c.created_at = idx;
@@ -94,7 +101,7 @@ DecodedRow DecodeInsert(const OutboxColumns& c, const std::vector<pgoutput::Valu
     const std::optional<int64_t> us = pgoutput::ParseTimestamp(*text);
     row.created_at_us = us ? std::to_string(*us) : QuoteLiteral(*text);
   }
-  DecodedRow d = DecodeOutboxRow(row);
+  DecodedRow d = c.event_store ? DecodeEventStoreRow(row, column(c.version)) : DecodeOutboxRow(row);
   // The dead letter's created_at when the row's own is unusable.
   if (!d.error.empty() && d.event.created_at_us == 0) d.event.created_at_us = commit_time_us;
   return d;

@@ -24,11 +24,14 @@ inline constexpr const char* kMessagePrefix = "courier";
 // In Debezium's outbox shape (`debezium`), event_id is the uuid column `id` and there is no
 // row id: aggregatetype, aggregateid and type stand for aggregate_type, aggregate_id and
 // event_type, and there are no headers or created_at columns.
+// An event store's (kEventStore) position, stream_type and stream_id stand for id,
+// aggregate_type and aggregate_id, and its version goes into the envelope's headers.
 struct OutboxColumns {
   int id = -1, event_id = -1, aggregate_type = -1, aggregate_id = -1, event_type = -1, payload = -1,
-      headers = -1, created_at = -1;
+      headers = -1, created_at = -1, version = -1;
   bool payload_bytea = false;
   bool debezium = false;
+  bool event_store = false;
 };
 OutboxColumns OutboxColumnsOf(const pgoutput::Relation& relation,
                               TableNames::OutboxFormat format = TableNames::OutboxFormat::kCourier);
@@ -37,6 +40,8 @@ OutboxColumns OutboxColumnsOf(const pgoutput::Relation& relation,
 // outbox lacks the column, and for a dead letter's when the row's own is unusable. A row of
 // Debezium's outbox becomes what its Outbox Event Router publishes: key aggregateid, value
 // payload, header `id` (the row's id, also the event id); its row_id is 0 (nothing to delete).
+// An event store's row becomes the envelope its polling relay publishes (DecodeEventStoreRow),
+// its row_id the position.
 DecodedRow DecodeInsert(const OutboxColumns& columns, const std::vector<pgoutput::Value>& values,
                         int64_t commit_time_us);
 

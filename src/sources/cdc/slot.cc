@@ -148,8 +148,8 @@ Status CheckCdcTables(PGconn* conn, const TableNames& t) {
   for (int i = 0; i < 4; ++i) {
     if (std::string(PQgetvalue(res.get(), 0, i + 1)) != "t") {
       return NotFoundError("table " + QuoteIdent(names[i]) +
-                           " does not exist; create the tables with: courier migrate --mode cdc "
-                           "--source URL");
+                           " does not exist; create the tables with: courier migrate " +
+                           (t.event_store() ? "--event-store " : "") + "--mode cdc --source URL");
     }
   }
   return Status::Ok();
@@ -285,12 +285,15 @@ Status CreateSlot(PGconn* conn, const std::string& conninfo, const TableNames& t
   }
   // Debezium's outbox rows are the application's (it deletes them, or keeps them as a log):
   // as with Debezium's Outbox Event Router, only inserts after the slot exists are events.
-  if (st.ok() && t.outbox_format == TableNames::OutboxFormat::kCourier) {
-    auto res = PgExec(conn,
-                      "INSERT INTO " + QuoteIdent(t.CdcBackfill()) +
-                          " (slot_name, outbox_id) SELECT $1, id FROM " + QuoteIdent(t.outbox) +
-                          " WHERE published_at IS NULL",
-                      {names.slot});
+  // An event store keeps every event: those not yet published (by a polling relay before,
+  // or a slot lost) are its backfill, by position.
+  if (st.ok() && t.outbox_format != TableNames::OutboxFormat::kDebezium) {
+    auto res =
+        PgExec(conn,
+               "INSERT INTO " + QuoteIdent(t.CdcBackfill()) +
+                   " (slot_name, outbox_id) SELECT $1, " + (t.event_store() ? "position" : "id") +
+                   " FROM " + QuoteIdent(t.outbox) + " WHERE published_at IS NULL",
+               {names.slot});
     st = res.status();
     if (st.ok()) backfill = ParseInt64(PQcmdTuples(res->get())).value_or(0);
   }
