@@ -197,6 +197,30 @@ TEST(EventStoreCdc, SwitchingBetweenPollingAndCdcPublishesEachEventOnce) {
             std::to_string(all.size()) + "/" + std::to_string(all.size()));
 }
 
+// A slot lost (dropped, or invalidated for WAL it needed) is made again, and the events still
+// unpublished then go out from the store's rows: none lost, none published again.
+TEST(EventStoreCdc, ALostSlotIsMadeAgainAndOnlyUnpublishedEventsGoOut) {
+  StoreDb db;
+  auto broker = DevBroker::Start(1);
+  ASSERT_OK(broker);
+  ASSERT_OK((*broker)->CreateTopic("account", 1));
+  const std::string sink = "kafka://" + (*broker)->bootstrap() + "/{aggregate_type}";
+  auto conn = PgConnect(db.url);
+  ASSERT_OK(conn);
+  std::vector<AppendedEvent> all = Append(conn->get(), "acct-1", 3);
+  CommandResult run = RelayOnce(db.url, sink, "cdc");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  ASSERT_EQ(IdsOf(ReadTopic(**broker, "account")), IdsOf(all));
+  const std::string slot = db.Query1("SELECT slot_name FROM courier_events_cdc_slot");
+  ASSERT_OK(PgQuery(db.url, "SELECT pg_drop_replication_slot('" + slot + "')"));
+  for (const AppendedEvent& e : Append(conn->get(), "acct-1", 2)) all.push_back(e);
+  run = RelayOnce(db.url, sink, "cdc");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_NE(run.err.find("replication slot is gone; recreating it"), std::string::npos) << run.err;
+  EXPECT_EQ(IdsOf(ReadTopic(**broker, "account")), IdsOf(all));
+  EXPECT_EQ(db.Query1("SELECT count(*) || '/' || count(published_at) FROM courier_events"), "5/5");
+}
+
 // Rows plain SQL wrote that cannot be published (headers that are JSON but not an object; a
 // NULL version, in a table whose constraint was dropped) are parked as the polling relay parks
 // them: copied as they are to the dead-letter table with the reason, stamped, never deleted.
