@@ -305,6 +305,38 @@ TEST(EventStoreCdc, TwoStoresAndAnOutboxInOneDatabaseEachPublishTheirOwn) {
   }
 }
 
+// A store migrated before it could be published by CDC lacks the slot's bookkeeping: the
+// relay says which command adds it, and publishes nothing.
+TEST(EventStoreCdc, AStoreWithoutTheCdcTablesIsToldToMigrate) {
+  StoreDb db;
+  TempDir dir;
+  for (const std::string sql :
+       {"DROP TABLE courier_events_cdc_slot, courier_events_cdc_backfill",
+        "DELETE FROM courier_events_schema WHERE version = 4",
+        "INSERT INTO courier_events (stream_type, stream_id, version, event_type, payload)"
+        " VALUES ('account', 'a', 1, 'Opened', '{}')"}) {
+    ASSERT_OK(PgQuery(db.url, sql));
+  }
+  CommandResult r = RunCourier({"relay", "--event-store", "--mode", "cdc", "--source", db.url,
+                                "--sink", "file://" + dir.File("out.jsonl")},
+                               Duration(30000));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("table \"courier_events_cdc_slot\" does not exist; create the tables "
+                       "with: courier migrate --event-store --mode cdc --source URL"),
+            std::string::npos)
+      << r.err;
+  EXPECT_TRUE(FileIds(dir.File("out.jsonl")).empty());
+  CommandResult migrate =
+      RunCourier({"migrate", "--event-store", "--mode", "cdc", "--source", db.url});
+  ASSERT_EQ(migrate.exit_code, 0) << migrate.err;
+  EXPECT_NE(migrate.out.find("applied 4 cdc_bookkeeping"), std::string::npos) << migrate.out;
+  r = RunCourier({"relay", "--event-store", "--mode", "cdc", "--source", db.url, "--sink",
+                  "file://" + dir.File("out.jsonl"), "--once"},
+                 Duration(60000));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(FileIds(dir.File("out.jsonl")).size(), 1u) << "the event from before the slot";
+}
+
 // A role that may not stamp published_at would publish a batch, fail to checkpoint it and
 // publish it again, forever: the relay says what to grant, in one line, before publishing.
 TEST(EventStoreCdc, ARoleWithoutUpdateStopsWithOneLineAndExit2) {
