@@ -2,7 +2,9 @@
 // broker (read back by an independent Kafka reader) and the JSONL file sink: the store's
 // inserts read from the write-ahead log, published in commit order with the envelope the
 // polling relay publishes, stamped published_at and never deleted.
+#include <signal.h>
 #include <map>
+
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -195,6 +197,48 @@ TEST(EventStoreCdc, SwitchingBetweenPollingAndCdcPublishesEachEventOnce) {
   }
   EXPECT_EQ(db.Query1("SELECT count(*) || '/' || count(published_at) FROM courier_events"),
             std::to_string(all.size()) + "/" + std::to_string(all.size()));
+}
+
+// A rolling switch: a CDC relay started while the polling relay runs waits as its standby (one
+// lease per store, whatever the mode), takes over when the polling relay stops, and publishes
+// what the polling relay left: each event once, in order.
+TEST(EventStoreCdc, ACdcRelayStartedBesideAPollingOneTakesOverWithoutRepeating) {
+  StoreDb db;
+  TempDir dir;
+  auto broker = DevBroker::Start(1);
+  ASSERT_OK(broker);
+  ASSERT_OK((*broker)->CreateTopic("account", 1));
+  const std::string sink = "kafka://" + (*broker)->bootstrap() + "/{aggregate_type}";
+  auto relay = [&](const std::string& mode) {
+    return SpawnCourier({"relay", "--event-store", "--mode", mode, "--source", db.url, "--sink",
+                         sink, "--poll-interval", "10ms", "--lease", "2s"},
+                        dir.File(mode + ".log"));
+  };
+  auto conn = PgConnect(db.url);
+  ASSERT_OK(conn);
+  std::vector<AppendedEvent> all;
+  auto append_and_wait = [&] {
+    for (const AppendedEvent& e : Append(conn->get(), "acct-1", 3)) all.push_back(e);
+    return WaitUntil([&] {
+      return db.Query1("SELECT count(*) FROM courier_events WHERE published_at IS NULL") == "0";
+    });
+  };
+  auto poll = relay("poll");
+  ASSERT_OK(poll);
+  ASSERT_TRUE(append_and_wait());
+  auto cdc = relay("cdc");
+  ASSERT_OK(cdc);
+  ASSERT_TRUE(append_and_wait());
+  EXPECT_EQ(db.Query1("SELECT count(*) FROM courier_events_cdc_slot"), "0")
+      << "the standby touched nothing";
+  poll->Signal(SIGTERM);
+  ASSERT_TRUE(poll->Wait(Duration(30000)).has_value());
+  ASSERT_TRUE(append_and_wait()) << ReadFile(dir.File("cdc.log"));
+  EXPECT_EQ(db.Query1("SELECT count(*) FROM courier_events_cdc_slot"), "1");
+  ASSERT_TRUE(append_and_wait());
+  cdc->Signal(SIGTERM);
+  ASSERT_TRUE(cdc->Wait(Duration(30000)).has_value());
+  EXPECT_EQ(IdsOf(ReadTopic(**broker, "account")), IdsOf(all));
 }
 
 // A slot lost (dropped, or invalidated for WAL it needed) is made again, and the events still
