@@ -76,7 +76,9 @@ struct ProjectedEvent {
 };
 
 // Runs inside the batch's open transaction on the projection's connection: its writes commit
-// with the checkpoint. It must not COMMIT or ROLLBACK itself.
+// with the checkpoint. It must not COMMIT or ROLLBACK itself. A handler cut short by a
+// shutdown returns kCancelled: the batch rolls back and Subscribe returns Ok (a restart applies
+// the batch, once); any other error is retried.
 using ProjectionHandler = std::function<Status(pg_conn* conn, const ProjectedEvent& event)>;
 
 // Where Subscribe starts.
@@ -111,6 +113,12 @@ struct ProjectionOptions {
   std::chrono::milliseconds poll_interval{100};
   std::chrono::milliseconds backoff_initial{200};
   std::chrono::milliseconds backoff_max{30000};
+  // The projection's session ends (the server's idle_in_transaction_session_timeout) once its
+  // batch transaction has been idle this long: a frozen projector (SIGSTOP, a paused VM)
+  // then loses its transaction and the checkpoint row's lock, and a standby takes over.
+  // Longer than the handler may take for one event (`courier project` sets --handler-timeout
+  // plus 10 s). 0: the server's setting.
+  std::chrono::milliseconds idle_in_transaction_timeout{0};
   // Injected (not owned): the clock that times backoff (null: the real one) and the fault
   // points (null in normal runs; the CLI sets them from COURIER_FAILPOINTS).
   Clock* clock = nullptr;

@@ -11,14 +11,22 @@
 
 #include "brokers/http/http.h"
 #include "cli/commands.h"
+#include "cli/project_http.h"
 #include "cli/relay_config.h"
 #include "core/encoding.h"
+#include "core/http_endpoint.h"
+#include "core/log.h"
 #include "core/postgres.h"
 #include "core/subprocess.h"
 #include "courier/projection.h"
+#include "eventstore/projection_wait.h"
 
 namespace courier::cli {
 namespace {
+
+// Beyond --handler-timeout, before the server ends an idle projection transaction: the time
+// between one handler's end and the next statement, on a loaded machine.
+constexpr Duration kIdleMargin{10000};
 
 // The event as `courier consume` gives it to a handler, with where it was: the event store's
 // position and version, or Kafka's topic, partition and offset.
@@ -56,11 +64,13 @@ Event ToEvent(const ProjectedEvent& p) {
 }
 
 // --exec: the command reads the event on stdin and prints SQL, which runs in the transaction
-// of the checkpoint. A non-zero exit, or SQL that fails, rolls the batch back.
+// of the checkpoint. A non-zero exit, or SQL that fails, rolls the batch back. On SIGTERM the
+// command is killed at once (with its process group) rather than waited for up to `timeout`:
+// the batch rolls back with its checkpoint and is applied again on restart.
 ProjectionHandler ExecHandler(const std::string& command, Duration timeout) {
   return [command, timeout](pg_conn* conn, const ProjectedEvent& e) -> Status {
     COURIER_ASSIGN_OR_RETURN(ShellRun run, RunShell(command, EventLine(e) + "\n", timeout,
-                                                    /*capture_stdout=*/true));
+                                                    /*capture_stdout=*/true, &StopRequest()));
     if (run.exit_code != 0) {
       return RetriableError("handler exited with " + std::to_string(run.exit_code));
     }
@@ -84,24 +94,43 @@ int RunWait(const ProjectFlags& f) {
   if (Status st = ParseFlagDuration("--timeout", f.timeout, &timeout); !st.ok()) return Fail(st);
   const ProjectionOptions& o = f.options;
   if (o.name.empty()) return Fail(InvalidArgumentError("project wait needs --name NAME"));
-  Status st;
-  if (f.position >= 0) {
-    if (f.offset >= 0 || f.partition >= 0) {
+  // Whether a flag was given, not its value: a negative one is wrong, not missing.
+  const bool by_position = f.position_option->count() > 0;
+  const bool by_offset = f.offset_option->count() > 0 || f.partition_option->count() > 0;
+  for (auto [given, flag, value] :
+       {std::tuple{by_position, "--position", f.position},
+        std::tuple{by_offset, "--offset", f.offset},
+        std::tuple{by_offset, "--partition", static_cast<long long>(f.partition)}}) {
+    if (given && value < 0) {
+      return Fail(
+          InvalidArgumentError(std::string(flag) + " must be >= 0, not " + std::to_string(value)));
+    }
+  }
+  Result<int64_t> at = 0;
+  if (by_position) {
+    if (by_offset) {
       return Fail(InvalidArgumentError(
           "project wait takes --position (event store) or --partition and --offset (Kafka)"));
     }
-    st = WaitForPosition(o.db_url, o.name, f.position, timeout, o.events_table);
+    at =
+        WaitForEventPosition(o.db_url, o.name, f.position, timeout, o.events_table, &StopRequest());
   } else {
-    if (f.offset < 0 || f.partition < 0) {
+    if (f.offset_option->count() == 0 || f.partition_option->count() == 0) {
       return Fail(InvalidArgumentError(
           "project wait needs --partition P --offset O (Kafka) or --position N (event store)"));
     }
-    st = WaitFor(o.db_url, o.name, f.topic, f.partition, f.offset, timeout, o.offsets_table);
+    at = WaitForOffset(o.db_url, o.name, f.topic, f.partition, f.offset, timeout, o.offsets_table,
+                       &StopRequest());
   }
-  if (!st.ok()) {
-    // One line, as a timeout is an answer rather than a failure of the command.
-    std::fprintf(stderr, "%s\n", st.message().c_str());
-    return st.code() == StatusCode::kRetriable ? kExitFailure : Fail(st);
+  if (!at.ok()) {
+    const Status& st = at.status();
+    // One line, as a timeout (or a SIGTERM before the answer) is an answer rather than a
+    // failure of the command.
+    if (st.code() == StatusCode::kRetriable || st.code() == StatusCode::kCancelled) {
+      std::fprintf(stderr, "%s\n", log::Scrub(st.message()).c_str());
+      return kExitFailure;
+    }
+    return Fail(st);
   }
   return 0;
 }
@@ -166,17 +195,36 @@ CLI::App* AddProjectCommand(CLI::App& app, ProjectFlags* f, CommonFlags* common)
   cmd->add_option("--backoff-max", f->backoff_max, "Longest retry delay")
       ->type_name("DURATION")
       ->capture_default_str();
+  const std::string kObs = "Read-your-writes and observability";
+  cmd->add_option("--metrics-port", f->metrics_port,
+                  "Serve /wait (read-your-writes: GET /wait?position=N or\n"
+                  "?partition=P&offset=O, &timeout=5s), /metrics and /healthz on this port (0: "
+                  "off)")
+      ->type_name("PORT")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535))
+      ->group(kObs);
+  cmd->add_option("--metrics-host", f->metrics_host,
+                  "IPv4 address or host name (localhost) to serve them on; 0.0.0.0 exposes "
+                  "them to the network")
+      ->type_name("HOST")
+      ->capture_default_str()
+      ->group(kObs);
   AddCommonFlags(cmd, common);
   CLI::App* wait = cmd->add_subcommand(
       "wait",
       "Wait until projection --name in --db has applied a message (Kafka: --partition P\n"
       "--offset O, and --topic when it reads several) or an event (--position N). Exit 0\n"
-      "once applied; 1 with one line saying where the projection is after --timeout.");
+      "once applied; 1 with one line saying where the projection is after --timeout (or on\n"
+      "SIGTERM/SIGINT, saying it was stopped).");
   wait->fallthrough();  // --db, --name, --offsets-table, --events-table are project's
   wait->add_option("--topic", f->topic, "Kafka topic")->type_name("TOPIC");
-  wait->add_option("--partition", f->partition, "Kafka partition")->type_name("P");
-  wait->add_option("--offset", f->offset, "Kafka offset the producer got back")->type_name("O");
-  wait->add_option("--position", f->position, "Event store position")->type_name("N");
+  f->partition_option =
+      wait->add_option("--partition", f->partition, "Kafka partition")->type_name("P");
+  f->offset_option =
+      wait->add_option("--offset", f->offset, "Kafka offset the producer got back")->type_name("O");
+  f->position_option =
+      wait->add_option("--position", f->position, "Event store position")->type_name("N");
   wait->add_option("--timeout", f->timeout, "How long to wait")
       ->type_name("DURATION")
       ->capture_default_str();
@@ -194,6 +242,9 @@ int RunProject(const ProjectFlags& f) {
         std::tuple{"--backoff-max", &f.backoff_max, &o.backoff_max}}) {
     if (Status st = ParseFlagDuration(flag, *text, out); !st.ok()) return Fail(st);
   }
+  // A frozen projector's transaction (and the checkpoint's row lock its standby waits on) is
+  // ended by the server once idle past what a handler may take.
+  o.idle_in_transaction_timeout = handler_timeout + kIdleMargin;
   if (f.event_store == !o.from_url.empty()) {
     return Fail(InvalidArgumentError(
         "give the source as --event-store or --from kafka://host:port/TOPIC (one)"));
@@ -225,17 +276,39 @@ int RunProject(const ProjectFlags& f) {
   }
   o.fault_points = FaultPointsFromEnvironment();
   Projection projection(o);
+  // Ends the /wait requests in progress: on SIGTERM, and before the server stops (which waits
+  // for them).
+  StopSignal closing;
+  std::unique_ptr<HttpEndpoint> endpoint;
+  if (f.metrics_port > 0) {
+    const ProjectionServer server{&o, f.event_store, &projection, &closing};
+    auto started = HttpEndpoint::StartThreaded(
+        f.metrics_host, f.metrics_port,
+        [server](const HttpRequest& r) { return ServeProjection(r, server); });
+    if (!started.ok()) return Fail(started.status());
+    endpoint = std::move(started).value();
+    log::Info("serving /wait, /metrics and /healthz",
+              {{"address", f.metrics_host + ":" + std::to_string(endpoint->port())}});
+  }
   // SIGTERM and SIGINT set StopRequest(); the projection has its own signal.
   std::atomic<bool> done{false};
   std::thread watcher([&] {
     while (!done.load()) {
-      if (StopRequest().requested()) projection.RequestStop();
+      if (StopRequest().requested()) {
+        projection.RequestStop();
+        closing.Request();
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   });
   Status st = projection.Subscribe(from, handler);
   done.store(true);
   watcher.join();
+  closing.Request();
+  // The waits in progress answer (503) within their next check (200 ms); their answers are
+  // sent before the server closes.
+  if (endpoint != nullptr) endpoint->Drain(std::chrono::milliseconds(2000));
+  endpoint.reset();
   if (!st.ok()) return Fail(st);
   return 0;
 }

@@ -1,4 +1,5 @@
-// `courier status`: the outbox's backlog, dead letters, leases and replication slots.
+// `courier status`: the outbox's backlog, dead letters, leases and replication slots; an event
+// store's projections and Kafka-sourced projections' offsets.
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <cstdio>
@@ -29,7 +30,11 @@ std::string Bytes(int64_t n) {
 
 CLI::App* AddStatusCommand(CLI::App& app, StatusFlags* f, CommonFlags* common) {
   CLI::App* cmd = app.add_subcommand(
-      "status", "Show backlog, oldest pending event, dead letters and whether a relay is active.");
+      "status",
+      "Show backlog, oldest pending event, dead letters and whether a relay is active;\n"
+      "with --event-store also every projection's checkpoint, how far behind the store's\n"
+      "newest position it is and when it last moved; Kafka-sourced projections' stored\n"
+      "offsets (courier_projection_offsets) when the database has them.");
   AddSourceOption(cmd, &f->source);
   AddTableOptions(cmd, &f->tables.outbox, &f->tables.dead_letter);
   AddEventStoreOption(cmd, &f->event_store);
@@ -79,7 +84,25 @@ int RunStatus(const StatusFlags& f) {
       for (const HorizonBlocker& b : s->horizon_waits_on) {
         waits.push_back({{"pid", b.pid}, {"xid", b.xid}, {"age_s", b.age_seconds}});
       }
-      event_store = ",\"event_store\":true,\"horizon_waits_on\":" + waits.dump();
+      nlohmann::json projections = nlohmann::json::array();
+      for (const ProjectionStatus& p : s->projections) {
+        projections.push_back({{"name", p.name},
+                               {"position", p.position},
+                               {"behind", p.behind},
+                               {"updated_ago_s", p.updated_ago_s}});
+      }
+      event_store = ",\"event_store\":true,\"horizon_waits_on\":" + waits.dump() +
+                    ",\"projections\":" + projections.dump();
+    }
+    if (!s->projection_offsets.empty()) {
+      nlohmann::json offsets = nlohmann::json::array();
+      for (const ProjectionOffsetStatus& p : s->projection_offsets) {
+        offsets.push_back({{"name", p.name},
+                           {"topic", p.topic},
+                           {"partition", p.partition},
+                           {"next_offset", p.next_offset}});
+      }
+      event_store += ",\"projection_offsets\":" + offsets.dump();
     }
     std::printf(
         "{\"pending\":%lld,\"oldest_pending_age_s\":%.3f,\"published_retained\":%lld,"
@@ -120,6 +143,15 @@ int RunStatus(const StatusFlags& f) {
   for (const CaptureStatus& c : s->captured) {
     std::printf("captured table     %s  snapshot %s (%lld rows read)\n", c.table.c_str(),
                 c.snapshot_state.c_str(), static_cast<long long>(c.snapshot_rows));
+  }
+  for (const ProjectionStatus& p : s->projections) {
+    std::printf("projection         %s  position %lld  behind %lld  updated %.1f s ago\n",
+                p.name.c_str(), static_cast<long long>(p.position),
+                static_cast<long long>(p.behind), p.updated_ago_s);
+  }
+  for (const ProjectionOffsetStatus& p : s->projection_offsets) {
+    std::printf("kafka projection   %s  %s[%d]  next offset %lld\n", p.name.c_str(),
+                p.topic.c_str(), p.partition, static_cast<long long>(p.next_offset));
   }
   std::vector<std::string> warnings;
   for (const HorizonBlocker& b : s->horizon_waits_on) {

@@ -227,8 +227,13 @@ struct ProjectFlags {
   std::string handler_timeout = "30s";
   std::string backoff_initial = FormatDuration(options.backoff_initial);
   std::string backoff_max = FormatDuration(options.backoff_max);
+  int metrics_port = 0;  // /wait, /metrics, /healthz (0: off)
+  std::string metrics_host = "127.0.0.1";
   // `project wait`
   CLI::App* wait_command = nullptr;
+  CLI::Option* partition_option = nullptr;
+  CLI::Option* offset_option = nullptr;
+  CLI::Option* position_option = nullptr;
   std::string topic;
   int partition = -1;
   long long offset = -1;

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstring>
@@ -125,7 +126,7 @@ class TempFile {
 }  // namespace
 
 Result<ShellRun> RunShell(const std::string& command, std::string_view input, Duration timeout,
-                          bool capture_stdout) {
+                          bool capture_stdout, const StopSignal* stop) {
   TempFile in;
   if (!in.ok()) return InternalError("cannot create a temp file for the command's input");
   if (::write(in.fd(), input.data(), input.size()) != static_cast<ssize_t>(input.size())) {
@@ -140,7 +141,18 @@ Result<ShellRun> RunShell(const std::string& command, std::string_view input, Du
       Subprocess child,
       Subprocess::Spawn({"/bin/sh", "-c", command}, out ? out->path() : "", "", in.path(),
                         /*own_group=*/true));
-  const std::optional<int> code = child.Wait(timeout);
+  // In slices, to notice a stop request (SIGTERM) long before the timeout.
+  const TimePoint deadline = Clock::Real().Now() + timeout;
+  std::optional<int> code;
+  while (true) {
+    const Duration left = std::chrono::duration_cast<Duration>(deadline - Clock::Real().Now());
+    code = child.Wait(std::max(Duration(0), std::min(left, Duration(50))));
+    if (code || left <= Duration(0)) break;
+    if (stop != nullptr && stop->requested()) {
+      // Dropping `child` kills its process group.
+      return Status(StatusCode::kCancelled, "stopping: the command was killed");
+    }
+  }
   if (!code) {
     return RetriableError("command still running after " + std::to_string(timeout.count()) +
                           " ms; killed");

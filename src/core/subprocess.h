@@ -57,10 +57,11 @@ struct ShellRun {
 // Runs `command` with /bin/sh -c, `input` on its stdin (through a temp file, so a command
 // that does not read it never blocks the writer), stdout captured when `capture_stdout` (else
 // inherited), stderr inherited. A command still running after `timeout` is killed with every
-// process it started (its own process group): kRetriable.
+// process it started (its own process group): kRetriable. Once `stop` (may be null) is
+// requested, it is killed the same way without waiting for the timeout: kCancelled.
 // The handlers of `courier consume` and `courier project --exec` run through it.
 Result<ShellRun> RunShell(const std::string& command, std::string_view input, Duration timeout,
-                          bool capture_stdout);
+                          bool capture_stdout, const StopSignal* stop = nullptr);
 
 // The path of the running executable.
 std::string SelfExecutable();

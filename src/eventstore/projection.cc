@@ -24,6 +24,16 @@ Status ValidateOptions(const ProjectionOptions& o) {
     return InvalidArgumentError("a projection's database is PostgreSQL (postgres://...), not " +
                                 RedactUrl(o.db_url));
   }
+  // A URL that can never work stops here, with what is wrong, instead of being retried as if
+  // the server were down.
+  for (const auto& [flag, url] :
+       {std::pair{"--db", &o.db_url}, std::pair{"events", &o.events_url}}) {
+    if (url->empty()) continue;
+    if (auto parsed = ParseUrl(*url); !parsed.ok()) {
+      return InvalidArgumentError(std::string("bad PostgreSQL URL (") + flag +
+                                  "): " + parsed.status().message());
+    }
+  }
   if (o.batch_size < 1) return InvalidArgumentError("the batch size must be 1 or more");
   if (!o.from_url.empty() && o.from_url.rfind("kafka://", 0) != 0) {
     return InvalidArgumentError(
@@ -79,10 +89,23 @@ Status Projection::Subscribe(const From& from, const ProjectionHandler& handler)
       conn.reset();
       auto made = PgConnect(o.db_url);
       if (!made.ok()) {
+        // A URL libpq refuses, a wrong password or database: retrying cannot help.
+        if (made.status().code() == StatusCode::kInvalidArgument) return made.status();
         wait("projection database unavailable; retrying", made.status());
         continue;
       }
       conn = std::move(made).value();
+      if (o.idle_in_transaction_timeout.count() > 0) {
+        // Integer milliseconds: no quoting, and a bad value is refused by the server.
+        if (Status st =
+                PgRun(conn.get(), "SET idle_in_transaction_session_timeout = " +
+                                      std::to_string(o.idle_in_transaction_timeout.count()));
+            !st.ok()) {
+          conn.reset();
+          wait("projection database unavailable; retrying", st);
+          continue;
+        }
+      }
       if (Status st = source->Prepare(conn.get()); !st.ok()) {
         if (st.code() == StatusCode::kNotFound || st.code() == StatusCode::kInvalidArgument) {
           return st;
@@ -177,6 +200,15 @@ Status Projection::Subscribe(const From& from, const ProjectionHandler& handler)
     }
     if (!handler_status.ok()) {
       Rollback(conn.get());
+      if (stop.requested() || handler_status.code() == StatusCode::kCancelled) {
+        // Stopped mid-batch (the handler was cut short): nothing of it committed, so the
+        // checkpoint still precedes it and a restart applies it, once.
+        log::Info("projection stopping: the batch in hand rolled back",
+                  {{"name", o.name},
+                   {"first_event_id", batch.front().event_id},
+                   {"error", handler_status.message()}});
+        break;
+      }
       if (!Usable(conn.get())) {
         conn.reset();
         wait("projection database unavailable; retrying", handler_status);

@@ -161,6 +161,10 @@ class KafkaProjectionSource final : public ProjectionSource {
 
 Result<std::unique_ptr<ProjectionSource>> MakeKafkaSource(const ProjectionOptions& o) {
   COURIER_ASSIGN_OR_RETURN(Url url, ParseUrl(o.from_url));
+  if (url.hosts.empty()) {
+    return InvalidArgumentError("--from " + RedactUrl(o.from_url) +
+                                " has no broker; write kafka://host:port/TOPIC");
+  }
   std::vector<std::string> topics;
   std::stringstream ss(url.path);
   for (std::string t; std::getline(ss, t, ',');) {

@@ -60,20 +60,23 @@ class EventStoreProjectionSource final : public ProjectionSource {
         table_(QuoteIdent(DerivedName(o.events_table, "_projections"))) {}
 
   Status Prepare(PGconn* conn) override {
-    // The same table `courier migrate --event-store` makes beside the events, for a projection
-    // kept in another database.
-    COURIER_RETURN_IF_ERROR(PgRun(conn, "CREATE TABLE IF NOT EXISTS " + table_ +
-                                            " (name text PRIMARY KEY, position bigint NOT NULL "
-                                            "DEFAULT 0, updated_at timestamptz NOT NULL "
-                                            "DEFAULT now())"));
     COURIER_RETURN_IF_ERROR(Events());
+    // The events first: a mistyped --events-table leaves no checkpoint table behind.
     Status st = PgExec(events_.get(), "SELECT 1 FROM " + events_table_ + " LIMIT 0").status();
     if (st.code() == StatusCode::kNotFound) {
       return NotFoundError("no event store " + events_table_ + " in " + RedactUrl(events_url_) +
                            " (courier migrate --event-store creates it)");
     }
-    if (!st.ok()) events_.reset();
-    return st;
+    if (!st.ok()) {
+      events_.reset();
+      return st;
+    }
+    // The same table `courier migrate --event-store` makes beside the events, for a projection
+    // kept in another database.
+    return PgRun(conn, "CREATE TABLE IF NOT EXISTS " + table_ +
+                           " (name text PRIMARY KEY, position bigint NOT NULL "
+                           "DEFAULT 0, updated_at timestamptz NOT NULL "
+                           "DEFAULT now())");
   }
 
   Status Resume(PGconn* conn) override {

@@ -12,6 +12,7 @@
 #include "core/postgres.h"
 #include "courier/projection.h"
 #include "eventstore/projection_source.h"
+#include "eventstore/projection_wait.h"
 #include "sources/source.h"
 
 namespace courier {
@@ -25,22 +26,27 @@ std::string FormatTimeout(std::chrono::milliseconds timeout) {
   return std::to_string(timeout.count()) + "ms";
 }
 
-// Waits until `done(checkpoint)`; after `timeout`, kRetriable with `what` and where the
-// projection is.
-Status WaitUntil(const std::string& db_url, const ReadCheckpoint& read,
-                 const std::function<bool(int64_t)>& done, const std::string& what,
-                 std::chrono::milliseconds timeout) {
+// Waits until `done(checkpoint)` and returns the checkpoint; after `timeout`, kRetriable with
+// `what` and where the projection is; kCancelled once `stop` is requested.
+Result<int64_t> WaitUntil(const std::string& db_url, const ReadCheckpoint& read,
+                          const std::function<bool(int64_t)>& done, const std::string& what,
+                          std::chrono::milliseconds timeout, const StopSignal* stop) {
   const TimePoint deadline = Clock::Real().Now() + timeout;
   COURIER_ASSIGN_OR_RETURN(PgConn conn, PgConnect(db_url));
   COURIER_RETURN_IF_ERROR(PgRun(conn.get(), std::string("LISTEN ") + kProjectionChannel));
   while (true) {
     COURIER_ASSIGN_OR_RETURN(std::optional<int64_t> at, read(conn.get()));
-    if (at && done(*at)) return Status::Ok();
+    if (at && done(*at)) return *at;
+    const std::string where =
+        at ? "it is at " + std::to_string(*at) : std::string("it has applied nothing");
+    // Interrupted is not timed out: the caller was stopped, the projection may be on time.
+    if (stop != nullptr && stop->requested()) {
+      return Status(StatusCode::kCancelled,
+                    "stopped while waiting: " + what + " yet (" + where + ")");
+    }
     const TimePoint now = Clock::Real().Now();
     if (now >= deadline) {
-      return RetriableError(what + " within " + FormatTimeout(timeout) + " (" +
-                            (at ? "it is at " + std::to_string(*at) : "it has applied nothing") +
-                            ")");
+      return RetriableError(what + " within " + FormatTimeout(timeout) + " (" + where + ")");
     }
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
     PgWaitReadable(conn.get(), static_cast<int>(std::min<int64_t>(left.count(), 200)));
@@ -58,9 +64,10 @@ Result<std::optional<int64_t>> ReadOne(PGconn* conn, const std::string& sql,
 
 }  // namespace
 
-Status WaitFor(const std::string& db_url, const std::string& name, const std::string& topic,
-               int32_t partition, int64_t offset, std::chrono::milliseconds timeout,
-               const std::string& offsets_table) {
+Result<int64_t> WaitForOffset(const std::string& db_url, const std::string& name,
+                              const std::string& topic, int32_t partition, int64_t offset,
+                              std::chrono::milliseconds timeout, const std::string& offsets_table,
+                              const StopSignal* stop) {
   const std::string sql = "SELECT next_offset FROM " + QuoteIdent(offsets_table) +
                           " WHERE name = $1 AND ($2 = '' OR topic = $2) AND partition = $3";
   const PgParams params = {name, topic, std::to_string(partition)};
@@ -83,11 +90,12 @@ Status WaitFor(const std::string& db_url, const std::string& name, const std::st
   };
   return WaitUntil(
       db_url, read, [&](int64_t applied) { return applied >= offset; },
-      "projection '" + name + "' has not applied " + where, timeout);
+      "projection '" + name + "' has not applied " + where, timeout, stop);
 }
 
-Status WaitForPosition(const std::string& db_url, const std::string& name, int64_t position,
-                       std::chrono::milliseconds timeout, const std::string& events_table) {
+Result<int64_t> WaitForEventPosition(const std::string& db_url, const std::string& name,
+                                     int64_t position, std::chrono::milliseconds timeout,
+                                     const std::string& events_table, const StopSignal* stop) {
   const std::string sql = "SELECT position FROM " +
                           QuoteIdent(DerivedName(events_table, "_projections")) +
                           " WHERE name = $1";
@@ -99,7 +107,20 @@ Status WaitForPosition(const std::string& db_url, const std::string& name, int64
   };
   return WaitUntil(
       db_url, read, [&](int64_t at) { return at >= position; },
-      "projection '" + name + "' has not applied position " + std::to_string(position), timeout);
+      "projection '" + name + "' has not applied position " + std::to_string(position), timeout,
+      stop);
+}
+
+Status WaitFor(const std::string& db_url, const std::string& name, const std::string& topic,
+               int32_t partition, int64_t offset, std::chrono::milliseconds timeout,
+               const std::string& offsets_table) {
+  return WaitForOffset(db_url, name, topic, partition, offset, timeout, offsets_table, nullptr)
+      .status();
+}
+
+Status WaitForPosition(const std::string& db_url, const std::string& name, int64_t position,
+                       std::chrono::milliseconds timeout, const std::string& events_table) {
+  return WaitForEventPosition(db_url, name, position, timeout, events_table, nullptr).status();
 }
 
 }  // namespace courier

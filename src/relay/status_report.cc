@@ -111,7 +111,10 @@ Result<OutboxStatus> PostgresStatus(const std::string& conninfo, const TableName
     for (HorizonBlocker& w : writers) {
       if (w.age_seconds > 1) s.horizon_waits_on.push_back(std::move(w));
     }
+    COURIER_ASSIGN_OR_RETURN(s.projections, ReadProjectionStatus(conn.get(), t.outbox));
   }
+  COURIER_ASSIGN_OR_RETURN(s.projection_offsets,
+                           ReadProjectionOffsetStatus(conn.get(), "courier_projection_offsets"));
   return s;
 }
 
@@ -152,6 +155,44 @@ Result<OutboxStatus> SqliteStatus(const std::string& path, const TableNames& t) 
 }
 
 }  // namespace
+
+Result<std::vector<ProjectionStatus>> ReadProjectionStatus(PGconn* conn,
+                                                           const std::string& events_table) {
+  auto rows =
+      PgExec(conn,
+             "SELECT p.name, p.position,"
+             " greatest(coalesce((SELECT max(position) FROM " +
+                 QuoteIdent(events_table) +
+                 "), 0) - p.position, 0),"
+                 " extract(epoch FROM now() - p.updated_at)::float8 FROM " +
+                 QuoteIdent(DerivedName(events_table, "_projections")) + " p ORDER BY p.name");
+  std::vector<ProjectionStatus> out;
+  // Event stores migrated before projections existed have no such table: none then.
+  if (!rows.ok() && rows.status().code() == StatusCode::kNotFound) return out;
+  COURIER_RETURN_IF_ERROR(rows.status());
+  PGresult* q = rows->get();
+  for (int i = 0; i < PQntuples(q); ++i) {
+    out.push_back({PQgetvalue(q, i, 0), std::stoll(PQgetvalue(q, i, 1)),
+                   std::stoll(PQgetvalue(q, i, 2)), std::stod(PQgetvalue(q, i, 3))});
+  }
+  return out;
+}
+
+Result<std::vector<ProjectionOffsetStatus>> ReadProjectionOffsetStatus(
+    PGconn* conn, const std::string& offsets_table) {
+  auto rows = PgExec(conn, "SELECT name, topic, partition, next_offset FROM " +
+                               QuoteIdent(offsets_table) + " ORDER BY name, topic, partition");
+  std::vector<ProjectionOffsetStatus> out;
+  // Made by the first Kafka-sourced projection: none before.
+  if (!rows.ok() && rows.status().code() == StatusCode::kNotFound) return out;
+  COURIER_RETURN_IF_ERROR(rows.status());
+  PGresult* q = rows->get();
+  for (int i = 0; i < PQntuples(q); ++i) {
+    out.push_back({PQgetvalue(q, i, 0), PQgetvalue(q, i, 1), std::stoi(PQgetvalue(q, i, 2)),
+                   std::stoll(PQgetvalue(q, i, 3))});
+  }
+  return out;
+}
 
 Result<OutboxStatus> ReadOutboxStatus(const std::string& source_url, const TableNames& tables) {
   COURIER_ASSIGN_OR_RETURN(SourceLocation loc, ParseSourceUrl(source_url));

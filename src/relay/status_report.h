@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/postgres.h"
 #include "courier/status.h"
 #include "eventstore/horizon.h"
 #include "sources/source.h"
@@ -44,6 +45,23 @@ struct CaptureStatus {
   int64_t snapshot_rows = 0;
 };
 
+// A projection of the event store (courier project --event-store): its checkpoint row in
+// `<events>_projections`.
+struct ProjectionStatus {
+  std::string name;
+  int64_t position = 0;      // the last position it applied
+  int64_t behind = 0;        // the store's newest position minus `position`
+  double updated_ago_s = 0;  // since its checkpoint last moved
+};
+
+// A Kafka-sourced projection's stored offset (courier_projection_offsets), one per partition.
+struct ProjectionOffsetStatus {
+  std::string name;
+  std::string topic;
+  int32_t partition = 0;
+  int64_t next_offset = 0;  // the next offset it will apply
+};
+
 struct OutboxStatus {
   int64_t pending = 0;
   double oldest_pending_age_s = 0;  // 0 when nothing is pending
@@ -58,8 +76,20 @@ struct OutboxStatus {
   // writing the table that have been open for more than a second: readers (the relay,
   // projections) wait for them before passing their positions (eventstore/horizon.h).
   std::vector<HorizonBlocker> horizon_waits_on;
+  // An event store: every row of `<events>_projections`, by name.
+  std::vector<ProjectionStatus> projections;
+  // PostgreSQL, when the database has courier_projection_offsets: its rows, by name, topic
+  // and partition.
+  std::vector<ProjectionOffsetStatus> projection_offsets;
 };
 
 Result<OutboxStatus> ReadOutboxStatus(const std::string& source_url, const TableNames& tables);
+
+// The rows of `<events_table>_projections` (none when the table does not exist), by name.
+Result<std::vector<ProjectionStatus>> ReadProjectionStatus(PGconn* conn,
+                                                           const std::string& events_table);
+// The rows of a Kafka-sourced projections' offsets table (none when it does not exist).
+Result<std::vector<ProjectionOffsetStatus>> ReadProjectionOffsetStatus(
+    PGconn* conn, const std::string& offsets_table);
 
 }  // namespace courier
