@@ -55,8 +55,10 @@ inline constexpr int64_t kAny = -1;
 
 struct NewEvent {
   std::string event_type;
-  std::string payload;   // JSON text (stored in a json column, byte for byte)
-  Headers headers;       // optional
+  std::string payload;  // JSON text (stored in a json column, byte for byte)
+  // Optional; never "version" or "position", which the envelope sets from the row (Append
+  // refuses them, kInvalidArgument; PostgreSQL's table has the same CHECK).
+  Headers headers;
   std::string event_id;  // optional; a fresh UUIDv7 when empty
 };
 
@@ -80,6 +82,9 @@ struct RecordedEvent {
   std::string event_id;
   std::string event_type;
   std::string payload;
+  // Empty for a row whose headers are not a JSON object (written by plain SQL before the
+  // headers check, or on SQLite): the event is read all the same, with a warning naming its
+  // position, so no reader stops at it.
   Headers headers;
   std::string created_at;  // UTC, ISO 8601 ("2026-01-02T03:04:05.123456Z")
 };
@@ -112,7 +117,7 @@ class EventStore {
   // the stream's current version. Re-read, decide again, append again. The append runs under
   // a savepoint, so after a refusal the caller's transaction is still usable (what it wrote
   // before is kept; nothing of this append is). kInvalidArgument for an event_id already in
-  // the store or an empty list.
+  // the store, an empty list, or a header named "version" or "position".
   Result<AppendResult> Append(pg_conn* conn, const std::string& stream_type,
                               const std::string& stream_id, int64_t expected_version,
                               const std::vector<NewEvent>& events) const;

@@ -26,10 +26,12 @@ struct RawEventRow {
   std::string created_at;
 };
 
-// kInvalidArgument for headers that are not a JSON object (a row written by plain SQL).
+// Headers that are not a JSON object (a row written by plain SQL before the headers check)
+// are dropped with a warning naming the position: the event itself is never held back.
 Result<RecordedEvent> ToRecorded(RawEventRow row);
 
-// kInvalidArgument for an empty list or an expected version below kAny.
+// kInvalidArgument for an empty list, an expected version below kAny, or a header named
+// "version" or "position" (the envelope's).
 Status CheckAppend(int64_t expected_version, const std::vector<NewEvent>& events);
 
 // "stream account/acct-1 is at version 7, not the expected 5: re-read it and retry".

@@ -1,6 +1,7 @@
 // EventStore on SQLite (include/courier/event_store.h): one writer at a time, so positions
 // commit in order and ReadAll's horizon is simply the last position.
 #include "core/encoding.h"
+#include "core/log.h"
 #include "core/postgres.h"
 #include "core/sqlite.h"
 #include "core/uuid.h"
@@ -209,12 +210,17 @@ Result<RecordedEvent> ToRecorded(RawEventRow row) {
   RecordedEvent e;
   if (row.headers && !row.headers->empty() && *row.headers != "null") {
     auto headers = HeadersFromJson(*row.headers);
-    if (!headers.ok()) {
-      return InvalidArgumentError(
-          "event at position " + std::to_string(row.position) +
-          " has headers that are not a JSON object: " + headers.status().message());
+    if (headers.ok()) {
+      e.headers = std::move(headers).value();
+    } else {
+      // A row written by plain SQL before the headers check (or on SQLite, which has none):
+      // refusing it would stop every reader at it for good. Delivered without its headers,
+      // and said so; the row itself stays as it is.
+      log::Warn("event delivered without its headers, which are not a JSON object",
+                {{"position", row.position},
+                 {"event_id", row.event_id},
+                 {"error", headers.status().message()}});
     }
-    e.headers = std::move(headers).value();
   }
   e.position = row.position;
   e.stream_type = std::move(row.stream_type);
@@ -232,6 +238,17 @@ Status CheckAppend(int64_t expected_version, const std::vector<NewEvent>& events
   if (expected_version < kAny) {
     return InvalidArgumentError("append: expected version " + std::to_string(expected_version) +
                                 " is neither a version, kNoStream (0) nor kAny (-1)");
+  }
+  for (const NewEvent& e : events) {
+    for (const auto& [key, value] : e.headers) {
+      // The envelope sets them from the row (docs/event-sourcing.md): the event's own would be
+      // overwritten without a word.
+      if (key == "version" || key == "position") {
+        return InvalidArgumentError("append: header '" + key +
+                                    "' is courier's (the envelope sets it from the row); name "
+                                    "yours otherwise");
+      }
+    }
   }
   return Status::Ok();
 }

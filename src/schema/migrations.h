@@ -37,7 +37,8 @@ struct Migration {
 // PostgreSQL: 1 outbox (with courier_uuid_v7 and its indexes), 2 dead_letters, 3 leases,
 // 4 inbox (with its parked events), 5 cdc_bookkeeping, 6 cdc_capture, 7 cdc_capture_snapshot,
 // 8 cdc_capture_backfill. An event store (TableNames::event_store(), its own version table):
-// 1 event_store (events, snapshots, projections), 2 dead_letters, 3 leases, 4 cdc_bookkeeping.
+// 1 event_store (events, snapshots, projections), 2 dead_letters, 3 leases, 4 cdc_bookkeeping,
+// 5 event_store_headers_check.
 std::vector<Migration> PostgresMigrations(PGconn* conn, const TableNames& t);
 
 // SQLite: 1 outbox, 2 dead_letters, 3 inbox (no leases: a file lock elects; no CDC). An event

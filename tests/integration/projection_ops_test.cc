@@ -9,6 +9,7 @@
 #include <fstream>
 #include <regex>
 
+#include "courier/event_store.h"
 
 #include "support/fixtures.h"
 #include "support/projection.h"
@@ -442,6 +443,74 @@ TEST_F(ProjectionOpsTest, AFrozenProjectorLosesItsTransactionAndTheStandbyTakesO
   EXPECT_EQ(Count("SELECT position FROM courier_events_projections WHERE name = 'balances'"), 40);
   EXPECT_TRUE(standby.Running());
   EXPECT_TRUE(frozen_process.Running());
+}
+
+// Headers: new rows must be NULL or a JSON object without the envelope's keys (a CHECK added
+// NOT VALID, so rows already there do not make migrate fail); such an old row is delivered
+// without its headers, with a warning naming its position, instead of stopping every
+// projection; the C++ Append refuses the envelope's keys.
+TEST_F(ProjectionOpsTest, HeadersCheckAddedNotValidAndOldBadRowsAreDeliveredWithoutThem) {
+  // A store from before the check, with rows that break it.
+  ASSERT_OK(
+      PgQuery(db_.url, "ALTER TABLE courier_events DROP CONSTRAINT courier_events_headers_check"));
+  ASSERT_OK(PgQuery(db_.url, "DELETE FROM courier_events_schema WHERE version = 5"));
+  ASSERT_OK(PgQuery(db_.url,
+                    "INSERT INTO courier_events (stream_type, stream_id, version, event_type, "
+                    "payload, headers) VALUES ('account', 'acct-1', 1, 'FundsDeposited', "
+                    "'{\"amount\":1}', '[1]'), ('account', 'acct-1', 2, 'FundsDeposited', "
+                    "'{\"amount\":2}', '{\"version\":\"9\"}'), ('account', 'acct-1', 3, "
+                    "'FundsDeposited', '{\"amount\":3}', '{\"k\":\"v\"}')"));
+  const CommandResult migrated = RunCourier({"migrate", "--event-store", "--source", db_.url});
+  ASSERT_EQ(migrated.exit_code, 0) << migrated.err;
+  EXPECT_NE(migrated.out.find("applied 5 event_store_headers_check"), std::string::npos)
+      << migrated.out;
+  EXPECT_NE(migrated.err.find("events written before the headers check break it; they are kept "
+                              "and read without their headers (the check is NOT VALID: it holds "
+                              "for new rows only)"),
+            std::string::npos)
+      << migrated.err;
+  EXPECT_NE(migrated.err.find("events=2"), std::string::npos) << migrated.err;
+  EXPECT_NE(migrated.err.find("first_position=1"), std::string::npos) << migrated.err;
+  // New rows are checked.
+  for (const char* headers : {"'\"text\"'", "'{\"position\":\"1\"}'", "'[]'"}) {
+    const Status refused =
+        PgQuery(db_.url,
+                std::string("INSERT INTO courier_events (stream_type, stream_id, version, "
+                            "event_type, payload, headers) VALUES ('account', 'acct-2', 1, "
+                            "'FundsDeposited', '{\"amount\":1}', ") +
+                    headers + ")")
+            .status();
+    EXPECT_NE(refused.message().find("courier_events_headers_check"), std::string::npos)
+        << headers << ": " << refused.ToString();
+  }
+  // Every event reaches the projection; the one whose headers are not an object without them.
+  const std::string log = dir_.File("project.log");
+  auto projector = SpawnCourier(Args(), log);
+  ASSERT_OK(projector);
+  ASSERT_TRUE(WaitForPosition(db_.url, "balances", 3, std::chrono::milliseconds(20000)).ok())
+      << ReadFile(log);
+  EXPECT_EQ(Count("SELECT count(*) FROM applied WHERE n = 1"), 3);
+  EXPECT_NE(ReadFile(log).find("event delivered without its headers, which are not a JSON "
+                               "object position=1"),
+            std::string::npos)
+      << ReadFile(log);
+  // The C++ API refuses the envelope's keys.
+  auto conn = PgConnect(db_.url);
+  ASSERT_OK(conn);
+  ASSERT_OK(PgRun(conn->get(), "BEGIN"));
+  const EventStore store;
+  for (const char* key : {"version", "position"}) {
+    NewEvent e{.event_type = "FundsDeposited",
+               .payload = "{\"amount\":1}",
+               .headers = {{key, "1"}},
+               .event_id = ""};
+    auto appended = store.Append(conn->get(), "account", "acct-3", kNoStream, {e});
+    EXPECT_STATUS(appended.status(), StatusCode::kInvalidArgument);
+    EXPECT_EQ(appended.status().message(),
+              std::string("append: header '") + key +
+                  "' is courier's (the envelope sets it from the row); name yours otherwise");
+  }
+  ASSERT_OK(PgRun(conn->get(), "ROLLBACK"));
 }
 
 }  // namespace
