@@ -43,7 +43,7 @@ TEST(EventStoreSchema, MigrateIsIdempotentAndQuotesTheName) {
   MigrateReport again;
   ASSERT_OK(Migrate(*url, names, CdcOptions{}, nullptr, &again));
   EXPECT_TRUE(again.applied.empty());
-  EXPECT_EQ(again.version, 4);
+  EXPECT_EQ(again.version, 5);
   auto tables = PgQuery(*url,
                         "SELECT table_schema || '.' || table_name FROM information_schema.tables "
                         "WHERE table_schema IN ('app', 'public') ORDER BY 1");
