@@ -136,6 +136,55 @@ TEST_F(ProjectionKafkaTest, WaitReturnsOnceAppliedAndTimesOutWithWhereItIs) {
             "nothing)");
 }
 
+// The HTTP form of WaitFor: GET /wait?topic=T&partition=P&offset=O on the projector's
+// --metrics-port, 200 once applied with the last offset applied, 504 with where it is,
+// 400 for a parameter of the other source; /metrics shows the next offsets.
+TEST_F(ProjectionKafkaTest, HttpWaitAnswersOnceTheOffsetIsApplied) {
+  const std::vector<Event> events = AccountEvents(5, 1);
+  Publish(topic_url_, events);
+  const std::vector<KafkaRecord> records = Records();
+  ASSERT_EQ(records.size(), 5u);
+  const KafkaRecord& last = records.back();
+  const int port = FreePort();
+  std::vector<std::string> args = Args();
+  args.insert(args.end(), {"--metrics-port", std::to_string(port)});
+  const std::string log = dir_.File("project.log");
+  auto projector = SpawnCourier(args, log);
+  ASSERT_OK(projector);
+  ASSERT_TRUE(WaitUntil([&] { return HttpGet(port, "/healthz").status == 200; })) << ReadFile(log);
+  const std::string where = "topic=acct&partition=" + std::to_string(last.partition) + "&offset=";
+  Got got = HttpGet(port, "/wait?" + where + std::to_string(last.offset) + "&timeout=20s");
+  EXPECT_EQ(got.status, 200) << got.body << ReadFile(log);
+  EXPECT_EQ(got.body, "{\"name\":\"balances\",\"offset\":" + std::to_string(last.offset) +
+                          ",\"partition\":" + std::to_string(last.partition) +
+                          ",\"topic\":\"acct\"}\n");
+  // Read-your-writes: the effect is visible once /wait answered.
+  EXPECT_EQ(Applied(db_.url).count(last.event.event_id), 1u);
+  got = HttpGet(port, "/wait?" + where + std::to_string(last.offset + 10) + "&timeout=300ms");
+  EXPECT_EQ(got.status, 504);
+  EXPECT_EQ(got.body, "projection 'balances' has not applied acct[" +
+                          std::to_string(last.partition) + "] offset " +
+                          std::to_string(last.offset + 10) + " within 300ms (it is at " +
+                          std::to_string(last.offset) + ")\n");
+  got = HttpGet(port, "/wait?position=3");
+  EXPECT_EQ(got.status, 400);
+  EXPECT_EQ(got.body,
+            "unknown parameter 'position': /wait?[topic=T&]partition=P&offset=O[&timeout=5s] (a "
+            "Kafka-sourced projection)\n");
+  const std::string metrics = HttpGet(port, "/metrics").body;
+  EXPECT_NE(metrics.find("courier_projection_events_applied_total{projection=\"balances\"} 5\n"),
+            std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("courier_projection_next_offset{projection=\"balances\",topic=\"acct\","
+                         "partition=\"" +
+                         std::to_string(last.partition) + "\"} " + std::to_string(last.offset + 1) +
+                         "\n"),
+            std::string::npos)
+      << metrics;
+  projector->Signal(SIGTERM);
+  EXPECT_EQ(projector->Wait(Duration(10000)), 0) << ReadFile(log);
+}
+
 TEST_F(ProjectionKafkaTest, FailingHandlerIsRolledBackAndRetriedUntilItPasses) {
   const std::vector<Event> events = AccountEvents(12, 2);
   Publish(topic_url_, events);

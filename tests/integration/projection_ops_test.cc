@@ -2,7 +2,6 @@
 // distance to the store's newest event, read-your-writes over HTTP (`courier project
 // --metrics-port`: /wait, /metrics, /healthz), `project wait`'s messages, and the exit codes
 // and stops of `courier project`.
-#include <curl/curl.h>
 #include <signal.h>
 
 #include <filesystem>
@@ -16,35 +15,6 @@
 
 namespace courier::test {
 namespace {
-
-struct Got {
-  int status = 0;
-  std::string body;
-};
-
-size_t Append(char* data, size_t size, size_t n, void* out) {
-  static_cast<std::string*>(out)->append(data, size * n);
-  return size * n;
-}
-
-// GET http://127.0.0.1:PORT/PATH with libcurl (status 0: no answer within 30 s).
-Got HttpGet(int port, const std::string& path) {
-  Got got;
-  CURL* curl = curl_easy_init();
-  const std::string url = "http://127.0.0.1:" + std::to_string(port) + path;
-  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, &Append);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &got.body);
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 30000L);
-  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-  if (curl_easy_perform(curl) == CURLE_OK) {
-    long code = 0;
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
-    got.status = static_cast<int>(code);
-  }
-  curl_easy_cleanup(curl);
-  return got;
-}
 
 std::string AppendSql(const std::string& stream, int64_t version, int amount) {
   return "INSERT INTO courier_events (stream_type, stream_id, version, event_type, payload) "

@@ -2,6 +2,8 @@
 // event in a table of the projection's database, and the checks over that table.
 #pragma once
 
+#include <curl/curl.h>
+
 #include <map>
 #include <string>
 #include <vector>
@@ -77,6 +79,36 @@ inline void ExpectEachAppliedOnce(const std::string& db_url, const std::vector<E
     }
   }
   EXPECT_EQ(missing, 0) << "events never applied";
+}
+
+// An HTTP answer (status 0: none).
+struct Got {
+  int status = 0;
+  std::string body;
+};
+
+inline size_t AppendBody(char* data, size_t size, size_t n, void* out) {
+  static_cast<std::string*>(out)->append(data, size * n);
+  return size * n;
+}
+
+// GET http://127.0.0.1:PORT/PATH with libcurl (status 0: no answer within 30 s).
+inline Got HttpGet(int port, const std::string& path) {
+  Got got;
+  CURL* curl = curl_easy_init();
+  const std::string url = "http://127.0.0.1:" + std::to_string(port) + path;
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, &AppendBody);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &got.body);
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 30000L);
+  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  if (curl_easy_perform(curl) == CURLE_OK) {
+    long code = 0;
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
+    got.status = static_cast<int>(code);
+  }
+  curl_easy_cleanup(curl);
+  return got;
 }
 
 }  // namespace courier::test
