@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -38,11 +39,37 @@ struct Verdict {
   int64_t in_doubt_delivered = 0;  // in-doubt events that arrived
   // The first few failures, one line each ("lost e17", "order: aggregate a3 got 4 after 5").
   std::vector<std::string> examples;
+  // Every failure's event id (`courier audit` lists them): lost in the expectation's order,
+  // the others in the order they were read; a duplicated event once.
+  std::vector<std::string> lost_ids;
+  std::vector<std::string> ghost_ids;
+  std::vector<std::string> duplicate_ids;
+  std::vector<std::string> order_violation_ids;  // the event that came after a newer one
 
   // Nothing lost, no ghost, order kept. Duplicates are allowed: delivery is at least once.
   bool Clean() const { return lost == 0 && ghosts == 0 && order_violations == 0; }
 };
 
 Verdict Judge(const Expectation& expected, const std::vector<DeliveredRecord>& deliveries);
+
+// Judge, one delivery at a time, for readers that stream what they read (`courier audit`):
+// what it keeps grows with the distinct events delivered and the aggregates, never with the
+// records read. `expected` must outlive it.
+class StreamingJudge {
+ public:
+  explicit StreamingJudge(const Expectation& expected) : expected_(expected) {}
+  void Add(const DeliveredRecord& d);
+  // The verdict on everything added; call once.
+  Verdict Finish();
+
+ private:
+  const Expectation& expected_;
+  Verdict v_;
+  std::set<std::string> seen_;
+  std::set<std::string> duplicated_;
+  // Per aggregate: the seq of the last first-delivery (order), of the newest event delivered,
+  // and of the last record read (what a consumer applying records in order ends with).
+  std::map<std::string, int64_t> last_first_, newest_, last_read_;
+};
 
 }  // namespace courier

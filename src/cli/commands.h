@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "audit/audit.h"
 #include "cli/config.h"
 #include "cli/relay_config.h"
 #include "core/clock.h"
@@ -135,6 +136,19 @@ struct TailFlags {
 };
 CLI::App* AddTailCommand(CLI::App& app, TailFlags* f, CommonFlags* common);
 int RunTail(const TailFlags& f);
+
+// `courier audit` (cli/cmd_audit.cc).
+struct AuditFlags {
+  AuditOptions options;
+  bool event_store = false;
+  bool json = false;
+  bool repair = false;
+  std::string every;  // empty: once
+  int metrics_port = 0;
+  std::string metrics_host = "127.0.0.1";
+};
+CLI::App* AddAuditCommand(CLI::App& app, AuditFlags* f, CommonFlags* common);
+int RunAuditCommand(AuditFlags& f);
 
 // `courier dev-broker` (cli/cmd_dev_broker.cc).
 struct DevBrokerFlags {

@@ -195,6 +195,8 @@ const Command kCommands[] = {
      [](CommandContext& ctx) { return Bind(ctx, AddConsumeCommand, RunConsume); }},
     {"project", "Apply every event once, in order, to a projection (and wait for one)",
      [](CommandContext& ctx) { return Bind(ctx, AddProjectCommand, RunProject); }},
+    {"audit", "Compare what the database published with what a sink holds; --repair",
+     [](CommandContext& ctx) { return Bind(ctx, AddAuditCommand, RunAuditCommand); }},
     {"dev-broker", "Run the built-in Kafka-protocol broker for development",
      [](CommandContext& ctx) { return Bind(ctx, AddDevBrokerCommand, RunDevBroker); }},
     {"demo", "The dual-write problem, live: the outbox and the naive way under SIGKILLs",

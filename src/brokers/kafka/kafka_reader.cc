@@ -230,14 +230,15 @@ Status KafkaReader::MarkPartitionsAtTheirEnd() {
   return st;
 }
 
-Result<std::vector<KafkaRecord>> KafkaReader::ReadToEnd(Duration timeout) {
-  std::vector<KafkaRecord> records;
-  const TimePoint deadline = Clock::Real().Now() + timeout;
+Status KafkaReader::BeginReadToEnd() {
   next_metadata_ = {};
-  COURIER_RETURN_IF_ERROR(AssignNewPartitions());
-  if (assigned_.empty()) return records;  // no such topic: nothing was ever published
-  TimePoint quiet_since = Clock::Real().Now();
-  std::string last_error;
+  quiet_since_ = Clock::Real().Now();
+  last_error_.clear();
+  return AssignNewPartitions();
+}
+
+Result<std::optional<KafkaRecord>> KafkaReader::NextToEnd(TimePoint deadline) {
+  // No partition: no such topic, nothing was ever published.
   while (at_end_.size() < assigned_.size()) {
     const TimePoint now = Clock::Real().Now();
     if (now >= deadline) {
@@ -248,25 +249,36 @@ Result<std::vector<KafkaRecord>> KafkaReader::ReadToEnd(Duration timeout) {
                             std::to_string(at_end_.size()) + " of " +
                             std::to_string(assigned_.size()) + " partitions at their end" +
                             (stalled_.empty() ? "" : "; " + stalled_) +
-                            (last_error.empty() ? "" : "; last error: " + last_error) + ")");
+                            (last_error_.empty() ? "" : "; last error: " + last_error_) + ")");
     }
-    if (now - quiet_since >= std::chrono::seconds(2)) {
-      quiet_since = now;
-      if (Status st = MarkPartitionsAtTheirEnd(); !st.ok()) last_error = st.message();
+    if (now - quiet_since_ >= std::chrono::seconds(2)) {
+      quiet_since_ = now;
+      if (Status st = MarkPartitionsAtTheirEnd(); !st.ok()) last_error_ = st.message();
       continue;
     }
     auto r = Poll(Duration(100));
     if (!r.ok()) {
       if (r.status().code() != StatusCode::kRetriable) return r.status();
-      last_error = r.status().message();
+      last_error_ = r.status().message();
       continue;
     }
     if (r->has_value()) {
-      records.push_back(std::move(**r));
-      quiet_since = Clock::Real().Now();
+      quiet_since_ = Clock::Real().Now();
+      return r;
     }
   }
-  return records;
+  return std::optional<KafkaRecord>();
+}
+
+Result<std::vector<KafkaRecord>> KafkaReader::ReadToEnd(Duration timeout) {
+  std::vector<KafkaRecord> records;
+  const TimePoint deadline = Clock::Real().Now() + timeout;
+  COURIER_RETURN_IF_ERROR(BeginReadToEnd());
+  while (true) {
+    COURIER_ASSIGN_OR_RETURN(std::optional<KafkaRecord> r, NextToEnd(deadline));
+    if (!r.has_value()) return records;
+    records.push_back(std::move(*r));
+  }
 }
 
 }  // namespace courier

@@ -42,6 +42,11 @@ class KafkaReader {
   Result<std::optional<KafkaRecord>> Poll(Duration timeout);
   // Every record up to the current end of every partition. kRetriable after `timeout`.
   Result<std::vector<KafkaRecord>> ReadToEnd(Duration timeout);
+  // ReadToEnd one record at a time, so that a reader of a large topic holds none of it
+  // (`courier tail --exit-at-end`, `courier audit`): BeginReadToEnd, then NextToEnd until it
+  // gives nullopt (every partition at its end); kRetriable once `deadline` passed first.
+  Status BeginReadToEnd();
+  Result<std::optional<KafkaRecord>> NextToEnd(TimePoint deadline);
   // Partitions to start at a given offset (the next one to read) instead of the beginning or
   // the end, when they are assigned: a reader that keeps its own positions (a Kafka-sourced
   // projection). Call before the first Poll.
@@ -70,6 +75,9 @@ class KafkaReader {
   std::set<std::pair<std::string, int32_t>> at_end_;
   TimePoint next_metadata_{};
   std::string stalled_;  // the first partition found short of its end, for the timeout's message
+  // NextToEnd's state: when a record last came, and the last error while none did.
+  TimePoint quiet_since_{};
+  std::string last_error_;
 };
 
 // Rebuilds an Event from a consumed message (see the wire format in DESIGN §2).

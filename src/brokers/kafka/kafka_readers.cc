@@ -5,7 +5,6 @@
 #include <librdkafka/rdkafka.h>
 
 #include <algorithm>
-#include <deque>
 #include <sstream>
 
 #include "brokers/kafka/kafka_common.h"
@@ -144,17 +143,19 @@ class KafkaTailReader final : public Reader {
       waiting_ = false;
     }
     if (to_end_) {
+      // One record at a time: the topic may be larger than memory (courier audit). Read on
+      // as long as records come; a minute without one while a partition is short of its end
+      // is an error.
       if (!read_to_end_) {
-        COURIER_ASSIGN_OR_RETURN(std::vector<KafkaRecord> records,
-                                 reader_->ReadToEnd(std::chrono::seconds(60)));
-        buffer_.assign(std::make_move_iterator(records.begin()),
-                       std::make_move_iterator(records.end()));
+        COURIER_RETURN_IF_ERROR(reader_->BeginReadToEnd());
         read_to_end_ = true;
+        last_record_ = Clock::Real().Now();
       }
-      if (buffer_.empty()) return std::optional<Message>();
-      KafkaRecord r = std::move(buffer_.front());
-      buffer_.pop_front();
-      return std::optional<Message>(ToMessage(std::move(r)));
+      COURIER_ASSIGN_OR_RETURN(std::optional<KafkaRecord> r,
+                               reader_->NextToEnd(last_record_ + std::chrono::seconds(60)));
+      if (!r.has_value()) return std::optional<Message>();
+      last_record_ = Clock::Real().Now();
+      return std::optional<Message>(ToMessage(std::move(*r)));
     }
     auto r = reader_->Poll(timeout);
     if (!following_ && reader_->assigned_partitions() > 0) {
@@ -193,7 +194,7 @@ class KafkaTailReader final : public Reader {
   bool waiting_ = false;
   bool read_to_end_ = false;
   bool following_ = false;
-  std::deque<KafkaRecord> buffer_;
+  TimePoint last_record_{};
 };
 
 }  // namespace

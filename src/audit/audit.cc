@@ -1,0 +1,213 @@
+// `courier audit`'s comparison (audit/audit.h): the truth is streamed from the database in key
+// order, page by page, into the verdict's Expectation; the sink is streamed through its readers
+// into a StreamingJudge, one message at a time.
+#include "audit/audit.h"
+
+#include <set>
+#include <unordered_map>
+#include <utility>
+
+#include "audit/truth.h"
+#include "brokers/reader.h"
+#include "brokers/registry.h"
+#include "brokers/sink.h"
+#include "core/encoding.h"
+#include "core/url.h"
+
+namespace courier {
+namespace {
+
+// The schemes whose sinks are read back as logs (each message kept: lost, ghosts, duplicates
+// and order can be judged).
+bool IsLogScheme(const std::string& scheme) {
+  return scheme == "kafka" || scheme == "redis" || scheme == "nats" || scheme == "nats+tls" ||
+         scheme == "file";
+}
+
+// `url` with its path (topic, stream, subject) replaced by `path`; its query kept.
+std::string WithPath(const std::string& url, const std::string& path) {
+  const size_t hosts = url.find("://");
+  if (hosts == std::string::npos) return url;
+  const size_t start = url.find_first_of("/?#", hosts + 3);
+  if (start == std::string::npos) return url + "/" + path;
+  const size_t end = url[start] == '/' ? url.find_first_of("?#", start) : start;
+  return url.substr(0, start) + "/" + path + (end == std::string::npos ? "" : url.substr(end));
+}
+
+// The URLs to read: for a log broker one per topic (stream, subject) the sink's template routes
+// the truth's events to; for a file, the file.
+Result<std::vector<std::string>> SinkTargets(
+    const std::string& sink_url, const std::set<std::pair<std::string, std::string>>& types) {
+  COURIER_ASSIGN_OR_RETURN(Url url, ParseUrl(sink_url));
+  if (!IsLogScheme(url.scheme)) {
+    const bool known = FindBroker(url.scheme) != nullptr;
+    return InvalidArgumentError(
+        "audit reads kafka://, redis://, nats:// and file:// sinks back, not " +
+        (known ? "'" + url.scheme + "://'" : "the unknown scheme '" + url.scheme + "'") +
+        " (docs/audit.md)");
+  }
+  if (url.scheme == "file") return std::vector<std::string>{sink_url};
+  // The relay's default route (cli/cmd_relay.cc): the aggregate type.
+  const std::string tmpl = url.path.empty() ? "{aggregate_type}" : url.path;
+  std::set<std::string> topics;
+  for (const auto& [aggregate_type, event_type] : types) {
+    Event e;
+    e.aggregate_type = aggregate_type;
+    e.event_type = event_type;
+    topics.insert(ExpandTemplate(tmpl, e));
+  }
+  std::vector<std::string> urls;
+  for (const std::string& topic : topics) urls.push_back(WithPath(sink_url, topic));
+  return urls;
+}
+
+// What the judge keeps of the truth: the verdict's expectation and each event's order key.
+struct Truth {
+  Expectation expected;
+  std::unordered_map<std::string, int64_t> seq;
+  std::set<std::pair<std::string, std::string>> types;  // (aggregate_type, event_type)
+  int64_t window_start_us = 0;                          // 0: every message is judged
+};
+
+// One message as the judge takes it: its event id (or, when it has none, where it was) and
+// its aggregate.
+struct Read {
+  std::string event_id;
+  std::string aggregate;
+  int64_t created_at_us = 0;
+};
+
+Read ReadOf(const Message& m, int64_t line_number) {
+  Event e;
+  if (!m.line.empty()) {
+    auto parsed = EventFromJsonLine(m.line);
+    if (!parsed.ok()) return {m.topic + ":" + std::to_string(line_number), "", 0};
+    e = std::move(parsed).value();
+  } else {
+    e = m.event;
+  }
+  if (e.event_id.empty()) {
+    return {m.where.empty() ? m.topic + ":" + std::to_string(m.offset) : m.where, "", 0};
+  }
+  return {e.event_id, e.aggregate_type + "/" + e.aggregate_id, e.created_at_us};
+}
+
+}  // namespace
+
+Result<AuditReport> RunAudit(const AuditOptions& options, const StopSignal& stop) {
+  AuditReport report;
+  report.sink = RedactUrl(options.sink_url);
+  // The sink URL first: a wrong one is said before the database is read.
+  COURIER_ASSIGN_OR_RETURN(Url sink_url, ParseUrl(options.sink_url));
+  COURIER_RETURN_IF_ERROR(SinkTargets(options.sink_url, {}).status());
+  COURIER_ASSIGN_OR_RETURN(std::unique_ptr<TruthReader> reader, OpenTruth(options));
+  report.truth = reader->Describe();
+
+  Truth truth;
+  int64_t oldest_us = 0;
+  Status st = reader->ForEach([&](const TruthEvent& t) {
+    if (oldest_us == 0 || (t.created_at_us > 0 && t.created_at_us < oldest_us)) {
+      oldest_us = t.created_at_us;
+    }
+    if (reader->since_us() > 0 && t.created_at_us < reader->since_us()) return;
+    truth.types.emplace(t.aggregate_type, t.event_type);
+    truth.seq.emplace(t.event_id, t.seq);
+    if (t.published) {
+      truth.expected.committed.insert(t.event_id);
+      ++report.published;
+    } else {
+      truth.expected.in_doubt.insert(t.event_id);
+      ++report.pending;
+    }
+  });
+  COURIER_RETURN_IF_ERROR(st);
+  if (report.published == 0) {
+    if (options.tables.event_store()) {
+      return InvalidArgumentError("no event of " + report.truth + " has been published" +
+                                  (options.since.empty() ? "" : " since " + options.since) +
+                                  " (published_at): nothing to compare with the sink");
+    }
+    return InvalidArgumentError(
+        report.truth + " holds no published row" +
+        (options.since.empty() ? "" : " since " + options.since) +
+        ": the relay deletes each row once published unless run with --retain; audit an "
+        "outbox the relay keeps (courier relay --retain) or an event store (--event-store)");
+  }
+  // Events are judged from the window's start: --since, or for an outbox the oldest row it
+  // still has (older ones were deleted after --retention, so their messages are no ghosts).
+  // An event store deletes nothing.
+  truth.window_start_us = reader->since_us() > 0         ? reader->since_us()
+                          : options.tables.event_store() ? 0
+                                                         : oldest_us;
+  // Kafka keeps milliseconds of the event's time.
+  const int64_t window_ms_us = truth.window_start_us / 1000 * 1000;
+
+  COURIER_ASSIGN_OR_RETURN(std::vector<std::string> targets,
+                           SinkTargets(options.sink_url, truth.types));
+  StreamingJudge judge(truth.expected);
+  for (const std::string& target : targets) {
+    if (stop.requested()) return CancelledError("audit stopped");
+    report.read_from.push_back(RedactUrl(target));
+    auto made =
+        MakeReader(ReaderOptions{.url = target, .from_beginning = true, .to_end = true}, "audit");
+    if (!made.ok() && made.status().code() == StatusCode::kNotFound && sink_url.scheme == "kafka") {
+      // Nothing was ever published there: its events are lost, not an error of the input.
+      COURIER_ASSIGN_OR_RETURN(Url missing, ParseUrl(target));
+      report.notes.push_back("no topic " + missing.path +
+                             " on the broker: every event routed "
+                             "there is lost");
+      continue;
+    }
+    if (!made.ok()) return made.status();
+    std::unique_ptr<Reader> sink = std::move(made).value();
+    int64_t line = 0;
+    while (!stop.requested()) {
+      COURIER_ASSIGN_OR_RETURN(std::optional<Message> m, sink->Next(options.quiet));
+      if (!m.has_value()) break;
+      ++line;
+      ++report.read;
+      const Read r = ReadOf(*m, line);
+      if (r.created_at_us > 0 && r.created_at_us < window_ms_us) {
+        ++report.before_window;
+        continue;
+      }
+      auto seq = truth.seq.find(r.event_id);
+      judge.Add(DeliveredRecord{r.event_id, r.aggregate,
+                                seq == truth.seq.end() ? int64_t{-1} : seq->second});
+    }
+  }
+  if (stop.requested()) return CancelledError("audit stopped");
+  report.verdict = judge.Finish();
+  return report;
+}
+
+Result<int64_t> RepublishEvents(const AuditOptions& options,
+                                const std::vector<std::string>& event_ids, const StopSignal& stop) {
+  if (event_ids.empty()) return int64_t{0};
+  COURIER_ASSIGN_OR_RETURN(std::unique_ptr<TruthReader> reader, OpenTruth(options));
+  COURIER_ASSIGN_OR_RETURN(std::vector<Event> events, reader->Events(event_ids));
+  // The relay's sink, made from the same URL by the same registry. No transactional id: the
+  // running relay's producer must not be fenced by this one.
+  COURIER_ASSIGN_OR_RETURN(
+      std::unique_ptr<Sink> sink,
+      MakeSink(SinkOptions{.url = options.sink_url, .delivery_timeout = Duration(30000)}));
+  COURIER_RETURN_IF_ERROR(sink->Open());
+  constexpr size_t kBatch = 500;
+  int64_t acked = 0;
+  for (size_t start = 0; start < events.size(); start += kBatch) {
+    const size_t n = std::min(kBatch, events.size() - start);
+    std::span<const Event> batch(events.data() + start, n);
+    const std::vector<Status> results = sink->Publish(batch, stop);
+    for (size_t i = 0; i < results.size(); ++i) {
+      if (!results[i].ok()) {
+        return results[i].WithContext("republished " + std::to_string(acked) + " of " +
+                                      std::to_string(events.size()) + "; event " +
+                                      batch[i].event_id);
+      }
+      ++acked;
+    }
+  }
+  return acked;
+}
+
+}  // namespace courier

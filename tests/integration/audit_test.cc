@@ -1,0 +1,389 @@
+// `courier audit` against real databases and sinks: a JSONL file with lines removed and a
+// foreign one added, Kafka topics after relay runs (outbox and event store), planted duplicates
+// and order violations, --repair, --every's /metrics, and bad input.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "core/encoding.h"
+#include "courier/event_store.h"
+#include "support/fixtures.h"
+
+namespace courier::test {
+namespace {
+
+using Json = nlohmann::json;
+
+std::vector<std::string> Lines(const std::string& path) {
+  std::vector<std::string> out;
+  std::stringstream in(ReadFile(path));
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+void WriteLines(const std::string& path, const std::vector<std::string>& lines) {
+  std::string text;
+  for (const std::string& l : lines) text += l + "\n";
+  FILE* f = std::fopen(path.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fwrite(text.data(), 1, text.size(), f);
+  std::fclose(f);
+}
+
+std::string EventIdOf(const std::string& line) {
+  return Json::parse(line)["event_id"].get<std::string>();
+}
+
+std::set<std::string> SetOf(const Json& list) {
+  std::set<std::string> out;
+  for (const Json& id : list) out.insert(id.get<std::string>());
+  return out;
+}
+
+// `courier audit ARGS --json`: its exit code and the object it printed.
+struct Audited {
+  int exit_code = -1;
+  Json result;
+  std::string err;
+};
+
+Audited Audit(std::vector<std::string> args) {
+  args.insert(args.begin(), "audit");
+  args.push_back("--json");
+  const CommandResult run = RunCourier(args, Duration(120000));
+  Audited a{run.exit_code, Json(), run.err};
+  if (!run.out.empty()) a.result = Json::parse(run.out, nullptr, /*allow_exceptions=*/false);
+  return a;
+}
+
+// The keys the issue names, each a list.
+void ExpectLists(const Json& j) {
+  for (const char* key : {"lost", "ghosts", "stale", "duplicates", "order_violations"}) {
+    ASSERT_TRUE(j.contains(key) && j[key].is_array()) << key << " in " << j.dump();
+  }
+}
+
+// A foreign event: well formed, never in the outbox (a naive publisher's, a replayed file).
+std::string ForeignLine(std::string* id) {
+  Event e = MakeEvents(1, "agg-1").front();
+  e.created_at_us = UnixMicrosNow();
+  *id = e.event_id;
+  return EventToJsonLine(e);
+}
+
+TEST(AuditFile, ReportsExactlyTheRemovedLinesAsLostAndTheForeignOneAsAGhost) {
+  Outbox outbox;
+  outbox.Commit(30, 3);
+  TempDir dir;
+  const std::string sink = "file://" + dir.File("events.jsonl");
+  CommandResult relay =
+      RunCourier({"relay", "--source", outbox.db.url, "--sink", sink, "--retain", "--once"});
+  ASSERT_EQ(relay.exit_code, 0) << relay.err;
+
+  Audited clean = Audit({"--source", outbox.db.url, "--sink", sink});
+  ASSERT_EQ(clean.exit_code, 0) << clean.err << clean.result.dump();
+  ExpectLists(clean.result);
+  EXPECT_EQ(clean.result["published"], 30);
+  EXPECT_EQ(clean.result["delivered"], 30);
+
+  // Lines 6 and 18 (of aggregates agg-2 and agg-2, events with later ones after them) go;
+  // a line the outbox never had comes.
+  std::vector<std::string> lines = Lines(dir.File("events.jsonl"));
+  ASSERT_EQ(lines.size(), 30u);
+  const std::vector<std::string> original = lines;
+  const std::set<std::string> removed = {EventIdOf(lines[5]), EventIdOf(lines[17])};
+  lines.erase(lines.begin() + 17);
+  lines.erase(lines.begin() + 5);
+  std::string foreign;
+  lines.insert(lines.begin() + 10, ForeignLine(&foreign));
+  WriteLines(dir.File("events.jsonl"), lines);
+
+  Audited tampered = Audit({"--source", outbox.db.url, "--sink", sink});
+  EXPECT_EQ(tampered.exit_code, 1) << tampered.err;
+  ExpectLists(tampered.result);
+  EXPECT_EQ(SetOf(tampered.result["lost"]), removed);
+  EXPECT_EQ(SetOf(tampered.result["ghosts"]), std::set<std::string>{foreign});
+  EXPECT_EQ(tampered.result["duplicates"], Json::array());
+  EXPECT_EQ(tampered.result["order_violations"], Json::array());
+  EXPECT_EQ(tampered.result["stale"], Json::array());
+
+  // The repair appends the two lost events, each once, with its original envelope; the ghost
+  // stays (a file is a log: nothing is deleted), and each repaired event now comes after newer
+  // events of its aggregate: that is what the second audit reports, and nothing else.
+  Audited repaired = Audit({"--source", outbox.db.url, "--sink", sink, "--repair"});
+  EXPECT_EQ(repaired.exit_code, 1) << repaired.err;
+  ExpectLists(repaired.result);
+  EXPECT_EQ(SetOf(repaired.result["repaired"]), removed);
+  EXPECT_EQ(SetOf(repaired.result["before_repair"]["lost"]), removed);
+  EXPECT_EQ(repaired.result["lost"], Json::array());
+  EXPECT_EQ(SetOf(repaired.result["ghosts"]), std::set<std::string>{foreign});
+  EXPECT_EQ(repaired.result["duplicates"], Json::array());
+  EXPECT_EQ(SetOf(repaired.result["order_violations"]), removed);
+  const std::vector<std::string> after = Lines(dir.File("events.jsonl"));
+  ASSERT_EQ(after.size(), 31u);
+  std::set<std::string> appended = {EventIdOf(after[29]), EventIdOf(after[30])};
+  EXPECT_EQ(appended, removed);
+  // The original lines, byte for byte: same event_id, envelope, payload and created_at.
+  for (const std::string& line : {after[29], after[30]}) {
+    EXPECT_NE(std::find(original.begin(), original.end(), line), original.end()) << line;
+  }
+}
+
+// A backup restored without its last lines: the lost events are each aggregate's newest, so
+// the repair puts the file back in order and the second audit reports nothing (SQLite outbox).
+TEST(AuditFile, RepairingALostTailLeavesNothingToReport) {
+  TestDb db = TestDb::Make(false);
+  int64_t seq = 1;
+  CommitEvents(db, 12, 12, &seq);
+  TempDir dir;
+  const std::string sink = "file://" + dir.File("events.jsonl");
+  CommandResult relay =
+      RunCourier({"relay", "--source", db.url, "--sink", sink, "--retain", "--once"});
+  ASSERT_EQ(relay.exit_code, 0) << relay.err;
+  std::vector<std::string> lines = Lines(dir.File("events.jsonl"));
+  ASSERT_EQ(lines.size(), 12u);
+  const std::vector<std::string> kept(lines.begin(), lines.begin() + 8);
+  std::set<std::string> cut;
+  for (size_t i = 8; i < lines.size(); ++i) cut.insert(EventIdOf(lines[i]));
+  WriteLines(dir.File("events.jsonl"), kept);
+
+  Audited before = Audit({"--source", db.url, "--sink", sink});
+  EXPECT_EQ(before.exit_code, 1) << before.err;
+  EXPECT_EQ(SetOf(before.result["lost"]), cut);
+
+  Audited repaired = Audit({"--source", db.url, "--sink", sink, "--repair"});
+  EXPECT_EQ(repaired.exit_code, 0) << repaired.err << repaired.result.dump();
+  for (const char* key : {"lost", "ghosts", "stale", "duplicates", "order_violations"}) {
+    EXPECT_EQ(repaired.result[key], Json::array()) << key;
+  }
+  EXPECT_EQ(Lines(dir.File("events.jsonl")), lines) << "the same lines, in the same order";
+
+  // The text form says the same, and a plain audit afterwards is clean.
+  CommandResult text = RunCourier({"audit", "--source", db.url, "--sink", sink});
+  EXPECT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("lost (published, not in the sink)          0"), std::string::npos)
+      << text.out;
+  EXPECT_NE(text.out.find("\nclean\n"), std::string::npos) << text.out;
+}
+
+TEST(AuditKafka, AfterARelayRunEveryTopicHoldsEveryEventOnce) {
+  Outbox outbox;
+  outbox.Commit(40, 5, "order");
+  outbox.Commit(20, 4, "payment");
+  auto broker = DevBroker::Start(1);
+  ASSERT_OK(broker);
+  const std::string sink = "kafka://" + (*broker)->bootstrap() + "/{aggregate_type}";
+  CommandResult relay =
+      RunCourier({"relay", "--source", outbox.db.url, "--sink", sink, "--retain", "--once"});
+  ASSERT_EQ(relay.exit_code, 0) << relay.err;
+  // One not published yet: neither lost nor a ghost.
+  ASSERT_OK(outbox.db.Transaction({InsertEventSql(NewUuidV7(), "agg-0", 999)}));
+
+  Audited a = Audit({"--source", outbox.db.url, "--sink", sink});
+  ASSERT_EQ(a.exit_code, 0) << a.err << a.result.dump();
+  ExpectLists(a.result);
+  for (const char* key : {"lost", "ghosts", "stale", "duplicates", "order_violations"}) {
+    EXPECT_EQ(a.result[key], Json::array()) << key;
+  }
+  EXPECT_EQ(a.result["published"], 60);
+  EXPECT_EQ(a.result["pending"], 1);
+  EXPECT_EQ(a.result["read"], 60);
+  EXPECT_EQ(a.result["read_from"].size(), 2u) << a.result.dump();
+}
+
+TEST(AuditKafka, FindsPlantedDuplicatesAndOrderViolations) {
+  Outbox outbox;
+  auto broker = DevBroker::Start(1);
+  ASSERT_OK(broker);
+  ASSERT_OK((*broker)->CreateTopic("order", 1));
+  const std::string sink = "kafka://" + (*broker)->bootstrap() + "/{aggregate_type}";
+  // Four events of one order, published by hand: the third before the second, and the fourth
+  // twice; then stamped published as a relay would.
+  std::vector<Event> events = MakeEvents(4, "o-7");
+  for (Event& e : events) e.created_at_us = 0;  // the broker's time: after the rows'
+  std::vector<std::string> inserts;
+  for (const Event& e : events) inserts.push_back(InsertEventSql(e.event_id, "o-7", SeqOf(e)));
+  ASSERT_OK(outbox.db.Transaction(inserts));
+  ASSERT_OK(outbox.db.Transaction({"UPDATE courier_outbox SET published_at = now()"}));
+  PublishEvents("kafka://" + (*broker)->bootstrap() + "/order",
+                {events[0], events[2], events[1], events[3], events[3]});
+
+  Audited a = Audit({"--source", outbox.db.url, "--sink", sink});
+  EXPECT_EQ(a.exit_code, 1) << a.err;
+  ExpectLists(a.result);
+  EXPECT_EQ(a.result["lost"], Json::array());
+  EXPECT_EQ(a.result["ghosts"], Json::array());
+  EXPECT_EQ(a.result["duplicates"], Json::array({events[3].event_id}));
+  EXPECT_EQ(a.result["order_violations"], Json::array({events[1].event_id}));
+
+  // Duplicates alone do not fail the audit: delivery is at least once.
+  Outbox other;
+  std::vector<Event> twice = MakeEvents(1, "o-8");
+  twice[0].created_at_us = 0;
+  ASSERT_OK(other.db.Transaction({InsertEventSql(twice[0].event_id, "o-8", 1),
+                                  "UPDATE courier_outbox SET published_at = now()"}));
+  PublishEvents("kafka://" + (*broker)->bootstrap() + "/other", {twice[0], twice[0]});
+  Audited dup =
+      Audit({"--source", other.db.url, "--sink", "kafka://" + (*broker)->bootstrap() + "/other"});
+  EXPECT_EQ(dup.exit_code, 0) << dup.err << dup.result.dump();
+  EXPECT_EQ(dup.result["duplicates"], Json::array({twice[0].event_id}));
+}
+
+TEST(AuditEventStore, AfterRelayEventStoreTheTopicHoldsEveryEventInVersionOrder) {
+  auto url = SharedPostgres().NewDatabase();
+  ASSERT_OK(url);
+  ASSERT_OK(Migrate(*url, EventStoreTables()));
+  auto conn = PgConnect(*url);
+  ASSERT_OK(conn);
+  EventStore store;
+  for (int i = 0; i < 24; ++i) {
+    ASSERT_OK(PgRun(conn->get(), "BEGIN"));
+    ASSERT_OK(store.Append(conn->get(), "account", "acct-" + std::to_string(i % 4), kAny,
+                           {NewEvent{.event_type = "FundsDeposited", .payload = "{}"}}));
+    ASSERT_OK(PgRun(conn->get(), "COMMIT"));
+  }
+  auto broker = DevBroker::Start(1);
+  ASSERT_OK(broker);
+  const std::string sink = "kafka://" + (*broker)->bootstrap() + "/{aggregate_type}";
+  CommandResult relay =
+      RunCourier({"relay", "--event-store", "--source", *url, "--sink", sink, "--once"});
+  ASSERT_EQ(relay.exit_code, 0) << relay.err;
+
+  Audited a = Audit({"--event-store", "--source", *url, "--sink", sink});
+  ASSERT_EQ(a.exit_code, 0) << a.err << a.result.dump();
+  EXPECT_EQ(a.result["published"], 24);
+  EXPECT_EQ(a.result["delivered"], 24);
+  EXPECT_EQ(a.result["read_from"], Json::array({"kafka://" + (*broker)->bootstrap() + "/account"}));
+
+  // Stamped but never sent (a relay whose sink was swapped): lost, and --repair sends it with
+  // the envelope the relay gives an event store's event (headers version and position).
+  ASSERT_OK(PgRun(conn->get(), "BEGIN"));
+  auto extra = store.Append(conn->get(), "account", "acct-9", kAny,
+                            {NewEvent{.event_type = "Opened", .payload = "{\"n\": 1}"}});
+  ASSERT_OK(extra);
+  ASSERT_OK(PgRun(conn->get(), "COMMIT"));
+  ASSERT_OK(PgRun(conn->get(), "UPDATE courier_events SET published_at = now()"));
+  Audited lost = Audit({"--event-store", "--source", *url, "--sink", sink, "--repair"});
+  EXPECT_EQ(lost.exit_code, 0) << lost.err << lost.result.dump();
+  EXPECT_EQ(lost.result["before_repair"]["lost"], Json::array({extra->events[0].event_id}));
+  EXPECT_EQ(lost.result["lost"], Json::array());
+  const std::vector<KafkaRecord> records = ReadTopic(**broker, "account");
+  ASSERT_EQ(records.size(), 25u);
+  auto repaired = std::find_if(records.begin(), records.end(), [&](const KafkaRecord& r) {
+    return r.event.event_id == extra->events[0].event_id;
+  });
+  ASSERT_NE(repaired, records.end());
+  const Event& e = repaired->event;
+  EXPECT_EQ(e.aggregate_id, "acct-9");
+  EXPECT_EQ(e.payload, "{\"n\": 1}");
+  auto header = [&e](const std::string& key) {
+    for (const auto& [k, v] : e.headers) {
+      if (k == key) return v;
+    }
+    return std::string();
+  };
+  EXPECT_EQ(header("version"), "1");
+  EXPECT_EQ(header("position"), std::to_string(extra->events[0].position));
+}
+
+// Bad input: one line on stderr, exit 2.
+void ExpectOneLine(const CommandResult& r, const std::string& message) {
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(r.err, "courier: error: " + message + "\n");
+  EXPECT_EQ(r.out, "");
+}
+
+TEST(AuditBadInput, SaysWhatIsWrongInOneLineAndExits2) {
+  Outbox outbox;
+  outbox.Commit(3, 1);
+  TempDir dir;
+  const std::string sink = "file://" + dir.File("events.jsonl");
+  // Not retained: the relay deletes what it published, and the truth would be empty.
+  CommandResult relay = RunCourier({"relay", "--source", outbox.db.url, "--sink", sink, "--once"});
+  ASSERT_EQ(relay.exit_code, 0) << relay.err;
+  ExpectOneLine(RunCourier({"audit", "--source", outbox.db.url, "--sink", sink}),
+                "courier_outbox in " + outbox.db.url +
+                    " holds no published row: the relay deletes each row once published unless "
+                    "run with --retain; audit an outbox the relay keeps (courier relay --retain) "
+                    "or an event store (--event-store)");
+  ExpectOneLine(
+      RunCourier({"audit", "--source", outbox.db.url, "--sink", sink, "--table", "orders_outbox"}),
+      "table \"orders_outbox\" does not exist in " + outbox.db.url +
+          "; create it with: courier migrate --source " + outbox.db.url);
+  ExpectOneLine(RunCourier({"audit", "--source", outbox.db.url, "--sink", "kafak://h:1/t"}),
+                "audit reads kafka://, redis://, nats:// and file:// sinks back, not the unknown "
+                "scheme 'kafak' (docs/audit.md)");
+  ExpectOneLine(
+      RunCourier({"audit", "--source", outbox.db.url, "--sink", "http://127.0.0.1:1/hook"}),
+      "audit reads kafka://, redis://, nats:// and file:// sinks back, not 'http://' "
+      "(docs/audit.md)");
+  const CommandResult source = RunCourier({"audit", "--source", "mysql://h/db", "--sink", sink});
+  EXPECT_EQ(source.exit_code, 2) << source.err;
+  EXPECT_EQ(std::count(source.err.begin(), source.err.end(), '\n'), 1) << source.err;
+  ExpectOneLine(
+      RunCourier({"audit", "--source", outbox.db.url, "--sink", sink, "--since", "yesterday-ish"}),
+      "--since 'yesterday-ish' is no time PostgreSQL reads (e.g. '2026-11-27 04:00:00+00')");
+}
+
+// A plain HTTP/1.0 GET on 127.0.0.1: the body, or "" when nothing answered.
+std::string HttpGetBody(int port, const std::string& path) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return "";
+  }
+  const std::string request = "GET " + path + " HTTP/1.0\r\n\r\n";
+  (void)!::write(fd, request.data(), request.size());
+  std::string response;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) response.append(buf, n);
+  ::close(fd);
+  const size_t body = response.find("\r\n\r\n");
+  return body == std::string::npos ? "" : response.substr(body + 4);
+}
+
+// --every: audits again and again, the last result in /metrics.
+TEST(AuditEvery, ServesTheLastResultInMetrics) {
+  Outbox outbox;
+  outbox.Commit(5, 1);
+  TempDir dir;
+  const std::string sink = "file://" + dir.File("events.jsonl");
+  CommandResult relay =
+      RunCourier({"relay", "--source", outbox.db.url, "--sink", sink, "--retain", "--once"});
+  ASSERT_EQ(relay.exit_code, 0) << relay.err;
+  std::vector<std::string> lines = Lines(dir.File("events.jsonl"));
+  lines.pop_back();
+  WriteLines(dir.File("events.jsonl"), lines);
+  const int port = FreePort();
+  auto audit = SpawnCourier({"audit", "--source", outbox.db.url, "--sink", sink, "--every", "200ms",
+                             "--metrics-port", std::to_string(port)},
+                            dir.File("audit.log"));
+  ASSERT_OK(audit);
+  std::string metrics;
+  ASSERT_TRUE(WaitUntil([&] {
+    metrics = HttpGetBody(port, "/metrics");
+    const size_t at = metrics.find("\ncourier_audit_runs_total ");
+    return at != std::string::npos && std::atoi(metrics.c_str() + at + 26) >= 2;
+  })) << metrics
+      << ReadFile(dir.File("audit.log"));
+  EXPECT_NE(metrics.find("\ncourier_audit_lost 1\n"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("\ncourier_audit_ghosts 0\n"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("\ncourier_audit_stale 0\n"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("\ncourier_audit_duplicates 0\n"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("\ncourier_audit_last_run_timestamp_seconds "), std::string::npos);
+  audit->Signal(SIGTERM);
+  auto code = audit->Wait(Duration(10000));
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 0);
+}
+
+}  // namespace
+}  // namespace courier::test
