@@ -7,6 +7,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <hiredis/hiredis.h>
+
 #include <nlohmann/json.hpp>
 
 #include "core/encoding.h"
@@ -231,6 +233,46 @@ TEST(AuditKafka, FindsPlantedDuplicatesAndOrderViolations) {
       Audit({"--source", other.db.url, "--sink", "kafka://" + (*broker)->bootstrap() + "/other"});
   EXPECT_EQ(dup.exit_code, 0) << dup.err << dup.result.dump();
   EXPECT_EQ(dup.result["duplicates"], Json::array({twice[0].event_id}));
+}
+
+// Redis Streams: every stream the template routes to is read until it stays quiet; an entry
+// deleted with XDEL is reported lost, by its event id.
+TEST(AuditRedis, ReadsEveryStreamOfTheTemplateAndFindsADeletedEntry) {
+  auto redis = RedisServer::Start();
+  ASSERT_OK(redis);
+  Outbox outbox;
+  outbox.Commit(20, 4, "order");
+  outbox.Commit(10, 2, "payment");
+  const std::string sink = (*redis)->Url("{aggregate_type}");
+  CommandResult relay =
+      RunCourier({"relay", "--source", outbox.db.url, "--sink", sink, "--retain", "--once"});
+  ASSERT_EQ(relay.exit_code, 0) << relay.err;
+
+  Audited a = Audit({"--source", outbox.db.url, "--sink", sink});
+  ASSERT_EQ(a.exit_code, 0) << a.err << a.result.dump();
+  EXPECT_EQ(a.result["published"], 30);
+  EXPECT_EQ(a.result["read"], 30);
+  EXPECT_EQ(a.result["read_from"].size(), 2u) << a.result.dump();
+
+  auto endpoint = ParseRedisUrl((*redis)->Url("order"));
+  ASSERT_OK(endpoint);
+  auto conn = ConnectRedis(*endpoint, Duration(5000));
+  ASSERT_OK(conn);
+  auto entries = ReadRedisStream(conn->get(), "order", "0", Duration(1));
+  ASSERT_OK(entries);
+  ASSERT_GE(entries->size(), 4u);
+  const RedisEntry& victim = (*entries)[3];
+  redisReply* reply =
+      static_cast<redisReply*>(redisCommand(conn->get(), "XDEL order %s", victim.id.c_str()));
+  ASSERT_NE(reply, nullptr);
+  EXPECT_EQ(reply->integer, 1);
+  freeReplyObject(reply);
+
+  Audited b = Audit({"--source", outbox.db.url, "--sink", sink});
+  EXPECT_EQ(b.exit_code, 1) << b.err;
+  EXPECT_EQ(b.result["lost"], Json::array({victim.event.event_id}));
+  EXPECT_EQ(b.result["ghosts"], Json::array());
+  EXPECT_EQ(b.result["read"], 29);
 }
 
 TEST(AuditEventStore, AfterRelayEventStoreTheTopicHoldsEveryEventInVersionOrder) {
