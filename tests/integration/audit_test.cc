@@ -172,6 +172,37 @@ TEST(AuditFile, RepairingALostTailLeavesNothingToReport) {
   EXPECT_NE(text.out.find("\nclean\n"), std::string::npos) << text.out;
 }
 
+// Rows deleted after --retention took the record of their publication with them: their
+// messages are older than the window (the oldest row, or --since) and are not judged.
+TEST(AuditFile, MessagesOlderThanTheWindowAreNotGhosts) {
+  Outbox outbox;
+  outbox.Commit(10, 2);
+  outbox.Commit(20, 2);
+  ASSERT_OK(outbox.db.Transaction(
+      {"UPDATE courier_outbox SET created_at = created_at - interval '1 hour' WHERE id <= 10"}));
+  TempDir dir;
+  const std::string sink = "file://" + dir.File("events.jsonl");
+  CommandResult relay =
+      RunCourier({"relay", "--source", outbox.db.url, "--sink", sink, "--retain", "--once"});
+  ASSERT_EQ(relay.exit_code, 0) << relay.err;
+  auto since = PgQuery(outbox.db.url, "SELECT (now() - interval '30 minutes')::text");
+  ASSERT_OK(since);
+
+  Audited windowed = Audit({"--source", outbox.db.url, "--sink", sink, "--since", (*since)[0]});
+  EXPECT_EQ(windowed.exit_code, 0) << windowed.err << windowed.result.dump();
+  EXPECT_EQ(windowed.result["published"], 20);
+  EXPECT_EQ(windowed.result["before_window"], 10);
+
+  // The cleaner's work: the hour-old rows are gone, their lines stay.
+  ASSERT_OK(outbox.db.Transaction({"DELETE FROM courier_outbox WHERE id <= 10"}));
+  Audited cleaned = Audit({"--source", outbox.db.url, "--sink", sink});
+  EXPECT_EQ(cleaned.exit_code, 0) << cleaned.err << cleaned.result.dump();
+  EXPECT_EQ(cleaned.result["published"], 20);
+  EXPECT_EQ(cleaned.result["read"], 30);
+  EXPECT_EQ(cleaned.result["before_window"], 10);
+  EXPECT_EQ(cleaned.result["ghosts"], Json::array());
+}
+
 TEST(AuditKafka, AfterARelayRunEveryTopicHoldsEveryEventOnce) {
   Outbox outbox;
   outbox.Commit(40, 5, "order");
