@@ -4,9 +4,9 @@
 // (brokers/reader.h), each topic the sink's template routes the truth's events to, to its end.
 // The verdict is audit/verdict.h's: lost, ghosts, duplicates and per-aggregate order.
 //
-// Memory: the truth's event ids in the window (about 150 bytes each, the Expectation's sets
-// and an id → order key map), plus the ghosts and one entry per aggregate; the sink is streamed,
-// one message at a time, however large the topic (docs/audit.md, "Cost").
+// Memory: the truth's event ids in the window, twice (the Expectation's sets and an id → order
+// key map), plus the ghosts and one entry per aggregate; the sink is streamed, one message at a
+// time, however large the topic (docs/audit.md, "Cost").
 //
 // Thread-safety: functions; the StopSignal may be requested from another thread.
 #pragma once
