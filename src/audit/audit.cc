@@ -42,7 +42,8 @@ Result<std::vector<std::string>> SinkTargets(
   if (!IsLogScheme(url.scheme)) {
     const bool known = FindBroker(url.scheme) != nullptr;
     return InvalidArgumentError(
-        "audit reads kafka://, redis://, nats:// and file:// sinks back, not " +
+        "audit reads kafka://, redis://, nats:// and file:// sinks back (and redis-cache:// "
+        "against --capture), not " +
         (known ? "'" + url.scheme + "://'" : "the unknown scheme '" + url.scheme + "'") +
         " (docs/audit.md)");
   }
@@ -95,6 +96,10 @@ Read ReadOf(const Message& m, int64_t line_number) {
 }  // namespace
 
 Result<AuditReport> RunAudit(const AuditOptions& options, const StopSignal& stop) {
+  if (IsCacheSink(options.sink_url)) {
+    int64_t repaired = 0;
+    return RunCacheAudit(options, /*repair=*/false, &repaired);
+  }
   AuditReport report;
   report.sink = RedactUrl(options.sink_url);
   // The sink URL first: a wrong one is said before the database is read.

@@ -2,7 +2,8 @@
 // holds. The truth is a retained outbox (`courier relay --retain` stamps published_at and keeps
 // the row) or an event store (never deleted); the sink is read back through the broker readers
 // (brokers/reader.h), each topic the sink's template routes the truth's events to, to its end.
-// The verdict is audit/verdict.h's: lost, ghosts, duplicates and per-aggregate order.
+// The verdict is audit/verdict.h's: lost, ghosts, duplicates and per-aggregate order. A
+// redis-cache sink of captured tables is compared with the tables' rows instead (RunCacheAudit).
 //
 // Memory: the truth's event ids in the window, twice (the Expectation's sets and an id → order
 // key map), plus the ghosts and one entry per aggregate; the sink is streamed, one message at a
@@ -31,6 +32,8 @@ struct AuditOptions {
   // --since: only events created at or after this time (Unix microseconds), as the database
   // reads the text ("2026-11-27 04:00:00+00"); messages created before it are not judged.
   std::string since;
+  // A redis-cache sink: the --capture entries (as given to the relay) whose rows it mirrors.
+  std::vector<std::string> capture;
   // Kafka is read to the end of each partition; brokers without an end (Redis Streams, NATS)
   // until nothing arrived for this long.
   Duration quiet{2000};
@@ -58,6 +61,16 @@ struct AuditReport {
 // a table, an outbox with nothing published because it is not retained); kRetriable when a
 // server cannot be reached.
 Result<AuditReport> RunAudit(const AuditOptions& options, const StopSignal& stop);
+
+// Whether `sink_url` is a redis-cache sink, audited against the captured tables
+// (RunCacheAudit) rather than read back as a log.
+bool IsCacheSink(const std::string& sink_url);
+
+// A redis-cache sink against the rows of options.capture (src/audit/cache_audit.cc): lost and
+// ghosts are keys, stale the keys whose value differs from the row. With `repair`, each lost or
+// stale key is written with its row's value and each ghost key deleted as it is found, counted
+// in *repaired.
+Result<AuditReport> RunCacheAudit(const AuditOptions& options, bool repair, int64_t* repaired);
 
 // Publishes the events of `event_ids` (lost ones) again through the sink of options.sink_url,
 // built as the relay builds it, each with its original event_id and envelope, in the truth's

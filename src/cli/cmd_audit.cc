@@ -142,10 +142,24 @@ int AuditOnce(const AuditFlags& f, AuditGauges* gauges) {
     return first->Clean() ? 0 : kExitFailure;
   }
   if (!f.json) PrintReport(*first);
-  const std::vector<std::string>& lost = first->verdict.lost_ids;
-  auto repaired = RepublishEvents(f.options, lost, StopRequest());
+  const bool cache = IsCacheSink(f.options.sink_url);
+  std::vector<std::string> fixed = first->verdict.lost_ids;
+  Result<int64_t> repaired = int64_t{0};
+  if (cache) {
+    // A cache is rewritten key by key: lost and stale keys get their row, ghosts are deleted.
+    int64_t n = 0;
+    auto fixing = RunCacheAudit(f.options, /*repair=*/true, &n);
+    repaired = fixing.ok() ? Result<int64_t>(n) : Result<int64_t>(fixing.status());
+    fixed.insert(fixed.end(), first->stale.begin(), first->stale.end());
+    fixed.insert(fixed.end(), first->verdict.ghost_ids.begin(), first->verdict.ghost_ids.end());
+  } else {
+    repaired = RepublishEvents(f.options, fixed, StopRequest());
+  }
   if (!repaired.ok()) return Fail(repaired.status().WithContext("repair"));
-  if (!f.json) {
+  if (cache && !f.json) {
+    std::printf("repair: wrote or deleted %lld key(s) of %s\n", static_cast<long long>(*repaired),
+                first->sink.c_str());
+  } else if (!f.json) {
     std::printf("repair: published %lld lost event(s) again through %s, each with its event_id\n",
                 static_cast<long long>(*repaired), first->sink.c_str());
     if (!first->verdict.ghost_ids.empty()) {
@@ -160,7 +174,7 @@ int AuditOnce(const AuditFlags& f, AuditGauges* gauges) {
   if (gauges != nullptr) gauges->Record(*second);
   if (f.json) {
     nlohmann::json j = ReportJson(*second);
-    j["repaired"] = lost;
+    j["repaired"] = fixed;
     j["before_repair"] = ReportJson(*first);
     std::printf("%s\n", j.dump().c_str());
   } else {
@@ -181,7 +195,8 @@ CLI::App* AddAuditCommand(CLI::App& app, AuditFlags* f, CommonFlags* common) {
       "  or an event store (--event-store); rows not published yet are not judged.\n"
       "The sink: the relay's --sink URL, templates and all (kafka://host:port/{aggregate_type}\n"
       "  is read topic by topic, for every aggregate type of the truth; redis://, nats://\n"
-      "  and file:// too), read to its end one message at a time.\n"
+      "  and file:// too), read to its end one message at a time. A redis-cache:// sink is\n"
+      "  compared with the rows of the --capture tables it mirrors (lost, stale, ghost keys).\n"
       "Reports, with event ids: lost (published, not in the sink), ghosts (in the sink, never\n"
       "  committed), duplicates (one event_id more than once), order violations (an event\n"
       "  after a newer one of its aggregate). docs/audit.md.\n"
@@ -198,6 +213,7 @@ CLI::App* AddAuditCommand(CLI::App& app, AuditFlags* f, CommonFlags* common) {
       ->type_name("NAME")
       ->capture_default_str();
   AddEventStoreOption(cmd, &f->event_store);
+  AddCaptureOption(cmd, &f->options.capture);
   cmd->add_option("--since", f->options.since,
                   "Judge only events created at or after this time ('2026-11-27 04:00:00+00')")
       ->type_name("TIME");

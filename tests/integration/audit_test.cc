@@ -306,6 +306,87 @@ TEST(AuditRedis, ReadsEveryStreamOfTheTemplateAndFindsADeletedEntry) {
   EXPECT_EQ(b.result["read"], 29);
 }
 
+// Runs one redis command; the reply's integer, or its text ("" for nil).
+std::string Redis(redisContext* conn, const std::vector<std::string>& args) {
+  std::vector<const char*> argv;
+  std::vector<size_t> lens;
+  for (const std::string& a : args) {
+    argv.push_back(a.data());
+    lens.push_back(a.size());
+  }
+  auto* reply = static_cast<redisReply*>(
+      redisCommandArgv(conn, static_cast<int>(argv.size()), argv.data(), lens.data()));
+  EXPECT_NE(reply, nullptr);
+  if (reply == nullptr) return "";
+  std::string out = reply->type == REDIS_REPLY_STRING    ? std::string(reply->str, reply->len)
+                    : reply->type == REDIS_REPLY_INTEGER ? std::to_string(reply->integer)
+                                                         : "";
+  freeReplyObject(reply);
+  return out;
+}
+
+// The Redis cache of captured tables: the truth is the tables. Keys tampered with (a value
+// changed, one deleted, one for a row that does not exist) are found as stale, lost and ghost,
+// and --repair leaves the cache equal to the rows.
+TEST(AuditCache, TamperedKeysAreFoundAndRepaired) {
+  auto redis = RedisServer::Start();
+  ASSERT_OK(redis);
+  const TestDb db = TestDb::Make(true);
+  ASSERT_OK(
+      db.Transaction({"CREATE TABLE products (id int PRIMARY KEY, name text, price numeric(30, 4),"
+                      " updated timestamptz)",
+                      "CREATE TABLE stock (sku text, site text, n int, PRIMARY KEY (sku, site))"}));
+  const CommandResult migrated =
+      RunCourier({"migrate", "--source", db.url, "--capture", "products, stock"});
+  ASSERT_EQ(migrated.exit_code, 0) << migrated.err;
+  ASSERT_OK(
+      db.Transaction({"INSERT INTO products SELECT i, 'p' || i, i * 1.5, '2026-11-26 22:18:23.5+00'"
+                      " FROM generate_series(1, 20) i",
+                      "INSERT INTO stock VALUES ('a', 'eu', 1), ('a', 'us', 2), ('b', 'eu', 3)"}));
+  ASSERT_OK(db.Transaction(
+      {"UPDATE products SET name = 'renamed' WHERE id = 3", "DELETE FROM products WHERE id = 4"}));
+  const std::string sink = "redis-cache://127.0.0.1:" + std::to_string((*redis)->port()) + "/c";
+  const CommandResult relay = RunCourier({"relay", "--source", db.url, "--mode", "cdc", "--capture",
+                                          "products, stock", "--sink", sink, "--once"});
+  ASSERT_EQ(relay.exit_code, 0) << relay.err;
+
+  Audited clean = Audit({"--source", db.url, "--sink", sink, "--capture", "products, stock"});
+  ASSERT_EQ(clean.exit_code, 0) << clean.err << clean.result.dump();
+  EXPECT_EQ(clean.result["published"], 22);
+  EXPECT_EQ(clean.result["read"], 22);
+
+  auto endpoint = ParseRedisUrl((*redis)->Url());
+  ASSERT_OK(endpoint);
+  auto conn = ConnectRedis(*endpoint, Duration(5000));
+  ASSERT_OK(conn);
+  EXPECT_EQ(Redis(conn->get(), {"SET", "c:products:5", R"({"id":5,"name":"tampered"})"}), "");
+  EXPECT_EQ(Redis(conn->get(), {"DEL", "c:stock:[\"a\",\"us\"]"}), "1");
+  EXPECT_EQ(Redis(conn->get(), {"SET", "c:products:99", R"({"id":99})"}), "");
+
+  Audited tampered = Audit({"--source", db.url, "--sink", sink, "--capture", "products, stock"});
+  EXPECT_EQ(tampered.exit_code, 1) << tampered.err;
+  EXPECT_EQ(tampered.result["stale"], Json::array({"c:products:5"}));
+  EXPECT_EQ(tampered.result["lost"], Json::array({"c:stock:[\"a\",\"us\"]"}));
+  EXPECT_EQ(tampered.result["ghosts"], Json::array({"c:products:99"}));
+
+  Audited repaired =
+      Audit({"--source", db.url, "--sink", sink, "--capture", "products, stock", "--repair"});
+  EXPECT_EQ(repaired.exit_code, 0) << repaired.err << repaired.result.dump();
+  for (const char* key : {"lost", "ghosts", "stale", "duplicates", "order_violations"}) {
+    EXPECT_EQ(repaired.result[key], Json::array()) << key;
+  }
+  EXPECT_EQ(Redis(conn->get(), {"EXISTS", "c:products:99"}), "0");
+  auto row = PgQuery(db.url, "SELECT to_jsonb(p)::text FROM products p WHERE id = 5");
+  ASSERT_OK(row);
+  EXPECT_EQ(Json::parse(Redis(conn->get(), {"GET", "c:products:5"})), Json::parse((*row)[0]));
+
+  const CommandResult nocapture = RunCourier({"audit", "--source", db.url, "--sink", sink});
+  EXPECT_EQ(nocapture.exit_code, 2);
+  EXPECT_EQ(nocapture.err,
+            "courier: error: a redis-cache sink is audited against the tables it mirrors: "
+            "--capture 'public.products' (as given to the relay)\n");
+}
+
 TEST(AuditEventStore, AfterRelayEventStoreTheTopicHoldsEveryEventInVersionOrder) {
   auto url = SharedPostgres().NewDatabase();
   ASSERT_OK(url);
@@ -387,12 +468,15 @@ TEST(AuditBadInput, SaysWhatIsWrongInOneLineAndExits2) {
       RunCourier({"audit", "--source", outbox.db.url, "--sink", sink, "--table", "orders_outbox"}),
       "table \"orders_outbox\" does not exist in " + outbox.db.url +
           "; create it with: courier migrate --source " + outbox.db.url);
-  ExpectOneLine(RunCourier({"audit", "--source", outbox.db.url, "--sink", "kafak://h:1/t"}),
-                "audit reads kafka://, redis://, nats:// and file:// sinks back, not the unknown "
-                "scheme 'kafak' (docs/audit.md)");
+  ExpectOneLine(
+      RunCourier({"audit", "--source", outbox.db.url, "--sink", "kafak://h:1/t"}),
+      "audit reads kafka://, redis://, nats:// and file:// sinks back (and redis-cache:// "
+      "against --capture), not the unknown "
+      "scheme 'kafak' (docs/audit.md)");
   ExpectOneLine(
       RunCourier({"audit", "--source", outbox.db.url, "--sink", "http://127.0.0.1:1/hook"}),
-      "audit reads kafka://, redis://, nats:// and file:// sinks back, not 'http://' "
+      "audit reads kafka://, redis://, nats:// and file:// sinks back (and redis-cache:// "
+      "against --capture), not 'http://' "
       "(docs/audit.md)");
   const CommandResult source = RunCourier({"audit", "--source", "mysql://h/db", "--sink", sink});
   EXPECT_EQ(source.exit_code, 2) << source.err;
