@@ -1,11 +1,8 @@
 // `courier audit` against real databases and sinks: a JSONL file with lines removed and a
-// foreign one added, Kafka topics after relay runs (outbox and event store), planted duplicates
-// and order violations, --repair, --every's /metrics, and bad input.
-#include <arpa/inet.h>
-#include <netinet/in.h>
+// foreign one added, Kafka topics and Redis streams after relay runs (outbox and event store),
+// planted duplicates and order violations, a Redis cache of captured tables with keys tampered
+// with, --repair, --every's /metrics, and bad input.
 #include <signal.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <hiredis/hiredis.h>
 
@@ -14,6 +11,7 @@
 #include "core/encoding.h"
 #include "courier/event_store.h"
 #include "support/fixtures.h"
+#include "support/projection.h"  // HttpGet
 
 namespace courier::test {
 namespace {
@@ -486,27 +484,6 @@ TEST(AuditBadInput, SaysWhatIsWrongInOneLineAndExits2) {
       "--since 'yesterday-ish' is no time PostgreSQL reads (e.g. '2026-11-27 04:00:00+00')");
 }
 
-// A plain HTTP/1.0 GET on 127.0.0.1: the body, or "" when nothing answered.
-std::string HttpGetBody(int port, const std::string& path) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return "";
-  }
-  const std::string request = "GET " + path + " HTTP/1.0\r\n\r\n";
-  (void)!::write(fd, request.data(), request.size());
-  std::string response;
-  char buf[4096];
-  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) response.append(buf, n);
-  ::close(fd);
-  const size_t body = response.find("\r\n\r\n");
-  return body == std::string::npos ? "" : response.substr(body + 4);
-}
-
 // --every: audits again and again, the last result in /metrics.
 TEST(AuditEvery, ServesTheLastResultInMetrics) {
   Outbox outbox;
@@ -526,7 +503,7 @@ TEST(AuditEvery, ServesTheLastResultInMetrics) {
   ASSERT_OK(audit);
   std::string metrics;
   ASSERT_TRUE(WaitUntil([&] {
-    metrics = HttpGetBody(port, "/metrics");
+    metrics = HttpGet(port, "/metrics").body;
     const size_t at = metrics.find("\ncourier_audit_runs_total ");
     return at != std::string::npos && std::atoi(metrics.c_str() + at + 26) >= 2;
   })) << metrics
