@@ -26,8 +26,11 @@ namespace courier {
 
 namespace {
 
-// What one Append waits for: filled in by the delivery report.
+// What one Append waits for: filled in by the delivery report, which wakes that Append alone
+// (one condition for all woke every waiting caller on each report: 64 concurrent callers
+// appended at half the rate of one).
 struct Slot {
+  std::condition_variable reported;
   bool done = false;
   rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
   std::string topic;
@@ -45,7 +48,6 @@ struct CommandLog::Impl {
   std::atomic<bool> stopping{false};
 
   std::mutex mu;
-  std::condition_variable reported;    // a slot of slots became done
   uint64_t next_slot = 1;              // guarded by mu
   std::map<uint64_t, Slot> slots;      // guarded by mu; an Append that gave up erased its slot
   std::set<std::string> known_topics;  // guarded by mu
@@ -72,7 +74,7 @@ struct CommandLog::Impl {
     slot.topic = rd_kafka_topic_name(msg->rkt);
     slot.partition = msg->partition;
     slot.offset = msg->offset;
-    self->reported.notify_all();
+    slot.reported.notify_one();
   }
 
   static void OnError(rd_kafka_t*, int err, const char* reason, void* opaque) {
@@ -167,7 +169,7 @@ Result<LogPosition> CommandLog::Append(const CommandEvent& command) {
     std::lock_guard lock(impl.mu);
     warm_up = impl.known_topics.insert(topic).second;
     id = impl.next_slot++;
-    impl.slots.emplace(id, Slot{});
+    impl.slots.try_emplace(id);
   }
   auto forget = [&] {
     std::lock_guard lock(impl.mu);
@@ -201,27 +203,28 @@ Result<LogPosition> CommandLog::Append(const CommandEvent& command) {
   }
   headers.release();  // owned by the message now
 
-  Slot slot;
+  rd_kafka_resp_err_t slot_err;
+  LogPosition position;
   {
     std::unique_lock lock(impl.mu);
+    Slot& slot = impl.slots.at(id);
     // librdkafka answers by the timeout itself; a second more covers its timer's granularity.
-    const bool answered = impl.reported.wait_until(lock, deadline + std::chrono::seconds(1),
-                                                   [&] { return impl.slots.at(id).done; });
-    slot = std::move(impl.slots.at(id));
+    const bool answered = slot.reported.wait_until(lock, deadline + std::chrono::seconds(1),
+                                                   [&] { return slot.done; });
+    slot_err = slot.err;
+    position = LogPosition{slot.topic, slot.partition, slot.offset, e.event_id};
     impl.slots.erase(id);
     if (!answered) return impl.TimedOut(where, impl.last_error);
   }
-  if (slot.err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-    return LogPosition{slot.topic, slot.partition, slot.offset, e.event_id};
-  }
-  std::string message = std::string("command log: ") + rd_kafka_err2str(slot.err) + where;
+  if (slot_err == RD_KAFKA_RESP_ERR_NO_ERROR) return position;
+  std::string message = std::string("command log: ") + rd_kafka_err2str(slot_err) + where;
   char fatal[256];
   if (rd_kafka_fatal_error(rk, fatal, sizeof fatal) != RD_KAFKA_RESP_ERR_NO_ERROR) {
     return FatalError(message + "; the producer hit a fatal error (" + fatal +
                       "): open a new CommandLog");
   }
-  if (IsPermanentKafkaError(slot.err)) return RejectedError(std::move(message));
-  if (slot.err == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT) {
+  if (IsPermanentKafkaError(slot_err)) return RejectedError(std::move(message));
+  if (slot_err == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT) {
     std::lock_guard lock(impl.mu);
     return impl.TimedOut(where, impl.last_error);
   }
