@@ -38,15 +38,6 @@ Result<Reply> Command(redisContext* conn, const std::vector<std::string>& args) 
   return r;
 }
 
-std::string EscapeGlob(std::string_view text) {
-  std::string out;
-  for (char c : text) {
-    if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') out.push_back('\\');
-    out.push_back(c);
-  }
-  return out;
-}
-
 bool SameJson(const std::string& a, const std::string& b) {
   if (a == b) return true;
   const nlohmann::json ja = nlohmann::json::parse(a, nullptr, false);

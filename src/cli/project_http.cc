@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "core/postgres.h"
 #include "eventstore/projection_wait.h"
+#include "relay/metrics.h"
 #include "relay/status_report.h"
 
 namespace courier::cli {
@@ -89,19 +90,6 @@ HttpResponse Wait(const HttpRequest& r, const ProjectionServer& s) {
   }
 }
 
-std::string Escape(const std::string& v) {
-  std::string out;
-  for (char c : v) {
-    if (c == '\\' || c == '"') out.push_back('\\');
-    if (c == '\n') {
-      out += "\\n";
-      continue;
-    }
-    out.push_back(c);
-  }
-  return out;
-}
-
 std::string Sample(const std::string& name, const std::string& labels, double value) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.17g", value);
@@ -114,7 +102,7 @@ std::string Head(const char* name, const char* type, const char* help) {
 
 HttpResponse Metrics(const ProjectionServer& s) {
   const ProjectionOptions& o = *s.options;
-  const std::string label = "projection=\"" + Escape(o.name) + "\"";
+  const std::string label = "projection=\"" + EscapeLabelValue(o.name) + "\"";
   std::string out = Head("courier_projection_events_applied_total", "counter",
                          "Events this process applied (committed with the checkpoint).") +
                     Sample("courier_projection_events_applied_total", label,
@@ -149,7 +137,7 @@ HttpResponse Metrics(const ProjectionServer& s) {
         for (const ProjectionOffsetStatus& p : *rows) {
           if (p.name != o.name) continue;
           samples += Sample("courier_projection_next_offset",
-                            label + ",topic=\"" + Escape(p.topic) + "\",partition=\"" +
+                            label + ",topic=\"" + EscapeLabelValue(p.topic) + "\",partition=\"" +
                                 std::to_string(p.partition) + "\"",
                             static_cast<double>(p.next_offset));
         }

@@ -3,9 +3,8 @@
 #include <cstdio>
 
 namespace courier {
-namespace {
 
-std::string Escape(const std::string& v) {
+std::string EscapeLabelValue(const std::string& v) {
   std::string out;
   for (char c : v) {
     if (c == '\\' || c == '"') out.push_back('\\');
@@ -17,6 +16,8 @@ std::string Escape(const std::string& v) {
   }
   return out;
 }
+
+namespace {
 
 class Writer {
  public:
@@ -82,7 +83,7 @@ Readiness CheckReadiness(const RelayStats& s, std::chrono::steady_clock::time_po
 
 std::string RenderMetrics(const RelayStats& s, const OutboxStatus* status,
                           const std::string& outbox) {
-  Writer w("outbox=\"" + Escape(outbox) + "\"");
+  Writer w("outbox=\"" + EscapeLabelValue(outbox) + "\"");
   w.One("courier_events_published_total", "counter",
         "Events acked by the sink and checkpointed by this process.",
         static_cast<double>(s.published));
@@ -127,12 +128,13 @@ std::string RenderMetrics(const RelayStats& s, const OutboxStatus* status,
            "Changes of a captured table published (acked by the sink and checkpointed).");
     for (const auto& [table, t] : s.captured) {
       w.Sample("courier_capture_events_total", static_cast<double>(t.published),
-               "table=\"" + Escape(table) + "\"");
+               "table=\"" + EscapeLabelValue(table) + "\"");
     }
     w.Head("courier_capture_lag_seconds", "gauge",
            "Commit to sink ack of the last published change of a captured table.");
     for (const auto& [table, t] : s.captured) {
-      w.Sample("courier_capture_lag_seconds", t.last_lag_s, "table=\"" + Escape(table) + "\"");
+      w.Sample("courier_capture_lag_seconds", t.last_lag_s,
+               "table=\"" + EscapeLabelValue(table) + "\"");
     }
   }
   if (status != nullptr) {
@@ -148,13 +150,13 @@ std::string RenderMetrics(const RelayStats& s, const OutboxStatus* status,
              "Rows of a captured table read by its snapshot or backfill so far.");
       for (const CaptureStatus& c : status->captured) {
         w.Sample("courier_capture_snapshot_rows", static_cast<double>(c.snapshot_rows),
-                 "table=\"" + Escape(c.table) + "\"");
+                 "table=\"" + EscapeLabelValue(c.table) + "\"");
       }
       w.Head("courier_capture_snapshot_done", "gauge",
              "1 once a captured table's snapshot or backfill is done.");
       for (const CaptureStatus& c : status->captured) {
         w.Sample("courier_capture_snapshot_done", c.snapshot_state == "done" ? 1 : 0,
-                 "table=\"" + Escape(c.table) + "\"");
+                 "table=\"" + EscapeLabelValue(c.table) + "\"");
       }
     }
     if (!status->slots.empty()) {
@@ -162,12 +164,12 @@ std::string RenderMetrics(const RelayStats& s, const OutboxStatus* status,
              "WAL written since the slot's confirmed position.");
       for (const SlotStatus& slot : status->slots) {
         w.Sample("courier_cdc_slot_lag_bytes", static_cast<double>(slot.lag_bytes),
-                 "slot=\"" + Escape(slot.name) + "\"");
+                 "slot=\"" + EscapeLabelValue(slot.name) + "\"");
       }
       w.Head("courier_cdc_slot_retained_bytes", "gauge", "WAL the server keeps for the slot.");
       for (const SlotStatus& slot : status->slots) {
         w.Sample("courier_cdc_slot_retained_bytes", static_cast<double>(slot.retained_bytes),
-                 "slot=\"" + Escape(slot.name) + "\"");
+                 "slot=\"" + EscapeLabelValue(slot.name) + "\"");
       }
     }
   }

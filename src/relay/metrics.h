@@ -20,6 +20,9 @@ std::string RenderMetrics(const RelayStats& stats, const OutboxStatus* status,
 
 const char* StateName(RelayStats::State state);
 
+// A Prometheus label value escaped for the text format (backslash, quote, newline).
+std::string EscapeLabelValue(const std::string& v);
+
 // What /readyz answers: 200 while the relay is active or standing by; 503 while it is
 // starting, stopped or retrying a failure (database or sink), and while events handed to the
 // sink have waited longer than `ack_timeout` for their acks (a broker that is away, with

@@ -281,6 +281,15 @@ Result<RedisConn> ConnectRedis(const RedisEndpoint& e, Duration timeout) {
   return conn;
 }
 
+std::string EscapeGlob(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  return out;
+}
+
 void RedisConnDeleter::operator()(redisContext* c) const { redisFree(c); }
 
 namespace {

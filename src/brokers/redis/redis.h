@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -54,5 +55,8 @@ Result<std::vector<RedisEntry>> ReadRedisEntries(redisContext* conn,
 Result<std::vector<RedisEntry>> ReadRedisStream(redisContext* conn, const std::string& stream,
                                                 const std::string& after_id, Duration block,
                                                 int count = 1000);
+
+// `text` with the glob characters of SCAN's MATCH escaped.
+std::string EscapeGlob(std::string_view text);
 
 }  // namespace courier

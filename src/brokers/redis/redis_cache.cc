@@ -183,16 +183,6 @@ sweep(ARGV[3], function(key) return key end)
 return 1
 )lua";
 
-// `text` with the glob characters of SCAN's MATCH escaped.
-std::string EscapeGlob(std::string_view text) {
-  std::string out;
-  for (char c : text) {
-    if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') out.push_back('\\');
-    out.push_back(c);
-  }
-  return out;
-}
-
 class RedisCacheSink final : public RedisPipelineSink {
  public:
   using RedisPipelineSink::RedisPipelineSink;
