@@ -31,8 +31,11 @@ install() {
 }
 
 build() {  # build DIR [cmake args...]
+  # Line tables only (-g1): backtraces and sanitizer reports still name file and line, and the
+  # build takes a third less time than with full debug information.
   local dir=$1; shift
-  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOURIER_WERROR=ON "$@" >/dev/null
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG" \
+    -DCOURIER_WERROR=ON "$@" >/dev/null
   cmake --build "$dir" -j "$JOBS"
 }
 
