@@ -25,7 +25,7 @@ class LabDb {
   virtual ~LabDb() = default;
 
   // Runs `sql` (one or more statements, no result). A dropped PostgreSQL connection is
-  // kUnavailable, and the next call reconnects.
+  // kRetriable, and the next call reconnects.
   virtual Status Exec(const std::string& sql) = 0;
   // The first column of every row of `sql`, as text (NULL as nullopt).
   virtual Result<std::vector<std::optional<std::string>>> Column(const std::string& sql) = 0;

@@ -6,9 +6,10 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/clock.h"
-#include "courier/event.h"
+#include "core/event.h"
 #include "courier/status.h"
 
 namespace courier::lab {
@@ -20,7 +21,7 @@ class LabProducer {
   static Result<std::unique_ptr<LabProducer>> Open(const std::string& bootstrap,
                                                    const std::string& topic, Duration timeout);
   ~LabProducer();
-  // Sends `e` and waits for the broker's acknowledgement (or the timeout: kUnavailable).
+  // Sends `e` and waits for the broker's acknowledgement (or the timeout: kRetriable).
   Status Publish(const Event& e);
   // Sends `e` without waiting; Poll reports it later.
   Status Send(const Event& e);

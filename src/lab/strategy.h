@@ -23,7 +23,7 @@
 
 #include "audit/verdict.h"
 #include "core/clock.h"
-#include "courier/event.h"
+#include "core/event.h"
 #include "courier/status.h"
 
 namespace courier::lab {
