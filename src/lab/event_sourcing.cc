@@ -29,13 +29,6 @@ TableNames StoreTables(const std::string& schema) {
   return t;
 }
 
-// The side processes' URL: with the service's application_name, so that the lab's database
-// restart (which terminates the sessions of that name) cuts the relay's sessions too.
-std::string SideUrl(const LabEnv& env) {
-  const char sep = env.db_url.find('?') == std::string::npos ? '?' : '&';
-  return env.db_url + sep + "application_name=courier-lab-" + env.schema;
-}
-
 class EventSourcing final : public Strategy {
  public:
   Status Start(const LabEnv& env) override {
@@ -63,7 +56,7 @@ class EventSourcing final : public Strategy {
 
   std::vector<std::vector<std::string>> SideProcesses(const LabEnv& env) const override {
     const TableNames t = StoreTables(env.schema);
-    return {{env.self, "relay", "--event-store", "--source", SideUrl(env), "--sink",
+    return {{env.self, "relay", "--event-store", "--source", SideDbUrl(env), "--sink",
              "kafka://" + env.bootstrap + "/" + env.topic, "--table", t.outbox,
              "--dead-letter-table", t.dead_letter,
              // A SIGKILLed relay's successor takes over once the lease ran out: a short one

@@ -31,13 +31,6 @@ namespace {
 // as the other strategies that publish from the service, so that their latencies compare.
 constexpr Duration kAckTimeout{1000};
 
-// The side processes' URL: with the service's application_name, so that the lab's database
-// restart (which terminates the sessions of that name) cuts the consumer's sessions too.
-std::string SideUrl(const LabEnv& env) {
-  const char sep = env.db_url.find('?') == std::string::npos ? '?' : '&';
-  return env.db_url + sep + "application_name=courier-lab-" + env.schema;
-}
-
 // The consumer's handler (`courier project --exec`, run by /bin/sh): it gets the event as a
 // JSON line on stdin and prints the SQL that applies it, which runs in the transaction that
 // moves the offsets. The line goes into the SQL as a dollar-quoted literal and PostgreSQL
@@ -88,7 +81,7 @@ class ListenToYourself final : public Strategy {
 
   std::vector<std::vector<std::string>> SideProcesses(const LabEnv& env) const override {
     return {{env.self, "project", "--from", "kafka://" + env.bootstrap + "/" + env.topic, "--db",
-             SideUrl(env), "--name", "lab-orders", "--offsets-table",
+             SideDbUrl(env), "--name", "lab-orders", "--offsets-table",
              env.schema + ".courier_projection_offsets", "--exec", ApplyCommand(env.schema),
              // Back at work soon after a database restart.
              "--backoff-max", "1s"}};

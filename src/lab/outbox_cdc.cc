@@ -51,13 +51,6 @@ Result<CdcNames> NamesFor(const LabEnv& env) {
   return CdcNames{readable, readable + "_pub"};
 }
 
-// The side processes' URL: with the service's application_name, so that the lab's database
-// restart (which terminates the sessions of that name) cuts the relay's sessions too.
-std::string SideUrl(const LabEnv& env) {
-  const char sep = env.db_url.find('?') == std::string::npos ? '?' : '&';
-  return env.db_url + sep + "application_name=courier-lab-" + env.schema;
-}
-
 class OutboxCdc final : public Strategy {
  public:
   Status Start(const LabEnv& env) override {
@@ -95,7 +88,7 @@ class OutboxCdc final : public Strategy {
     const TableNames t = OutboxTables(env.schema);
     auto names = NamesFor(env);
     if (!names.ok()) return {};  // Prepare refused the same URL already
-    return {{env.self, "relay", "--mode", "cdc", "--source", SideUrl(env), "--sink",
+    return {{env.self, "relay", "--mode", "cdc", "--source", SideDbUrl(env), "--sink",
              "kafka://" + env.bootstrap + "/" + env.topic, "--table", t.outbox,
              "--dead-letter-table", t.dead_letter, "--slot", names->slot, "--publication",
              names->publication,

@@ -39,6 +39,12 @@ std::string WriteOrderSql(const Command& c) {
          c.event_id + "', '" + c.order_id + "', " + v + ", " + (c.commit_fails ? "0" : "1") + ");";
 }
 
+std::string SideDbUrl(const LabEnv& env) {
+  if (env.schema.empty()) return env.db_url;
+  const char sep = env.db_url.find('?') == std::string::npos ? '?' : '&';
+  return env.db_url + sep + "application_name=courier-lab-" + env.schema;
+}
+
 Status Strategy::Prepare(const LabEnv& env) {
   COURIER_ASSIGN_OR_RETURN(auto db, LabDb::Open(env.db_url, env.schema));
   return db->Exec(

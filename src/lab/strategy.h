@@ -81,6 +81,11 @@ void HitFault(const Command& c, Fault where);
 // its COMMIT fails (SQLite then leaves the transaction open: roll it back).
 std::string WriteOrderSql(const Command& c);
 
+// env.db_url for a process beside the service (a relay, a consumer), on PostgreSQL with the
+// service's application_name ("courier-lab-<schema>", as LabDb's): the lab's database restart
+// terminates the sessions of that name, so it cuts theirs too, as a real restart would.
+std::string SideDbUrl(const LabEnv& env);
+
 class Strategy {
  public:
   virtual ~Strategy() = default;
