@@ -1,6 +1,6 @@
 // Event sourcing: the event is the only write. The command appends OrderPlaced or
-// OrderUpdated to the order's stream in courier's EventStore, with the version it expects the
-// stream to be at, and commits; the event store is the source of truth, kept forever.
+// OrderUpdated to the order's stream in courier's EventStore, expecting the stream at the
+// version it loaded, and commits; the event store is the source of truth, kept forever.
 // `courier relay --event-store` publishes each committed event in position order and stamps
 // published_at once the broker acked it. The orders tables are a read model written in the
 // same transaction (so that a commit_fails command fails at COMMIT after its append, like
@@ -95,10 +95,15 @@ class EventSourcing final : public Strategy {
     for (const auto& [key, value] : e.headers) {
       if (key != "version" && key != "position") event.headers.emplace_back(key, value);
     }
-    // Version N is appended to a stream at N-1 (kNoStream for the first): an order moved by
-    // two commands at once, or a command sent again after it was done, is refused (kAborted).
+    // The event-sourced command: load the stream, decide, append expecting the version loaded,
+    // so that a writer that appended in between makes this one kAborted (refused). Expected is
+    // the stream's version, not c.version - 1: the lab numbers an order's commands whatever
+    // became of the earlier ones, and one refused or killed leaves the stream a version
+    // behind, which would refuse every later command of that order.
+    COURIER_ASSIGN_OR_RETURN(LoadedStream stream,
+                             store_->Load(db_->pg(), e.aggregate_type, e.aggregate_id));
     COURIER_RETURN_IF_ERROR(
-        store_->Append(db_->pg(), e.aggregate_type, e.aggregate_id, c.version - 1, {event})
+        store_->Append(db_->pg(), e.aggregate_type, e.aggregate_id, stream.version, {event})
             .status());
     HitFault(c, Fault::kCrashBetween);  // appended, not committed
     COURIER_RETURN_IF_ERROR(db_->Exec(WriteOrderSql(c)));
