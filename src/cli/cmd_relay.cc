@@ -1,9 +1,10 @@
-// `courier relay`: publish committed outbox events to the sinks, serving /metrics, /healthz
-// and /readyz beside it.
+// `courier relay`: publish committed outbox events to the sinks, serving /metrics,
+// /status.json, a status page, /healthz and /readyz beside it.
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "cli/commands.h"
 #include "cli/relay_config.h"
@@ -12,31 +13,46 @@
 #include "core/url.h"
 #include "courier/relay.h"
 #include "relay/metrics.h"
+#include "relay/status_page.h"
 #include "relay/status_report.h"
+#include "stores/postgres_lease.h"
 
 namespace courier::cli {
 namespace {
 
-// /metrics (Prometheus text), /healthz (the process answers), /readyz (CheckReadiness: 200
-// while active or standing by, 503 while retrying a failure or while the sink does not ack).
+// /metrics (Prometheus text), /status.json (the same series as JSON, with the state and the
+// lease) and / or /status (the page that shows them), /healthz (the process answers), /readyz
+// (CheckReadiness: 200 while active or standing by, 503 while retrying a failure or while the
+// sink does not ack).
 HttpResponse ServeRelay(const std::string& path, const Relay& relay, const RelayFlags& f) {
   const RelayOptions& o = f.options;
-  const RelayStats stats = relay.stats();
-  if (path == "/metrics") {
+  if (path == "/" || path == "/status") {
+    return {200, "text/html; charset=utf-8", StatusPageHtml()};
+  }
+  if (path == "/metrics" || path == "/status.json") {
+    // One snapshot, rendered either way: both carry the same numbers.
+    const RelayStats stats = relay.stats();
     auto status = ReadOutboxStatus(o.source_url, {o.outbox_table, o.dead_letter_table});
-    return {200, "text/plain; version=0.0.4; charset=utf-8",
-            RenderMetrics(stats, status.ok() ? &*status : nullptr, o.outbox_table)};
+    const OutboxStatus* read = status.ok() ? &*status : nullptr;
+    const std::vector<MetricFamily> families = CollectMetrics(stats, read);
+    if (path == "/metrics") {
+      return {200, "text/plain; version=0.0.4; charset=utf-8",
+              RenderPrometheus(families, "outbox=\"" + EscapeLabelValue(o.outbox_table) + "\"")};
+    }
+    return {200, "application/json",
+            RelayStatusJson(families, stats, read, o.outbox_table, LeaseHolderName())};
   }
   if (path == "/healthz") return {200, "text/plain; charset=utf-8", "ok\n"};
   if (path == "/readyz") {
     std::string sinks = RedactUrl(o.sink_url);
     for (const std::string& extra : o.extra_sink_urls) sinks += ", " + RedactUrl(extra);
-    Readiness r =
-        CheckReadiness(stats, std::chrono::steady_clock::now(), f.ready_ack_timeout_ms, sinks);
+    Readiness r = CheckReadiness(relay.stats(), std::chrono::steady_clock::now(),
+                                 f.ready_ack_timeout_ms, sinks);
     // The body may quote a sink's or database's error.
     return {r.http_status, "text/plain; charset=utf-8", log::Scrub(std::move(r.body))};
   }
-  return {404, "text/plain; charset=utf-8", "try /metrics, /healthz or /readyz\n"};
+  return {404, "text/plain; charset=utf-8",
+          "try / (the status page), /status.json, /metrics, /healthz or /readyz\n"};
 }
 
 }  // namespace
@@ -123,7 +139,9 @@ CLI::App* AddRelayCommand(CLI::App& app, RelayFlags* f, CommonFlags* common) {
       ->group(kHa);
   const std::string kObs = "Observability";
   cmd->add_option("--metrics-port", f->metrics_port,
-                  "Serve /metrics (Prometheus), /healthz and /readyz on this port (0: off)")
+                  "Serve /metrics (Prometheus), /healthz, /readyz, a status page at / (live "
+                  "throughput, backlog, lag, dead letters, lease) and its /status.json (the "
+                  "same numbers as /metrics) on this port (0: off)")
       ->type_name("PORT")
       ->capture_default_str()
       ->check(CLI::Range(0, 65535))
@@ -191,7 +209,7 @@ int RunRelay(RelayFlags& flags) {
                             [&r, &f](const std::string& path) { return ServeRelay(path, r, f); });
     if (!started.ok()) return Fail(started.status());
     endpoint = std::move(started).value();
-    log::Info("serving /metrics, /healthz and /readyz",
+    log::Info("serving the status page, /status.json, /metrics, /healthz and /readyz",
               {{"address", flags.metrics_host + ":" + std::to_string(endpoint->port())}});
   }
   SetRunningRelay(relay->get());

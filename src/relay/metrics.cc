@@ -19,30 +19,46 @@ std::string EscapeLabelValue(const std::string& v) {
 
 namespace {
 
-class Writer {
+// Builds the families of one scrape in order.
+class Collector {
  public:
-  explicit Writer(std::string labels) : labels_(std::move(labels)) {}
-
   void Head(const char* name, const char* type, const char* help) {
-    out_ += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+    families_.push_back({name, type, help, {}});
   }
-  void Sample(const std::string& name, double value, const std::string& extra = "") {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%.17g", value);
-    out_ += name + "{" + labels_ + (extra.empty() ? "" : "," + extra) + "} " + buf + "\n";
+  // A sample of the family last begun.
+  void Sample(std::string name, double value, std::string label = "",
+              std::string label_value = "") {
+    families_.back().samples.push_back(
+        {std::move(name), std::move(label), std::move(label_value), value});
   }
   void One(const char* name, const char* type, const char* help, double value) {
     Head(name, type, help);
     Sample(name, value);
   }
-  std::string Take() { return std::move(out_); }
+  std::vector<MetricFamily> Take() { return std::move(families_); }
 
  private:
-  std::string labels_;
-  std::string out_;
+  std::vector<MetricFamily> families_;
 };
 
 }  // namespace
+
+std::string RenderPrometheus(const std::vector<MetricFamily>& families, const std::string& labels) {
+  std::string out;
+  for (const MetricFamily& f : families) {
+    out += "# HELP " + f.name + " " + f.help + "\n# TYPE " + f.name + " " + f.type + "\n";
+    for (const MetricSample& m : f.samples) {
+      std::string all = labels;
+      if (!m.label.empty()) {
+        all += (all.empty() ? "" : ",") + m.label + "=\"" + EscapeLabelValue(m.label_value) + "\"";
+      }
+      char value[64];
+      std::snprintf(value, sizeof value, "%.17g", m.value);
+      out += m.name + (all.empty() ? "" : "{" + all + "}") + " " + value + "\n";
+    }
+  }
+  return out;
+}
 
 const char* StateName(RelayStats::State state) {
   switch (state) {
@@ -81,9 +97,14 @@ Readiness CheckReadiness(const RelayStats& s, std::chrono::steady_clock::time_po
   return r;
 }
 
-std::string RenderMetrics(const RelayStats& s, const OutboxStatus* status,
+std::string RenderMetrics(const RelayStats& stats, const OutboxStatus* status,
                           const std::string& outbox) {
-  Writer w("outbox=\"" + EscapeLabelValue(outbox) + "\"");
+  return RenderPrometheus(CollectMetrics(stats, status),
+                          "outbox=\"" + EscapeLabelValue(outbox) + "\"");
+}
+
+std::vector<MetricFamily> CollectMetrics(const RelayStats& s, const OutboxStatus* status) {
+  Collector w;
   w.One("courier_events_published_total", "counter",
         "Events acked by the sink and checkpointed by this process.",
         static_cast<double>(s.published));
@@ -106,18 +127,18 @@ std::string RenderMetrics(const RelayStats& s, const OutboxStatus* status,
   for (auto st :
        {RelayStats::State::kStarting, RelayStats::State::kStandby, RelayStats::State::kActive,
         RelayStats::State::kRetrying, RelayStats::State::kStopped}) {
-    w.Sample("courier_relay_state", st == s.state ? 1 : 0,
-             std::string("state=\"") + StateName(st) + "\"");
+    w.Sample("courier_relay_state", st == s.state ? 1 : 0, "state", StateName(st));
   }
   w.Head("courier_commit_to_ack_seconds", "histogram",
          "Time from an event's created_at to the sink's ack.");
   for (size_t b = 0; b < RelayStats::kLatencyBuckets.size(); ++b) {
     char le[32];
-    std::snprintf(le, sizeof le, "le=\"%g\"", RelayStats::kLatencyBuckets[b]);
-    w.Sample("courier_commit_to_ack_seconds_bucket", static_cast<double>(s.latency_buckets[b]), le);
+    std::snprintf(le, sizeof le, "%g", RelayStats::kLatencyBuckets[b]);
+    w.Sample("courier_commit_to_ack_seconds_bucket", static_cast<double>(s.latency_buckets[b]),
+             "le", le);
   }
-  w.Sample("courier_commit_to_ack_seconds_bucket", static_cast<double>(s.latency_count),
-           "le=\"+Inf\"");
+  w.Sample("courier_commit_to_ack_seconds_bucket", static_cast<double>(s.latency_count), "le",
+           "+Inf");
   w.Sample("courier_commit_to_ack_seconds_sum", s.latency_sum_s);
   w.Sample("courier_commit_to_ack_seconds_count", static_cast<double>(s.latency_count));
   w.One("courier_outbox_status_up", "gauge",
@@ -127,14 +148,12 @@ std::string RenderMetrics(const RelayStats& s, const OutboxStatus* status,
     w.Head("courier_capture_events_total", "counter",
            "Changes of a captured table published (acked by the sink and checkpointed).");
     for (const auto& [table, t] : s.captured) {
-      w.Sample("courier_capture_events_total", static_cast<double>(t.published),
-               "table=\"" + EscapeLabelValue(table) + "\"");
+      w.Sample("courier_capture_events_total", static_cast<double>(t.published), "table", table);
     }
     w.Head("courier_capture_lag_seconds", "gauge",
            "Commit to sink ack of the last published change of a captured table.");
     for (const auto& [table, t] : s.captured) {
-      w.Sample("courier_capture_lag_seconds", t.last_lag_s,
-               "table=\"" + EscapeLabelValue(table) + "\"");
+      w.Sample("courier_capture_lag_seconds", t.last_lag_s, "table", table);
     }
   }
   if (status != nullptr) {
@@ -149,27 +168,27 @@ std::string RenderMetrics(const RelayStats& s, const OutboxStatus* status,
       w.Head("courier_capture_snapshot_rows", "gauge",
              "Rows of a captured table read by its snapshot or backfill so far.");
       for (const CaptureStatus& c : status->captured) {
-        w.Sample("courier_capture_snapshot_rows", static_cast<double>(c.snapshot_rows),
-                 "table=\"" + EscapeLabelValue(c.table) + "\"");
+        w.Sample("courier_capture_snapshot_rows", static_cast<double>(c.snapshot_rows), "table",
+                 c.table);
       }
       w.Head("courier_capture_snapshot_done", "gauge",
              "1 once a captured table's snapshot or backfill is done.");
       for (const CaptureStatus& c : status->captured) {
-        w.Sample("courier_capture_snapshot_done", c.snapshot_state == "done" ? 1 : 0,
-                 "table=\"" + EscapeLabelValue(c.table) + "\"");
+        w.Sample("courier_capture_snapshot_done", c.snapshot_state == "done" ? 1 : 0, "table",
+                 c.table);
       }
     }
     if (!status->slots.empty()) {
       w.Head("courier_cdc_slot_lag_bytes", "gauge",
              "WAL written since the slot's confirmed position.");
       for (const SlotStatus& slot : status->slots) {
-        w.Sample("courier_cdc_slot_lag_bytes", static_cast<double>(slot.lag_bytes),
-                 "slot=\"" + EscapeLabelValue(slot.name) + "\"");
+        w.Sample("courier_cdc_slot_lag_bytes", static_cast<double>(slot.lag_bytes), "slot",
+                 slot.name);
       }
       w.Head("courier_cdc_slot_retained_bytes", "gauge", "WAL the server keeps for the slot.");
       for (const SlotStatus& slot : status->slots) {
         w.Sample("courier_cdc_slot_retained_bytes", static_cast<double>(slot.retained_bytes),
-                 "slot=\"" + EscapeLabelValue(slot.name) + "\"");
+                 "slot", slot.name);
       }
     }
   }

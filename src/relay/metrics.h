@@ -7,14 +7,38 @@
 
 #include <chrono>
 #include <string>
+#include <vector>
 
 #include "courier/relay.h"
 #include "relay/status_report.h"
 
 namespace courier {
 
-// `outbox` labels every series; `status` is null when the database could not be read
-// (courier_outbox_status_up 0 then).
+// One sample of a scrape: at most one label of its own (`state`, `slot`, `table`, `le`)
+// beside those every sample of the scrape carries.
+struct MetricSample {
+  std::string name;
+  std::string label;        // empty: none
+  std::string label_value;  // unescaped
+  double value = 0;
+};
+struct MetricFamily {
+  std::string name;
+  std::string type;  // counter, gauge, histogram
+  std::string help;
+  std::vector<MetricSample> samples;
+};
+
+// The relay's series at one scrape: /metrics renders them as Prometheus text, /status.json
+// (relay/status_page.h) as JSON, so the two cannot disagree. `status` is null when the
+// database could not be read (courier_outbox_status_up 0 then, and no outbox series).
+std::vector<MetricFamily> CollectMetrics(const RelayStats& stats, const OutboxStatus* status);
+
+// Prometheus text of `families`; `labels` (already escaped, e.g. `outbox="x"`; may be empty)
+// go on every sample before its own label.
+std::string RenderPrometheus(const std::vector<MetricFamily>& families, const std::string& labels);
+
+// RenderPrometheus(CollectMetrics(stats, status), `outbox="<outbox>"`).
 std::string RenderMetrics(const RelayStats& stats, const OutboxStatus* status,
                           const std::string& outbox);
 

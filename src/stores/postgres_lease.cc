@@ -40,15 +40,15 @@ Result<PgResult> ExecBefore(const Clock& clock, PGconn* conn, const std::string&
   return last;
 }
 
-std::string Holder() {
+std::string Ms(Duration d) { return std::to_string(d.count()); }
+
+}  // namespace
+
+std::string LeaseHolderName() {
   char host[256] = "?";
   ::gethostname(host, sizeof host - 1);
   return std::string(host) + ":" + std::to_string(::getpid());
 }
-
-std::string Ms(Duration d) { return std::to_string(d.count()); }
-
-}  // namespace
 
 PostgresLease::PostgresLease(LeaseOptions options)
     : options_(std::move(options)),
@@ -70,7 +70,7 @@ Status PostgresLease::WaitForExpiry(const StopSignal& stop) {
                          "INSERT INTO " + table +
                              " (name, holder, expires_at) VALUES ($1, $2, now())"
                              " ON CONFLICT (name) DO NOTHING",
-                         {options_.name, Holder()});
+                         {options_.name, LeaseHolderName()});
   if (!inserted.ok()) {
     if (inserted.status().code() == StatusCode::kNotFound) {
       return NotFoundError("table " + table + " does not exist in " + options_.describe +
@@ -91,7 +91,7 @@ Status PostgresLease::WaitForExpiry(const StopSignal& stop) {
     // A holder on this host whose process is gone cannot publish any more: no need to wait
     // (a relay restarted after a crash). Elsewhere only the clock can tell.
     const std::string holder = PQgetvalue(res.get(), 0, 1);
-    const std::string self = Holder();
+    const std::string self = LeaseHolderName();
     const size_t colon = holder.rfind(':');
     if (colon != std::string::npos &&
         self.compare(0, self.rfind(':') + 1, holder, 0, colon + 1) == 0) {
@@ -161,7 +161,7 @@ Status PostgresLease::Acquire(const StopSignal& stop, bool wait, StopSignal* fen
                                       " now(), renewed_at = now(), expires_at = now() +"
                                       " make_interval(secs => $3::float8 / 1000)"
                                       " WHERE name = $1 RETURNING epoch",
-                                  {options_.name, Holder(), Ms(options_.lease)}));
+                                  {options_.name, LeaseHolderName(), Ms(options_.lease)}));
   epoch_ = std::stoll(PQgetvalue(res.get(), 0, 0));
   valid_until_ns_ = SteadyNs(sent + options_.lease * 3 / 4);
   fence_ = fence;

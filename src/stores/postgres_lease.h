@@ -32,6 +32,10 @@
 
 namespace courier {
 
+// This process's name in the lease row's holder column (`host:pid`): what `courier status` and
+// the relay's status page show as the lease's holder.
+std::string LeaseHolderName();
+
 struct LeaseOptions {
   std::string conninfo;
   std::string describe;  // the source URL without secrets, for messages

@@ -185,7 +185,8 @@ TEST(Cli, MetricsHostMayBeAName) {
   ASSERT_OK(Migrate("sqlite://" + dir.File("app.db"), TableNames{}));
   CommandResult relay = RunCourier({"relay", "--config", file, "--once"});
   EXPECT_EQ(relay.exit_code, 0) << relay.err;
-  EXPECT_NE(relay.err.find("serving /metrics, /healthz and /readyz address=localhost:" +
+  EXPECT_NE(relay.err.find("serving the status page, /status.json, /metrics, /healthz and /readyz "
+                           "address=localhost:" +
                            std::to_string(port)),
             std::string::npos)
       << relay.err;
