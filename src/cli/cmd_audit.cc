@@ -7,12 +7,15 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "audit/audit.h"
 #include "cli/commands.h"
 #include "core/http_endpoint.h"
 #include "core/log.h"
 #include "core/url.h"
+#include "relay/metrics.h"
+#include "relay/status_page.h"
 
 namespace courier::cli {
 namespace {
@@ -66,7 +69,8 @@ void PrintReport(const AuditReport& r) {
   std::printf("%s\n", r.Clean() ? "clean" : "NOT clean");
 }
 
-// The last result of `audit --every`, for /metrics (read on the endpoint's thread).
+// The last result of `audit --every`, for /metrics, /status.json and the status page (read on
+// the endpoint's thread).
 class AuditGauges {
  public:
   void Record(const AuditReport& r) {
@@ -80,36 +84,51 @@ class AuditGauges {
     std::lock_guard<std::mutex> lock(mu_);
     ++failures_;
   }
-  std::string Render() const {
+  // The series /metrics renders and /status.json carries (one snapshot under the lock).
+  std::vector<MetricFamily> Collect() const {
     std::lock_guard<std::mutex> lock(mu_);
-    std::string out;
-    auto gauge = [&out](const char* name, const char* help, long long value) {
-      out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " gauge\n" + name +
-             " " + std::to_string(value) + "\n";
-    };
-    auto counter = [&out](const char* name, const char* help, long long value) {
-      out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " counter\n" + name +
-             " " + std::to_string(value) + "\n";
+    std::vector<MetricFamily> out;
+    auto add = [&out](const char* name, const char* type, const char* help, double value) {
+      out.push_back({name, type, help, {{name, "", "", value}}});
     };
     if (has_last_) {
       const Verdict& v = last_.verdict;
-      gauge("courier_audit_published", "Events the truth says were published (last audit)",
-            last_.published);
-      gauge("courier_audit_lost", "Published events not in the sink (last audit)", v.lost);
-      gauge("courier_audit_ghosts", "Events in the sink the truth never had (last audit)",
-            v.ghosts);
-      gauge("courier_audit_stale", "Cache or search keys whose value differs (last audit)",
-            static_cast<long long>(last_.stale.size()));
-      gauge("courier_audit_duplicates", "Event ids found more than once (last audit)",
-            static_cast<long long>(v.duplicate_ids.size()));
-      gauge("courier_audit_order_violations", "Events behind a newer one of their aggregate",
-            v.order_violations);
-      gauge("courier_audit_last_run_timestamp_seconds", "When the last audit finished",
-            static_cast<long long>(last_run_));
+      add("courier_audit_published", "gauge", "Events the truth says were published (last audit)",
+          static_cast<double>(last_.published));
+      add("courier_audit_lost", "gauge", "Published events not in the sink (last audit)",
+          static_cast<double>(v.lost));
+      add("courier_audit_ghosts", "gauge", "Events in the sink the truth never had (last audit)",
+          static_cast<double>(v.ghosts));
+      add("courier_audit_stale", "gauge", "Cache or search keys whose value differs (last audit)",
+          static_cast<double>(last_.stale.size()));
+      add("courier_audit_duplicates", "gauge", "Event ids found more than once (last audit)",
+          static_cast<double>(v.duplicate_ids.size()));
+      add("courier_audit_order_violations", "gauge", "Events behind a newer one of their aggregate",
+          static_cast<double>(v.order_violations));
+      add("courier_audit_last_run_timestamp_seconds", "gauge", "When the last audit finished",
+          static_cast<double>(last_run_));
     }
-    counter("courier_audit_runs_total", "Audits finished", runs_);
-    counter("courier_audit_failures_total", "Audits that could not run (a server away)", failures_);
+    add("courier_audit_runs_total", "counter", "Audits finished", static_cast<double>(runs_));
+    add("courier_audit_failures_total", "counter", "Audits that could not run (a server away)",
+        static_cast<double>(failures_));
     return out;
+  }
+  // /status.json for the status page (relay/status_page.h): {"kind": "audit", "time",
+  // "audit": {"truth", "sink", "clean"} of the last audit (null before the first), "metrics"}.
+  std::string StatusJson() const {
+    const std::vector<MetricFamily> families = Collect();
+    nlohmann::json audit = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (has_last_) {
+        audit = {{"truth", last_.truth}, {"sink", last_.sink}, {"clean", last_.Clean()}};
+      }
+    }
+    const nlohmann::json j = {{"kind", "audit"},
+                              {"time", UnixNow()},
+                              {"audit", std::move(audit)},
+                              {"metrics", MetricsJson(families)}};
+    return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   }
 
  private:
@@ -228,7 +247,8 @@ CLI::App* AddAuditCommand(CLI::App& app, AuditFlags* f, CommonFlags* common) {
       ->type_name("DURATION");
   cmd->add_option("--metrics-port", f->metrics_port,
                   "With --every: serve /metrics (courier_audit_lost, ..._ghosts, ..._stale, "
-                  "..._duplicates, ..._last_run_timestamp_seconds) on this port (0: off)")
+                  "..._duplicates, ..._last_run_timestamp_seconds), a status page at / with "
+                  "the last result and its /status.json on this port (0: off)")
       ->type_name("PORT")
       ->check(CLI::Range(0, 65535));
   cmd->add_option("--metrics-host", f->metrics_host, "Address to serve /metrics on")
@@ -253,13 +273,21 @@ int RunAuditCommand(AuditFlags& f) {
     auto started =
         HttpEndpoint::Start(f.metrics_host, f.metrics_port, [&gauges](const std::string& path) {
           if (path == "/metrics") {
-            return HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8", gauges.Render()};
+            return HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8",
+                                RenderPrometheus(gauges.Collect(), "")};
           }
-          return HttpResponse{404, "text/plain; charset=utf-8", "try /metrics\n"};
+          if (path == "/status.json") {
+            return HttpResponse{200, "application/json", gauges.StatusJson()};
+          }
+          if (path == "/" || path == "/status") {
+            return HttpResponse{200, "text/html; charset=utf-8", StatusPageHtml()};
+          }
+          return HttpResponse{404, "text/plain; charset=utf-8",
+                              "try / (the status page), /status.json or /metrics\n"};
         });
     if (!started.ok()) return Fail(started.status());
     endpoint = std::move(started).value();
-    log::Info("serving /metrics",
+    log::Info("serving the status page, /status.json and /metrics",
               {{"address", f.metrics_host + ":" + std::to_string(endpoint->port())}});
   }
   while (!StopRequest().requested()) {
