@@ -15,7 +15,7 @@ cd "$(dirname "$0")"
 BUILD_DEPS=(cmake g++ make pkg-config libpq-dev libsqlite3-dev librdkafka-dev libhiredis-dev
             libcurl4-openssl-dev libnats-dev librabbitmq-dev libmicrohttpd-dev
             nlohmann-json3-dev libtomlplusplus-dev libcli11-dev)
-TEST_DEPS=(googletest libgtest-dev postgresql-15 redis-server nats-server rabbitmq-server groonga-bin python3 sqlite3 clang-format openssl ca-certificates)
+TEST_DEPS=(googletest libgtest-dev postgresql-15 redis-server nats-server rabbitmq-server groonga-bin python3 sqlite3 clang-format openssl ca-certificates chromium)
 FUZZ_DEPS=(clang-14 libclang-rt-14-dev)
 JOBS=${JOBS:-$(nproc)}
 

@@ -231,6 +231,7 @@ TEST(Operations, SecretsNeverShowInCmdlineLogsMetricsStatusOrDeadLetters) {
   expect_hidden("the log", started);
   expect_hidden("/metrics", HttpGet(port, "/metrics").body);
   expect_hidden("/readyz", HttpGet(port, "/readyz").body);
+  expect_hidden("/status.json", HttpGet(port, "/status.json").body);
   auto sink_column = PgQuery(db.url, "SELECT sink FROM courier_dead_letter");
   ASSERT_OK(sink_column);
   ASSERT_EQ(sink_column->size(), 1u);

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "relay/metrics.h"
+#include "relay/status_page.h"
 
 namespace courier {
 namespace {
@@ -78,6 +79,39 @@ TEST(Metrics, EachCapturedTableHasItsEventsAndLag) {
   }
   EXPECT_EQ(RenderMetrics(RelayStats{}, nullptr, "o").find("courier_capture_"), std::string::npos)
       << "no capture series without captured tables";
+}
+
+// /status.json's "metrics" and /metrics come from one list of samples: each value under its
+// name, or under its name and its own label's value.
+TEST(Metrics, StatusJsonHoldsTheSamplesOfMetrics) {
+  RelayStats s;
+  s.state = RelayStats::State::kStandby;
+  s.published = 12;
+  s.captured["public.items"] = {4, 0.25};
+  OutboxStatus status;
+  status.pending = 3;
+  status.oldest_pending_age_s = 1.5;
+  status.dead_letters = 2;
+  status.slots.push_back({.name = "slot\"a", .lag_bytes = 2048});
+  const std::vector<MetricFamily> families = CollectMetrics(s, &status);
+  const nlohmann::json j = MetricsJson(families);
+  EXPECT_EQ(j["courier_events_published_total"], 12);
+  EXPECT_EQ(j["courier_outbox_backlog_events"], 3);
+  EXPECT_EQ(j["courier_outbox_oldest_pending_seconds"], 1.5);
+  EXPECT_EQ(j["courier_dead_letter_rows"], 2);
+  EXPECT_EQ(j["courier_relay_state"]["standby"], 1);
+  EXPECT_EQ(j["courier_relay_state"]["active"], 0);
+  EXPECT_EQ(j["courier_cdc_slot_lag_bytes"]["slot\"a"], 2048);
+  EXPECT_EQ(j["courier_capture_events_total"]["public.items"], 4);
+  EXPECT_EQ(j["courier_commit_to_ack_seconds_bucket"]["+Inf"], 0);
+  const std::string text = RenderPrometheus(families, "outbox=\"o\"");
+  EXPECT_NE(text.find("courier_cdc_slot_lag_bytes{outbox=\"o\",slot=\"slot\\\"a\"} 2048\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("courier_outbox_backlog_events{outbox=\"o\"} 3\n"), std::string::npos);
+  EXPECT_EQ(RenderPrometheus({{"x", "gauge", "X.", {{"x", "", "", 7}}}}, ""),
+            "# HELP x X.\n# TYPE x gauge\nx 7\n")
+      << "no braces without labels";
 }
 
 }  // namespace
