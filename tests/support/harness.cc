@@ -133,6 +133,8 @@ Result<std::unique_ptr<PostgresServer>> PostgresServer::Start(bool durable) {
          << "unix_socket_directories = '" << s->dir_ << "'\n"
          << "wal_level = logical\nmax_replication_slots = 100\nmax_wal_senders = 50\n"
          << "max_connections = 200\n"
+         // PREPARE TRANSACTION (the lab's 2pc strategy); 0, the server's default, refuses it.
+         << "max_prepared_transactions = 50\n"
          // Test speed: data survives a server crash (the OS keeps it), not a host crash.
          << (durable ? "" : "fsync = off\n");
   }

@@ -1,6 +1,7 @@
 // The one test harness: real servers on loopback, on free ports, in temp dirs.
 //  - PostgresServer: a PostgreSQL 15 cluster (initdb as the postgres user when run as root),
-//    wal_level=logical, stopped and removed at the end.
+//    wal_level=logical, max_prepared_transactions=50 (PREPARE TRANSACTION), stopped and
+//    removed at the end.
 //  - DevBroker (src/brokers/dev/dev_broker.h): librdkafka's mock cluster, in the test process.
 //  - RunCourier / SpawnCourier: the real `courier` binary.
 #pragma once
