@@ -1,15 +1,19 @@
 // The lab's naive strategies and two-phase commit, each driven directly (Prepare, Start,
 // Handle, Finish in this process, against real PostgreSQL and the dev broker) and judged the
 // lab's way (Committed vs Delivered, audit/verdict.h): each shows the failure its design
-// predicts, or holds. Crashes inside Handle are the lab's (tests/integration/lab_test.cc);
-// 2pc's recovery is driven here from what a crash leaves behind.
+// predicts, or holds. A crash is a real SIGKILL at the strategy's fault point (HitFault), in a
+// child process: this test binary again, running only LabServiceChild.DISABLED_Serve.
 #include <algorithm>
 #include <fstream>
+#include <iostream>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "brokers/dev/dev_broker.h"
+#include "core/subprocess.h"
 #include "core/uuid.h"
 #include "lab/lab_db.h"
 #include "lab/strategy.h"
@@ -19,8 +23,68 @@ namespace courier::test {
 namespace {
 
 using lab::Command;
+using lab::Fault;
 using lab::LabEnv;
 using lab::Strategy;
+
+std::vector<std::string> Split(const std::string& text, char sep) {
+  std::vector<std::string> parts;
+  size_t from = 0;
+  for (size_t at; (at = text.find(sep, from)) != std::string::npos; from = at + 1) {
+    parts.push_back(text.substr(from, at - from));
+  }
+  parts.push_back(text.substr(from));
+  return parts;
+}
+
+// The child's arguments: the environment and the commands, in order.
+std::string EnvArg(const LabEnv& env) {
+  return "--lab-env=" + env.strategy + "|" + env.db_url + "|" + env.schema + "|" + env.bootstrap +
+         "|" + env.topic + "|" + env.workdir;
+}
+std::string CommandArg(const Command& c) {
+  return "--lab-command=" + c.order_id + "," + std::to_string(c.version) + "," + c.event_id + "," +
+         (c.commit_fails ? "1" : "0") + "," + std::to_string(static_cast<int>(c.fault));
+}
+
+// The service process of the crash tests: starts the strategy (recovering, as after a
+// SIGKILL), handles the commands its arguments carry (a fault point SIGKILLs it), finishes.
+// Run only as a child (--gtest_also_run_disabled_tests).
+TEST(LabServiceChild, DISABLED_Serve) {
+  LabEnv env;
+  std::vector<Command> commands;
+  for (const std::string& arg : ::testing::internal::GetArgvs()) {
+    if (arg.rfind("--lab-env=", 0) == 0) {
+      const auto f = Split(arg.substr(10), '|');
+      ASSERT_EQ(f.size(), 6u) << arg;
+      env = LabEnv{.strategy = f[0],
+                   .db_url = f[1],
+                   .schema = f[2],
+                   .bootstrap = f[3],
+                   .topic = f[4],
+                   .workdir = f[5]};
+    } else if (arg.rfind("--lab-command=", 0) == 0) {
+      const auto f = Split(arg.substr(14), ',');
+      ASSERT_EQ(f.size(), 5u) << arg;
+      Command c;
+      c.order_id = f[0];
+      c.version = std::stoll(f[1]);
+      c.event_id = f[2];
+      c.commit_fails = f[3] == "1";
+      c.fault = static_cast<Fault>(std::stoi(f[4]));
+      commands.push_back(c);
+    }
+  }
+  const lab::StrategyInfo* info = lab::FindStrategy(env.strategy);
+  ASSERT_NE(info, nullptr) << env.strategy;
+  std::unique_ptr<Strategy> s = info->make();
+  ASSERT_OK(s->Start(env));
+  for (const Command& c : commands) {
+    const Status st = s->Handle(c);
+    std::cerr << "command " << c.event_id << ": " << st.ToString() << "\n";
+  }
+  ASSERT_OK(s->Finish(Clock::Real().Now() + Duration(30000)));
+}
 
 class LabStrategyTest : public ::testing::Test {
  protected:
@@ -79,6 +143,28 @@ class LabStrategyTest : public ::testing::Test {
     EXPECT_OK(delivered);
     if (!committed.ok() || !delivered.ok()) return {};
     return Judge(*committed, *delivered);
+  }
+
+  // Runs the strategy's service in a child process on `commands`; its exit code (137: the
+  // SIGKILL of a fault point).
+  int Serve(const std::vector<Command>& commands) {
+    std::vector<std::string> argv = {"/proc/self/exe",
+                                     "--gtest_filter=LabServiceChild.DISABLED_Serve",
+                                     "--gtest_also_run_disabled_tests", EnvArg(env_)};
+    for (const Command& c : commands) argv.push_back(CommandArg(c));
+    const std::string log = dir_.File("service.log");
+    auto child = Subprocess::Spawn(argv, log, log);
+    EXPECT_OK(child);
+    if (!child.ok()) return -1;
+    const std::optional<int> code = child->Wait(Duration(120000));
+    EXPECT_TRUE(code.has_value()) << "the service did not end\n" << ReadFile(log);
+    return code.value_or(-1);
+  }
+
+  Command Crashing(const std::string& order_id, int64_t version, Fault where) {
+    Command c = Next(order_id, version);
+    c.fault = where;
+    return c;
   }
 
   int64_t PreparedTransactions() {
@@ -231,6 +317,78 @@ TEST_F(LabStrategyTest, TwoPhaseCommitRecoveryResolvesInDoubtTransactionsByTheLo
   EXPECT_EQ(PreparedTransactions(), 0);
   ASSERT_OK(service->Handle(Next("o1", 3)));  // its lock was released
   ASSERT_OK(service->Finish(Clock::Real().Now() + Duration(30000)));
+
+  const Verdict v = Judged();
+  EXPECT_EQ(v.committed, 3) << ExamplesOf(v);
+  EXPECT_TRUE(v.Clean()) << ExamplesOf(v);
+  auto truth = lab_side_->Committed(env_);
+  ASSERT_OK(truth);
+  EXPECT_TRUE(truth->committed.count(decided.event_id));
+  EXPECT_FALSE(truth->committed.count(undecided.event_id));
+}
+
+constexpr int kKilled = 128 + 9;
+
+// SIGKILLed after the broker's ack, before the order's transaction: a ghost.
+TEST_F(LabStrategyTest, PublishFirstCrashBetweenTheWritesLeavesAGhost) {
+  ASSERT_NE(Begin("publish-first"), nullptr);
+  const Command crash = Crashing("o2", 1, Fault::kCrashBetween);
+  ASSERT_EQ(Serve({Next("o1", 1), crash}), kKilled) << ReadFile(dir_.File("service.log"));
+
+  const Verdict v = Judged();
+  EXPECT_EQ(v.committed, 1) << ExamplesOf(v);
+  EXPECT_EQ(v.ghost_ids, std::vector<std::string>{crash.event_id}) << ExamplesOf(v);
+}
+
+// SIGKILLed with the order written, before the publish: it rolls back with the process, and
+// nothing was sent. SIGKILLed after the ack, before COMMIT: a ghost.
+TEST_F(LabStrategyTest, PublishInTransactionCrashAfterTheAckLeavesAGhost) {
+  ASSERT_NE(Begin("publish-in-transaction"), nullptr);
+  const Command before_publish = Crashing("o1", 1, Fault::kCrashBetween);
+  ASSERT_EQ(Serve({Next("o0", 1), before_publish}), kKilled) << ReadFile(dir_.File("service.log"));
+  const Command after_ack = Crashing("o1", 1, Fault::kCrashInside);
+  ASSERT_EQ(Serve({after_ack}), kKilled) << ReadFile(dir_.File("service.log"));
+
+  const Verdict v = Judged();
+  EXPECT_EQ(v.committed, 1) << ExamplesOf(v);
+  EXPECT_EQ(v.ghost_ids, std::vector<std::string>{after_ack.event_id}) << ExamplesOf(v);
+}
+
+// SIGKILLed after the commit, before the queue: lost. SIGKILLed with a queue the broker's
+// outage left: every queued event lost.
+TEST_F(LabStrategyTest, InMemoryRetryLosesWhatOnlyItsMemoryHeld) {
+  ASSERT_NE(Begin("in-memory-retry"), nullptr);
+  const Command before_queue = Crashing("o1", 1, Fault::kCrashBetween);
+  ASSERT_EQ(Serve({Next("o0", 1), before_queue}), kKilled) << ReadFile(dir_.File("service.log"));
+
+  broker_->SetDown(true);
+  const Command queued1 = Next("o2", 1), queued2 = Next("o3", 1);
+  const Command queued3 = Crashing("o2", 2, Fault::kCrashInside);
+  ASSERT_EQ(Serve({queued1, queued2, queued3}), kKilled) << ReadFile(dir_.File("service.log"));
+  broker_->SetDown(false);
+
+  const Verdict v = Judged();
+  EXPECT_EQ(v.committed, 5) << "accepted during the outage" << ExamplesOf(v);
+  EXPECT_EQ(v.ghosts, 0) << ExamplesOf(v);
+  EXPECT_EQ(std::set<std::string>(v.lost_ids.begin(), v.lost_ids.end()),
+            (std::set<std::string>{before_queue.event_id, queued1.event_id, queued2.event_id,
+                                   queued3.event_id}))
+      << ExamplesOf(v);
+}
+
+// SIGKILLed prepared and undecided: rolled back by the next start. SIGKILLed decided, its
+// event sent but the Kafka transaction not committed: the next start sends it again and
+// commits. Nothing lost, no ghost.
+TEST_F(LabStrategyTest, TwoPhaseCommitRecoversFromCrashesInsideItsProtocol) {
+  ASSERT_NE(Begin("2pc"), nullptr);
+  const Command undecided = Crashing("o1", 1, Fault::kCrashBetween);
+  ASSERT_EQ(Serve({Next("o0", 1), undecided}), kKilled) << ReadFile(dir_.File("service.log"));
+  EXPECT_EQ(PreparedTransactions(), 1);
+  const Command decided = Crashing("o2", 1, Fault::kCrashInside);
+  ASSERT_EQ(Serve({decided}), kKilled) << ReadFile(dir_.File("service.log"));
+  EXPECT_EQ(PreparedTransactions(), 1) << "the first start rolled the undecided one back";
+  ASSERT_EQ(Serve({Next("o1", 1)}), 0) << ReadFile(dir_.File("service.log"));
+  EXPECT_EQ(PreparedTransactions(), 0);
 
   const Verdict v = Judged();
   EXPECT_EQ(v.committed, 3) << ExamplesOf(v);
