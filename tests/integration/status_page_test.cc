@@ -195,6 +195,40 @@ TEST(StatusPage, RelayPageShowsWhatMetricsSays) {
   EXPECT_EQ(relay->Wait(Duration(30000)).value_or(-1), 0);
 }
 
+// A CDC relay's page also shows its slot's lag (WAL not yet confirmed), in bytes. Other tests'
+// writes on the shared server move it, so only its shape is checked.
+TEST(StatusPage, CdcRelayPageShowsItsSlotLag) {
+  if (!HaveChromium()) GTEST_SKIP() << kChromium << " is missing (Debian's chromium package)";
+  TestDb db = TestDb::Make(true);
+  ASSERT_EQ(RunCourier({"migrate", "--source", db.url, "--mode", "cdc"}).exit_code, 0);
+  int64_t seq = 1;
+  CommitEvents(db, 20, 2, &seq);
+  const int port = FreePort();
+  const std::string log = db.dir.File("relay.log");
+  auto relay =
+      SpawnCourier({"relay", "--mode", "cdc", "--source", db.url, "--sink",
+                    "file://" + db.dir.File("out.jsonl"), "--metrics-port", std::to_string(port)},
+                   log);
+  ASSERT_OK(relay);
+  const std::string published = "courier_events_published_total{outbox=\"courier_outbox\"}";
+  ASSERT_TRUE(WaitUntil([&] {
+    return MetricValue(HttpGet(port, "/metrics").body, published) == "20";
+  })) << ReadFile(log);
+
+  const std::string dom = RenderedDom("http://127.0.0.1:" + std::to_string(port) + "/", db.dir);
+  EXPECT_EQ(ElementText(dom, "published"), "20");
+  EXPECT_FALSE(Hidden(dom, "slot-card"));
+  const std::string lag = ElementText(dom, "slot-lag");
+  const size_t space = lag.find(' ');
+  ASSERT_NE(space, std::string::npos) << lag;
+  EXPECT_EQ(lag.find_first_not_of("0123456789."), space) << lag;
+  const std::string unit = lag.substr(space + 1);
+  EXPECT_TRUE(unit == "B" || unit == "KiB" || unit == "MiB" || unit == "GiB") << lag;
+
+  relay->Signal(SIGTERM);
+  EXPECT_EQ(relay->Wait(Duration(30000)).value_or(-1), 0);
+}
+
 TEST(StatusPage, AuditPageShowsTheLastResult) {
   if (!HaveChromium()) GTEST_SKIP() << kChromium << " is missing (Debian's chromium package)";
   TestDb db = TestDb::Make(true);
