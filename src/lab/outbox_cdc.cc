@@ -72,7 +72,7 @@ class OutboxCdc final : public Strategy {
 
   Status Prepare(const LabEnv& env) override {
     COURIER_ASSIGN_OR_RETURN(const CdcNames names, NamesFor(env));
-    COURIER_RETURN_IF_ERROR(DropLeftovers(env, names));
+    COURIER_RETURN_IF_ERROR(DropSlotAndPublication(env, names));
     COURIER_RETURN_IF_ERROR(Strategy::Prepare(env));
     CdcOptions cdc;
     cdc.enabled = true;
@@ -95,6 +95,12 @@ class OutboxCdc final : public Strategy {
              // A SIGKILLed relay's successor takes over once the lease ran out: a short one
              // keeps the lab's run short. A short backoff catches up soon after an outage.
              "--lease", "2s", "--backoff-max", "1s"}};
+  }
+
+  // The slot would keep WAL on the server until the next run drops it.
+  Status Cleanup(const LabEnv& env) override {
+    COURIER_ASSIGN_OR_RETURN(const CdcNames names, NamesFor(env));
+    return DropSlotAndPublication(env, names);
   }
 
   // The relay deletes each row once the broker acked it: an empty outbox is a drained one.
@@ -120,9 +126,10 @@ class OutboxCdc final : public Strategy {
     return Status::Ok();
   }
 
-  // A previous run's slot still holds WAL and its position; its publication still lists the
-  // table a dropped schema held. Both go before this run makes its own of the same names.
-  static Status DropLeftovers(const LabEnv& env, const CdcNames& names) {
+  // Before a run, a previous run's slot still holds WAL and its position, and its publication
+  // still lists the table a dropped schema held: both go before this run makes its own of the
+  // same names. After a run, the slot would hold WAL until the next one.
+  static Status DropSlotAndPublication(const LabEnv& env, const CdcNames& names) {
     COURIER_ASSIGN_OR_RETURN(PgConn conn, PgConnect(env.db_url));
     // A walsender of a relay that outlived its run would keep the slot busy.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);

@@ -129,6 +129,13 @@ class Strategy {
   // The other side, in the order a reader sees it: by default every record of env.topic (seq:
   // the payload's version).
   virtual Result<std::vector<DeliveredRecord>> Delivered(const LabEnv& env);
+  // After the verdict, with the side processes stopped: drops what must not outlive the run
+  // (a replication slot keeps WAL on the server for as long as it exists). The tables stay,
+  // for a look at what happened.
+  virtual Status Cleanup(const LabEnv& env) {
+    (void)env;
+    return Status::Ok();
+  }
 };
 
 struct StrategyInfo {

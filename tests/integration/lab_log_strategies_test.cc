@@ -33,11 +33,13 @@ class SideProcesses {
  public:
   SideProcesses(std::vector<std::vector<std::string>> argvs, std::string log)
       : argvs_(std::move(argvs)), log_(std::move(log)) {}
-  ~SideProcesses() {
+  ~SideProcesses() { Stop(); }
+  void Stop() {
     for (auto& p : running_) {
       p.Signal(SIGTERM);
       if (!p.Wait(Duration(20000))) p.Signal(SIGKILL);
     }
+    running_.clear();
   }
   Status Start() {
     for (const auto& argv : argvs_) {
@@ -176,6 +178,15 @@ TEST_P(LabLogStrategies, LoseNothingAndMakeNoGhostUnderSideProcessKillsAndCutSes
   EXPECT_EQ(v.lost, 0) << ExamplesOf(v);
   EXPECT_EQ(v.ghosts, 0) << ExamplesOf(v);
   EXPECT_EQ(v.order_violations, 0) << ExamplesOf(v);
+
+  // Nothing that keeps WAL on the server outlives the run.
+  side.Stop();
+  ASSERT_OK(lab_side->Cleanup(env));
+  auto slots_left = PgQuery(*url,
+                            "SELECT count(*) FROM pg_replication_slots WHERE database = "
+                            "current_database()");
+  ASSERT_OK(slots_left);
+  EXPECT_EQ((*slots_left)[0], "0");
 }
 
 INSTANTIATE_TEST_SUITE_P(Strategies, LabLogStrategies,
