@@ -376,6 +376,15 @@ class TwoPhaseCommit final : public Strategy {
     return Strategy::Prepare(env);
   }
 
+  // After the verdict: nothing of the run may stay prepared on the server (each prepared
+  // transaction would hold its locks and VACUUM's horizon for good). What the service left is
+  // resolved as a restarted service would: by the coordinator log, both sides completed.
+  Status Cleanup(const LabEnv& env) override {
+    TwoPhaseCommit coordinator;
+    COURIER_RETURN_IF_ERROR(coordinator.Start(env));
+    return coordinator.Finish(Clock::Real().Now() + Duration(10000));
+  }
+
   Status Start(const LabEnv& env) override {
     prefix_ = GidPrefix(env);
     COURIER_ASSIGN_OR_RETURN(db_, OpenPostgres(env));

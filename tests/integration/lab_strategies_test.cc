@@ -399,6 +399,21 @@ TEST_F(LabStrategyTest, TwoPhaseCommitRecoversFromCrashesInsideItsProtocol) {
   EXPECT_FALSE(truth->committed.count(undecided.event_id));
 }
 
+// The lab's Cleanup after the verdict leaves nothing prepared on the server: what a killed
+// service left is completed by the coordinator log.
+TEST_F(LabStrategyTest, TwoPhaseCommitCleanupLeavesNothingPrepared) {
+  ASSERT_NE(Begin("2pc"), nullptr);
+  const Command decided = Crashing("o1", 1, Fault::kCrashInside);
+  ASSERT_EQ(Serve({decided}), kKilled) << ReadFile(dir_.File("service.log"));
+  EXPECT_EQ(PreparedTransactions(), 1);
+  ASSERT_OK(lab_side_->Cleanup(env_));
+  EXPECT_EQ(PreparedTransactions(), 0);
+
+  const Verdict v = Judged();
+  EXPECT_EQ(v.committed, 1) << ExamplesOf(v);
+  EXPECT_TRUE(v.Clean()) << ExamplesOf(v);
+}
+
 // Without max_prepared_transactions the strategy says so at once.
 TEST_F(LabStrategyTest, TwoPhaseCommitNeedsPostgres) {
   LabEnv env{.strategy = "2pc",
