@@ -30,39 +30,6 @@ using namespace courier::bench;
 
 namespace {
 
-Result<std::string> NewOutbox(test::PostgresServer& pg, const std::string& name, bool cdc) {
-  COURIER_ASSIGN_OR_RETURN(std::string url, pg.NewDatabase(name));
-  CdcOptions options;
-  options.enabled = cdc;
-  COURIER_RETURN_IF_ERROR(Migrate(url, TableNames{}, options));
-  return url;
-}
-
-// (a): the server's own logical decoding, streamed by PostgreSQL's client to /dev/null.
-Result<double> TimeRecvlogical(test::PostgresServer& pg, int events) {
-  COURIER_ASSIGN_OR_RETURN(std::string url, NewOutbox(pg, "bench_recv", false));
-  COURIER_RETURN_IF_ERROR(test::PgQuery(url,
-                                        "CREATE PUBLICATION bench FOR TABLE courier_outbox WITH"
-                                        " (publish = 'insert')")
-                              .status());
-  COURIER_RETURN_IF_ERROR(
-      test::PgQuery(url, "SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput')")
-          .status());
-  COURIER_RETURN_IF_ERROR(Fill(url, events));
-  COURIER_ASSIGN_OR_RETURN(std::string end, Query1(url, "SELECT pg_current_wal_flush_lsn()::text"));
-  const TimePoint start = Clock::Real().Now();
-  COURIER_ASSIGN_OR_RETURN(
-      Subprocess p,
-      Subprocess::Spawn({"/usr/lib/postgresql/15/bin/pg_recvlogical", "-d", url, "--slot",
-                         "bench_recv", "--start", "--no-loop", "-o", "proto_version=1", "-o",
-                         "publication_names=bench", "-E", end, "-f", "/dev/null"}));
-  auto code = p.Wait(Duration(1200000));
-  if (!code || *code != 0) return InternalError("pg_recvlogical failed");
-  const double secs = Seconds(start, Clock::Real().Now());
-  (void)test::PgQuery(url, "SELECT pg_drop_replication_slot('bench_recv')");
-  return secs;
-}
-
 // Commit→ack latency: a writer commits `rate` events/s (10 per transaction) stamped with
 // clock_timestamp() at INSERT; a reader follows the relay's JSONL file and notes when each
 // line appears. Returns the latencies in milliseconds.
@@ -83,29 +50,7 @@ Result<std::vector<double>> Latency(const std::string& url, const std::string& m
   std::vector<double> latencies;
   std::atomic<bool> failed{false};
   std::thread writer([&] {
-    auto conn = PgConnect(url);
-    if (!conn.ok()) {
-      failed = true;
-      return;
-    }
-    const auto period = std::chrono::microseconds(10 * 1000000 / rate);
-    auto next = std::chrono::steady_clock::now();
-    for (int sent = 0; sent < total; sent += 10) {
-      std::this_thread::sleep_until(next);
-      next += period;
-      Status st = PgExec(conn->get(),
-                         "INSERT INTO courier_outbox (aggregate_type, aggregate_id, event_type,"
-                         " payload) SELECT 'order', 'order-' || (g % 64), 'OrderCreated',"
-                         " json_build_object('id', g, 't', (extract(epoch FROM"
-                         " clock_timestamp()) * 1000000)::int8) FROM generate_series($1::int,"
-                         " $1::int + 9) g",
-                         {std::to_string(sent)})
-                      .status();
-      if (!st.ok()) {
-        failed = true;
-        return;
-      }
-    }
+    if (!WriteSteadily(url, rate, total).ok()) failed = true;
   });
   std::ifstream in;
   std::string partial;
@@ -126,10 +71,12 @@ Result<std::vector<double>> Latency(const std::string& url, const std::string& m
                               .count();
       auto e = EventFromJsonLine(line);
       if (!e.ok()) continue;
-      const size_t t = e->payload.find("\"t\":");
+      // The payload is as committed: json_build_object writes {"id" : 1, "t" : 2}.
+      size_t t = e->payload.find("\"t\"");
       if (t == std::string::npos) continue;
-      latencies.push_back(static_cast<double>(now - std::atoll(e->payload.c_str() + t + 4)) /
-                          1000.0);
+      t = e->payload.find_first_not_of(" :", t + 3);
+      if (t == std::string::npos) continue;
+      latencies.push_back(static_cast<double>(now - std::atoll(e->payload.c_str() + t)) / 1000.0);
       continue;
     }
     in.clear();
@@ -143,11 +90,6 @@ Result<std::vector<double>> Latency(const std::string& url, const std::string& m
                          " of " + std::to_string(total) + " events");
   }
   return latencies;
-}
-
-double Percentile(std::vector<double> v, double p) {
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
 }
 
 int Fail(const Status& st) {
@@ -170,9 +112,10 @@ int main(int argc, char** argv) {
   if (!pg.ok()) return Fail(pg.status());
   test::TempDir dir;
 
-  auto a = TimeRecvlogical(**pg, events);
-  if (!a.ok()) return Fail(a.status());
-  std::fprintf(stderr, "(a) pg_recvlogical: %.0f events/s\n", events / *a);
+  auto recv = TimeOutboxRecvlogical(**pg, events);
+  if (!recv.ok()) return Fail(recv.status());
+  const double a = recv->seconds;
+  std::fprintf(stderr, "(a) pg_recvlogical: %.0f events/s\n", events / a);
 
   auto cdc_run = [&](const std::string& name, const std::string& sink) -> Result<double> {
     COURIER_ASSIGN_OR_RETURN(std::string url, NewOutbox(**pg, name, true));
@@ -209,7 +152,7 @@ int main(int argc, char** argv) {
     latency.emplace_back(mode, std::move(l).value());
   }
 
-  const double ceiling = events / *a;
+  const double ceiling = events / a;
   std::printf("| %d outbox rows, 100 per transaction | events/s | ratio to (a) |\n", events);
   std::printf("|---|---:|---:|\n");
   std::printf("| (a) pg_recvlogical (pgoutput) → /dev/null: the ceiling | %.0f | 1.00 |\n",

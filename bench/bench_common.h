@@ -1,17 +1,25 @@
-// Helpers shared by the benchmarks: filling an outbox, medians, the machine's description.
+// Helpers shared by the benchmarks: filling an outbox, a steady load, dev brokers, timing a
+// process (and its peak RSS), the pg_recvlogical ceiling, medians, the machine's description.
 #pragma once
 
 #include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "brokers/dev/dev_broker.h"
 #include "core/clock.h"
 #include "core/postgres.h"
+#include "core/subprocess.h"
+#include "schema/migrate.h"
+#include "sources/source.h"
 #include "support/harness.h"
 
 namespace courier::bench {
@@ -20,20 +28,67 @@ inline double Seconds(TimePoint a, TimePoint b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
-inline Status Fill(const std::string& url, int events) {
+// An outbox table and how the benchmark's rows go into it: `insert` is the start of an
+// INSERT … SELECT whose rows follow it, with the columns aggregate_type, aggregate_id,
+// event_type and payload (json). Every contender reads the same rows, in its own table.
+struct OutboxTable {
+  std::string name;
+  std::string insert;
+};
+
+inline OutboxTable CourierOutbox() {
+  return {"courier_outbox",
+          "INSERT INTO courier_outbox (aggregate_type, aggregate_id, event_type, payload)"
+          " SELECT aggregate_type, aggregate_id, event_type, payload FROM"};
+}
+
+// Rows numbered $1..$2 for `table`: 64 aggregates, the payload a json `payload_sql` (of g, the
+// row's number; every payload has "id": g, which is what the benchmarks' readers count).
+inline std::string BenchRowsSql(const OutboxTable& table, const std::string& payload_sql) {
+  return table.insert +
+         " (SELECT 'order' AS aggregate_type, 'order-' || (g % 64) AS aggregate_id,"
+         " 'OrderCreated' AS event_type, " +
+         payload_sql + " AS payload FROM generate_series($1::int, $2::int) g) r";
+}
+
+inline Status Fill(const std::string& url, int events, const OutboxTable& table = CourierOutbox()) {
   COURIER_ASSIGN_OR_RETURN(PgConn conn, PgConnect(url));
-  // 100 events per transaction, 64 aggregates, ~120-byte JSON payloads.
+  // 100 events per transaction, ~120-byte JSON payloads.
+  const std::string sql =
+      BenchRowsSql(table,
+                   "json_build_object('id', g, 'customer', 'c-' || (g % 1000), 'total', g * 1.5,"
+                   " 'currency', 'EUR', 'lines', 3)");
   for (int base = 0; base < events; base += 100) {
     COURIER_RETURN_IF_ERROR(
-        PgExec(conn.get(),
-               "INSERT INTO courier_outbox (aggregate_type, aggregate_id, event_type, payload) "
-               "SELECT 'order', 'order-' || (g % 64), 'OrderCreated', json_build_object('id', g, "
-               "'customer', 'c-' || (g % 1000), 'total', g * 1.5, 'currency', 'EUR', 'lines', 3)"
-               " FROM generate_series($1::int, $2::int) g",
+        PgExec(conn.get(), sql,
                {std::to_string(base + 1), std::to_string(std::min(events, base + 100))})
             .status());
   }
-  return PgRun(conn.get(), "VACUUM ANALYZE courier_outbox");
+  return PgRun(conn.get(), "VACUUM ANALYZE " + table.name);
+}
+
+// A steady offered load for the latency runs: `rate` events/s, 10 per transaction, `total`
+// in all, each payload {"id": n, "t": microseconds since the epoch at its INSERT}.
+inline Status WriteSteadily(const std::string& url, int rate, int total,
+                            const OutboxTable& table = CourierOutbox()) {
+  COURIER_ASSIGN_OR_RETURN(PgConn conn, PgConnect(url));
+  const std::string sql = BenchRowsSql(
+      table,
+      "json_build_object('id', g, 't', (extract(epoch FROM clock_timestamp()) * 1000000)::int8)");
+  const auto period = std::chrono::microseconds(10 * 1000000 / rate);
+  auto next = std::chrono::steady_clock::now();
+  for (int sent = 0; sent < total; sent += 10) {
+    std::this_thread::sleep_until(next);
+    next += period;
+    COURIER_RETURN_IF_ERROR(
+        PgExec(conn.get(), sql, {std::to_string(sent + 1), std::to_string(sent + 10)}).status());
+  }
+  return Status::Ok();
+}
+
+inline double Percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
 }
 
 // The partitions a dev broker topic needs to keep `events` of Fill's events (~250 bytes as
@@ -42,9 +97,16 @@ inline std::string BenchPartitions(int events) {
   return std::to_string(DevBrokerPartitionsFor(events, 512));
 }
 
-// A dev broker whose topic "bench" keeps all `events` (it keeps 5 MiB per partition).
-inline Result<std::string> StartDevBroker(const test::TempDir& dir, const std::string& name,
-                                          int events) {
+// A running `courier dev-broker` and its bootstrap address.
+struct DevBrokerProcess {
+  Subprocess process;
+  std::string bootstrap;
+};
+
+// A dev broker whose topic "bench" keeps all `events` (it keeps 5 MiB per partition); it
+// stops when the result is dropped.
+inline Result<DevBrokerProcess> SpawnDevBroker(const test::TempDir& dir, const std::string& name,
+                                               int events) {
   const std::string file = dir.File(name);
   COURIER_ASSIGN_OR_RETURN(Subprocess broker,
                            test::SpawnCourier({"dev-broker", "--bootstrap-file", file, "--topic",
@@ -52,11 +114,18 @@ inline Result<std::string> StartDevBroker(const test::TempDir& dir, const std::s
   if (!test::WaitUntil([&] { return !test::ReadFile(file).empty(); })) {
     return InternalError("cannot start courier dev-broker");
   }
-  static std::vector<Subprocess> brokers;  // live until the benchmark exits
-  brokers.push_back(std::move(broker));
   std::string bootstrap = test::ReadFile(file);
   bootstrap.pop_back();
-  return bootstrap;
+  return DevBrokerProcess{std::move(broker), std::move(bootstrap)};
+}
+
+// The same, live until the benchmark exits; its bootstrap address.
+inline Result<std::string> StartDevBroker(const test::TempDir& dir, const std::string& name,
+                                          int events) {
+  COURIER_ASSIGN_OR_RETURN(DevBrokerProcess broker, SpawnDevBroker(dir, name, events));
+  static std::vector<Subprocess> brokers;
+  brokers.push_back(std::move(broker.process));
+  return broker.bootstrap;
 }
 
 // The first column of the first row of `sql`.
@@ -72,6 +141,70 @@ inline Result<double> TimeCourier(const std::vector<std::string>& args) {
   test::CommandResult r = test::RunCourier(args, Duration(1200000));
   if (r.exit_code != 0) return InternalError("courier failed: " + r.err);
   return Seconds(start, Clock::Real().Now());
+}
+
+// The peak resident set (VmHWM) of a running process, in KiB; 0 once it is gone.
+inline long PeakRssKb(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::atol(line.c_str() + 6);
+  }
+  return 0;
+}
+
+// A process run to its end: its wall time from `start`, and its peak RSS, sampled every
+// ~20 ms while it runs (the last few milliseconds of its life are not seen).
+struct Timed {
+  double seconds = 0;
+  long peak_rss_kb = 0;
+};
+
+inline Result<Timed> WaitTimed(Subprocess& p, TimePoint start, Duration timeout,
+                               const std::string& name) {
+  Timed t;
+  const TimePoint deadline = Clock::Real().Now() + timeout;
+  std::optional<int> code;
+  while (!(code = p.Wait(Duration(20))) && Clock::Real().Now() < deadline) {
+    t.peak_rss_kb = std::max(t.peak_rss_kb, PeakRssKb(p.pid()));
+  }
+  t.seconds = Seconds(start, Clock::Real().Now());
+  if (!code) return InternalError(name + " did not finish in time");
+  if (*code != 0) return InternalError(name + " exited with " + std::to_string(*code));
+  return t;
+}
+
+// A fresh database with courier's schema (and its CDC objects when `cdc`).
+inline Result<std::string> NewOutbox(test::PostgresServer& pg, const std::string& name, bool cdc) {
+  COURIER_ASSIGN_OR_RETURN(std::string url, pg.NewDatabase(name));
+  CdcOptions options;
+  options.enabled = cdc;
+  COURIER_RETURN_IF_ERROR(Migrate(url, TableNames{}, options));
+  return url;
+}
+
+// The ceiling: the server's own logical decoding of `events` Fill rows (pgoutput, the slot
+// made before the rows are written), streamed by PostgreSQL's client to /dev/null.
+inline Result<Timed> TimeOutboxRecvlogical(test::PostgresServer& pg, int events) {
+  COURIER_ASSIGN_OR_RETURN(std::string url, NewOutbox(pg, "bench_recv", false));
+  COURIER_RETURN_IF_ERROR(test::PgQuery(url,
+                                        "CREATE PUBLICATION bench FOR TABLE courier_outbox WITH"
+                                        " (publish = 'insert')")
+                              .status());
+  COURIER_RETURN_IF_ERROR(
+      test::PgQuery(url, "SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput')")
+          .status());
+  COURIER_RETURN_IF_ERROR(Fill(url, events));
+  COURIER_ASSIGN_OR_RETURN(std::string end, Query1(url, "SELECT pg_current_wal_flush_lsn()::text"));
+  const TimePoint start = Clock::Real().Now();
+  COURIER_ASSIGN_OR_RETURN(
+      Subprocess p,
+      Subprocess::Spawn({"/usr/lib/postgresql/15/bin/pg_recvlogical", "-d", url, "--slot",
+                         "bench_recv", "--start", "--no-loop", "-o", "proto_version=1", "-o",
+                         "publication_names=bench", "-E", end, "-f", "/dev/null"}));
+  COURIER_ASSIGN_OR_RETURN(Timed t, WaitTimed(p, start, Duration(1200000), "pg_recvlogical"));
+  (void)test::PgQuery(url, "SELECT pg_drop_replication_slot('bench_recv')");
+  return t;
 }
 
 inline double Median(std::vector<double> v) {
