@@ -7,6 +7,8 @@
 #   ./dev.sh lint       clang-format check
 #   ./dev.sh fuzz [SECONDS]  build the libFuzzer targets (clang) and run each SECONDS (60)
 #   ./dev.sh bench [poll|cdc|capture|sinks|eventstore]  the benchmarks, all by default (docs/benchmarks.md)
+#   ./dev.sh bench compare [--events N]  courier against pg_recvlogical and the Node and Python
+#                       relays users would pick instead, one run (installs the peers: npm ci, apt)
 #   ./dev.sh build      just build (build/courier)
 #   ./dev.sh package    Release build, install into a prefix, build a project against it, .deb
 set -euo pipefail
@@ -17,6 +19,7 @@ BUILD_DEPS=(cmake g++ make pkg-config libpq-dev libsqlite3-dev librdkafka-dev li
             nlohmann-json3-dev libtomlplusplus-dev libcli11-dev)
 TEST_DEPS=(googletest libgtest-dev postgresql-15 redis-server nats-server rabbitmq-server groonga-bin python3 sqlite3 clang-format openssl ca-certificates chromium)
 FUZZ_DEPS=(clang-14 libclang-rt-14-dev)
+COMPARE_DEPS=(nodejs python3-psycopg2 python3-confluent-kafka)
 JOBS=${JOBS:-$(nproc)}
 
 install() {
@@ -30,13 +33,14 @@ install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
-build() {  # build DIR [cmake args...]
+build() {  # build DIR [cmake args...]; BUILD_TARGETS="a b" builds only those
   # Line tables only (-g1): backtraces and sanitizer reports still name file and line, and the
   # build takes a third less time than with full debug information.
   local dir=$1; shift
   cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG" \
     -DCOURIER_WERROR=ON "$@" >/dev/null
-  cmake --build "$dir" -j "$JOBS"
+  # shellcheck disable=SC2086  # one target per word
+  cmake --build "$dir" -j "$JOBS" ${BUILD_TARGETS:+--target $BUILD_TARGETS}
 }
 
 run_tests() {  # run_tests DIR [CHAOS_FILTER]
@@ -114,6 +118,16 @@ case "${1:-}" in
     install "${BUILD_DEPS[@]}" dpkg-dev file
     exec tests/packaging/check.sh ;;
   bench)
+    if [ "${2:-}" = compare ]; then
+      # The peers: Node packages at the versions bench/peers/node/package-lock.json pins, the
+      # Python relay's modules from Debian (run with /usr/bin/python3).
+      install "${BUILD_DEPS[@]}" "${TEST_DEPS[@]}" "${COMPARE_DEPS[@]}"
+      command -v npm >/dev/null || install npm  # NodeSource's nodejs ships npm; Debian's does not
+      BUILD_TARGETS="courier courier_bench_compare" build build
+      (cd bench/peers/node && npm ci --no-audit --no-fund)
+      shift 2
+      exec build/bench/courier_bench_compare "$@"
+    fi
     install "${BUILD_DEPS[@]}" "${TEST_DEPS[@]}"
     build build
     case "${2:-all}" in
