@@ -19,7 +19,7 @@ BUILD_DEPS=(cmake g++ make pkg-config libpq-dev libsqlite3-dev librdkafka-dev li
             nlohmann-json3-dev libtomlplusplus-dev libcli11-dev)
 TEST_DEPS=(googletest libgtest-dev postgresql-15 redis-server nats-server rabbitmq-server groonga-bin python3 sqlite3 clang-format openssl ca-certificates chromium)
 FUZZ_DEPS=(clang-14 libclang-rt-14-dev)
-COMPARE_DEPS=(nodejs python3-psycopg2 python3-confluent-kafka)
+COMPARE_DEPS=(googletest libgtest-dev postgresql-15 nodejs python3-psycopg2 python3-confluent-kafka)
 JOBS=${JOBS:-$(nproc)}
 
 install() {
@@ -119,9 +119,10 @@ case "${1:-}" in
     exec tests/packaging/check.sh ;;
   bench)
     if [ "${2:-}" = compare ]; then
-      # The peers: Node packages at the versions bench/peers/node/package-lock.json pins, the
-      # Python relay's modules from Debian (run with /usr/bin/python3).
-      install "${BUILD_DEPS[@]}" "${TEST_DEPS[@]}" "${COMPARE_DEPS[@]}"
+      # PostgreSQL, the test harness's build dependencies and the peers: Node packages at the
+      # versions bench/peers/node/package-lock.json pins, the Python relay's modules from
+      # Debian (run with /usr/bin/python3).
+      install "${BUILD_DEPS[@]}" "${COMPARE_DEPS[@]}"
       command -v npm >/dev/null || install npm  # NodeSource's nodejs ships npm; Debian's does not
       BUILD_TARGETS="courier courier_bench_compare" build build
       (cd bench/peers/node && npm ci --no-audit --no-fund)
