@@ -22,6 +22,7 @@
 #include "courier/relay.h"
 #include "courier/status.h"
 #include "inbox/consume.h"
+#include "lab/lab.h"
 #include "sources/source.h"
 
 namespace courier::cli {
@@ -166,12 +167,9 @@ int RunDevBroker(const DevBrokerFlags& f);
 FaultPoints* FaultPointsFromEnvironment();
 
 struct DemoOptions {
-  int orders = 300;
-  std::string duration = "20s";
-  std::string kill_every = "0.3s..1.5s";
+  int orders = 60;      // commands per strategy
   std::string workdir;  // empty: a fresh temporary directory, removed afterwards
-  bool keep = false;
-  unsigned seed = 0;  // 0: random
+  unsigned seed = 0;    // 0: random
 };
 CLI::App* AddDemoCommand(CLI::App& app, DemoOptions* f, CommonFlags* common);
 // Interrupted (cleanly, children killed) when `stop` is requested.
@@ -189,6 +187,27 @@ struct DemoAppOptions {
 CLI::App* AddDemoAppCommand(CLI::App& app, DemoAppOptions* f);
 // The demo's "orders" service, run as a child process so that it can be SIGKILLed.
 int RunDemoApp(const DemoAppOptions& options);
+
+// `courier lab` and `courier lab-service` (cli/cmd_lab.cc).
+struct LabFlags {
+  std::string strategy = "all";
+  std::string faults = "all";
+  std::string source;
+  std::string sink;
+  int commands = 60;
+  std::string json;
+  std::string chart;
+  std::string markdown;
+  std::string workdir;
+  unsigned seed = 0;
+};
+CLI::App* AddLabCommand(CLI::App& app, LabFlags* f, CommonFlags* common);
+int RunLabCommand(const LabFlags& f);
+struct LabServiceFlags {
+  lab::ServiceOptions options;
+};
+CLI::App* AddLabServiceCommand(CLI::App& app, LabServiceFlags* f);
+int RunLabService(const LabServiceFlags& f);
 
 struct DeadLettersOptions {
   std::string action;  // list, retry or drop

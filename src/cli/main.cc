@@ -204,6 +204,14 @@ const Command kCommands[] = {
        return Bind(ctx, AddDemoCommand,
                    [](const DemoOptions& o) { return RunDemo(o, StopRequest()); });
      }},
+    {"lab", "Every dual-write strategy under the same crashes, outage and failed commits",
+     [](CommandContext& ctx) { return Bind(ctx, AddLabCommand, RunLabCommand); }},
+    {"lab-service", "One strategy's orders service (run by the lab)",
+     [](CommandContext& ctx) -> std::function<int()> {
+       auto flags = std::make_shared<LabServiceFlags>();
+       AddLabServiceCommand(ctx.app, flags.get());
+       return [flags] { return RunLabService(*flags); };
+     }},
     {"demo-app", "The demo's orders service (used by the demo and examples/inventory)",
      [](CommandContext& ctx) -> std::function<int()> {
        auto flags = std::make_shared<DemoAppOptions>();

@@ -265,14 +265,5 @@ INSTANTIATE_TEST_SUITE_P(Modes, CacheKillTest,
                            return info.param == SourceKind::kPostgresCdc ? "Cdc" : "Poll";
                          });
 
-TEST(Demo, OutboxSideLosesNothingUnderCrashes) {
-  CommandResult r =
-      RunCourier({"demo", "--orders", "120", "--duration", "6s", "--seed", "7"}, Duration(300000));
-  std::printf("%s", r.out.c_str());
-  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-  EXPECT_NE(r.out.find("outbox: nothing lost, no ghosts"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("relay SIGKILLs"), std::string::npos);
-}
-
 }  // namespace
 }  // namespace courier::test

@@ -1,8 +1,12 @@
-// `courier lab`'s parts: the strategies' database (LabDb on SQLite and PostgreSQL: a
-// commit_fails command's COMMIT is refused, a terminated connection comes back) and Kafka
-// producer (acks, and a refusal while the broker is down), and the default truth and delivery
-// a strategy is judged on.
+// `courier lab`: its parts (the strategies' database, LabDb on SQLite and PostgreSQL: a
+// commit_fails command's COMMIT is refused, a terminated connection comes back; their Kafka
+// producer: acks, and a refusal while the broker is down; the default truth and delivery a
+// strategy is judged on), then whole runs: every strategy under the fault schedule on
+// PostgreSQL, judged from the JSON the lab writes; `courier demo`; bad input.
 #include <gtest/gtest.h>
+
+#include <map>
+#include <nlohmann/json.hpp>
 
 #include "brokers/dev/dev_broker.h"
 #include "core/postgres.h"
@@ -153,6 +157,133 @@ TEST(LabProducerTest, PublishWaitsForTheAckAndIsRefusedWhileTheBrokerIsDown) {
   for (size_t i = 1; i < o1.size(); ++i) {
     EXPECT_EQ(o1[i].event_id, second.event_id);
     EXPECT_EQ(o1[i].seq, 2);
+  }
+}
+
+// The lab's results by strategy, from its --json file.
+std::map<std::string, nlohmann::json> ReadResults(const std::string& path) {
+  std::map<std::string, nlohmann::json> out;
+  const nlohmann::json list = nlohmann::json::parse(ReadFile(path), nullptr, false);
+  EXPECT_TRUE(list.is_array()) << ReadFile(path);
+  if (!list.is_array()) return out;
+  for (const nlohmann::json& o : list) out[o.at("strategy").get<std::string>()] = o;
+  return out;
+}
+
+// A strategy that ran (not skipped as not implemented yet); one that failed to run fails.
+bool Ran(const std::map<std::string, nlohmann::json>& results, const std::string& name) {
+  auto it = results.find(name);
+  if (it == results.end()) {
+    ADD_FAILURE() << name << " missing from the results";
+    return false;
+  }
+  const nlohmann::json& o = it->second;
+  EXPECT_FALSE(o.contains("error")) << name << ": " << o.dump();
+  if (o.contains("skipped")) {
+    EXPECT_EQ(o.at("skipped"), "not implemented yet") << name;
+    return false;
+  }
+  for (const char* key :
+       {"committed", "delivered", "lost", "ghosts", "duplicates", "order_violations",
+        "accepted_during_outage", "latency_p50_ms", "latency_p99_ms"}) {
+    EXPECT_TRUE(o.contains(key)) << name << " has no " << key;
+  }
+  return !o.contains("error");
+}
+
+int64_t Count(const std::map<std::string, nlohmann::json>& results, const std::string& name,
+              const char* key) {
+  return results.at(name).at(key).get<int64_t>();
+}
+
+TEST(LabRun, EveryStrategyUnderTheSameFaultsOnPostgres) {
+  auto url = SharedPostgres().NewDatabase("lab");
+  ASSERT_OK(url);
+  TempDir dir;
+  const TimePoint start = Clock::Real().Now();
+  CommandResult r = RunCourier(
+      {"lab", "--strategy", "all", "--source", *url, "--json", dir.File("lab.json"), "--chart",
+       dir.File("lab.svg"), "--markdown", dir.File("lab.md"), "--workdir", dir.File("work")},
+      Duration(900000));
+  const double seconds = std::chrono::duration<double>(Clock::Real().Now() - start).count();
+  std::printf("%s[lab] %.0f s\n", r.out.c_str(), seconds);
+  // The outbox (and, where they ran, CDC and event sourcing) held: exit 0.
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  const auto results = ReadResults(dir.File("lab.json"));
+  ASSERT_EQ(results.size(), lab::Strategies().size());
+
+  for (const char* name : {"outbox-poll", "outbox-cdc", "event-sourcing"}) {
+    if (!Ran(results, name)) continue;
+    EXPECT_EQ(Count(results, name, "lost"), 0) << name;
+    EXPECT_EQ(Count(results, name, "ghosts"), 0) << name;
+    EXPECT_EQ(Count(results, name, "order_violations"), 0) << name;
+    EXPECT_GT(Count(results, name, "delivered"), 20) << name;
+  }
+  ASSERT_TRUE(Ran(results, "outbox-poll"));
+  // The outbox takes commands while the broker is down: only the one that crashed fails.
+  EXPECT_GT(results.at("outbox-poll").at("accepted_during_outage").get<double>(), 0.5);
+
+  ASSERT_TRUE(Ran(results, "naive"));
+  EXPECT_GT(Count(results, "naive", "lost"), 0);
+  EXPECT_EQ(Count(results, "naive", "ghosts"), 0);
+  for (const char* name : {"publish-first", "publish-in-transaction"}) {
+    if (Ran(results, name)) {
+      EXPECT_GT(Count(results, name, "ghosts"), 0) << name;
+    }
+  }
+  if (Ran(results, "in-memory-retry")) {
+    EXPECT_GT(Count(results, "in-memory-retry", "lost"), 0);
+  }
+  if (Ran(results, "2pc")) {
+    EXPECT_EQ(Count(results, "2pc", "lost"), 0);
+    EXPECT_EQ(Count(results, "2pc", "ghosts"), 0);
+    EXPECT_LT(results.at("2pc").at("accepted_during_outage").get<double>(),
+              results.at("outbox-poll").at("accepted_during_outage").get<double>());
+  }
+
+  // The chart and the page name every strategy that ran.
+  const std::string svg = ReadFile(dir.File("lab.svg"));
+  const std::string md = ReadFile(dir.File("lab.md"));
+  EXPECT_EQ(svg.rfind("<svg", 0), 0u) << svg.substr(0, 200);
+  EXPECT_NE(svg.find("</svg>"), std::string::npos);
+  for (const auto& [name, o] : results) {
+    EXPECT_NE(md.find("### " + name), std::string::npos) << name;
+    if (!o.contains("skipped")) {
+      EXPECT_NE(svg.find(">" + name + "<"), std::string::npos) << name;
+    }
+  }
+}
+
+TEST(LabRun, DemoIsNaiveVersusOutboxOnSqliteAndTheOutboxHolds) {
+  const TimePoint start = Clock::Real().Now();
+  CommandResult r = RunCourier({"demo", "--seed", "7"}, Duration(300000));
+  std::printf("%s", r.out.c_str());
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_LT(Clock::Real().Now() - start, Duration(60000)) << "the demo stays under a minute";
+  EXPECT_NE(r.out.find("outbox: nothing lost, no ghosts"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("relay SIGKILLs"), std::string::npos);
+  // The naive service lost what it committed before a crash.
+  const size_t naive = r.out.find("\nnaive ");
+  ASSERT_NE(naive, std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("naive: lost "), std::string::npos) << r.out;
+}
+
+TEST(LabRun, BadInputIsOneLineAndExit2) {
+  const std::vector<std::vector<std::string>> cases = {
+      {"lab", "--strategy", "naive,bogus"},
+      {"lab", "--faults", "outage,earthquake"},
+      {"lab", "--source", "sqlite:///tmp/x.db"},
+      {"lab", "--source", "postgres://a:b@c@host/db"},
+      {"lab", "--sink", "redis://127.0.0.1:6379"},
+      {"lab", "--sink", "kafka://127.0.0.1:9092/topic"},
+      {"lab", "--commands", "5"},
+      {"demo", "--orders", "5"},
+  };
+  for (const auto& args : cases) {
+    CommandResult r = RunCourier(args);
+    EXPECT_EQ(r.exit_code, 2) << args[1] << " " << args[2] << ": " << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_EQ(r.err.find("b@c"), std::string::npos) << "the password is not repeated: " << r.err;
   }
 }
 
