@@ -1,6 +1,7 @@
 // `courier lab` (every dual-write strategy under one fault schedule, lab/lab.h) and the hidden
 // `courier lab-service` (one strategy's orders service, the lab's child process).
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 #include "cli/commands.h"
@@ -102,7 +103,15 @@ int RunLabCommand(const LabFlags& f) {
   if (!f.json.empty()) st = WriteFile(f.json, lab::FormatJson(*report));
   if (st.ok() && !f.chart.empty()) st = WriteFile(f.chart, lab::FormatSvg(*report));
   if (st.ok() && !f.markdown.empty()) {
-    st = WriteFile(f.markdown, lab::FormatMarkdown(*report, CommandLine(f)));
+    std::string line = CommandLine(f) + " --markdown " + f.markdown;
+    std::string chart;
+    if (!f.chart.empty()) {
+      line += " --chart " + f.chart;
+      std::error_code ec;
+      const auto dir = std::filesystem::absolute(f.markdown, ec).parent_path();
+      chart = std::filesystem::absolute(f.chart, ec).lexically_relative(dir).string();
+    }
+    st = WriteFile(f.markdown, lab::FormatMarkdown(*report, line, chart));
   }
   if (!st.ok()) return Fail(st);
   return report->guarantees_hold ? 0 : kExitFailure;

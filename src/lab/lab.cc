@@ -376,6 +376,7 @@ class Lab {
     std::vector<std::optional<Subprocess>> sides;
     StrategyResult* result = nullptr;
     std::vector<std::string> notes;  // odd things seen, for the explanation
+    bool prepared = false;           // Prepare was called: Cleanup is due
   };
 
   std::string ServiceLog(const StrategyRun& run) const { return run.env.workdir + "/service.log"; }
@@ -565,6 +566,12 @@ class Lab {
       run.service->Wait(Duration(5000));
     }
     StopSides(run);
+    if (run.prepared) {
+      // A replication slot left behind would hold WAL on the server for good.
+      if (Status c = run.strategy->Cleanup(run.env); !c.ok() && st.ok()) {
+        r.explanation.push_back("cleanup: " + c.message());
+      }
+    }
     if (!st.ok()) {
       if (st.message().find("not implemented yet") != std::string::npos) {
         r.skipped = "not implemented yet";
@@ -581,6 +588,7 @@ class Lab {
     COURIER_RETURN_IF_ERROR(FreshDatabase(env));
     if (broker_ != nullptr)
       COURIER_RETURN_IF_ERROR(broker_->CreateTopic(env.topic, env.partitions));
+    run.prepared = true;  // a Prepare that failed half-way may have left a slot too
     if (Status st = run.strategy->Prepare(env); !st.ok()) {
       return Status(st.code(), "prepare: " + st.message());
     }

@@ -97,7 +97,9 @@ Result<LabReport> RunLab(const LabOptions& o, const StopSignal& stop);
 std::string FormatTable(const LabReport& report);
 std::string FormatJson(const LabReport& report);
 std::string FormatSvg(const LabReport& report);
-std::string FormatMarkdown(const LabReport& report, const std::string& command_line);
+// `command_line` reproduces the run; `chart` (may be empty) is the SVG's path from the page.
+std::string FormatMarkdown(const LabReport& report, const std::string& command_line,
+                           const std::string& chart);
 
 // `courier lab-service`: one strategy's orders service, in its own process. It connects to the
 // lab's socket (an abstract unix socket named `socket`), says it is ready once Start returned,

@@ -61,7 +61,7 @@ class OutboxPoll final : public Strategy {
     std::vector<std::string> relay = {env.self,
                                       "relay",
                                       "--source",
-                                      env.db_url,
+                                      SideDbUrl(env),
                                       "--sink",
                                       "kafka://" + env.bootstrap + "/" + env.topic,
                                       "--table",
