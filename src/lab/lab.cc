@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "brokers/dev/dev_broker.h"
+#include "brokers/kafka/kafka_reader.h"
 #include "core/postgres.h"
 #include "core/subprocess.h"
 #include "core/url.h"
@@ -224,6 +225,12 @@ class Lab {
     } else {
       COURIER_ASSIGN_OR_RETURN(Url url, ParseUrl(o_.sink));
       bootstrap_ = url.hosts;
+      // Asked once up front (5 s), rather than found out by every strategy after its run.
+      COURIER_ASSIGN_OR_RETURN(auto probe, KafkaReader::Open(bootstrap_, {"lab-" + run_id_}, true));
+      if (Status st = probe->MissingTopics().status(); !st.ok()) {
+        return Status(st.code(),
+                      "--sink " + RedactUrl(o_.sink) + " does not answer: " + st.message());
+      }
     }
     if (report_.postgres) {
       auto conn = PgConnect(o_.source);

@@ -91,6 +91,7 @@ std::string FormatTable(const LabReport& report) {
   }
   out << "\nthe schedule (the same for every strategy; seed " << report.seed << "):\n";
   for (const std::string& line : report.schedule) out << "  " << line << "\n";
+  if (report.schedule.empty()) out << "  no faults\n";
   out << "applied, per strategy: SIGKILLs of the service, of the side processes, database "
       << "restarts, failed commits:\n";
   for (const StrategyResult& r : report.results) {
@@ -216,6 +217,7 @@ std::string FormatMarkdown(const LabReport& report, const std::string& command_l
         "land where the schedule says, but what was in flight at that moment varies).\n\n"
      << "## The fault schedule\n\n";
   for (const std::string& line : report.schedule) md << "- " << line << "\n";
+  if (report.schedule.empty()) md << "- no faults\n";
   md << "\nA crash falls where the strategy's code reaches that point; a strategy that refused "
         "the command before it (the broker down) does not crash there.\n\n"
      << "## Results\n\n"

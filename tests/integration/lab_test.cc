@@ -274,7 +274,9 @@ TEST(LabRun, DemoIsNaiveVersusOutboxOnSqliteAndTheOutboxHolds) {
   CommandResult r = RunCourier({"demo", "--seed", "7"}, Duration(300000));
   std::printf("%s", r.out.c_str());
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-  EXPECT_LT(Clock::Real().Now() - start, Duration(60000)) << "the demo stays under a minute";
+  // About 20 s on an idle machine, under a minute on a loaded one; the bound catches a demo
+  // that drifted to minutes, with room for the sanitizers' build.
+  EXPECT_LT(Clock::Real().Now() - start, Duration(120000)) << "the demo stays short";
   EXPECT_NE(r.out.find("outbox: nothing lost, no ghosts"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("relay SIGKILLs"), std::string::npos);
   // The naive service lost what it committed before a crash.
