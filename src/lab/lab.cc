@@ -352,6 +352,24 @@ class Lab {
       }
       return Status::Ok();
     }
+    // A prepared transaction an interrupted run left (2pc) keeps its locks on the schema's
+    // tables, and DROP SCHEMA would wait for it forever: rolled back first, as the schema it
+    // wrote to goes anyway. (pg_locks is cluster-wide: the relations are this database's.)
+    COURIER_ASSIGN_OR_RETURN(
+        PgResult left,
+        PgExec(pg_.get(),
+               "SELECT p.gid FROM pg_prepared_xacts p WHERE p.database = current_database() AND "
+               "EXISTS (SELECT 1 FROM pg_locks x JOIN pg_locks r ON r.virtualtransaction = "
+               "x.virtualtransaction AND r.pid IS NULL JOIN pg_class c ON c.oid = r.relation "
+               "WHERE x.locktype = 'transactionid' AND x.pid IS NULL AND x.transactionid = "
+               "p.transaction AND r.database = (SELECT oid FROM pg_database WHERE datname = "
+               "current_database()) AND c.relnamespace = (SELECT oid FROM pg_namespace WHERE "
+               "nspname = $1))",
+               {env.schema}));
+    for (int i = 0; i < PQntuples(left.get()); ++i) {
+      COURIER_RETURN_IF_ERROR(
+          PgRun(pg_.get(), "ROLLBACK PREPARED " + QuoteLiteral(PQgetvalue(left.get(), i, 0))));
+    }
     return PgRun(pg_.get(), "DROP SCHEMA IF EXISTS " + QuoteIdent(env.schema) +
                                 " CASCADE; CREATE SCHEMA " + QuoteIdent(env.schema));
   }

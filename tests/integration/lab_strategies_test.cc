@@ -414,6 +414,32 @@ TEST_F(LabStrategyTest, TwoPhaseCommitCleanupLeavesNothingPrepared) {
   EXPECT_TRUE(v.Clean()) << ExamplesOf(v);
 }
 
+// What an interrupted 2pc run leaves in its schema, a prepared transaction holding a row, does
+// not make the next `courier lab` wait forever for its locks: rolled back with the schema.
+TEST(LabRunAfterAnInterruptedRun, APreparedTransactionLeftInTheSchemaIsRolledBack) {
+  auto url = SharedPostgres().NewDatabase("lab");
+  ASSERT_OK(url);
+  {
+    auto db = lab::LabDb::Open(*url, "lab_2pc");
+    ASSERT_OK(db);
+    ASSERT_OK(
+        (*db)->Exec("CREATE TABLE lab_orders (order_id TEXT PRIMARY KEY, version BIGINT NOT NULL);"
+                    "INSERT INTO lab_orders VALUES ('order-01', 1)"));
+    ASSERT_OK((*db)->Begin());
+    ASSERT_OK((*db)->Exec("UPDATE lab_orders SET version = 2"));
+    ASSERT_OK((*db)->Exec("PREPARE TRANSACTION 'left-by-an-interrupted-run'"));
+  }
+  TempDir dir;
+  CommandResult r = RunCourier({"lab", "--strategy", "2pc", "--faults", "none", "--commands", "20",
+                                "--source", *url, "--workdir", dir.File("work")},
+                               Duration(180000));
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("2pc"), std::string::npos) << r.out;
+  auto left = PgQuery(*url, "SELECT count(*) FROM pg_prepared_xacts");
+  ASSERT_OK(left);
+  EXPECT_EQ((*left)[0], "0");
+}
+
 // Without max_prepared_transactions the strategy says so at once.
 TEST_F(LabStrategyTest, TwoPhaseCommitNeedsPostgres) {
   LabEnv env{.strategy = "2pc",
