@@ -56,8 +56,9 @@ CLI::App* AddLabCommand(CLI::App& app, LabFlags* f, CommonFlags* common) {
       ->type_name("LIST")
       ->capture_default_str();
   cmd->add_option("--source", f->source,
-                  "PostgreSQL to run in (a schema lab_<strategy> each, dropped and made again); "
-                  "without it: SQLite files, and the strategies that need PostgreSQL are skipped")
+                  "PostgreSQL to run in (a schema lab_<strategy> each, dropped and made again; "
+                  "2pc needs the server's max_prepared_transactions above 0); without it: "
+                  "SQLite files, and the strategies that need PostgreSQL are skipped")
       ->type_name("postgres://...");
   cmd->add_option("--sink", f->sink,
                   "A Kafka cluster instead of the built-in dev broker (a topic per strategy and "
