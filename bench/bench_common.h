@@ -42,22 +42,27 @@ inline OutboxTable CourierOutbox() {
           " SELECT aggregate_type, aggregate_id, event_type, payload FROM"};
 }
 
-// Rows numbered $1..$2 for `table`: 64 aggregates, the payload a json `payload_sql` (of g, the
-// row's number; every payload has "id": g, which is what the benchmarks' readers count).
-inline std::string BenchRowsSql(const OutboxTable& table, const std::string& payload_sql) {
-  return table.insert +
-         " (SELECT 'order' AS aggregate_type, 'order-' || (g % 64) AS aggregate_id,"
+// Rows numbered $1..$2 for `table`, spread over `aggregates` aggregates, the payload a json
+// `payload_sql` (of g, the row's number; every payload has "id": g, which is what the
+// benchmarks' readers count).
+inline std::string BenchRowsSql(const OutboxTable& table, const std::string& payload_sql,
+                                int aggregates = 64) {
+  return table.insert + " (SELECT 'order' AS aggregate_type, 'order-' || (g % " +
+         std::to_string(aggregates) +
+         ") AS aggregate_id,"
          " 'OrderCreated' AS event_type, " +
          payload_sql + " AS payload FROM generate_series($1::int, $2::int) g) r";
 }
 
-inline Status Fill(const std::string& url, int events, const OutboxTable& table = CourierOutbox()) {
+inline Status Fill(const std::string& url, int events, const OutboxTable& table = CourierOutbox(),
+                   int aggregates = 64) {
   COURIER_ASSIGN_OR_RETURN(PgConn conn, PgConnect(url));
   // 100 events per transaction, ~120-byte JSON payloads.
   const std::string sql =
       BenchRowsSql(table,
                    "json_build_object('id', g, 'customer', 'c-' || (g % 1000), 'total', g * 1.5,"
-                   " 'currency', 'EUR', 'lines', 3)");
+                   " 'currency', 'EUR', 'lines', 3)",
+                   aggregates);
   for (int base = 0; base < events; base += 100) {
     COURIER_RETURN_IF_ERROR(
         PgExec(conn.get(), sql,
@@ -92,9 +97,12 @@ inline double Percentile(std::vector<double> v, double p) {
 }
 
 // The partitions a dev broker topic needs to keep `events` of Fill's events (~250 bytes as
-// Kafka records; 512 leaves room) instead of dropping the oldest.
-inline std::string BenchPartitions(int events) {
-  return std::to_string(DevBrokerPartitionsFor(events, 512));
+// Kafka records; 512 leaves room) instead of dropping the oldest, were they spread evenly.
+// They are not: an aggregate's events all go to one partition, so a topic keeps them only if
+// each partition's share of the aggregates stays under its 5 MiB (more room per event, or
+// more aggregates, as courier_bench_compare does at a million events).
+inline std::string BenchPartitions(int events, int bytes_per_event = 512) {
+  return std::to_string(DevBrokerPartitionsFor(events, bytes_per_event));
 }
 
 // A running `courier dev-broker` and its bootstrap address.
@@ -103,14 +111,15 @@ struct DevBrokerProcess {
   std::string bootstrap;
 };
 
-// A dev broker whose topic "bench" keeps all `events` (it keeps 5 MiB per partition); it
-// stops when the result is dropped.
+// A dev broker whose topic "bench" has room for `events` (BenchPartitions); it stops when
+// the result is dropped.
 inline Result<DevBrokerProcess> SpawnDevBroker(const test::TempDir& dir, const std::string& name,
-                                               int events) {
+                                               int events, int bytes_per_event = 512) {
   const std::string file = dir.File(name);
-  COURIER_ASSIGN_OR_RETURN(Subprocess broker,
-                           test::SpawnCourier({"dev-broker", "--bootstrap-file", file, "--topic",
-                                               "bench", "--partitions", BenchPartitions(events)}));
+  COURIER_ASSIGN_OR_RETURN(
+      Subprocess broker,
+      test::SpawnCourier({"dev-broker", "--bootstrap-file", file, "--topic", "bench",
+                          "--partitions", BenchPartitions(events, bytes_per_event)}));
   if (!test::WaitUntil([&] { return !test::ReadFile(file).empty(); })) {
     return InternalError("cannot start courier dev-broker");
   }
@@ -185,7 +194,8 @@ inline Result<std::string> NewOutbox(test::PostgresServer& pg, const std::string
 
 // The ceiling: the server's own logical decoding of `events` Fill rows (pgoutput, the slot
 // made before the rows are written), streamed by PostgreSQL's client to /dev/null.
-inline Result<Timed> TimeOutboxRecvlogical(test::PostgresServer& pg, int events) {
+inline Result<Timed> TimeOutboxRecvlogical(test::PostgresServer& pg, int events,
+                                           int aggregates = 64) {
   COURIER_ASSIGN_OR_RETURN(std::string url, NewOutbox(pg, "bench_recv", false));
   COURIER_RETURN_IF_ERROR(test::PgQuery(url,
                                         "CREATE PUBLICATION bench FOR TABLE courier_outbox WITH"
@@ -194,7 +204,7 @@ inline Result<Timed> TimeOutboxRecvlogical(test::PostgresServer& pg, int events)
   COURIER_RETURN_IF_ERROR(
       test::PgQuery(url, "SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput')")
           .status());
-  COURIER_RETURN_IF_ERROR(Fill(url, events));
+  COURIER_RETURN_IF_ERROR(Fill(url, events, CourierOutbox(), aggregates));
   COURIER_ASSIGN_OR_RETURN(std::string end, Query1(url, "SELECT pg_current_wal_flush_lsn()::text"));
   const TimePoint start = Clock::Real().Now();
   COURIER_ASSIGN_OR_RETURN(

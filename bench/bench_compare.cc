@@ -38,6 +38,14 @@ const std::string kPeers = COURIER_PEERS_DIR;
 const std::string kNode = "/usr/bin/node";
 const std::string kPython = "/usr/bin/python3";
 
+// The rows' aggregates, and the room each event gets on the dev broker. All of an aggregate's
+// events go to one partition, and a partition of the dev broker keeps its newest 5 MiB: with
+// Fill's usual 64 aggregates a million events are ~15 600 (~4.7 MB) per aggregate, and two
+// aggregates on one partition overflow it. 4 096 aggregates on partitions sized for 1 KiB per
+// event (~300 B as records) keep every event of every contender up to a million and more.
+constexpr int kAggregates = 4096;
+constexpr int kBytesPerEvent = 1024;
+
 // pg-transactional-outbox's table (made by its own setup, bench/peers/node/ptxo_relay.js);
 // segment = aggregate id, for its segment mutex (order per aggregate).
 OutboxTable PtxoOutbox() {
@@ -80,9 +88,14 @@ Result<Counted> Count(const test::TempDir& dir, const std::vector<std::string>& 
   args.push_back(std::to_string(events));
   COURIER_ASSIGN_OR_RETURN(std::string line, RunReader(dir, args, Duration(1200000)));
   Counted c;
-  if (std::sscanf(line.c_str(), "read=%ld distinct=%ld lost=%ld duplicates=%ld", &c.read,
-                  &c.distinct, &c.lost, &c.duplicates) != 4) {
+  long dropped = 0;
+  if (std::sscanf(line.c_str(), "read=%ld distinct=%ld lost=%ld duplicates=%ld dropped=%ld",
+                  &c.read, &c.distinct, &c.lost, &c.duplicates, &dropped) != 5) {
     return InternalError("reader said: " + line);
+  }
+  if (dropped > 0) {
+    return InternalError("the dev broker dropped " + std::to_string(dropped) +
+                         " records (a partition outgrew its 5 MiB): nothing to count");
   }
   return c;
 }
@@ -315,13 +328,13 @@ int main(int argc, char** argv) {
   std::vector<Row> rows;
   rows.push_back(
       Throughput("(a) pg_recvlogical (pgoutput) → /dev/null: the ceiling", [&](Row& row) -> Status {
-        COURIER_ASSIGN_OR_RETURN(row.timed, TimeOutboxRecvlogical(**pg, events));
+        COURIER_ASSIGN_OR_RETURN(row.timed, TimeOutboxRecvlogical(**pg, events, kAggregates));
         return Status::Ok();
       }));
   rows.push_back(Throughput(
       "(b) courier relay --mode cdc → JSONL file, fsync per batch", [&](Row& row) -> Status {
         COURIER_ASSIGN_OR_RETURN(std::string url, NewOutbox(**pg, "bench_cdc_file", true));
-        COURIER_RETURN_IF_ERROR(Fill(url, events));
+        COURIER_RETURN_IF_ERROR(Fill(url, events, CourierOutbox(), kAggregates));
         const std::string out = dir.File("cdc.jsonl");
         COURIER_ASSIGN_OR_RETURN(
             row.timed, TimeRelay(CourierCdc(url, "file://" + out, true), dir.File("cdc-file.log"),
@@ -332,8 +345,9 @@ int main(int argc, char** argv) {
       }));
   rows.push_back(Throughput("(b) courier relay --mode cdc → dev broker", [&](Row& row) -> Status {
     COURIER_ASSIGN_OR_RETURN(std::string url, NewOutbox(**pg, "bench_cdc_kafka", true));
-    COURIER_RETURN_IF_ERROR(Fill(url, events));
-    COURIER_ASSIGN_OR_RETURN(DevBrokerProcess broker, SpawnDevBroker(dir, "bootstrap-cdc", events));
+    COURIER_RETURN_IF_ERROR(Fill(url, events, CourierOutbox(), kAggregates));
+    COURIER_ASSIGN_OR_RETURN(DevBrokerProcess broker,
+                             SpawnDevBroker(dir, "bootstrap-cdc", events, kBytesPerEvent));
     COURIER_ASSIGN_OR_RETURN(
         row.timed, TimeRelay(CourierCdc(url, "kafka://" + broker.bootstrap + "/bench", true),
                              dir.File("cdc-kafka.log"), "courier", timeout));
@@ -343,9 +357,9 @@ int main(int argc, char** argv) {
   }));
   rows.push_back(Throughput("(c) courier relay (polling) → dev broker", [&](Row& row) -> Status {
     COURIER_ASSIGN_OR_RETURN(std::string url, NewOutbox(**pg, "bench_poll", false));
-    COURIER_RETURN_IF_ERROR(Fill(url, events));
+    COURIER_RETURN_IF_ERROR(Fill(url, events, CourierOutbox(), kAggregates));
     COURIER_ASSIGN_OR_RETURN(DevBrokerProcess broker,
-                             SpawnDevBroker(dir, "bootstrap-poll", events));
+                             SpawnDevBroker(dir, "bootstrap-poll", events, kBytesPerEvent));
     COURIER_ASSIGN_OR_RETURN(row.timed, TimeRelay(CourierPoll(url, broker.bootstrap, true),
                                                   dir.File("poll.log"), "courier", timeout));
     COURIER_ASSIGN_OR_RETURN(row.counted, CountTopic(dir, broker.bootstrap, events));
@@ -357,9 +371,9 @@ int main(int argc, char** argv) {
       [&](Row& row) -> Status {
         COURIER_ASSIGN_OR_RETURN(std::string url, (*pg)->NewDatabase("bench_ptxo"));
         COURIER_RETURN_IF_ERROR(PtxoSetup(dir, url, "bench_ptxo"));
-        COURIER_RETURN_IF_ERROR(Fill(url, events, PtxoOutbox()));
+        COURIER_RETURN_IF_ERROR(Fill(url, events, PtxoOutbox(), kAggregates));
         COURIER_ASSIGN_OR_RETURN(DevBrokerProcess broker,
-                                 SpawnDevBroker(dir, "bootstrap-ptxo", events));
+                                 SpawnDevBroker(dir, "bootstrap-ptxo", events, kBytesPerEvent));
         // It runs until stopped: done when every row is marked processed (which it does after
         // its handler returned, i.e. after the broker's ack).
         COURIER_ASSIGN_OR_RETURN(
@@ -380,9 +394,9 @@ int main(int argc, char** argv) {
       [&](Row& row) -> Status {
         COURIER_ASSIGN_OR_RETURN(std::string url, NewOutbox(**pg, "bench_node", false));
         COURIER_RETURN_IF_ERROR(NodeSlot(url, "bench_node"));
-        COURIER_RETURN_IF_ERROR(Fill(url, events));
+        COURIER_RETURN_IF_ERROR(Fill(url, events, CourierOutbox(), kAggregates));
         COURIER_ASSIGN_OR_RETURN(DevBrokerProcess broker,
-                                 SpawnDevBroker(dir, "bootstrap-node", events));
+                                 SpawnDevBroker(dir, "bootstrap-node", events, kBytesPerEvent));
         COURIER_ASSIGN_OR_RETURN(row.timed,
                                  TimeRelay(NodeRelay(url, "bench_node", broker.bootstrap, events),
                                            dir.File("node.log"), "the Node relay", timeout));
@@ -394,9 +408,9 @@ int main(int argc, char** argv) {
       "(f) Python polling relay (psycopg2 + confluent-kafka, SKIP LOCKED × 1000) → dev broker",
       [&](Row& row) -> Status {
         COURIER_ASSIGN_OR_RETURN(std::string url, NewOutbox(**pg, "bench_python", false));
-        COURIER_RETURN_IF_ERROR(Fill(url, events));
+        COURIER_RETURN_IF_ERROR(Fill(url, events, CourierOutbox(), kAggregates));
         COURIER_ASSIGN_OR_RETURN(DevBrokerProcess broker,
-                                 SpawnDevBroker(dir, "bootstrap-python", events));
+                                 SpawnDevBroker(dir, "bootstrap-python", events, kBytesPerEvent));
         COURIER_ASSIGN_OR_RETURN(
             row.timed, TimeRelay(PythonRelay(url, broker.bootstrap, true), dir.File("python.log"),
                                  "the Python relay", timeout));
@@ -415,8 +429,9 @@ int main(int argc, char** argv) {
         row.name = name;
         std::fprintf(stderr, "latency: %s ...\n", name.c_str());
         Status st = [&]() -> Status {
-          COURIER_ASSIGN_OR_RETURN(DevBrokerProcess broker,
-                                   SpawnDevBroker(dir, "bootstrap-latency-" + tag, total));
+          COURIER_ASSIGN_OR_RETURN(
+              DevBrokerProcess broker,
+              SpawnDevBroker(dir, "bootstrap-latency-" + tag, total, kBytesPerEvent));
           return body(row, broker.bootstrap);
         }();
         if (!st.ok()) row.error = st.message();
