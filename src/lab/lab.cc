@@ -545,7 +545,9 @@ class Lab {
         code = run.service->Wait(Duration(5000));
       }
       if (code && *code == 128 + SIGKILL) {
-        ++run.result->service_kills;
+        // A crash at the strategy's fault point; the lab's own kill of a service that did not
+        // answer is noted above instead.
+        if (sent.outcome == Outcome::kKilled) ++run.result->service_kills;
       } else {
         run.notes.push_back("the service exited with " + (code ? std::to_string(*code) : "?") +
                             " at command " + std::to_string(c.seq) + "; see " + ServiceLog(run));
