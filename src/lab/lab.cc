@@ -218,7 +218,6 @@ class Lab {
     report_.own_broker = o_.sink.empty();
     rng_.seed(report_.seed);
     run_id_ = NewUuidV7().substr(28, 8);
-    COURIER_RETURN_IF_ERROR(PrepareWorkdir());
     if (report_.own_broker) {
       COURIER_ASSIGN_OR_RETURN(broker_, DevBroker::Start(1));
       bootstrap_ = broker_->bootstrap();
@@ -239,6 +238,8 @@ class Lab {
       }
       pg_ = std::move(*conn);
     }
+    // Made once the broker and the database answer: a lab that cannot start leaves no files.
+    COURIER_RETURN_IF_ERROR(PrepareWorkdir());
     std::set<std::string> faults = o_.faults;
     schedule_ = MakeSchedule(o_.commands, faults, report_.own_broker, rng_);
     DescribeSchedule();
