@@ -90,22 +90,23 @@ case "${1:-}" in
     run_tests build ;;
   sanitize)
     install "${BUILD_DEPS[@]}" "${TEST_DEPS[@]}"
-    # Under the sanitizers: every test binary but the sink and CLI suites (courier's own
-    # parsing, decoding, relay, CDC and event-store code; each binary builds the programs it
-    # runs) and one chaos run. The sink suites mostly drive the client libraries and the CLI
-    # suite mostly the command line's messages; they run once, in `test`: CI's time goes to
-    # what the sanitizers can find.
+    # Under the sanitizers: every test binary but the sink, CLI, lab and status-page suites
+    # (courier's own parsing, decoding, relay, CDC and event-store code; each binary builds the
+    # programs it runs) and one chaos run. The sink suites mostly drive the client libraries,
+    # the CLI suite the command line's messages, the lab its strategies' child processes and
+    # the status page a browser; they run once, in `test`: CI's time goes to what the
+    # sanitizers can find.
     cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOURIER_WERROR=ON \
       -DCOURIER_SANITIZE=ON -DCOURIER_BENCH=OFF >/dev/null
     targets=$(cmake --build build-asan --target help | sed -n 's/^\.\.\. \(.*_tests\)$/\1/p' |
-      grep -vxE 'sink_tests|integration_tests')
+      grep -vxE 'sink_tests|integration_tests|lab_tests|status_page_tests')
     # shellcheck disable=SC2086  # one target per word
     cmake --build build-asan -j "$JOBS" --target $targets
     # The chaos budgets ran once already, in `test`: here only the production chaos run (every
     # fault at once: kills, freezes, broker and database restarts) checks the same paths under
     # the sanitizers, for a shorter time.
     COURIER_CHAOS_SECONDS=${COURIER_CHAOS_SECONDS:-20} ASAN_OPTIONS=detect_leaks=1 \
-      UBSAN_OPTIONS=print_stacktrace=1 CTEST_EXCLUDE='^(sink|integration)_tests' \
+      UBSAN_OPTIONS=print_stacktrace=1 CTEST_EXCLUDE='^(sink|integration|lab|status_page)_tests' \
       run_tests build-asan 'Modes/ProductionChaos.*' ;;
   fuzz)
     install "${BUILD_DEPS[@]}" "${FUZZ_DEPS[@]}"
