@@ -358,8 +358,11 @@ TEST_F(LabStrategyTest, PublishInTransactionCrashAfterTheAckLeavesAGhost) {
 // outage left: every queued event lost.
 TEST_F(LabStrategyTest, InMemoryRetryLosesWhatOnlyItsMemoryHeld) {
   ASSERT_NE(Begin("in-memory-retry"), nullptr);
+  // (A service of its own that finishes: an event still unacked when the next command
+  // crashes the service would be lost as well.)
+  ASSERT_EQ(Serve({Next("o0", 1)}), 0) << ReadFile(dir_.File("service.log"));
   const Command before_queue = Crashing("o1", 1, Fault::kCrashBetween);
-  ASSERT_EQ(Serve({Next("o0", 1), before_queue}), kKilled) << ReadFile(dir_.File("service.log"));
+  ASSERT_EQ(Serve({before_queue}), kKilled) << ReadFile(dir_.File("service.log"));
 
   broker_->SetDown(true);
   const Command queued1 = Next("o2", 1), queued2 = Next("o3", 1);
