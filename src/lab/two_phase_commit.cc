@@ -28,10 +28,11 @@
 //
 // What it costs, and the lab shows: every command needs both sides up, so during a broker
 // outage commands are refused (each after the vote's one-second timeout) where an outbox
-// accepts them; each command pays two fsyncs (PREPARE and the log) and a Kafka transaction's
-// round trips. And a transaction left in doubt (prepared, the coordinator crashed or the
-// broker went away after the decision) keeps holding what it held at PREPARE until it is
-// resolved: its order's row lock (the next command on that order waits for it, here at most
+// accepts them; each command waits for four flushes to disk (PREPARE, the decision, "sent",
+// COMMIT PREPARED) and for the vote's metadata request and the Kafka transaction's round trips
+// (partition added, produce, commit). And a transaction left in doubt (prepared, the coordinator
+// crashed or the broker went away after the decision) keeps holding what it held at PREPARE until
+// it is resolved: its order's row lock (the next command on that order waits for it, here at most
 // lock_timeout, then is refused), its xid (VACUUM cannot remove rows younger than it, on every
 // table of the database) and a max_prepared_transactions slot, across server restarts, for as
 // long as the coordinator stays away. Needs max_prepared_transactions > 0 on the server.
