@@ -6,6 +6,12 @@
 // (kDevBrokerPartitionBytes), and at most 100 000 batches; older batches are dropped as new
 // ones arrive, so a consumer that falls further behind than that misses them.
 //
+// Transactions are the mock's too: producers may begin, commit and abort them, but the mock
+// writes no commit or abort markers and answers every fetch with its end as the last stable
+// offset and no aborted transactions, so a read_committed consumer also sees the records of
+// open and aborted transactions (rdkafka_mock_handlers.c, Fetch). What must stay unseen
+// unless committed cannot be shown on this broker by aborting its transaction.
+//
 // Thread-safety: methods may be called from any thread.
 #pragma once
 
