@@ -108,8 +108,23 @@ Status Sql(const std::string& url, const std::string& sql) {
   return test::PgQuery(url, sql).status();
 }
 
-// The first line of a log, for a one-line error.
-std::string FirstLine(const std::string& text) { return text.substr(0, text.find('\n')); }
+// One line of a log for an error: the first that names an error (Node starts an out-of-heap
+// abort with its last GCs, Python a failure with its traceback), else the first not empty.
+std::string FirstLine(const std::string& text) {
+  std::string first;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    const std::string line = text.substr(start, end - start);
+    start = end + 1;
+    if (line.find("ERROR") != std::string::npos || line.find("Error") != std::string::npos) {
+      return line;
+    }
+    if (first.empty()) first = line;
+  }
+  return first;
+}
 
 // A publication and slot (slot names are unique per server) for the Node pgoutput relay,
 // made before the rows are written.
