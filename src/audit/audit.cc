@@ -3,6 +3,7 @@
 // into a StreamingJudge, one message at a time.
 #include "audit/audit.h"
 
+#include <map>
 #include <set>
 #include <unordered_map>
 #include <utility>
@@ -93,6 +94,33 @@ Read ReadOf(const Message& m, int64_t line_number) {
   return {e.event_id, e.aggregate_type + "/" + e.aggregate_id, e.created_at_us};
 }
 
+// A relay that keeps publishing while the audit runs puts events in the sink that were
+// committed after the truth was read: not in the truth, they were judged ghosts. Each ghost the
+// table holds now is such an event and is not judged: it leaves the ghosts (and the duplicates,
+// `deliveries` being how many times each was read) and is counted in after_truth.
+Status DropLateArrivals(TruthReader& reader, const std::map<std::string, int64_t>& deliveries,
+                        AuditReport* report) {
+  Verdict& v = report->verdict;
+  if (v.ghost_ids.empty()) return Status::Ok();
+  COURIER_ASSIGN_OR_RETURN(const std::set<std::string> late, reader.Present(v.ghost_ids));
+  if (late.empty()) return Status::Ok();
+  auto is_late = [&late](const std::string& id) { return late.count(id) > 0; };
+  std::erase_if(v.ghost_ids, is_late);
+  v.ghosts = static_cast<int64_t>(v.ghost_ids.size());
+  std::erase_if(v.duplicate_ids, is_late);
+  for (const std::string& id : late) {
+    auto n = deliveries.find(id);
+    if (n != deliveries.end() && n->second > 1) v.duplicates -= n->second - 1;
+  }
+  std::erase_if(v.examples, [&late](const std::string& line) {
+    if (line.rfind("ghost ", 0) != 0) return false;
+    const size_t end = line.find(' ', 6);
+    return late.count(line.substr(6, end == std::string::npos ? end : end - 6)) > 0;
+  });
+  report->after_truth = static_cast<int64_t>(late.size());
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<AuditReport> RunAudit(const AuditOptions& options, const StopSignal& stop) {
@@ -150,6 +178,8 @@ Result<AuditReport> RunAudit(const AuditOptions& options, const StopSignal& stop
   COURIER_ASSIGN_OR_RETURN(std::vector<std::string> targets,
                            SinkTargets(options.sink_url, truth.types));
   StreamingJudge judge(truth.expected);
+  // How many times each event the truth does not have was read (the ghosts, until looked up).
+  std::map<std::string, int64_t> unknown;
   for (const std::string& target : targets) {
     if (stop.requested()) return CancelledError("audit stopped");
     report.read_from.push_back(RedactUrl(target));
@@ -177,12 +207,14 @@ Result<AuditReport> RunAudit(const AuditOptions& options, const StopSignal& stop
         continue;
       }
       auto seq = truth.seq.find(r.event_id);
+      if (seq == truth.seq.end()) ++unknown[r.event_id];
       judge.Add(DeliveredRecord{r.event_id, r.aggregate,
                                 seq == truth.seq.end() ? int64_t{-1} : seq->second});
     }
   }
   if (stop.requested()) return CancelledError("audit stopped");
   report.verdict = judge.Finish();
+  COURIER_RETURN_IF_ERROR(DropLateArrivals(*reader, unknown, &report));
   return report;
 }
 

@@ -47,6 +47,10 @@ struct AuditReport {
   int64_t pending = 0;                 // committed, not published yet: may or may not be there
   int64_t read = 0;                    // messages read from the sink
   int64_t before_window = 0;           // messages older than the window, not judged
+  // Events in the sink that the truth did not have when it was read but the table holds when
+  // looked up after the sink was read: committed (and published) while the audit ran, so not
+  // judged (neither ghosts nor duplicates).
+  int64_t after_truth = 0;
   Verdict verdict;
   // Cache and search sinks: keys whose value differs from the row; empty for logs.
   std::vector<std::string> stale;

@@ -17,6 +17,8 @@ namespace courier {
 namespace {
 
 constexpr int kPage = 10000;
+// Event ids per lookup query (SQLite allows 32 766 parameters since 3.32, 999 before).
+constexpr size_t kLookupBatch = 900;
 
 // The events of decoded rows, or the first row that cannot be one (it could not have been
 // published either).
@@ -118,6 +120,20 @@ class PostgresTruth final : public TruthReader {
                                     : AddOutboxRow(row, &batch));
     }
     return EventsOf(std::move(batch));
+  }
+
+  Result<std::set<std::string>> Present(const std::vector<std::string>& event_ids) override {
+    const std::string sql = "SELECT event_id::text FROM " + QuoteIdent(options_.tables.outbox) +
+                            " WHERE event_id::text = ANY($1::text[])";
+    std::set<std::string> found;
+    for (size_t start = 0; start < event_ids.size(); start += kLookupBatch) {
+      const size_t end = std::min(event_ids.size(), start + kLookupBatch);
+      std::vector<std::optional<std::string>> ids(event_ids.begin() + start,
+                                                  event_ids.begin() + end);
+      COURIER_ASSIGN_OR_RETURN(PgResult res, PgExec(conn_.get(), sql, {PgTextArray(ids)}));
+      for (int i = 0; i < PQntuples(res.get()); ++i) found.insert(PQgetvalue(res.get(), i, 0));
+    }
+    return found;
   }
 
   int64_t since_us() const override { return since_us_; }
@@ -225,6 +241,29 @@ class SqliteTruth final : public TruthReader {
     std::sort(batch.events.begin(), batch.events.end(),
               [](const Event& a, const Event& b) { return a.row_id < b.row_id; });
     return EventsOf(std::move(batch));
+  }
+
+  Result<std::set<std::string>> Present(const std::vector<std::string>& event_ids) override {
+    std::set<std::string> found;
+    for (size_t start = 0; start < event_ids.size(); start += kLookupBatch) {
+      const size_t end = std::min(event_ids.size(), start + kLookupBatch);
+      std::string params;
+      for (size_t i = start; i < end; ++i) params += (i == start ? "?" : ", ?");
+      COURIER_ASSIGN_OR_RETURN(
+          SqliteStmt stmt,
+          SqlitePrepare(db_.get(), "SELECT event_id FROM " + QuoteIdent(options_.tables.outbox) +
+                                       " WHERE event_id IN (" + params + ")"));
+      for (size_t i = start; i < end; ++i) {
+        sqlite3_bind_text(stmt.get(), static_cast<int>(i - start + 1), event_ids[i].c_str(), -1,
+                          SQLITE_TRANSIENT);
+      }
+      int rc;
+      while ((rc = sqlite3_step(stmt.get())) == SQLITE_ROW) {
+        found.insert(Column(stmt.get(), 0).value_or(""));
+      }
+      if (rc != SQLITE_DONE) return SqliteError(db_.get(), rc, "looking event ids up");
+    }
+    return found;
   }
 
   int64_t since_us() const override { return since_us_; }

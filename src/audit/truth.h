@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,9 @@ class TruthReader {
   // The events of `event_ids` as the relay publishes them (envelope, headers, payload), in
   // key order; ids the table does not have are left out.
   virtual Result<std::vector<Event>> Events(const std::vector<std::string>& event_ids) = 0;
+  // Of `event_ids`, those the table holds now (looked up a batch of ids per query): events
+  // committed after ForEach read the table are found here.
+  virtual Result<std::set<std::string>> Present(const std::vector<std::string>& event_ids) = 0;
   // --since in Unix microseconds, as the database read it; 0 without --since.
   virtual int64_t since_us() const = 0;
   // "courier_outbox in postgres://…" without secrets.

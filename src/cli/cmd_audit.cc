@@ -29,6 +29,7 @@ nlohmann::json ReportJson(const AuditReport& r) {
           {"pending", r.pending},
           {"read", r.read},
           {"before_window", r.before_window},
+          {"after_truth", r.after_truth},
           {"delivered", v.delivered},
           {"lost", v.lost_ids},
           {"ghosts", v.ghost_ids},
@@ -53,6 +54,10 @@ void PrintReport(const AuditReport& r) {
   if (r.before_window > 0) {
     std::printf("  older than the window (not judged)%10lld\n",
                 static_cast<long long>(r.before_window));
+  }
+  if (r.after_truth > 0) {
+    std::printf("  committed after the truth was read%10lld  (not judged)\n",
+                static_cast<long long>(r.after_truth));
   }
   std::printf("  delivered                         %10lld\n", static_cast<long long>(v.delivered));
   std::printf("  lost (published, not in the sink) %10lld\n", static_cast<long long>(v.lost));

@@ -201,6 +201,87 @@ TEST(AuditFile, MessagesOlderThanTheWindowAreNotGhosts) {
   EXPECT_EQ(cleaned.result["ghosts"], Json::array());
 }
 
+// A relay publishing while the audit runs: `write` keeps committing events and the relay
+// (`relay_args`, running until the end) keeps publishing them to the file `sink`, so events
+// committed after an audit read the truth are in the sink when it reads the file. They are no
+// ghosts: the audit looks them up in the table and counts them in after_truth. Audits run until
+// some of them saw such events (at least three runs).
+void AuditWhileRelaying(const std::vector<std::string>& audit_args,
+                        const std::vector<std::string>& relay_args,
+                        const std::function<void()>& write, const std::string& sink_path,
+                        const std::string& log) {
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    while (!stop.load()) {
+      write();
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  });
+  // The writer stops however the test ends (an ASSERT returns early).
+  struct Join {
+    std::atomic<bool>& stop;
+    std::thread& t;
+    ~Join() {
+      stop = true;
+      t.join();
+    }
+  } join{stop, writer};
+  auto relay = SpawnCourier(relay_args, log);
+  ASSERT_OK(relay);
+  // The first audit needs something published.
+  ASSERT_TRUE(WaitUntil([&] { return !ReadFile(sink_path).empty(); }, Duration(60000)))
+      << ReadFile(log);
+  int64_t late = 0;
+  int runs = 0;
+  const TimePoint deadline = Clock::Real().Now() + Duration(120000);
+  while ((runs < 3 || late == 0) && Clock::Real().Now() < deadline) {
+    Audited a = Audit(audit_args);
+    ++runs;
+    ASSERT_EQ(a.exit_code, 0) << a.err << a.result.dump();
+    EXPECT_EQ(a.result["ghosts"], Json::array()) << a.result.dump();
+    EXPECT_EQ(a.result["lost"], Json::array()) << a.result.dump();
+    late += a.result["after_truth"].get<int64_t>();
+  }
+  relay->Signal(SIGTERM);
+  EXPECT_TRUE(relay->Wait(Duration(30000)).has_value());
+  EXPECT_GT(late, 0) << runs << " audits ran while the relay published: none read an event "
+                     << "committed after its truth; " << ReadFile(log);
+}
+
+TEST(AuditWhileRelaying, EventsCommittedAfterTheTruthWasReadAreNoGhosts) {
+  Outbox outbox;
+  outbox.Commit(200, 10);
+  TempDir dir;
+  const std::string sink = "file://" + dir.File("events.jsonl");
+  AuditWhileRelaying(
+      {"--source", outbox.db.url, "--sink", sink},
+      {"relay", "--source", outbox.db.url, "--sink", sink, "--retain", "--poll-interval", "10ms"},
+      [&] { outbox.Commit(5, 10); }, dir.File("events.jsonl"), dir.File("relay.log"));
+}
+
+TEST(AuditWhileRelaying, EventStoreEventsAppendedAfterTheTruthWasReadAreNoGhosts) {
+  auto url = SharedPostgres().NewDatabase();
+  ASSERT_OK(url);
+  ASSERT_OK(Migrate(*url, EventStoreTables()));
+  auto conn = PgConnect(*url);
+  ASSERT_OK(conn);
+  EventStore store;
+  int n = 0;
+  auto append = [&] {
+    ASSERT_OK(PgRun(conn->get(), "BEGIN"));
+    ASSERT_OK(store.Append(conn->get(), "account", "acct-" + std::to_string(n++ % 7), kAny,
+                           {NewEvent{.event_type = "FundsDeposited", .payload = "{}"}}));
+    ASSERT_OK(PgRun(conn->get(), "COMMIT"));
+  };
+  for (int i = 0; i < 50; ++i) append();
+  TempDir dir;
+  const std::string sink = "file://" + dir.File("events.jsonl");
+  AuditWhileRelaying(
+      {"--event-store", "--source", *url, "--sink", sink},
+      {"relay", "--event-store", "--source", *url, "--sink", sink, "--poll-interval", "10ms"},
+      append, dir.File("events.jsonl"), dir.File("relay.log"));
+}
+
 TEST(AuditKafka, AfterARelayRunEveryTopicHoldsEveryEventOnce) {
   Outbox outbox;
   outbox.Commit(40, 5, "order");
