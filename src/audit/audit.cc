@@ -208,7 +208,11 @@ Result<AuditReport> RunAudit(const AuditOptions& options, const StopSignal& stop
       }
       auto seq = truth.seq.find(r.event_id);
       if (seq == truth.seq.end()) ++unknown[r.event_id];
-      judge.Add(DeliveredRecord{r.event_id, r.aggregate,
+      // A broker orders each topic (stream, subject) on its own, not one against another: with
+      // several, order is judged per topic and aggregate (a template routing one aggregate's
+      // events by {event_type}).
+      judge.Add(DeliveredRecord{r.event_id,
+                                targets.size() > 1 ? r.aggregate + " in " + m->topic : r.aggregate,
                                 seq == truth.seq.end() ? int64_t{-1} : seq->second});
     }
   }

@@ -345,6 +345,35 @@ TEST(AuditKafka, FindsPlantedDuplicatesAndOrderViolations) {
   EXPECT_EQ(dup.result["duplicates"], Json::array({twice[0].event_id}));
 }
 
+// One aggregate's events routed to a topic per event type: Kafka orders each topic, not one
+// against another, and the audit reads the topics one after the other; order is judged per
+// topic and aggregate, so reading et_Paid after et_Shipped is no violation.
+TEST(AuditKafka, OrderIsJudgedPerTopicWhenATemplateSpreadsAnAggregate) {
+  Outbox outbox;
+  const std::vector<std::string> types = {"Created", "Paid", "Shipped"};
+  std::vector<std::string> inserts;
+  for (int i = 0; i < 12; ++i) {
+    inserts.push_back(
+        "INSERT INTO courier_outbox (event_id, aggregate_type, aggregate_id, event_type, payload)"
+        " VALUES ('" +
+        NewUuidV7() + "', 'order', 'o-" + std::to_string(i % 2) + "', '" + types[i % 3] +
+        "', '{}')");
+  }
+  ASSERT_OK(outbox.db.Transaction(inserts));
+  auto broker = DevBroker::Start(1);
+  ASSERT_OK(broker);
+  const std::string sink = "kafka://" + (*broker)->bootstrap() + "/et_{event_type}";
+  CommandResult relay =
+      RunCourier({"relay", "--source", outbox.db.url, "--sink", sink, "--retain", "--once"});
+  ASSERT_EQ(relay.exit_code, 0) << relay.err;
+
+  Audited a = Audit({"--source", outbox.db.url, "--sink", sink});
+  EXPECT_EQ(a.exit_code, 0) << a.err << a.result.dump();
+  EXPECT_EQ(a.result["read_from"].size(), 3u) << a.result.dump();
+  EXPECT_EQ(a.result["delivered"], 12);
+  EXPECT_EQ(a.result["order_violations"], Json::array()) << a.result.dump();
+}
+
 // Redis Streams: every stream the template routes to is read until it stays quiet; an entry
 // deleted with XDEL is reported lost, by its event id.
 TEST(AuditRedis, ReadsEveryStreamOfTheTemplateAndFindsADeletedEntry) {
