@@ -43,7 +43,8 @@ CLI::App* AddLabCommand(CLI::App& app, LabFlags* f, CommonFlags* common) {
       "accepted while the broker was down, and command latency. Strategies that need\n"
       "PostgreSQL run only with --source. Exits 1 unless outbox-poll, outbox-cdc and\n"
       "event-sourcing (those that ran) lost nothing, had no ghosts and kept order; 2 on bad\n"
-      "input. docs/strategies.md is a recorded run.");
+      "input, or when another lab runs against the same --source database (it holds a\n"
+      "PostgreSQL advisory lock for its whole run). docs/strategies.md is a recorded run.");
   cmd->add_option("--strategy", f->strategy,
                   "Strategies to run, comma-separated, or all: naive, publish-first, "
                   "publish-in-transaction, in-memory-retry, 2pc, outbox-poll, outbox-cdc, "
@@ -76,8 +77,9 @@ CLI::App* AddLabCommand(CLI::App& app, LabFlags* f, CommonFlags* common) {
   cmd->add_option("--markdown", f->markdown, "Write the results as docs/strategies.md is")
       ->type_name("FILE");
   cmd->add_option("--workdir", f->workdir,
-                  "Keep the databases and logs here (default: a temporary directory, removed "
-                  "unless a guarantee failed)")
+                  "Keep the databases and logs here, a folder per strategy (refused if one "
+                  "exists and is not empty; default: a temporary directory, removed unless a "
+                  "guarantee failed)")
       ->type_name("DIR");
   cmd->add_option("--seed", f->seed, "Random seed of the workload and schedule (0: random)")
       ->type_name("N");

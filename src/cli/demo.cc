@@ -150,7 +150,10 @@ CLI::App* AddDemoCommand(CLI::App& app, DemoOptions* f, CommonFlags* common) {
   cmd->add_option("--orders", f->orders, "Order commands per strategy (at least 20)")
       ->type_name("N")
       ->capture_default_str();
-  cmd->add_option("--workdir", f->workdir, "Keep the databases and logs here")->type_name("DIR");
+  cmd->add_option("--workdir", f->workdir,
+                  "Keep the databases and logs here, in naive/ and outbox-poll/ (refused if "
+                  "either exists and is not empty)")
+      ->type_name("DIR");
   cmd->add_option("--seed", f->seed, "Random seed (0: random)")->type_name("N");
   AddCommonFlags(cmd, common);
   return cmd;

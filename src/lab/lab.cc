@@ -218,6 +218,19 @@ class Lab {
     report_.own_broker = o_.sink.empty();
     rng_.seed(report_.seed);
     run_id_ = NewUuidV7().substr(28, 8);
+    std::vector<std::string> names = o_.strategies;
+    if (names.empty()) {
+      for (const StrategyInfo& s : Strategies()) names.push_back(s.name);
+    }
+    COURIER_RETURN_IF_ERROR(CheckWorkdir(names));
+    if (report_.postgres) {
+      COURIER_RETURN_IF_ERROR(LockDatabase());
+      auto conn = PgConnect(o_.source);
+      if (!conn.ok()) {
+        return Status(conn.status().code(), "--source: " + conn.status().message());
+      }
+      pg_ = std::move(*conn);
+    }
     if (report_.own_broker) {
       COURIER_ASSIGN_OR_RETURN(broker_, DevBroker::Start(1));
       bootstrap_ = broker_->bootstrap();
@@ -231,23 +244,12 @@ class Lab {
                       "--sink " + RedactUrl(o_.sink) + " does not answer: " + st.message());
       }
     }
-    if (report_.postgres) {
-      auto conn = PgConnect(o_.source);
-      if (!conn.ok()) {
-        return Status(conn.status().code(), "--source: " + conn.status().message());
-      }
-      pg_ = std::move(*conn);
-    }
     // Made once the broker and the database answer: a lab that cannot start leaves no files.
     COURIER_RETURN_IF_ERROR(PrepareWorkdir());
     std::set<std::string> faults = o_.faults;
     schedule_ = MakeSchedule(o_.commands, faults, report_.own_broker, rng_);
     DescribeSchedule();
 
-    std::vector<std::string> names = o_.strategies;
-    if (names.empty()) {
-      for (const StrategyInfo& s : Strategies()) names.push_back(s.name);
-    }
     Say("courier lab: " + std::to_string(o_.commands) + " commands per strategy, faults: " +
         (faults.empty() ? std::string("none") : Join({faults.begin(), faults.end()}, ",")) +
         " (seed " + std::to_string(report_.seed) + ", files in " + report_.workdir + ")");
@@ -276,8 +278,9 @@ class Lab {
         keep = true;
       }
     }
-    if (!keep) {
-      remove_on_exit_ = report_.workdir;
+    if (keep) {
+      remove_on_exit_.clear();
+    } else {
       report_.workdir.clear();
     }
     return report_;
@@ -339,6 +342,44 @@ class Lab {
     char tmpl[] = "/tmp/courier-lab-XXXXXX";
     if (mkdtemp(tmpl) == nullptr) return InternalError("mkdtemp failed");
     report_.workdir = tmpl;
+    // Removed by the destructor however the run ends (interrupted too), unless Run keeps it.
+    remove_on_exit_ = report_.workdir;
+    return Status::Ok();
+  }
+
+  // A given --workdir is the user's: the lab writes a folder per strategy in it and removes
+  // files only there, so a strategy's folder that already holds something is refused rather
+  // than emptied.
+  Status CheckWorkdir(const std::vector<std::string>& names) const {
+    if (o_.workdir.empty()) return Status::Ok();
+    for (const std::string& name : names) {
+      const std::filesystem::path dir = std::filesystem::path(o_.workdir) / name;
+      std::error_code ec;
+      if (!std::filesystem::exists(dir, ec)) continue;
+      if (!std::filesystem::is_directory(dir, ec) || !std::filesystem::is_empty(dir, ec)) {
+        return InvalidArgumentError("--workdir " + o_.workdir + " already holds " + name +
+                                    "/, which the lab would overwrite: remove it or use another "
+                                    "--workdir");
+      }
+    }
+    return Status::Ok();
+  }
+
+  // Takes kLabLockKey (lab.h) for the whole run, on a connection of its own: the lab's
+  // database restarts terminate "courier-lab-<schema>" connections, not this one.
+  Status LockDatabase() {
+    auto conn = PgConnect(o_.source);
+    if (!conn.ok()) return Status(conn.status().code(), "--source: " + conn.status().message());
+    lock_ = std::move(*conn);
+    COURIER_RETURN_IF_ERROR(PgRun(lock_.get(), "SET application_name = 'courier-lab'"));
+    COURIER_ASSIGN_OR_RETURN(PgResult got,
+                             PgExec(lock_.get(), "SELECT pg_try_advisory_lock($1::bigint)",
+                                    {std::to_string(kLabLockKey)}));
+    if (std::string(PQgetvalue(got.get(), 0, 0)) != "t") {
+      return InvalidArgumentError(
+          "another courier lab is running against this database; wait for it or use another "
+          "database");
+    }
     return Status::Ok();
   }
 
@@ -584,8 +625,9 @@ class Lab {
     } else {
       env.db_url = "sqlite://" + env.workdir + "/" + info.name + ".db";
     }
+    // A fresh temporary directory, or a --workdir whose folder for it CheckWorkdir found
+    // absent or empty: nothing of the user's is in it.
     std::error_code ec;
-    std::filesystem::remove_all(env.workdir, ec);
     std::filesystem::create_directories(env.workdir, ec);
     Status st = Execute(run);
     // Whatever happened, nothing of this run keeps running.
@@ -793,6 +835,7 @@ class Lab {
   std::unique_ptr<DevBroker> broker_;
   std::string bootstrap_;
   PgConn pg_;
+  PgConn lock_;  // holds kLabLockKey until the lab ends
   Schedule schedule_;
 };
 

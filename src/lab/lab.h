@@ -27,13 +27,22 @@ inline constexpr const char* kFaultNames[] = {
     "side-kill",      // SIGKILL and restart of the processes beside the service (a relay)
 };
 
+// The session advisory lock (pg_try_advisory_lock) a lab holds on its --source database for the
+// whole run, on a connection of its own (application_name "courier-lab"): two labs against one
+// database would share the lab_<strategy> schemas, and one's 2pc recovery would roll back the
+// other's prepared transactions. A second lab refuses to start (kInvalidArgument).
+inline constexpr int64_t kLabLockKey = 0x636f757269657231;  // "courier1"
+
 struct LabOptions {
   std::vector<std::string> strategies;  // names; empty: all
   std::set<std::string> faults;         // of kFaultNames; empty: none
   std::string source;                   // "postgres://..." or empty: SQLite files only
   std::string sink;                     // "kafka://host:port" or empty: the lab's dev broker
   int commands = 60;
-  std::string workdir;  // empty: a temporary directory, removed unless something failed
+  // Empty: a temporary directory, removed unless a guarantee failed (an interrupted run too).
+  // Given: kept; refused when a strategy's folder in it exists and is not empty (the lab
+  // never deletes what it did not make).
+  std::string workdir;
   unsigned seed = 0;    // 0: random
   bool verbose = true;  // a progress line per strategy on stderr
 };

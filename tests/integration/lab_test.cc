@@ -5,6 +5,9 @@
 // PostgreSQL, judged from the JSON the lab writes; `courier demo`; bad input.
 #include <gtest/gtest.h>
 
+#include <csignal>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -283,6 +286,66 @@ TEST(LabRun, DemoIsNaiveVersusOutboxOnSqliteAndTheOutboxHolds) {
   const size_t naive = r.out.find("\nnaive ");
   ASSERT_NE(naive, std::string::npos) << r.out;
   EXPECT_NE(r.out.find("naive: lost "), std::string::npos) << r.out;
+}
+
+// Where a running lab said its files are (its first line on stderr: "files in DIR)").
+std::string LabFilesIn(const std::string& log) {
+  const std::string text = ReadFile(log);
+  const size_t at = text.find("files in ");
+  if (at == std::string::npos) return "";
+  const size_t end = text.find(')', at);
+  return end == std::string::npos ? "" : text.substr(at + 9, end - at - 9);
+}
+
+TEST(LabRun, ASecondLabOnTheSameDatabaseRefusesAndAnInterruptedLabLeavesNoFiles) {
+  auto url = SharedPostgres().NewDatabase("lab");
+  ASSERT_OK(url);
+  TempDir dir;
+  // Enough commands to be still running when it is interrupted.
+  auto first = SpawnCourier(
+      {"lab", "--strategy", "naive", "--faults", "none", "--source", *url, "--commands", "100000"},
+      dir.File("first.log"));
+  ASSERT_OK(first);
+  std::string files;
+  ASSERT_TRUE(WaitUntil([&] { return !(files = LabFilesIn(dir.File("first.log"))).empty(); },
+                        Duration(60000)))
+      << ReadFile(dir.File("first.log"));
+  EXPECT_TRUE(std::filesystem::is_directory(files)) << files;
+
+  // The first holds the database: the second neither runs nor touches its schemas.
+  const TimePoint start = Clock::Real().Now();
+  CommandResult second = RunCourier(
+      {"lab", "--strategy", "naive", "--faults", "none", "--source", *url, "--commands", "20"});
+  EXPECT_EQ(second.exit_code, 2) << second.out << second.err;
+  EXPECT_EQ(std::count(second.err.begin(), second.err.end(), '\n'), 1) << second.err;
+  EXPECT_NE(second.err.find("another courier lab is running against this database"),
+            std::string::npos)
+      << second.err;
+  EXPECT_LT(Clock::Real().Now() - start, Duration(20000)) << "it refuses at once";
+
+  // Interrupted, the first removes its temporary folder and lets the database go.
+  first->Signal(SIGTERM);
+  ASSERT_TRUE(first->Wait(Duration(60000)).has_value());
+  EXPECT_FALSE(std::filesystem::exists(files)) << files;
+  CommandResult third = RunCourier(
+      {"lab", "--strategy", "naive", "--faults", "none", "--source", *url, "--commands", "20"},
+      Duration(120000));
+  EXPECT_EQ(third.exit_code, 0) << third.out << third.err;
+}
+
+TEST(LabRun, AWorkdirWhoseStrategyFolderHoldsFilesIsRefusedAndLeftAlone) {
+  TempDir dir;
+  std::filesystem::create_directories(dir.File("work/naive"));
+  std::ofstream(dir.File("work/naive/mine.txt")) << "the user's\n";
+  for (const std::string command : {"lab", "demo"}) {
+    std::vector<std::string> args = {command, "--workdir", dir.File("work")};
+    if (command == "lab") args.insert(args.end(), {"--strategy", "naive", "--commands", "20"});
+    CommandResult r = RunCourier(args);
+    EXPECT_EQ(r.exit_code, 2) << command << ": " << r.out << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_NE(r.err.find("already holds naive/"), std::string::npos) << r.err;
+    EXPECT_EQ(ReadFile(dir.File("work/naive/mine.txt")), "the user's\n");
+  }
 }
 
 TEST(LabRun, BadInputIsOneLineAndExit2) {
