@@ -3,6 +3,9 @@
 // into a StreamingJudge, one message at a time.
 #include "audit/audit.h"
 
+#include <sys/stat.h>
+
+#include <cerrno>
 #include <map>
 #include <set>
 #include <unordered_map>
@@ -48,7 +51,23 @@ Result<std::vector<std::string>> SinkTargets(
         (known ? "'" + url.scheme + "://'" : "the unknown scheme '" + url.scheme + "'") +
         " (docs/audit.md)");
   }
-  if (url.scheme == "file") return std::vector<std::string>{sink_url};
+  if (url.scheme == "file") {
+    COURIER_ASSIGN_OR_RETURN(const std::string path, FileSinkPath(sink_url));
+    // A file that is not there (yet, or for a moment while it is rotated) is no bad input: the
+    // audit could not run, and `--every` tries again. A directory reads as an empty file.
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0 && errno == ENOENT) {
+      return RetriableError("the file sink " + path +
+                            " does not exist: nothing to read (the relay creates it when it "
+                            "starts)");
+    }
+    if (S_ISDIR(st.st_mode)) {
+      return InvalidArgumentError("cannot read " + path +
+                                  ": it is a directory; name the sink's file "
+                                  "(file:///absolute/path.jsonl)");
+    }
+    return std::vector<std::string>{sink_url};
+  }
   // The relay's default route (cli/cmd_relay.cc): the aggregate type.
   const std::string tmpl = url.path.empty() ? "{aggregate_type}" : url.path;
   std::set<std::string> topics;

@@ -99,6 +99,9 @@ std::string ExpandTemplate(std::string_view tmpl, const Event& event);
 // One per broker, each in its folder; the registry names them.
 std::unique_ptr<Sink> MakeKafkaSink(const SinkOptions& options);
 std::unique_ptr<Sink> MakeFileSink(const SinkOptions& options);
+// The absolute path a file:// sink URL names, as the file sink and its reader check it: no
+// host (file://relative.jsonl names the host 'relative.jsonl'), a path, no parameter.
+Result<std::string> FileSinkPath(const std::string& url);
 std::unique_ptr<Sink> MakeRedisSink(const SinkOptions& options);
 std::unique_ptr<Sink> MakeRedisCacheSink(const SinkOptions& options);
 std::unique_ptr<Sink> MakeHttpSink(const SinkOptions& options);

@@ -586,6 +586,20 @@ TEST(AuditBadInput, SaysWhatIsWrongInOneLineAndExits2) {
       "audit reads kafka://, redis://, nats:// and file:// sinks back (and redis-cache:// "
       "against --capture), not 'http://' "
       "(docs/audit.md)");
+  // A file sink that cannot be read is not an empty one (everything would be "lost").
+  ExpectOneLine(RunCourier({"audit", "--source", outbox.db.url, "--sink", "file://" + dir.path()}),
+                "cannot read " + dir.path() +
+                    ": it is a directory; name the sink's file (file:///absolute/path.jsonl)");
+  ExpectOneLine(
+      RunCourier({"audit", "--source", outbox.db.url, "--sink", "file://relative.jsonl"}),
+      "file sink URL file://relative.jsonl names a host; write file:///absolute/path.jsonl");
+  // Not there (yet, or for a moment): the audit could not run (exit 1, like a server away).
+  const CommandResult missing =
+      RunCourier({"audit", "--source", outbox.db.url, "--sink", "file://" + dir.File("no.jsonl")});
+  EXPECT_EQ(missing.exit_code, 1) << missing.err;
+  EXPECT_EQ(missing.err, "courier: error: the file sink " + dir.File("no.jsonl") +
+                             " does not exist: nothing to read (the relay creates it when it "
+                             "starts)\n");
   const CommandResult source = RunCourier({"audit", "--source", "mysql://h/db", "--sink", sink});
   EXPECT_EQ(source.exit_code, 2) << source.err;
   EXPECT_EQ(std::count(source.err.begin(), source.err.end(), '\n'), 1) << source.err;
@@ -623,6 +637,25 @@ TEST(AuditEvery, ServesTheLastResultInMetrics) {
   EXPECT_NE(metrics.find("\ncourier_audit_stale 0\n"), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("\ncourier_audit_duplicates 0\n"), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("\ncourier_audit_last_run_timestamp_seconds "), std::string::npos);
+
+  // The file gone for a while (rotated, restored): failed runs, counted; the loop goes on.
+  auto counter = [&](const std::string& name) {
+    const size_t at = metrics.find("\n" + name + " ");
+    return at == std::string::npos ? -1 : std::atoi(metrics.c_str() + at + name.size() + 2);
+  };
+  ASSERT_EQ(::rename(dir.File("events.jsonl").c_str(), dir.File("away.jsonl").c_str()), 0);
+  ASSERT_TRUE(WaitUntil([&] {
+    metrics = HttpGet(port, "/metrics").body;
+    return counter("courier_audit_failures_total") >= 1;
+  })) << metrics
+      << ReadFile(dir.File("audit.log"));
+  ASSERT_EQ(::rename(dir.File("away.jsonl").c_str(), dir.File("events.jsonl").c_str()), 0);
+  const int runs = counter("courier_audit_runs_total");
+  ASSERT_TRUE(WaitUntil([&] {
+    metrics = HttpGet(port, "/metrics").body;
+    return counter("courier_audit_runs_total") > runs;
+  })) << metrics
+      << ReadFile(dir.File("audit.log"));
   audit->Signal(SIGTERM);
   auto code = audit->Wait(Duration(10000));
   ASSERT_TRUE(code.has_value());

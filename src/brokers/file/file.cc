@@ -26,6 +26,27 @@ namespace {
 
 std::string Errno() { return std::strerror(errno); }
 
+}  // namespace
+
+Result<std::string> FileSinkPath(const std::string& sink_url) {
+  COURIER_ASSIGN_OR_RETURN(Url url, ParseUrl(sink_url));
+  if (!url.hosts.empty() && url.hosts != "localhost") {
+    return InvalidArgumentError("file sink URL " + sink_url +
+                                " names a host; write file:///absolute/path.jsonl");
+  }
+  if (url.path.empty()) {
+    return InvalidArgumentError("file sink URL " + sink_url +
+                                " names no file; write file:///absolute/path.jsonl");
+  }
+  if (!url.query.empty()) {
+    return InvalidArgumentError("file sink: unknown parameter '" + url.query.front().first +
+                                "' (it takes none; a '?' in the file's name is written %3F)");
+  }
+  return "/" + url.path;
+}
+
+namespace {
+
 class FileSink final : public Sink {
  public:
   explicit FileSink(SinkOptions options) : options_(std::move(options)) {}
@@ -34,20 +55,7 @@ class FileSink final : public Sink {
   }
 
   Status Configure() override {
-    COURIER_ASSIGN_OR_RETURN(Url url, ParseUrl(options_.url));
-    if (!url.hosts.empty() && url.hosts != "localhost") {
-      return InvalidArgumentError("file sink URL " + options_.url +
-                                  " names a host; write file:///absolute/path.jsonl");
-    }
-    path_ = "/" + url.path;
-    if (url.path.empty()) {
-      return InvalidArgumentError("file sink URL " + options_.url +
-                                  " names no file; write file:///absolute/path.jsonl");
-    }
-    if (!url.query.empty()) {
-      return InvalidArgumentError("file sink: unknown parameter '" + url.query.front().first +
-                                  "' (it takes none; a '?' in the file's name is written %3F)");
-    }
+    COURIER_ASSIGN_OR_RETURN(path_, FileSinkPath(options_.url));
     return Status::Ok();
   }
 
@@ -184,10 +192,19 @@ class FileSink final : public Sink {
 class FileReader final : public Reader {
  public:
   Status Open(const ReaderOptions& o) {
-    COURIER_ASSIGN_OR_RETURN(Url url, ParseUrl(o.url));
-    path_ = "/" + url.path;
+    COURIER_ASSIGN_OR_RETURN(path_, FileSinkPath(o.url));
+    // A directory opens, and reading it fails as if it were at its end: an empty file.
+    struct stat st {};
+    if (::stat(path_.c_str(), &st) != 0) {
+      return InvalidArgumentError("cannot open " + path_ + ": " + Errno());
+    }
+    if (S_ISDIR(st.st_mode)) {
+      return InvalidArgumentError("cannot read " + path_ +
+                                  ": it is a directory; name the sink's file "
+                                  "(file:///absolute/path.jsonl)");
+    }
     in_.open(path_);
-    if (!in_) return InvalidArgumentError("cannot open " + path_);
+    if (!in_) return InvalidArgumentError("cannot open " + path_ + ": " + Errno());
     if (!o.from_beginning && !o.to_end) in_.seekg(0, std::ios::end);
     to_end_ = o.to_end;
     return Status::Ok();
