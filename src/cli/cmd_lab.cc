@@ -1,6 +1,11 @@
 // `courier lab` (every dual-write strategy under one fault schedule, lab/lab.h) and the hidden
 // `courier lab-service` (one strategy's orders service, the lab's child process).
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -10,7 +15,30 @@
 namespace courier::cli {
 namespace {
 
+// Whether `path` can be written, found out before the run rather than after it, and without
+// changing it: an existing file is opened for appending, a new one made and removed again.
+// "-" is stdout.
+Status CheckWritable(const char* flag, const std::string& path) {
+  if (path.empty() || path == "-") return Status::Ok();
+  int fd = open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT) {
+    fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd >= 0) unlink(path.c_str());
+  }
+  if (fd < 0) {
+    return InvalidArgumentError(std::string(flag) + " " + path +
+                                ": cannot write: " + std::strerror(errno));
+  }
+  close(fd);
+  return Status::Ok();
+}
+
 Status WriteFile(const std::string& path, const std::string& text) {
+  if (path == "-") {
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    std::fflush(stdout);
+    return Status::Ok();
+  }
   std::ofstream out(path, std::ios::trunc);
   out << text;
   out.close();
@@ -68,7 +96,9 @@ CLI::App* AddLabCommand(CLI::App& app, LabFlags* f, CommonFlags* common) {
   cmd->add_option("--commands", f->commands, "Commands per strategy (at least 20)")
       ->type_name("N")
       ->capture_default_str();
-  cmd->add_option("--json", f->json, "Write the results here: a list, one object per strategy")
+  cmd->add_option("--json", f->json,
+                  "Write the results here: a list, one object per strategy (- for stdout, "
+                  "the table then on stderr; likewise --chart and --markdown)")
       ->type_name("FILE");
   cmd->add_option("--chart", f->chart,
                   "Write an SVG chart of lost, ghosts, duplicates and "
@@ -97,21 +127,31 @@ int RunLabCommand(const LabFlags& f) {
   o.workdir = f.workdir;
   o.seed = f.seed;
   if (st.ok()) st = lab::CheckUrls(o);
+  const int to_stdout = (f.json == "-") + (f.chart == "-") + (f.markdown == "-");
+  if (st.ok() && to_stdout > 1) {
+    st = InvalidArgumentError("only one of --json, --chart and --markdown can be - (stdout)");
+  }
+  if (st.ok()) st = CheckWritable("--json", f.json);
+  if (st.ok()) st = CheckWritable("--chart", f.chart);
+  if (st.ok()) st = CheckWritable("--markdown", f.markdown);
   if (!st.ok()) return Fail(st);
   auto report = lab::RunLab(o, StopRequest());
   if (!report.ok()) return Fail(report.status());
-  std::printf("%s", lab::FormatTable(*report).c_str());
-  if (!report->workdir.empty()) std::printf("\nfiles: %s\n", report->workdir.c_str());
-  std::fflush(stdout);
+  // With a result on stdout, the table goes to stderr, so that stdout is that result only.
+  FILE* table = to_stdout > 0 ? stderr : stdout;
+  std::fprintf(table, "%s", lab::FormatTable(*report).c_str());
+  if (!report->workdir.empty()) std::fprintf(table, "\nfiles: %s\n", report->workdir.c_str());
+  std::fflush(table);
   if (!f.json.empty()) st = WriteFile(f.json, lab::FormatJson(*report));
   if (st.ok() && !f.chart.empty()) st = WriteFile(f.chart, lab::FormatSvg(*report));
   if (st.ok() && !f.markdown.empty()) {
     std::string line = CommandLine(f) + " --markdown " + f.markdown;
     std::string chart;
-    if (!f.chart.empty()) {
+    if (!f.chart.empty() && f.chart != "-") {
       line += " --chart " + f.chart;
       std::error_code ec;
-      const auto dir = std::filesystem::absolute(f.markdown, ec).parent_path();
+      const auto dir = f.markdown == "-" ? std::filesystem::current_path(ec)
+                                         : std::filesystem::absolute(f.markdown, ec).parent_path();
       chart = std::filesystem::absolute(f.chart, ec).lexically_relative(dir).string();
     }
     st = WriteFile(f.markdown, lab::FormatMarkdown(*report, line, chart));

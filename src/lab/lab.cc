@@ -50,16 +50,22 @@ std::string Join(const std::vector<std::string>& parts, const std::string& sep) 
   return out;
 }
 
-std::vector<std::string> Split(const std::string& text) {
-  std::vector<std::string> out;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) {
+// A comma list's items, trimmed; an empty item ("a,,b", "a,") is refused.
+Status Split(const std::string& flag, const std::string& text, std::vector<std::string>* out) {
+  out->clear();
+  size_t begin = 0;
+  while (true) {
+    const size_t end = text.find(',', begin);
+    std::string item = text.substr(begin, end == std::string::npos ? end : end - begin);
     item.erase(0, item.find_first_not_of(" \t"));
     item.erase(item.find_last_not_of(" \t") + 1);
-    if (!item.empty()) out.push_back(item);
+    if (item.empty()) {
+      return InvalidArgumentError(flag + " '" + text + "' has an empty name");
+    }
+    out->push_back(item);
+    if (end == std::string::npos) return Status::Ok();
+    begin = end + 1;
   }
-  return out;
 }
 
 // One step of the schedule: the command, and what the lab does around it.
@@ -269,6 +275,12 @@ class Lab {
             " duplicates");
       }
       report_.results.push_back(std::move(r));
+    }
+    if (std::none_of(report_.results.begin(), report_.results.end(),
+                     [](const StrategyResult& r) { return r.skipped.empty(); })) {
+      std::vector<std::string> why;
+      for (const StrategyResult& r : report_.results) why.push_back(r.strategy + ": " + r.skipped);
+      return InvalidArgumentError("every strategy selected was skipped (" + Join(why, "; ") + ")");
     }
     bool keep = !o_.workdir.empty();
     for (const StrategyResult& r : report_.results) {
@@ -604,6 +616,7 @@ class Lab {
     StrategyResult r;
     r.strategy = info.name;
     r.summary = info.summary;
+    r.commit_fails_applies = info.commit_fails_applies;
     if (info.needs_postgres && !report_.postgres) {
       r.skipped = "needs PostgreSQL: run with --source postgres://...";
       return r;
@@ -691,7 +704,7 @@ class Lab {
       if (!run.service) COURIER_RETURN_IF_ERROR(StartService(run));
       COURIER_ASSIGN_OR_RETURN(sent[i], Send(run, step));
       ++r.commands;
-      if (step.command.commit_fails) ++r.commit_fails;
+      if (step.command.commit_fails && r.commit_fails_applies) ++r.commit_fails;
       if (sent[i].outcome == Outcome::kAccepted) {
         ++r.accepted;
         latencies.push_back(sent[i].ms);
@@ -844,7 +857,9 @@ class Lab {
 Status ParseStrategies(const std::string& text, std::vector<std::string>* out) {
   out->clear();
   if (text == "all" || text.empty()) return Status::Ok();
-  for (const std::string& name : Split(text)) {
+  std::vector<std::string> names;
+  COURIER_RETURN_IF_ERROR(Split("--strategy", text, &names));
+  for (const std::string& name : names) {
     if (FindStrategy(name) == nullptr) {
       std::vector<std::string> known;
       for (const StrategyInfo& s : Strategies()) known.push_back(s.name);
@@ -864,7 +879,9 @@ Status ParseFaults(const std::string& text, std::set<std::string>* out) {
     return Status::Ok();
   }
   if (text == "none") return Status::Ok();
-  for (const std::string& name : Split(text)) {
+  std::vector<std::string> names;
+  COURIER_RETURN_IF_ERROR(Split("--faults", text, &names));
+  for (const std::string& name : names) {
     if (std::none_of(std::begin(kFaultNames), std::end(kFaultNames),
                      [&](const char* f) { return name == f; })) {
       std::vector<std::string> known(std::begin(kFaultNames), std::end(kFaultNames));
@@ -892,6 +909,16 @@ Status CheckUrls(const LabOptions& o) {
     }
   }
   if (o.commands < 20) return InvalidArgumentError("--commands must be at least 20");
+  // A lab that would skip everything it was asked to run says so rather than exit 0.
+  if (o.source.empty() && !o.strategies.empty() &&
+      std::all_of(o.strategies.begin(), o.strategies.end(), [](const std::string& name) {
+        const StrategyInfo* info = FindStrategy(name);
+        return info != nullptr && info->needs_postgres;
+      })) {
+    return InvalidArgumentError("--strategy " + Join(o.strategies, ",") +
+                                ": needs PostgreSQL, and nothing else would run: add --source "
+                                "postgres://...");
+  }
   return Status::Ok();
 }
 

@@ -76,6 +76,7 @@ struct StrategyResult {
   int64_t side_kills = 0;
   int64_t db_restarts = 0;
   int64_t commit_fails = 0;
+  bool commit_fails_applies = true;  // StrategyInfo::commit_fails_applies
   // One line each: what went wrong and why, in the terms of this strategy.
   std::vector<std::string> explanation;
 

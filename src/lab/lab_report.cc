@@ -48,6 +48,13 @@ std::string Escape(const std::string& text) {
   return out;
 }
 
+// The failed commits applied to a strategy, or why there are none to apply.
+std::string FailedCommits(const StrategyResult& r) {
+  if (r.commit_fails_applies) return std::to_string(r.commit_fails);
+  return "no failed commits (the fault does not apply: its command has no database "
+         "transaction)";
+}
+
 }  // namespace
 
 std::string FormatTable(const LabReport& report) {
@@ -97,7 +104,7 @@ std::string FormatTable(const LabReport& report) {
   for (const StrategyResult& r : report.results) {
     if (!r.ran()) continue;
     out << "  " << r.strategy << ": " << r.service_kills << ", " << r.side_kills << ", "
-        << r.db_restarts << ", " << r.commit_fails << "\n";
+        << r.db_restarts << ", " << FailedCommits(r) << "\n";
   }
   return out.str();
 }
@@ -257,8 +264,10 @@ std::string FormatMarkdown(const LabReport& report, const std::string& command_l
     if (r.explanation.empty()) md << "- nothing lost, no ghosts, order kept\n";
     for (const std::string& e : r.explanation) md << "- " << e << "\n";
     md << "- faults applied: " << r.service_kills << " service SIGKILLs, " << r.side_kills
-       << " side-process SIGKILLs, " << r.db_restarts << " database restarts, " << r.commit_fails
-       << " failed commits\n\n";
+       << " side-process SIGKILLs, " << r.db_restarts << " database restarts, "
+       << (r.commit_fails_applies ? std::to_string(r.commit_fails) + " failed commits"
+                                  : FailedCommits(r))
+       << "\n\n";
   }
   return md.str();
 }

@@ -144,6 +144,9 @@ struct StrategyInfo {
   const char* summary;  // one line: the two writes, in the order this strategy does them
   bool needs_postgres;  // false: runs on SQLite (the embedded default) as well
   std::unique_ptr<Strategy> (*make)();
+  // False where the command has no database transaction whose COMMIT could be refused
+  // (listen-to-yourself): the lab's commit-fails fault is not applied to it.
+  bool commit_fails_applies;
 };
 
 // Every strategy, in the order the lab runs and prints them.

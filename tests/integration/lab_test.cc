@@ -14,6 +14,7 @@
 #include "brokers/dev/dev_broker.h"
 #include "core/postgres.h"
 #include "core/uuid.h"
+#include "lab/lab.h"
 #include "lab/lab_db.h"
 #include "lab/lab_kafka.h"
 #include "lab/strategy.h"
@@ -233,6 +234,9 @@ TEST(LabRun, EveryStrategyUnderTheSameFaultsOnPostgres) {
   EXPECT_EQ(Count(results, "listen-to-yourself", "order_violations"), 0);
   EXPECT_GT(Count(results, "listen-to-yourself", "delivered"), 20);
   EXPECT_EQ(results.at("listen-to-yourself").at("accepted_during_outage").get<double>(), 0.0);
+  // Its command has no transaction: the commit-fails fault is not applied to it.
+  EXPECT_EQ(results.at("listen-to-yourself").at("faults").at("commit_fails"), 0);
+  EXPECT_GT(results.at("naive").at("faults").at("commit_fails").get<int64_t>(), 0);
 
   ASSERT_TRUE(Ran(results, "naive"));
   EXPECT_GT(Count(results, "naive", "lost"), 0);
@@ -348,6 +352,34 @@ TEST(LabRun, AWorkdirWhoseStrategyFolderHoldsFilesIsRefusedAndLeftAlone) {
   }
 }
 
+TEST(LabRun, JsonDashIsStdoutWithTheTableOnStderr) {
+  CommandResult r = RunCourier(
+      {"lab", "--strategy", "naive", "--faults", "none", "--commands", "20", "--json", "-"},
+      Duration(120000));
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  const nlohmann::json list = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(list.is_array()) << r.out;
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0].at("strategy"), "naive");
+  EXPECT_EQ(list[0].at("committed"), 20);
+  EXPECT_NE(r.err.find("p99 ms"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists("-"));
+}
+
+TEST(LabReport, ACommitFailsFaultThatDoesNotApplyIsSaidSoNotCounted) {
+  lab::LabReport report;
+  report.faults = {"commit-fails"};
+  lab::StrategyResult r;
+  r.strategy = "listen-to-yourself";
+  r.commit_fails_applies = false;
+  report.results.push_back(r);
+  const std::string why = "no failed commits (the fault does not apply";
+  EXPECT_NE(lab::FormatTable(report).find("listen-to-yourself: 0, 0, 0, " + why), std::string::npos)
+      << lab::FormatTable(report);
+  EXPECT_NE(lab::FormatMarkdown(report, "courier lab", "").find("0 database restarts, " + why),
+            std::string::npos);
+}
+
 TEST(LabRun, BadInputIsOneLineAndExit2) {
   const std::vector<std::vector<std::string>> cases = {
       {"lab", "--strategy", "naive,bogus"},
@@ -358,6 +390,14 @@ TEST(LabRun, BadInputIsOneLineAndExit2) {
       {"lab", "--sink", "kafka://127.0.0.1:9092/topic"},
       {"lab", "--commands", "5"},
       {"demo", "--orders", "5"},
+      {"lab", "--strategy", "naive,,outbox-poll"},
+      {"lab", "--faults", "outage,"},
+      // Every strategy named needs PostgreSQL: nothing would run.
+      {"lab", "--strategy", "2pc,outbox-cdc"},
+      // Outputs that cannot be written are found before the run, not after it.
+      {"lab", "--json", "/nonexistent-courier-dir/lab.json"},
+      {"lab", "--chart", "/"},
+      {"lab", "--json", "-", "--markdown", "-"},
   };
   for (const auto& args : cases) {
     CommandResult r = RunCourier(args);
