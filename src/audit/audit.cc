@@ -98,20 +98,26 @@ struct Read {
   int64_t created_at_us = 0;
 };
 
-Read ReadOf(const Message& m, int64_t line_number) {
+// `line_number` counts a file's lines from 1: a line that is no event, or one without an
+// event_id, is named by its place (path:line, or the broker's topic/partition/offset), which
+// makes each such message a ghost of its own.
+Read ReadOf(const Message& m, bool file, int64_t line_number) {
+  const std::string place = file || m.where.empty()
+                                ? m.topic + ":" + std::to_string(file ? line_number : m.offset)
+                                : m.where;
   Event e;
-  if (!m.line.empty()) {
+  if (file) {
     auto parsed = EventFromJsonLine(m.line);
-    if (!parsed.ok()) return {m.topic + ":" + std::to_string(line_number), "", 0};
+    if (!parsed.ok()) return {place, "", 0};
     e = std::move(parsed).value();
   } else {
     e = m.event;
   }
-  if (e.event_id.empty()) {
-    return {m.where.empty() ? m.topic + ":" + std::to_string(m.offset) : m.where, "", 0};
-  }
+  if (e.event_id.empty()) return {place, "", 0};
   return {e.event_id, e.aggregate_type + "/" + e.aggregate_id, e.created_at_us};
 }
+
+bool Blank(const std::string& line) { return line.find_first_not_of(" \t\r") == std::string::npos; }
 
 // A relay that keeps publishing while the audit runs puts events in the sink that were
 // committed after the truth was read: not in the truth, they were judged ghosts. Each ghost the
@@ -157,7 +163,11 @@ Result<AuditReport> RunAudit(const AuditOptions& options, const StopSignal& stop
 
   Truth truth;
   int64_t oldest_us = 0;
+  bool any_row = false;        // in the table, window or not
+  bool any_published = false;  // likewise
   Status st = reader->ForEach([&](const TruthEvent& t) {
+    any_row = true;
+    any_published = any_published || t.published;
     if (oldest_us == 0 || (t.created_at_us > 0 && t.created_at_us < oldest_us)) {
       oldest_us = t.created_at_us;
     }
@@ -173,24 +183,26 @@ Result<AuditReport> RunAudit(const AuditOptions& options, const StopSignal& stop
     }
   });
   COURIER_RETURN_IF_ERROR(st);
-  if (report.published == 0) {
-    if (options.tables.event_store()) {
-      return InvalidArgumentError("no event of " + report.truth + " has been published" +
-                                  (options.since.empty() ? "" : " since " + options.since) +
-                                  " (published_at): nothing to compare with the sink");
-    }
-    return InvalidArgumentError(
-        report.truth + " holds no published row" +
-        (options.since.empty() ? "" : " since " + options.since) +
-        ": the relay deletes each row once published unless run with --retain; audit an "
-        "outbox the relay keeps (courier relay --retain) or an event store (--event-store)");
+  if (!any_published) {
+    // Not an error: nothing published yet is a result (a window with nothing in it, a new
+    // outbox), but one whose reason the reader should know.
+    report.notes.push_back(
+        options.tables.event_store()
+            ? "no event of " + report.truth +
+                  " has been published (published_at, stamped by courier relay --event-store "
+                  "after the sink's ack)"
+            : "no row of " + report.truth +
+                  " has been published (published_at): a relay without --retain deletes each "
+                  "row once published, leaving no record to compare with; audit an outbox the "
+                  "relay keeps (courier relay --retain) or an event store (--event-store)");
   }
   // Events are judged from the window's start: --since, or for an outbox the oldest row it
-  // still has (older ones were deleted after --retention, so their messages are no ghosts).
-  // An event store deletes nothing.
+  // still has (older ones were deleted after --retention, so their messages are no ghosts), or
+  // when it has none, the time the truth was read. An event store deletes nothing.
   truth.window_start_us = reader->since_us() > 0         ? reader->since_us()
                           : options.tables.event_store() ? 0
-                                                         : oldest_us;
+                          : any_row                      ? oldest_us
+                                                         : reader->opened_at_us();
   // Kafka keeps milliseconds of the event's time.
   const int64_t window_ms_us = truth.window_start_us / 1000 * 1000;
 
@@ -214,16 +226,11 @@ Result<AuditReport> RunAudit(const AuditOptions& options, const StopSignal& stop
     }
     if (!made.ok()) return made.status();
     std::unique_ptr<Reader> sink = std::move(made).value();
-    int64_t line = 0;
-    while (!stop.requested()) {
-      COURIER_ASSIGN_OR_RETURN(std::optional<Message> m, sink->Next(options.quiet));
-      if (!m.has_value()) break;
-      ++line;
+    auto judge_one = [&](const Read& r, const std::string& topic) {
       ++report.read;
-      const Read r = ReadOf(*m, line);
       if (r.created_at_us > 0 && r.created_at_us < window_ms_us) {
         ++report.before_window;
-        continue;
+        return;
       }
       auto seq = truth.seq.find(r.event_id);
       if (seq == truth.seq.end()) ++unknown[r.event_id];
@@ -231,8 +238,26 @@ Result<AuditReport> RunAudit(const AuditOptions& options, const StopSignal& stop
       // several, order is judged per topic and aggregate (a template routing one aggregate's
       // events by {event_type}).
       judge.Add(DeliveredRecord{r.event_id,
-                                targets.size() > 1 ? r.aggregate + " in " + m->topic : r.aggregate,
+                                targets.size() > 1 ? r.aggregate + " in " + topic : r.aggregate,
                                 seq == truth.seq.end() ? int64_t{-1} : seq->second});
+    };
+    const bool file = sink_url.scheme == "file";
+    int64_t line = 0;
+    // A file's blank lines, judged (as ghosts) only when a line follows them: blank lines at
+    // the end of a file (an editor's last newline) are nothing.
+    std::vector<Read> blanks;
+    while (!stop.requested()) {
+      COURIER_ASSIGN_OR_RETURN(std::optional<Message> m, sink->Next(options.quiet));
+      if (!m.has_value()) break;
+      ++line;
+      const Read r = ReadOf(*m, file, line);
+      if (file && Blank(m->line)) {
+        blanks.push_back(r);
+        continue;
+      }
+      for (const Read& blank : blanks) judge_one(blank, m->topic);
+      blanks.clear();
+      judge_one(r, m->topic);
     }
   }
   if (stop.requested()) return CancelledError("audit stopped");

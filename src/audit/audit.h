@@ -62,8 +62,9 @@ struct AuditReport {
 };
 
 // Reads the truth and the sink and judges. kInvalidArgument / kNotFound for bad input (a URL,
-// a table, an outbox with nothing published because it is not retained); kRetriable when a
-// server cannot be reached.
+// a table, a sink that cannot be read back); kRetriable when a server cannot be reached or a
+// file sink does not exist. Nothing published in the window is a result (with a note when the
+// table has no published row at all).
 Result<AuditReport> RunAudit(const AuditOptions& options, const StopSignal& stop);
 
 // Whether `sink_url` is a redis-cache sink, audited against the captured tables

@@ -45,6 +45,10 @@ class PostgresTruth final : public TruthReader {
                            (options_.tables.event_store() ? "--event-store " : "") + "--source " +
                            RedactUrl(options_.source_url));
     }
+    COURIER_ASSIGN_OR_RETURN(
+        PgResult now,
+        PgExec(conn_.get(), "SELECT (extract(epoch FROM now()) * 1000000)::int8", {}));
+    opened_at_us_ = ParseInt64(PQgetvalue(now.get(), 0, 0)).value_or(0);
     if (!options_.since.empty()) {
       auto since =
           PgExec(conn_.get(), "SELECT (extract(epoch FROM $1::timestamptz) * 1000000)::int8",
@@ -137,6 +141,7 @@ class PostgresTruth final : public TruthReader {
   }
 
   int64_t since_us() const override { return since_us_; }
+  int64_t opened_at_us() const override { return opened_at_us_; }
   std::string Describe() const override {
     return options_.tables.outbox + " in " + RedactUrl(options_.source_url);
   }
@@ -146,6 +151,7 @@ class PostgresTruth final : public TruthReader {
   std::string conninfo_;
   PgConn conn_;
   int64_t since_us_ = 0;
+  int64_t opened_at_us_ = 0;
 };
 
 std::optional<std::string> Column(sqlite3_stmt* s, int col) {
@@ -171,6 +177,12 @@ class SqliteTruth final : public TruthReader {
                            "; create it with: courier migrate --source " +
                            RedactUrl(options_.source_url));
     }
+    COURIER_ASSIGN_OR_RETURN(
+        SqliteStmt now,
+        SqlitePrepare(db_.get(),
+                      "SELECT CAST(round((julianday('now') - 2440587.5) * 86400000000.0) AS "
+                      "INTEGER)"));
+    if (sqlite3_step(now.get()) == SQLITE_ROW) opened_at_us_ = sqlite3_column_int64(now.get(), 0);
     if (!options_.since.empty()) {
       COURIER_ASSIGN_OR_RETURN(
           SqliteStmt since,
@@ -267,6 +279,7 @@ class SqliteTruth final : public TruthReader {
   }
 
   int64_t since_us() const override { return since_us_; }
+  int64_t opened_at_us() const override { return opened_at_us_; }
   std::string Describe() const override {
     return options_.tables.outbox + " in " + RedactUrl(options_.source_url);
   }
@@ -276,6 +289,7 @@ class SqliteTruth final : public TruthReader {
   std::string path_;
   SqliteDb db_;
   int64_t since_us_ = 0;
+  int64_t opened_at_us_ = 0;
 };
 
 }  // namespace

@@ -40,6 +40,9 @@ class TruthReader {
   // Of `event_ids`, those the table holds now (looked up a batch of ids per query): events
   // committed after ForEach read the table are found here.
   virtual Result<std::set<std::string>> Present(const std::vector<std::string>& event_ids) = 0;
+  // The database's time when the reader was opened, in Unix microseconds: where the window of
+  // an outbox that holds no row starts.
+  virtual int64_t opened_at_us() const = 0;
   // --since in Unix microseconds, as the database read it; 0 without --since.
   virtual int64_t since_us() const = 0;
   // "courier_outbox in postgres://…" without secrets.
