@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <set>
 
 #include "core/encoding.h"
 #include "core/postgres.h"
@@ -29,6 +30,37 @@ Result<std::vector<Event>> EventsOf(FetchedBatch batch) {
   return std::move(batch.events);
 }
 
+// The table's columns against the ones the audit reads: an event store audited as an outbox
+// (or the reverse), or --table naming some other table, is said in one line, not as the
+// database's "column ... does not exist".
+Status CheckColumns(const std::set<std::string>& have, const AuditOptions& options) {
+  const bool store = options.tables.event_store();
+  const std::vector<std::string> outbox = {"id",           "event_id",   "aggregate_type",
+                                           "aggregate_id", "event_type", "published_at",
+                                           "created_at"};
+  const std::vector<std::string> events = {"position",   "event_id", "stream_type",  "stream_id",
+                                           "event_type", "version",  "published_at", "created_at"};
+  auto lacks = [&have](const std::vector<std::string>& needed) {
+    std::string missing;
+    for (const std::string& c : needed) {
+      if (have.count(c) == 0) missing += (missing.empty() ? "" : ", ") + c;
+    }
+    return missing;
+  };
+  const std::string missing = lacks(store ? events : outbox);
+  if (missing.empty()) return Status::Ok();
+  const std::string table = "table " + QuoteIdent(options.tables.outbox);
+  if (!store && lacks(events).empty()) {
+    return InvalidArgumentError(table + " is an event store: audit it with --event-store");
+  }
+  if (store && lacks(outbox).empty()) {
+    return InvalidArgumentError(table + " is an outbox: audit it without --event-store");
+  }
+  return InvalidArgumentError(table + " is not " + (store ? "an event store" : "an outbox") +
+                              " (it has no column " + missing + "); --table names the " +
+                              (store ? "event store" : "outbox") + " the relay publishes");
+}
+
 class PostgresTruth final : public TruthReader {
  public:
   PostgresTruth(const AuditOptions& o, std::string conninfo)
@@ -45,6 +77,15 @@ class PostgresTruth final : public TruthReader {
                            (options_.tables.event_store() ? "--event-store " : "") + "--source " +
                            RedactUrl(options_.source_url));
     }
+    COURIER_ASSIGN_OR_RETURN(
+        PgResult columns,
+        PgExec(conn_.get(),
+               "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0"
+               " AND NOT attisdropped",
+               {table}));
+    std::set<std::string> have;
+    for (int i = 0; i < PQntuples(columns.get()); ++i) have.insert(PQgetvalue(columns.get(), i, 0));
+    COURIER_RETURN_IF_ERROR(CheckColumns(have, options_));
     COURIER_ASSIGN_OR_RETURN(
         PgResult now,
         PgExec(conn_.get(), "SELECT (extract(epoch FROM now()) * 1000000)::int8", {}));
@@ -177,6 +218,14 @@ class SqliteTruth final : public TruthReader {
                            "; create it with: courier migrate --source " +
                            RedactUrl(options_.source_url));
     }
+    COURIER_ASSIGN_OR_RETURN(SqliteStmt columns,
+                             SqlitePrepare(db_.get(), "SELECT name FROM pragma_table_info(?1)"));
+    sqlite3_bind_text(columns.get(), 1, options_.tables.outbox.c_str(), -1, SQLITE_TRANSIENT);
+    std::set<std::string> have;
+    while (sqlite3_step(columns.get()) == SQLITE_ROW) {
+      have.insert(Column(columns.get(), 0).value_or(""));
+    }
+    COURIER_RETURN_IF_ERROR(CheckColumns(have, options_));
     COURIER_ASSIGN_OR_RETURN(
         SqliteStmt now,
         SqlitePrepare(db_.get(),

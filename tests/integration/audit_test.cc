@@ -674,6 +674,23 @@ TEST(AuditBadInput, SaysWhatIsWrongInOneLineAndExits2) {
   EXPECT_EQ(missing.err, "courier: error: the file sink " + dir.File("no.jsonl") +
                              " does not exist: nothing to read (the relay creates it when it "
                              "starts)\n");
+  // A table of another kind: which flag or table is wrong, not a column the database misses.
+  auto store = SharedPostgres().NewDatabase();
+  ASSERT_OK(store);
+  ASSERT_OK(Migrate(*store, EventStoreTables()));
+  ExpectOneLine(
+      RunCourier({"audit", "--source", *store, "--sink", sink, "--table", "courier_events"}),
+      "table \"courier_events\" is an event store: audit it with --event-store");
+  ExpectOneLine(RunCourier({"audit", "--event-store", "--source", outbox.db.url, "--sink", sink,
+                            "--table", "public.courier_outbox"}),
+                "table \"public\".\"courier_outbox\" is an outbox: audit it without "
+                "--event-store");
+  ASSERT_OK(outbox.db.Transaction({"CREATE TABLE orders (id int PRIMARY KEY, total int)"}));
+  ExpectOneLine(
+      RunCourier({"audit", "--source", outbox.db.url, "--sink", sink, "--table", "orders"}),
+      "table \"orders\" is not an outbox (it has no column event_id, aggregate_type, "
+      "aggregate_id, event_type, published_at, created_at); --table names the outbox the relay "
+      "publishes");
   const CommandResult source = RunCourier({"audit", "--source", "mysql://h/db", "--sink", sink});
   EXPECT_EQ(source.exit_code, 2) << source.err;
   EXPECT_EQ(std::count(source.err.begin(), source.err.end(), '\n'), 1) << source.err;
