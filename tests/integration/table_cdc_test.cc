@@ -470,6 +470,9 @@ TEST_F(TableCdcTest, RelayKilledMidSnapshotResumesWithoutLoss) {
   ASSERT_OK(db_->Transaction({"CREATE TABLE big (id int PRIMARY KEY, n int NOT NULL)",
                               "INSERT INTO big SELECT g, 0 FROM generate_series(1, 40000) g"}));
   ASSERT_EQ(MigrateCapture({"big"}).exit_code, 0);
+  // The dev broker keeps 5 MiB per partition: room for the snapshot, the chunks read again
+  // after each kill and the writer's changes (at most ~1,000/s), ~1 KiB each.
+  ASSERT_OK(broker_->CreateTopic("big", DevBrokerPartitionsFor(100000, 1024)));
   const std::vector<std::string> relay_args = {
       "relay",
       "--source",
@@ -489,6 +492,8 @@ TEST_F(TableCdcTest, RelayKilledMidSnapshotResumesWithoutLoss) {
       const std::string id = std::to_string(1 + rng() % 40000);
       (void)PgRun(conn->get(), rng() % 10 == 0 ? "DELETE FROM big WHERE id = " + id
                                                : "UPDATE big SET n = n + 1 WHERE id = " + id);
+      // A bounded rate, however fast the machine: the topic must hold every change.
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
   });
   std::mt19937 rng(4);
@@ -611,6 +616,9 @@ TEST_F(TableCdcTest, RelayKilledMidStreamResumesWithNothingLost) {
       db_->Transaction({"CREATE TABLE counters (id int PRIMARY KEY, n int NOT NULL, "
                         "note text)"}));
   ASSERT_EQ(MigrateCapture({"counters"}).exit_code, 0);
+  // The dev broker keeps 5 MiB per partition: 20 keys over 16 partitions, the writer's
+  // changes (at most ~1,000/s) and the repeats after each kill fit.
+  ASSERT_OK(broker_->CreateTopic("counters", DevBrokerPartitionsFor(20000, 1024, 16)));
   const std::vector<std::string> relay_args = {
       "relay",
       "--source",
@@ -644,6 +652,8 @@ TEST_F(TableCdcTest, RelayKilledMidStreamResumesWithNothingLost) {
       }
       sql += commit ? "COMMIT" : "ROLLBACK";
       (void)PgRun(conn->get(), sql);
+      // A bounded rate, however fast the machine: the topic must hold every change.
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
   });
   std::mt19937 rng(5);
