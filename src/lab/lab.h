@@ -56,7 +56,7 @@ Status CheckUrls(const LabOptions& o);
 struct StrategyResult {
   std::string strategy;
   std::string summary;  // StrategyInfo::summary
-  // Why it did not run (it needs PostgreSQL; it is not implemented); empty when it ran.
+  // Why it did not run (it needs PostgreSQL and there is no --source); empty when it ran.
   std::string skipped;
   // Why the run itself failed (a service that could not start, a relay that never drained);
   // empty when it completed. A failed run's verdict is not judged.
