@@ -11,14 +11,15 @@
 // the stream of everything committed after the snapshot.
 //
 // This file glues the pieces under cdc/: slot administration (slot.h), the replication stream
-// and its keepalive thread (stream.h), the LSN ledger (lsn_ledger.h), the decoding of what
+// and its reader thread (stream.h), the LSN ledger (lsn_ledger.h), the decoding of what
 // the stream carries into events (decode.h), and table capture (capture_setup.h, capture.h:
 // the changes of captured tables, rendered by change.h, beside the outbox's events). What stays
 // here is the Source: its states, the events in flight and their redelivery, and checkpoints (rows
 // deleted, dead letters written, checkpoint_lsn stored, in one transaction).
 //
-// Threads: the relay thread drives the source; the stream's keepalive thread only reports the
-// positions the source handed it.
+// Threads: the relay thread drives the source; the stream's reader thread only reads the
+// server's messages ahead into the stream's queue and reports the positions the source handed
+// it.
 #include <algorithm>
 #include <deque>
 #include <map>

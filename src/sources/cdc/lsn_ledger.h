@@ -13,7 +13,7 @@
 // (tests/unit/lsn_ledger_test.cc).
 //
 // Thread-safety: none; the CDC source uses it on the relay thread only, and hands the
-// positions to report to the stream (cdc/stream.h), which owns the keepalive thread.
+// positions to report to the stream (cdc/stream.h), which owns the reader thread.
 #pragma once
 
 #include <cstdint>
