@@ -3,14 +3,17 @@
 // goes away, buffer a whole transaction).
 #include <signal.h>
 
+#include <condition_variable>
 #include <fstream>
 #include <mutex>
 #include <random>
 #include <thread>
 
 #include "core/encoding.h"
+#include "core/fault_points.h"
 #include "core/uuid.h"
 #include "relay/relay_internal.h"
+#include "sources/cdc/stream.h"
 #include "sources/pgoutput.h"
 #include "stores/checkpoint_store.h"
 #include "support/fixtures.h"
@@ -490,6 +493,134 @@ TEST_F(CdcTest, IdleOutboxDoesNotPinWal) {
       Duration(60000)))
       << "slot retains " << retained << " bytes of WAL after " << written << " written";
   EXPECT_EQ(relay.stats().published, 0);
+}
+
+// The stream reads ahead only up to its bound while nobody takes its messages (TCP holds the
+// server back), and reads on as they are taken.
+TEST_F(CdcTest, StreamQueueIsBoundedInBytes) {
+  ASSERT_OK(db_->Transaction({"CREATE PUBLICATION bound_pub FOR TABLE courier_outbox"}));
+  ASSERT_OK(
+      db_->Transaction({"SELECT pg_create_logical_replication_slot('bound_slot', 'pgoutput')"}));
+  constexpr int kRows = 2000;  // ~2 MB of inserts, 1 KB payloads
+  for (int t = 0; t < 4; ++t) {
+    ASSERT_OK(db_->Transaction(
+        {"INSERT INTO courier_outbox (aggregate_type, aggregate_id, event_type, payload) SELECT"
+         " 'order', 'agg-' || (g % 10), 'Bulk', json_build_object('seq', g, 'pad',"
+         " repeat(md5(g::text), 30)) FROM generate_series(1, " +
+         std::to_string(kRows / 4) + ") g"}));
+  }
+  constexpr size_t kBound = size_t{64} << 10;
+  cdc::ReplicationStream stream(Duration(1000), kBound);
+  ASSERT_OK(stream.Start(db_->url, "bound_slot", "bound_pub", 0));
+  ASSERT_TRUE(WaitUntil([&] { return stream.queued_bytes() >= kBound; }, Duration(60000)));
+  // A message is ~1.1 KB: the reader may pass the bound by the one it read last.
+  const TimePoint until = Clock::Real().Now() + Duration(500);
+  while (Clock::Real().Now() < until) {
+    ASSERT_LT(stream.queued_bytes(), kBound + 4096) << "the stream read past its bound";
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  int inserts = 0;
+  std::string buf;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        while (true) {
+          Result<bool> got = stream.Next(&buf);
+          EXPECT_OK(got);
+          if (!got.ok() || !*got) break;
+          EXPECT_LT(stream.queued_bytes(), kBound + 4096);
+          auto copy = pgoutput::ParseCopyMessage(buf);
+          if (!copy.ok() || copy->kind != pgoutput::CopyMessage::Kind::kXLogData) continue;
+          auto m = pgoutput::ParseMessage(copy->data.payload);
+          if (m.ok() && m->kind == pgoutput::Message::Kind::kInsert) ++inserts;
+        }
+        if (inserts < kRows) stream.WaitReadable(Duration(50));
+        return inserts >= kRows;
+      },
+      Duration(60000)))
+      << inserts << " inserts of " << kRows << " read";
+  stream.Close();
+}
+
+// While the relay thread is held between a publish and its checkpoint, the stream reads on:
+// the walsender decodes what was committed meanwhile (far more than the sockets' buffers
+// hold) instead of waiting for the relay to ask, and it is all published once the relay
+// goes on.
+TEST_F(CdcTest, StreamIsReadWhileTheRelayIsBusy) {
+  class HoldAfterPublish : public FaultPoints {
+   public:
+    void Reached(std::string_view name) override {
+      if (name != "relay-after-publish") return;
+      std::unique_lock<std::mutex> lock(mu_);
+      if (!armed_) return;
+      held_ = true;
+      cv_.wait(lock, [&] { return !armed_; });
+    }
+    void Arm() {
+      std::lock_guard<std::mutex> lock(mu_);
+      armed_ = true;
+    }
+    void Release() {
+      std::lock_guard<std::mutex> lock(mu_);
+      armed_ = false;
+      cv_.notify_all();
+    }
+    bool held() {
+      std::lock_guard<std::mutex> lock(mu_);
+      return held_;
+    }
+
+   private:
+    std::mutex mu_;
+    std::condition_variable cv_;
+    bool armed_ = false;
+    bool held_ = false;
+  };
+  HoldAfterPublish hold;
+  const std::string out = db_->dir.File("events.jsonl");
+  RelayOptions o = Options();
+  o.sink_url = "file://" + out;
+  o.fault_points = &hold;
+  BackgroundRelay relay(o);
+  ASSERT_TRUE(WaitStreaming());
+  hold.Arm();
+  Commit(1, 1);
+  ASSERT_TRUE(WaitUntil([&] { return hold.held(); }, Duration(60000)));
+  // ~12 MB of events (1 KB payloads) while the relay is held.
+  constexpr int kTransactions = 12;
+  constexpr int kPerTransaction = 1000;
+  for (int t = 0; t < kTransactions; ++t) {
+    ASSERT_OK(db_->Transaction(
+        {"INSERT INTO courier_outbox (aggregate_type, aggregate_id, event_type, payload) SELECT"
+         " 'order', 'agg-' || (g % 10), 'Bulk', json_build_object('seq', g, 'pad',"
+         " repeat(md5(g::text), 30)) FROM generate_series(1, " +
+         std::to_string(kPerTransaction) + ") g"}));
+  }
+  const std::string written = Query1("SELECT pg_current_wal_insert_lsn()::text");
+  // A commit after them (of a table not published), so the walsender has a record to read
+  // past `written`.
+  ASSERT_OK(db_->Transaction({"CREATE TABLE after_bulk (id int)"}));
+  std::string sent;
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        sent = Query1(
+            "SELECT coalesce(max(r.sent_lsn)::text, '0/0') FROM pg_stat_replication r JOIN"
+            " pg_replication_slots s ON s.active_pid = r.pid WHERE s.database ="
+            " current_database()");
+        return Query1("SELECT '" + sent + "'::pg_lsn >= '" + written + "'::pg_lsn") == "t";
+      },
+      Duration(60000)))
+      << "the walsender sent up to " << sent << " of " << written << " while the relay was held";
+  auto lines = [&] {
+    std::ifstream in(out);
+    return std::count(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>(), '\n');
+  };
+  EXPECT_EQ(lines(), 1) << "the relay was held all along";
+  hold.Release();
+  constexpr int kEvents = 1 + kTransactions * kPerTransaction;
+  ASSERT_TRUE(WaitUntil([&] { return lines() >= kEvents; }, Duration(120000)));
+  ASSERT_OK(relay.Stop());
+  EXPECT_EQ(lines(), kEvents);
+  EXPECT_EQ(db_->Count("courier_outbox"), 0);
 }
 
 // One transaction of 100k events, streamed through a relay process whose peak memory stays
