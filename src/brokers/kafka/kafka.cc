@@ -256,7 +256,10 @@ class KafkaSink final : public Sink {
     TimePoint next_warning = started + std::chrono::seconds(10);
     std::optional<TimePoint> stop_deadline;
     while (pending_ > 0) {
-      rd_kafka_poll(rk, 50);
+      // Flushing, not polling: the whole batch is produced already, and a flush sends each
+      // partition's last messages at once instead of after linger.ms (which only helps
+      // batching across calls). It serves the delivery reports as a poll does.
+      rd_kafka_flush(rk, 50);
       const TimePoint now = Clock::Real().Now();
       if (stop.requested() && !stop_deadline) {
         stop_deadline = now + (stop.abandoned() ? Duration(0) : options_.shutdown_timeout);
