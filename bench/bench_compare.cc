@@ -17,7 +17,9 @@
 // transactions of 10, 10 s) for courier and the peers, read by the same reader as the
 // records arrive.
 // Prints Markdown for docs/benchmarks.md. Usage: courier_bench_compare [--events N]
-//   [--rate R] [--seconds S]
+//   [--rate R] [--seconds S] [--only LETTERS] [--courier-flag FLAG]...
+// --only runs the contenders of those letters only ("bc": courier's); --courier-flag adds a
+// flag to every courier relay (e.g. --courier-flag=--checkpoints-in-flight=0), for A/B runs.
 #include <signal.h>
 
 #include <atomic>
@@ -37,6 +39,16 @@ namespace {
 const std::string kPeers = COURIER_PEERS_DIR;
 const std::string kNode = "/usr/bin/node";
 const std::string kPython = "/usr/bin/python3";
+
+// --only and --courier-flag.
+std::string g_only;
+std::vector<std::string> g_courier_flags;
+
+// Whether the contender named "(x) ..." runs.
+bool Selected(const std::string& name) {
+  return g_only.empty() ||
+         (name.size() > 2 && name[0] == '(' && g_only.find(name[1]) != std::string::npos);
+}
 
 // The rows' aggregates, and the room each event gets on the dev broker. All of an aggregate's
 // events go to one partition, and a partition of the dev broker keeps its newest 5 MiB: with
@@ -66,6 +78,7 @@ struct Row {
   Timed timed;
   std::optional<Counted> counted;  // none for the ceiling, which writes nowhere
   std::string error;               // why the row has no result
+  bool skipped = false;            // not among --only
 };
 
 // Runs read_events.py with `args` to its end; its one line of output.
@@ -150,6 +163,7 @@ Status PtxoSetup(const test::TempDir& dir, const std::string& url, const std::st
 
 std::vector<std::string> CourierArgv(std::vector<std::string> args) {
   args.insert(args.begin(), COURIER_BINARY);
+  args.insert(args.end(), g_courier_flags.begin(), g_courier_flags.end());
   return args;
 }
 
@@ -220,9 +234,14 @@ Result<Timed> TimeRelay(const std::vector<std::string>& argv, const std::string&
 }
 
 // One throughput contender: prepares its database (and broker), runs, counts.
+// Runs `body` when the contender is selected; a row with skipped set otherwise.
 Row Throughput(const std::string& name, const std::function<Status(Row&)>& body) {
   Row row;
   row.name = name;
+  if (!Selected(name)) {
+    row.skipped = true;
+    return row;
+  }
   std::fprintf(stderr, "%s ...\n", name.c_str());
   if (Status st = body(row); !st.ok()) row.error = st.message();
   return row;
@@ -298,18 +317,30 @@ int main(int argc, char** argv) {
   int rate = 5000;
   int seconds = 10;
   for (int i = 1; i < argc; i += 2) {
+    if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+      g_only = argv[i + 1];
+      continue;
+    }
+    if (std::strncmp(argv[i], "--courier-flag=", 15) == 0) {
+      g_courier_flags.push_back(argv[i] + 15);
+      --i;  // one argument
+      continue;
+    }
     const bool known = std::strcmp(argv[i], "--events") == 0 ||
                        std::strcmp(argv[i], "--rate") == 0 ||
                        std::strcmp(argv[i], "--seconds") == 0;
     if (!known || i + 1 >= argc || std::atoi(argv[i + 1]) <= 0) {
-      std::fprintf(stderr, "usage: courier_bench_compare [--events N] [--rate R] [--seconds S]\n");
+      std::fprintf(stderr,
+                   "usage: courier_bench_compare [--events N] [--rate R] [--seconds S]"
+                   " [--only LETTERS] [--courier-flag=FLAG]...\n");
       return 2;
     }
     if (std::strcmp(argv[i], "--events") == 0) events = std::atoi(argv[i + 1]);
     if (std::strcmp(argv[i], "--rate") == 0) rate = std::atoi(argv[i + 1]);
     if (std::strcmp(argv[i], "--seconds") == 0) seconds = std::atoi(argv[i + 1]);
   }
-  if (!std::filesystem::exists(kPeers + "/node/node_modules")) {
+  if ((Selected("(d)") || Selected("(e)")) &&
+      !std::filesystem::exists(kPeers + "/node/node_modules")) {
     std::fprintf(stderr, "run `npm ci` in %s/node first (./dev.sh bench compare does)\n",
                  kPeers.c_str());
     return 2;
@@ -440,6 +471,7 @@ int main(int argc, char** argv) {
   auto latency_run =
       [&](const std::string& name, const std::string& tag,
           const std::function<Status(LatencyRow&, const std::string& bootstrap)>& body) {
+        if (!Selected(name)) return;
         LatencyRow row;
         row.name = name;
         std::fprintf(stderr, "latency: %s ...\n", name.c_str());
@@ -452,13 +484,13 @@ int main(int argc, char** argv) {
         if (!st.ok()) row.error = st.message();
         latency.push_back(row);
       };
-  latency_run("courier relay --mode cdc", "cdc", [&](LatencyRow& row, const std::string& bs) {
+  latency_run("(b) courier relay --mode cdc", "cdc", [&](LatencyRow& row, const std::string& bs) {
     COURIER_ASSIGN_OR_RETURN(std::string url, NewOutbox(**pg, "bench_lat_cdc", true));
     return Latency(dir, "cdc", url, CourierOutbox(), bs,
                    CourierCdc(url, "kafka://" + bs + "/bench", false), slot_active(url), rate,
                    seconds, row);
   });
-  latency_run("courier relay (polling)", "poll", [&](LatencyRow& row, const std::string& bs) {
+  latency_run("(c) courier relay (polling)", "poll", [&](LatencyRow& row, const std::string& bs) {
     COURIER_ASSIGN_OR_RETURN(std::string url, NewOutbox(**pg, "bench_lat_poll", false));
     return Latency(dir, "poll", url, CourierOutbox(), bs, CourierPoll(url, bs, false),
                    connected(url), rate, seconds, row);
@@ -487,13 +519,15 @@ int main(int argc, char** argv) {
 
   // The tables.
   bool complete = true;
-  const double ceiling = rows[0].error.empty() ? events / rows[0].timed.seconds : 0;
+  const double ceiling =
+      !rows[0].skipped && rows[0].error.empty() ? events / rows[0].timed.seconds : 0;
   std::printf(
       "| %d outbox rows, 100 per transaction | events/s | ratio to (a) | lost | duplicates |"
       " peak RSS MB |\n",
       events);
   std::printf("|---|---:|---:|---:|---:|---:|\n");
   for (const Row& r : rows) {
+    if (r.skipped) continue;
     if (!r.error.empty()) {
       complete = false;
       std::printf("| %s | failed: %s | | | | |\n", r.name.c_str(), r.error.c_str());

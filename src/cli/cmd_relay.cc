@@ -160,6 +160,11 @@ CLI::App* AddRelayCommand(CLI::App& app, RelayFlags* f, CommonFlags* common) {
   cmd->add_option("--batch-size", f->batch_size, "Events fetched and published per batch")
       ->type_name("N")
       ->capture_default_str();
+  cmd->add_option("--checkpoints-in-flight", f->checkpoints_in_flight,
+                  "Polling PostgreSQL: batches whose checkpoint may still be committing while "
+                  "the next ones are fetched and published (0: one batch at a time)")
+      ->type_name("N")
+      ->capture_default_str();
   cmd->add_option("--poll-interval", f->poll_interval, "Wait between polls when idle")
       ->type_name("DURATION")
       ->capture_default_str();

@@ -152,6 +152,15 @@ std::vector<FlagError> CheckRelayFlags(RelayFlags& f) {
                                              "1000000, not '" +
                                              f.batch_size + "'"));
   }
+  const std::optional<int64_t> in_flight = ParseInt64(f.checkpoints_in_flight);
+  if (in_flight && *in_flight >= 0 && *in_flight <= 64) {
+    o.checkpoints_in_flight = static_cast<size_t>(*in_flight);
+  } else {
+    check("checkpoints-in-flight",
+          InvalidArgumentError("--checkpoints-in-flight must be a whole number from 0 to 64, "
+                               "not '" +
+                               f.checkpoints_in_flight + "'"));
+  }
   // The address HttpEndpoint::Start will bind (a name such as localhost is resolved).
   if (f.metrics_port > 0) {
     Status st = CheckListenAddress(f.metrics_host, f.metrics_port);

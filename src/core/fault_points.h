@@ -7,7 +7,9 @@
 // The points, by name:
 //   consume-after-commit   consume: the inbox transaction committed, the broker not acked yet
 //   relay-after-publish    relay: the sink acked a batch, the checkpoint not written yet
-//   relay-after-checkpoint relay: the batch checkpointed
+//   relay-after-checkpoint relay: the batch checkpointed (queued, with pipelined checkpoints)
+//   relay-checkpoint-coalesced relay: a checkpoint covering two batches or more is about to
+//                          commit (pipelined checkpoints, sources/pg_checkpointer.h)
 //   project-before-commit  project: a batch's effects and checkpoint written, not committed
 //   project-after-commit   project: the batch committed, the next one not read yet
 //

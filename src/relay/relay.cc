@@ -179,6 +179,12 @@ class RelayImpl final : public Relay {
     const TimePoint now = clock_->Now();
     if (now < next_release_) return Status::Ok();
     next_release_ = now + kReleaseEvery;
+    // Parked events still in a queued checkpoint are not in the table yet, and their
+    // aggregates would not read as blocked below.
+    if (parked_unsynced_) {
+      COURIER_RETURN_IF_ERROR(source_->Sync());
+      parked_unsynced_ = false;
+    }
     COURIER_ASSIGN_OR_RETURN(std::vector<DeadLetter> ready,
                              dead_letters_->Ready(options_.batch_size, park()));
     if (!ready.empty()) {
@@ -435,6 +441,7 @@ class RelayImpl final : public Relay {
     // only now are those rows deleted (or stamped). A crash before this line republishes
     // them (duplicates); it never loses them.
     Status st = source_->Checkpoint(acked, rejected, sink_->Describe());
+    if (!rejected.empty()) parked_unsynced_ = true;
     if (!st.ok()) {
       // The source connection is suspect; the events go out again after reconnecting.
       source_->Close();
@@ -501,6 +508,8 @@ class RelayImpl final : public Relay {
   bool connected_ = false;
   std::unique_ptr<DeadLetterStore> dead_letters_;
   std::unordered_set<std::string> blocked_;  // aggregates with unresolved dead letters (park)
+  // Dead letters were handed to a checkpoint that may not have committed yet (Source::Sync).
+  bool parked_unsynced_ = false;
   static constexpr Duration kReleaseEvery{1000};
   TimePoint next_release_{};
   static constexpr Duration kProgressEvery{30000};
@@ -573,6 +582,8 @@ Result<std::unique_ptr<Relay>> Relay::Create(const RelayOptions& options) {
   source_options.mode = options.retain ? CheckpointMode::kRetain : CheckpointMode::kDelete;
   source_options.poll_interval = options.poll_interval;
   source_options.clock = options.clock;
+  source_options.checkpoints_in_flight = options.checkpoints_in_flight;
+  source_options.fault_points = options.fault_points;
   source_options.cdc.enabled = options.mode == RelayOptions::Mode::kCdc;
   source_options.cdc.slot = options.slot;
   source_options.cdc.publication = options.publication;

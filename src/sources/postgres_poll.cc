@@ -1,8 +1,25 @@
 // PostgreSQL polling source.
 //
-// No id watermark: each poll reads every pending row in id order. A transaction that took a
-// low id but commits late simply shows up in a later poll, so out-of-order commits are never
-// skipped. Rows leave the pending set only in Checkpoint(), after the sink's ack.
+// No lasting id watermark: a poll reads the pending rows in id order from the first. A
+// transaction that took a low id but commits late simply shows up in a later poll, so
+// out-of-order commits are never skipped. Rows leave the pending set only in Checkpoint(),
+// after the sink's ack.
+//
+// Pipelined checkpoints (SourceOptions::checkpoints_in_flight > 0, sources/pg_checkpointer.h):
+// Checkpoint() queues the batch's DELETE for another connection and returns, and the next
+// Fetch() reads the pending rows in id order as ever, leaving out the ids whose checkpoint is
+// queued or committing. So it reads exactly what it would once those committed: a late
+// commit with a low id comes before its aggregate's later events, and an event that was not
+// acked (not in any checkpoint) comes again first. (Reading past the last id handed out
+// would be cheaper, and would publish the later events of a late commit's aggregate before
+// it.)
+//
+// And the next batch is read ahead (`ahead_`): when a batch comes back full, the read of the
+// one after it starts at once, on the source's connection in a thread of its own, leaving out
+// that batch's ids too, while the relay publishes it. It is used only if the relay then
+// checkpoints every event of that batch (acked or parked); otherwise the rows not acked must
+// come again first, and it is dropped.
+#include <future>
 #include <string>
 
 #include "core/encoding.h"
@@ -10,6 +27,7 @@
 #include "core/postgres.h"
 #include "core/url.h"
 #include "schema/table_shape.h"
+#include "sources/pg_checkpointer.h"
 #include "sources/postgres_common.h"
 #include "sources/row_codec.h"
 #include "sources/source.h"
@@ -136,7 +154,7 @@ class PostgresPollSource final : public Source {
       : options_(std::move(options)), conninfo_(std::move(conninfo)), parking_(options_.tables) {}
 
   Status Open() override {
-    conn_.reset();
+    Close();
     COURIER_ASSIGN_OR_RETURN(conn_, PgConnect(conninfo_));
     if (Status st =
             CheckTablesExist(conn_.get(), options_.tables, Describe(), "courier migrate --source");
@@ -164,10 +182,15 @@ class PostgresPollSource final : public Source {
         options_.shard_count > 1
             ? " AND " + ShardCondition("o", options_.shard_index, options_.shard_count)
             : "";
-    fetch_sql_ = "SELECT id, event_id::text, aggregate_type, aggregate_id, event_type, payload" +
-                 std::string(payload_is_bytea_ ? "" : "::text") + ", headers::text, " +
-                 PgCreatedAtSql("o.created_at") + " FROM " + outbox +
-                 " o WHERE published_at IS NULL" + backfill + shard + " ORDER BY id LIMIT $1";
+    const std::string select =
+        "SELECT id, event_id::text, aggregate_type, aggregate_id, event_type, payload" +
+        std::string(payload_is_bytea_ ? "" : "::text") + ", headers::text, " +
+        PgCreatedAtSql("o.created_at") + " FROM " + outbox + " o WHERE published_at IS NULL" +
+        backfill + shard;
+    fetch_sql_ = select + " ORDER BY id LIMIT $1";
+    const std::string pending_param = options_.backfill_slot.empty() ? "$2" : "$3";
+    fetch_unpending_sql_ =
+        select + " AND o.id <> ALL(" + pending_param + "::int8[]) ORDER BY id LIMIT $1";
     checkpoint_sql_ =
         options_.mode == CheckpointMode::kDelete
             ? "DELETE FROM " + outbox + " WHERE id = ANY($1::int8[])"
@@ -176,6 +199,14 @@ class PostgresPollSource final : public Source {
     cleanup_sql_ = "DELETE FROM " + outbox + " WHERE id IN (SELECT id FROM " + outbox +
                    " o WHERE published_at < now() - make_interval(secs => $1::float8 / 1000)" +
                    shard + " LIMIT 10000 FOR UPDATE SKIP LOCKED)";
+    if (options_.checkpoints_in_flight > 0) {
+      checkpointer_ = std::make_unique<PgCheckpointer>(
+          conninfo_,
+          [this](PGconn* conn, const CheckpointJob& job) {
+            return Commit(conn, job.acked, job.rejected, job.sink_name);
+          },
+          options_.checkpoints_in_flight, options_.fault_points);
+    }
     return Status::Ok();
   }
 
@@ -183,9 +214,91 @@ class PostgresPollSource final : public Source {
   Status Activate(const StopSignal&) override { return Status::Ok(); }
 
   Result<FetchedBatch> Fetch(size_t max) override {
+    if (!checkpointer_) return FetchRows(conn_.get(), max, {});
+    std::optional<Result<FetchedBatch>> ahead = TakeAhead();
+    COURIER_RETURN_IF_ERROR(checkpointer_->failure().WithContext("checkpoint"));
+    if (ahead && ahead_max_ == max && ahead->ok() && !(*ahead)->empty()) {
+      return Handed(std::move(**ahead), max);
+    }
+    std::vector<int64_t> pending;
+    checkpointer_->PendingIds(&pending);
+    COURIER_ASSIGN_OR_RETURN(FetchedBatch batch, FetchRows(conn_.get(), max, pending));
+    // Nothing left but what is being checkpointed: done once that commits (what --once and
+    // an idle relay wait on).
+    if (batch.empty() && !pending.empty()) COURIER_RETURN_IF_ERROR(Sync());
+    return Handed(std::move(batch), max);
+  }
+
+  Status Sync() override {
+    if (!checkpointer_) return Status::Ok();
+    return checkpointer_->Drain().WithContext("checkpoint");
+  }
+
+  void Wait(const StopSignal& stop) override {
+    ClockOf(options_).SleepFor(options_.poll_interval, stop);
+  }
+
+  Status Checkpoint(std::span<const int64_t> acked, std::span<const Rejected> rejected,
+                    const std::string& sink_name) override {
+    if (!checkpointer_) return Commit(conn_.get(), acked, rejected, sink_name);
+    // An event neither acked nor parked goes out again before its aggregate's later ones,
+    // which the batch read ahead may hold: that one is not used.
+    if (acked.size() + rejected.size() < handed_) ahead_valid_ = false;
+    handed_ = 0;
+    if (acked.empty() && rejected.empty()) return Status::Ok();
+    return checkpointer_
+        ->Submit({std::vector<int64_t>(acked.begin(), acked.end()),
+                  std::vector<Rejected>(rejected.begin(), rejected.end()), sink_name})
+        .WithContext("checkpoint");
+  }
+
+  Result<int64_t> DeletePublishedBefore(Duration retention) override {
+    (void)TakeAhead();  // the connection is this thread's again
+    return DeletePublishedRows(conn_.get(), cleanup_sql_, retention);
+  }
+
+  void Close() override {
+    (void)TakeAhead();
+    checkpointer_.reset();  // commits what is queued, when it can
+    conn_.reset();
+  }
+  std::string Describe() const override { return RedactUrl(options_.url); }
+
+ private:
+  // The batch read ahead, when one was started and is still valid (waiting for it: the
+  // connection is free again either way).
+  std::optional<Result<FetchedBatch>> TakeAhead() {
+    if (!ahead_.valid()) return std::nullopt;
+    Result<FetchedBatch> got = ahead_.get();
+    if (!ahead_valid_) return std::nullopt;
+    return got;
+  }
+
+  // Hands `batch` out and, when it is full (more are waiting), starts reading the next one.
+  FetchedBatch Handed(FetchedBatch batch, size_t max) {
+    handed_ = batch.size();
+    if (batch.size() < max) return batch;
+    std::vector<int64_t> leave_out;
+    checkpointer_->PendingIds(&leave_out);
+    for (const Event& e : batch.events) leave_out.push_back(e.id);
+    for (const Rejected& r : batch.malformed) leave_out.push_back(r.id);
+    ahead_valid_ = true;
+    ahead_max_ = max;
+    ahead_ = std::async(std::launch::async, [this, max, leave_out = std::move(leave_out)] {
+      return FetchRows(conn_.get(), max, leave_out);
+    });
+    return batch;
+  }
+
+  // Pending rows in id order, but for the ids in `leave_out`. Reads only the options and the
+  // statements, which stay put while a read ahead runs.
+  Result<FetchedBatch> FetchRows(PGconn* conn, size_t max,
+                                 std::span<const int64_t> leave_out) const {
     PgParams params = {std::to_string(max)};
     if (!options_.backfill_slot.empty()) params.push_back(options_.backfill_slot);
-    COURIER_ASSIGN_OR_RETURN(PgResult res, PgExec(conn_.get(), fetch_sql_, params));
+    if (!leave_out.empty()) params.push_back(IdArray(leave_out));
+    COURIER_ASSIGN_OR_RETURN(
+        PgResult res, PgExec(conn, leave_out.empty() ? fetch_sql_ : fetch_unpending_sql_, params));
     PGresult* r = res.get();
     const int rows = PQntuples(r);
     FetchedBatch batch;
@@ -203,42 +316,40 @@ class PostgresPollSource final : public Source {
     return batch;
   }
 
-  void Wait(const StopSignal& stop) override {
-    ClockOf(options_).SleepFor(options_.poll_interval, stop);
-  }
-
-  Status Checkpoint(std::span<const int64_t> acked, std::span<const Rejected> rejected,
-                    const std::string& sink_name) override {
+  // One transaction on `conn`: deletes (or stamps) `acked` and parks `rejected`.
+  Status Commit(PGconn* conn, std::span<const int64_t> acked, std::span<const Rejected> rejected,
+                const std::string& sink_name) const {
     if (rejected.empty()) {
       if (acked.empty()) return Status::Ok();
-      return ExplainCheckpointFailure(
-          conn_.get(), options_.tables, options_.mode,
-          PgExec(conn_.get(), checkpoint_sql_, {IdArray(acked)}).status());
+      return ExplainCheckpointFailure(conn, options_.tables, options_.mode,
+                                      PgExec(conn, checkpoint_sql_, {IdArray(acked)}).status());
     }
-    COURIER_RETURN_IF_ERROR(PgRun(conn_.get(), "BEGIN"));
-    Status st = PgExec(conn_.get(), checkpoint_sql_, {IdArray(acked)}).status();
-    if (st.ok()) st = parking_.Park(conn_.get(), rejected, sink_name);
-    if (st.ok()) st = PgRun(conn_.get(), "COMMIT");
-    if (!st.ok()) (void)PgRun(conn_.get(), "ROLLBACK");
-    return ExplainCheckpointFailure(conn_.get(), options_.tables, options_.mode, st);
+    COURIER_RETURN_IF_ERROR(PgRun(conn, "BEGIN"));
+    Status st = PgExec(conn, checkpoint_sql_, {IdArray(acked)}).status();
+    if (st.ok()) st = parking_.Park(conn, rejected, sink_name);
+    if (st.ok()) st = PgRun(conn, "COMMIT");
+    if (!st.ok()) (void)PgRun(conn, "ROLLBACK");
+    return ExplainCheckpointFailure(conn, options_.tables, options_.mode, st);
   }
 
-  Result<int64_t> DeletePublishedBefore(Duration retention) override {
-    return DeletePublishedRows(conn_.get(), cleanup_sql_, retention);
-  }
-
-  void Close() override { conn_.reset(); }
-  std::string Describe() const override { return RedactUrl(options_.url); }
-
- private:
   SourceOptions options_;
   std::string conninfo_;
   PgConn conn_;
   PgOutboxParking parking_;
   bool payload_is_bytea_ = false;
   std::string fetch_sql_;
+  std::string fetch_unpending_sql_;  // fetch_sql_ but for the ids of a parameter
   std::string checkpoint_sql_;
   std::string cleanup_sql_;
+  // Pipelined checkpoints (null: each commits in Checkpoint()); declared last, so that it is
+  // destroyed, committing what is queued, while the members its jobs read still exist.
+  // The next batch, read ahead on conn_ (which is that thread's until it is taken), and
+  // whether it may still be used.
+  std::future<Result<FetchedBatch>> ahead_;
+  bool ahead_valid_ = false;
+  size_t ahead_max_ = 0;
+  size_t handed_ = 0;  // events and malformed rows of the last batch handed out
+  std::unique_ptr<PgCheckpointer> checkpointer_;
 };
 
 }  // namespace

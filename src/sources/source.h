@@ -21,6 +21,8 @@
 
 namespace courier {
 
+class FaultPoints;  // core/fault_points.h
+
 // PostgreSQL keeps identifiers to 63 bytes (NAMEDATALEN - 1) and silently cuts longer ones.
 inline constexpr size_t kMaxIdentifier = 63;
 
@@ -114,6 +116,12 @@ struct SourceOptions {
   int shard_count = 1;
   // Times Wait() and the CDC source's deadlines (not owned); null: the real clock.
   Clock* clock = nullptr;
+  // Polling PostgreSQL: the batches whose checkpoint may be queued or committing, on a
+  // connection of its own, while the next ones are fetched and published
+  // (sources/pg_checkpointer.h); 0: each commits before Checkpoint() returns.
+  size_t checkpoints_in_flight = 0;
+  // Named places where crash tests stop the process (core/fault_points.h); null in normal runs.
+  FaultPoints* fault_points = nullptr;
   // CDC: where the relay's position is kept, made for the slot's name once the source knows
   // it; empty: the slot table on the source's connection (MakeSlotTableCheckpoints).
   std::function<std::unique_ptr<CheckpointStore>(const std::string& slot)> checkpoints;
@@ -172,9 +180,13 @@ class Source {
   // Sleeps until new rows may exist, at most the poll interval.
   virtual void Wait(const StopSignal& stop) = 0;
   // One transaction: marks `acked` done and moves `rejected` to the dead-letter table.
-  // Called only after the sink acknowledged every id in `acked`.
+  // Called only after the sink acknowledged every id in `acked`. A source with pipelined
+  // checkpoints (SourceOptions::checkpoints_in_flight) may return once the transaction is
+  // queued; a queued one that fails is returned by a later Checkpoint, Fetch or Sync.
   virtual Status Checkpoint(std::span<const int64_t> acked, std::span<const Rejected> rejected,
                             const std::string& sink_name) = 0;
+  // Waits until every Checkpoint so far committed; the failure of one that did not.
+  virtual Status Sync() { return Status::Ok(); }
   // Retain mode: deletes published rows older than `retention`, in bounded batches.
   virtual Result<int64_t> DeletePublishedBefore(Duration retention) = 0;
   // Drops the connection; the next Open() reconnects.
