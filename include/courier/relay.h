@@ -64,10 +64,11 @@ struct RelayOptions {
   enum class ChangeFormat { kCourier, kDebezium };
   ChangeFormat change_format = ChangeFormat::kCourier;
   size_t batch_size = 1000;
-  // Polling PostgreSQL: batches whose checkpoint (the DELETE, or the stamp) may still be
-  // committing, on a connection of its own, while the next ones are fetched and published;
-  // those queued together commit in one transaction. 0: each batch's checkpoint commits
-  // before the next batch is fetched. A crash repeats up to this many batches more.
+  // PostgreSQL (polling, and CDC of the outbox): batches whose checkpoint (the DELETE, or the
+  // stamp) may still be committing, on a connection of its own, while the next ones are
+  // fetched and published; those queued together commit in one transaction. 0: each batch's
+  // checkpoint commits before the next batch is fetched. A crash repeats up to this many
+  // batches more.
   size_t checkpoints_in_flight = 4;
   std::chrono::milliseconds poll_interval = kDefaultPollInterval;
   // Retain mode: stamp published_at instead of deleting; delete after `retention`.

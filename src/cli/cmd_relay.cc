@@ -161,7 +161,7 @@ CLI::App* AddRelayCommand(CLI::App& app, RelayFlags* f, CommonFlags* common) {
       ->type_name("N")
       ->capture_default_str();
   cmd->add_option("--checkpoints-in-flight", f->checkpoints_in_flight,
-                  "Polling PostgreSQL: batches whose checkpoint may still be committing while "
+                  "PostgreSQL: batches whose checkpoint may still be committing while "
                   "the next ones are fetched and published (0: one batch at a time)")
       ->type_name("N")
       ->capture_default_str();

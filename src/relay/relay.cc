@@ -182,7 +182,7 @@ class RelayImpl final : public Relay {
     // Parked events still in a queued checkpoint are not in the table yet, and their
     // aggregates would not read as blocked below.
     if (parked_unsynced_) {
-      COURIER_RETURN_IF_ERROR(source_->Sync());
+      COURIER_RETURN_IF_ERROR(source_->Sync().WithContext("checkpoint"));
       parked_unsynced_ = false;
     }
     COURIER_ASSIGN_OR_RETURN(std::vector<DeadLetter> ready,

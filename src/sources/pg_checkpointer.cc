@@ -6,12 +6,20 @@
 
 namespace courier {
 
-PgCheckpointer::PgCheckpointer(std::string conninfo, CommitFn commit, size_t max_in_flight,
+Result<PgConn> PgCheckpointer::Connect(const std::string& conninfo) {
+  COURIER_ASSIGN_OR_RETURN(PgConn conn, PgConnect(conninfo));
+  COURIER_RETURN_IF_ERROR(
+      PgRun(conn.get(),
+            std::string("SET idle_in_transaction_session_timeout = '") + kIdleInTransaction + "'"));
+  return conn;
+}
+
+PgCheckpointer::PgCheckpointer(PgConn conn, CommitFn commit, size_t max_in_flight,
                                FaultPoints* fault_points)
-    : conninfo_(std::move(conninfo)),
-      commit_(std::move(commit)),
+    : commit_(std::move(commit)),
       max_in_flight_(std::max<size_t>(1, max_in_flight)),
       fault_points_(fault_points),
+      conn_(std::move(conn)),
       thread_([this] { Work(); }) {}
 
 PgCheckpointer::~PgCheckpointer() {
@@ -53,6 +61,11 @@ Status PgCheckpointer::failure() {
   return failure_;
 }
 
+uint64_t PgCheckpointer::committed() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return committed_;
+}
+
 void PgCheckpointer::Work() {
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
@@ -65,6 +78,8 @@ void PgCheckpointer::Work() {
     while (!queue_.empty()) {
       CheckpointJob& next = queue_.front();
       job.acked.insert(job.acked.end(), next.acked.begin(), next.acked.end());
+      job.xids.insert(job.xids.end(), next.xids.begin(), next.xids.end());
+      if (next.record && (!job.record || *next.record > *job.record)) job.record = next.record;
       job.rejected.insert(job.rejected.end(), std::make_move_iterator(next.rejected.begin()),
                           std::make_move_iterator(next.rejected.end()));
       queue_.pop_front();
@@ -77,24 +92,18 @@ void PgCheckpointer::Work() {
     // Dead letters keep the source's order (their ids decide what is released first).
     std::sort(job.rejected.begin(), job.rejected.end(),
               [](const Rejected& a, const Rejected& b) { return a.id < b.id; });
-    Status st;
-    if (!conn_) {
-      auto conn = PgConnect(conninfo_);
-      if (conn.ok()) {
-        conn_ = std::move(conn).value();
-      } else {
-        st = conn.status();
-      }
-    }
+    Status st = conn_ ? Status::Ok() : RetriableError("the checkpoint connection is closed");
     if (st.ok()) {
       if (batches > 1) ReachFaultPoint(fault_points_, "relay-checkpoint-coalesced");
       st = commit_(conn_.get(), job);
     }
-    // A failed transaction leaves the connection suspect: the next job connects afresh.
+    // A failed transaction leaves the connection suspect; nothing more is committed here
+    // (the source reconnects, with a new checkpointer).
     if (!st.ok()) conn_.reset();
     lock.lock();
     committing_ = 0;
     committing_ids_.clear();
+    if (st.ok()) committed_ += batches;
     if (!st.ok() && failure_.ok()) {
       failure_ = st;
       queue_.clear();  // their rows stay in the outbox, to be fetched again

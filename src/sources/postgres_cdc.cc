@@ -39,6 +39,7 @@
 #include "sources/cdc/slot.h"
 #include "sources/cdc/snapshot.h"
 #include "sources/cdc/stream.h"
+#include "sources/pg_checkpointer.h"
 #include "sources/pgoutput.h"
 #include "sources/postgres_common.h"
 #include "sources/row_codec.h"
@@ -92,6 +93,7 @@ class PostgresCdcSource final : public Source {
                    " WHERE published_at < now() - make_interval(secs => $1::float8 / 1000)"
                    " LIMIT 10000)";
     COURIER_RETURN_IF_ERROR(cdc::EnsureCheckpointColumn(conn_.get(), options_.tables, Describe()));
+    pipeline_tried_ = false;
     state_ = State::kSetUp;
     return Status::Ok();
   }
@@ -133,12 +135,25 @@ class PostgresCdcSource final : public Source {
       COURIER_RETURN_IF_ERROR(StartStreaming());
       state_ = State::kStreaming;
     }
+    COURIER_RETURN_IF_ERROR(FinishCommitted().WithContext("checkpoint"));
     while (true) {
       dropped_ = false;
       COURIER_ASSIGN_OR_RETURN(FetchedBatch batch, ReadStream(max));
+      // Nothing new: done once the checkpoints on their way committed (what --once and the
+      // slot's confirmation wait for).
+      if (batch.empty() && !committing_.empty()) {
+        COURIER_RETURN_IF_ERROR(Sync().WithContext("checkpoint"));
+      }
       // Empty only because its rows were published already: not "nothing left" (--once).
       if (!batch.empty() || !dropped_) return batch;
     }
+  }
+
+  Status Sync() override {
+    if (!checkpointer_) return Status::Ok();
+    const Status drained = checkpointer_->Drain();
+    COURIER_RETURN_IF_ERROR(FinishCommitted());
+    return drained;
   }
 
   void Wait(const StopSignal& stop) override {
@@ -150,6 +165,10 @@ class PostgresCdcSource final : public Source {
   Status Checkpoint(std::span<const int64_t> acked, std::span<const Rejected> rejected,
                     const std::string& sink_name) override {
     if (state_ == State::kBackfill) return backfill_->Checkpoint(acked, rejected, sink_name);
+    if (!pipeline_tried_) StartPipeline();
+    if (checkpointer_ && rejected.empty()) return Pipeline(acked, sink_name);
+    // Dead letters are parked on this connection, in order after what is on its way.
+    COURIER_RETURN_IF_ERROR(Sync());
     std::vector<int64_t> rows;
     std::vector<int64_t> xids;  // of the transactions that inserted `rows`
     for (int64_t pos : acked) {
@@ -174,7 +193,8 @@ class PostgresCdcSource final : public Source {
     const std::optional<Lsn> record = ledger_.ToRecord();
     if (!rows.empty() || !dead.empty() || record) {
       COURIER_RETURN_IF_ERROR(PgRun(conn_.get(), "BEGIN"));
-      Status st = rows.empty() ? Status::Ok() : CheckpointRows(checkpoint_sql_, rows, xids);
+      Status st =
+          rows.empty() ? Status::Ok() : CheckpointRows(conn_.get(), checkpoint_sql_, rows, xids);
       for (size_t i = 0; st.ok() && i < dead.size(); ++i) {
         st = DeadLetter(*dead[i].first, dead[i].second, sink_name);
       }
@@ -203,10 +223,19 @@ class PostgresCdcSource final : public Source {
 
   Result<int64_t> DeletePublishedBefore(Duration retention) override {
     if (options_.tables.event_store()) return int64_t{0};  // events are kept for ever
+    (void)FinishCommitted();
     return DeletePublishedRows(conn_.get(), cleanup_sql_, retention);
   }
 
   void Close() override {
+    if (checkpointer_) {
+      // What is on its way commits, when it can, and the slot is told before the stream ends.
+      (void)checkpointer_->Drain();
+      (void)FinishCommitted();
+    }
+    checkpointer_.reset();
+    committing_.clear();
+    finished_ = 0;
     stream_.Close();
     pushed_back_.reset();
     backfill_.reset();
@@ -234,6 +263,124 @@ class PostgresCdcSource final : public Source {
     uint32_t xid = 0;  // of the transaction that inserted the row
   };
 
+  // Pipelined checkpoint (sources/pg_checkpointer.h): the rows' DELETE (or stamp) and the
+  // position go to the checkpoint thread, and the relay reads and publishes on meanwhile. The
+  // events stay open in the ledger until that transaction committed (FinishCommitted): the
+  // slot never moves past a row not deleted yet, and a transaction whose Commit is read
+  // meanwhile is not confirmed early. The position stored with it is past every transaction
+  // whose events are settled, that is, checkpointed by it or by those committing before it:
+  // a restart after a server crash still skips exactly what it deleted.
+  Status Pipeline(std::span<const int64_t> acked, const std::string& sink_name) {
+    COURIER_RETURN_IF_ERROR(FinishCommitted());
+    CheckpointJob job;
+    Committing batch;
+    for (int64_t pos : acked) {
+      auto it = inflight_.find(pos);
+      if (it == inflight_.end()) continue;
+      if (it->second.row_id > 0) {
+        job.acked.push_back(it->second.row_id);
+        job.xids.push_back(it->second.xid);
+      }
+      batch.positions.push_back(pos);
+      inflight_.erase(it);  // not offered again
+      ledger_.Settle(pos);
+    }
+    job.record = ledger_.ToRecordSettled();
+    batch.record = job.record;
+    job.sink_name = sink_name;
+    if (job.acked.empty() && !job.record) {
+      // Nothing to write (logical messages): done now, or with the checkpoint on its way.
+      if (committing_.empty()) {
+        for (int64_t pos : batch.positions) ledger_.Done(pos);
+        ledger_.Advance();
+      } else {
+        std::vector<int64_t>& later = committing_.back().positions;
+        later.insert(later.end(), batch.positions.begin(), batch.positions.end());
+      }
+    } else {
+      COURIER_RETURN_IF_ERROR(Observed(checkpointer_->Submit(std::move(job))));
+      committing_.push_back(std::move(batch));
+      // After a failed checkpoint, the next one commits before returning, until one does (as
+      // polling does: postgres_poll.cc, Checkpoint).
+      if (commit_next_) {
+        COURIER_RETURN_IF_ERROR(Sync());
+        commit_next_ = false;
+      }
+    }
+    for (int64_t pos : handed_) {
+      if (inflight_.count(pos) > 0) redeliver_.push_back(pos);
+    }
+    handed_.clear();
+    Report(/*force=*/false);
+    return Status::Ok();
+  }
+
+  // The pipelined checkpoints that committed since: their events are done, and the slot may
+  // move past every transaction whose events are all done. A failed one is returned.
+  Status FinishCommitted() {
+    if (!checkpointer_) return Status::Ok();
+    const uint64_t committed = checkpointer_->committed();
+    bool moved = false;
+    while (finished_ < committed && !committing_.empty()) {
+      const Committing& done = committing_.front();
+      for (int64_t pos : done.positions) ledger_.Done(pos);
+      if (done.record) ledger_.Recorded(*done.record);
+      committing_.pop_front();
+      ++finished_;
+      moved = true;
+    }
+    if (moved) {
+      ledger_.Advance();
+      Report(/*force=*/false);
+    }
+    return Observed(checkpointer_->failure());
+  }
+
+  // Opens the checkpoint connection and thread, at the first checkpoint of a stream, for the
+  // outbox's own events with the slot table keeping the position (an event store, table
+  // capture with its snapshot bookkeeping, and another position store keep theirs on conn_,
+  // in the relay's thread). A role at its connection limit falls back to one batch at a time.
+  void StartPipeline() {
+    pipeline_tried_ = true;
+    if (options_.checkpoints_in_flight == 0 || options_.tables.event_store() ||
+        !capture_specs_.empty() || options_.checkpoints || options_.clock != nullptr) {
+      return;
+    }
+    auto second = PgCheckpointer::Connect(conninfo_);
+    if (!second.ok()) {
+      log::Warn("checkpoints commit one batch at a time: no second connection",
+                {{"error", second.status().message()}});
+      return;
+    }
+    checkpointer_ = std::make_unique<PgCheckpointer>(
+        std::move(second).value(),
+        [this](PGconn* conn, const CheckpointJob& job) { return Commit(conn, job); },
+        options_.checkpoints_in_flight, options_.fault_points);
+  }
+
+  // Notes a checkpoint's failure (see Pipeline).
+  Status Observed(Status st) {
+    if (!st.ok()) commit_next_ = true;
+    return st;
+  }
+
+  // The checkpoint thread's transaction (coalesced jobs): deletes (or stamps) the rows and
+  // stores the position.
+  Status Commit(PGconn* conn, const CheckpointJob& job) const {
+    COURIER_RETURN_IF_ERROR(PgRun(conn, "BEGIN"));
+    Status st = job.acked.empty() ? Status::Ok()
+                                  : CheckpointRows(conn, checkpoint_sql_, job.acked, job.xids);
+    if (st.ok() && job.record) {
+      st = MakeSlotTableCheckpoints(conn, options_.tables, names_.slot)->Save(*job.record);
+    }
+    if (st.ok()) st = PgRun(conn, "COMMIT");
+    if (!st.ok()) {
+      (void)PgRun(conn, "ROLLBACK");
+      return ExplainCheckpointFailure(conn, options_.tables, options_.mode, st);
+    }
+    return Status::Ok();
+  }
+
   // Runs `sql` (an UPDATE or DELETE of ids $1 RETURNING id) on `rows` and waits until it
   // found them all. The server streams a transaction once its commit record is flushed, which
   // is before the transaction is visible to other sessions (and, under synchronous
@@ -242,14 +389,14 @@ class PostgresCdcSource final : public Source {
   // confirmed. A row not found is deleted again once its transaction is visible, which is
   // when the inserting transaction no longer holds the lock on its own xid. One still not
   // found then is gone already (deleted by hand, or this is a redelivery after a crash).
-  Status CheckpointRows(const std::string& sql, const std::vector<int64_t>& rows,
-                        const std::vector<int64_t>& xids) {
+  Status CheckpointRows(PGconn* conn, const std::string& sql, const std::vector<int64_t>& rows,
+                        const std::vector<int64_t>& xids) const {
     std::vector<int64_t> missing = rows;
     const TimePoint deadline = ClockOf(options_).Now() + kVisibleWait;
     const StopSignal never;
     bool settled = false;
     while (true) {
-      COURIER_ASSIGN_OR_RETURN(PgResult res, PgExec(conn_.get(), sql, {IdArray(missing)}));
+      COURIER_ASSIGN_OR_RETURN(PgResult res, PgExec(conn, sql, {IdArray(missing)}));
       std::set<int64_t> found;
       for (int i = 0; i < PQntuples(res.get()); ++i) {
         found.insert(ParseInt64(PQgetvalue(res.get(), i, 0)).value_or(0));
@@ -268,7 +415,7 @@ class PostgresCdcSource final : public Source {
       // Wait until none of their transactions is still committing.
       while (true) {
         COURIER_ASSIGN_OR_RETURN(
-            PgResult held, PgExec(conn_.get(),
+            PgResult held, PgExec(conn,
                                   "SELECT 1 FROM pg_locks WHERE locktype = 'transactionid' AND"
                                   " transactionid::text::int8 = ANY($1::int8[]) LIMIT 1",
                                   {IdArray(waiting)}));
@@ -574,7 +721,7 @@ class PostgresCdcSource final : public Source {
       // As the polling relay parks it: the row as it is (headers that are not a JSON object
       // too) copied to the dead-letter table, and stamped, once visible.
       COURIER_RETURN_IF_ERROR(
-          CheckpointRows(visible_sql_, {f.row_id}, {static_cast<int64_t>(f.xid)}));
+          CheckpointRows(conn_.get(), visible_sql_, {f.row_id}, {static_cast<int64_t>(f.xid)}));
       Rejected row = r;
       row.id = f.row_id;
       return ParkEventStoreRows(conn_.get(), event_park_sql_, {&row, 1}, sink_name);
@@ -588,7 +735,8 @@ class PostgresCdcSource final : public Source {
       COURIER_RETURN_IF_ERROR(parking_.Park(conn_.get(), e, f.row_id, r, sink_name));
     }
     if (f.row_id > 0) {
-      COURIER_RETURN_IF_ERROR(CheckpointRows("DELETE FROM " + QuoteIdent(options_.tables.outbox) +
+      COURIER_RETURN_IF_ERROR(CheckpointRows(conn_.get(),
+                                             "DELETE FROM " + QuoteIdent(options_.tables.outbox) +
                                                  " WHERE id = ANY($1::int8[]) RETURNING id",
                                              {f.row_id}, {static_cast<int64_t>(f.xid)}));
     }
@@ -632,7 +780,17 @@ class PostgresCdcSource final : public Source {
   std::map<int64_t, Inflight> inflight_;                      // by position
   std::deque<int64_t> redeliver_;  // handed out, not done: offered again first
   std::vector<int64_t> handed_;    // positions of the last batch
-  uint32_t xid_ = 0;               // of the transaction being decoded
+  // Pipelined checkpoints on their way, in the order submitted: their positions (still open
+  // in the ledger) and the position each stores; finished_ counts those applied.
+  struct Committing {
+    std::vector<int64_t> positions;
+    std::optional<Lsn> record;
+  };
+  std::deque<Committing> committing_;
+  uint64_t finished_ = 0;
+  bool commit_next_ = false;     // a checkpoint failed: the next one commits before returning
+  bool pipeline_tried_ = false;  // since Open (StartPipeline)
+  uint32_t xid_ = 0;             // of the transaction being decoded
   std::vector<cdc::CaptureSpec> capture_specs_;
   cdc::TableCapture capture_;               // captured tables' changes
   cdc::Snapshot snapshot_;                  // their rows from before capture began
@@ -640,6 +798,9 @@ class PostgresCdcSource final : public Source {
   Lsn begin_lsn_ = 0;                       // the final_lsn of the transaction being decoded
   std::vector<cdc::RowChange> changes_;     // scratch of HandChanges
   std::string database_;                    // the source's database, for the changes' source.db
+  // Pipelined checkpoints (null: each commits in Checkpoint()); last, so that it is destroyed
+  // (committing what is queued) while what its jobs read still exists.
+  std::unique_ptr<PgCheckpointer> checkpointer_;
 };
 
 }  // namespace

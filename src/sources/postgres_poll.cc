@@ -155,7 +155,7 @@ class PostgresPollSource final : public Source {
 
   Status Open() override {
     Close();
-    COURIER_ASSIGN_OR_RETURN(conn_, PgConnect(conninfo_));
+    COURIER_ASSIGN_OR_RETURN(conn_, PgCheckpointer::Connect(conninfo_));
     if (Status st =
             CheckTablesExist(conn_.get(), options_.tables, Describe(), "courier migrate --source");
         !st.ok()) {
@@ -199,14 +199,7 @@ class PostgresPollSource final : public Source {
     cleanup_sql_ = "DELETE FROM " + outbox + " WHERE id IN (SELECT id FROM " + outbox +
                    " o WHERE published_at < now() - make_interval(secs => $1::float8 / 1000)" +
                    shard + " LIMIT 10000 FOR UPDATE SKIP LOCKED)";
-    if (options_.checkpoints_in_flight > 0) {
-      checkpointer_ = std::make_unique<PgCheckpointer>(
-          conninfo_,
-          [this](PGconn* conn, const CheckpointJob& job) {
-            return Commit(conn, job.acked, job.rejected, job.sink_name);
-          },
-          options_.checkpoints_in_flight, options_.fault_points);
-    }
+    pipeline_tried_ = false;
     return Status::Ok();
   }
 
@@ -216,7 +209,7 @@ class PostgresPollSource final : public Source {
   Result<FetchedBatch> Fetch(size_t max) override {
     if (!checkpointer_) return FetchRows(conn_.get(), max, {});
     std::optional<Result<FetchedBatch>> ahead = TakeAhead();
-    COURIER_RETURN_IF_ERROR(checkpointer_->failure().WithContext("checkpoint"));
+    COURIER_RETURN_IF_ERROR(Observed(checkpointer_->failure()).WithContext("checkpoint"));
     if (ahead && ahead_max_ == max && ahead->ok() && !(*ahead)->empty()) {
       return Handed(std::move(**ahead), max);
     }
@@ -225,13 +218,15 @@ class PostgresPollSource final : public Source {
     COURIER_ASSIGN_OR_RETURN(FetchedBatch batch, FetchRows(conn_.get(), max, pending));
     // Nothing left but what is being checkpointed: done once that commits (what --once and
     // an idle relay wait on).
-    if (batch.empty() && !pending.empty()) COURIER_RETURN_IF_ERROR(Sync());
+    if (batch.empty() && !pending.empty()) {
+      COURIER_RETURN_IF_ERROR(Sync().WithContext("checkpoint"));
+    }
     return Handed(std::move(batch), max);
   }
 
   Status Sync() override {
     if (!checkpointer_) return Status::Ok();
-    return checkpointer_->Drain().WithContext("checkpoint");
+    return Observed(checkpointer_->Drain());
   }
 
   void Wait(const StopSignal& stop) override {
@@ -240,16 +235,23 @@ class PostgresPollSource final : public Source {
 
   Status Checkpoint(std::span<const int64_t> acked, std::span<const Rejected> rejected,
                     const std::string& sink_name) override {
+    if (!pipeline_tried_) StartPipeline();
     if (!checkpointer_) return Commit(conn_.get(), acked, rejected, sink_name);
     // An event neither acked nor parked goes out again before its aggregate's later ones,
     // which the batch read ahead may hold: that one is not used.
     if (acked.size() + rejected.size() < handed_) ahead_valid_ = false;
     handed_ = 0;
     if (acked.empty() && rejected.empty()) return Status::Ok();
-    return checkpointer_
-        ->Submit({std::vector<int64_t>(acked.begin(), acked.end()),
-                  std::vector<Rejected>(rejected.begin(), rejected.end()), sink_name})
-        .WithContext("checkpoint");
+    COURIER_RETURN_IF_ERROR(Observed(checkpointer_->Submit(
+        {std::vector<int64_t>(acked.begin(), acked.end()),
+         std::vector<Rejected>(rejected.begin(), rejected.end()), sink_name})));
+    // After a failed checkpoint, the next one commits before returning, until one does: a
+    // checkpoint that keeps failing then fails the batch that queued it, and the relay's
+    // backoff grows, instead of republishing the batches in flight at its first step.
+    if (!commit_next_) return Status::Ok();
+    COURIER_RETURN_IF_ERROR(Sync());
+    commit_next_ = false;
+    return Status::Ok();
   }
 
   Result<int64_t> DeletePublishedBefore(Duration retention) override {
@@ -265,6 +267,32 @@ class PostgresPollSource final : public Source {
   std::string Describe() const override { return RedactUrl(options_.url); }
 
  private:
+  // Opens the checkpoint connection and thread, at the first checkpoint of a connection (when
+  // the relay's other connections are open: a role at its connection limit then falls back to
+  // one batch at a time here, instead of failing elsewhere).
+  void StartPipeline() {
+    pipeline_tried_ = true;
+    if (options_.checkpoints_in_flight == 0) return;
+    auto second = PgCheckpointer::Connect(conninfo_);
+    if (!second.ok()) {
+      log::Warn("checkpoints commit one batch at a time: no second connection",
+                {{"error", second.status().message()}});
+      return;
+    }
+    checkpointer_ = std::make_unique<PgCheckpointer>(
+        std::move(second).value(),
+        [this](PGconn* conn, const CheckpointJob& job) {
+          return Commit(conn, job.acked, job.rejected, job.sink_name);
+        },
+        options_.checkpoints_in_flight, options_.fault_points);
+  }
+
+  // Notes a checkpoint's failure (see Checkpoint).
+  Status Observed(Status st) {
+    if (!st.ok()) commit_next_ = true;
+    return st;
+  }
+
   // The batch read ahead, when one was started and is still valid (waiting for it: the
   // connection is free again either way).
   std::optional<Result<FetchedBatch>> TakeAhead() {
@@ -341,14 +369,16 @@ class PostgresPollSource final : public Source {
   std::string fetch_unpending_sql_;  // fetch_sql_ but for the ids of a parameter
   std::string checkpoint_sql_;
   std::string cleanup_sql_;
-  // Pipelined checkpoints (null: each commits in Checkpoint()); declared last, so that it is
-  // destroyed, committing what is queued, while the members its jobs read still exist.
   // The next batch, read ahead on conn_ (which is that thread's until it is taken), and
   // whether it may still be used.
   std::future<Result<FetchedBatch>> ahead_;
   bool ahead_valid_ = false;
   size_t ahead_max_ = 0;
-  size_t handed_ = 0;  // events and malformed rows of the last batch handed out
+  size_t handed_ = 0;            // events and malformed rows of the last batch handed out
+  bool commit_next_ = false;     // a checkpoint failed: the next one commits before returning
+  bool pipeline_tried_ = false;  // since Open (StartPipeline)
+  // Pipelined checkpoints (null: each commits in Checkpoint()); declared last, so that it is
+  // destroyed, committing what is queued, while the members its jobs read still exist.
   std::unique_ptr<PgCheckpointer> checkpointer_;
 };
 

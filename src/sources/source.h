@@ -116,8 +116,8 @@ struct SourceOptions {
   int shard_count = 1;
   // Times Wait() and the CDC source's deadlines (not owned); null: the real clock.
   Clock* clock = nullptr;
-  // Polling PostgreSQL: the batches whose checkpoint may be queued or committing, on a
-  // connection of its own, while the next ones are fetched and published
+  // PostgreSQL (polling, and CDC of an outbox): the batches whose checkpoint may be queued or
+  // committing, on a connection of its own, while the next ones are fetched and published
   // (sources/pg_checkpointer.h); 0: each commits before Checkpoint() returns.
   size_t checkpoints_in_flight = 0;
   // Named places where crash tests stop the process (core/fault_points.h); null in normal runs.

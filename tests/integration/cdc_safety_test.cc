@@ -371,10 +371,14 @@ TEST_F(CdcSafety, CheckpointStoresThePositionPastTheBatchsLastTransaction) {
 // (pg_ctl restart -m immediate) under a CDC relay. The server keeps a slot's confirmed
 // position on disk only as of its last checkpoint; the relay's own position, committed with
 // the rows it deletes, lets it skip everything it had checkpointed. So nothing is lost, order
-// holds per aggregate, and each crash repeats at most about the batch that was in flight.
-TEST(CdcServerCrash, RepeatsAtMostAboutABatchPerCrash) {
+// holds per aggregate, and each crash repeats at most about the batches that were in flight:
+// one with checkpoints one after the other, up to --checkpoints-in-flight + 1 when pipelined.
+class CdcServerCrash : public ::testing::TestWithParam<size_t> {};
+
+TEST_P(CdcServerCrash, RepeatsAtMostAboutTheBatchesInFlightPerCrash) {
   constexpr int kBatch = 10;
   constexpr int kCrashes = 3;
+  const size_t in_flight = GetParam();
   auto pg = PostgresServer::Start();  // its own server: this test crashes it
   ASSERT_OK(pg);
   auto url = (*pg)->NewDatabase("crash");
@@ -387,6 +391,7 @@ TEST(CdcServerCrash, RepeatsAtMostAboutABatchPerCrash) {
   RelayOptions o = TestRelayOptions(db.url, "kafka://" + (*broker)->bootstrap() + "/order");
   o.mode = RelayOptions::Mode::kCdc;
   o.batch_size = kBatch;
+  o.checkpoints_in_flight = in_flight;
   o.lease = Duration(1000);
   BackgroundRelay relay(o);
 
@@ -432,15 +437,18 @@ TEST(CdcServerCrash, RepeatsAtMostAboutABatchPerCrash) {
   const std::vector<KafkaRecord> records = ReadTopic(**broker, "order");
   const Verdict v = Judge(Expectation{committed, in_doubt}, Deliveries(records));
   std::printf(
-      "[cdc-crash] crashes=%d batch=%d committed=%zu in_doubt=%zu delivered=%zu "
+      "[cdc-crash] crashes=%d batch=%d in_flight=%zu committed=%zu in_doubt=%zu delivered=%zu "
       "duplicates=%lld lost=%lld\n",
-      kCrashes, kBatch, committed.size(), in_doubt.size(), records.size(),
+      kCrashes, kBatch, in_flight, committed.size(), in_doubt.size(), records.size(),
       static_cast<long long>(v.duplicates), static_cast<long long>(v.lost));
   EXPECT_EQ(v.lost, 0) << "committed events never delivered" << ExamplesOf(v);
   EXPECT_EQ(v.ghosts, 0) << ExamplesOf(v);
   EXPECT_EQ(v.order_violations, 0) << "per-aggregate order broken" << ExamplesOf(v);
-  EXPECT_LE(v.duplicates, kCrashes * kBatch) << "about one batch per crash at most";
+  EXPECT_LE(v.duplicates, static_cast<int64_t>(kCrashes * kBatch * (in_flight + 1)))
+      << "about the batches in flight per crash at most";
 }
+
+INSTANTIATE_TEST_SUITE_P(CheckpointsInFlight, CdcServerCrash, ::testing::Values(0, 4));
 
 }  // namespace
 }  // namespace courier::test

@@ -321,6 +321,95 @@ TEST(HostileCheckpoint, PrivilegeRevokedWhileRunningStopsAfterPublishingTheBatch
   EXPECT_EQ(db.Count("courier_outbox"), 30) << "nothing checkpointed without the privilege";
 }
 
+// The "in_ms" of each "retrying" line of a relay's log, in order.
+std::vector<int64_t> RetryDelays(const std::string& log) {
+  std::vector<int64_t> delays;
+  std::istringstream lines(log);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.find("retrying") == std::string::npos) continue;
+    const size_t at = line.find("in_ms=");
+    if (at == std::string::npos) continue;
+    delays.push_back(ParseInt64(line.substr(at + 6, line.find(' ', at) - at - 6)).value_or(-1));
+  }
+  return delays;
+}
+
+// A checkpoint that fails again and again but may work later (its DELETE times out on a row
+// another session keeps locked): the relay backs off more each time, as for any failure.
+// With checkpoints in flight the failure used to surface one call late, after a success had
+// reset the backoff: the batches in flight went out again every ~150 ms, for as long as the
+// lock was held. Once the lock goes, everything is delivered.
+TEST(HostileCheckpoint, CheckpointThatKeepsFailingBacksOffAndLosesNothing) {
+  TestDb db = TestDb::Make(true);
+  const std::string role = "timeout_" + DbName(db.url);
+  ASSERT_OK(db.Transaction({"CREATE ROLE " + role + " LOGIN",
+                            "ALTER ROLE " + role + " SET lock_timeout = '50ms'",
+                            "GRANT ALL ON ALL TABLES IN SCHEMA public TO " + role,
+                            "GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO " + role}));
+  int64_t seq = 1;
+  const std::set<std::string> ids = CommitEvents(db, 300, 5, &seq);
+  auto lock = PgConnect(db.url);
+  ASSERT_OK(lock);
+  ASSERT_OK(PgRun(lock->get(), "BEGIN"));
+  auto locked =
+      PgExec(lock->get(), "SELECT id FROM courier_outbox ORDER BY id LIMIT 1 FOR KEY SHARE");
+  ASSERT_OK(locked);
+  const std::string out = db.dir.File("out.jsonl");
+  const std::string log = db.dir.File("relay.log");
+  auto relay =
+      SpawnCourier({"relay", "--source", AsRole(db.url, role), "--sink", "file://" + out,
+                    "--batch-size", "20", "--backoff-initial", "50ms", "--backoff-max", "10s"},
+                   log);
+  ASSERT_OK(relay);
+  ASSERT_TRUE(WaitUntil([&] { return RetryDelays(ReadFile(log)).size() >= 4; }, Duration(60000)))
+      << ReadFile(log);
+  const std::vector<int64_t> delays = RetryDelays(ReadFile(log));
+  // The n-th delay is drawn from [50 ms * 2^n / 2, 50 ms * 2^n]: the fourth is over twice the
+  // first unless the backoff was reset in between.
+  EXPECT_GT(delays[3], 2 * delays[0]) << ReadFile(log);
+  ASSERT_OK(PgRun(lock->get(), "COMMIT"));
+  ASSERT_TRUE(WaitUntil([&] { return db.Count("courier_outbox") == 0; }, Duration(60000)))
+      << ReadFile(log);
+  relay->Signal(SIGTERM);
+  EXPECT_EQ(relay->Wait(Duration(20000)).value_or(-1), 0);
+  const std::map<std::string, int> published = CountById(ReadSinkFile(out));
+  for (const std::string& id : ids) EXPECT_GT(published.count(id), 0u) << id << " was lost";
+  EXPECT_EQ(published.size(), ids.size());
+}
+
+// A role at its connection limit: the pipeline's extra connection cannot be opened, and the
+// relay checkpoints one batch at a time on the connections it has, with a warning, instead of
+// republishing the same batches for ever.
+TEST(HostileCheckpoint, RoleAtItsConnectionLimitCheckpointsOneBatchAtATime) {
+  TestDb db = TestDb::Make(true);
+  const std::string role = "limited_" + DbName(db.url);
+  // The relay's own: the source's, the lease's and the dead-letter table's.
+  ASSERT_OK(db.Transaction({"CREATE ROLE " + role + " LOGIN CONNECTION LIMIT 3",
+                            "GRANT ALL ON ALL TABLES IN SCHEMA public TO " + role,
+                            "GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO " + role}));
+  int64_t seq = 1;
+  const std::set<std::string> ids = CommitEvents(db, 500, 5, &seq);
+  const std::string out = db.dir.File("out.jsonl");
+  const std::string log = db.dir.File("relay.log");
+  auto relay = SpawnCourier(
+      {"relay", "--source", AsRole(db.url, role), "--sink", "file://" + out, "--batch-size", "20"},
+      log);
+  ASSERT_OK(relay);
+  ASSERT_TRUE(WaitUntil([&] { return db.Count("courier_outbox") == 0; }, Duration(60000)))
+      << ReadFile(log);
+  relay->Signal(SIGTERM);
+  EXPECT_EQ(relay->Wait(Duration(20000)).value_or(-1), 0);
+  const std::string text = ReadFile(log);
+  EXPECT_NE(text.find("checkpoints commit one batch at a time: no second connection"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(CountLines(text, "retrying"), 0) << text;
+  const std::map<std::string, int> published = CountById(ReadSinkFile(out));
+  EXPECT_EQ(published.size(), ids.size());
+  for (const auto& [id, n] : published) EXPECT_EQ(n, 1) << id << " published more than once";
+}
+
 // CDC reads the write-ahead log through a replication connection, which needs the role's
 // REPLICATION attribute.
 TEST(HostileCdc, RoleWithoutReplicationStopsWithOneLineAndExit2) {

@@ -199,5 +199,50 @@ TEST(LsnLedger, AnEventBeforeAnyBeginIsNeverConfirmedBeforeItIsDone) {
   EXPECT_EQ(ledger.Confirmable(), 200u);
 }
 
+// Pipelined checkpoints: an event whose checkpoint is on its way (settled) lets the position
+// stored with that checkpoint pass its transaction, but never the slot: not when the
+// transaction's Commit arrives afterwards, not on a keepalive, not on Advance. Only Done
+// (the checkpoint committed) does.
+TEST(LsnLedger, SettledEventsAreRecordedButNotConfirmedUntilDone) {
+  LsnLedger ledger;
+  ledger.Reset(100, 100);
+  const std::vector<int64_t> first = Stream(ledger, 2, 200);
+  ledger.Begin(kTime);
+  const int64_t second = ledger.Hand();  // its Commit is not read yet
+  for (int64_t pos : first) ledger.Settle(pos);
+  ledger.Settle(second);
+  EXPECT_EQ(ledger.ToRecordSettled(), std::optional<Lsn>(200));
+  EXPECT_EQ(ledger.ToRecord(), std::nullopt) << "nothing is done yet";
+  ledger.Commit(300);  // all of its events settled, none done
+  ledger.Keepalive(400);
+  ledger.Advance();
+  EXPECT_EQ(ledger.confirmed(), 100u) << "the slot moved past rows not deleted yet";
+  EXPECT_EQ(ledger.Confirmable(), 100u);
+  EXPECT_EQ(ledger.ToRecordSettled(), std::optional<Lsn>(300));
+  ledger.Recorded(300);
+  EXPECT_EQ(ledger.ToRecordSettled(), std::nullopt);
+  // The first checkpoint committed: its transaction is confirmed, the next one still waits.
+  for (int64_t pos : first) ledger.Done(pos);
+  ledger.Advance();
+  EXPECT_EQ(ledger.confirmed(), 200u);
+  ledger.Done(second);
+  ledger.Settle(second);  // done already: ignored
+  ledger.Advance();
+  EXPECT_EQ(ledger.confirmed(), 300u);
+}
+
+// A transaction with an event neither settled nor done stops the recorded position there.
+TEST(LsnLedger, UnsettledEventHoldsTheRecordedPosition) {
+  LsnLedger ledger;
+  ledger.Reset(100, 100);
+  const std::vector<int64_t> first = Stream(ledger, 2, 200);
+  const std::vector<int64_t> second = Stream(ledger, 1, 300);
+  ledger.Settle(first[1]);  // first[0] was not acked
+  ledger.Settle(second[0]);
+  EXPECT_EQ(ledger.ToRecordSettled(), std::nullopt);
+  ledger.Settle(first[0]);
+  EXPECT_EQ(ledger.ToRecordSettled(), std::optional<Lsn>(300));
+}
+
 }  // namespace
 }  // namespace courier::cdc

@@ -23,7 +23,7 @@ void LsnLedger::Keepalive(Lsn wal_end) {
 }
 
 void LsnLedger::Begin(int64_t commit_time_us) {
-  txs_.push_back(Tx{next_tx_++, 0, false, 0, commit_time_us});
+  txs_.push_back(Tx{next_tx_++, 0, false, 0, 0, commit_time_us});
   in_tx_ = true;
 }
 
@@ -37,27 +37,48 @@ void LsnLedger::Commit(Lsn end_lsn) {
 }
 
 void LsnLedger::Standalone(Lsn lsn, int64_t time_us) {
-  txs_.push_back(Tx{next_tx_++, lsn, true, 0, time_us});
+  txs_.push_back(Tx{next_tx_++, lsn, true, 0, 0, time_us});
 }
 
 int64_t LsnLedger::Hand() {
   // An event before any Begin (pgoutput sends none): accounted to a transaction of its own,
   // so it is never confirmed before it is done.
-  if (txs_.empty()) txs_.push_back(Tx{next_tx_++, 0, false, 0, 0});
+  if (txs_.empty()) txs_.push_back(Tx{next_tx_++, 0, false, 0, 0, 0});
   const int64_t pos = next_pos_++;
   ++txs_.back().open;
-  open_.emplace(pos, txs_.back().seq);
+  open_.emplace(pos, Open{txs_.back().seq, false});
   return pos;
 }
 
 void LsnLedger::Done(int64_t pos) {
   auto it = open_.find(pos);
   if (it == open_.end()) return;
-  const uint64_t seq = it->second;
+  const Open event = it->second;
   open_.erase(it);
-  if (!txs_.empty() && seq >= txs_.front().seq) {
-    --txs_[static_cast<size_t>(seq - txs_.front().seq)].open;
+  if (!txs_.empty() && event.seq >= txs_.front().seq) {
+    Tx& tx = txs_[static_cast<size_t>(event.seq - txs_.front().seq)];
+    --tx.open;
+    if (event.settled) --tx.settled;
   }
+}
+
+void LsnLedger::Settle(int64_t pos) {
+  auto it = open_.find(pos);
+  if (it == open_.end() || it->second.settled) return;
+  it->second.settled = true;
+  if (!txs_.empty() && it->second.seq >= txs_.front().seq) {
+    ++txs_[static_cast<size_t>(it->second.seq - txs_.front().seq)].settled;
+  }
+}
+
+std::optional<Lsn> LsnLedger::ToRecordSettled() const {
+  Lsn lsn = confirmed_;
+  for (const Tx& tx : txs_) {
+    if (!tx.committed || tx.open != tx.settled) break;
+    lsn = std::max(lsn, tx.end_lsn);
+  }
+  if (lsn > recorded_) return lsn;
+  return std::nullopt;
 }
 
 Lsn LsnLedger::Confirmable() const {

@@ -57,6 +57,10 @@ class LsnLedger {
   int64_t Hand();
   // The event at `pos` is acked or parked, and checkpointed. Unknown positions are ignored.
   void Done(int64_t pos);
+  // The event at `pos` is acked and its checkpoint is on its way, not committed yet
+  // (pipelined checkpoints): it still holds its transaction back from the slot
+  // (Confirmable), but the position stored with that checkpoint may pass it (ToRecordSettled).
+  void Settle(int64_t pos);
 
   // Where the slot may move once the events now done are checkpointed: past every leading
   // transaction that is committed and has no event open.
@@ -64,7 +68,12 @@ class LsnLedger {
   // The checkpoint_lsn to store with the checkpoint now committing: Confirmable() when it is
   // past what was stored last, else nullopt (nothing new to record).
   std::optional<Lsn> ToRecord() const;
-  // `lsn` (from ToRecord) is stored.
+  // Pipelined checkpoints: the position to store with the checkpoint of the events settled so
+  // far, which commits after (or with) the checkpoints of every event settled before: past
+  // every leading transaction that is committed and whose open events are all settled, when
+  // that is past what was stored last.
+  std::optional<Lsn> ToRecordSettled() const;
+  // `lsn` (from ToRecord or ToRecordSettled) is stored.
   void Recorded(Lsn lsn);
   // The checkpoint is committed: confirms every leading transaction with no event open.
   void Advance();
@@ -82,6 +91,7 @@ class LsnLedger {
     Lsn end_lsn = 0;
     bool committed = false;
     int64_t open = 0;            // events handed out and not yet done
+    int64_t settled = 0;         // of those, settled (Settle)
     int64_t commit_time_us = 0;  // 0: unknown
   };
 
@@ -90,7 +100,11 @@ class LsnLedger {
   Lsn recorded_ = 0;  // checkpoint_lsn as last stored
   bool in_tx_ = false;
   std::deque<Tx> txs_;
-  std::map<int64_t, uint64_t> open_;  // position -> Tx::seq, of events not yet done
+  struct Open {
+    uint64_t seq = 0;  // Tx::seq
+    bool settled = false;
+  };
+  std::map<int64_t, Open> open_;  // by position, the events not yet done
   int64_t next_pos_ = 1;
   uint64_t next_tx_ = 1;
 };
