@@ -19,7 +19,8 @@
 // Prints Markdown for docs/benchmarks.md. Usage: courier_bench_compare [--events N]
 //   [--rate R] [--seconds S] [--only LETTERS] [--courier-flag FLAG]...
 // --only runs the contenders of those letters only ("bc": courier's); --courier-flag adds a
-// flag to every courier relay (e.g. --courier-flag=--checkpoints-in-flight=0), for A/B runs.
+// flag to every courier relay (e.g. --courier-flag=--checkpoints-in-flight=0), and
+// --courier-sink-query a query to its Kafka sink URL (e.g. transactional=false), for A/B runs.
 #include <signal.h>
 
 #include <atomic>
@@ -40,9 +41,15 @@ const std::string kPeers = COURIER_PEERS_DIR;
 const std::string kNode = "/usr/bin/node";
 const std::string kPython = "/usr/bin/python3";
 
-// --only and --courier-flag.
+// --only, --courier-flag and --courier-sink-query.
 std::string g_only;
 std::vector<std::string> g_courier_flags;
+std::string g_sink_query;
+
+// courier's sink: the dev broker's topic "bench", with --courier-sink-query.
+std::string CourierTopic(const std::string& bootstrap) {
+  return "kafka://" + bootstrap + "/bench" + (g_sink_query.empty() ? "" : "?" + g_sink_query);
+}
 
 // Whether the contender named "(x) ..." runs.
 bool Selected(const std::string& name) {
@@ -177,7 +184,7 @@ std::vector<std::string> CourierCdc(const std::string& url, const std::string& s
 std::vector<std::string> CourierPoll(const std::string& url, const std::string& bootstrap,
                                      bool once) {
   std::vector<std::string> a = {
-      "relay", "--source", url, "--sink", "kafka://" + bootstrap + "/bench", "--log-level", "warn"};
+      "relay", "--source", url, "--sink", CourierTopic(bootstrap), "--log-level", "warn"};
   if (once) a.push_back("--once");
   return CourierArgv(a);
 }
@@ -321,6 +328,10 @@ int main(int argc, char** argv) {
       g_only = argv[i + 1];
       continue;
     }
+    if (std::strcmp(argv[i], "--courier-sink-query") == 0 && i + 1 < argc) {
+      g_sink_query = argv[i + 1];
+      continue;
+    }
     if (std::strncmp(argv[i], "--courier-flag=", 15) == 0) {
       g_courier_flags.push_back(argv[i] + 15);
       --i;  // one argument
@@ -332,7 +343,7 @@ int main(int argc, char** argv) {
     if (!known || i + 1 >= argc || std::atoi(argv[i + 1]) <= 0) {
       std::fprintf(stderr,
                    "usage: courier_bench_compare [--events N] [--rate R] [--seconds S]"
-                   " [--only LETTERS] [--courier-flag=FLAG]...\n");
+                   " [--only LETTERS] [--courier-flag=FLAG]... [--courier-sink-query Q]\n");
       return 2;
     }
     if (std::strcmp(argv[i], "--events") == 0) events = std::atoi(argv[i + 1]);
@@ -395,7 +406,7 @@ int main(int argc, char** argv) {
     COURIER_ASSIGN_OR_RETURN(DevBrokerProcess broker,
                              SpawnDevBroker(dir, "bootstrap-cdc", events, kBytesPerEvent));
     COURIER_ASSIGN_OR_RETURN(
-        row.timed, TimeRelay(CourierCdc(url, "kafka://" + broker.bootstrap + "/bench", true),
+        row.timed, TimeRelay(CourierCdc(url, CourierTopic(broker.bootstrap), true),
                              dir.File("cdc-kafka.log"), "courier", timeout));
     test::DropReplicationSlots(url);
     COURIER_ASSIGN_OR_RETURN(row.counted, CountTopic(dir, broker.bootstrap, events));
@@ -487,7 +498,7 @@ int main(int argc, char** argv) {
   latency_run("(b) courier relay --mode cdc", "cdc", [&](LatencyRow& row, const std::string& bs) {
     COURIER_ASSIGN_OR_RETURN(std::string url, NewOutbox(**pg, "bench_lat_cdc", true));
     return Latency(dir, "cdc", url, CourierOutbox(), bs,
-                   CourierCdc(url, "kafka://" + bs + "/bench", false), slot_active(url), rate,
+                   CourierCdc(url, CourierTopic(bs), false), slot_active(url), rate,
                    seconds, row);
   });
   latency_run("(c) courier relay (polling)", "poll", [&](LatencyRow& row, const std::string& bs) {

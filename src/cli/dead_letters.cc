@@ -161,7 +161,9 @@ CLI::App* AddDeadLettersCommand(CLI::App& app, DeadLettersOptions* f, CommonFlag
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   AddSourceOption(cmd, &f->source);
   AddTableOptions(cmd, &f->tables.outbox, &f->tables.dead_letter);
-  cmd->add_flag("--all", f->all, "retry/drop: every dead letter of the outbox");
+  cmd->add_flag("--all", f->all,
+                "retry/drop: every dead letter of the outbox that failed (drop keeps the held "
+                "ones, which then go out)");
   cmd->add_flag("--json", f->json,
                 "list: one JSON object per dead letter and line (JSON Lines), oldest first");
   cmd->add_option("--limit", f->limit, "list: show at most the newest N")

@@ -69,7 +69,9 @@ class DeadLetterStore {
   // Queues parked or skipped rows for the relay to publish again (every one when `ids` is
   // empty); returns the ids queued.
   virtual Result<std::vector<int64_t>> Retry(std::span<const int64_t> ids) = 0;
-  // Deletes rows of any status (every one when `ids` is empty); returns the ids deleted.
+  // Deletes the rows of `ids`, of any status; when `ids` is empty, every row but the held ones
+  // (they never failed: they wait behind one that did, and go out once it is gone). Returns
+  // the ids deleted.
   virtual Result<std::vector<int64_t>> Drop(std::span<const int64_t> ids) = 0;
 };
 

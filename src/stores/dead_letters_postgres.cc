@@ -127,8 +127,11 @@ class PostgresDeadLetters final : public DeadLetterStore {
   }
 
   Result<std::vector<int64_t>> Drop(std::span<const int64_t> ids) override {
+    // Every one: every one that failed. Held events never did; they go out next.
     return Ids("DELETE FROM " + table_ + " WHERE " + mine_ +
-                   (ids.empty() ? "" : " AND id = ANY($1::int8[])") + " RETURNING id",
+                   (ids.empty() ? " AND status <> '" + std::string(kHeld) + "'"
+                                : " AND id = ANY($1::int8[])") +
+                   " RETURNING id",
                ids);
   }
 

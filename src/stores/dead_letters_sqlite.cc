@@ -99,8 +99,11 @@ class SqliteDeadLetters final : public DeadLetterStore {
   }
 
   Result<std::vector<int64_t>> Drop(std::span<const int64_t> ids) override {
+    // Every one: every one that failed. Held events never did; they go out next.
     return Ids("DELETE FROM " + table_ + " WHERE " + mine_ +
-               (ids.empty() ? "" : " AND id IN " + IdList(ids)) + " RETURNING id");
+               (ids.empty() ? " AND status <> '" + std::string(kHeld) + "'"
+                            : " AND id IN " + IdList(ids)) +
+               " RETURNING id");
   }
 
  private:
