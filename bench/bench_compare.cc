@@ -183,8 +183,8 @@ std::vector<std::string> CourierCdc(const std::string& url, const std::string& s
 }
 std::vector<std::string> CourierPoll(const std::string& url, const std::string& bootstrap,
                                      bool once) {
-  std::vector<std::string> a = {
-      "relay", "--source", url, "--sink", CourierTopic(bootstrap), "--log-level", "warn"};
+  std::vector<std::string> a = {"relay",       "--source", url, "--sink", CourierTopic(bootstrap),
+                                "--log-level", "warn"};
   if (once) a.push_back("--once");
   return CourierArgv(a);
 }
@@ -405,9 +405,9 @@ int main(int argc, char** argv) {
     COURIER_RETURN_IF_ERROR(Fill(url, events, CourierOutbox(), kAggregates));
     COURIER_ASSIGN_OR_RETURN(DevBrokerProcess broker,
                              SpawnDevBroker(dir, "bootstrap-cdc", events, kBytesPerEvent));
-    COURIER_ASSIGN_OR_RETURN(
-        row.timed, TimeRelay(CourierCdc(url, CourierTopic(broker.bootstrap), true),
-                             dir.File("cdc-kafka.log"), "courier", timeout));
+    COURIER_ASSIGN_OR_RETURN(row.timed,
+                             TimeRelay(CourierCdc(url, CourierTopic(broker.bootstrap), true),
+                                       dir.File("cdc-kafka.log"), "courier", timeout));
     test::DropReplicationSlots(url);
     COURIER_ASSIGN_OR_RETURN(row.counted, CountTopic(dir, broker.bootstrap, events));
     return Status::Ok();
@@ -497,9 +497,8 @@ int main(int argc, char** argv) {
       };
   latency_run("(b) courier relay --mode cdc", "cdc", [&](LatencyRow& row, const std::string& bs) {
     COURIER_ASSIGN_OR_RETURN(std::string url, NewOutbox(**pg, "bench_lat_cdc", true));
-    return Latency(dir, "cdc", url, CourierOutbox(), bs,
-                   CourierCdc(url, CourierTopic(bs), false), slot_active(url), rate,
-                   seconds, row);
+    return Latency(dir, "cdc", url, CourierOutbox(), bs, CourierCdc(url, CourierTopic(bs), false),
+                   slot_active(url), rate, seconds, row);
   });
   latency_run("(c) courier relay (polling)", "poll", [&](LatencyRow& row, const std::string& bs) {
     COURIER_ASSIGN_OR_RETURN(std::string url, NewOutbox(**pg, "bench_lat_poll", false));
