@@ -11,8 +11,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <random>
 #include <set>
 #include <vector>
 
@@ -78,6 +80,29 @@ Status CheckPortFree(int port) {
       (bind_errno == EADDRINUSE ? " (is another broker running there?)" : ""));
 }
 
+// Listener ports when none is given: `brokers` consecutive free ports below the kernel's
+// ephemeral range (0 when none is found: the kernel then picks). A broker set down closes its
+// listener and, set up, binds the same port again (librdkafka asserts when it cannot): a port
+// of the ephemeral range is meanwhile free for any outgoing connection of the machine to take.
+int PickListenPort(int brokers) {
+  int ephemeral_low = 32768;
+  if (FILE* f = std::fopen("/proc/sys/net/ipv4/ip_local_port_range", "r")) {
+    if (std::fscanf(f, "%d", &ephemeral_low) != 1) ephemeral_low = 32768;
+    std::fclose(f);
+  }
+  constexpr int kLowest = 10000;
+  if (ephemeral_low - brokers <= kLowest) return 0;
+  std::mt19937 rng(std::random_device{}());
+  std::uniform_int_distribution<int> pick(kLowest, ephemeral_low - brokers);
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    const int base = pick(rng);
+    bool free = true;
+    for (int i = 0; free && i < brokers; ++i) free = CheckPortFree(base + i).ok();
+    if (free) return base;
+  }
+  return 0;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<DevBroker>> DevBroker::Start(int brokers, int port) {
@@ -86,6 +111,7 @@ Result<std::unique_ptr<DevBroker>> DevBroker::Start(int brokers, int port) {
     return InvalidArgumentError("dev broker: --port must be 1..65535 (and leave room for " +
                                 std::to_string(brokers) + " consecutive ports)");
   }
+  if (port == 0) port = PickListenPort(brokers);
   std::vector<int> ports;
   for (int i = 0; port > 0 && i < brokers; ++i) {
     COURIER_RETURN_IF_ERROR(CheckPortFree(port + i));

@@ -48,8 +48,9 @@ inline int DevBrokerPartitionsFor(int64_t events, int64_t bytes_per_event, int m
 
 class DevBroker {
  public:
-  // `port` 0: the kernel picks the listeners' ports. Otherwise broker i (from 1) listens on
-  // 127.0.0.1:port+i-1, so a restarted broker is found where clients already look for it.
+  // Broker i (from 1) listens on 127.0.0.1:port+i-1, so a restarted broker is found where
+  // clients already look for it. `port` 0: free ports below the kernel's ephemeral range, so
+  // that no outgoing connection takes one while its broker is set down (SetDown).
   static Result<std::unique_ptr<DevBroker>> Start(int brokers = 1, int port = 0);
   ~DevBroker();
 
