@@ -130,18 +130,18 @@ class NatsBroker final : public Broker {
   std::unique_ptr<NatsServer> nats_;
 };
 
-// One rabbitmq-server for the binary (it takes seconds to start); each test has its own
-// exchange, with a queue per aggregate type.
+// One rabbitmq-server for the binary (it takes seconds to start), stopped when the binary
+// exits; each test has its own exchange, with a queue per aggregate type.
 class AmqpBroker final : public Broker {
  public:
   Status Start() {
-    static RabbitMqServer* shared = [] {
+    static std::unique_ptr<RabbitMqServer> shared = [] {
       auto server = RabbitMqServer::Start();
       EXPECT_OK(server);
-      return server.ok() ? server->release() : nullptr;
+      return server.ok() ? std::move(server).value() : nullptr;
     }();
     if (shared == nullptr) return InternalError("rabbitmq-server did not start");
-    server_ = shared;
+    server_ = shared.get();
     exchange_ = "ex-" + NewUuidV7();
     COURIER_RETURN_IF_ERROR(server_->DeclareExchange(exchange_));
     for (const char* type : {"order", "invoice", "blocked"}) {

@@ -479,7 +479,10 @@ Status RabbitMqServer::StartAgain() {
            "RABBITMQ_ENABLED_PLUGINS_FILE=" + d + "/enabled_plugins",
            "RABBITMQ_CONF_ENV_FILE=" + d + "/rabbitmq-env.conf",
            "/usr/lib/rabbitmq/bin/rabbitmq-server"},
-          dir_.File("server.out"), dir_.File("server.out")));
+          dir_.File("server.out"), dir_.File("server.out"), "",
+          // Its own process group: the script's Erlang VM gets the stop too (it outlived the
+          // test, one per run, when only the script was signalled).
+          /*own_group=*/true));
   process_.emplace(std::move(p));
   auto endpoint = ParseAmqpUrl(Url(""));
   if (!endpoint.ok()) return endpoint.status();
