@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/fault_points.h"
+#include "core/log.h"
 
 namespace courier {
 
@@ -12,6 +13,19 @@ Result<PgConn> PgCheckpointer::Connect(const std::string& conninfo) {
       PgRun(conn.get(),
             std::string("SET idle_in_transaction_session_timeout = '") + kIdleInTransaction + "'"));
   return conn;
+}
+
+std::unique_ptr<PgCheckpointer> PgCheckpointer::Start(const std::string& conninfo, CommitFn commit,
+                                                      size_t max_in_flight,
+                                                      FaultPoints* fault_points) {
+  auto conn = Connect(conninfo);
+  if (!conn.ok()) {
+    log::Warn("checkpoints commit one batch at a time: no second connection",
+              {{"error", conn.status().message()}});
+    return nullptr;
+  }
+  return std::make_unique<PgCheckpointer>(std::move(conn).value(), std::move(commit), max_in_flight,
+                                          fault_points);
 }
 
 PgCheckpointer::PgCheckpointer(PgConn conn, CommitFn commit, size_t max_in_flight,

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -51,6 +52,12 @@ class PgCheckpointer {
   // must not hold the outbox rows' locks against the relay that took over).
   static Result<PgConn> Connect(const std::string& conninfo);
   static constexpr const char* kIdleInTransaction = "5s";
+
+  // A checkpointer on a connection of its own (Connect), or null, with a warning, when that
+  // connection cannot be opened (a role at its connection limit): the caller then commits
+  // one batch at a time on its own connection.
+  static std::unique_ptr<PgCheckpointer> Start(const std::string& conninfo, CommitFn commit,
+                                               size_t max_in_flight, FaultPoints* fault_points);
 
   // Commits on `conn` (from Connect). `max_in_flight`: the batches that may be queued or
   // committing at once (at least 1); Submit waits while that many are. `fault_points` (may be

@@ -346,15 +346,8 @@ class PostgresCdcSource final : public Source {
         !capture_specs_.empty() || options_.checkpoints || options_.clock != nullptr) {
       return;
     }
-    auto second = PgCheckpointer::Connect(conninfo_);
-    if (!second.ok()) {
-      log::Warn("checkpoints commit one batch at a time: no second connection",
-                {{"error", second.status().message()}});
-      return;
-    }
-    checkpointer_ = std::make_unique<PgCheckpointer>(
-        std::move(second).value(),
-        [this](PGconn* conn, const CheckpointJob& job) { return Commit(conn, job); },
+    checkpointer_ = PgCheckpointer::Start(
+        conninfo_, [this](PGconn* conn, const CheckpointJob& job) { return Commit(conn, job); },
         options_.checkpoints_in_flight, options_.fault_points);
   }
 

@@ -273,14 +273,8 @@ class PostgresPollSource final : public Source {
   void StartPipeline() {
     pipeline_tried_ = true;
     if (options_.checkpoints_in_flight == 0) return;
-    auto second = PgCheckpointer::Connect(conninfo_);
-    if (!second.ok()) {
-      log::Warn("checkpoints commit one batch at a time: no second connection",
-                {{"error", second.status().message()}});
-      return;
-    }
-    checkpointer_ = std::make_unique<PgCheckpointer>(
-        std::move(second).value(),
+    checkpointer_ = PgCheckpointer::Start(
+        conninfo_,
         [this](PGconn* conn, const CheckpointJob& job) {
           return Commit(conn, job.acked, job.rejected, job.sink_name);
         },
