@@ -8,8 +8,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <map>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -162,24 +166,172 @@ inline long PeakRssKb(pid_t pid) {
   return 0;
 }
 
+// A process's CPU time from /proc/<pid>/stat, in seconds: its own (utime + stime) and that of
+// the children it has reaped (cutime + cstime); its parent; its start (clock ticks since boot),
+// which tells a pid reused by another process. None once the process is gone.
+struct ProcCpu {
+  pid_t ppid = 0;
+  unsigned long long start_ticks = 0;
+  double seconds = 0;
+  double reaped_children_seconds = 0;
+};
+
+inline std::optional<ProcCpu> ReadProcCpu(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  if (!std::getline(in, stat)) return std::nullopt;
+  // Field 2, the command, is in parentheses and may itself hold spaces and parentheses: the
+  // fields are counted from the last ')'. f[0] is field 3 (state), so field n is f[n - 3]:
+  // ppid 4, utime 14, stime 15, cutime 16, cstime 17, starttime 22.
+  const size_t paren = stat.rfind(')');
+  if (paren == std::string::npos) return std::nullopt;
+  std::istringstream fields(stat.substr(paren + 1));
+  const std::vector<std::string> f{std::istream_iterator<std::string>(fields), {}};
+  if (f.size() < 20) return std::nullopt;
+  auto ticks = [&](size_t field) { return std::strtod(f[field - 3].c_str(), nullptr); };
+  const double per_second = static_cast<double>(sysconf(_SC_CLK_TCK));
+  ProcCpu c;
+  c.ppid = std::atoi(f[1].c_str());
+  c.start_ticks = std::strtoull(f[19].c_str(), nullptr, 10);
+  c.seconds = (ticks(14) + ticks(15)) / per_second;
+  c.reaped_children_seconds = (ticks(16) + ticks(17)) / per_second;
+  return c;
+}
+
+// The CPU seconds the PostgreSQL server of `data_dir` has used so far: its postmaster's (the
+// first line of postmaster.pid), its live children's (every backend, walsender and background
+// process is one) and its reaped children's (an exited child's time moves to the postmaster's
+// cutime + cstime once reaped). A child reaped while /proc is read would be counted twice or
+// not at all, all of its time (a contender's walsender exits just as its run ends): the
+// reading is taken again until the reaped time did not change meanwhile. Each process's
+// time is in clock ticks (10 ms), rounded down.
+inline Result<double> ServerCpuSeconds(const std::string& data_dir) {
+  std::ifstream pid_file(data_dir + "/postmaster.pid");
+  std::string line;
+  if (!std::getline(pid_file, line)) return InternalError("cannot read postmaster.pid");
+  const pid_t postmaster = std::atoi(line.c_str());
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    const std::optional<ProcCpu> before = ReadProcCpu(postmaster);
+    if (!before) return InternalError("no postmaster of pid " + line);
+    double children = 0;
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+      const std::string name = entry.path().filename();
+      if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+      const std::optional<ProcCpu> c = ReadProcCpu(std::atoi(name.c_str()));
+      if (c && c->ppid == postmaster) children += c->seconds;
+    }
+    if (ec) return InternalError("cannot list /proc: " + ec.message());
+    const std::optional<ProcCpu> after = ReadProcCpu(postmaster);
+    if (!after) return InternalError("no postmaster of pid " + line);
+    if (after->reaped_children_seconds == before->reaped_children_seconds) {
+      return after->seconds + after->reaped_children_seconds + children;
+    }
+  }
+  return InternalError("the server's processes kept exiting while their CPU was read");
+}
+
 // A process run to its end: its wall time from `start`, and its peak RSS, sampled every
-// ~20 ms while it runs (the last few milliseconds of its life are not seen).
+// ~20 ms while it runs (the last few milliseconds of its life are not seen). With a PgCost,
+// what it cost PostgreSQL over the same window: its walsenders' CPU seconds (none when it had
+// no walsender: a polling relay) and the whole server's.
 struct Timed {
   double seconds = 0;
   long peak_rss_kb = 0;
+  std::optional<double> walsender_cpu_s;
+  std::optional<double> server_cpu_s;
 };
 
+// What a contender costs PostgreSQL from Start to Finish, sampled by its run loop (~20 ms):
+// - the CPU of the walsenders serving its database's replication connections. They are
+//   found in pg_stat_activity, asked on the probe's own connection (one backend, not one per
+//   query): at every Sample until the first is found, for at most a second (a short run's
+//   walsender can live less than 250 ms), then every ~250 ms (a query costs the server too),
+//   and at Finish. Their /proc entries are read at every Sample; a walsender's last sample is
+//   what counts, as its entry goes when it exits (its last milliseconds are not seen);
+// - the whole server's CPU, ServerCpuSeconds at Start and at Finish: the walsenders, the
+//   backends the contender and the probe use, and the background processes (WAL writer,
+//   checkpointer, autovacuum) whatever they do meanwhile.
+class PgCost {
+ public:
+  // `url`: the contender's database (as a superuser, who may read the data directory).
+  static Result<PgCost> Start(const std::string& url) {
+    PgCost cost;
+    COURIER_ASSIGN_OR_RETURN(cost.conn_, PgConnect(url));
+    COURIER_ASSIGN_OR_RETURN(PgResult dir, PgExec(cost.conn_.get(), "SHOW data_directory"));
+    if (PQntuples(dir.get()) != 1) return InternalError("SHOW data_directory: no row");
+    cost.data_dir_ = PQgetvalue(dir.get(), 0, 0);
+    cost.start_ = cost.next_query_ = Clock::Real().Now();
+    COURIER_ASSIGN_OR_RETURN(cost.server_start_, ServerCpuSeconds(cost.data_dir_));
+    return cost;
+  }
+
+  // Its first failure is Finish's.
+  void Sample() {
+    const TimePoint now = Clock::Real().Now();
+    if (now >= next_query_) {
+      FindWalsenders();
+      const bool searching = walsenders_.empty() && now < start_ + std::chrono::seconds(1);
+      next_query_ = searching ? now : now + std::chrono::milliseconds(250);
+    }
+    for (auto& [pid, last] : walsenders_) {
+      const std::optional<ProcCpu> c = ReadProcCpu(pid);
+      if (c && (!last || c->start_ticks == last->start_ticks)) last = *c;  // not a reused pid
+    }
+  }
+
+  // Ends the window: the walsenders' (none if none was seen) and the server's CPU seconds.
+  Status Finish(Timed& t) {
+    FindWalsenders();
+    Sample();
+    COURIER_RETURN_IF_ERROR(error_);
+    COURIER_ASSIGN_OR_RETURN(double server_end, ServerCpuSeconds(data_dir_));
+    t.server_cpu_s = server_end - server_start_;
+    for (const auto& [pid, last] : walsenders_) {
+      if (last) t.walsender_cpu_s = t.walsender_cpu_s.value_or(0) + last->seconds;
+    }
+    return Status::Ok();
+  }
+
+ private:
+  PgCost() = default;
+
+  void FindWalsenders() {
+    if (!error_.ok()) return;
+    auto pids = PgExec(conn_.get(),
+                       "SELECT pid FROM pg_stat_activity WHERE backend_type = 'walsender'"
+                       " AND datname = current_database()");
+    if (!pids.ok()) {
+      error_ = pids.status();
+      return;
+    }
+    for (int i = 0; i < PQntuples(pids->get()); ++i) {
+      walsenders_.try_emplace(std::atoi(PQgetvalue(pids->get(), i, 0)));
+    }
+  }
+
+  PgConn conn_;
+  std::string data_dir_;
+  double server_start_ = 0;
+  TimePoint start_, next_query_;
+  std::map<pid_t, std::optional<ProcCpu>> walsenders_;  // each one's last sample
+  Status error_;
+};
+
+// Waits for `p` to end; with `cost`, the window ends when it has.
 inline Result<Timed> WaitTimed(Subprocess& p, TimePoint start, Duration timeout,
-                               const std::string& name) {
+                               const std::string& name, PgCost* cost = nullptr) {
   Timed t;
   const TimePoint deadline = Clock::Real().Now() + timeout;
   std::optional<int> code;
   while (!(code = p.Wait(Duration(20))) && Clock::Real().Now() < deadline) {
     t.peak_rss_kb = std::max(t.peak_rss_kb, PeakRssKb(p.pid()));
+    if (cost != nullptr) cost->Sample();
   }
   t.seconds = Seconds(start, Clock::Real().Now());
   if (!code) return InternalError(name + " did not finish in time");
   if (*code != 0) return InternalError(name + " exited with " + std::to_string(*code));
+  if (cost != nullptr) COURIER_RETURN_IF_ERROR(cost->Finish(t));
   return t;
 }
 
@@ -206,13 +358,16 @@ inline Result<Timed> TimeOutboxRecvlogical(test::PostgresServer& pg, int events,
           .status());
   COURIER_RETURN_IF_ERROR(Fill(url, events, CourierOutbox(), aggregates));
   COURIER_ASSIGN_OR_RETURN(std::string end, Query1(url, "SELECT pg_current_wal_flush_lsn()::text"));
+  // What it costs the server: from here (the rows written) to its end.
+  COURIER_ASSIGN_OR_RETURN(PgCost cost, PgCost::Start(url));
   const TimePoint start = Clock::Real().Now();
   COURIER_ASSIGN_OR_RETURN(
       Subprocess p,
       Subprocess::Spawn({"/usr/lib/postgresql/15/bin/pg_recvlogical", "-d", url, "--slot",
                          "bench_recv", "--start", "--no-loop", "-o", "proto_version=1", "-o",
                          "publication_names=bench", "-E", end, "-f", "/dev/null"}));
-  COURIER_ASSIGN_OR_RETURN(Timed t, WaitTimed(p, start, Duration(1200000), "pg_recvlogical"));
+  COURIER_ASSIGN_OR_RETURN(Timed t,
+                           WaitTimed(p, start, Duration(1200000), "pg_recvlogical", &cost));
   (void)test::PgQuery(url, "SELECT pg_drop_replication_slot('bench_recv')");
   return t;
 }

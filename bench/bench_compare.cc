@@ -12,7 +12,12 @@
 // output is counted by bench/peers/read_events.py, which knows none of them: the topic (or
 // file) read to its end, the payloads' ids counted (lost, duplicates). For the streaming
 // contenders the slot exists before the rows are written, so every row comes from the WAL.
-// Peak RSS: each contender's VmHWM, sampled while it runs.
+// Peak RSS: each contender's VmHWM, sampled while it runs. What each costs PostgreSQL, over
+// its run's window (from its start to its end, as its time; the rows are written before it):
+// walsender CPU s, the CPU seconds (utime + stime) of the walsenders serving its database's
+// replication connections ("—" for the polling relays, which have none); PostgreSQL CPU s,
+// the whole server's (postmaster, its children, those it reaped), walsenders included
+// (PgCost in bench_common.h).
 // Then commit→delivered latency into the dev broker at a steady load (default 5,000 events/s,
 // transactions of 10, 10 s) for courier and the peers, read by the same reader as the
 // records arrive.
@@ -210,13 +215,15 @@ std::vector<std::string> PythonRelay(const std::string& url, const std::string& 
 }
 
 // Runs `argv` until it exits by itself (or, with `done`, until `done()` holds, then SIGTERM):
-// its time and peak RSS. Its output goes to `log`.
-Result<Timed> TimeRelay(const std::vector<std::string>& argv, const std::string& log,
-                        const std::string& name, Duration timeout,
+// its time, peak RSS, and what it cost PostgreSQL (PgCost on its database `url`) from its
+// start to that end. Its output goes to `log`.
+Result<Timed> TimeRelay(const std::string& url, const std::vector<std::string>& argv,
+                        const std::string& log, const std::string& name, Duration timeout,
                         const std::function<bool()>& done = nullptr) {
+  COURIER_ASSIGN_OR_RETURN(PgCost cost, PgCost::Start(url));
   const TimePoint start = Clock::Real().Now();
   COURIER_ASSIGN_OR_RETURN(Subprocess p, Subprocess::Spawn(argv, log, log));
-  if (!done) return WaitTimed(p, start, timeout, name);
+  if (!done) return WaitTimed(p, start, timeout, name, &cost);
   Timed t;
   const TimePoint deadline = start + timeout;
   TimePoint next_check = start;
@@ -226,17 +233,20 @@ Result<Timed> TimeRelay(const std::vector<std::string>& argv, const std::string&
                            FirstLine(test::ReadFile(log)));
     }
     t.peak_rss_kb = std::max(t.peak_rss_kb, PeakRssKb(p.pid()));
+    cost.Sample();
     if (Clock::Real().Now() >= next_check) {  // `done` queries the database: not too often
       if (done()) break;
       next_check = Clock::Real().Now() + std::chrono::milliseconds(250);
     }
   }
   t.seconds = Seconds(start, Clock::Real().Now());
+  Status cost_status = cost.Finish(t);  // before the SIGTERM, at the end of its time
   p.Signal(SIGTERM);
   if (!p.Wait(Duration(30000))) p.Signal(SIGKILL);
   if (t.seconds >= std::chrono::duration<double>(timeout).count()) {
     return InternalError(name + " did not finish in time");
   }
+  COURIER_RETURN_IF_ERROR(cost_status);
   return t;
 }
 
@@ -317,6 +327,14 @@ std::string Mb(long kb) {
   return buf;
 }
 
+// "—" for none: no walsender (a polling relay).
+std::string CpuSeconds(std::optional<double> s) {
+  if (!s) return "—";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f", *s);
+  return buf;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -393,9 +411,9 @@ int main(int argc, char** argv) {
         COURIER_ASSIGN_OR_RETURN(std::string url, NewOutbox(**pg, "bench_cdc_file", true));
         COURIER_RETURN_IF_ERROR(Fill(url, events, CourierOutbox(), kAggregates));
         const std::string out = dir.File("cdc.jsonl");
-        COURIER_ASSIGN_OR_RETURN(
-            row.timed, TimeRelay(CourierCdc(url, "file://" + out, true), dir.File("cdc-file.log"),
-                                 "courier", timeout));
+        COURIER_ASSIGN_OR_RETURN(row.timed,
+                                 TimeRelay(url, CourierCdc(url, "file://" + out, true),
+                                           dir.File("cdc-file.log"), "courier", timeout));
         test::DropReplicationSlots(url);  // its WAL is not kept for the runs after it
         COURIER_ASSIGN_OR_RETURN(row.counted, Count(dir, {"file", out}, events));
         return Status::Ok();
@@ -406,7 +424,7 @@ int main(int argc, char** argv) {
     COURIER_ASSIGN_OR_RETURN(DevBrokerProcess broker,
                              SpawnDevBroker(dir, "bootstrap-cdc", events, kBytesPerEvent));
     COURIER_ASSIGN_OR_RETURN(row.timed,
-                             TimeRelay(CourierCdc(url, CourierTopic(broker.bootstrap), true),
+                             TimeRelay(url, CourierCdc(url, CourierTopic(broker.bootstrap), true),
                                        dir.File("cdc-kafka.log"), "courier", timeout));
     test::DropReplicationSlots(url);
     COURIER_ASSIGN_OR_RETURN(row.counted, CountTopic(dir, broker.bootstrap, events));
@@ -417,7 +435,7 @@ int main(int argc, char** argv) {
     COURIER_RETURN_IF_ERROR(Fill(url, events, CourierOutbox(), kAggregates));
     COURIER_ASSIGN_OR_RETURN(DevBrokerProcess broker,
                              SpawnDevBroker(dir, "bootstrap-poll", events, kBytesPerEvent));
-    COURIER_ASSIGN_OR_RETURN(row.timed, TimeRelay(CourierPoll(url, broker.bootstrap, true),
+    COURIER_ASSIGN_OR_RETURN(row.timed, TimeRelay(url, CourierPoll(url, broker.bootstrap, true),
                                                   dir.File("poll.log"), "courier", timeout));
     COURIER_ASSIGN_OR_RETURN(row.counted, CountTopic(dir, broker.bootstrap, events));
     return Status::Ok();
@@ -434,8 +452,8 @@ int main(int argc, char** argv) {
         // It runs until stopped: done when every row is marked processed (which it does after
         // its handler returned, i.e. after the broker's ack).
         COURIER_ASSIGN_OR_RETURN(
-            row.timed, TimeRelay(Ptxo(url, "bench_ptxo", broker.bootstrap), dir.File("ptxo.log"),
-                                 "pg-transactional-outbox", timeout, [&] {
+            row.timed, TimeRelay(url, Ptxo(url, "bench_ptxo", broker.bootstrap),
+                                 dir.File("ptxo.log"), "pg-transactional-outbox", timeout, [&] {
                                    auto n = test::PgQuery(
                                        url,
                                        "SELECT count(*) FROM outbox WHERE processed_at IS NULL");
@@ -454,9 +472,9 @@ int main(int argc, char** argv) {
         COURIER_RETURN_IF_ERROR(Fill(url, events, CourierOutbox(), kAggregates));
         COURIER_ASSIGN_OR_RETURN(DevBrokerProcess broker,
                                  SpawnDevBroker(dir, "bootstrap-node", events, kBytesPerEvent));
-        COURIER_ASSIGN_OR_RETURN(row.timed,
-                                 TimeRelay(NodeRelay(url, "bench_node", broker.bootstrap, events),
-                                           dir.File("node.log"), "the Node relay", timeout));
+        COURIER_ASSIGN_OR_RETURN(
+            row.timed, TimeRelay(url, NodeRelay(url, "bench_node", broker.bootstrap, events),
+                                 dir.File("node.log"), "the Node relay", timeout));
         test::DropReplicationSlots(url);
         COURIER_ASSIGN_OR_RETURN(row.counted, CountTopic(dir, broker.bootstrap, events));
         return Status::Ok();
@@ -468,9 +486,9 @@ int main(int argc, char** argv) {
         COURIER_RETURN_IF_ERROR(Fill(url, events, CourierOutbox(), kAggregates));
         COURIER_ASSIGN_OR_RETURN(DevBrokerProcess broker,
                                  SpawnDevBroker(dir, "bootstrap-python", events, kBytesPerEvent));
-        COURIER_ASSIGN_OR_RETURN(
-            row.timed, TimeRelay(PythonRelay(url, broker.bootstrap, true), dir.File("python.log"),
-                                 "the Python relay", timeout));
+        COURIER_ASSIGN_OR_RETURN(row.timed,
+                                 TimeRelay(url, PythonRelay(url, broker.bootstrap, true),
+                                           dir.File("python.log"), "the Python relay", timeout));
         test::DropReplicationSlots(url);
         COURIER_ASSIGN_OR_RETURN(row.counted, CountTopic(dir, broker.bootstrap, events));
         return Status::Ok();
@@ -533,14 +551,14 @@ int main(int argc, char** argv) {
       !rows[0].skipped && rows[0].error.empty() ? events / rows[0].timed.seconds : 0;
   std::printf(
       "| %d outbox rows, 100 per transaction | events/s | ratio to (a) | lost | duplicates |"
-      " peak RSS MB |\n",
+      " peak RSS MB | walsender CPU s | PostgreSQL CPU s |\n",
       events);
-  std::printf("|---|---:|---:|---:|---:|---:|\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const Row& r : rows) {
     if (r.skipped) continue;
     if (!r.error.empty()) {
       complete = false;
-      std::printf("| %s | failed: %s | | | | |\n", r.name.c_str(), r.error.c_str());
+      std::printf("| %s | failed: %s | | | | | | |\n", r.name.c_str(), r.error.c_str());
       continue;
     }
     const double rate_r = events / r.timed.seconds;
@@ -556,8 +574,10 @@ int main(int argc, char** argv) {
       dups = std::to_string(r.counted->duplicates);
       if (r.counted->lost != 0) complete = false;
     }
-    std::printf("| %s | %.0f | %s | %s | %s | %s |\n", r.name.c_str(), rate_r, ratio.c_str(),
-                lost.c_str(), dups.c_str(), Mb(r.timed.peak_rss_kb).c_str());
+    std::printf("| %s | %.0f | %s | %s | %s | %s | %s | %s |\n", r.name.c_str(), rate_r,
+                ratio.c_str(), lost.c_str(), dups.c_str(), Mb(r.timed.peak_rss_kb).c_str(),
+                CpuSeconds(r.timed.walsender_cpu_s).c_str(),
+                CpuSeconds(r.timed.server_cpu_s).c_str());
   }
   std::printf(
       "\n| commit→delivered latency at %d events/s (10 per transaction) for %d s, dev broker |"
