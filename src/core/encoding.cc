@@ -1,7 +1,9 @@
 #include "core/encoding.h"
 
 #include <charconv>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 
 namespace courier {
@@ -102,9 +104,234 @@ bool JsonDepthWithin(std::string_view text, size_t max_depth) {
   return true;
 }
 
+namespace {
+
+// Whether `text` is UTF-8 as the JSON library's dump checks it (RFC 3629: no overlong forms,
+// no surrogates, nothing past U+10FFFF, no sequence cut short).
+bool ValidUtf8(std::string_view text) {
+  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  const auto* end = p + text.size();
+  while (p < end) {
+    const unsigned char c = *p;
+    if (c < 0x80) {
+      ++p;
+      continue;
+    }
+    size_t n = 0;
+    unsigned char lo = 0x80, hi = 0xBF;  // the range of the second byte
+    if (c >= 0xC2 && c <= 0xDF) {
+      n = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      n = 2;
+      if (c == 0xE0) lo = 0xA0;
+      if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      n = 3;
+      if (c == 0xF0) lo = 0x90;
+      if (c == 0xF4) hi = 0x8F;
+    } else {
+      return false;
+    }
+    if (static_cast<size_t>(end - p) <= n || p[1] < lo || p[1] > hi) return false;
+    for (size_t i = 2; i <= n; ++i) {
+      if (p[i] < 0x80 || p[i] > 0xBF) return false;
+    }
+    p += n + 1;
+  }
+  return true;
+}
+
+// IsJsonText's scanner: one pass, no allocation (a sink checks every payload).
+class JsonScanner {
+ public:
+  JsonScanner(std::string_view text, size_t max_depth) : text_(text), max_depth_(max_depth) {}
+
+  bool Text() {
+    // The containers open around the current position: true for an object.
+    bool in_object[kMaxJsonDepth + 1];
+    size_t depth = 0;
+    Space();
+    while (true) {
+      // A value.
+      if (At('{') || At('[')) {
+        const bool object = At('{');
+        if (depth >= max_depth_ || depth >= kMaxJsonDepth) return false;
+        in_object[depth++] = object;
+        ++i_;
+        Space();
+        if (At(object ? '}' : ']')) {
+          ++i_;
+          --depth;
+        } else {
+          if (object && !Key()) return false;
+          continue;
+        }
+      } else if (!Scalar()) {
+        return false;
+      }
+      // After a value: a comma and the next one, or the end of containers.
+      while (true) {
+        Space();
+        if (depth == 0) return i_ == text_.size();
+        if (At(',')) {
+          ++i_;
+          Space();
+          if (in_object[depth - 1] && !Key()) return false;
+          break;
+        }
+        if (!At(in_object[depth - 1] ? '}' : ']')) return false;
+        ++i_;
+        --depth;
+      }
+    }
+  }
+
+ private:
+  bool At(char c) const { return i_ < text_.size() && text_[i_] == c; }
+  void Space() {
+    while (i_ < text_.size() &&
+           (text_[i_] == ' ' || text_[i_] == '\t' || text_[i_] == '\n' || text_[i_] == '\r')) {
+      ++i_;
+    }
+  }
+  // An object's "key": with the value's start.
+  bool Key() {
+    if (!At('"') || !String()) return false;
+    Space();
+    if (!At(':')) return false;
+    ++i_;
+    Space();
+    return true;
+  }
+  bool Scalar() {
+    if (At('"')) return String();
+    if (Literal("true") || Literal("false") || Literal("null")) return true;
+    return Number();
+  }
+  bool Literal(std::string_view word) {
+    if (text_.substr(i_, word.size()) != word) return false;
+    i_ += word.size();
+    return true;
+  }
+  size_t Digits() {
+    const size_t start = i_;
+    while (i_ < text_.size() && text_[i_] >= '0' && text_[i_] <= '9') ++i_;
+    return i_ - start;
+  }
+  // RFC 8259's number, which must also be finite as a double: 1e999, or an integer of more
+  // than 308 digits, is refused by the JSON library the line's readers use.
+  bool Number() {
+    const size_t start = i_;
+    if (At('-')) ++i_;
+    if (At('0')) {
+      ++i_;
+    } else if (Digits() == 0) {
+      return false;
+    }
+    bool integer = true;
+    if (At('.')) {
+      ++i_;
+      integer = false;
+      if (Digits() == 0) return false;
+    }
+    if (At('e') || At('E')) {
+      ++i_;
+      integer = false;
+      if (At('+') || At('-')) ++i_;
+      if (Digits() == 0) return false;
+    }
+    if (integer && i_ - start <= 19) return true;
+    char small[128];
+    std::string large;
+    const char* token = small;
+    if (i_ - start < sizeof small) {
+      text_.copy(small, i_ - start, start);
+      small[i_ - start] = '\0';
+    } else {
+      large.assign(text_.substr(start, i_ - start));
+      token = large.c_str();
+    }
+    return std::isfinite(std::strtod(token, nullptr));
+  }
+  uint32_t Hex4() {
+    if (i_ + 4 > text_.size()) return 0x110000;
+    uint32_t v = 0;
+    for (size_t k = 0; k < 4; ++k) {
+      const char c = text_[i_ + k];
+      v <<= 4;
+      if (c >= '0' && c <= '9') {
+        v |= static_cast<uint32_t>(c - '0');
+      } else if (c >= 'a' && c <= 'f') {
+        v |= static_cast<uint32_t>(c - 'a' + 10);
+      } else if (c >= 'A' && c <= 'F') {
+        v |= static_cast<uint32_t>(c - 'A' + 10);
+      } else {
+        return 0x110000;
+      }
+    }
+    i_ += 4;
+    return v;
+  }
+  // A string from its opening quote: no control characters, valid escapes (a \u surrogate
+  // only as a high-low pair), valid UTF-8.
+  bool String() {
+    ++i_;
+    size_t run = i_;  // bytes not yet checked as UTF-8
+    while (i_ < text_.size()) {
+      const unsigned char c = static_cast<unsigned char>(text_[i_]);
+      if (c == '"') {
+        if (!ValidUtf8(text_.substr(run, i_ - run))) return false;
+        ++i_;
+        return true;
+      }
+      if (c < 0x20) return false;
+      if (c != '\\') {
+        ++i_;
+        continue;
+      }
+      if (!ValidUtf8(text_.substr(run, i_ - run))) return false;
+      ++i_;
+      if (i_ >= text_.size()) return false;
+      const char e = text_[i_++];
+      if (e == 'u') {
+        const uint32_t u = Hex4();
+        if (u > 0xFFFF || (u >= 0xDC00 && u <= 0xDFFF)) return false;
+        if (u >= 0xD800 && u <= 0xDBFF) {
+          if (!Literal("\\u")) return false;
+          const uint32_t low = Hex4();
+          if (low < 0xDC00 || low > 0xDFFF) return false;
+        }
+      } else if (std::string_view("\"\\/bfnrt").find(e) == std::string_view::npos) {
+        return false;
+      }
+      run = i_;
+    }
+    return false;
+  }
+
+  std::string_view text_;
+  size_t max_depth_;
+  size_t i_ = 0;
+};
+
+}  // namespace
+
+bool IsJsonText(std::string_view text, size_t max_depth) {
+  return JsonScanner(text, max_depth).Text();
+}
+
 Result<Headers> HeadersFromJson(std::string_view text) {
   Headers headers;
+  // NULL's empty text, and the empty object most rows hold (the column's default), without
+  // building a JSON value: a relay decodes one per event.
   if (text.empty()) return headers;
+  const size_t first = text.find_first_not_of(" \t\n\r");
+  const size_t last = text.find_last_not_of(" \t\n\r");
+  if (first != std::string_view::npos && text[first] == '{' && text[last] == '}' &&
+      text.substr(first + 1, last - first - 1).find_first_not_of(" \t\n\r") ==
+          std::string_view::npos) {
+    return headers;
+  }
   if (!JsonDepthWithin(text)) {
     return InvalidArgumentError("headers nest deeper than " + std::to_string(kMaxJsonDepth) +
                                 " levels");
@@ -129,15 +356,9 @@ std::string HeadersToJson(const Headers& headers) {
 
 namespace {
 
-// Whether the payload goes into the line as JSON: valid JSON text (nlohmann's syntax check
-// builds nothing, so big integers and duplicate keys pass as they are), not too deep for the
-// readers that parse the line again.
-// A NUL byte is never part of JSON text, but nlohmann's lexer takes it for the end of the
-// input, so "1\0garbage" would pass: such a payload is bytes.
-bool SpliceableJson(std::string_view payload) {
-  return !payload.empty() && payload.find('\0') == std::string_view::npos &&
-         JsonDepthWithin(payload) && json::accept(payload);
-}
+// Whether the payload goes into the line as JSON: JSON text, not too deep for the readers
+// that parse the line again.
+bool SpliceableJson(std::string_view payload) { return IsJsonText(payload); }
 
 size_t SkipSpace(std::string_view text, size_t i) {
   while (i < text.size() &&
@@ -213,7 +434,54 @@ std::optional<std::string_view> MemberText(std::string_view object, std::string_
 
 }  // namespace
 
-std::string EventToJsonLine(const Event& e, std::string_view extra) {
+namespace {
+
+// `text` as a JSON string, escaped as the JSON library's dump escapes valid UTF-8 (bytes from
+// 0x80 as they are, control characters as \b \t \n \f \r or \u00xx).
+void AppendJsonString(std::string_view text, std::string* out) {
+  out->push_back('"');
+  size_t run = 0;  // the start of the bytes that need no escape
+  for (size_t i = 0; i < text.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out->append(text.substr(run, i - run));
+    run = i + 1;
+    switch (c) {
+      case '"':
+        out->append("\\\"");
+        break;
+      case '\\':
+        out->append("\\\\");
+        break;
+      case '\b':
+        out->append("\\b");
+        break;
+      case '\t':
+        out->append("\\t");
+        break;
+      case '\n':
+        out->append("\\n");
+        break;
+      case '\f':
+        out->append("\\f");
+        break;
+      case '\r':
+        out->append("\\r");
+        break;
+      default: {
+        static constexpr char kHex[] = "0123456789abcdef";
+        const char u[] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 15]};
+        out->append(u, sizeof u);
+      }
+    }
+  }
+  out->append(text.substr(run));
+  out->push_back('"');
+}
+
+// The line as a JSON value dumps it: the object's keys sorted, a header written twice kept
+// last. What AppendEventJsonLine writes when it cannot write the same bytes itself.
+std::string JsonLineByValue(const Event& e, std::string_view extra, bool spliced) {
   json j = json::object();
   if (!extra.empty()) {
     json x = json::parse(extra, nullptr, false);
@@ -227,25 +495,109 @@ std::string EventToJsonLine(const Event& e, std::string_view extra) {
   json h = json::object();
   for (const auto& [k, v] : e.headers) h[k] = v;
   j["headers"] = std::move(h);
+  if (!spliced) j["payload_base64"] = Base64Encode(e.payload);
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+// The same line written directly into `out`, without building a JSON value (a sink writes one
+// per event); false, with `out` as it was, when that would not give the same bytes: the text
+// is not valid UTF-8 (the value's dump replaces what is not), or there are more headers than
+// it sorts here.
+bool AppendJsonLineDirectly(const Event& e, bool spliced, std::string* out) {
+  constexpr size_t kMaxHeaders = 32;
+  if (e.headers.size() > kMaxHeaders) return false;
+  for (const std::string* text : {&e.event_id, &e.aggregate_type, &e.aggregate_id, &e.event_type}) {
+    if (!ValidUtf8(*text)) return false;
+  }
+  // The headers in key order (insertion sort: stable, so of a key written twice the last one
+  // comes last, and is the one kept).
+  const std::pair<std::string, std::string>* sorted[kMaxHeaders];
+  size_t n = 0;
+  for (const auto& header : e.headers) {
+    if (!ValidUtf8(header.first) || !ValidUtf8(header.second)) return false;
+    size_t at = n++;
+    for (; at > 0 && header.first < sorted[at - 1]->first; --at) sorted[at] = sorted[at - 1];
+    sorted[at] = &header;
+  }
+  out->append("{\"aggregate_id\":");
+  AppendJsonString(e.aggregate_id, out);
+  out->append(",\"aggregate_type\":");
+  AppendJsonString(e.aggregate_type, out);
+  out->append(",\"created_at_us\":");
+  char digits[24];
+  out->append(digits,
+              static_cast<size_t>(
+                  std::to_chars(digits, digits + sizeof digits, e.created_at_us).ptr - digits));
+  out->append(",\"event_id\":");
+  AppendJsonString(e.event_id, out);
+  out->append(",\"event_type\":");
+  AppendJsonString(e.event_type, out);
+  out->append(",\"headers\":{");
+  bool first = true;
+  for (size_t i = 0; i < n; ++i) {
+    if (i + 1 < n && sorted[i + 1]->first == sorted[i]->first) continue;  // written again later
+    if (!first) out->push_back(',');
+    first = false;
+    AppendJsonString(sorted[i]->first, out);
+    out->push_back(':');
+    AppendJsonString(sorted[i]->second, out);
+  }
+  out->push_back('}');
+  if (!spliced) {
+    out->append(",\"payload_base64\":\"");
+    out->append(Base64Encode(e.payload));
+    out->push_back('"');
+  }
+  out->push_back('}');
+  return true;
+}
+
+// The payload, as committed, in place of the line's closing '}': byte for byte, so big
+// integers, duplicate keys and key order stay. A line break can only be whitespace between
+// tokens in JSON text (strings hold them escaped); it becomes a space, so that the line stays
+// one line.
+void SplicePayload(std::string_view payload, std::string* line) {
+  line->pop_back();
+  line->append(",\"payload\":");
+  const size_t start = line->size();
+  line->append(payload);
+  for (size_t i = start; i < line->size(); ++i) {
+    if ((*line)[i] == '\n' || (*line)[i] == '\r') (*line)[i] = ' ';
+  }
+  line->push_back('}');
+}
+
+}  // namespace
+
+void AppendEventJsonLine(const Event& e, std::string* out) {
   // Not JSON, or too deep: written as bytes.
   const bool spliced = SpliceableJson(e.payload);
-  if (!spliced) j["payload_base64"] = Base64Encode(e.payload);
-  std::string line = j.dump(-1, ' ', false, json::error_handler_t::replace);
-  if (spliced) {
-    // The payload goes in as committed, byte for byte: big integers, duplicate keys and key
-    // order stay. A line break can only be whitespace between tokens in JSON text (strings
-    // hold them escaped); it becomes a space, so that the line stays one line.
-    line.pop_back();  // the closing '}'
-    line += ",\"payload\":";
-    const size_t start = line.size();
-    line += e.payload;
-    for (size_t i = start; i < line.size(); ++i) {
-      if (line[i] == '\n' || line[i] == '\r') line[i] = ' ';
-    }
-    line += '}';
+  if (!AppendJsonLineDirectly(e, spliced, out)) out->append(JsonLineByValue(e, {}, spliced));
+  if (spliced) SplicePayload(e.payload, out);
+}
+
+std::string EventToJsonLine(const Event& e, std::string_view extra) {
+  std::string line;
+  if (extra.empty()) {
+    AppendEventJsonLine(e, &line);
+    return line;
   }
+  const bool spliced = SpliceableJson(e.payload);
+  line = JsonLineByValue(e, extra, spliced);
+  if (spliced) SplicePayload(e.payload, &line);
   return line;
 }
+
+namespace internal {
+
+std::string EventToJsonLineByValue(const Event& e) {
+  const bool spliced = SpliceableJson(e.payload);
+  std::string line = JsonLineByValue(e, {}, spliced);
+  if (spliced) SplicePayload(e.payload, &line);
+  return line;
+}
+
+}  // namespace internal
 
 Result<Event> EventFromJsonLine(std::string_view line) {
   // The line's object holds a payload of at most kMaxJsonDepth levels.

@@ -18,6 +18,17 @@ namespace courier {
 //  "headers":{..},"payload":<JSON value>} — or "payload_base64" when the payload is not JSON.
 // `extra` (a JSON object text, or empty) is merged in first (e.g. topic/partition/offset).
 std::string EventToJsonLine(const Event& event, std::string_view extra = {});
+// The same line (without `extra`) appended to `out`: what a sink writes per event, written
+// directly rather than through a JSON value, so it allocates nothing once `out` has grown
+// (the exceptions: text that is not valid UTF-8, more than 32 headers, a payload that is not
+// JSON; each still gives the same bytes).
+void AppendEventJsonLine(const Event& event, std::string* out);
+
+namespace internal {
+// The line as a JSON value dumps it, which AppendEventJsonLine must match byte for byte (for
+// the tests that check it does).
+std::string EventToJsonLineByValue(const Event& event);
+}  // namespace internal
 
 // Parses a line written by EventToJsonLine.
 Result<Event> EventFromJsonLine(std::string_view line);
@@ -30,6 +41,11 @@ std::string HeadersToJson(const Headers& headers);
 // JSON, CDC logical messages): re-serializing recurses once per level, and a row of a few
 // hundred kilobytes of '[' would otherwise overflow the stack.
 inline constexpr size_t kMaxJsonDepth = 256;
+// Whether `text` is one JSON value (RFC 8259, UTF-8, whitespace around it) nesting at most
+// `max_depth` (≤ kMaxJsonDepth) deep, whose numbers are finite as doubles: what the JSON
+// library courier and its readers parse with accepts, checked without building anything. A
+// byte order mark is not JSON text here.
+bool IsJsonText(std::string_view text, size_t max_depth = kMaxJsonDepth);
 // Whether the arrays and objects of `json` (valid or not) nest at most `max_depth` deep.
 bool JsonDepthWithin(std::string_view json, size_t max_depth = kMaxJsonDepth);
 

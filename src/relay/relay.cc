@@ -412,6 +412,10 @@ class RelayImpl final : public Relay {
     for (size_t i = 0; i < batch.size(); ++i) {
       const Event& e = batch[i];
       const Status& r = results[i];
+      if (r.ok() && parked_now.empty() && unacked.empty()) {
+        acked.push_back(e.id);  // the usual case, without building the aggregate's key
+        continue;
+      }
       const std::string key = AggregateOf(e);
       if (const auto parked = parked_now.find(key); parked != parked_now.end()) {
         rejected.push_back({e.id, "held behind dead letter " + parked->second, kHeld});

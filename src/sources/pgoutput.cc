@@ -150,6 +150,31 @@ std::string StandbyStatusUpdate(Lsn received, Lsn flush, int64_t now_unix_us, bo
 
 Result<Message> ParseMessage(std::string_view payload) {
   Message m;
+  COURIER_RETURN_IF_ERROR(ParseMessage(payload, &m));
+  return m;
+}
+
+Status ParseMessage(std::string_view payload, Message* out) {
+  // Every field back to its default, the vectors and strings keeping their capacity.
+  Message& m = *out;
+  m.kind = Message::Kind::kOther;
+  m.final_lsn = m.commit_lsn = m.end_lsn = m.message_lsn = 0;
+  m.commit_time_us = 0;
+  m.xid = m.relation_id = m.type_oid = 0;
+  m.relation.id = 0;
+  m.relation.schema.clear();
+  m.relation.name.clear();
+  m.relation.replica_identity = 'd';
+  m.relation.columns.clear();
+  m.values.clear();
+  m.old_kind = 0;
+  m.old_values.clear();
+  m.relation_ids.clear();
+  m.truncate_cascade = m.truncate_restart_identity = m.transactional = false;
+  m.type_schema.clear();
+  m.type_name.clear();
+  m.prefix.clear();
+  m.content = {};
   if (payload.empty()) return InternalError("empty pgoutput message");
   const char kind = payload[0];
   Reader r(payload.substr(1));
@@ -159,7 +184,7 @@ Result<Message> ParseMessage(std::string_view payload) {
       m.kind = Message::Kind::kBegin;
       if (!r.Int(&m.final_lsn) || !r.Int(&ts) || !r.Int(&m.xid)) return Truncated(kind);
       if (!PgTimeToUnix(ts, &m.commit_time_us)) return BadTime(kind);
-      return m;
+      return Status::Ok();
     }
     case 'C': {
       uint8_t flags = 0;
@@ -169,7 +194,7 @@ Result<Message> ParseMessage(std::string_view payload) {
         return Truncated(kind);
       }
       if (!PgTimeToUnix(ts, &m.commit_time_us)) return BadTime(kind);
-      return m;
+      return Status::Ok();
     }
     case 'R': {
       m.kind = Message::Kind::kRelation;
@@ -189,14 +214,14 @@ Result<Message> ParseMessage(std::string_view payload) {
         }
         c.key = (flags & 1) != 0;
       }
-      return m;
+      return Status::Ok();
     }
     case 'Y': {
       m.kind = Message::Kind::kType;
       if (!r.Int(&m.type_oid) || !r.String(&m.type_schema) || !r.String(&m.type_name)) {
         return Truncated(kind);
       }
-      return m;
+      return Status::Ok();
     }
     case 'I': {
       m.kind = Message::Kind::kInsert;
@@ -204,7 +229,7 @@ Result<Message> ParseMessage(std::string_view payload) {
       if (!r.Int(&m.relation_id) || !r.Byte(&marker) || marker != 'N' || !ReadTuple(r, &m.values)) {
         return Truncated(kind);
       }
-      return m;
+      return Status::Ok();
     }
     case 'U': {
       m.kind = Message::Kind::kUpdate;
@@ -215,7 +240,7 @@ Result<Message> ParseMessage(std::string_view payload) {
         if (!ReadTuple(r, &m.old_values) || !r.Byte(&marker)) return Truncated(kind);
       }
       if (marker != 'N' || !ReadTuple(r, &m.values)) return Truncated(kind);
-      return m;
+      return Status::Ok();
     }
     case 'D': {
       m.kind = Message::Kind::kDelete;
@@ -225,7 +250,7 @@ Result<Message> ParseMessage(std::string_view payload) {
         return Truncated(kind);
       }
       m.old_kind = static_cast<char>(marker);
-      return m;
+      return Status::Ok();
     }
     case 'T': {
       m.kind = Message::Kind::kTruncate;
@@ -240,7 +265,7 @@ Result<Message> ParseMessage(std::string_view payload) {
         if (!r.Int(&id)) return Truncated(kind);
         m.relation_ids.push_back(id);
       }
-      return m;
+      return Status::Ok();
     }
     case 'M': {
       m.kind = Message::Kind::kLogicalMessage;
@@ -251,40 +276,56 @@ Result<Message> ParseMessage(std::string_view payload) {
         return Truncated(kind);
       }
       m.transactional = (flags & 1) != 0;
-      return m;
+      return Status::Ok();
     }
     default:
       m.kind = Message::Kind::kOther;
-      return m;
+      return Status::Ok();
   }
 }
 
 std::optional<int64_t> ParseTimestamp(std::string_view text) {
-  const std::string s(text);
-  int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0, consumed = 0;
-  if (std::sscanf(s.c_str(), "%4d-%2d-%2d %2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &consumed) !=
-      6) {
+  // By hand, not sscanf: one per CDC event, and it needs no copy of the text to end in a NUL.
+  size_t pos = 0;
+  auto digits = [&text, &pos](size_t min, size_t max, int* out) {
+    size_t n = 0;
+    int v = 0;
+    for (; n < max && pos < text.size() && text[pos] >= '0' && text[pos] <= '9'; ++n, ++pos) {
+      v = v * 10 + (text[pos] - '0');
+    }
+    *out = v;
+    return n >= min;
+  };
+  auto literal = [&text, &pos](char c) {
+    if (pos >= text.size() || text[pos] != c) return false;
+    ++pos;
+    return true;
+  };
+  int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0;
+  if (!digits(4, 4, &y) || !literal('-') || !digits(1, 2, &mo) || !literal('-') ||
+      !digits(1, 2, &d) || !literal(' ') || !digits(1, 2, &h) || !literal(':') ||
+      !digits(1, 2, &mi) || !literal(':') || !digits(1, 2, &sec)) {
     return std::nullopt;
   }
-  size_t pos = static_cast<size_t>(consumed);
   int64_t micros = 0;
-  if (pos < s.size() && s[pos] == '.') {
+  if (literal('.')) {
     int64_t scale = 100000;
-    for (++pos; pos < s.size() && s[pos] >= '0' && s[pos] <= '9'; ++pos) {
-      micros += (s[pos] - '0') * scale;
+    for (; pos < text.size() && text[pos] >= '0' && text[pos] <= '9'; ++pos) {
+      micros += (text[pos] - '0') * scale;
       scale /= 10;
     }
   }
   int64_t offset_s = 0;
-  if (pos < s.size() && (s[pos] == '+' || s[pos] == '-')) {
-    const int sign = s[pos] == '-' ? -1 : 1;
+  if (pos < text.size() && (text[pos] == '+' || text[pos] == '-')) {
+    const int sign = text[pos] == '-' ? -1 : 1;
+    ++pos;
     int oh = 0, om = 0, os = 0;
-    const int n = std::sscanf(s.c_str() + pos + 1, "%2d:%2d:%2d", &oh, &om, &os);
-    if (n < 1) return std::nullopt;
+    if (!digits(1, 2, &oh)) return std::nullopt;
+    if (literal(':') && !digits(1, 2, &om)) return std::nullopt;
+    if (literal(':') && !digits(1, 2, &os)) return std::nullopt;
     offset_s = sign * (oh * 3600 + om * 60 + os);
-  } else if (pos != s.size()) {
-    return std::nullopt;
   }
+  if (pos != text.size()) return std::nullopt;
   std::tm tm{};
   tm.tm_year = y - 1900;
   tm.tm_mon = mo - 1;

@@ -117,6 +117,10 @@ struct Message {
   std::string_view content;
 };
 Result<Message> ParseMessage(std::string_view payload);
+// The same into `out`, whose vectors and strings keep their capacity: a stream's messages
+// parsed one after the other into one Message allocate nothing once it has grown. On error
+// `out` holds what was read.
+Status ParseMessage(std::string_view payload, Message* out);
 
 // Parses a timestamptz in PostgreSQL's ISO output form ("2026-11-23 17:50:01.123456+00",
 // offsets like +05:30 accepted) into microseconds since the Unix epoch.

@@ -390,14 +390,16 @@ class PostgresCdcSource final : public Source {
     bool settled = false;
     while (true) {
       COURIER_ASSIGN_OR_RETURN(PgResult res, PgExec(conn, sql, {IdArray(missing)}));
-      std::set<int64_t> found;
+      std::vector<int64_t> found;  // sorted: a set would allocate a node per row
+      found.reserve(static_cast<size_t>(PQntuples(res.get())));
       for (int i = 0; i < PQntuples(res.get()); ++i) {
-        found.insert(ParseInt64(PQgetvalue(res.get(), i, 0)).value_or(0));
+        found.push_back(ParseInt64(PQgetvalue(res.get(), i, 0)).value_or(0));
       }
+      std::sort(found.begin(), found.end());
       std::vector<int64_t> still;
       std::vector<int64_t> waiting;
       for (int64_t id : missing) {
-        if (found.count(id) > 0) continue;
+        if (std::binary_search(found.begin(), found.end(), id)) continue;
         still.push_back(id);
         const size_t at =
             static_cast<size_t>(std::find(rows.begin(), rows.end(), id) - rows.begin());
@@ -530,8 +532,8 @@ class PostgresCdcSource final : public Source {
       }
       if (copy.kind != pgoutput::CopyMessage::Kind::kXLogData) continue;
       ledger_.Received(copy.data.start);
-      COURIER_ASSIGN_OR_RETURN(pgoutput::Message m, pgoutput::ParseMessage(copy.data.payload));
-      COURIER_RETURN_IF_ERROR(OnMessage(m, &batch));
+      COURIER_RETURN_IF_ERROR(pgoutput::ParseMessage(copy.data.payload, &message_));
+      COURIER_RETURN_IF_ERROR(OnMessage(message_, &batch));
     }
     if (ledger_.in_transaction()) COURIER_RETURN_IF_ERROR(ReadOnToCommit(&buf));
     if (options_.tables.event_store()) COURIER_RETURN_IF_ERROR(DropPublished(&batch));
@@ -564,13 +566,13 @@ class PostgresCdcSource final : public Source {
         continue;
       }
       if (copy.kind != pgoutput::CopyMessage::Kind::kXLogData) continue;
-      COURIER_ASSIGN_OR_RETURN(pgoutput::Message m, pgoutput::ParseMessage(copy.data.payload));
-      if (m.kind != pgoutput::Message::Kind::kCommit) {
+      COURIER_RETURN_IF_ERROR(pgoutput::ParseMessage(copy.data.payload, &message_));
+      if (message_.kind != pgoutput::Message::Kind::kCommit) {
         pushed_back_ = std::move(*buf);
         return Status::Ok();
       }
       ledger_.Received(copy.data.start);
-      COURIER_RETURN_IF_ERROR(OnMessage(m, nullptr));
+      COURIER_RETURN_IF_ERROR(OnMessage(message_, nullptr));
     }
     return Status::Ok();
   }
@@ -598,7 +600,8 @@ class PostgresCdcSource final : public Source {
       case Kind::kInsert: {
         auto rel = columns_.find(m.relation_id);
         if (rel == columns_.end()) return HandChanges(m, batch);  // a captured table's, or none
-        Hand(cdc::DecodeInsert(rel->second, m.values, CurrentCommitTime()), batch);
+        cdc::DecodeInsert(rel->second, m.values, CurrentCommitTime(), &decoded_);
+        Hand(decoded_, batch);
         return Status::Ok();
       }
       case Kind::kUpdate:
@@ -771,6 +774,10 @@ class PostgresCdcSource final : public Source {
   cdc::LsnLedger ledger_;
   std::unordered_map<uint32_t, cdc::OutboxColumns> columns_;  // relation id -> outbox columns
   std::map<int64_t, Inflight> inflight_;                      // by position
+  // The message and the outbox row being decoded, reused from one to the next (their buffers
+  // stay, so decoding allocates nothing once they have grown).
+  pgoutput::Message message_;
+  DecodedRow decoded_;
   std::deque<int64_t> redeliver_;  // handed out, not done: offered again first
   std::vector<int64_t> handed_;    // positions of the last batch
   // Pipelined checkpoints on their way, in the order submitted: their positions (still open

@@ -10,12 +10,28 @@ constexpr const char* kNilUuid = "00000000-0000-0000-0000-000000000000";
 
 }  // namespace
 
-DecodedRow DecodeOutboxRow(const OutboxRow& row) {
-  DecodedRow d;
-  Event& e = d.event;
-  std::string problem;  // the first one found
-  auto fail = [&problem](std::string what) {
-    if (problem.empty()) problem = std::move(what);
+OutboxRow::View OutboxRow::view() const {
+  auto v = [](const std::optional<std::string>& c) -> std::optional<std::string_view> {
+    if (!c) return std::nullopt;
+    return std::string_view(*c);
+  };
+  return {v(id),         v(event_id), v(aggregate_type), v(aggregate_id),
+          v(event_type), v(payload),  v(headers),        v(created_at_us)};
+}
+
+void DecodeOutboxRow(const OutboxRow::View& row, DecodedRow* out) {
+  Event& e = out->event;
+  std::string& problem = out->error;  // the first one found, then prefixed with the row
+  problem.clear();
+  e.id = 0;
+  e.row_id = 0;
+  e.version = Version{};
+  e.table_change = false;
+  e.created_at_us = 0;
+  auto fail = [&problem](std::string_view what, std::string_view value = {},
+                         std::string_view rest = {}) {
+    if (!problem.empty()) return;
+    problem.append(what).append(value).append(rest);
   };
   if (!row.id) {
     fail("column id is NULL");
@@ -24,41 +40,44 @@ DecodedRow DecodeOutboxRow(const OutboxRow& row) {
     e.row_id = *id;
     if (*id > 0) e.version = Version{static_cast<uint64_t>(*id), 0};
   } else {
-    fail("column id '" + *row.id + "' is not an integer");
+    fail("column id '", *row.id, "' is not an integer");
   }
   if (!row.event_id) {
+    e.event_id.clear();
     fail("column event_id is NULL");
   } else {
-    e.event_id = *row.event_id;
+    e.event_id.assign(*row.event_id);
     if (!IsUuid(e.event_id)) {
-      fail("column event_id '" + e.event_id.substr(0, 64) + "' is not a UUID");
+      fail("column event_id '", row.event_id->substr(0, 64), "' is not a UUID");
     } else if (e.event_id == kNilUuid) {
       fail("column event_id is the nil UUID (the row had no event_id); set one");
     }
   }
-  const std::pair<const std::optional<std::string>*, std::string*> texts[] = {
+  const std::pair<const std::optional<std::string_view>*, std::string*> texts[] = {
       {&row.aggregate_type, &e.aggregate_type},
       {&row.aggregate_id, &e.aggregate_id},
       {&row.event_type, &e.event_type}};
   const char* names[] = {"aggregate_type", "aggregate_id", "event_type"};
   for (size_t i = 0; i < 3; ++i) {
-    const auto& [in, out] = texts[i];
+    const auto& [in, field] = texts[i];
+    field->clear();
     if (!*in) {
-      fail(std::string("column ") + names[i] + " is NULL");
+      fail("column ", names[i], " is NULL");
     } else if ((*in)->empty()) {
-      fail(std::string("column ") + names[i] + " is empty");
+      fail("column ", names[i], " is empty");
     } else {
-      *out = **in;
+      field->assign(**in);
     }
   }
   // NULL: an event without a body, published with an empty one (see the header).
-  if (row.payload) e.payload = *row.payload;
+  e.payload.assign(row.payload.value_or(std::string_view()));
+  e.headers.clear();
   if (row.headers) {
     Result<Headers> headers = HeadersFromJson(*row.headers);
     if (headers.ok()) {
       e.headers = std::move(headers).value();
     } else {
-      fail("column headers: " + headers.status().message());
+      fail("column headers: ", headers.status().message());
     }
   }
   if (!row.created_at_us) {
@@ -66,11 +85,16 @@ DecodedRow DecodeOutboxRow(const OutboxRow& row) {
   } else if (std::optional<int64_t> us = ParseInt64(*row.created_at_us)) {
     e.created_at_us = *us;
   } else {
-    fail("column created_at is " + row.created_at_us->substr(0, 64) + ", not a finite time");
+    fail("column created_at is ", row.created_at_us->substr(0, 64), ", not a finite time");
   }
   if (!problem.empty()) {
-    d.error = "outbox row " + (row.id ? *row.id : std::string("?")) + ": " + problem;
+    problem.insert(0, "outbox row " + std::string(row.id.value_or("?")) + ": ");
   }
+}
+
+DecodedRow DecodeOutboxRow(const OutboxRow& row) {
+  DecodedRow d;
+  DecodeOutboxRow(row.view(), &d);
   return d;
 }
 
@@ -91,17 +115,25 @@ std::string SqliteCreatedAtSql(const std::string& column) {
          column + " AS TEXT)) END";
 }
 
-DecodedRow DecodeEventStoreRow(const OutboxRow& row, const std::optional<std::string>& version) {
-  DecodedRow d = DecodeOutboxRow(row);
+void DecodeEventStoreRow(const OutboxRow::View& row, std::optional<std::string_view> version,
+                         DecodedRow* out) {
+  DecodeOutboxRow(row, out);
   if (!version) {
-    if (d.error.empty())
-      d.error = "outbox row " + row.id.value_or("?") + ": column version is NULL";
-    return d;
+    if (out->error.empty()) {
+      out->error = "outbox row " + std::string(row.id.value_or("?")) + ": column version is NULL";
+    }
+    return;
   }
-  if (d.error.empty()) {
-    d.event.headers.emplace_back("version", *version);
-    d.event.headers.emplace_back("position", *row.id);
+  if (out->error.empty()) {
+    out->event.headers.emplace_back("version", *version);
+    out->event.headers.emplace_back("position", *row.id);
   }
+}
+
+DecodedRow DecodeEventStoreRow(const OutboxRow& row, const std::optional<std::string>& version) {
+  DecodedRow d;
+  DecodeEventStoreRow(row.view(),
+                      version ? std::optional<std::string_view>(*version) : std::nullopt, &d);
   return d;
 }
 

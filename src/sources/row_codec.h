@@ -15,6 +15,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "core/event.h"
 #include "courier/status.h"
@@ -34,6 +35,22 @@ struct OutboxRow {
   std::optional<std::string> payload;
   std::optional<std::string> headers;  // JSON text
   std::optional<std::string> created_at_us;
+
+  struct View;
+  View view() const;
+};
+
+// The same columns as views into the reader's buffers (a PGresult, a pgoutput message): what
+// the decoder reads, so that a reader need not copy a row to decode it.
+struct OutboxRow::View {
+  std::optional<std::string_view> id;
+  std::optional<std::string_view> event_id;
+  std::optional<std::string_view> aggregate_type;
+  std::optional<std::string_view> aggregate_id;
+  std::optional<std::string_view> event_type;
+  std::optional<std::string_view> payload;
+  std::optional<std::string_view> headers;
+  std::optional<std::string_view> created_at_us;
 };
 
 struct DecodedRow {
@@ -44,6 +61,10 @@ struct DecodedRow {
 };
 
 DecodedRow DecodeOutboxRow(const OutboxRow& row);
+// The same into `out`, every field set, its strings keeping their capacity: decoding row after
+// row into one DecodedRow allocates nothing once its strings have grown (and the headers
+// column is NULL or an empty object).
+void DecodeOutboxRow(const OutboxRow::View& row, DecodedRow* out);
 
 // The pollers' step: decodes `row` into `batch`, as an event or, when a column is wrong, as a
 // malformed row to park. A row whose id is unreadable cannot be moved and would be fetched
@@ -56,6 +77,8 @@ Status AddOutboxRow(const OutboxRow& row, FetchedBatch* batch);
 // and `position` as strings. A NULL version is a row that cannot be published, like any NULL
 // where the envelope needs a value.
 DecodedRow DecodeEventStoreRow(const OutboxRow& row, const std::optional<std::string>& version);
+void DecodeEventStoreRow(const OutboxRow::View& row, std::optional<std::string_view> version,
+                         DecodedRow* out);
 
 // AddOutboxRow for an event store's row (DecodeEventStoreRow).
 Status AddEventStoreRow(const OutboxRow& row, const std::optional<std::string>& version,

@@ -40,6 +40,26 @@ std::vector<std::string> Columns(std::string_view in) {
   return columns;
 }
 
+// The scanner that decides whether a payload goes into the line as JSON accepts what the JSON
+// library accepts (within the depth bound; NUL bytes end the library's input early, and it
+// skips a leading byte order mark, so those are left out of the comparison).
+void CheckJsonText(std::string_view text) {
+  const bool ours = IsJsonText(text);
+  if (text.find('\0') != std::string_view::npos || text.rfind("\xEF\xBB\xBF", 0) == 0 ||
+      !JsonDepthWithin(text)) {
+    if (ours && text.find('\0') != std::string_view::npos) std::abort();
+    return;
+  }
+  if (ours != json::accept(text)) std::abort();
+}
+
+// The line a sink writes directly is the one the JSON library's dump gives, byte for byte.
+void CheckDirectLine(const Event& e) {
+  std::string direct = "prefix";
+  AppendEventJsonLine(e, &direct);
+  if (direct != "prefix" + internal::EventToJsonLineByValue(e)) std::abort();
+}
+
 // JSON written for an event reads back as the same event.
 void CheckJsonRoundTrip(const Event& e) {
   const std::string line = EventToJsonLine(e);
@@ -86,6 +106,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   e.created_at_us = pgoutput::ParseTimestamp(c[6]).value_or(0);
   CheckJsonRoundTrip(e);
+  CheckJsonText(in);
+  CheckJsonText(c[4]);
+  CheckDirectLine(e);
+  // Headers out of order and written twice (the last one kept).
+  e.headers.emplace_back(c[1], c[2]);
+  e.headers.emplace_back(c[3], c[0]);
+  e.headers.emplace_back(c[1], c[3]);
+  CheckDirectLine(e);
   (void)Base64Decode(in);
   return 0;
 }

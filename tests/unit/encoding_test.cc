@@ -146,6 +146,70 @@ TEST(Encoding, JsonLineWithFieldsOfTheWrongTypeIsAnError) {
   EXPECT_STATUS(EventFromJsonLine(Nested(200000)), StatusCode::kInvalidArgument);
 }
 
+// The sink's direct writer gives the bytes the JSON library's dump gives: escapes, key order,
+// a header written twice (the last kept), text that is not UTF-8 (replaced, as the dump does).
+TEST(Encoding, LineWrittenDirectlyIsTheLineTheJsonLibraryWrites) {
+  std::vector<Event> cases;
+  cases.push_back(Sample());
+  Event e = Sample();
+  e.aggregate_id = "quote\" back\\slash \b\f\n\r\t \x01\x1f\x7f é € 😀 /";
+  e.headers = {{"z", "1"}, {"a", "2"}, {"m", "3"}, {"a", "4"}, {"", ""}};
+  cases.push_back(e);
+  e.event_type = "bad \xC3 utf-8";
+  cases.push_back(e);
+  e = Sample();
+  e.payload = "not json";  // payload_base64
+  e.created_at_us = -5;
+  cases.push_back(e);
+  e.headers.clear();
+  e.payload.clear();
+  cases.push_back(e);
+  for (const Event& c : cases) {
+    std::string line;
+    AppendEventJsonLine(c, &line);
+    EXPECT_EQ(line, internal::EventToJsonLineByValue(c)) << c.aggregate_id;
+  }
+}
+
+TEST(Encoding, JsonTextIsWhatTheJsonLibraryAccepts) {
+  for (const char* good :
+       {"0", "-0.5e+3", " {\"a\" : [1, 2.5, true, false, null, \"x\"]} ", "\"\\ud83d\\ude00\"",
+        "1e-999", "123456789012345678901234567890", "\"é€😀\"", "[[[]]]", "{}"}) {
+    EXPECT_TRUE(IsJsonText(good)) << good;
+  }
+  for (const char* bad : {"",
+                          " ",
+                          "01",
+                          "1.",
+                          "+1",
+                          "-",
+                          "1e",
+                          "1e999",
+                          "[1,]",
+                          "{\"a\"}",
+                          "{\"a\":1,}",
+                          "[1 2]",
+                          "\"\\udc00\"",
+                          "\"\\ud800\"",
+                          "\"\\ud800\\u0041\"",
+                          "\"\\x\"",
+                          "\"a\nb\"",
+                          "\"\xC3\"",
+                          "\"\xED\xA0\x80\"",
+                          "tru",
+                          "nul",
+                          "\xEF\xBB\xBF{}",
+                          "{} {}",
+                          "[1]]"}) {
+    EXPECT_FALSE(IsJsonText(bad)) << bad;
+  }
+  EXPECT_FALSE(IsJsonText(std::string(400, '9').insert(0, "[").append("]")));  // inf as a double
+  EXPECT_TRUE(IsJsonText(std::string(300, '9')));
+  EXPECT_TRUE(IsJsonText(std::string(256, '[') + std::string(256, ']')));
+  EXPECT_FALSE(IsJsonText(std::string(257, '[') + std::string(257, ']')));
+  EXPECT_FALSE(IsJsonText(std::string("1\0", 2)));
+}
+
 TEST(Encoding, Base64MatchesRfc4648Vectors) {
   EXPECT_EQ(Base64Encode("f"), "Zg==");
   EXPECT_EQ(Base64Encode("fo"), "Zm8=");

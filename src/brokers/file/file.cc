@@ -88,12 +88,13 @@ class FileSink final : public Sink {
     if (Status fenced = CheckFence(stop); !fenced.ok()) {
       return std::vector<Status>(batch.size(), fenced);
     }
-    std::string buffer;
+    buffer_.clear();  // keeps its capacity: one allocation for the run, not per batch
     for (const Event& e : batch) {
-      buffer += EventToJsonLine(e);
-      buffer.push_back('\n');
+      AppendEventJsonLine(e, &buffer_);
+      buffer_.push_back('\n');
     }
-    Status st = Append(buffer, stop);
+    Status st = Append(buffer_, stop);
+    if (buffer_.capacity() > kKeptBuffer) std::string().swap(buffer_);  // a batch of big events
     return std::vector<Status>(batch.size(), st);
   }
 
@@ -184,6 +185,9 @@ class FileSink final : public Sink {
   std::string path_;
   int fd_ = -1;
   bool regular_ = false;
+  // A batch's lines, reused from batch to batch up to kKeptBuffer bytes.
+  std::string buffer_;
+  static constexpr size_t kKeptBuffer = 4 << 20;
   off_t torn_at_ = -1;  // >= 0: the file must be cut back to this size before the next write
 };
 

@@ -1,5 +1,6 @@
 #include "sources/cdc/decode.h"
 
+#include <charconv>
 #include <nlohmann/json.hpp>
 #include <optional>
 
@@ -13,17 +14,21 @@ namespace {
 
 constexpr uint32_t kByteaOid = 17;
 
-// A row of Debezium's outbox (OutboxRow's fields hold its columns: event_id its id): the
+// A row of Debezium's outbox (the view's fields hold its columns: event_id its id): the
 // event its Outbox Event Router publishes, with the header `id`, created at the commit.
-DecodedRow DecodeDebeziumRow(OutboxRow row, int64_t commit_time_us) {
-  const std::optional<std::string> id = row.event_id;
+void DecodeDebeziumRow(OutboxRow::View row, int64_t commit_time_us, DecodedRow* out) {
+  const std::optional<std::string_view> id = row.event_id;
   row.id = "0";  // no row id: courier neither deletes nor stamps the application's rows
-  row.created_at_us = std::to_string(commit_time_us);
-  if (id) row.headers = "{\"id\":" + nlohmann::json(*id).dump() + "}";
-  DecodedRow d = DecodeOutboxRow(row);
-  if (!d.error.empty()) {
+  char created[24];
+  row.created_at_us = std::string_view(
+      created, static_cast<size_t>(
+                   std::to_chars(created, created + sizeof created, commit_time_us).ptr - created));
+  row.headers.reset();
+  DecodeOutboxRow(row, out);
+  if (id) out->event.headers.emplace_back("id", *id);
+  if (!out->error.empty()) {
     // The reason in the names of Debezium's columns.
-    std::string why = d.error.substr(d.error.find(": ") + 2);
+    std::string why = out->error.substr(out->error.find(": ") + 2);
     for (const auto& [ours, theirs] : {std::pair<std::string, std::string>{"event_id", "id"},
                                        {"aggregate_type", "aggregatetype"},
                                        {"aggregate_id", "aggregateid"},
@@ -31,10 +36,9 @@ DecodedRow DecodeDebeziumRow(OutboxRow row, int64_t commit_time_us) {
       const std::string from = "column " + ours + " ";
       if (why.rfind(from, 0) == 0) why = "column " + theirs + " " + why.substr(from.size());
     }
-    d.error = "outbox row " + id.value_or("with a NULL id") + ": " + why;
-    if (d.event.created_at_us == 0) d.event.created_at_us = commit_time_us;
+    out->error = "outbox row " + std::string(id.value_or("with a NULL id")) + ": " + why;
+    if (out->event.created_at_us == 0) out->event.created_at_us = commit_time_us;
   }
-  return d;
 }
 
 }  // namespace
@@ -82,28 +86,54 @@ OutboxColumns OutboxColumnsOf(const pgoutput::Relation& relation, TableNames::Ou
   return c;
 }
 
-DecodedRow DecodeInsert(const OutboxColumns& c, const std::vector<pgoutput::Value>& values,
-                        int64_t commit_time_us) {
-  auto column = [&values](int idx) -> std::optional<std::string> {
+void DecodeInsert(const OutboxColumns& c, const std::vector<pgoutput::Value>& values,
+                  int64_t commit_time_us, DecodedRow* out) {
+  auto column = [&values](int idx) -> std::optional<std::string_view> {
     if (idx < 0 || static_cast<size_t>(idx) >= values.size()) return std::nullopt;
     const pgoutput::Value& v = values[static_cast<size_t>(idx)];
     if (v.kind != pgoutput::Value::Kind::kText) return std::nullopt;
-    return std::string(v.text);
+    return v.text;
   };
-  OutboxRow row{column(c.id),           column(c.event_id),   column(c.aggregate_type),
-                column(c.aggregate_id), column(c.event_type), column(c.payload),
-                column(c.headers),      std::nullopt};
-  if (c.payload_bytea && row.payload) row.payload = UnescapeBytea(*row.payload);
-  if (c.debezium) return DecodeDebeziumRow(std::move(row), commit_time_us);
-  if (c.created_at < 0) {
-    row.created_at_us = std::to_string(commit_time_us);  // an outbox without the column
-  } else if (std::optional<std::string> text = column(c.created_at)) {
-    const std::optional<int64_t> us = pgoutput::ParseTimestamp(*text);
-    row.created_at_us = us ? std::to_string(*us) : QuoteLiteral(*text);
+  OutboxRow::View row{column(c.id),           column(c.event_id),   column(c.aggregate_type),
+                      column(c.aggregate_id), column(c.event_type), column(c.payload),
+                      column(c.headers),      std::nullopt};
+  std::string bytes;  // a bytea payload's bytes
+  if (c.payload_bytea && row.payload) {
+    bytes = UnescapeBytea(std::string(*row.payload));
+    row.payload = bytes;
   }
-  DecodedRow d = c.event_store ? DecodeEventStoreRow(row, column(c.version)) : DecodeOutboxRow(row);
+  if (c.debezium) return DecodeDebeziumRow(row, commit_time_us, out);
+  char micros[24];
+  auto decimal = [&micros](int64_t v) {
+    return std::string_view(
+        micros, static_cast<size_t>(std::to_chars(micros, micros + sizeof micros, v).ptr - micros));
+  };
+  std::string quoted;  // an unusable created_at, as the pollers' SQL quotes it
+  if (c.created_at < 0) {
+    row.created_at_us = decimal(commit_time_us);  // an outbox without the column
+  } else if (std::optional<std::string_view> text = column(c.created_at)) {
+    if (const std::optional<int64_t> us = pgoutput::ParseTimestamp(*text)) {
+      row.created_at_us = decimal(*us);
+    } else {
+      quoted = QuoteLiteral(*text);
+      row.created_at_us = quoted;
+    }
+  }
+  if (c.event_store) {
+    DecodeEventStoreRow(row, column(c.version), out);
+  } else {
+    DecodeOutboxRow(row, out);
+  }
   // The dead letter's created_at when the row's own is unusable.
-  if (!d.error.empty() && d.event.created_at_us == 0) d.event.created_at_us = commit_time_us;
+  if (!out->error.empty() && out->event.created_at_us == 0) {
+    out->event.created_at_us = commit_time_us;
+  }
+}
+
+DecodedRow DecodeInsert(const OutboxColumns& columns, const std::vector<pgoutput::Value>& values,
+                        int64_t commit_time_us) {
+  DecodedRow d;
+  DecodeInsert(columns, values, commit_time_us, &d);
   return d;
 }
 
