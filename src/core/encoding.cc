@@ -106,37 +106,47 @@ bool JsonDepthWithin(std::string_view text, size_t max_depth) {
 
 namespace {
 
+// The length of the UTF-8 sequence at text[i] when it is valid (RFC 3629), else 0.
+size_t Utf8SequenceAt(std::string_view text, size_t i) {
+  const auto c = static_cast<unsigned char>(text[i]);
+  if (c < 0x80) return 1;
+  size_t n = 0;
+  unsigned char lo = 0x80, hi = 0xBF;  // the range of the second byte
+  if (c >= 0xC2 && c <= 0xDF) {
+    n = 1;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    n = 2;
+    if (c == 0xE0) lo = 0xA0;
+    if (c == 0xED) hi = 0x9F;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    n = 3;
+    if (c == 0xF0) lo = 0x90;
+    if (c == 0xF4) hi = 0x8F;
+  } else {
+    return 0;
+  }
+  if (text.size() - i <= n) return 0;
+  const auto second = static_cast<unsigned char>(text[i + 1]);
+  if (second < lo || second > hi) return 0;
+  for (size_t k = 2; k <= n; ++k) {
+    const auto next = static_cast<unsigned char>(text[i + k]);
+    if (next < 0x80 || next > 0xBF) return 0;
+  }
+  return n + 1;
+}
+
 // Whether `text` is UTF-8 as the JSON library's dump checks it (RFC 3629: no overlong forms,
 // no surrogates, nothing past U+10FFFF, no sequence cut short).
 bool ValidUtf8(std::string_view text) {
-  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
-  const auto* end = p + text.size();
-  while (p < end) {
-    const unsigned char c = *p;
-    if (c < 0x80) {
-      ++p;
+  for (size_t i = 0; i < text.size();) {
+    // ASCII runs first: most text is.
+    if (static_cast<unsigned char>(text[i]) < 0x80) {
+      ++i;
       continue;
     }
-    size_t n = 0;
-    unsigned char lo = 0x80, hi = 0xBF;  // the range of the second byte
-    if (c >= 0xC2 && c <= 0xDF) {
-      n = 1;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      n = 2;
-      if (c == 0xE0) lo = 0xA0;
-      if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      n = 3;
-      if (c == 0xF0) lo = 0x90;
-      if (c == 0xF4) hi = 0x8F;
-    } else {
-      return false;
-    }
-    if (static_cast<size_t>(end - p) <= n || p[1] < lo || p[1] > hi) return false;
-    for (size_t i = 2; i <= n; ++i) {
-      if (p[i] < 0x80 || p[i] > 0xBF) return false;
-    }
-    p += n + 1;
+    const size_t n = Utf8SequenceAt(text, i);
+    if (n == 0) return false;
+    i += n;
   }
   return true;
 }
@@ -318,6 +328,22 @@ class JsonScanner {
 
 bool IsJsonText(std::string_view text, size_t max_depth) {
   return JsonScanner(text, max_depth).Text();
+}
+
+std::string StorableText(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size();) {
+    const size_t n = text[i] == '\0' ? 0 : Utf8SequenceAt(text, i);
+    if (n == 0) {
+      out.append("\xEF\xBF\xBD");  // U+FFFD
+      ++i;
+    } else {
+      out.append(text.substr(i, n));
+      i += n;
+    }
+  }
+  return out;
 }
 
 Result<Headers> HeadersFromJson(std::string_view text) {

@@ -49,6 +49,11 @@ bool IsJsonText(std::string_view text, size_t max_depth = kMaxJsonDepth);
 // Whether the arrays and objects of `json` (valid or not) nest at most `max_depth` deep.
 bool JsonDepthWithin(std::string_view json, size_t max_depth = kMaxJsonDepth);
 
+// `text` with each NUL byte, and each byte that is not part of valid UTF-8, replaced by U+FFFD:
+// what a PostgreSQL text column of a UTF-8 database takes. For messages (a dead letter's
+// error) that quote bytes from elsewhere, where one bad byte would make the insert fail.
+std::string StorableText(std::string_view text);
+
 // A decimal integer that is the whole text (an optional '-', digits, nothing else, in range);
 // nullopt otherwise. For values read from tables other programs write, where std::stoll
 // would throw (and abort the relay) on NULL's empty text or on garbage.

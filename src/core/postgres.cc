@@ -71,6 +71,16 @@ Result<PgConn> PgConnect(const std::string& url, bool replication) {
     }
     return RetriableError("cannot connect to " + RedactUrl(url) + ": " + err);
   }
+  // courier works in UTF-8: a database in another encoding (LATIN1, ...) is read converted,
+  // by queries and by the walsender alike (it arrived as the database's own bytes). Not
+  // SQL_ASCII, which has nothing to convert from: asked for UTF-8, the server would refuse
+  // every value stored in it that is not, and stop the relay at such a row.
+  const char* encoding = PQparameterStatus(conn.get(), "server_encoding");
+  if (encoding != nullptr && std::strcmp(encoding, "UTF8") != 0 &&
+      std::strcmp(encoding, "SQL_ASCII") != 0 && PQsetClientEncoding(conn.get(), "UTF8") != 0) {
+    return RetriableError("cannot read " + RedactUrl(url) + " (encoding " + encoding +
+                          ") as UTF-8: " + Trim(PQerrorMessage(conn.get())));
+  }
   return conn;
 }
 

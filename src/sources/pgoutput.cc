@@ -1,7 +1,6 @@
 #include "sources/pgoutput.h"
 
 #include <cstdio>
-#include <ctime>
 
 namespace courier::pgoutput {
 namespace {
@@ -284,6 +283,20 @@ Status ParseMessage(std::string_view payload, Message* out) {
   }
 }
 
+namespace {
+
+// Days from 1970-01-01 to the proleptic Gregorian date (year 0 = 1 BC), as PostgreSQL counts.
+int64_t DaysFromCivil(int64_t y, int64_t m, int64_t d) {
+  y -= m <= 2 ? 1 : 0;
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const int64_t yoe = y - era * 400;
+  const int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  const int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + doe - 719468;
+}
+
+}  // namespace
+
 std::optional<int64_t> ParseTimestamp(std::string_view text) {
   // By hand, not sscanf: one per CDC event, and it needs no copy of the text to end in a NUL.
   size_t pos = 0;
@@ -296,19 +309,21 @@ std::optional<int64_t> ParseTimestamp(std::string_view text) {
     *out = v;
     return n >= min;
   };
-  auto literal = [&text, &pos](char c) {
-    if (pos >= text.size() || text[pos] != c) return false;
-    ++pos;
+  auto literal = [&text, &pos](std::string_view s) {
+    if (text.substr(pos, s.size()) != s) return false;
+    pos += s.size();
     return true;
   };
+  // Years past 9999 have more digits (PostgreSQL goes to 294276); " BC" ends a year before 1.
   int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0;
-  if (!digits(4, 4, &y) || !literal('-') || !digits(1, 2, &mo) || !literal('-') ||
-      !digits(1, 2, &d) || !literal(' ') || !digits(1, 2, &h) || !literal(':') ||
-      !digits(1, 2, &mi) || !literal(':') || !digits(1, 2, &sec)) {
+  if (!digits(4, 6, &y) || !literal("-") || !digits(1, 2, &mo) || !literal("-") ||
+      !digits(1, 2, &d) || !literal(" ") || !digits(1, 2, &h) || !literal(":") ||
+      !digits(1, 2, &mi) || !literal(":") || !digits(1, 2, &sec)) {
     return std::nullopt;
   }
+  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 24 || mi > 59 || sec > 60) return std::nullopt;
   int64_t micros = 0;
-  if (literal('.')) {
+  if (literal(".")) {
     int64_t scale = 100000;
     for (; pos < text.size() && text[pos] >= '0' && text[pos] <= '9'; ++pos) {
       micros += (text[pos] - '0') * scale;
@@ -321,20 +336,21 @@ std::optional<int64_t> ParseTimestamp(std::string_view text) {
     ++pos;
     int oh = 0, om = 0, os = 0;
     if (!digits(1, 2, &oh)) return std::nullopt;
-    if (literal(':') && !digits(1, 2, &om)) return std::nullopt;
-    if (literal(':') && !digits(1, 2, &os)) return std::nullopt;
+    if (literal(":") && !digits(1, 2, &om)) return std::nullopt;
+    if (literal(":") && !digits(1, 2, &os)) return std::nullopt;
     offset_s = sign * (oh * 3600 + om * 60 + os);
   }
+  const bool bc = literal(" BC");
   if (pos != text.size()) return std::nullopt;
-  std::tm tm{};
-  tm.tm_year = y - 1900;
-  tm.tm_mon = mo - 1;
-  tm.tm_mday = d;
-  tm.tm_hour = h;
-  tm.tm_min = mi;
-  tm.tm_sec = sec;
-  const int64_t epoch_s = static_cast<int64_t>(timegm(&tm)) - offset_s;
-  return epoch_s * 1000000 + micros;
+  const int64_t year = bc ? 1 - static_cast<int64_t>(y) : y;
+  const int64_t epoch_s =
+      DaysFromCivil(year, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset_s;  // |.| < 2^45
+  int64_t us = 0;
+  if (__builtin_mul_overflow(epoch_s, int64_t{1000000}, &us) ||
+      __builtin_add_overflow(us, micros, &us)) {
+    return std::nullopt;  // past what int64 microseconds hold (year ~294247)
+  }
+  return us;
 }
 
 }  // namespace courier::pgoutput

@@ -244,17 +244,12 @@ Status PgEventParking::Park(PGconn* conn, const Event& e, int64_t row_id, const 
   std::optional<std::string> payload;
   if (!e.payload.empty()) payload = bytea_ ? Hex(e.payload) : e.payload;
   PgParams params = {
-      row_id > 0 ? std::optional<std::string>(std::to_string(row_id)) : std::nullopt,
-      e.event_id,
-      e.aggregate_type,
-      e.aggregate_id,
-      e.event_type,
-      payload,
+      row_id > 0 ? std::optional<std::string>(std::to_string(row_id)) : std::nullopt, e.event_id,
+      e.aggregate_type, e.aggregate_id, e.event_type, payload,
       e.headers.empty() ? std::nullopt : std::optional<std::string>(HeadersToJson(e.headers)),
       std::to_string(e.created_at_us),
-      r.error,
-      sink,
-      r.status};
+      // It may quote the bytes that made the event unpublishable (a logical message's).
+      StorableText(r.error), sink, r.status};
   return PgExec(conn, sql_, params).status();
 }
 

@@ -258,7 +258,8 @@ TEST_P(PipelinedKillTest, KilledWithSeveralBatchesInFlightLosesNothingAndKeepsOr
                               log);
     ASSERT_OK(relay);
     EXPECT_TRUE(WaitUntil([&] { return PublishedTotal(port) >= 60; }, Duration(60000)))
-        << "three batches were not acked while the first one's checkpoint waited";
+        << "three batches were not acked while the first one's checkpoint waited"
+        << ReadFile(log).substr(0, 6000);
     ASSERT_OK(PgRun(lock->get(), "COMMIT"));
     const std::optional<int> code = relay->Wait(Duration(60000));
     EXPECT_EQ(code, 128 + SIGKILL) << "no checkpoint of several batches: " << ReadFile(log);

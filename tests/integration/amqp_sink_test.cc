@@ -94,13 +94,18 @@ TEST_F(AmqpSinkTest, OversizedMessageIsDeadLetteredAndTheRestFlows) {
     EXPECT_FALSE(r.event.aggregate_id == "agg-0" && SeqOf(r.event) >= 100)
         << "delivered behind the refused event: " << r.event.event_id;
   }
-  EXPECT_EQ(delivered.size(), 30u) << "agg-1's 20 and agg-0's 10 before the refused one";
+  // The unconfirmed messages are sent again when the channel closes: a message the broker had
+  // routed before its confirm was lost with the channel arrives twice (at least once).
+  std::set<std::string> distinct;
+  for (const KafkaRecord& r : delivered) distinct.insert(r.event.event_id);
+  EXPECT_EQ(distinct.size(), 30u) << "agg-1's 20 and agg-0's 10 before the refused one";
+  const int64_t sent_again = static_cast<int64_t>(delivered.size() - distinct.size());
 
   ASSERT_OK(outbox_.db.Transaction({"DELETE FROM courier_dead_letter WHERE status = 'parked'"}));
   ASSERT_OK(RunRelayOnce(Options()));
   EXPECT_EQ(outbox_.db.Count("courier_dead_letter"), 0);
   // The reader leaves the queue as it is: everything delivered, in the order it arrived.
-  EXPECT_EQ(ExpectDelivered(ReadAmqp(*server_, queue_), ids), 0)
+  EXPECT_EQ(ExpectDelivered(ReadAmqp(*server_, queue_), ids), sent_again)
       << "the held events once each, in order";
 }
 

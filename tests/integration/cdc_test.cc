@@ -3,6 +3,7 @@
 // goes away, buffer a whole transaction).
 #include <signal.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <fstream>
 #include <mutex>
@@ -701,6 +702,40 @@ TEST_F(CdcTest, ToastedByteaPayloadInAnyColumnOrder) {
   EXPECT_EQ(e->headers, (Headers{{"k", "v"}}));
   EXPECT_TRUE(e->payload == payload) << "payload of " << e->payload.size() << " bytes differs";
   EXPECT_EQ(db_->Count("app_outbox"), 0);
+}
+
+// A logical message whose bytes are not UTF-8 (any role may emit one), in a UTF-8 database:
+// parked with a reason the dead-letter table can hold, and the stream goes on. The reason
+// quoted the raw bytes, the dead letter's insert failed, and the relay stopped there on every
+// restart, publishing the events before it again each time.
+TEST(CdcUtf8, LogicalMessageOfBytesThatAreNotUtf8IsParkedAndTheStreamGoesOn) {
+  const std::string name = "utf8_" + std::to_string(::getpid());
+  ASSERT_OK(PgQuery(SharedPostgres().Url("postgres"),
+                    "CREATE DATABASE " + name +
+                        " ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"));
+  TestDb db;
+  db.url = SharedPostgres().Url(name);
+  ASSERT_OK(Migrate(db.url, TableNames{}));
+  const std::string out = db.dir.File("events.jsonl");
+  const std::vector<std::string> relay = {"relay",         "--source", db.url, "--sink",
+                                          "file://" + out, "--mode",   "cdc",  "--once"};
+  ASSERT_EQ(RunCourier(relay).exit_code, 0);  // the slot, before the message
+  ASSERT_OK(db.Transaction({"SELECT pg_logical_emit_message(true, 'courier', '\\xff00c3'::bytea)",
+                            InsertEventSql(NewUuidV7(), "a", 1)}));
+  for (int run = 0; run < 2; ++run) {
+    const CommandResult r = RunCourier(relay);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  EXPECT_EQ(db.Count("courier_outbox"), 0);
+  EXPECT_EQ(db.Count("courier_dead_letter WHERE status = 'parked' AND error = 'logical message "
+                     "is not a JSON object: \uFFFD\uFFFD\uFFFD'"),
+            1)
+      << [&] {
+           auto rows = PgQuery(db.url, "SELECT error FROM courier_dead_letter");
+           return rows.ok() && !rows->empty() ? rows->front() : std::string("no dead letter");
+         }();
+  const std::string text = ReadFile(out);
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << text;
 }
 
 }  // namespace

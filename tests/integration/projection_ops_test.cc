@@ -197,8 +197,14 @@ TEST_F(ProjectionOpsTest, HttpWaitAnswersOnceAppliedOrTimesOut) {
   }
   EXPECT_EQ(HttpGet(port, "/nothing").status, 404);
 
-  // 4 applied by this process, at position 4, nothing left.
-  const std::string metrics = HttpGet(port, "/metrics").body;
+  // 4 applied by this process, at position 4, nothing left. The counter moves just after the
+  // checkpoint commits, which is what /wait answered on: wait for it too.
+  std::string metrics;
+  WaitUntil([&] {
+    metrics = HttpGet(port, "/metrics").body;
+    return metrics.find("courier_projection_events_applied_total{projection=\"balances\"} 4\n") !=
+           std::string::npos;
+  });
   EXPECT_NE(metrics.find("courier_projection_events_applied_total{projection=\"balances\"} 4\n"),
             std::string::npos)
       << metrics;

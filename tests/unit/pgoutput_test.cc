@@ -27,6 +27,14 @@ TEST(Pgoutput, ParsesIsoTimestampsWithAnyOffset) {
   EXPECT_EQ(ParseTimestamp("2026-11-23 23:20:01.5+05:30"), 1795456201500000);
   EXPECT_EQ(ParseTimestamp("2026-11-23 09:50:01.5-08"), 1795456201500000);
   EXPECT_FALSE(ParseTimestamp("Mon Nov 23 17:50:01 2026").has_value());
+  // Years past 9999 and before 1, as PostgreSQL writes them (and its extract(epoch) counts).
+  EXPECT_EQ(ParseTimestamp("10000-01-01 00:00:00+00"), 253402300800000000);
+  EXPECT_EQ(ParseTimestamp("4713-01-01 00:00:00+00 BC"), -210863520000000000);
+  EXPECT_EQ(ParseTimestamp("0001-12-31 23:59:59+00 BC"), -62135596801000000);
+  EXPECT_EQ(ParseTimestamp("1969-12-31 23:59:59.5+00"), -500000);
+  // Beyond int64 microseconds (PostgreSQL's last year, 294276): not a time courier can carry.
+  EXPECT_FALSE(ParseTimestamp("294276-12-31 23:59:59+00").has_value());
+  EXPECT_FALSE(ParseTimestamp("2026-13-01 00:00:00+00").has_value());
 }
 
 TEST(Pgoutput, DecodesRelationThenInsert) {

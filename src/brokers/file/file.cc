@@ -3,11 +3,18 @@
 //
 // Every line of the file is always a whole event: a write or fsync that fails part way (a
 // full disk, a file size limit) is cut back to the last complete line before anything is
-// written again, and a file whose last line was left incomplete by a crash is cut back when
-// it is opened. Otherwise the retried batch would be appended after a torn line, and the first
-// event of the retry would exist only inside a line that does not parse.
+// written again, and a last line left incomplete by a writer that crashed is cut back before
+// the next write. Otherwise the retried batch would be appended after a torn line, and the
+// first event of the retry would exist only inside a line that does not parse.
+//
+// Several relays may write one file (a standby that takes over, shards, other outboxes): each
+// batch is written and fsynced under an exclusive flock(2) of the file, so a batch another
+// process is writing is never taken for a torn line (and cut off after it was acked), and
+// batches never interleave. The kernel drops the lock of a process that dies, leaving its
+// torn line to the next writer to cut.
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -72,15 +79,6 @@ class FileSink final : public Sink {
     if (::fstat(fd_, &st) != 0) return InternalError("fstat " + path_ + ": " + Errno());
     // Devices and pipes (file:///dev/null, a FIFO) have no lines to keep whole.
     regular_ = S_ISREG(st.st_mode);
-    if (!regular_) return Status::Ok();
-    COURIER_ASSIGN_OR_RETURN(const off_t complete, CompleteLength(st.st_size));
-    if (complete < st.st_size) {
-      log::Warn("cutting an incomplete last line off the file (a write was interrupted)",
-                {{"file", path_}, {"bytes", st.st_size - complete}, {"kept_bytes", complete}});
-      if (::ftruncate(fd_, complete) != 0 || ::fsync(fd_) != 0) {
-        return RetriableError("cannot cut the incomplete last line off " + path_ + ": " + Errno());
-      }
-    }
     return Status::Ok();
   }
 
@@ -101,37 +99,73 @@ class FileSink final : public Sink {
   std::string Describe() const override { return RedactUrl(options_.url); }
 
  private:
-  // Writes `data` and fsyncs it; on failure the file is cut back to where it was, so that it
-  // ends with a complete line before the relay retries.
+  // Writes `data` and fsyncs it, under the file's lock; on failure the file is cut back to
+  // where it was, so that it ends with a complete line before anyone writes again.
   Status Append(const std::string& data, const StopSignal& stop) {
-    off_t before = 0;
-    if (regular_) {
-      // A cut-back that failed after the previous attempt comes first: nothing may follow a
-      // torn line.
-      if (torn_at_ >= 0) COURIER_RETURN_IF_ERROR(CutBack(torn_at_));
-      struct stat st {};
-      if (::fstat(fd_, &st) != 0) return RetriableError("fstat " + path_ + ": " + Errno());
-      before = st.st_size;
+    if (!regular_) return WriteAndSync(data, stop);
+    COURIER_RETURN_IF_ERROR(Lock(stop));
+    struct Unlock {
+      int fd;
+      ~Unlock() { ::flock(fd, LOCK_UN); }
+    } unlock{fd_};
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0) return RetriableError("fstat " + path_ + ": " + Errno());
+    // Under the lock every writer's batch is whole and synced: a last line without its newline
+    // is a crashed writer's (or this one's, when cutting it back failed).
+    COURIER_ASSIGN_OR_RETURN(const off_t before, CompleteLength(st.st_size));
+    if (before < st.st_size) {
+      log::Warn("cutting an incomplete last line off the file (a write was interrupted)",
+                {{"file", path_}, {"bytes", st.st_size - before}, {"kept_bytes", before}});
+      COURIER_RETURN_IF_ERROR(CutBack(before));
     }
-    Status st = WriteAll(data, stop);
+    Status written = WriteAndSync(data, stop);
+    if (written.ok()) return written;
+    if (Status cut = CutBack(before); !cut.ok()) return written.WithContext(cut.message());
+    return written;
+  }
+
+  Status WriteAndSync(const std::string& data, const StopSignal& stop) {
+    COURIER_RETURN_IF_ERROR(WriteAll(data, stop));
     // Durable before acked: the relay deletes the rows only after this returns ok. EINVAL: a
     // device or pipe, which has nothing to sync.
-    if (st.ok() && ::fsync(fd_) != 0 && errno != EINVAL) {
-      st = RetriableError("fsync " + path_ + ": " + Errno());
+    if (::fsync(fd_) != 0 && errno != EINVAL) {
+      return RetriableError("fsync " + path_ + ": " + Errno());
     }
-    if (st.ok() || !regular_) return st;
-    if (Status cut = CutBack(before); !cut.ok()) return st.WithContext(cut.message());
-    return st;
+    return Status::Ok();
+  }
+
+  // The file's exclusive lock, waited for as long as a write may take (another process holds
+  // it while it writes and syncs a batch; one that is frozen holds it until it goes on).
+  Status Lock(const StopSignal& stop) {
+    const TimePoint start = Clock::Real().Now();
+    bool said = false;
+    while (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      if (errno == EINTR) continue;
+      if (errno != EWOULDBLOCK) return RetriableError("flock " + path_ + ": " + Errno());
+      if (!said) {
+        log::Debug("waiting for the file's lock: another process is writing to it",
+                   {{"file", path_}});
+        said = true;
+      }
+      const Duration waited = std::chrono::duration_cast<Duration>(Clock::Real().Now() - start);
+      if (options_.delivery_timeout.count() > 0 && waited > options_.delivery_timeout) {
+        return RetriableError(path_ + ": another process has held the file's lock for " +
+                              std::to_string(waited.count()) +
+                              " ms (another relay writing to it, frozen?)");
+      }
+      if (stop.abandoned() || (stop.requested() && waited > options_.shutdown_timeout)) {
+        return CancelledError(path_ + ": stopped while another process held the file's lock");
+      }
+      Clock::Real().SleepFor(Duration(2), StopSignal());
+    }
+    return Status::Ok();
   }
 
   // Truncates the file to `size`, the end of its last complete line, and makes that durable.
-  // Until that succeeds torn_at_ remembers it.
   Status CutBack(off_t size) {
-    torn_at_ = size;
     if (::ftruncate(fd_, size) != 0 || ::fsync(fd_) != 0) {
       return RetriableError("cannot cut " + path_ + " back to its last complete line: " + Errno());
     }
-    torn_at_ = -1;
     return Status::Ok();
   }
 
@@ -188,7 +222,6 @@ class FileSink final : public Sink {
   // A batch's lines, reused from batch to batch up to kKeptBuffer bytes.
   std::string buffer_;
   static constexpr size_t kKeptBuffer = 4 << 20;
-  off_t torn_at_ = -1;  // >= 0: the file must be cut back to this size before the next write
 };
 
 // The file's lines from its start, or those appended after the reader opened it; with
