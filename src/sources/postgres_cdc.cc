@@ -737,6 +737,24 @@ class PostgresCdcSource final : public Source {
       row.id = f.row_id;
       return ParkEventStoreRows(conn_.get(), event_park_sql_, {&row, 1}, sink_name);
     }
+    if (f.row_id > 0) {
+      // As the polling relay parks it: the row as committed (headers that are no JSON object,
+      // a created_at that is no time) moved to the dead-letter table once visible, so that a
+      // retry of it unfixed is refused again, not published with what decoding made of it.
+      const std::string outbox = QuoteIdent(options_.tables.outbox);
+      COURIER_RETURN_IF_ERROR(
+          CheckpointRows(conn_.get(), "SELECT id FROM " + outbox + " WHERE id = ANY($1::int8[])",
+                         {f.row_id}, {static_cast<int64_t>(f.xid)}));
+      COURIER_ASSIGN_OR_RETURN(PgResult there,
+                               PgExec(conn_.get(), "SELECT 1 FROM " + outbox + " WHERE id = $1",
+                                      {std::to_string(f.row_id)}));
+      if (PQntuples(there.get()) == 1) {
+        Rejected row = r;
+        row.id = f.row_id;
+        return PgOutboxParking(options_.tables).Park(conn_.get(), {&row, 1}, sink_name);
+      }
+      // Gone meanwhile (deleted by hand): what was decoded is all there is.
+    }
     if (IsUuid(f.event.event_id)) {
       COURIER_RETURN_IF_ERROR(parking_.Park(conn_.get(), f.event, f.row_id, r, sink_name));
     } else {

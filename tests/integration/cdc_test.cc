@@ -738,5 +738,33 @@ TEST(CdcUtf8, LogicalMessageOfBytesThatAreNotUtf8IsParkedAndTheStreamGoesOn) {
   EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << text;
 }
 
+// A malformed outbox row read from the write-ahead log is parked as committed, as polling
+// parks it: its dead letter kept NULL headers for '[]' and the commit time for 'infinity', so
+// `dead-letters retry` of it unfixed published those made-up values. Now the retry is
+// refused again and nothing is published.
+TEST(CdcDeadLetters, MalformedRowIsParkedAsCommittedAndARetryOfItUnfixedIsRefused) {
+  TestDb db = TestDb::Make(true);
+  const std::string out = db.dir.File("events.jsonl");
+  const std::vector<std::string> relay = {"relay",         "--source", db.url, "--sink",
+                                          "file://" + out, "--mode",   "cdc",  "--once"};
+  ASSERT_EQ(RunCourier(relay).exit_code, 0);  // the slot, before the rows
+  ASSERT_OK(db.Transaction(
+      {"INSERT INTO courier_outbox (event_id, aggregate_type, aggregate_id, event_type, payload,"
+       " headers) VALUES (gen_random_uuid(), 'order', 'h', 'Happened', '{}', '[]')",
+       "INSERT INTO courier_outbox (event_id, aggregate_type, aggregate_id, event_type, payload,"
+       " created_at) VALUES (gen_random_uuid(), 'order', 't', 'Happened', '{}', 'infinity')"}));
+  CommandResult r = RunCourier(relay);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(db.Count("courier_dead_letter WHERE aggregate_id = 'h' AND headers::text = '[]'"), 1);
+  EXPECT_EQ(db.Count("courier_dead_letter WHERE aggregate_id = 't' AND created_at = 'infinity'"),
+            1);
+  const CommandResult retry = RunCourier({"dead-letters", "retry", "--all", "--source", db.url});
+  ASSERT_EQ(retry.exit_code, 0) << retry.err;
+  r = RunCourier(relay);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(db.Count("courier_dead_letter WHERE status = 'parked' AND attempts = 2"), 2) << r.err;
+  EXPECT_EQ(ReadFile(out), "") << "published with made-up values";
+}
+
 }  // namespace
 }  // namespace courier::test
