@@ -184,7 +184,10 @@ CLI::App* AddRelayCommand(CLI::App& app, RelayFlags* f, CommonFlags* common) {
                       FormatDuration(kOnceDeliveryTimeout) + " with --once)")
       ->type_name("DURATION");
   cmd->add_option("--shutdown-timeout", f->shutdown_timeout,
-                  "On SIGTERM, wait this long for in-flight acks")
+                  "On SIGTERM, wait this long for in-flight acks, then as long for their "
+                  "checkpoint (polling PostgreSQL: one still waiting, on a row lock, is cancelled: "
+                  "its events go "
+                  "out again with the next relay)")
       ->type_name("DURATION")
       ->capture_default_str();
   cmd->add_option("--backoff-initial", f->backoff_initial,

@@ -76,6 +76,9 @@ class RelayImpl final : public Relay {
                {"once", options_.once}});
     COURIER_RETURN_IF_ERROR(sink_->Open());
     Status st = Loop();
+    // Stopped (SIGTERM) while a batch waited for its acks or its checkpoint: what was not
+    // checkpointed goes out with the next relay. That is how a stop ends, --once too.
+    if (st.code() == StatusCode::kCancelled && stop_.requested()) st = Status::Ok();
     source_->Close();
     leadership_->Release();
     SetState(RelayStats::State::kStopped, st.ok() ? "" : st.ToString());
@@ -100,6 +103,8 @@ class RelayImpl final : public Relay {
   // A retriable failure: log it, close the source if asked, and sleep with backoff. In once
   // mode the failure ends the run instead.
   Status Retry(const Status& st, bool reconnect) {
+    // Cut short by the stop: nothing to retry (Run ends with it).
+    if (st.code() == StatusCode::kCancelled && stop_.requested()) return st;
     if (reconnect) {
       source_->Close();
       dead_letters_.reset();
@@ -587,6 +592,7 @@ Result<std::unique_ptr<Relay>> Relay::Create(const RelayOptions& options) {
   source_options.poll_interval = options.poll_interval;
   source_options.clock = options.clock;
   source_options.checkpoints_in_flight = options.checkpoints_in_flight;
+  source_options.shutdown_timeout = options.shutdown_timeout;
   source_options.fault_points = options.fault_points;
   source_options.cdc.enabled = options.mode == RelayOptions::Mode::kCdc;
   source_options.cdc.slot = options.slot;

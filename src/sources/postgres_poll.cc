@@ -204,7 +204,14 @@ class PostgresPollSource final : public Source {
   }
 
   // The relay holds the lease (stores/leadership.h); nothing here is only the leader's.
-  Status Activate(const StopSignal&) override { return Status::Ok(); }
+  Status Activate(const StopSignal& stop) override {
+    if (!deadline_ || deadline_stop_ != &stop) {
+      checkpointer_.reset();  // none after Open; one would point at the old deadline
+      deadline_ = std::make_unique<CheckpointDeadline>(&stop, options_.shutdown_timeout);
+      deadline_stop_ = &stop;
+    }
+    return Status::Ok();
+  }
 
   Result<FetchedBatch> Fetch(size_t max) override {
     if (!checkpointer_) return FetchRows(conn_.get(), max, {});
@@ -236,7 +243,14 @@ class PostgresPollSource final : public Source {
   Status Checkpoint(std::span<const int64_t> acked, std::span<const Rejected> rejected,
                     const std::string& sink_name) override {
     if (!pipeline_tried_) StartPipeline();
-    if (!checkpointer_) return Commit(conn_.get(), acked, rejected, sink_name);
+    if (!checkpointer_) {
+      const size_t events = acked.size() + rejected.size();
+      if (!deadline_ || events == 0) return Commit(conn_.get(), acked, rejected, sink_name);
+      Status st = deadline_->Run(conn_.get(), events,
+                                 [&] { return Commit(conn_.get(), acked, rejected, sink_name); });
+      if (st.code() == StatusCode::kCancelled) deadline_->LogAbandoned(events);
+      return st;
+    }
     // An event neither acked nor parked goes out again before its aggregate's later ones,
     // which the batch read ahead may hold: that one is not used.
     if (acked.size() + rejected.size() < handed_) ahead_valid_ = false;
@@ -278,7 +292,7 @@ class PostgresPollSource final : public Source {
         [this](PGconn* conn, const CheckpointJob& job) {
           return Commit(conn, job.acked, job.rejected, job.sink_name);
         },
-        options_.checkpoints_in_flight, options_.fault_points);
+        options_.checkpoints_in_flight, options_.fault_points, deadline_.get());
   }
 
   // Notes a checkpoint's failure (see Checkpoint).
@@ -371,6 +385,10 @@ class PostgresPollSource final : public Source {
   size_t handed_ = 0;            // events and malformed rows of the last batch handed out
   bool commit_next_ = false;     // a checkpoint failed: the next one commits before returning
   bool pipeline_tried_ = false;  // since Open (StartPipeline)
+  // Bounds the checkpoints once the relay stops (from Activate; null before: a source used
+  // without a relay waits as long as the server lets it).
+  std::unique_ptr<CheckpointDeadline> deadline_;
+  const StopSignal* deadline_stop_ = nullptr;
   // Pipelined checkpoints (null: each commits in Checkpoint()); declared last, so that it is
   // destroyed, committing what is queued, while the members its jobs read still exist.
   std::unique_ptr<PgCheckpointer> checkpointer_;

@@ -120,6 +120,10 @@ struct SourceOptions {
   // committing, on a connection of its own, while the next ones are fetched and published
   // (sources/pg_checkpointer.h); 0: each commits before Checkpoint() returns.
   size_t checkpoints_in_flight = 0;
+  // PostgreSQL: once the stop given to Activate is requested, how long a checkpoint may still
+  // wait (on a row another session keeps locked) before it is cancelled and left for the next
+  // relay (sources/pg_checkpointer.h, CheckpointDeadline).
+  Duration shutdown_timeout{10000};
   // Named places where crash tests stop the process (core/fault_points.h); null in normal runs.
   FaultPoints* fault_points = nullptr;
   // CDC: where the relay's position is kept, made for the slot's name once the source knows
@@ -169,7 +173,9 @@ class Source {
   // Connects and checks the tables exist (kNotFound says to run courier migrate).
   virtual Status Open() = 0;
   // Called once this process is the outbox's only active relay (stores/leadership.h, which
-  // the relay holds): prepares what only the active relay may touch (the CDC slot).
+  // the relay holds): prepares what only the active relay may touch (the CDC slot). `stop` is
+  // the relay's, which outlives the connection: once it is requested, checkpoints wait at
+  // most SourceOptions::shutdown_timeout more.
   virtual Status Activate(const StopSignal& stop) = 0;
   // Up to `max` pending events. Polling: rows in id order; rows of transactions still open
   // are not visible and so are picked up by a later call, whatever their id. CDC: commit
