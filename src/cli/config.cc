@@ -5,9 +5,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstdlib>
 #include <cstring>
-#include <sstream>
 
 // toml++ 3.3.0 (Debian 12) reaches __builtin_unreachable() while classifying some non-ASCII
 // characters (marzer/tomlplusplus issues 190 and 295): undefined behaviour on a config file's
@@ -113,23 +113,44 @@ Result<std::string> InterpolateEnv(const std::string& text, const std::string& f
 
 namespace {
 
-Result<std::string> ScalarText(const toml::node& node, const std::string& where) {
+// The flag's value for `node`, the value of `key` at `where` ("file:line"), or why the flag
+// cannot take it.
+Result<std::string> ScalarText(const toml::node& node, const std::string& key, const ConfigKey& to,
+                               const std::string& where) {
+  const bool value = to.kind == ConfigKey::Kind::kValue || to.kind == ConfigKey::Kind::kWholeNumber;
+  auto refuse = [&](const std::string& what) {
+    return InvalidArgumentError(
+        where + ": " + key + " must be " +
+        (to.kind == ConfigKey::Kind::kWholeNumber ? "a whole number" : "a value") +
+        (to.type_name.empty() ? "" : " (" + to.type_name + ")") + ", not " + what);
+  };
   if (auto s = node.value<std::string>()) return *s;
   if (node.is_integer()) return std::to_string(*node.value<int64_t>());
   if (node.is_floating_point()) {
-    std::ostringstream os;
-    os << *node.value<double>();
-    return os.str();
+    // Written as a float, so that a whole number's parser refuses it as it refuses "1.5"
+    // (4.0 would otherwise read as "4").
+    char buffer[64];
+    const auto end = std::to_chars(buffer, buffer + sizeof buffer, *node.value<double>()).ptr;
+    std::string text(buffer, end);
+    if (text.find_first_not_of("-0123456789") == std::string::npos) text += ".0";
+    if (to.kind == ConfigKey::Kind::kWholeNumber) return refuse("the float " + text);
+    return text;
   }
-  if (node.is_boolean()) return std::string(*node.value<bool>() ? "true" : "false");
-  return InvalidArgumentError(where + ": expected a string, number or boolean");
+  if (node.is_boolean()) {
+    const std::string text = *node.value<bool>() ? "true" : "false";
+    if (value) return refuse("the boolean " + text);
+    return text;
+  }
+  if (value) return refuse(node.is_table() ? "a table" : "an array of arrays");
+  return InvalidArgumentError(where + ": " + key + " must be true or false, not " +
+                              (node.is_table() ? "a table" : "an array"));
 }
 
 }  // namespace
 
-Result<std::vector<ConfigArg>> ConfigToArgs(const std::string& text, const std::string& file_name,
-                                            const std::function<bool(const std::string&)>& is_known,
-                                            std::vector<std::string>* errors) {
+Result<std::vector<ConfigArg>> ConfigToArgs(
+    const std::string& text, const std::string& file_name,
+    const std::function<ConfigKey(const std::string&)>& key_of, std::vector<std::string>* errors) {
   std::vector<std::string> found;
   std::vector<ConfigArg> args;
   toml::table table;
@@ -143,7 +164,8 @@ Result<std::vector<ConfigArg>> ConfigToArgs(const std::string& text, const std::
     const std::string k(key.str());
     const int line = static_cast<int>(node.source().begin.line);
     const std::string where = file_name + ":" + std::to_string(line);
-    if (!is_known(k)) {
+    const ConfigKey to = key_of(k);
+    if (to.kind == ConfigKey::Kind::kUnknown) {
       found.push_back(where + ": unknown key '" + k +
                       "' (keys are the command's long flags, see --help)");
       continue;
@@ -152,7 +174,7 @@ Result<std::vector<ConfigArg>> ConfigToArgs(const std::string& text, const std::
       for (const toml::node& item : *array) {
         const int item_line =
             item.source().begin.line > 0 ? static_cast<int>(item.source().begin.line) : line;
-        auto v = ScalarText(item, file_name + ":" + std::to_string(item_line));
+        auto v = ScalarText(item, k, to, file_name + ":" + std::to_string(item_line));
         if (v.ok()) {
           args.push_back({k, "--" + k + "=" + *v, item_line});
         } else {
@@ -161,12 +183,12 @@ Result<std::vector<ConfigArg>> ConfigToArgs(const std::string& text, const std::
       }
       continue;
     }
-    if (node.is_boolean()) {
+    if (node.is_boolean() && to.kind == ConfigKey::Kind::kFlag) {
       // Flags without a value: present when true.
       if (*node.value<bool>()) args.push_back({k, "--" + k, line});
       continue;
     }
-    auto v = ScalarText(node, where);
+    auto v = ScalarText(node, k, to, where);
     if (v.ok()) {
       args.push_back({k, "--" + k + "=" + *v, line});
     } else {

@@ -35,14 +35,28 @@ struct ConfigArg {
   int line = 0;     // of the key, or of the array element
 };
 
-// Parses the TOML text into "--key=value" arguments. `is_known(key)` says whether the
-// subcommand has that flag; unknown keys are errors naming the line. Arrays give one
-// argument per element. Each error is "file:line: what is wrong". A TOML syntax error is
-// returned (nothing else can be known then). Otherwise, with `errors`, every error is appended
-// there and the good arguments are returned; without, the first error is.
-Result<std::vector<ConfigArg>> ConfigToArgs(const std::string& text, const std::string& file_name,
-                                            const std::function<bool(const std::string&)>& is_known,
-                                            std::vector<std::string>* errors = nullptr);
+// What a key takes, as the subcommand's flag of that name does.
+struct ConfigKey {
+  enum class Kind {
+    kUnknown,      // no such flag
+    kFlag,         // a flag without a value: true or false
+    kValue,        // a value (a string, or a number written as one)
+    kWholeNumber,  // a value that is a whole number: a TOML float (4.0, 1e1) is refused
+  };
+  Kind kind = Kind::kUnknown;
+  std::string type_name;  // the value's name in --help ("N", "DURATION"), for errors
+};
+
+// Parses the TOML text into "--key=value" arguments. `key_of(key)` says what the subcommand's
+// flag of that name takes; unknown keys, and values of a TOML type the flag cannot take (a
+// boolean for a value, a float for a whole number), are errors naming the line and the key.
+// Arrays give one argument per element. Each error is "file:line: what is wrong". A TOML
+// syntax error is returned (nothing else can be known then). Otherwise, with `errors`, every
+// error is appended there and the good arguments are returned; without, the first error is.
+Result<std::vector<ConfigArg>> ConfigToArgs(
+    const std::string& text, const std::string& file_name,
+    const std::function<ConfigKey(const std::string&)>& key_of,
+    std::vector<std::string>* errors = nullptr);
 
 // Parses durations: "250ms", "5s", "2m", "1h", "7d", or a bare number of milliseconds.
 Result<std::chrono::milliseconds> ParseDuration(const std::string& text);

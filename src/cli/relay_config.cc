@@ -177,6 +177,18 @@ std::vector<FlagError> CheckRelayFlags(RelayFlags& f) {
   return errors;
 }
 
+ConfigKey ConfigKeyOf(const CLI::App& cmd, const std::string& key) {
+  const CLI::Option* option = key == "config" ? nullptr : cmd.get_option_no_throw("--" + key);
+  if (option == nullptr) return {};
+  if (option->get_expected_max() == 0) return {ConfigKey::Kind::kFlag, ""};
+  // get_type_name() appends the validators' descriptions ("PORT:INT in [0 - 65535]").
+  std::string type_name = option->get_type_name();
+  type_name = type_name.substr(0, type_name.find(':'));
+  // The commands name whole numbers N (PORT for ports) in --help.
+  const bool whole = type_name == "N" || type_name == "PORT";
+  return {whole ? ConfigKey::Kind::kWholeNumber : ConfigKey::Kind::kValue, std::move(type_name)};
+}
+
 Result<std::vector<std::string>> ExpandConfig(CLI::App& app, std::vector<std::string> args) {
   if (args.size() < 2) return args;
   CLI::App* cmd = nullptr;
@@ -194,9 +206,8 @@ Result<std::vector<std::string>> ExpandConfig(CLI::App& app, std::vector<std::st
   COURIER_ASSIGN_OR_RETURN(std::string raw, ReadConfigFile(file));
   COURIER_ASSIGN_OR_RETURN(std::string text, InterpolateEnv(raw, file));
   COURIER_ASSIGN_OR_RETURN(
-      std::vector<ConfigArg> from_file, ConfigToArgs(text, file, [cmd](const std::string& key) {
-        return key != "config" && cmd->get_option_no_throw("--" + key) != nullptr;
-      }));
+      std::vector<ConfigArg> from_file,
+      ConfigToArgs(text, file, [cmd](const std::string& key) { return ConfigKeyOf(*cmd, key); }));
   // Flags win: a key given on the command line drops the file's values for it (so a repeated
   // flag such as --sink replaces the file's list instead of adding to it).
   auto name_of = [](const std::string& arg) { return arg.substr(0, arg.find('=')); };
@@ -238,11 +249,7 @@ int CheckConfig(CLI::App& app, CLI::App* relay, RelayFlags& rf, const std::strin
   // Collects every error (and goes on past them), so the result is always there.
   const std::string text = *InterpolateEnv(*raw, file, &errors);
   auto parsed = ConfigToArgs(
-      text, file,
-      [relay](const std::string& key) {
-        return key != "config" && relay->get_option_no_throw("--" + key) != nullptr;
-      },
-      &errors);
+      text, file, [relay](const std::string& key) { return ConfigKeyOf(*relay, key); }, &errors);
   if (!parsed.ok()) {
     // A syntax error: no key is known, so nothing more can be checked.
     for (const std::string& e : errors) Fail(InvalidArgumentError(e));

@@ -81,6 +81,9 @@ struct FlagError {
 // source URL, table names).
 std::vector<FlagError> CheckRelayFlags(RelayFlags& flags);
 
+// What the config file's `key` takes, as `cmd`'s flag of that name does (ConfigToArgs).
+ConfigKey ConfigKeyOf(const CLI::App& cmd, const std::string& key);
+
 // Prepends the settings of the --config file (if any) to the arguments, so that flags given on
 // the command line (parsed later, last one wins) override the file. The first error.
 Result<std::vector<std::string>> ExpandConfig(CLI::App& app, std::vector<std::string> args);

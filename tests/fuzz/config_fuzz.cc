@@ -58,8 +58,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
   auto interpolated = InterpolateEnv(text, "fuzz.toml");
   if (!interpolated.ok()) return 0;
-  auto args = ConfigToArgs(*interpolated, "fuzz.toml",
-                           [](const std::string& key) { return RelayKeys().count(key) > 0; });
+  auto args = ConfigToArgs(*interpolated, "fuzz.toml", [](const std::string& key) {
+    if (RelayKeys().count(key) == 0) return ConfigKey{};
+    if (key == "once" || key == "retain") return ConfigKey{ConfigKey::Kind::kFlag, ""};
+    if (key == "batch-size" || key == "metrics-port") {
+      return ConfigKey{ConfigKey::Kind::kWholeNumber, "N"};
+    }
+    return ConfigKey{ConfigKey::Kind::kValue, ""};
+  });
   if (!args.ok()) return 0;
   for (const ConfigArg& a : *args) {
     const std::string& arg = a.arg;

@@ -271,6 +271,45 @@ TEST(Cli, NumbersOutOfRangeAreOneLineAndExit2) {
   }
 }
 
+// A value of a TOML type its flag cannot take: one line naming the file, the line, the key and
+// what it takes, exit 2, from the relay and from config check alike. `checkpoints-in-flight =
+// true` became a bare flag, which took the next argument for its value ("not '--once'"); a
+// float such as 4.0 or 1e1 read as a whole number.
+TEST(Cli, ConfigValueOfTheWrongTypeNamesTheFileLineKeyAndType) {
+  TempDir dir;
+  const std::string file = dir.File("relay.toml");
+  const std::string settings = "source = \"postgres://app@127.0.0.1:1/app\"\nsink = \"file://" +
+                               dir.File("out.jsonl") + "\"\n";
+  struct Case {
+    std::string line, error;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"checkpoints-in-flight = true",
+            "checkpoints-in-flight must be a whole number (N), not the boolean true"},
+           {"checkpoints-in-flight = 4.0",
+            "checkpoints-in-flight must be a whole number (N), not the float 4.0"},
+           {"batch-size = 1e1", "batch-size must be a whole number (N), not the float 10.0"},
+           {"metrics-port = 9100.5",
+            "metrics-port must be a whole number (PORT), not the float 9100.5"},
+           {"poll-interval = false",
+            "poll-interval must be a value (DURATION), not the boolean false"},
+       }) {
+    std::ofstream(file, std::ios::trunc) << settings << c.line << "\n";
+    const std::string expected = "courier: error: " + file + ":3: " + c.error + "\n";
+    CommandResult relay = RunCourier({"relay", "--config", file, "--once"}, Duration(20000));
+    EXPECT_EQ(relay.exit_code, 2) << c.line;
+    EXPECT_EQ(relay.err, expected);
+    CommandResult check = RunCourier({"config", "check", file});
+    EXPECT_EQ(check.exit_code, 2) << c.line;
+    EXPECT_EQ(check.err, expected);
+  }
+  // The right types are read as before.
+  std::ofstream(file, std::ios::trunc)
+      << settings << "checkpoints-in-flight = 2\npoll-interval = 250\nonce = true\n";
+  CommandResult check = RunCourier({"config", "check", file});
+  EXPECT_EQ(check.exit_code, 0) << check.err;
+}
+
 // `courier help` is `courier --help`; `courier help COMMAND` is `courier COMMAND --help`.
 TEST(Cli, HelpCommand) {
   CommandResult top = RunCourier({"help"});

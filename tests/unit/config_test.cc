@@ -14,8 +14,11 @@
 namespace courier {
 namespace {
 
-bool Known(const std::string& k) {
-  return k == "source" || k == "sink" || k == "batch-size" || k == "retain";
+ConfigKey Known(const std::string& k) {
+  if (k == "source" || k == "sink") return {ConfigKey::Kind::kValue, "URL"};
+  if (k == "batch-size") return {ConfigKey::Kind::kWholeNumber, "N"};
+  if (k == "retain") return {ConfigKey::Kind::kFlag, ""};
+  return {};
 }
 
 TEST(Config, KeysBecomeFlags) {
@@ -61,7 +64,7 @@ TEST(Config, EveryErrorIsCollected) {
                         "relay.toml:4: unterminated ${ (write ${NAME}, or $${ for a literal)",
                         "relay.toml:5: unknown key 'batch_sise' (keys are the command's long "
                         "flags, see --help)",
-                        "relay.toml:6: expected a string, number or boolean",
+                        "relay.toml:6: retain must be true or false, not a table",
                         "relay.toml:7: unknown key 'sinks' (keys are the command's long flags, "
                         "see --help)",
                         "relay.toml:4: unknown key 'x' (keys are the command's long flags, see "
@@ -108,6 +111,44 @@ TEST(Config, UnknownKeyNamesTheLine) {
   EXPECT_NE(args.status().message().find("relay.toml:3: unknown key 'batch_sise'"),
             std::string::npos)
       << args.status().message();
+}
+
+// A value of a TOML type the flag cannot take is one line naming the file, the line, the key
+// and what it takes: a boolean for a value (`checkpoints-in-flight = true` became a bare flag,
+// which took the next argument for its value), a float for a whole number (4.0 read as 4).
+TEST(Config, ValuesOfTheWrongTypeNameTheLineTheKeyAndTheType) {
+  struct Case {
+    std::string text, error;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"batch-size = true\n",
+            "relay.toml:1: batch-size must be a whole number (N), not the "
+            "boolean true"},
+           {"source = \"x\"\nbatch-size = 4.0\n",
+            "relay.toml:2: batch-size must be a whole number (N), not the float 4.0"},
+           {"batch-size = 1e1\n",
+            "relay.toml:1: batch-size must be a whole number (N), not the float 10.0"},
+           {"batch-size = 1.5\n",
+            "relay.toml:1: batch-size must be a whole number (N), not the float 1.5"},
+           {"sink = false\n", "relay.toml:1: sink must be a value (URL), not the boolean false"},
+           {"sink = [\"file:///a\",\n  true]\n",
+            "relay.toml:2: sink must be a value (URL), not the boolean true"},
+           {"source = { a = 1 }\n", "relay.toml:1: source must be a value (URL), not a table"},
+       }) {
+    auto args = ConfigToArgs(c.text, "relay.toml", Known);
+    ASSERT_FALSE(args.ok()) << c.text;
+    EXPECT_EQ(args.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_EQ(args.status().message(), c.error);
+  }
+  // Floats stay floats where a value is not a whole number (a duration of 1.5 ms), and
+  // whole numbers and flags are read as before.
+  auto args = ConfigToArgs("source = 1.5\nsink = 2.0\nbatch-size = 4\nretain = false\n",
+                           "relay.toml", Known);
+  ASSERT_OK(args);
+  std::vector<std::string> got;
+  for (const ConfigArg& a : *args) got.push_back(a.arg);
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, (std::vector<std::string>{"--batch-size=4", "--sink=2.0", "--source=1.5"}));
 }
 
 TEST(Config, SyntaxErrorNamesTheLine) {
