@@ -162,9 +162,10 @@ CLI::App* AddRelayCommand(CLI::App& app, RelayFlags* f, CommonFlags* common) {
       ->capture_default_str();
   cmd->add_option("--checkpoints-in-flight", f->checkpoints_in_flight,
                   "PostgreSQL: batches whose checkpoint may still be committing while "
-                  "the next ones are fetched and published (0: one batch at a time)")
+                  "the next ones are fetched and published (0: one batch at a time; refused "
+                  "with a SQLite source, which checkpoints each batch before the next)")
       ->type_name("N")
-      ->capture_default_str();
+      ->default_str(std::to_string(f->options.checkpoints_in_flight));
   cmd->add_option("--poll-interval", f->poll_interval, "Wait between polls when idle")
       ->type_name("DURATION")
       ->capture_default_str();

@@ -15,6 +15,7 @@
 #include "core/url.h"
 #include "relay/relay_internal.h"
 #include "sources/cdc/capture_setup.h"
+#include "sources/source.h"
 
 namespace courier::cli {
 
@@ -153,13 +154,23 @@ std::vector<FlagError> CheckRelayFlags(RelayFlags& f) {
                                              f.batch_size + "'"));
   }
   const std::optional<int64_t> in_flight = ParseInt64(f.checkpoints_in_flight);
-  if (in_flight && *in_flight >= 0 && *in_flight <= 64) {
-    o.checkpoints_in_flight = static_cast<size_t>(*in_flight);
-  } else {
+  if (f.checkpoints_in_flight.empty()) {
+    // Not given: the default.
+  } else if (!in_flight || *in_flight < 0 || *in_flight > 64) {
     check("checkpoints-in-flight",
           InvalidArgumentError("--checkpoints-in-flight must be a whole number from 0 to 64, "
                                "not '" +
                                f.checkpoints_in_flight + "'"));
+  } else if (auto loc = ParseSourceUrl(o.source_url);
+             loc.ok() && loc->kind == SourceLocation::Kind::kSqlite) {
+    // As the other PostgreSQL-only settings (--mode cdc, --shard): refused rather than
+    // silently without effect.
+    check("checkpoints-in-flight",
+          InvalidArgumentError("--checkpoints-in-flight applies to PostgreSQL (its checkpoints "
+                               "commit on a connection of their own); a SQLite outbox checkpoints "
+                               "each batch before the next: leave it out"));
+  } else {
+    o.checkpoints_in_flight = static_cast<size_t>(*in_flight);
   }
   // The address HttpEndpoint::Start will bind (a name such as localhost is resolved).
   if (f.metrics_port > 0) {

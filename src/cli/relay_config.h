@@ -26,7 +26,9 @@ struct RelayFlags {
   std::string outbox_format = "courier";
   bool event_store = false;  // --event-store: outbox_table names an event store
   std::string batch_size = std::to_string(options.batch_size);
-  std::string checkpoints_in_flight = std::to_string(options.checkpoints_in_flight);
+  // Empty when not given: options' default, which a SQLite outbox ignores; given, it is
+  // refused there (CheckRelayFlags).
+  std::string checkpoints_in_flight;
   std::string poll_interval = FormatDuration(options.poll_interval);
   std::string retention = FormatDuration(options.retention);
   std::string cleanup_interval = FormatDuration(options.cleanup_interval);

@@ -310,6 +310,41 @@ TEST(Cli, ConfigValueOfTheWrongTypeNamesTheFileLineKeyAndType) {
   EXPECT_EQ(check.exit_code, 0) << check.err;
 }
 
+// --checkpoints-in-flight pipelines PostgreSQL's checkpoints; a SQLite outbox checkpoints each
+// batch before the next. Given with a SQLite source it is refused, as --mode cdc and --shard
+// are: one line, exit 2, before anything is opened; left out, SQLite runs as ever.
+TEST(Cli, CheckpointsInFlightIsRefusedForSqlite) {
+  TempDir dir;
+  const std::string source = "sqlite://" + dir.File("app.db");
+  const std::string sink = "file://" + dir.File("out.jsonl");
+  const std::string error =
+      "--checkpoints-in-flight applies to PostgreSQL (its checkpoints commit on a connection of "
+      "their own); a SQLite outbox checkpoints each batch before the next: leave it out";
+  for (const char* n : {"4", "0"}) {
+    CommandResult r = RunCourier(
+        {"relay", "--source", source, "--sink", sink, "--checkpoints-in-flight", n, "--once"});
+    EXPECT_EQ(r.exit_code, 2) << n;
+    EXPECT_EQ(r.err, "courier: error: " + error + "\n");
+  }
+  const std::string file = dir.File("relay.toml");
+  std::ofstream(file) << "source = \"" << source << "\"\nsink = \"" << sink
+                      << "\"\ncheckpoints-in-flight = 2\n";
+  CommandResult check = RunCourier({"config", "check", file});
+  EXPECT_EQ(check.exit_code, 2);
+  EXPECT_EQ(check.err, "courier: error: " + file + ":3: " + error + "\n");
+  // Nothing was opened.
+  EXPECT_NE(::access(dir.File("app.db").c_str(), F_OK), 0);
+
+  ASSERT_OK(Migrate(source, TableNames{}));
+  CommandResult plain = RunCourier({"relay", "--source", source, "--sink", sink, "--once"});
+  EXPECT_EQ(plain.exit_code, 0) << plain.err;
+  // PostgreSQL takes it (config check: the values are checked before connecting).
+  std::ofstream(file, std::ios::trunc) << "source = \"postgres://app@127.0.0.1:1/app\"\nsink = \""
+                                       << sink << "\"\ncheckpoints-in-flight = 2\n";
+  CommandResult pg = RunCourier({"config", "check", file});
+  EXPECT_EQ(pg.exit_code, 0) << pg.err;
+}
+
 // `courier help` is `courier --help`; `courier help COMMAND` is `courier COMMAND --help`.
 TEST(Cli, HelpCommand) {
   CommandResult top = RunCourier({"help"});
