@@ -186,7 +186,7 @@ CLI::App* AddRelayCommand(CLI::App& app, RelayFlags* f, CommonFlags* common) {
       ->type_name("DURATION");
   cmd->add_option("--shutdown-timeout", f->shutdown_timeout,
                   "On SIGTERM, wait this long for in-flight acks, then as long for their "
-                  "checkpoint (polling PostgreSQL: one still waiting, on a row lock, is cancelled: "
+                  "checkpoint (PostgreSQL: one still waiting, on a row lock, is cancelled: "
                   "its events go "
                   "out again with the next relay)")
       ->type_name("DURATION")

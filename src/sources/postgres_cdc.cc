@@ -102,6 +102,10 @@ class PostgresCdcSource final : public Source {
   // The relay calls this only while it holds the outbox's lease, so a stream still attached to
   // the slot is a previous holder's, which must let go.
   Status Activate(const StopSignal& stop) override {
+    if (!deadline_ || deadline_stop_ != &stop) {
+      deadline_ = std::make_unique<CheckpointDeadline>(&stop, options_.shutdown_timeout);
+      deadline_stop_ = &stop;
+    }
     COURIER_RETURN_IF_ERROR(cdc::EndPreviousStream(conn_.get(), names_.slot));
     COURIER_RETURN_IF_ERROR(
         PrepareCdc(conn_.get(), conninfo_, options_.tables, options_.cdc, stop, slot_stale_));
@@ -114,6 +118,7 @@ class PostgresCdcSource final : public Source {
       return Status::Ok();
     }
     COURIER_RETURN_IF_ERROR(OpenBackfill());
+    COURIER_RETURN_IF_ERROR(backfill_->Activate(stop));
     state_ = State::kBackfill;
     return Status::Ok();
   }
@@ -192,22 +197,29 @@ class PostgresCdcSource final : public Source {
     // even after a server crash, which sets the slot back to its last server checkpoint.
     const std::optional<Lsn> record = ledger_.ToRecord();
     if (!rows.empty() || !dead.empty() || record) {
-      COURIER_RETURN_IF_ERROR(PgRun(conn_.get(), "BEGIN"));
-      Status st =
-          rows.empty() ? Status::Ok() : CheckpointRows(conn_.get(), checkpoint_sql_, rows, xids);
-      for (size_t i = 0; st.ok() && i < dead.size(); ++i) {
-        st = DeadLetter(*dead[i].first, dead[i].second, sink_name);
-      }
-      // A snapshot chunk's progress is saved with the position past its high watermark.
-      if (st.ok() && record) st = snapshot_.Save(conn_.get(), *record);
-      if (st.ok() && record) {
-        st = checkpoints_->Save(*record);
-      }
-      if (st.ok()) st = PgRun(conn_.get(), "COMMIT");
-      if (!st.ok()) {
-        (void)PgRun(conn_.get(), "ROLLBACK");
-        return ExplainCheckpointFailure(conn_.get(), options_.tables, options_.mode, st);
-      }
+      auto commit = [&]() -> Status {
+        COURIER_RETURN_IF_ERROR(PgRun(conn_.get(), "BEGIN"));
+        Status st =
+            rows.empty() ? Status::Ok() : CheckpointRows(conn_.get(), checkpoint_sql_, rows, xids);
+        for (size_t i = 0; st.ok() && i < dead.size(); ++i) {
+          st = DeadLetter(*dead[i].first, dead[i].second, sink_name);
+        }
+        // A snapshot chunk's progress is saved with the position past its high watermark.
+        if (st.ok() && record) st = snapshot_.Save(conn_.get(), *record);
+        if (st.ok() && record) {
+          st = checkpoints_->Save(*record);
+        }
+        if (st.ok()) st = PgRun(conn_.get(), "COMMIT");
+        if (!st.ok()) {
+          (void)PgRun(conn_.get(), "ROLLBACK");
+          return ExplainCheckpointFailure(conn_.get(), options_.tables, options_.mode, st);
+        }
+        return Status::Ok();
+      };
+      const size_t events = acked.size() + rejected.size();
+      const Status st = deadline_ ? deadline_->Run(conn_.get(), events, commit) : commit();
+      if (st.code() == StatusCode::kCancelled) deadline_->LogAbandoned(events);
+      COURIER_RETURN_IF_ERROR(st);
       if (record) ledger_.Recorded(*record);
     }
     // The rows are gone (or stamped): the slot may move past every transaction whose events
@@ -348,7 +360,7 @@ class PostgresCdcSource final : public Source {
     }
     checkpointer_ = PgCheckpointer::Start(
         conninfo_, [this](PGconn* conn, const CheckpointJob& job) { return Commit(conn, job); },
-        options_.checkpoints_in_flight, options_.fault_points);
+        options_.checkpoints_in_flight, options_.fault_points, deadline_.get());
   }
 
   // Notes a checkpoint's failure (see Pipeline).
@@ -831,6 +843,9 @@ class PostgresCdcSource final : public Source {
   Lsn begin_lsn_ = 0;                       // the final_lsn of the transaction being decoded
   std::vector<cdc::RowChange> changes_;     // scratch of HandChanges
   std::string database_;                    // the source's database, for the changes' source.db
+  // Bounds the checkpoints once the relay stops (from Activate).
+  std::unique_ptr<CheckpointDeadline> deadline_;
+  const StopSignal* deadline_stop_ = nullptr;
   // Pipelined checkpoints (null: each commits in Checkpoint()); last, so that it is destroyed
   // (committing what is queued) while what its jobs read still exists.
   std::unique_ptr<PgCheckpointer> checkpointer_;

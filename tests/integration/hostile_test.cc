@@ -415,7 +415,7 @@ TEST(HostileCheckpoint, RoleAtItsConnectionLimitCheckpointsOneBatchAtATime) {
 // cancels it, says in one line that the checkpoint was abandoned and its events go out again,
 // and exits 0, the lock still held. The next relay, once the lock is gone, publishes them:
 // every committed event is delivered at least once and the outbox ends empty. The same for
-// --once, for checkpoints in flight or one batch at a time.
+// --once, for checkpoints in flight or one batch at a time, polled or read from the WAL.
 struct StopCase {
   const char* name;
   const char* mode;
@@ -499,7 +499,9 @@ INSTANTIATE_TEST_SUITE_P(Relays, StopWhileCheckpointBlocked,
                          ::testing::Values(StopCase{"PollInFlight", "poll", "4", false},
                                            StopCase{"PollOneAtATime", "poll", "0", false},
                                            StopCase{"PollOnce", "poll", "4", true},
-                                           StopCase{"PollOnceOneAtATime", "poll", "0", true}),
+                                           StopCase{"PollOnceOneAtATime", "poll", "0", true},
+                                           StopCase{"CdcInFlight", "cdc", "4", false},
+                                           StopCase{"CdcOneAtATime", "cdc", "0", false}),
                          [](const ::testing::TestParamInfo<StopCase>& info) {
                            return std::string(info.param.name);
                          });
