@@ -106,35 +106,6 @@ bool JsonDepthWithin(std::string_view text, size_t max_depth) {
 
 namespace {
 
-// The length of the UTF-8 sequence at text[i] when it is valid (RFC 3629), else 0.
-size_t Utf8SequenceAt(std::string_view text, size_t i) {
-  const auto c = static_cast<unsigned char>(text[i]);
-  if (c < 0x80) return 1;
-  size_t n = 0;
-  unsigned char lo = 0x80, hi = 0xBF;  // the range of the second byte
-  if (c >= 0xC2 && c <= 0xDF) {
-    n = 1;
-  } else if (c >= 0xE0 && c <= 0xEF) {
-    n = 2;
-    if (c == 0xE0) lo = 0xA0;
-    if (c == 0xED) hi = 0x9F;
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    n = 3;
-    if (c == 0xF0) lo = 0x90;
-    if (c == 0xF4) hi = 0x8F;
-  } else {
-    return 0;
-  }
-  if (text.size() - i <= n) return 0;
-  const auto second = static_cast<unsigned char>(text[i + 1]);
-  if (second < lo || second > hi) return 0;
-  for (size_t k = 2; k <= n; ++k) {
-    const auto next = static_cast<unsigned char>(text[i + k]);
-    if (next < 0x80 || next > 0xBF) return 0;
-  }
-  return n + 1;
-}
-
 // Whether `text` is UTF-8 as the JSON library's dump checks it (RFC 3629: no overlong forms,
 // no surrogates, nothing past U+10FFFF, no sequence cut short).
 bool ValidUtf8(std::string_view text) {
@@ -144,7 +115,7 @@ bool ValidUtf8(std::string_view text) {
       ++i;
       continue;
     }
-    const size_t n = Utf8SequenceAt(text, i);
+    const size_t n = Utf8SequenceLength(text, i);
     if (n == 0) return false;
     i += n;
   }
@@ -330,11 +301,89 @@ bool IsJsonText(std::string_view text, size_t max_depth) {
   return JsonScanner(text, max_depth).Text();
 }
 
+size_t Utf8SequenceLength(std::string_view s, size_t i) {
+  const auto b = [&](size_t k) { return static_cast<unsigned char>(s[i + k]); };
+  const unsigned char c = b(0);
+  size_t n = 0;
+  uint32_t min = 0;
+  if (c < 0x80) return 1;
+  if ((c & 0xe0) == 0xc0) {
+    n = 2, min = 0x80;
+  } else if ((c & 0xf0) == 0xe0) {
+    n = 3, min = 0x800;
+  } else if ((c & 0xf8) == 0xf0) {
+    n = 4, min = 0x10000;
+  } else {
+    return 0;
+  }
+  if (i + n > s.size()) return 0;
+  uint32_t cp = c & (0x7f >> n);
+  for (size_t k = 1; k < n; ++k) {
+    if ((b(k) & 0xc0) != 0x80) return 0;
+    cp = (cp << 6) | (b(k) & 0x3f);
+  }
+  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+  return n;
+}
+
+void AppendJsonString(std::string* out, std::string_view text) {
+  static const char* kHex = "0123456789abcdef";
+  out->push_back('"');
+  for (size_t i = 0; i < text.size();) {
+    const char c = text[i];
+    const auto u = static_cast<unsigned char>(c);
+    if (u >= 0x80) {
+      const size_t n = Utf8SequenceLength(text, i);
+      if (n == 0) {
+        out->append("\xef\xbf\xbd");  // U+FFFD
+        ++i;
+      } else {
+        out->append(text.substr(i, n));
+        i += n;
+      }
+      continue;
+    }
+    ++i;
+    switch (c) {
+      case '\b':
+        out->append("\\b");
+        break;
+      case '\f':
+        out->append("\\f");
+        break;
+      case '\n':
+        out->append("\\n");
+        break;
+      case '\r':
+        out->append("\\r");
+        break;
+      case '\t':
+        out->append("\\t");
+        break;
+      case '"':
+        out->append("\\\"");
+        break;
+      case '\\':
+        out->append("\\\\");
+        break;
+      default:
+        if (u < 0x20) {
+          out->append("\\u00");
+          out->push_back(kHex[u >> 4]);
+          out->push_back(kHex[u & 0xf]);
+        } else {
+          out->push_back(c);
+        }
+    }
+  }
+  out->push_back('"');
+}
+
 std::string StorableText(std::string_view text) {
   std::string out;
   out.reserve(text.size());
   for (size_t i = 0; i < text.size();) {
-    const size_t n = text[i] == '\0' ? 0 : Utf8SequenceAt(text, i);
+    const size_t n = text[i] == '\0' ? 0 : Utf8SequenceLength(text, i);
     if (n == 0) {
       out.append("\xEF\xBF\xBD");  // U+FFFD
       ++i;
@@ -462,49 +511,6 @@ std::optional<std::string_view> MemberText(std::string_view object, std::string_
 
 namespace {
 
-// `text` as a JSON string, escaped as the JSON library's dump escapes valid UTF-8 (bytes from
-// 0x80 as they are, control characters as \b \t \n \f \r or \u00xx).
-void AppendJsonString(std::string_view text, std::string* out) {
-  out->push_back('"');
-  size_t run = 0;  // the start of the bytes that need no escape
-  for (size_t i = 0; i < text.size(); ++i) {
-    const unsigned char c = static_cast<unsigned char>(text[i]);
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
-    out->append(text.substr(run, i - run));
-    run = i + 1;
-    switch (c) {
-      case '"':
-        out->append("\\\"");
-        break;
-      case '\\':
-        out->append("\\\\");
-        break;
-      case '\b':
-        out->append("\\b");
-        break;
-      case '\t':
-        out->append("\\t");
-        break;
-      case '\n':
-        out->append("\\n");
-        break;
-      case '\f':
-        out->append("\\f");
-        break;
-      case '\r':
-        out->append("\\r");
-        break;
-      default: {
-        static constexpr char kHex[] = "0123456789abcdef";
-        const char u[] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 15]};
-        out->append(u, sizeof u);
-      }
-    }
-  }
-  out->append(text.substr(run));
-  out->push_back('"');
-}
-
 // The line as a JSON value dumps it: the object's keys sorted, a header written twice kept
 // last. What AppendEventJsonLine writes when it cannot write the same bytes itself.
 std::string JsonLineByValue(const Event& e, std::string_view extra, bool spliced) {
@@ -546,27 +552,27 @@ bool AppendJsonLineDirectly(const Event& e, bool spliced, std::string* out) {
     sorted[at] = &header;
   }
   out->append("{\"aggregate_id\":");
-  AppendJsonString(e.aggregate_id, out);
+  AppendJsonString(out, e.aggregate_id);
   out->append(",\"aggregate_type\":");
-  AppendJsonString(e.aggregate_type, out);
+  AppendJsonString(out, e.aggregate_type);
   out->append(",\"created_at_us\":");
   char digits[24];
   out->append(digits,
               static_cast<size_t>(
                   std::to_chars(digits, digits + sizeof digits, e.created_at_us).ptr - digits));
   out->append(",\"event_id\":");
-  AppendJsonString(e.event_id, out);
+  AppendJsonString(out, e.event_id);
   out->append(",\"event_type\":");
-  AppendJsonString(e.event_type, out);
+  AppendJsonString(out, e.event_type);
   out->append(",\"headers\":{");
   bool first = true;
   for (size_t i = 0; i < n; ++i) {
     if (i + 1 < n && sorted[i + 1]->first == sorted[i]->first) continue;  // written again later
     if (!first) out->push_back(',');
     first = false;
-    AppendJsonString(sorted[i]->first, out);
+    AppendJsonString(out, sorted[i]->first);
     out->push_back(':');
-    AppendJsonString(sorted[i]->second, out);
+    AppendJsonString(out, sorted[i]->second);
   }
   out->push_back('}');
   if (!spliced) {

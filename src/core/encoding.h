@@ -49,6 +49,16 @@ bool IsJsonText(std::string_view text, size_t max_depth = kMaxJsonDepth);
 // Whether the arrays and objects of `json` (valid or not) nest at most `max_depth` deep.
 bool JsonDepthWithin(std::string_view json, size_t max_depth = kMaxJsonDepth);
 
+// The length of the UTF-8 sequence at text[i] (RFC 3629: no overlong forms, no surrogates,
+// nothing past U+10FFFF, none cut short), or 0 when there is none.
+size_t Utf8SequenceLength(std::string_view text, size_t i);
+
+// `text` as a JSON string the way PostgreSQL's escape_json writes it (and the JSON library's
+// dump, for UTF-8): \" \\ \b \f \n \r \t, other control characters as \u00xx, everything else
+// (including non-ASCII) as is. Bytes that are not UTF-8 (a SQL_ASCII database) become U+FFFD, so
+// the output is always valid JSON.
+void AppendJsonString(std::string* out, std::string_view text);
+
 // `text` with each NUL byte, and each byte that is not part of valid UTF-8, replaced by U+FFFD:
 // what a PostgreSQL text column of a UTF-8 database takes. For messages (a dead letter's
 // error) that quote bytes from elsewhere, where one bad byte would make the insert fail.

@@ -20,32 +20,6 @@ constexpr size_t kMaxIntegerDigits = 4 * 32768;
 
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 
-// The length of the UTF-8 sequence at s[i], or 0 when it is not one.
-size_t Utf8Length(std::string_view s, size_t i) {
-  const auto b = [&](size_t k) { return static_cast<unsigned char>(s[i + k]); };
-  const unsigned char c = b(0);
-  size_t n = 0;
-  uint32_t min = 0;
-  if (c < 0x80) return 1;
-  if ((c & 0xe0) == 0xc0) {
-    n = 2, min = 0x80;
-  } else if ((c & 0xf0) == 0xe0) {
-    n = 3, min = 0x800;
-  } else if ((c & 0xf8) == 0xf0) {
-    n = 4, min = 0x10000;
-  } else {
-    return 0;
-  }
-  if (i + n > s.size()) return 0;
-  uint32_t cp = c & (0x7f >> n);
-  for (size_t k = 1; k < n; ++k) {
-    if ((b(k) & 0xc0) != 0x80) return 0;
-    cp = (cp << 6) | (b(k) & 0x3f);
-  }
-  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-  return n;
-}
-
 void AppendUtf8(std::string* out, uint32_t cp) {
   if (cp < 0x80) {
     out->push_back(static_cast<char>(cp));
@@ -209,7 +183,7 @@ class Reader {
       if (static_cast<unsigned char>(c) < 0x20) return false;
       if (static_cast<unsigned char>(c) >= 0x80) {
         // Not UTF-8 (a SQL_ASCII database): U+FFFD already here, so that keys sort as written.
-        const size_t n = Utf8Length(in_, pos_);
+        const size_t n = Utf8SequenceLength(in_, pos_);
         s->append(n == 0 ? std::string_view("\xef\xbf\xbd") : in_.substr(pos_, n));
         pos_ += n == 0 ? 1 : n;
         continue;
@@ -302,59 +276,6 @@ class Reader {
 };
 
 }  // namespace
-
-void AppendJsonString(std::string* out, std::string_view text) {
-  static const char* kHex = "0123456789abcdef";
-  out->push_back('"');
-  for (size_t i = 0; i < text.size();) {
-    const char c = text[i];
-    const auto u = static_cast<unsigned char>(c);
-    if (u >= 0x80) {
-      const size_t n = Utf8Length(text, i);
-      if (n == 0) {
-        out->append("\xef\xbf\xbd");  // U+FFFD
-        ++i;
-      } else {
-        out->append(text.substr(i, n));
-        i += n;
-      }
-      continue;
-    }
-    ++i;
-    switch (c) {
-      case '\b':
-        out->append("\\b");
-        break;
-      case '\f':
-        out->append("\\f");
-        break;
-      case '\n':
-        out->append("\\n");
-        break;
-      case '\r':
-        out->append("\\r");
-        break;
-      case '\t':
-        out->append("\\t");
-        break;
-      case '"':
-        out->append("\\\"");
-        break;
-      case '\\':
-        out->append("\\\\");
-        break;
-      default:
-        if (u < 0x20) {
-          out->append("\\u00");
-          out->push_back(kHex[u >> 4]);
-          out->push_back(kHex[u & 0xf]);
-        } else {
-          out->push_back(c);
-        }
-    }
-  }
-  out->push_back('"');
-}
 
 std::string JsonString(std::string_view text) {
   std::string out;

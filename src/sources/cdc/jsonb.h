@@ -8,12 +8,11 @@
 #include <string>
 #include <string_view>
 
+#include "core/encoding.h"  // AppendJsonString
+
 namespace courier::cdc {
 
-// `text` as a JSON string the way PostgreSQL's escape_json writes it: \" \\ \b \f \n \r \t,
-// other control characters as \u00xx, everything else (including non-ASCII) as is. Bytes that
-// are not UTF-8 (a SQL_ASCII database) become U+FFFD, so the output is always valid JSON.
-void AppendJsonString(std::string* out, std::string_view text);
+// `text` as a JSON string (AppendJsonString, core/encoding.h: PostgreSQL's escape_json).
 std::string JsonString(std::string_view text);
 
 // A number as numeric_in reads it and numeric_out writes it: plain digits, no exponent, the
